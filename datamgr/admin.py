@@ -1,0 +1,60 @@
+"""The AdminService servicer: the device owner registers apps and grants permissions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from datamgr._grpc import bearer_token, rpc
+from datamgr.apps import AdminCredential, App, AppRegistry
+from datamgr.storage import Database
+from datamgr.v1 import admin_pb2 as pb
+from datamgr.v1 import admin_pb2_grpc as pb_grpc
+
+
+def app_message(app: App) -> pb.App:
+    return pb.App(bundle=app.bundle, permissions=sorted(app.permissions), created_at=app.created_at)
+
+
+class AdminService(pb_grpc.AdminServiceServicer):
+    def __init__(self, db: Database, apps: AppRegistry, admin: AdminCredential,
+                 on_remove: Callable[[str], None]) -> None:
+        self._db = db
+        self._apps = apps
+        self._admin = admin
+        self._on_remove = on_remove
+
+    @rpc
+    async def AddApp(self, request: pb.AddAppRequest, context: Any) -> pb.AddAppResponse:
+        self._admin.check(bearer_token(context))
+        app, token = await self._db.write(self._apps.add, request.bundle)
+        return pb.AddAppResponse(app=app_message(app), token=token)
+
+    @rpc
+    async def RemoveApp(self, request: pb.RemoveAppRequest, context: Any) -> pb.RemoveAppResponse:
+        self._admin.check(bearer_token(context))
+        self._apps.get(request.bundle)
+
+        def remove() -> None:
+            self._on_remove(request.bundle)
+            self._apps.remove(request.bundle)
+
+        await self._db.write(remove)
+        return pb.RemoveAppResponse()
+
+    @rpc
+    async def ListApps(self, request: pb.ListAppsRequest, context: Any) -> pb.ListAppsResponse:
+        self._admin.check(bearer_token(context))
+        return pb.ListAppsResponse(apps=[app_message(a) for a in self._apps.list()])
+
+    @rpc
+    async def GrantPermissions(self, request: pb.GrantPermissionsRequest, context: Any) -> pb.GrantPermissionsResponse:
+        self._admin.check(bearer_token(context))
+        app = await self._db.write(self._apps.grant, request.bundle, list(request.permissions))
+        return pb.GrantPermissionsResponse(app=app_message(app))
+
+    @rpc
+    async def RevokePermissions(self, request: pb.RevokePermissionsRequest, context: Any) -> pb.RevokePermissionsResponse:
+        self._admin.check(bearer_token(context))
+        app = await self._db.write(self._apps.revoke, request.bundle, list(request.permissions))
+        return pb.RevokePermissionsResponse(app=app_message(app))

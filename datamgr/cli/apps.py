@@ -1,0 +1,96 @@
+"""`datamgr apps ...`: the device owner registers apps and grants permissions."""
+
+from __future__ import annotations
+
+import time
+
+import click
+from rich.table import Table
+
+from datamgr.cli import handle_errors, out, print_json
+
+address_option = click.option("--address", help="Daemon address (default: the Unix socket in the data directory).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _client(address: str | None):  # noqa: ANN202
+    from datamgr.client.admin import AdminClient
+
+    return AdminClient(address)
+
+
+def _app_dict(app) -> dict:  # noqa: ANN001
+    return {"bundle": app.bundle, "permissions": list(app.permissions), "created_at": app.created_at}
+
+
+@click.group()
+def apps() -> None:
+    """Register apps, issue tokens, grant and revoke permissions (needs the admin token)."""
+
+
+@apps.command("add")
+@click.argument("bundle")
+@address_option
+@json_option
+@handle_errors
+def add(bundle: str, address: str | None, as_json: bool) -> None:
+    """Register BUNDLE and print its token (shown only this once)."""
+    with _client(address) as client:
+        app, token = client.add_app(bundle)
+    if as_json:
+        print_json({"bundle": app.bundle, "token": token})
+        return
+    out.print(f"registered [bold]{app.bundle}[/]; its token is shown only once:", highlight=False)
+    click.echo(f"token: {token}")
+
+
+@apps.command("remove")
+@click.argument("bundle")
+@address_option
+@handle_errors
+def remove(bundle: str, address: str | None) -> None:
+    """Remove BUNDLE, its token, permissions and the tables it provides."""
+    with _client(address) as client:
+        client.remove_app(bundle)
+    out.print(f"removed {bundle}", highlight=False)
+
+
+@apps.command("list")
+@address_option
+@json_option
+@handle_errors
+def list_(address: str | None, as_json: bool) -> None:
+    """List registered apps and their permissions."""
+    with _client(address) as client:
+        items = client.list_apps()
+    if as_json:
+        print_json([_app_dict(a) for a in items])
+        return
+    table = Table("bundle", "permissions", "registered")
+    for a in items:
+        table.add_row(a.bundle, "\n".join(a.permissions) or "-", time.strftime("%Y-%m-%d %H:%M", time.localtime(a.created_at)))
+    out.print(table)
+
+
+@apps.command("grant")
+@click.argument("bundle")
+@click.argument("permissions", nargs=-1, required=True)
+@address_option
+@handle_errors
+def grant(bundle: str, permissions: tuple[str, ...], address: str | None) -> None:
+    """Grant PERMISSIONS to BUNDLE."""
+    with _client(address) as client:
+        app = client.grant(bundle, list(permissions))
+    out.print(f"{app.bundle}: {', '.join(app.permissions)}", highlight=False)
+
+
+@apps.command("revoke")
+@click.argument("bundle")
+@click.argument("permissions", nargs=-1, required=True)
+@address_option
+@handle_errors
+def revoke(bundle: str, permissions: tuple[str, ...], address: str | None) -> None:
+    """Revoke PERMISSIONS from BUNDLE."""
+    with _client(address) as client:
+        app = client.revoke(bundle, list(permissions))
+    out.print(f"{app.bundle}: {', '.join(app.permissions) or '(no permissions)'}", highlight=False)

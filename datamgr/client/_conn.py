@@ -1,0 +1,64 @@
+"""Channels to the daemon and the mapping of gRPC errors back to datamgr's error classes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from datamgr.errors import BY_CODE, DatamgrError
+
+T = TypeVar("T")
+MAX_MESSAGE = 256 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+]
+
+
+def default_address() -> str:
+    """`DATAMGR_ADDRESS`, else the daemon's Unix socket from the settings (DATAMGR_DATA_DIR, ...)."""
+    address = os.environ.get("DATAMGR_ADDRESS")
+    if address:
+        return address
+    from datamgr.config import load_settings
+
+    return f"unix:{load_settings().socket_path}"
+
+
+def resolve_token(token: str | None) -> str:
+    token = token or os.environ.get("DATAMGR_TOKEN")
+    if not token:
+        raise DatamgrError("no app token: pass token=... or set DATAMGR_TOKEN")
+    return token
+
+
+def metadata(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def error_from_rpc(exc: grpc.RpcError) -> DatamgrError:
+    """The datamgr error for a failed call: InvalidArgument for INVALID_ARGUMENT, and so on."""
+    code = exc.code() if hasattr(exc, "code") else None
+    name = code.name if code is not None else "UNKNOWN"
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    cls = BY_CODE.get(name, DatamgrError)
+    err = cls(details or name)
+    err.code = name
+    return err
+
+
+def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    try:
+        return fn(*args, **kwargs)
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc) from None
+
+
+async def acall(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return await fn(*args, **kwargs)
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc) from None

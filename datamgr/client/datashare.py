@@ -1,0 +1,284 @@
+"""DataShareHelper: the consumer (and provider) API of DataShare, sync and asyncio flavours.
+
+    helper = DataShareHelper.connect(token=...)             # or AsyncDataShareHelper
+    row_id = helper.insert("datashare:///com.example.contacts/main/people", {"name": "Ada"})
+    with helper.query(uri, DataSharePredicates().equal_to("name", "Ada"), ["id", "name"]) as rs:
+        while rs.go_to_next_row():
+            print(rs.get_long(0), rs.get_string(1))
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from datamgr.client._conn import CHANNEL_OPTIONS, acall, call, default_address, error_from_rpc, metadata, resolve_token
+from datamgr.client.resultset import DataShareResultSet
+from datamgr.datashare import _wire
+from datamgr.datashare._wire import Cell
+from datamgr.datashare.predicates import DataSharePredicates
+from datamgr.v1 import datashare_pb2 as pb
+from datamgr.v1 import datashare_pb2_grpc as pb_grpc
+
+_CHANGE_NAMES = {pb.CHANGE_TYPE_INSERT: "INSERT", pb.CHANGE_TYPE_UPDATE: "UPDATE", pb.CHANGE_TYPE_DELETE: "DELETE"}
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeInfo:
+    """One committed change: type INSERT | UPDATE | DELETE, the table URI, the rows' values."""
+
+    type: str
+    uri: str
+    values: list[dict[str, Cell]]
+
+
+def change_info(msg: pb.ChangeInfo) -> ChangeInfo:
+    return ChangeInfo(_CHANGE_NAMES.get(msg.type, "UNSPECIFIED"), msg.uri, [_wire.from_bucket(b.values) for b in msg.values])
+
+
+# ---- request builders, shared by both flavours ----
+
+def _preds(predicates: DataSharePredicates | None) -> pb.Predicates:
+    return predicates.to_proto() if predicates is not None else pb.Predicates()
+
+
+def insert_request(uri: str, values: Mapping[str, Cell]) -> pb.InsertRequest:
+    req = pb.InsertRequest(uri=uri)
+    _wire.to_bucket(values, req.values)
+    return req
+
+
+def batch_insert_request(uri: str, rows: Sequence[Mapping[str, Cell]]) -> pb.BatchInsertRequest:
+    names, columns = _wire.rows_to_columns(rows)
+    req = pb.BatchInsertRequest(uri=uri, columns=names)
+    _wire.encode_page(columns, req.rows)
+    req.rows.row_count = len(rows)
+    return req
+
+
+def update_request(uri: str, predicates: DataSharePredicates | None, values: Mapping[str, Cell]) -> pb.UpdateRequest:
+    req = pb.UpdateRequest(uri=uri, predicates=_preds(predicates))
+    _wire.to_bucket(values, req.values)
+    return req
+
+
+def batch_update_request(
+    operations: Mapping[str, Sequence[tuple[Mapping[str, Cell], DataSharePredicates | None]]],
+) -> pb.BatchUpdateRequest:
+    req = pb.BatchUpdateRequest()
+    for uri, ops in operations.items():
+        group = req.operations.add(uri=uri)
+        for values, predicates in ops:
+            op = group.operations.add(predicates=_preds(predicates))
+            _wire.to_bucket(values, op.values)
+    return req
+
+
+def query_request(uri: str, predicates: DataSharePredicates | None, columns: Sequence[str] | None,
+                  page_rows: int) -> pb.QueryRequest:
+    return pb.QueryRequest(uri=uri, predicates=_preds(predicates), columns=list(columns or ()), page_rows=page_rows)
+
+
+def manifest_json(manifest: str | Path | Mapping[str, Any]) -> str:
+    """A manifest given as a dict, a JSON string or a path to a JSON file."""
+    if isinstance(manifest, Mapping):
+        return json.dumps(manifest)
+    if isinstance(manifest, Path) or not manifest.lstrip().startswith("{"):
+        return Path(manifest).read_text()
+    return manifest
+
+
+class DataShareHelper:
+    """Blocking DataShare client. Create with `DataShareHelper.connect(address, token)`."""
+
+    def __init__(self, channel: grpc.Channel, token: str) -> None:
+        self._channel = channel
+        self._stub = pb_grpc.DataShareServiceStub(channel)
+        self._md = metadata(token)
+
+    @classmethod
+    def connect(cls, address: str | None = None, token: str | None = None) -> DataShareHelper:
+        return cls(grpc.insecure_channel(address or default_address(), options=CHANNEL_OPTIONS), resolve_token(token))
+
+    def register_provider(self, manifest: str | Path | Mapping[str, Any]) -> pb.RegisterProviderResponse:
+        req = pb.RegisterProviderRequest(manifest_json=manifest_json(manifest))
+        return call(self._stub.RegisterProvider, req, metadata=self._md)
+
+    def insert(self, uri: str, values: Mapping[str, Cell]) -> int:
+        return call(self._stub.Insert, insert_request(uri, values), metadata=self._md).row_id
+
+    def batch_insert(self, uri: str, rows: Sequence[Mapping[str, Cell]]) -> int:
+        return call(self._stub.BatchInsert, batch_insert_request(uri, rows), metadata=self._md).count
+
+    def update(self, uri: str, predicates: DataSharePredicates | None, values: Mapping[str, Cell]) -> int:
+        return call(self._stub.Update, update_request(uri, predicates, values), metadata=self._md).count
+
+    def delete(self, uri: str, predicates: DataSharePredicates | None = None) -> int:
+        req = pb.DeleteRequest(uri=uri, predicates=_preds(predicates))
+        return call(self._stub.Delete, req, metadata=self._md).count
+
+    def batch_update(
+        self, operations: Mapping[str, Sequence[tuple[Mapping[str, Cell], DataSharePredicates | None]]]
+    ) -> dict[str, list[int]]:
+        """`{uri: [(values, predicates), ...]}` → `{uri: [count, ...]}`."""
+        resp = call(self._stub.BatchUpdate, batch_update_request(operations), metadata=self._md)
+        return {r.uri: list(r.counts) for r in resp.results}
+
+    def query(self, uri: str, predicates: DataSharePredicates | None = None, columns: Sequence[str] | None = None,
+              page_rows: int = 0) -> DataShareResultSet:
+        stream = self._stub.Query(query_request(uri, predicates, columns, page_rows), metadata=self._md)
+        return call(DataShareResultSet, _errors_mapped(stream), cancel=stream.cancel)
+
+    def subscribe(self, uri: str) -> Subscription:
+        """Subscribes to committed changes of `uri`; returns once the subscription is live."""
+        stream = self._stub.Subscribe(pb.SubscribeRequest(uri=uri), metadata=self._md)
+        first = call(next, stream)
+        assert first.WhichOneof("event") == "subscribed"
+        return Subscription(stream)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> DataShareHelper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _errors_mapped(stream: Iterator[Any]) -> Iterator[Any]:
+    try:
+        yield from stream
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.CANCELLED:
+            raise error_from_rpc(exc) from None
+
+
+class Subscription:
+    """Committed changes of one URI, in commit order: iterate it, `close()` to end it."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[ChangeInfo]:
+        for msg in _errors_mapped(self._stream):
+            yield change_info(msg.change)
+
+    def next(self) -> ChangeInfo:
+        """The next change (blocking)."""
+        return next(iter(self))
+
+    def close(self) -> None:
+        self._stream.cancel()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncDataShareHelper:
+    """asyncio DataShare client. Create with `AsyncDataShareHelper.connect(address, token)`."""
+
+    def __init__(self, channel: grpc.aio.Channel, token: str) -> None:
+        self._channel = channel
+        self._stub = pb_grpc.DataShareServiceStub(channel)
+        self._md = metadata(token)
+
+    @classmethod
+    def connect(cls, address: str | None = None, token: str | None = None) -> AsyncDataShareHelper:
+        channel = grpc.aio.insecure_channel(address or default_address(), options=CHANNEL_OPTIONS)
+        return cls(channel, resolve_token(token))
+
+    async def register_provider(self, manifest: str | Path | Mapping[str, Any]) -> pb.RegisterProviderResponse:
+        req = pb.RegisterProviderRequest(manifest_json=manifest_json(manifest))
+        return await acall(self._stub.RegisterProvider, req, metadata=self._md)
+
+    async def insert(self, uri: str, values: Mapping[str, Cell]) -> int:
+        return (await acall(self._stub.Insert, insert_request(uri, values), metadata=self._md)).row_id
+
+    async def batch_insert(self, uri: str, rows: Sequence[Mapping[str, Cell]]) -> int:
+        return (await acall(self._stub.BatchInsert, batch_insert_request(uri, rows), metadata=self._md)).count
+
+    async def update(self, uri: str, predicates: DataSharePredicates | None, values: Mapping[str, Cell]) -> int:
+        return (await acall(self._stub.Update, update_request(uri, predicates, values), metadata=self._md)).count
+
+    async def delete(self, uri: str, predicates: DataSharePredicates | None = None) -> int:
+        req = pb.DeleteRequest(uri=uri, predicates=_preds(predicates))
+        return (await acall(self._stub.Delete, req, metadata=self._md)).count
+
+    async def batch_update(
+        self, operations: Mapping[str, Sequence[tuple[Mapping[str, Cell], DataSharePredicates | None]]]
+    ) -> dict[str, list[int]]:
+        resp = await acall(self._stub.BatchUpdate, batch_update_request(operations), metadata=self._md)
+        return {r.uri: list(r.counts) for r in resp.results}
+
+    async def query_rows(self, uri: str, predicates: DataSharePredicates | None = None,
+                         columns: Sequence[str] | None = None, page_rows: int = 0) -> AsyncIterator[dict[str, Cell]]:
+        """Streams the result rows as dicts, page by page."""
+        stream = self._stub.Query(query_request(uri, predicates, columns, page_rows), metadata=self._md)
+        names: list[str] = []
+        try:
+            async for msg in stream:
+                if msg.columns:
+                    names = [c.name for c in msg.columns]
+                for row in zip(*_wire.decode_page(msg.page), strict=True):
+                    yield dict(zip(names, row, strict=True))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+
+    async def query(self, uri: str, predicates: DataSharePredicates | None = None,
+                    columns: Sequence[str] | None = None, page_rows: int = 0) -> DataShareResultSet:
+        """The whole result as a cursor (fetched before returning)."""
+        stream = self._stub.Query(query_request(uri, predicates, columns, page_rows), metadata=self._md)
+        try:
+            messages = [msg async for msg in stream]
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return DataShareResultSet(iter(messages))
+
+    async def subscribe(self, uri: str) -> AsyncSubscription:
+        """Subscribes to committed changes of `uri`; returns once the subscription is live."""
+        stream = self._stub.Subscribe(pb.SubscribeRequest(uri=uri), metadata=self._md)
+        first = await acall(stream.read)
+        assert first.WhichOneof("event") == "subscribed"
+        return AsyncSubscription(stream)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncDataShareHelper:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncSubscription:
+    """Committed changes of one URI, in commit order: `async for` over it, `close()` to end it."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[ChangeInfo]:
+        try:
+            async for msg in self._stream:
+                yield change_info(msg.change)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                raise error_from_rpc(exc) from None
+
+    async def next(self) -> ChangeInfo:
+        msg = await acall(self._stream.read)
+        if msg is grpc.aio.EOF:
+            raise StopAsyncIteration
+        return change_info(msg.change)
+
+    def close(self) -> None:
+        self._stream.cancel()

@@ -1,0 +1,146 @@
+"""The DatamgrService daemon: the composition root that builds every part and serves them over gRPC.
+
+`serve(settings)` takes the data directory's lock, opens the database, starts the gRPC server on the
+Unix socket (and TCP if configured) with health checking and reflection, and runs until SIGTERM or
+SIGINT; then health goes NOT_SERVING, subscriptions end, in-flight calls get `shutdown_grace_s` to
+finish and queued writes commit before the database closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import IO
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from datamgr.admin import AdminService
+from datamgr.apps import AdminCredential, AppRegistry
+from datamgr.config import Settings
+from datamgr.datashare.changes import Change, Feed
+from datamgr.datashare.extension import ExtensionRouter
+from datamgr.datashare.service import DataShareService
+from datamgr.datashare.tables import ProviderRegistry
+from datamgr.errors import DaemonLocked
+from datamgr.storage import Database, create_engine
+from datamgr.v1 import admin_pb2, admin_pb2_grpc, datashare_pb2, datashare_pb2_grpc
+
+log = logging.getLogger("datamgr.daemon")
+SERVICES = (
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    datashare_pb2.DESCRIPTOR.services_by_name["DataShareService"].full_name,
+)
+
+
+class DirectoryLock:
+    """An exclusive lock on the data directory, so that two daemons never share one database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        f = open(self.path, "a+")  # noqa: SIM115 - held for the daemon's lifetime
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "unknown"
+            f.close()
+            raise DaemonLocked(
+                f"another datamgr daemon (pid {pid}) is already using {self.path.parent}; "
+                "stop it first or choose another data directory (DATAMGR_DATA_DIR)"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._file = f
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", force=True)
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Runs the daemon until `stop` is set or SIGTERM/SIGINT arrives."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = DirectoryLock(settings.lock_path)
+    lock.acquire()
+    try:
+        await _serve_locked(settings, stop or asyncio.Event())
+    finally:
+        lock.release()
+
+
+async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    engine = create_engine(settings.db_url, settings.sqlite_synchronous)
+    db = Database(engine, settings.read_threads)
+    admin = AdminCredential(settings.admin_token_path)
+    apps = AppRegistry(engine)
+    providers = ProviderRegistry(engine)
+    ds = settings.datashare
+    feed: Feed[Change] = Feed(loop, ds.max_subscriptions_per_app, ds.subscriber_queue)
+    extensions = ExtensionRouter(ds.provider_timeout_s)
+
+    max_msg = ds.max_batch_bytes + (1 << 20)
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", max_msg), ("grpc.max_send_message_length", max_msg)]
+    )
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(
+        AdminService(db, apps, admin, on_remove=providers.remove), server
+    )
+    datashare_pb2_grpc.add_DataShareServiceServicer_to_server(
+        DataShareService(ds, db, apps, providers, feed, extensions), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+
+    socket_path = settings.socket_path
+    with contextlib.suppress(FileNotFoundError):
+        socket_path.unlink()  # a stale socket of a dead daemon; the lock says none is running
+    server.add_insecure_port(f"unix:{socket_path}")
+    tcp_port = server.add_insecure_port(settings.tcp) if settings.tcp else None
+    await server.start()
+    os.chmod(socket_path, 0o666)  # apps authenticate with tokens, not file modes
+    for name in ("", *SERVICES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    endpoint = {"pid": os.getpid(), "socket": str(socket_path), "tcp_port": tcp_port}
+    (settings.data_dir / "daemon.json").write_text(json.dumps(endpoint))
+    log.info(
+        "datamgr serving on unix:%s%s (database %s)",
+        socket_path,
+        f" and tcp {settings.tcp.rsplit(':', 1)[0]}:{tcp_port}" if tcp_port else "",
+        engine.url.render_as_string(hide_password=True),
+    )
+
+    await stop.wait()
+    log.info("shutting down: finishing in-flight calls (grace %.1f s)", settings.shutdown_grace_s)
+    await health_servicer.enter_graceful_shutdown()
+    feed.close()
+    extensions.close()
+    await server.stop(settings.shutdown_grace_s)
+    await asyncio.to_thread(db.close)
+    with contextlib.suppress(FileNotFoundError):
+        socket_path.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        (settings.data_dir / "daemon.json").unlink()
+    log.info("stopped")

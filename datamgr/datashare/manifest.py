@@ -1,0 +1,185 @@
+"""The provider manifest: what an app shares through DataShare, validated with pydantic.
+
+A manifest names stores and their tables (typed columns, a primary key), the permissions consumers
+need, an allow-list of consumer apps, whether silent access is on, and (optionally) the permissions of
+the provider's extension (its live handler). Permissions are inherited table → store → manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from datamgr.datashare.uri import BUNDLE_RE, NAME_RE
+from datamgr.errors import InvalidArgument
+
+ColumnType = Literal["integer", "real", "text", "blob", "boolean"]
+# OpenHarmony's special permission values in silent mode: anyone may access / nobody else may.
+NO_PERMISSION = "noPermission"
+REJECT = "reject"
+
+_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "integer": (int,),
+    "real": (int, float),
+    "text": (str,),
+    "blob": (bytes,),
+    "boolean": (bool,),
+}
+
+
+def _name(value: str, what: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError(f"invalid {what} {value!r}: letters, digits and _ only, 1-64 characters")
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Access(_Model):
+    read_permission: str | None = Field(None, max_length=256, description="Permission consumers need to read.")
+    write_permission: str | None = Field(None, max_length=256, description="Permission consumers need to write.")
+    allow_list: list[str] | None = Field(
+        None, max_length=256, description="Only these consumer bundles, in addition to permissions."
+    )
+
+
+class ColumnSpec(_Model):
+    name: str
+    type: ColumnType
+    nullable: bool = True
+    default: None | bool | int | float | str = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        return _name(v, "column name")
+
+    @model_validator(mode="after")
+    def _check_default(self) -> ColumnSpec:
+        if self.default is not None and not value_fits(self.type, self.default):
+            raise ValueError(f"default {self.default!r} of column {self.name!r} is not a {self.type}")
+        return self
+
+
+class TableSpec(_Access):
+    name: str
+    primary_key: str
+    columns: list[ColumnSpec] = Field(min_length=1, max_length=1000)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        return _name(v, "table name")
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> TableSpec:
+        names = [c.name.lower() for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"table {self.name!r} declares a column twice")
+        if self.primary_key.lower() not in names:
+            raise ValueError(f"primary key {self.primary_key!r} is not a column of table {self.name!r}")
+        return self
+
+    def column(self, name: str) -> ColumnSpec:
+        return next(c for c in self.columns if c.name == name)
+
+
+class StoreSpec(_Access):
+    name: str
+    tables: list[TableSpec] = Field(min_length=1, max_length=256)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        return _name(v, "store name")
+
+    @model_validator(mode="after")
+    def _check_tables(self) -> StoreSpec:
+        names = [t.name.lower() for t in self.tables]
+        if len(set(names)) != len(names):
+            raise ValueError(f"store {self.name!r} declares a table twice")
+        return self
+
+
+class ExtensionSpec(_Model):
+    """Permissions of the provider's live handler; unset means open, as in OpenHarmony."""
+
+    read_permission: str | None = Field(None, max_length=256)
+    write_permission: str | None = Field(None, max_length=256)
+
+
+class Manifest(_Access):
+    bundle: str
+    silent_access: bool = Field(True, description="Whether consumers may reach the tables without the provider.")
+    stores: list[StoreSpec] = Field(default_factory=list, max_length=64)
+    extension: ExtensionSpec | None = None
+    published_read_permission: str | None = Field(
+        None, max_length=256, description="Permission to read this app's published data (unset: provider only)."
+    )
+
+    @field_validator("bundle")
+    @classmethod
+    def _check_bundle(cls, v: str) -> str:
+        if not (len(v) <= 128 and BUNDLE_RE.match(v)):
+            raise ValueError(f"invalid bundle name {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_stores(self) -> Manifest:
+        names = [s.name.lower() for s in self.stores]
+        if len(set(names)) != len(names):
+            raise ValueError("a store is declared twice")
+        return self
+
+    def table(self, store: str, table: str) -> tuple[StoreSpec, TableSpec] | None:
+        for s in self.stores:
+            if s.name == store:
+                for t in s.tables:
+                    if t.name == table:
+                        return s, t
+        return None
+
+
+def effective_access(manifest: Manifest, store: StoreSpec, table: TableSpec) -> _Access:
+    """Table settings override the store's, which override the manifest's."""
+
+    def pick(attr: str) -> Any:
+        for level in (table, store, manifest):
+            value = getattr(level, attr)
+            if value is not None:
+                return value
+        return None
+
+    return _Access(
+        read_permission=pick("read_permission"),
+        write_permission=pick("write_permission"),
+        allow_list=pick("allow_list"),
+    )
+
+
+def value_fits(column_type: str, value: object) -> bool:
+    """Whether a Python value may be stored in a column of this type (bool is not an integer)."""
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return column_type == "boolean"
+    return isinstance(value, _PYTHON_TYPES[column_type])
+
+
+def parse_manifest(text: str) -> Manifest:
+    """Parses and validates manifest JSON; raises InvalidArgument listing every problem."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"manifest is not valid JSON: {exc}") from None
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'manifest'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidArgument(f"invalid manifest: {problems}") from None

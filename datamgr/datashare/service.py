@@ -1,0 +1,278 @@
+"""The DataShare gRPC servicer: authentication, limits, routing (silent or extension), permission checks.
+
+Silent access is used when the URI names a table the provider declared and silent access is on (or the
+caller is the provider itself); otherwise the call goes to the provider's attached extension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from datamgr._grpc import bearer_token, rpc
+from datamgr.apps import App, AppRegistry
+from datamgr.config import DataShareSettings
+from datamgr.datashare import _wire, policy
+from datamgr.datashare._compile import compile_predicates
+from datamgr.datashare.changes import Change, Feed
+from datamgr.datashare.extension import ExtensionRouter
+from datamgr.datashare.manifest import Manifest, parse_manifest
+from datamgr.datashare.predicates import DataSharePredicates
+from datamgr.datashare.store import SilentStore, check_columns, check_values
+from datamgr.datashare.tables import HostedTable, ProviderRegistry
+from datamgr.datashare.uri import DataShareUri, parse_table_uri, parse_uri
+from datamgr.errors import InvalidArgument, PermissionDenied, TooLarge, Unauthenticated, Unavailable
+from datamgr.storage import Database
+from datamgr.v1 import datashare_pb2 as pb
+from datamgr.v1 import datashare_pb2_grpc as pb_grpc
+from datamgr.v1 import types_pb2
+
+_CHANGE_TYPES = {"INSERT": pb.CHANGE_TYPE_INSERT, "UPDATE": pb.CHANGE_TYPE_UPDATE, "DELETE": pb.CHANGE_TYPE_DELETE}
+_DECLARED = {
+    "integer": types_pb2.DATA_TYPE_LONG,
+    "real": types_pb2.DATA_TYPE_DOUBLE,
+    "text": types_pb2.DATA_TYPE_STRING,
+    "blob": types_pb2.DATA_TYPE_BLOB,
+    "boolean": types_pb2.DATA_TYPE_BOOL,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """Where a call goes: a hosted table (silent) or the provider's extension (hosted is None)."""
+
+    uri: DataShareUri
+    hosted: HostedTable | None
+
+
+def authenticate(apps: AppRegistry, context: grpc.aio.ServicerContext) -> App:
+    token = bearer_token(context)
+    if token is None:
+        raise Unauthenticated("no app token: send metadata 'authorization: Bearer <token>'")
+    return apps.authenticate(token)
+
+
+class DataShareService(pb_grpc.DataShareServiceServicer):
+    def __init__(
+        self,
+        settings: DataShareSettings,
+        db: Database,
+        apps: AppRegistry,
+        providers: ProviderRegistry,
+        feed: Feed[Change],
+        extensions: ExtensionRouter,
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._apps = apps
+        self._providers = providers
+        self._store = SilentStore(db.engine, feed)
+        self._feed = feed
+        self._extensions = extensions
+
+    # ---- helpers ----
+
+    def _limit(self, request: Any, limit: int, what: str) -> None:
+        size = request.ByteSize()
+        if size > limit:
+            raise TooLarge(f"{what} is {size} bytes, over the limit of {limit} bytes")
+
+    def _route(self, app: App, uri_text: str, op: policy.Op) -> _Route:
+        uri = parse_uri(uri_text)
+        hosted = self._providers.resolve(uri)
+        manifest = self._providers.manifest(uri.bundle)
+        if hosted is not None and (hosted.manifest.silent_access or app.bundle == uri.bundle):
+            permission = hosted.read_permission if op == "read" else hosted.write_permission
+            policy.check_silent(app.bundle, app.permissions, uri.bundle, permission, hosted.allow_list, op, str(uri))
+            return _Route(uri, hosted)
+        if self._extensions.attached(uri.bundle) or (manifest is not None and manifest.extension is not None):
+            ext = manifest.extension if manifest is not None else None
+            permission = None if ext is None else (ext.read_permission if op == "read" else ext.write_permission)
+            policy.check_extension(app.bundle, app.permissions, uri.bundle, permission, op, str(uri))
+            return _Route(uri, None)
+        if hosted is not None:
+            raise PermissionDenied(f"{uri.bundle} has turned silent access off and has no extension to answer {uri}")
+        self._providers.require(uri)  # raises NotFound with the reason
+        raise Unavailable(f"no provider answers {uri}")  # pragma: no cover - require always raises
+
+    async def _extension(self, route: _Route, app: App, op: str, request: Any) -> pb.ProviderReply:
+        reply = await self._extensions.call(route.uri.bundle, app.bundle, op, request)
+        if reply.WhichOneof("result") == "error":
+            from datamgr.errors import BY_CODE, DatamgrError
+
+            cls = BY_CODE.get(reply.error.code)
+            message = f"provider {route.uri.bundle}: {reply.error.message}"
+            raise cls(message) if cls else DatamgrError(message)
+        return reply
+
+    def _predicates(self, hosted: HostedTable, msg: pb.Predicates) -> Any:
+        return compile_predicates(DataSharePredicates.from_proto(msg).ops, hosted.table, self._db.dialect)
+
+    # ---- providers ----
+
+    @rpc
+    async def RegisterProvider(self, request: pb.RegisterProviderRequest, context: Any) -> pb.RegisterProviderResponse:
+        app = authenticate(self._apps, context)
+        self._limit(request, self._settings.max_call_bytes, "the manifest")
+        manifest: Manifest = parse_manifest(request.manifest_json)
+        if manifest.bundle != app.bundle:
+            raise PermissionDenied(f"{app.bundle} may not register a manifest for {manifest.bundle}")
+        uris, added = await self._db.write(self._providers.register, manifest)
+        return pb.RegisterProviderResponse(uris=uris, added_columns=added)
+
+    # ---- CRUD ----
+
+    @rpc
+    async def Insert(self, request: pb.InsertRequest, context: Any) -> pb.InsertResponse:
+        app = authenticate(self._apps, context)
+        self._limit(request, self._settings.max_call_bytes, "the insert")
+        route = self._route(app, request.uri, "write")
+        if route.hosted is None:
+            return pb.InsertResponse(row_id=(await self._extension(route, app, "insert", request)).row_id)
+        values = check_values(route.hosted, _wire.from_bucket(request.values), inserting=True)
+        return pb.InsertResponse(row_id=await self._db.write(self._store.insert, route.hosted, values))
+
+    @rpc
+    async def BatchInsert(self, request: pb.BatchInsertRequest, context: Any) -> pb.BatchInsertResponse:
+        app = authenticate(self._apps, context)
+        self._limit(request, self._settings.max_batch_bytes, "the batch")
+        route = self._route(app, request.uri, "write")
+        if route.hosted is None:
+            return pb.BatchInsertResponse(count=(await self._extension(route, app, "batch_insert", request)).count)
+        names = list(request.columns)
+        columns = _wire.decode_page(request.rows)
+        check_columns(route.hosted, names, columns)
+        return pb.BatchInsertResponse(count=await self._db.write(self._store.batch_insert, route.hosted, names, columns))
+
+    @rpc
+    async def Update(self, request: pb.UpdateRequest, context: Any) -> pb.UpdateResponse:
+        app = authenticate(self._apps, context)
+        self._limit(request, self._settings.max_call_bytes, "the update")
+        route = self._route(app, request.uri, "write")
+        if route.hosted is None:
+            return pb.UpdateResponse(count=(await self._extension(route, app, "update", request)).count)
+        values = check_values(route.hosted, _wire.from_bucket(request.values), inserting=False)
+        compiled = self._predicates(route.hosted, request.predicates)
+        return pb.UpdateResponse(count=await self._db.write(self._store.update, route.hosted, compiled, values))
+
+    @rpc
+    async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
+        app = authenticate(self._apps, context)
+        self._limit(request, self._settings.max_call_bytes, "the delete")
+        route = self._route(app, request.uri, "write")
+        if route.hosted is None:
+            return pb.DeleteResponse(count=(await self._extension(route, app, "delete", request)).count)
+        compiled = self._predicates(route.hosted, request.predicates)
+        return pb.DeleteResponse(count=await self._db.write(self._store.delete, route.hosted, compiled))
+
+    @rpc
+    async def BatchUpdate(self, request: pb.BatchUpdateRequest, context: Any) -> pb.BatchUpdateResponse:
+        """Hosted tables change in one transaction (all or nothing); extension URIs go to their providers."""
+        app = authenticate(self._apps, context)
+        self._limit(request, self._settings.max_call_bytes, "the batch update")
+        if sum(len(u.operations) for u in request.operations) > 4000:
+            raise InvalidArgument("a batch update may hold at most 4000 operations")
+        silent, remote = [], []
+        for group in request.operations:
+            route = self._route(app, group.uri, "write")
+            if route.hosted is None:
+                remote.append((route, group))
+                continue
+            for op in group.operations:
+                values = check_values(route.hosted, _wire.from_bucket(op.values), inserting=False)
+                silent.append((group.uri, (route.hosted, self._predicates(route.hosted, op.predicates), values)))
+        results: dict[str, list[int]] = {}
+        if silent:
+            counts = await self._db.write(self._store.batch_update, [op for _, op in silent])
+            for (uri, _), count in zip(silent, counts, strict=True):
+                results.setdefault(uri, []).append(count)
+        for route, group in remote:
+            reply = await self._extension(
+                route, app, "batch_update", pb.BatchUpdateRequest(operations=[group])
+            )
+            for r in reply.batch_update.results:
+                results.setdefault(r.uri, []).extend(r.counts)
+        return pb.BatchUpdateResponse(results=[pb.UriUpdateResults(uri=u, counts=c) for u, c in results.items()])
+
+    @rpc
+    async def Query(self, request: pb.QueryRequest, context: Any) -> AsyncIterator[pb.QueryResponse]:
+        app = authenticate(self._apps, context)
+        self._limit(request, self._settings.max_batch_bytes, "the query")
+        route = self._route(app, request.uri, "read")
+        page_rows = request.page_rows or self._settings.page_rows
+        if route.hosted is None:
+            reply = await self._extension(route, app, "query", request)
+            columns = list(reply.query.columns)
+            values = _wire.decode_page(reply.query.page)
+            rows = list(zip(*values, strict=True))
+            types = [c.type for c in columns]
+            first = True
+            for start in range(0, max(len(rows), 1), page_rows):
+                out = pb.QueryResponse(columns=columns if first else ())
+                _wire.encode_rows(rows[start:start + page_rows], len(columns), out.page, types)
+                first = False
+                yield out
+            return
+        hosted = route.hosted
+        compiled = self._predicates(hosted, request.predicates)
+        names, pages, conn = await self._db.read(self._store.query, hosted, compiled, list(request.columns) or None, page_rows)
+        try:
+            declared = [_DECLARED[hosted.spec.column(n).type] if n in hosted.table.c else None for n in names]
+            header = [pb.ColumnInfo(name=n, type=t or types_pb2.DATA_TYPE_UNSPECIFIED) for n, t in zip(names, declared, strict=True)]
+            sent_header = False
+            while True:
+                page = await self._db.read(next, pages, None)
+                if page is None:
+                    break
+                for msg in self._pages(page, len(names), declared):
+                    if not sent_header:
+                        msg.columns.extend(header)
+                        sent_header = True
+                    yield msg
+            if not sent_header:
+                msg = pb.QueryResponse(columns=header)
+                _wire.encode_rows([], len(names), msg.page, declared)
+                yield msg
+        finally:
+            await self._db.read(conn.close)
+
+    def _pages(self, rows: list[tuple], ncols: int, declared: list) -> list[pb.QueryResponse]:
+        """Encodes rows as one page, split in halves while a page is over the byte limit."""
+        msg = pb.QueryResponse()
+        _wire.encode_rows(rows, ncols, msg.page, declared)
+        if len(rows) > 1 and msg.page.ByteSize() > self._settings.max_page_bytes:
+            half = len(rows) // 2
+            return self._pages(rows[:half], ncols, declared) + self._pages(rows[half:], ncols, declared)
+        return [msg]
+
+    # ---- change notification ----
+
+    @rpc
+    async def Subscribe(self, request: pb.SubscribeRequest, context: Any) -> AsyncIterator[pb.SubscribeResponse]:
+        app = authenticate(self._apps, context)
+        self._limit(request, self._settings.max_call_bytes, "the subscription")
+        uri = parse_table_uri(request.uri)
+        route = self._route(app, request.uri, "read")
+        if route.hosted is None:
+            raise InvalidArgument(f"{uri} is served by the provider's extension; subscribe to hosted tables only")
+        key = route.hosted.uri
+        sub = self._feed.subscribe(app.bundle, key)
+        try:
+            yield pb.SubscribeResponse(subscribed=pb.Subscribed())
+            chunk = self._settings.change_chunk_rows
+            while True:
+                change = await sub.next()
+                if change is None:
+                    if sub.overflowed:
+                        raise TooLarge(f"subscriber fell more than {self._settings.subscriber_queue} changes behind")
+                    return
+                for start in range(0, max(len(change.rows), 1), chunk):
+                    info = pb.ChangeInfo(type=_CHANGE_TYPES[change.type], uri=change.uri)
+                    for row in change.rows[start:start + chunk]:
+                        _wire.to_bucket(row, info.values.add().values)
+                    yield pb.SubscribeResponse(change=info)
+        finally:
+            self._feed.unsubscribe(sub)

@@ -1,0 +1,184 @@
+"""Silent-access CRUD on the tables the daemon hosts (the provider process is not involved).
+
+Every write is one transaction on the database writer thread; after it commits, the change goes to the
+change feed from the same thread, so subscribers see changes in commit order and never before commit.
+Values are checked against the declared column types before anything touches the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from datamgr.datashare._compile import CompiledPredicates, build_select, build_where_for_write
+from datamgr.datashare._wire import Cell
+from datamgr.datashare.changes import Change, Feed
+from datamgr.datashare.manifest import value_fits
+from datamgr.datashare.tables import HostedTable
+from datamgr.errors import AlreadyExists, InvalidArgument
+
+_TYPE_NAMES = {bool: "boolean", int: "integer", float: "real", str: "text", bytes: "blob", type(None): "null"}
+
+
+def check_values(hosted: HostedTable, values: Mapping[str, Cell], *, inserting: bool) -> dict[str, Cell]:
+    """The values, checked: known columns, fitting types, required columns present on insert."""
+    if not values:
+        raise InvalidArgument(f"no values given for {hosted.uri}")
+    spec = hosted.spec
+    for name, value in values.items():
+        if name not in hosted.table.c:
+            raise InvalidArgument(f"{hosted.uri} has no column {name!r}")
+        col = spec.column(name)
+        if value is None and not col.nullable:
+            raise InvalidArgument(f"column {name} of {hosted.uri} may not be null")
+        if not value_fits(col.type, value):
+            raise InvalidArgument(
+                f"column {name} of {hosted.uri} is {col.type}, got {_TYPE_NAMES.get(type(value), type(value).__name__)}"
+            )
+    if inserting:
+        _check_required(hosted, values.keys())
+    return dict(values)
+
+
+def _check_required(hosted: HostedTable, given: Any) -> None:
+    for col in hosted.spec.columns:
+        is_auto_pk = col.name == hosted.spec.primary_key and col.type == "integer"
+        if not col.nullable and col.default is None and not is_auto_pk and col.name not in given:
+            raise InvalidArgument(f"column {col.name} of {hosted.uri} is required")
+
+
+def check_columns(hosted: HostedTable, names: Sequence[str], columns: Sequence[Sequence[Cell]]) -> None:
+    """Column-wise check of a batch: one pass per column."""
+    if len(set(names)) != len(names):
+        raise InvalidArgument("a column is named twice in the batch")
+    if len(names) != len(columns):
+        raise InvalidArgument(f"{len(names)} column names for {len(columns)} columns of values")
+    _check_required(hosted, names)
+    for name, values in zip(names, columns, strict=True):
+        if name not in hosted.table.c:
+            raise InvalidArgument(f"{hosted.uri} has no column {name!r}")
+        col = hosted.spec.column(name)
+        allowed = (bool,) if col.type == "boolean" else {
+            "integer": (int,), "real": (int, float), "text": (str,), "blob": (bytes,)
+        }[col.type]
+        for i, v in enumerate(values):
+            if v is None:
+                if not col.nullable:
+                    raise InvalidArgument(f"row {i}: column {name} of {hosted.uri} may not be null")
+            elif type(v) not in allowed:
+                raise InvalidArgument(
+                    f"row {i}: column {name} of {hosted.uri} is {col.type}, got {_TYPE_NAMES.get(type(v), type(v).__name__)}"
+                )
+
+
+class SilentStore:
+    """CRUD on hosted tables. Write methods run on the writer thread and publish after commit."""
+
+    def __init__(self, engine: sa.Engine, feed: Feed[Change]) -> None:
+        self._engine = engine
+        self._feed = feed
+
+    def _commit_and_notify(self, conn: sa.Connection, changes: list[Change]) -> None:
+        conn.commit()
+        for change in changes:
+            self._feed.publish(change.uri, [change])
+
+    def insert(self, hosted: HostedTable, values: dict[str, Cell]) -> int:
+        t = hosted.table
+        with self._engine.connect() as conn:
+            try:
+                row = conn.execute(sa.insert(t).values(values).returning(*t.c)).one()
+            except IntegrityError as exc:
+                raise _integrity(hosted, exc) from None
+            self._commit_and_notify(conn, [Change("INSERT", hosted.uri, (row._asdict(),))])
+        pk = row._mapping[hosted.spec.primary_key]
+        return pk if isinstance(pk, int) and not isinstance(pk, bool) else -1
+
+    def batch_insert(self, hosted: HostedTable, names: Sequence[str], columns: Sequence[Sequence[Cell]]) -> int:
+        t = hosted.table
+        rows = [dict(zip(names, vals, strict=True)) for vals in zip(*columns, strict=True)]
+        if not rows:
+            return 0
+        with self._engine.connect() as conn:
+            try:
+                if self._feed.has_subscribers(hosted.uri):
+                    result = conn.execute(sa.insert(t).returning(*t.c, sort_by_parameter_order=True), rows)
+                    inserted = tuple(r._asdict() for r in result)
+                else:
+                    conn.execute(sa.insert(t), rows)
+                    inserted = ()
+            except IntegrityError as exc:
+                raise _integrity(hosted, exc) from None
+            self._commit_and_notify(conn, [Change("INSERT", hosted.uri, inserted)] if inserted else [])
+        return len(rows)
+
+    def _update(self, conn: sa.Connection, hosted: HostedTable, compiled: CompiledPredicates,
+                values: dict[str, Cell]) -> tuple[int, Change | None]:
+        t = hosted.table
+        stmt = sa.update(t).values(values)
+        where = build_where_for_write(t, compiled, hosted.pk)
+        if where is not None:
+            stmt = stmt.where(where)
+        try:
+            rows = conn.execute(stmt.returning(*t.c)).all()
+        except IntegrityError as exc:
+            raise _integrity(hosted, exc) from None
+        change = Change("UPDATE", hosted.uri, tuple(r._asdict() for r in rows)) if rows else None
+        return len(rows), change
+
+    def update(self, hosted: HostedTable, compiled: CompiledPredicates, values: dict[str, Cell]) -> int:
+        with self._engine.connect() as conn:
+            count, change = self._update(conn, hosted, compiled, values)
+            self._commit_and_notify(conn, [change] if change else [])
+        return count
+
+    def batch_update(self, ops: Sequence[tuple[HostedTable, CompiledPredicates, dict[str, Cell]]]) -> list[int]:
+        """Every operation in one transaction: all apply or none."""
+        counts, changes = [], []
+        with self._engine.connect() as conn:
+            for hosted, compiled, values in ops:
+                count, change = self._update(conn, hosted, compiled, values)
+                counts.append(count)
+                if change:
+                    changes.append(change)
+            self._commit_and_notify(conn, changes)
+        return counts
+
+    def delete(self, hosted: HostedTable, compiled: CompiledPredicates) -> int:
+        t = hosted.table
+        stmt = sa.delete(t)
+        where = build_where_for_write(t, compiled, hosted.pk)
+        if where is not None:
+            stmt = stmt.where(where)
+        with self._engine.connect() as conn:
+            try:
+                rows = conn.execute(stmt.returning(*t.c)).all()
+            except IntegrityError as exc:
+                raise _integrity(hosted, exc) from None
+            change = Change("DELETE", hosted.uri, tuple(r._asdict() for r in rows))
+            self._commit_and_notify(conn, [change] if rows else [])
+        return len(rows)
+
+    def query(self, hosted: HostedTable, compiled: CompiledPredicates, columns: list[str] | None,
+              page_rows: int) -> tuple[list[str], Iterator[list[tuple[Cell, ...]]], sa.Connection]:
+        """Opens a read cursor: the column names, an iterator of pages, and the connection to close."""
+        stmt = build_select(hosted.table, compiled, columns)
+        conn = self._engine.connect()
+        try:
+            result = conn.execution_options(yield_per=page_rows).execute(stmt)
+            names = list(result.keys())
+            pages = (list(map(tuple, part)) for part in result.partitions(page_rows))
+            return names, pages, conn
+        except BaseException:
+            conn.close()
+            raise
+
+
+def _integrity(hosted: HostedTable, exc: IntegrityError) -> Exception:
+    text = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
+    if "UNIQUE" in text.upper() or "duplicate key" in text:
+        return AlreadyExists(f"a row with that primary key already exists in {hosted.uri} ({text})")
+    return InvalidArgument(f"constraint failed in {hosted.uri}: {text}")

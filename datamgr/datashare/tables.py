@@ -1,0 +1,214 @@
+"""The providers' manifests and the tables the daemon hosts for them.
+
+Each declared table lives in one physical table `ds_{id}` of the daemon's database (ids come from the
+`ds_tables` registry), so names never reach SQL text and every provider shares one engine. Registering
+a manifest again migrates: new columns are added, nothing is dropped or retyped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from datamgr.datashare.manifest import Manifest, StoreSpec, TableSpec, effective_access, parse_manifest
+from datamgr.datashare.uri import DataShareUri
+from datamgr.errors import InvalidArgument, NotFound
+
+metadata = sa.MetaData()
+providers_table = sa.Table(
+    "ds_providers",
+    metadata,
+    sa.Column("bundle", sa.String(128), primary_key=True),
+    sa.Column("manifest_json", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+tables_table = sa.Table(
+    "ds_tables",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("bundle", sa.String(128), nullable=False),
+    sa.Column("store", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.UniqueConstraint("bundle", "store", "name"),
+)
+
+_BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+SQL_TYPES: dict[str, sa.types.TypeEngine] = {
+    "integer": _BIGINT,
+    "real": sa.Double(),
+    "text": sa.Text(),
+    "blob": sa.LargeBinary(),
+    "boolean": sa.Boolean(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HostedTable:
+    """A provider table the daemon hosts: its spec, access rules and SQLAlchemy table."""
+
+    uri: str
+    manifest: Manifest
+    store: StoreSpec
+    spec: TableSpec
+    table: sa.Table
+    read_permission: str | None
+    write_permission: str | None
+    allow_list: tuple[str, ...] | None
+
+    @property
+    def bundle(self) -> str:
+        return self.manifest.bundle
+
+    @property
+    def pk(self) -> sa.Column:
+        return self.table.c[self.spec.primary_key]
+
+
+def _column(spec: TableSpec, name: str) -> sa.Column:
+    col = spec.column(name)
+    is_pk = name == spec.primary_key
+    kwargs: dict = {"primary_key": is_pk, "nullable": col.nullable and not is_pk}
+    if is_pk:
+        kwargs["autoincrement"] = col.type == "integer"
+    if col.default is not None:
+        kwargs["server_default"] = sa.text(
+            sa.literal(col.default).compile(compile_kwargs={"literal_binds": True}).string
+        )
+    return sa.Column(name, SQL_TYPES[col.type], **kwargs)
+
+
+def _sa_table(meta: sa.MetaData, table_id: int, spec: TableSpec) -> sa.Table:
+    return sa.Table(f"ds_{table_id}", meta, *(_column(spec, c.name) for c in spec.columns))
+
+
+class ProviderRegistry:
+    """Manifests and hosted tables; `register` runs on the database writer thread."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+        metadata.create_all(engine)
+        self._manifests: dict[str, Manifest] = {}
+        self._tables: dict[tuple[str, str, str], HostedTable] = {}
+        self._load()
+
+    def _load(self) -> None:
+        with self._engine.connect() as conn:
+            ids = {(b, s, n): i for i, b, s, n in conn.execute(sa.select(tables_table))}
+            rows = conn.execute(sa.select(providers_table.c.manifest_json)).scalars().all()
+        manifests = {m.bundle: m for m in map(parse_manifest, rows)}
+        meta = sa.MetaData()
+        tables = {}
+        for m in manifests.values():
+            for store in m.stores:
+                for spec in store.tables:
+                    key = (m.bundle, store.name, spec.name)
+                    tables[key] = self._hosted(m, store, spec, _sa_table(meta, ids[key], spec))
+        self._manifests, self._tables = manifests, tables
+
+    @staticmethod
+    def _hosted(m: Manifest, store: StoreSpec, spec: TableSpec, table: sa.Table) -> HostedTable:
+        access = effective_access(m, store, spec)
+        return HostedTable(
+            uri=f"datashare:///{m.bundle}/{store.name}/{spec.name}",
+            manifest=m,
+            store=store,
+            spec=spec,
+            table=table,
+            read_permission=access.read_permission,
+            write_permission=access.write_permission,
+            allow_list=tuple(access.allow_list) if access.allow_list is not None else None,
+        )
+
+    def manifest(self, bundle: str) -> Manifest | None:
+        return self._manifests.get(bundle)
+
+    def resolve(self, uri: DataShareUri) -> HostedTable | None:
+        """The hosted table a URI names, or None when the provider does not declare it."""
+        if not uri.is_table:
+            return None
+        return self._tables.get((uri.bundle, uri.store, uri.table))
+
+    def require(self, uri: DataShareUri) -> HostedTable:
+        hosted = self.resolve(uri)
+        if hosted is None:
+            if uri.bundle not in self._manifests:
+                raise NotFound(f"no provider {uri.bundle} is registered (uri {uri})")
+            raise NotFound(f"{uri.bundle} declares no table {'/'.join(uri.path)} (uri {uri})")
+        return hosted
+
+    def register(self, manifest: Manifest) -> tuple[list[str], list[str]]:
+        """Stores the manifest and creates or migrates its tables in one transaction.
+
+        Returns the table URIs and the columns added (as uri#column).
+        """
+        old = self._manifests.get(manifest.bundle)
+        if old is not None:
+            _check_compatible(old, manifest)
+        added: list[str] = []
+        uris: list[str] = []
+        with self._engine.begin() as conn:
+            for store in manifest.stores:
+                for spec in store.tables:
+                    uri = f"datashare:///{manifest.bundle}/{store.name}/{spec.name}"
+                    uris.append(uri)
+                    key = (manifest.bundle, store.name, spec.name)
+                    existing = self._tables.get(key)
+                    if existing is None:
+                        table_id = conn.execute(
+                            sa.insert(tables_table).values(bundle=key[0], store=key[1], name=key[2])
+                        ).inserted_primary_key[0]
+                        _sa_table(sa.MetaData(), table_id, spec).create(conn)
+                        continue
+                    for col in spec.columns:
+                        if col.name in existing.table.c:
+                            continue
+                        if not col.nullable and col.default is None:
+                            raise InvalidArgument(
+                                f"new column {col.name} of {uri} must be nullable or have a default"
+                            )
+                        ddl = sa.schema.CreateColumn(_column(spec, col.name)).compile(dialect=conn.dialect)
+                        conn.execute(sa.text(f"ALTER TABLE {existing.table.name} ADD COLUMN {ddl}"))
+                        added.append(f"{uri}#{col.name}")
+            values = {"manifest_json": manifest.model_dump_json(), "updated_at": time.time()}
+            if old is None:
+                conn.execute(sa.insert(providers_table).values(bundle=manifest.bundle, **values))
+            else:
+                conn.execute(
+                    sa.update(providers_table).where(providers_table.c.bundle == manifest.bundle).values(**values)
+                )
+        self._load()
+        return uris, added
+
+    def remove(self, bundle: str) -> None:
+        """Forgets a provider's manifest and drops its tables (when its app is removed)."""
+        with self._engine.begin() as conn:
+            for (b, _s, _n), hosted in self._tables.items():
+                if b == bundle:
+                    hosted.table.drop(conn)
+            conn.execute(sa.delete(tables_table).where(tables_table.c.bundle == bundle))
+            conn.execute(sa.delete(providers_table).where(providers_table.c.bundle == bundle))
+        self._load()
+
+
+def _check_compatible(old: Manifest, new: Manifest) -> None:
+    """A new manifest may add stores, tables and nullable/defaulted columns; it may not take any away."""
+    for store in old.stores:
+        for spec in store.tables:
+            found = new.table(store.name, spec.name)
+            where = f"datashare:///{old.bundle}/{store.name}/{spec.name}"
+            if found is None:
+                raise InvalidArgument(f"the manifest drops table {where}; removing tables is not supported")
+            _, new_spec = found
+            if new_spec.primary_key != spec.primary_key:
+                raise InvalidArgument(f"the manifest changes the primary key of {where}; that is not supported")
+            new_cols = {c.name: c for c in new_spec.columns}
+            for col in spec.columns:
+                if col.name not in new_cols:
+                    raise InvalidArgument(f"the manifest drops column {col.name} of {where}; that is not supported")
+                if new_cols[col.name].type != col.type:
+                    raise InvalidArgument(
+                        f"the manifest changes column {col.name} of {where} from {col.type} to "
+                        f"{new_cols[col.name].type}; that is not supported"
+                    )

@@ -1,0 +1,87 @@
+"""Errors of the datamgr daemon and its SDK.
+
+The tree::
+
+    DatamgrError                      root of everything datamgr raises on purpose
+    ├── InvalidArgument               the caller's mistake: bad URI, unknown column, wrong type, ...
+    │   └── TooLarge                  a request over a configured size limit
+    ├── Unauthenticated               no token, or a token the daemon does not know
+    ├── PermissionDenied              the caller lacks a named permission or is not allowed
+    ├── NotFound                      a provider, store, table or app that does not exist
+    ├── AlreadyExists                 e.g. an app registered twice
+    ├── ResourceExhausted             a per-app limit is reached (subscriptions, ...)
+    ├── Unavailable                   a provider process is not attached, or the daemon is stopping
+    ├── DeadlineExceeded              a provider did not answer in time
+    └── DaemonLocked                  another daemon already uses the data directory
+
+Domain code raises these; each servicer maps them to gRPC status codes in one table
+(`datamgr._grpc_errors`), and the SDK maps status codes back to them.
+"""
+
+from __future__ import annotations
+
+
+class DatamgrError(Exception):
+    """Root of datamgr's errors. `code` is the gRPC status code name it maps to."""
+
+    code = "UNKNOWN"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(DatamgrError):
+    code = "INVALID_ARGUMENT"
+
+
+class TooLarge(InvalidArgument):
+    code = "RESOURCE_EXHAUSTED"
+
+
+class Unauthenticated(DatamgrError):
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(DatamgrError):
+    code = "PERMISSION_DENIED"
+
+
+class NotFound(DatamgrError):
+    code = "NOT_FOUND"
+
+
+class AlreadyExists(DatamgrError):
+    code = "ALREADY_EXISTS"
+
+
+class ResourceExhausted(DatamgrError):
+    code = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(DatamgrError):
+    code = "UNAVAILABLE"
+
+
+class DeadlineExceeded(DatamgrError):
+    code = "DEADLINE_EXCEEDED"
+
+
+class DaemonLocked(DatamgrError):
+    code = "FAILED_PRECONDITION"
+
+
+BY_CODE: dict[str, type[DatamgrError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        Unauthenticated,
+        PermissionDenied,
+        NotFound,
+        AlreadyExists,
+        ResourceExhausted,
+        Unavailable,
+        DeadlineExceeded,
+        DaemonLocked,
+    )
+}

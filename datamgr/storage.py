@@ -1,0 +1,61 @@
+"""The daemon's database: one SQLAlchemy engine, one writer thread, a pool of reader threads.
+
+All writes run on the single writer thread, so commits happen in one order and whatever a write does
+after its commit (notifying subscribers) happens in that same order. Reads run on a small pool; with
+SQLite in WAL mode they never wait for the writer. The event loop only awaits futures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+T = TypeVar("T")
+
+
+def create_engine(url: str, sqlite_synchronous: str = "FULL") -> Engine:
+    """An engine for `url`; SQLite files get WAL, the chosen sync level and a busy timeout."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={'FULL' if sqlite_synchronous == 'FULL' else 'NORMAL'}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class Database:
+    """An engine plus the threads that use it; `write` and `read` run a function off the loop."""
+
+    def __init__(self, engine: Engine, read_threads: int = 4) -> None:
+        self.engine = engine
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
+        self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="db-reader")
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs `fn(*args)` on the writer thread; `fn` opens and commits its own transaction."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
+
+    def close(self) -> None:
+        """Waits for queued writes to commit, then closes every connection."""
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        self.engine.dispose()
