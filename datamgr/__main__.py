@@ -1,0 +1,3 @@
+from datamgr.cli import main
+
+main()
