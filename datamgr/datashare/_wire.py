@@ -91,11 +91,24 @@ def from_bucket(values: Mapping[str, types_pb2.Value]) -> dict[str, Cell]:
     return {key: from_value(v) for key, v in values.items()}
 
 
+_KIND_OF_TYPE = {
+    int: DT.DATA_TYPE_LONG,
+    float: DT.DATA_TYPE_DOUBLE,
+    str: DT.DATA_TYPE_STRING,
+    bytes: DT.DATA_TYPE_BLOB,
+    bool: DT.DATA_TYPE_BOOL,
+}
+_NONE = type(None)
+
+
 def encode_column(values: Sequence[Cell], col: types_pb2.Column, declared: int | None = None) -> None:
-    """Fills `col` with `values`; `declared` is the column's DataType when known."""
-    types = {data_type_of(x) for x in values}
-    nulls = DT.DATA_TYPE_NULL in types
-    types.discard(DT.DATA_TYPE_NULL)
+    """Fills `col` with `values`; `declared` is the column's DataType when known (used for all-NULL columns).
+
+    Type detection is one C-level pass (`set(map(type, ...))`); a homogeneous column is one `extend`.
+    """
+    types = set(map(type, values))
+    nulls = _NONE in types
+    types.discard(_NONE)
     if not types:
         col.type = declared if declared is not None else DT.DATA_TYPE_NULL
         if values:
@@ -103,22 +116,21 @@ def encode_column(values: Sequence[Cell], col: types_pb2.Column, declared: int |
             if col.type in _FIELD:
                 getattr(col, _FIELD[col.type]).extend([_PLACEHOLDER[col.type]] * len(values))
         return
-    if len(types) > 1:
+    kind = _KIND_OF_TYPE.get(types.pop()) if len(types) == 1 else None
+    if kind is None:  # mixed types, or bytearray/memoryview/subclasses: one Value per cell
         col.type = DT.DATA_TYPE_UNSPECIFIED
         col.mixed.extend(to_value(x) for x in values)
         return
-    (kind,) = types
     col.type = kind
     field = getattr(col, _FIELD[kind])
     if nulls:
         placeholder = _PLACEHOLDER[kind]
         col.null_rows.extend(i for i, x in enumerate(values) if x is None)
-        field.extend(placeholder if x is None else x for x in values)
-    else:
-        try:
-            field.extend(values)
-        except ValueError as exc:  # an int out of 64-bit range
-            raise InvalidArgument(f"value out of range: {exc}") from None
+        values = [placeholder if x is None else x for x in values]
+    try:
+        field.extend(values)
+    except ValueError as exc:  # an int out of 64-bit range
+        raise InvalidArgument(f"value out of range: {exc}") from None
 
 
 def decode_column(col: types_pb2.Column) -> list[Cell]:
@@ -129,6 +141,8 @@ def decode_column(col: types_pb2.Column) -> list[Cell]:
         return [None] * len(col.null_rows)
     values: list[Cell] = list(getattr(col, field))
     for i in col.null_rows:
+        if i >= len(values):
+            raise InvalidArgument(f"null row {i} out of range")
         values[i] = None
     return values
 

@@ -19,6 +19,7 @@ from datamgr.datashare.changes import Change, Feed
 from datamgr.datashare.manifest import value_fits
 from datamgr.datashare.tables import HostedTable
 from datamgr.errors import AlreadyExists, InvalidArgument
+from datamgr.v1.types_pb2 import DataType as DT
 
 _TYPE_NAMES = {bool: "boolean", int: "integer", float: "real", str: "text", bytes: "blob", type(None): "null"}
 
@@ -50,25 +51,44 @@ def _check_required(hosted: HostedTable, given: Any) -> None:
             raise InvalidArgument(f"column {col.name} of {hosted.uri} is required")
 
 
-def check_columns(hosted: HostedTable, names: Sequence[str], columns: Sequence[Sequence[Cell]]) -> None:
-    """Column-wise check of a batch: one pass per column."""
+_WIRE_FITS = {
+    "integer": {DT.DATA_TYPE_LONG},
+    "real": {DT.DATA_TYPE_LONG, DT.DATA_TYPE_DOUBLE},
+    "text": {DT.DATA_TYPE_STRING},
+    "blob": {DT.DATA_TYPE_BLOB},
+    "boolean": {DT.DATA_TYPE_BOOL},
+}
+_WIRE_NAMES = {
+    DT.DATA_TYPE_LONG: "integer", DT.DATA_TYPE_DOUBLE: "real", DT.DATA_TYPE_STRING: "text",
+    DT.DATA_TYPE_BLOB: "blob", DT.DATA_TYPE_BOOL: "boolean",
+}
+
+
+def check_columns(hosted: HostedTable, names: Sequence[str], columns: Sequence[Sequence[Cell]],
+                  wire_types: Sequence[int]) -> None:
+    """Column-wise check of a batch. A typed wire column is checked once; a mixed one value by value."""
     if len(set(names)) != len(names):
         raise InvalidArgument("a column is named twice in the batch")
     if len(names) != len(columns):
         raise InvalidArgument(f"{len(names)} column names for {len(columns)} columns of values")
+    if not columns or not columns[0]:
+        return  # an empty batch inserts nothing, so no column is required
     _check_required(hosted, names)
-    for name, values in zip(names, columns, strict=True):
+    for name, values, wire in zip(names, columns, wire_types, strict=True):
         if name not in hosted.table.c:
             raise InvalidArgument(f"{hosted.uri} has no column {name!r}")
         col = hosted.spec.column(name)
-        allowed = (bool,) if col.type == "boolean" else {
-            "integer": (int,), "real": (int, float), "text": (str,), "blob": (bytes,)
-        }[col.type]
+        if wire in _WIRE_FITS[col.type] or wire == DT.DATA_TYPE_NULL:
+            if not col.nullable and (wire == DT.DATA_TYPE_NULL or None in values):
+                i = values.index(None)
+                raise InvalidArgument(f"row {i}: column {name} of {hosted.uri} may not be null")
+            continue
+        if wire != DT.DATA_TYPE_UNSPECIFIED:
+            raise InvalidArgument(f"column {name} of {hosted.uri} is {col.type}, got {_WIRE_NAMES.get(wire, wire)}")
         for i, v in enumerate(values):
-            if v is None:
-                if not col.nullable:
-                    raise InvalidArgument(f"row {i}: column {name} of {hosted.uri} may not be null")
-            elif type(v) not in allowed:
+            if v is None and not col.nullable:
+                raise InvalidArgument(f"row {i}: column {name} of {hosted.uri} may not be null")
+            if not value_fits(col.type, v):
                 raise InvalidArgument(
                     f"row {i}: column {name} of {hosted.uri} is {col.type}, got {_TYPE_NAMES.get(type(v), type(v).__name__)}"
                 )
@@ -170,7 +190,7 @@ class SilentStore:
         try:
             result = conn.execution_options(yield_per=page_rows).execute(stmt)
             names = list(result.keys())
-            pages = (list(map(tuple, part)) for part in result.partitions(page_rows))
+            pages = iter(result.partitions(page_rows))
             return names, pages, conn
         except BaseException:
             conn.close()

@@ -1,0 +1,184 @@
+"""DataShare through the daemon, side by side with direct SQLAlchemy Core on the same kind of SQLite file.
+
+Run: .venv/bin/python benchmarks/datashare_bench.py [--rows 100000] [--batch 10000] [--singles 2000]
+
+Prints, from one run: single-row insert latency p50/p99 through the daemon; batch-insert and query
+rows/s through the daemon and directly with SQLAlchemy Core (the ceiling) and their ratio; change
+notification latency p50/p99 (write call start → subscriber, an upper bound of commit → subscriber).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+from harness import Daemon  # noqa: E402
+
+from datamgr.storage import create_engine  # noqa: E402
+
+BUNDLE = "com.bench.provider"
+URI = f"datashare:///{BUNDLE}/main/items"
+COLUMNS = [
+    {"name": "id", "type": "integer"},
+    {"name": "name", "type": "text", "nullable": False},
+    {"name": "qty", "type": "integer"},
+    {"name": "price", "type": "real"},
+    {"name": "note", "type": "text"},
+]
+MANIFEST = {
+    "bundle": BUNDLE,
+    "read_permission": "bench.READ",
+    "write_permission": "bench.WRITE",
+    "stores": [{"name": "main", "tables": [{"name": "items", "primary_key": "id", "columns": COLUMNS}]}],
+}
+
+
+def rows(n: int, start: int = 0) -> list[dict]:
+    return [
+        {"name": f"item-{i}", "qty": i % 1000, "price": i * 0.25, "note": "lorem ipsum dolor sit amet"}
+        for i in range(start, start + n)
+    ]
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+
+
+def direct_core(path: Path, total: int, batch: int) -> tuple[float, float]:
+    """Batch insert and full-table query rows/s with SQLAlchemy Core on a WAL SQLite file (FULL sync)."""
+    engine = create_engine(f"sqlite:///{path}", "FULL")
+    meta = sa.MetaData()
+    t = sa.Table(
+        "items", meta,
+        sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.Text, nullable=False),
+        sa.Column("qty", sa.BigInteger().with_variant(sa.Integer(), "sqlite")), sa.Column("price", sa.Double),
+        sa.Column("note", sa.Text),
+    )
+    meta.create_all(engine)
+    data = [rows(batch, i) for i in range(0, total, batch)]
+    t0 = time.perf_counter()
+    for chunk in data:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(t), chunk)
+    insert_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with engine.connect() as conn:
+        fetched = conn.execute(sa.select(t)).fetchall()
+    query_s = time.perf_counter() - t0
+    assert len(fetched) == total
+    engine.dispose()
+    return total / insert_s, total / query_s
+
+
+def through_daemon(d: Daemon, token: str, total: int, batch: int, singles: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    data = [rows(batch, i) for i in range(0, total, batch)]
+    with d.helper(token) as h:
+        h.insert(URI, rows(1)[0])  # warm up the channel
+        h.delete(URI)
+        t0 = time.perf_counter()
+        for chunk in data:
+            assert h.batch_insert(URI, chunk) == len(chunk)
+        out["batch_rows_s"] = total / (time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        with h.query(URI) as rs:
+            count = rs.row_count
+        out["query_rows_s"] = total / (time.perf_counter() - t0)
+        assert count == total, count
+
+        lat = []
+        for r in rows(singles, total):
+            t0 = time.perf_counter()
+            h.insert(URI, r)
+            lat.append(time.perf_counter() - t0)
+        out["insert_p50_ms"] = pct(lat, 0.5) * 1e3
+        out["insert_p99_ms"] = pct(lat, 0.99) * 1e3
+
+        # change notification: a subscriber thread stamps arrival; the writer stamps call start
+        n = min(singles, 1000)
+        sent: dict[int, float] = {}
+        got: dict[int, float] = {}
+        sub = h.subscribe(URI)
+        done = threading.Event()
+
+        def listen() -> None:
+            for change in sub:
+                for v in change.values:
+                    got[v["qty"]] = time.perf_counter()
+                if len(got) >= n:
+                    break
+            done.set()
+
+        th = threading.Thread(target=listen, daemon=True)
+        th.start()
+        for i in range(n):
+            sent[i] = time.perf_counter()
+            h.insert(URI, {"name": "n", "qty": i})
+            time.sleep(0.001)
+        done.wait(30)
+        sub.close()
+        lat = [got[i] - sent[i] for i in range(n) if i in got]
+        assert len(lat) == n, f"only {len(lat)} of {n} notifications arrived"
+        out["notify_p50_ms"] = pct(lat, 0.5) * 1e3
+        out["notify_p99_ms"] = pct(lat, 0.99) * 1e3
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, default=10_000)
+    ap.add_argument("--singles", type=int, default=2000)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="dm-bench-") as tmp:
+        core_insert, core_query = direct_core(Path(tmp) / "core.db", args.rows, args.batch)
+        d = Daemon(Path(tmp) / "data").start()
+        try:
+            provider = d.add_app(BUNDLE)
+            token = d.add_app("com.bench.consumer", "bench.READ", "bench.WRITE")
+            with d.helper(provider) as h:
+                h.register_provider(MANIFEST)
+            ours = through_daemon(d, token, args.rows, args.batch, args.singles)
+        finally:
+            d.stop()
+
+    print(f"machine: {machine()}")
+    print(f"date: {time.strftime('%Y-%m-%d')}   rows: {args.rows}   batch: {args.batch}   singles: {args.singles}")
+    print(f"{'metric':<34}{'daemon':>14}{'SQLAlchemy Core':>18}{'ratio':>9}")
+    print(f"{'batch insert (rows/s)':<34}{ours['batch_rows_s']:>14,.0f}{core_insert:>18,.0f}"
+          f"{ours['batch_rows_s'] / core_insert:>9.2f}")
+    print(f"{'query (rows/s)':<34}{ours['query_rows_s']:>14,.0f}{core_query:>18,.0f}"
+          f"{ours['query_rows_s'] / core_query:>9.2f}")
+    print(f"{'single insert p50 / p99 (ms)':<34}{ours['insert_p50_ms']:>8.3f} / {ours['insert_p99_ms']:.3f}")
+    print(f"{'notification p50 / p99 (ms)':<34}{ours['notify_p50_ms']:>8.3f} / {ours['notify_p99_ms']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
