@@ -29,6 +29,7 @@ STATUS: dict[str, grpc.StatusCode] = {
     "DEADLINE_EXCEEDED": grpc.StatusCode.DEADLINE_EXCEEDED,
     "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
     "CANCELLED": grpc.StatusCode.CANCELLED,
+    "UNIMPLEMENTED": grpc.StatusCode.UNIMPLEMENTED,
 }
 
 

@@ -27,6 +27,7 @@ from datamgr.apps import AdminCredential, AppRegistry
 from datamgr.config import Settings
 from datamgr.datashare.changes import Change, Feed
 from datamgr.datashare.extension import ExtensionRouter
+from datamgr.datashare.published import PublishedBatch, PublishedStore
 from datamgr.datashare.service import DataShareService
 from datamgr.datashare.tables import ProviderRegistry
 from datamgr.errors import DaemonLocked
@@ -99,16 +100,22 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:
     ds = settings.datashare
     feed: Feed[Change] = Feed(loop, ds.max_subscriptions_per_app, ds.subscriber_queue)
     extensions = ExtensionRouter(ds.provider_timeout_s)
+    published_feed: Feed[PublishedBatch] = Feed(loop, ds.max_subscriptions_per_app, ds.subscriber_queue)
+    published = PublishedStore(engine, published_feed)
+
+    def on_remove(bundle: str) -> None:
+        providers.remove(bundle)
+        published.remove(bundle)
 
     max_msg = ds.max_batch_bytes + (1 << 20)
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", max_msg), ("grpc.max_send_message_length", max_msg)]
     )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminService(db, apps, admin, on_remove=providers.remove), server
+        AdminService(db, apps, admin, on_remove=on_remove), server
     )
     datashare_pb2_grpc.add_DataShareServiceServicer_to_server(
-        DataShareService(ds, db, apps, providers, feed, extensions), server
+        DataShareService(ds, db, apps, providers, feed, extensions, published, published_feed), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -136,6 +143,7 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:
     log.info("shutting down: finishing in-flight calls (grace %.1f s)", settings.shutdown_grace_s)
     await health_servicer.enter_graceful_shutdown()
     feed.close()
+    published_feed.close()
     extensions.close()
     await server.stop(settings.shutdown_grace_s)
     await asyncio.to_thread(db.close)

@@ -12,6 +12,7 @@ The tree::
     ├── ResourceExhausted             a per-app limit is reached (subscriptions, ...)
     ├── Unavailable                   a provider process is not attached, or the daemon is stopping
     ├── DeadlineExceeded              a provider did not answer in time
+    ├── Unsupported                   a provider's extension does not implement the operation
     └── DaemonLocked                  another daemon already uses the data directory
 
 Domain code raises these; each servicer maps them to gRPC status codes in one table
@@ -67,6 +68,10 @@ class DeadlineExceeded(DatamgrError):
     code = "DEADLINE_EXCEEDED"
 
 
+class Unsupported(DatamgrError):
+    code = "UNIMPLEMENTED"
+
+
 class DaemonLocked(DatamgrError):
     code = "FAILED_PRECONDITION"
 
@@ -82,6 +87,7 @@ BY_CODE: dict[str, type[DatamgrError]] = {
         ResourceExhausted,
         Unavailable,
         DeadlineExceeded,
+        Unsupported,
         DaemonLocked,
     )
 }

@@ -25,8 +25,8 @@ READ_PERM=com.example.permission.READ_CONTACTS
 WRITE_PERM=com.example.permission.WRITE_CONTACTS
 MANIFEST=deploy/examples/contacts.manifest.json
 URI="datashare:///$PROVIDER/main/people"
-# DataSharePredicates as JSON: the ops of datamgr.v1.Predicates in order (name = "Ada").
-WHERE_ADA='[{"type": "EQUAL_TO", "field": "name", "values": ["Ada"]}]'
+# Predicates for --where: a JSON list of DataSharePredicates calls.
+WHERE_ADA='[["equal_to", "name", "Ada"]]'
 HEALTH_TIMEOUT_S=30
 STOP_TIMEOUT_S=40
 

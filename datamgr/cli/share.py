@@ -6,13 +6,16 @@ Predicates are JSON: a list of calls on DataSharePredicates, e.g.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import sys
 from typing import Any
 
 import click
 from rich.table import Table
 
-from datamgr.cli import handle_errors, out, print_json
+from datamgr.cli import err, handle_errors, out, print_json
 from datamgr.datashare.predicates import DataSharePredicates
 from datamgr.errors import InvalidArgument
 
@@ -67,7 +70,7 @@ def _helper(address: str | None, token: str):  # noqa: ANN202
 
 @click.group()
 def share() -> None:
-    """DataShare as an app: provide tables, insert, query, update, delete, subscribe.
+    """DataShare as an app: provide tables, insert, query, update, delete, subscribe, publish data.
 
     Predicates (--where) are a JSON list of DataSharePredicates calls, for example
     '[["equal_to","name","Ada"],["or"],["greater_than","age",30],["order_by_desc","age"],["limit",10,0]]'.
@@ -177,5 +180,79 @@ def subscribe(uri: str, count: int, token: str, address: str | None) -> None:
         click.echo(f"subscribed to {uri}", err=True)
         for seen, change in enumerate(sub, start=1):
             click.echo(json.dumps({"type": change.type, "uri": change.uri, "values": change.values}, default=str), nl=True)
+            if count and seen >= count:
+                break
+
+
+def _item_json(item: Any) -> dict[str, Any]:
+    data = {"$base64": base64.b64encode(item.data).decode()} if isinstance(item.data, bytes) else item.data
+    return {"key": item.key, "subscriber_id": item.subscriber_id, "data": data}
+
+
+@share.command()
+@click.argument("bundle")
+@click.argument("key")
+@click.argument("data")
+@click.option("--subscriber-id", default="", help="The subscriber id the item is meant for (default: empty).")
+@click.option("--version", type=int, default=0, show_default=True, help="A newer stored version wins.")
+@click.option("--blob", is_flag=True, help="DATA is base64; publish the decoded bytes instead of text.")
+@token_option
+@address_option
+@handle_errors
+def publish(*, bundle: str, key: str, data: str, subscriber_id: str, version: int, blob: bool, token: str,
+            address: str | None) -> None:
+    """Publish one item of BUNDLE (the app itself) under KEY, a datashareproxy://BUNDLE/PATH uri."""
+    from datamgr.client import PublishedItem
+
+    value: str | bytes = data
+    if blob:
+        try:
+            value = base64.b64decode(data, validate=True)
+        except binascii.Error as exc:
+            raise InvalidArgument(f"--blob needs DATA in base64: {exc}") from None
+    with _helper(address, token) as helper:
+        (result,) = helper.publish([PublishedItem(key, value, subscriber_id)], bundle, version)
+    if not result.ok:
+        err.print(f"[bold red]error[/]: {result.result}: {result.message}", highlight=False)
+        sys.exit(1)
+    out.print(f"published {key}", highlight=False)
+
+
+@share.command()
+@click.argument("bundle")
+@json_option
+@token_option
+@address_option
+@handle_errors
+def published(bundle: str, as_json: bool, token: str, address: str | None) -> None:
+    """List the data BUNDLE has published (bytes shown as base64 in JSON)."""
+    with _helper(address, token) as helper:
+        items = helper.get_published_data(bundle)
+    if as_json:
+        print_json([_item_json(i) for i in items])
+        return
+    table = Table("key", "subscriber id", "type", "data")
+    for item in items:
+        is_text = isinstance(item.data, str)
+        shown = item.data if is_text else repr(item.data)
+        table.add_row(item.key, item.subscriber_id, "text" if is_text else "blob", shown)
+    out.print(table)
+    out.print(f"{len(items)} item{'s' if len(items) != 1 else ''}", highlight=False)
+
+
+@share.command("subscribe-published")
+@click.argument("uris", nargs=-1, required=True)
+@click.option("--subscriber-id", default="", help="Receive the items published for this subscriber id.")
+@click.option("--count", type=int, default=0, help="Exit after this many changes (0: run until Ctrl-C).")
+@token_option
+@address_option
+@handle_errors
+def subscribe_published(*, uris: tuple[str, ...], subscriber_id: str, count: int, token: str,
+                        address: str | None) -> None:
+    """Print published data of URIS (one publisher) as JSON lines: what is stored first, then each publish."""
+    with _helper(address, token) as helper, helper.subscribe_published_data(list(uris), subscriber_id) as sub:
+        click.echo(f"subscribed to {', '.join(uris)}", err=True)
+        for seen, change in enumerate(sub, start=1):
+            click.echo(json.dumps({"bundle": change.bundle, "data": [_item_json(i) for i in change.data]}))
             if count and seen >= count:
                 break

@@ -5,15 +5,17 @@
     with helper.query(uri, DataSharePredicates().equal_to("name", "Ada"), ["id", "name"]) as rs:
         while rs.go_to_next_row():
             print(rs.get_long(0), rs.get_string(1))
+    item = PublishedItem("datashareproxy://com.example.weather/today", "sunny")
+    helper.publish([item], "com.example.weather")          # an app publishes only its own data
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 
@@ -22,9 +24,11 @@ from datamgr.client.resultset import DataShareResultSet
 from datamgr.datashare import _wire
 from datamgr.datashare._wire import Cell
 from datamgr.datashare.predicates import DataSharePredicates
+from datamgr.datashare.published import OperationResult, PublishedItem
 from datamgr.v1 import datashare_pb2 as pb
 from datamgr.v1 import datashare_pb2_grpc as pb_grpc
 
+T = TypeVar("T")
 _CHANGE_NAMES = {pb.CHANGE_TYPE_INSERT: "INSERT", pb.CHANGE_TYPE_UPDATE: "UPDATE", pb.CHANGE_TYPE_DELETE: "DELETE"}
 
 
@@ -39,6 +43,27 @@ class ChangeInfo:
 
 def change_info(msg: pb.ChangeInfo) -> ChangeInfo:
     return ChangeInfo(_CHANGE_NAMES.get(msg.type, "UNSPECIFIED"), msg.uri, [_wire.from_bucket(b.values) for b in msg.values])
+
+
+def _change_event(msg: pb.SubscribeResponse) -> ChangeInfo:
+    return change_info(msg.change)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedDataChange:
+    """Items one publish stored (first: those stored before) for a subscription (PublishedDataChangeNode)."""
+
+    bundle: str
+    data: list[PublishedItem]
+
+
+def published_item(msg: pb.PublishedItem) -> PublishedItem:
+    data = msg.blob if msg.WhichOneof("data") == "blob" else msg.text
+    return PublishedItem(msg.key, data, msg.subscriber_id)
+
+
+def published_change(msg: pb.SubscribePublishedDataResponse) -> PublishedDataChange:
+    return PublishedDataChange(msg.change.bundle, [published_item(i) for i in msg.change.data])
 
 
 # ---- request builders, shared by both flavours ----
@@ -82,6 +107,20 @@ def batch_update_request(
 def query_request(uri: str, predicates: DataSharePredicates | None, columns: Sequence[str] | None,
                   page_rows: int) -> pb.QueryRequest:
     return pb.QueryRequest(uri=uri, predicates=_preds(predicates), columns=list(columns or ()), page_rows=page_rows)
+
+
+def publish_request(items: Sequence[PublishedItem], bundle: str, version: int) -> pb.PublishRequest:
+    req = pb.PublishRequest(bundle=bundle, version=version)
+    for item in items:
+        if isinstance(item.data, str):
+            req.items.add(key=item.key, text=item.data, subscriber_id=item.subscriber_id)
+        else:
+            req.items.add(key=item.key, blob=bytes(item.data), subscriber_id=item.subscriber_id)
+    return req
+
+
+def operation_results(resp: pb.PublishResponse) -> list[OperationResult]:
+    return [OperationResult(r.key, r.result, r.message) for r in resp.results]
 
 
 def manifest_json(manifest: str | Path | Mapping[str, Any]) -> str:
@@ -134,12 +173,34 @@ class DataShareHelper:
         stream = self._stub.Query(query_request(uri, predicates, columns, page_rows), metadata=self._md)
         return call(DataShareResultSet, _errors_mapped(stream), cancel=stream.cancel)
 
-    def subscribe(self, uri: str) -> Subscription:
+    def subscribe(self, uri: str) -> Subscription[ChangeInfo]:
         """Subscribes to committed changes of `uri`; returns once the subscription is live."""
         stream = self._stub.Subscribe(pb.SubscribeRequest(uri=uri), metadata=self._md)
         first = call(next, stream)
         assert first.WhichOneof("event") == "subscribed"
-        return Subscription(stream)
+        return Subscription(stream, _change_event)
+
+    def publish(self, items: Sequence[PublishedItem], bundle: str, version: int = 0) -> list[OperationResult]:
+        """Publishes this app's items (bundle = this app); one result per item, a failed one leaves the rest.
+
+        An item stored with a newer version is kept (its result is VERSION_NOT_NEWER, 1045).
+        """
+        req = publish_request(items, bundle, version)
+        return operation_results(call(self._stub.Publish, req, metadata=self._md))
+
+    def get_published_data(self, bundle: str) -> list[PublishedItem]:
+        resp = call(self._stub.GetPublishedData, pb.GetPublishedDataRequest(bundle=bundle), metadata=self._md)
+        return [published_item(i) for i in resp.items]
+
+    def subscribe_published_data(
+        self, uris: Sequence[str], subscriber_id: str = ""
+    ) -> Subscription[PublishedDataChange]:
+        """Subscribes to one publisher's items; yields what is stored first, then each publish of them."""
+        req = pb.SubscribePublishedDataRequest(uris=list(uris), subscriber_id=subscriber_id)
+        stream = self._stub.SubscribePublishedData(req, metadata=self._md)
+        first = call(next, stream)
+        assert first.WhichOneof("event") == "subscribed"
+        return Subscription(stream, published_change)
 
     def close(self) -> None:
         self._channel.close()
@@ -159,24 +220,25 @@ def _errors_mapped(stream: Iterator[Any]) -> Iterator[Any]:
             raise error_from_rpc(exc) from None
 
 
-class Subscription:
-    """Committed changes of one URI, in commit order: iterate it, `close()` to end it."""
+class Subscription(Generic[T]):
+    """Committed changes (ChangeInfo, or PublishedDataChange), in commit order: iterate, `close()` to end."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, convert: Callable[[Any], T]) -> None:
         self._stream = stream
+        self._convert = convert
 
-    def __iter__(self) -> Iterator[ChangeInfo]:
+    def __iter__(self) -> Iterator[T]:
         for msg in _errors_mapped(self._stream):
-            yield change_info(msg.change)
+            yield self._convert(msg)
 
-    def next(self) -> ChangeInfo:
+    def next(self) -> T:
         """The next change (blocking)."""
         return next(iter(self))
 
     def close(self) -> None:
         self._stream.cancel()
 
-    def __enter__(self) -> Subscription:
+    def __enter__(self) -> Subscription[T]:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -243,12 +305,34 @@ class AsyncDataShareHelper:
             raise error_from_rpc(exc) from None
         return DataShareResultSet(iter(messages))
 
-    async def subscribe(self, uri: str) -> AsyncSubscription:
+    async def subscribe(self, uri: str) -> AsyncSubscription[ChangeInfo]:
         """Subscribes to committed changes of `uri`; returns once the subscription is live."""
         stream = self._stub.Subscribe(pb.SubscribeRequest(uri=uri), metadata=self._md)
         first = await acall(stream.read)
         assert first.WhichOneof("event") == "subscribed"
-        return AsyncSubscription(stream)
+        return AsyncSubscription(stream, _change_event)
+
+    async def publish(
+        self, items: Sequence[PublishedItem], bundle: str, version: int = 0
+    ) -> list[OperationResult]:
+        """See DataShareHelper.publish."""
+        req = publish_request(items, bundle, version)
+        return operation_results(await acall(self._stub.Publish, req, metadata=self._md))
+
+    async def get_published_data(self, bundle: str) -> list[PublishedItem]:
+        req = pb.GetPublishedDataRequest(bundle=bundle)
+        resp = await acall(self._stub.GetPublishedData, req, metadata=self._md)
+        return [published_item(i) for i in resp.items]
+
+    async def subscribe_published_data(
+        self, uris: Sequence[str], subscriber_id: str = ""
+    ) -> AsyncSubscription[PublishedDataChange]:
+        """See DataShareHelper.subscribe_published_data."""
+        req = pb.SubscribePublishedDataRequest(uris=list(uris), subscriber_id=subscriber_id)
+        stream = self._stub.SubscribePublishedData(req, metadata=self._md)
+        first = await acall(stream.read)
+        assert first.WhichOneof("event") == "subscribed"
+        return AsyncSubscription(stream, published_change)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -260,25 +344,26 @@ class AsyncDataShareHelper:
         await self.close()
 
 
-class AsyncSubscription:
-    """Committed changes of one URI, in commit order: `async for` over it, `close()` to end it."""
+class AsyncSubscription(Generic[T]):
+    """Committed changes (ChangeInfo or PublishedDataChange) in commit order: `async for`, `close()` ends."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, convert: Callable[[Any], T]) -> None:
         self._stream = stream
+        self._convert = convert
 
-    async def __aiter__(self) -> AsyncIterator[ChangeInfo]:
+    async def __aiter__(self) -> AsyncIterator[T]:
         try:
             async for msg in self._stream:
-                yield change_info(msg.change)
+                yield self._convert(msg)
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.CANCELLED:
                 raise error_from_rpc(exc) from None
 
-    async def next(self) -> ChangeInfo:
+    async def next(self) -> T:
         msg = await acall(self._stream.read)
         if msg is grpc.aio.EOF:
             raise StopAsyncIteration
-        return change_info(msg.change)
+        return self._convert(msg)
 
     def close(self) -> None:
         self._stream.cancel()

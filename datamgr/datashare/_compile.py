@@ -26,6 +26,10 @@ from datamgr.datashare.predicates import DataSharePredicates, PredicateOp
 from datamgr.errors import InvalidArgument
 
 MAX_WRAP_DEPTH = 32
+# SQLite parses `a OR b OR ...` into a tree as deep as the chain and refuses depth 1000; PostgreSQL
+# and SQLite cap bound parameters (65535, 32766). Untrusted input gets InvalidArgument well before.
+MAX_CONDITIONS = 500
+MAX_VALUES = 10_000
 DIALECTS = ("sqlite", "postgresql")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -160,7 +164,7 @@ def _condition(i: int, op: PredicateOp, table: sa.Table, dialect: str) -> Column
     if t == "BEGINS_WITH":
         return col.startswith(value, autoescape=True)
     if t == "ENDS_WITH":
-        return col.endswith(value, autoescape=True)
+        return col.endswith(value)
     assert t == "GLOB", t
     if dialect == "sqlite":
         return col.op("GLOB", is_comparison=True)(value)
@@ -289,6 +293,13 @@ def compile_predicates(
             group_by.extend(_column(table, f, _where(i, op)) for f in op.fields)
         else:
             raise InvalidArgument(f"ops[{i}]: unknown predicate op type {t!r}")
+    conditions = [op for _, op in where_items if op.type in CONDITIONS]
+    if len(conditions) > MAX_CONDITIONS:
+        raise InvalidArgument(
+            f"more than {MAX_CONDITIONS} conditions ({len(conditions)}); use in_() for long lists of values"
+        )
+    if (nvalues := sum(len(op.values) for op in conditions)) > MAX_VALUES:
+        raise InvalidArgument(f"more than {MAX_VALUES} values ({nvalues}) in one predicate list")
     where = _Parser(where_items, table, dialect).parse() if where_items else None
     return CompiledPredicates(
         where, tuple(order_by), limit, offset, distinct, tuple(group_by), tuple(order_columns)
@@ -394,10 +405,8 @@ def glob_to_regex(pattern: str) -> str | None:
                 c = pattern[i]
                 if c == "-" and prior is not None and i + 1 < n and pattern[i + 1] != "]":
                     high = pattern[i + 1]
-                    if prior < high:  # prior itself is already a member; a reversed range adds nothing
-                        members.append(f"{_regex_char(prior)}-{_regex_char(high)}")
-                    elif prior == high:
-                        members.append(_regex_char(high))
+                    if prior < high:  # the range replaces its start; a reversed one adds nothing
+                        members[-1] = f"{_regex_char(prior)}-{_regex_char(high)}"
                     prior = None
                     i += 2
                 else:

@@ -2,6 +2,8 @@
 
 Silent access is used when the URI names a table the provider declared and silent access is on (or the
 caller is the provider itself); otherwise the call goes to the provider's attached extension.
+Published data (`datashareproxy://`) is written only by its app and read by it or by apps holding the
+publisher manifest's `published_read_permission` (unset: nobody else, as silent access).
 """
 
 from __future__ import annotations
@@ -21,10 +23,17 @@ from datamgr.datashare.changes import Change, Feed
 from datamgr.datashare.extension import ExtensionRouter
 from datamgr.datashare.manifest import Manifest, parse_manifest
 from datamgr.datashare.predicates import DataSharePredicates
+from datamgr.datashare.published import (
+    MAX_ITEMS,
+    PublishedBatch,
+    PublishedItem,
+    PublishedStore,
+    check_subscriber_id,
+)
 from datamgr.datashare.store import SilentStore, check_columns, check_values
 from datamgr.datashare.tables import HostedTable, ProviderRegistry
-from datamgr.datashare.uri import DataShareUri, parse_table_uri, parse_uri
-from datamgr.errors import InvalidArgument, PermissionDenied, TooLarge, Unauthenticated, Unavailable
+from datamgr.datashare.uri import DataShareUri, check_bundle, parse_proxy_uri, parse_table_uri, parse_uri
+from datamgr.errors import InvalidArgument, NotFound, PermissionDenied, TooLarge, Unauthenticated, Unavailable
 from datamgr.storage import Database
 from datamgr.v1 import datashare_pb2 as pb
 from datamgr.v1 import datashare_pb2_grpc as pb_grpc
@@ -48,6 +57,18 @@ class _Route:
     hosted: HostedTable | None
 
 
+def _item_from_proto(msg: pb.PublishedItem) -> PublishedItem:
+    which = msg.WhichOneof("data")
+    data: Any = getattr(msg, which) if which else None  # None: the store rejects the item
+    return PublishedItem(msg.key, data, msg.subscriber_id)
+
+
+def _item_to_proto(item: PublishedItem) -> pb.PublishedItem:
+    if isinstance(item.data, str):
+        return pb.PublishedItem(key=item.key, text=item.data, subscriber_id=item.subscriber_id)
+    return pb.PublishedItem(key=item.key, blob=item.data, subscriber_id=item.subscriber_id)
+
+
 def authenticate(apps: AppRegistry, context: grpc.aio.ServicerContext) -> App:
     token = bearer_token(context)
     if token is None:
@@ -64,6 +85,8 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         providers: ProviderRegistry,
         feed: Feed[Change],
         extensions: ExtensionRouter,
+        published: PublishedStore,
+        published_feed: Feed[PublishedBatch],
     ) -> None:
         self._settings = settings
         self._db = db
@@ -72,6 +95,8 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         self._store = SilentStore(db.engine, feed)
         self._feed = feed
         self._extensions = extensions
+        self._published = published
+        self._published_feed = published_feed
 
     # ---- helpers ----
 
@@ -144,7 +169,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             return pb.BatchInsertResponse(count=(await self._extension(route, app, "batch_insert", request)).count)
         names = list(request.columns)
         columns = _wire.decode_page(request.rows)
-        check_columns(route.hosted, names, columns)
+        check_columns(route.hosted, names, columns, [c.type for c in request.rows.columns])
         return pb.BatchInsertResponse(count=await self._db.write(self._store.batch_insert, route.hosted, names, columns))
 
     @rpc
@@ -276,3 +301,116 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
                     yield pb.SubscribeResponse(change=info)
         finally:
             self._feed.unsubscribe(sub)
+
+    # ---- published data ----
+
+    def _publisher(self, bundle: str) -> str:
+        """The publisher's bundle name, checked; NotFound (OpenHarmony 15700012) when no such app exists."""
+        check_bundle(bundle)
+        try:
+            self._apps.get(bundle)
+        except NotFound:
+            raise NotFound(f"the data area of {bundle} does not exist: no such app is registered") from None
+        return bundle
+
+    def _check_published_read(self, app: App, bundle: str) -> None:
+        self._publisher(bundle)
+        manifest = self._providers.manifest(bundle)
+        permission = manifest.published_read_permission if manifest is not None else None
+        policy.check_silent(
+            app.bundle, app.permissions, bundle, permission, None, "read", f"the published data of {bundle}"
+        )
+
+    @rpc
+    async def Publish(self, request: pb.PublishRequest, context: Any) -> pb.PublishResponse:
+        app = authenticate(self._apps, context)
+        self._limit(request, self._settings.max_call_bytes, "the publish")
+        bundle = self._publisher(request.bundle)
+        if app.bundle != bundle:
+            raise PermissionDenied(f"{app.bundle} may not publish for {bundle}: apps publish their own data")
+        if len(request.items) > MAX_ITEMS:
+            raise InvalidArgument(f"a publish may carry at most {MAX_ITEMS} items, not {len(request.items)}")
+        items = [_item_from_proto(m) for m in request.items]
+        results = await self._db.write(self._published.publish, bundle, items, request.version)
+        return pb.PublishResponse(
+            results=[pb.OperationResult(key=r.key, result=r.result, message=r.message) for r in results]
+        )
+
+    @rpc
+    async def GetPublishedData(
+        self, request: pb.GetPublishedDataRequest, context: Any
+    ) -> pb.GetPublishedDataResponse:
+        app = authenticate(self._apps, context)
+        self._limit(request, self._settings.max_call_bytes, "the request")
+        self._check_published_read(app, request.bundle)
+        items = await self._db.read(self._published.get, request.bundle)
+        return pb.GetPublishedDataResponse(items=[_item_to_proto(i) for i in items])
+
+    @rpc
+    async def SubscribePublishedData(
+        self, request: pb.SubscribePublishedDataRequest, context: Any
+    ) -> AsyncIterator[pb.SubscribePublishedDataResponse]:
+        """`subscribed`, then the items already stored (as OpenHarmony emits on subscribe), then changes.
+
+        One subscription covers one publisher. The read permission is checked again before each change,
+        so revoking it ends the stream with PERMISSION_DENIED.
+        """
+        app = authenticate(self._apps, context)
+        self._limit(request, self._settings.max_call_bytes, "the subscription")
+        if not request.uris:
+            raise InvalidArgument("subscribe to at least one datashareproxy:// uri")
+        uris = [parse_proxy_uri(u) for u in request.uris]
+        bundle = uris[0].bundle
+        if any(u.bundle != bundle for u in uris):
+            raise InvalidArgument("a subscription's uris must name one publisher; subscribe to each alone")
+        subscriber_id = check_subscriber_id(request.subscriber_id)
+        self._check_published_read(app, bundle)
+        keys = frozenset((str(u), subscriber_id) for u in uris)
+        sub = self._published_feed.subscribe(app.bundle, bundle)
+        try:
+            yield pb.SubscribePublishedDataResponse(subscribed=pb.Subscribed())
+            seen, current = await self._db.write(self._published.snapshot, keys)
+            for msg in self._published_changes(bundle, current):
+                yield msg
+            while True:
+                batch = await sub.next()
+                if batch is None:
+                    if sub.overflowed:
+                        behind = self._settings.subscriber_queue
+                        raise TooLarge(f"subscriber fell more than {behind} changes behind")
+                    return
+                if batch.seq <= seen:
+                    continue  # the snapshot holds it already
+                data = [i for i in batch.items if (i.key, i.subscriber_id) in keys]
+                if data:
+                    self._check_published_read(self._apps.get(app.bundle), bundle)
+                    for msg in self._published_changes(bundle, data):
+                        yield msg
+        finally:
+            self._published_feed.unsubscribe(sub)
+
+    def _published_changes(
+        self, bundle: str, items: list[PublishedItem]
+    ) -> list[pb.SubscribePublishedDataResponse]:
+        """Items as PublishedDataChange messages, each at most about the call limit in size."""
+        out: list[pb.SubscribePublishedDataResponse] = []
+        size = 0
+        for item in items:
+            msg = _item_to_proto(item)
+            if not out or size + msg.ByteSize() > self._settings.max_call_bytes:
+                out.append(pb.SubscribePublishedDataResponse(change=pb.PublishedDataChange(bundle=bundle)))
+                size = 0
+            out[-1].change.data.append(msg)
+            size += msg.ByteSize()
+        return out
+
+    # ---- extension mode ----
+
+    @rpc
+    async def AttachProvider(
+        self, request_iterator: AsyncIterator[pb.ProviderMessage], context: Any
+    ) -> AsyncIterator[pb.ProviderCall]:
+        """A provider process attaches its live handler; it always attaches as its own app's bundle."""
+        app = authenticate(self._apps, context)
+        async for call in self._extensions.attach(app.bundle, request_iterator):
+            yield call

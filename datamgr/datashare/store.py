@@ -22,6 +22,10 @@ from datamgr.errors import AlreadyExists, InvalidArgument
 from datamgr.v1.types_pb2 import DataType as DT
 
 _TYPE_NAMES = {bool: "boolean", int: "integer", float: "real", str: "text", bytes: "blob", type(None): "null"}
+# SQLite would silently store NaN as NULL (PostgreSQL keeps it), and predicates cannot compare it.
+_NAN = "column {name} of {uri}: NaN cannot be stored"
+# PostgreSQL refuses NUL in text (and predicates refuse it on both databases).
+_NUL = "column {name} of {uri}: text values cannot contain NUL characters"
 
 
 def check_values(hosted: HostedTable, values: Mapping[str, Cell], *, inserting: bool) -> dict[str, Cell]:
@@ -39,6 +43,10 @@ def check_values(hosted: HostedTable, values: Mapping[str, Cell], *, inserting: 
             raise InvalidArgument(
                 f"column {name} of {hosted.uri} is {col.type}, got {_TYPE_NAMES.get(type(value), type(value).__name__)}"
             )
+        if isinstance(value, float) and value != value:
+            raise InvalidArgument(_NAN.format(name=name, uri=hosted.uri))
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidArgument(_NUL.format(name=name, uri=hosted.uri))
     if inserting:
         _check_required(hosted, values.keys())
     return dict(values)
@@ -82,6 +90,10 @@ def check_columns(hosted: HostedTable, names: Sequence[str], columns: Sequence[S
             if not col.nullable and (wire == DT.DATA_TYPE_NULL or None in values):
                 i = values.index(None)
                 raise InvalidArgument(f"row {i}: column {name} of {hosted.uri} may not be null")
+            if wire == DT.DATA_TYPE_DOUBLE and any(v != v for v in values):
+                raise InvalidArgument(_NAN.format(name=name, uri=hosted.uri))
+            if wire == DT.DATA_TYPE_STRING and any(v and "\x00" in v for v in values):
+                raise InvalidArgument(_NUL.format(name=name, uri=hosted.uri))
             continue
         if wire != DT.DATA_TYPE_UNSPECIFIED:
             raise InvalidArgument(f"column {name} of {hosted.uri} is {col.type}, got {_WIRE_NAMES.get(wire, wire)}")
@@ -92,6 +104,10 @@ def check_columns(hosted: HostedTable, names: Sequence[str], columns: Sequence[S
                 raise InvalidArgument(
                     f"row {i}: column {name} of {hosted.uri} is {col.type}, got {_TYPE_NAMES.get(type(v), type(v).__name__)}"
                 )
+            if isinstance(v, float) and v != v:
+                raise InvalidArgument(_NAN.format(name=name, uri=hosted.uri))
+            if isinstance(v, str) and "\x00" in v:
+                raise InvalidArgument(_NUL.format(name=name, uri=hosted.uri))
 
 
 class SilentStore:

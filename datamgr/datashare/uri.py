@@ -59,7 +59,8 @@ def parse_uri(uri: str) -> DataShareUri:
     if len(uri.encode()) > MAX_URI_BYTES:
         raise InvalidArgument(f"uri longer than {MAX_URI_BYTES} bytes")
     parts = urlsplit(uri)
-    if parts.scheme != "datashare":
+    # urlsplit forgives a leading space, an upper-case scheme and `datashare:/x`; the wire form is exact.
+    if parts.scheme != "datashare" or not uri.startswith("datashare://"):
         raise InvalidArgument(f"malformed uri {uri!r}: expected datashare:///{{bundle}}/{{store}}/{{table}}")
     if parts.netloc:
         raise InvalidArgument(
