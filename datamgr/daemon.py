@@ -140,6 +140,10 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:
     )
 
     await stop.wait()
+    # Already stopping: a repeated SIGTERM must not kill the daemon, which it would once the loop is
+    # closed and asyncio has restored the default action (exit code -15 instead of 0).
+    loop.remove_signal_handler(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     log.info("shutting down: finishing in-flight calls (grace %.1f s)", settings.shutdown_grace_s)
     await health_servicer.enter_graceful_shutdown()
     feed.close()

@@ -352,12 +352,18 @@ class AsyncSubscription(Generic[T]):
         self._convert = convert
 
     async def __aiter__(self) -> AsyncIterator[T]:
-        try:
-            async for msg in self._stream:
-                yield self._convert(msg)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.CANCELLED:
-                raise error_from_rpc(exc) from None
+        # read(), not `async for`: subscribe() already read the first message, and grpc.aio refuses to
+        # mix its iterator and read APIs on one call.
+        while True:
+            try:
+                msg = await self._stream.read()
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.CANCELLED:
+                    raise error_from_rpc(exc) from None
+                return
+            if msg is grpc.aio.EOF:
+                return
+            yield self._convert(msg)
 
     async def next(self) -> T:
         msg = await acall(self._stream.read)

@@ -6,9 +6,11 @@ malformed op list raises InvalidArgument naming the problem and the op's index (
 
 Semantics follow OpenHarmony, which turns the op list into a WHERE string: consecutive conditions
 are ANDed unless `or()` stands between them, AND binds tighter than OR, and begin_wrap/end_wrap are
-parentheses. `limit(total, offset)` follows OpenHarmony's RDB store: a total <= 0 means no limit and
-an offset <= 0 means none. LIKE's case sensitivity is the database's (SQLite ignores ASCII case,
-PostgreSQL does not). NULLs sort first ascending and last descending on both databases, as in SQLite.
+parentheses. `limit(total, offset)` follows OpenHarmony's RDB store (`AbsPredicates::Limit`): a
+total <= 0 means no limit and an offset <= 0 means none. LIKE's case sensitivity is the database's
+(SQLite ignores ASCII case, PostgreSQL does not). NULLs sort first ascending and last descending on
+both databases, as in SQLite. GLOB is SQLite's operator there and an equivalent regex on PostgreSQL.
+Op lists are bounded (MAX_*) so that hostile ones fail as InvalidArgument, not as database errors.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ MAX_WRAP_DEPTH = 32
 # and SQLite cap bound parameters (65535, 32766). Untrusted input gets InvalidArgument well before.
 MAX_CONDITIONS = 500
 MAX_VALUES = 10_000
+# Matching costs pattern length x text length per row, and PostgreSQL refuses long regexes.
+MAX_PATTERN_CHARS = 1024
 DIALECTS = ("sqlite", "postgresql")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -63,7 +67,6 @@ _SET = frozenset({"IN", "NOT_IN"})
 _RANGE = frozenset({"BETWEEN", "NOT_BETWEEN"})
 CONDITIONS = frozenset(_COMPARE) | _PATTERN | _NULL_TEST | _SET | _RANGE
 _CONNECTIVES = frozenset({"AND", "OR", "BEGIN_WRAP", "END_WRAP"})
-_CLAUSES = frozenset({"ORDER_BY_ASC", "ORDER_BY_DESC", "LIMIT", "DISTINCT", "GROUP_BY"})
 
 # Python types a column of each SQLAlchemy type accepts (bool is never an int here).
 _ACCEPTS: tuple[tuple[type[sa.types.TypeEngine[Any]], str, tuple[type, ...]], ...] = (
@@ -97,6 +100,22 @@ def _accepts(col: sa.Column[Any], what: str) -> tuple[str, tuple[type, ...]]:
     raise InvalidArgument(f"{what}: column {col.name!r} has a type predicates do not support ({col.type})")
 
 
+def _bind_type(col: sa.Column[Any], what: str) -> sa.types.TypeEngine[Any]:
+    """The type to bind values compared with `col` as. Left to itself, SQLAlchemy types a number by
+    the Python value, so PostgreSQL would get `real_col IN (0::INTEGER, 1.5::INTEGER)` (1.5 rounded)
+    or an int4 cast that overflows; integers bind as BIGINT and reals as DOUBLE instead."""
+    kind = _accepts(col, what)[0]
+    if kind == "integers":
+        return sa.BigInteger()
+    if kind == "reals":
+        return sa.Double()
+    return col.type
+
+
+def _bind(col: sa.Column[Any], value: object, what: str) -> sa.BindParameter[Any]:
+    return sa.bindparam(None, value, type_=_bind_type(col, what))
+
+
 def _check_value(col: sa.Column[Any], value: object, what: str) -> object:
     if value is None:
         raise InvalidArgument(f"{what}: NULL never compares equal to anything; use is_null()/is_not_null()")
@@ -111,7 +130,7 @@ def _check_value(col: sa.Column[Any], value: object, what: str) -> object:
         raise InvalidArgument(f"{what}: NaN cannot be compared")
     if isinstance(value, str) and "\x00" in value:
         raise InvalidArgument(f"{what}: text values cannot contain NUL characters")
-    return value
+    return float(value) if kind == "reals" else value  # type: ignore[arg-type]
 
 
 def _check_shape(i: int, op: PredicateOp, field: bool, nvalues: int | None, fields: bool = False) -> None:
@@ -142,7 +161,8 @@ def _condition(i: int, op: PredicateOp, table: sa.Table, dialect: str) -> Column
         _check_shape(i, op, True, None)
         col = _column(table, op.field, what)
         values = [_check_value(col, v, what) for v in op.values]
-        return col.in_(values) if t == "IN" else col.not_in(values)
+        param = sa.bindparam(None, values, type_=_bind_type(col, what), expanding=True)
+        return col.in_(param) if t == "IN" else col.not_in(param)
     nvalues = 2 if t in _RANGE else 1
     _check_shape(i, op, True, nvalues)
     col = _column(table, op.field, what)
@@ -150,11 +170,13 @@ def _condition(i: int, op: PredicateOp, table: sa.Table, dialect: str) -> Column
         raise InvalidArgument(f"{what}: needs a text column, {col.name!r} holds {_accepts(col, what)[0]}")
     values = [_check_value(col, v, what) for v in op.values]
     if t in _COMPARE:
-        return _COMPARE[t](col, values[0])  # type: ignore[no-any-return]
+        return _COMPARE[t](col, _bind(col, values[0], what))  # type: ignore[no-any-return]
     if t in _RANGE:
-        between = col.between(values[0], values[1])
+        between = col.between(_bind(col, values[0], what), _bind(col, values[1], what))
         return between if t == "BETWEEN" else ~between
     value: str = values[0]  # type: ignore[assignment]
+    if len(value) > MAX_PATTERN_CHARS:
+        raise InvalidArgument(f"{what}: pattern longer than {MAX_PATTERN_CHARS} characters")
     if t == "LIKE":
         return col.like(value)
     if t == "UNLIKE":
@@ -164,7 +186,7 @@ def _condition(i: int, op: PredicateOp, table: sa.Table, dialect: str) -> Column
     if t == "BEGINS_WITH":
         return col.startswith(value, autoescape=True)
     if t == "ENDS_WITH":
-        return col.endswith(value)
+        return col.endswith(value, autoescape=True)
     assert t == "GLOB", t
     if dialect == "sqlite":
         return col.op("GLOB", is_comparison=True)(value)
@@ -343,10 +365,11 @@ def build_select(
 def _page(stmt: sa.Select[Any], compiled: CompiledPredicates) -> sa.Select[Any]:
     if compiled.order_by:
         stmt = stmt.order_by(*compiled.order_by)
+    # BIGINT: SQLAlchemy would cast to INTEGER, and PostgreSQL refuses a limit over 2**31 - 1 then
     if compiled.limit is not None:
-        stmt = stmt.limit(compiled.limit)
+        stmt = stmt.limit(sa.bindparam(None, compiled.limit, type_=sa.BigInteger()))
     if compiled.offset is not None:
-        stmt = stmt.offset(compiled.offset)
+        stmt = stmt.offset(sa.bindparam(None, compiled.offset, type_=sa.BigInteger()))
     return stmt
 
 

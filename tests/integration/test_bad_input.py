@@ -1,4 +1,7 @@
-"""Bad input gets a clear gRPC error, never INTERNAL, and changes nothing: URIs, names, values, sizes, manifests."""
+"""Bad input gets a clear gRPC error, never INTERNAL, and changes nothing.
+
+URIs, names, values, sizes and manifests are each tried against a daemon with lowered size limits.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import grpc
 import pytest
 from harness import CONTACTS, PEOPLE_URI, READ, WRITE, Daemon, contacts_manifest
 
-from datamgr.client import DataSharePredicates, DataShareHelper
+from datamgr.client import DataShareHelper, DataSharePredicates
 from datamgr.client._conn import metadata
 from datamgr.datashare.predicates import PredicateOp
 from datamgr.errors import DatamgrError
@@ -163,7 +166,7 @@ def test_unknown_providers_and_tables_are_not_found(ds: DataShareHelper, uri: st
 
 # ---- names: unknown or SQL are refused, never reach SQL text ----
 
-BAD_NAMES = ["nope", "Name", "name; DROP TABLE ds_1", "name OR 1=1", "*", "name, phone", "", "id--", "\"name\""]
+BAD_NAMES = ["nope", "Name", "name; DROP TABLE ds_1", "name OR 1=1", "*", "name, phone", "", "id--", '"name"']
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
@@ -172,6 +175,7 @@ def test_unknown_or_sql_column_names_are_invalid_argument(ds: DataShareHelper, n
         def run() -> None:
             with ds.query(PEOPLE_URI, preds, columns) as rs:
                 rs.row_count  # noqa: B018
+
         return run
 
     calls = [
@@ -207,7 +211,9 @@ WRONG_TYPES = [
 ]
 
 
-@pytest.mark.parametrize("values", WRONG_TYPES, ids=lambda v: "-".join(f"{k}={type(x).__name__}" for k, x in v.items()))
+@pytest.mark.parametrize(
+    "values", WRONG_TYPES, ids=lambda v: "-".join(f"{k}={type(x).__name__}" for k, x in v.items())
+)
 def test_wrong_value_types_are_invalid_argument(ds: DataShareHelper, values: dict[str, Any]) -> None:
     (column, value), *_ = [(k, v) for k, v in values.items() if (k, v) != ("name", "x")]
     assert column in rejected("INVALID_ARGUMENT", ds.insert, PEOPLE_URI, values)
@@ -229,9 +235,13 @@ def test_not_null_violations_are_invalid_argument(ds: DataShareHelper) -> None:
     assert "name" in rejected("INVALID_ARGUMENT", ds.insert, PEOPLE_URI, {"phone": "555"})
     assert "name" in rejected("INVALID_ARGUMENT", ds.insert, PEOPLE_URI, {"name": None})
     assert "name" in rejected("INVALID_ARGUMENT", ds.update, PEOPLE_URI, None, {"name": None})
-    rejected("INVALID_ARGUMENT", ds.batch_insert, PEOPLE_URI, [{"name": "ok"}, {"name": None}, {"name": "ok"}])
+    rejected(
+        "INVALID_ARGUMENT", ds.batch_insert, PEOPLE_URI, [{"name": "ok"}, {"name": None}, {"name": "ok"}]
+    )
     rejected("INVALID_ARGUMENT", ds.batch_insert, PEOPLE_URI, [{"phone": "1"}, {"phone": "2"}])
-    rejected("INVALID_ARGUMENT", ds.batch_update, {PEOPLE_URI: [({"phone": "p"}, None), ({"name": None}, None)]})
+    rejected(
+        "INVALID_ARGUMENT", ds.batch_update, {PEOPLE_URI: [({"phone": "p"}, None), ({"name": None}, None)]}
+    )
 
 
 def test_empty_values_and_null_comparisons_are_invalid_argument(ds: DataShareHelper) -> None:
@@ -251,9 +261,38 @@ def test_duplicate_primary_key_is_already_exists(ds: DataShareHelper, env: Env) 
 
 def test_not_a_number_is_refused_rather_than_stored_as_null(ds: DataShareHelper) -> None:
     nan = float("nan")
-    rejected("INVALID_ARGUMENT", ds.insert, PEOPLE_URI, {"name": "nan", "score": nan})
+    assert "NaN" in rejected("INVALID_ARGUMENT", ds.insert, PEOPLE_URI, {"name": "nan", "score": nan})
     rejected("INVALID_ARGUMENT", ds.update, PEOPLE_URI, P().equal_to("name", "Ada"), {"score": nan})
-    rejected("INVALID_ARGUMENT", ds.batch_insert, PEOPLE_URI, [{"name": "a", "score": 1.0}, {"name": "b", "score": nan}])
+    rejected(
+        "INVALID_ARGUMENT",
+        ds.batch_insert,
+        PEOPLE_URI,
+        [{"name": "a", "score": 1.0}, {"name": "b", "score": nan}],
+    )
+    rejected(
+        "INVALID_ARGUMENT",
+        ds.batch_insert,
+        PEOPLE_URI,
+        [{"name": "a", "score": 1}, {"name": "b", "score": nan}],
+    )
+
+
+def test_text_with_nul_characters_is_refused_as_on_postgresql(ds: DataShareHelper) -> None:
+    """PostgreSQL cannot store NUL in text and predicates cannot match it, so it is refused everywhere."""
+    assert "NUL" in rejected("INVALID_ARGUMENT", ds.insert, PEOPLE_URI, {"name": "x\x00y"})
+    rejected("INVALID_ARGUMENT", ds.update, PEOPLE_URI, None, {"phone": "\x00"})
+    rejected("INVALID_ARGUMENT", ds.batch_insert, PEOPLE_URI, [{"name": "a"}, {"name": "b\x00"}])
+    rejected(
+        "INVALID_ARGUMENT",
+        ds.batch_insert,
+        PEOPLE_URI,
+        [{"name": "a", "phone": None}, {"name": "b", "phone": "\x00"}],
+    )
+    # Blobs hold any bytes.
+    row = ds.insert(PEOPLE_URI, {"name": "blob", "photo": b"\x00\x00"})
+    with ds.query(PEOPLE_URI, P().equal_to("id", row), ["photo"]) as rs:
+        assert [r["photo"] for r in rs.rows()] == [b"\x00\x00"]
+    assert ds.delete(PEOPLE_URI, P().equal_to("id", row)) == 1
 
 
 # ---- SQL in values is data ----
@@ -298,7 +337,11 @@ BAD_PREDICATES = [
     P().begin_wrap().equal_to("age", 1),
     P().equal_to("age", 1).end_wrap(),
     P().begin_wrap().end_wrap(),
-    P([PredicateOp("BEGIN_WRAP")] * 40 + [PredicateOp("EQUAL_TO", "age", (1,))] + [PredicateOp("END_WRAP")] * 40),
+    P(
+        [PredicateOp("BEGIN_WRAP")] * 40
+        + [PredicateOp("EQUAL_TO", "age", (1,))]
+        + [PredicateOp("END_WRAP")] * 40
+    ),
     P().like("age", "1%"),
     P().between("age", 1, "z"),
     P().limit(1).limit(2),
@@ -353,11 +396,19 @@ def test_malformed_batch_messages_are_invalid_argument(env: Env, ds: DataShareHe
     bad = [
         _raw_batch(["name", "phone"], types_pb2.Page(row_count=2, columns=[_text_column(["a", "b"])])),
         _raw_batch(["name"], types_pb2.Page(row_count=3, columns=[_text_column(["a", "b"])])),
-        _raw_batch(["name", "name"], types_pb2.Page(row_count=1, columns=[_text_column(["a"]), _text_column(["b"])])),
+        _raw_batch(
+            ["name", "name"], types_pb2.Page(row_count=1, columns=[_text_column(["a"]), _text_column(["b"])])
+        ),
         _raw_batch(["name"], types_pb2.Page(row_count=1, columns=[types_pb2.Column(type=77, ints=[1])])),
-        _raw_batch(["name"], types_pb2.Page(row_count=2, columns=[
-            types_pb2.Column(type=types_pb2.DATA_TYPE_STRING, strings=["a", "b"], null_rows=[5])
-        ])),
+        _raw_batch(
+            ["name"],
+            types_pb2.Page(
+                row_count=2,
+                columns=[
+                    types_pb2.Column(type=types_pb2.DATA_TYPE_STRING, strings=["a", "b"], null_rows=[5])
+                ],
+            ),
+        ),
     ]
     with grpc.insecure_channel(env.daemon.address) as ch:
         stub = pb_grpc.DataShareServiceStub(ch)
@@ -422,36 +473,55 @@ INVALID_MANIFESTS = {
     "pk not a column": _manifest_with(primary_key="uid"),
     "no columns": _manifest_with(columns=[]),
     "unknown type": _manifest_with(columns=_columns({"name": "when", "type": "datetime"})),
-    "default of the wrong type": _manifest_with(columns=_columns({"name": "n", "type": "integer", "default": "1"})),
-    "sql in a column name": _manifest_with(columns=_columns({"name": "x text); DROP TABLE ds_1; --", "type": "text"})),
+    "default of the wrong type": _manifest_with(
+        columns=_columns({"name": "n", "type": "integer", "default": "1"})
+    ),
+    "sql in a column name": _manifest_with(
+        columns=_columns({"name": "x text); DROP TABLE ds_1; --", "type": "text"})
+    ),
     "sql in a table name": _manifest_with(name="people; DROP TABLE ds_1"),
     "removes a column": _manifest_with(columns=_columns(drop="phone")),
-    "changes a type": _manifest_with(columns=[
-        {**c, "type": "text"} if c["name"] == "age" else c for c in _columns()
-    ]),
-    "changes the primary key": _manifest_with(columns=[
-        {**c, "nullable": False} if c["name"] == "phone" else c for c in _columns()
-    ], primary_key="phone"),
+    "changes a type": _manifest_with(
+        columns=[{**c, "type": "text"} if c["name"] == "age" else c for c in _columns()]
+    ),
+    "changes the primary key": _manifest_with(
+        columns=[{**c, "nullable": False} if c["name"] == "phone" else c for c in _columns()],
+        primary_key="phone",
+    ),
     "adds a required column without default": _manifest_with(
         columns=_columns({"name": "email", "type": "text", "nullable": False})
     ),
-    "removes the table": json.dumps(contacts_manifest(stores=[{
-        "name": "other", "tables": [{"name": "t", "primary_key": "id", "columns": [{"name": "id", "type": "integer"}]}]
-    }])),
+    "removes the table": json.dumps(
+        contacts_manifest(
+            stores=[
+                {
+                    "name": "other",
+                    "tables": [
+                        {"name": "t", "primary_key": "id", "columns": [{"name": "id", "type": "integer"}]}
+                    ],
+                }
+            ]
+        )
+    ),
 }
 
 
 @pytest.mark.parametrize("text", INVALID_MANIFESTS.values(), ids=INVALID_MANIFESTS.keys())
-def test_invalid_manifests_are_invalid_argument_and_change_nothing(env: Env, ds: DataShareHelper,
-                                                                  text: str) -> None:
+def test_invalid_manifests_are_invalid_argument_and_change_nothing(
+    env: Env, ds: DataShareHelper, text: str
+) -> None:
     with grpc.insecure_channel(env.daemon.address) as ch:  # raw: the SDK would take "[1, 2]" for a path
         stub = pb_grpc.DataShareServiceStub(ch)
         with pytest.raises(grpc.RpcError) as info:
-            stub.RegisterProvider(pb.RegisterProviderRequest(manifest_json=text), metadata=metadata(env.provider_token))
+            stub.RegisterProvider(
+                pb.RegisterProviderRequest(manifest_json=text), metadata=metadata(env.provider_token)
+            )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
     assert "manifest" in (info.value.details() or "") or "datashare:///" in (info.value.details() or "")
     # Still the same table, columns and access rules: the dialer can write every declared column.
-    row = ds.insert(PEOPLE_URI, {"name": "probe", "phone": "1", "age": 2, "score": 3.0, "starred": True, "photo": b""})
+    row = ds.insert(
+        PEOPLE_URI, {"name": "probe", "phone": "1", "age": 2, "score": 3.0, "starred": True, "photo": b""}
+    )
     assert ds.delete(PEOPLE_URI, P().equal_to("id", row)) == 1
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from harness import CONTACTS, PEOPLE_URI, READ, WRITE, Daemon, contacts_manifest
 
-from datamgr.client import DataSharePredicates, DataShareHelper, DataType
+from datamgr.client import DataShareHelper, DataSharePredicates, DataType
 from datamgr.client._conn import metadata
 from datamgr.errors import DatamgrError
 from datamgr.v1 import datashare_pb2 as pb
@@ -27,9 +27,33 @@ PEOPLE: list[dict[str, Any]] = [
     {"id": 1, "name": "Ada", "phone": "555-0101", "age": 36, "score": 9.5, "starred": True, "photo": b"\x00"},
     {"id": 2, "name": "Alan", "phone": None, "age": 41, "score": 7.0, "starred": False, "photo": None},
     {"id": 3, "name": "Grace", "phone": "555-0103", "age": 85, "score": 8.25, "starred": True, "photo": None},
-    {"id": 4, "name": "Linus", "phone": "555-0104", "age": None, "score": None, "starred": False, "photo": None},
-    {"id": 5, "name": "ada lovelace", "phone": "555-0105", "age": 36, "score": 6.5, "starred": False, "photo": None},
-    {"id": 6, "name": "Barbara", "phone": "555-0106", "age": 27, "score": 9.0, "starred": True, "photo": b"\xff"},
+    {
+        "id": 4,
+        "name": "Linus",
+        "phone": "555-0104",
+        "age": None,
+        "score": None,
+        "starred": False,
+        "photo": None,
+    },
+    {
+        "id": 5,
+        "name": "ada lovelace",
+        "phone": "555-0105",
+        "age": 36,
+        "score": 6.5,
+        "starred": False,
+        "photo": None,
+    },
+    {
+        "id": 6,
+        "name": "Barbara",
+        "phone": "555-0106",
+        "age": 27,
+        "score": 9.0,
+        "starred": True,
+        "photo": b"\xff",
+    },
     {"id": 7, "name": "100%_done", "phone": "x", "age": 50, "score": 1.0, "starred": False, "photo": None},
 ]
 
@@ -121,7 +145,9 @@ def error(fn: Any, *args: Any) -> DatamgrError:
 
 
 def test_insert_returns_the_new_row_id_and_stores_every_type(ds: DataShareHelper) -> None:
-    first = ds.insert(PEOPLE_URI, {"name": "Ada", "age": 36, "score": 9.5, "starred": True, "photo": b"\x00\xff"})
+    first = ds.insert(
+        PEOPLE_URI, {"name": "Ada", "age": 36, "score": 9.5, "starred": True, "photo": b"\x00\xff"}
+    )
     second = ds.insert(PEOPLE_URI, {"name": "Alan"})
     explicit = ds.insert(PEOPLE_URI, {"id": 100, "name": "Grace"})
     assert second == first + 1
@@ -129,7 +155,13 @@ def test_insert_returns_the_new_row_id_and_stores_every_type(ds: DataShareHelper
     rows = all_rows(ds)
     assert [r["id"] for r in rows] == [first, second, 100]
     assert rows[0] == {
-        "id": first, "name": "Ada", "phone": None, "age": 36, "score": 9.5, "starred": True, "photo": b"\x00\xff"
+        "id": first,
+        "name": "Ada",
+        "phone": None,
+        "age": 36,
+        "score": 9.5,
+        "starred": True,
+        "photo": b"\x00\xff",
     }
     assert rows[1]["starred"] is False  # the declared default
     assert rows[1]["age"] is None
@@ -164,7 +196,9 @@ def test_batch_insert_counts_and_stores_every_row(ds: DataShareHelper) -> None:
         ({"id": 7, "name": "duplicate of a stored row"}, "ALREADY_EXISTS"),
     ],
 )
-def test_batch_insert_with_one_bad_row_inserts_nothing(seeded: DataShareHelper, bad_row: dict, code: str) -> None:
+def test_batch_insert_with_one_bad_row_inserts_nothing(
+    seeded: DataShareHelper, bad_row: dict, code: str
+) -> None:
     before = all_rows(seeded)
     rows = [{"id": 1000 + i, "name": f"ok{i}", "age": i} for i in range(1, 50)]
     rows.insert(25, bad_row)  # good rows before and after the bad one
@@ -185,7 +219,9 @@ def test_update_and_delete_with_predicates_return_counts(seeded: DataShareHelper
 
 
 def test_update_and_delete_honour_order_and_limit(seeded: DataShareHelper) -> None:
-    assert seeded.update(PEOPLE_URI, P().is_not_null("age").order_by_desc("age").limit(2), {"phone": "old"}) == 2
+    assert (
+        seeded.update(PEOPLE_URI, P().is_not_null("age").order_by_desc("age").limit(2), {"phone": "old"}) == 2
+    )
     assert ids(seeded, P().equal_to("phone", "old").order_by_asc("id")) == [3, 7]
     assert seeded.delete(PEOPLE_URI, P().order_by_asc("id").limit(3, 1)) == 3
     assert ids(seeded, P().order_by_asc("id")) == [1, 5, 6, 7]
@@ -207,7 +243,10 @@ def test_batch_update_across_two_tables(seeded: DataShareHelper) -> None:
     seeded.batch_insert(GROUPS_URI, [{"gid": 1, "title": "family"}, {"gid": 2, "title": "work"}])
     result = seeded.batch_update(
         {
-            PEOPLE_URI: [({"starred": True}, P().equal_to("age", 36)), ({"phone": "none"}, P().is_null("phone"))],
+            PEOPLE_URI: [
+                ({"starred": True}, P().equal_to("age", 36)),
+                ({"phone": "none"}, P().is_null("phone")),
+            ],
             GROUPS_URI: [({"size": 5}, None), ({"title": "colleagues"}, P().equal_to("gid", 2))],
         }
     )
@@ -266,7 +305,14 @@ PREDICATE_CASES = [
         id="and_binds_tighter_than_or",
     ),
     pytest.param(
-        P().begin_wrap().equal_to("age", 36).or_().greater_than("age", 80).end_wrap().and_().equal_to("starred", True),
+        P()
+        .begin_wrap()
+        .equal_to("age", 36)
+        .or_()
+        .greater_than("age", 80)
+        .end_wrap()
+        .and_()
+        .equal_to("starred", True),
         [1, 3],
         id="wraps",
     ),
@@ -291,8 +337,9 @@ PREDICATE_CASES = [
 
 
 @pytest.mark.parametrize(("preds", "expected"), PREDICATE_CASES)
-def test_predicates_select_the_right_rows(seeded: DataShareHelper, preds: DataSharePredicates,
-                                          expected: list[int]) -> None:
+def test_predicates_select_the_right_rows(
+    seeded: DataShareHelper, preds: DataSharePredicates, expected: list[int]
+) -> None:
     assert ids(seeded, preds.order_by_asc("id")) == expected
 
 
@@ -311,10 +358,17 @@ def test_distinct_and_group_by(seeded: DataShareHelper) -> None:
         assert [r["age"] for r in rs.rows()] == [None, 27, 36, 41, 50, 85]
     with seeded.query(PEOPLE_URI, P().group_by(["starred"]).order_by_asc("starred"), ["starred"]) as rs:
         assert [r["starred"] for r in rs.rows()] == [False, True]
-    with seeded.query(PEOPLE_URI, P().greater_than("age", 30).group_by(["age", "starred"]).order_by_asc("age"),
-                      ["age", "starred"]) as rs:
+    with seeded.query(
+        PEOPLE_URI,
+        P().greater_than("age", 30).group_by(["age", "starred"]).order_by_asc("age"),
+        ["age", "starred"],
+    ) as rs:
         assert [(r["age"], r["starred"]) for r in rs.rows()] == [
-            (36, False), (36, True), (41, False), (50, False), (85, True)
+            (36, False),
+            (36, True),
+            (41, False),
+            (50, False),
+            (85, True),
         ]
 
 
@@ -323,8 +377,14 @@ def test_distinct_and_group_by(seeded: DataShareHelper) -> None:
 
 def test_a_large_query_streams_in_pages_and_arrives_intact(env: Env, ds: DataShareHelper) -> None:
     rows = [
-        {"name": f"person {i}", "phone": None if i % 7 == 0 else f"+1-{i:06d}", "age": i, "score": i * 0.25,
-         "starred": i % 3 == 0, "photo": bytes([i % 256]) * (i % 5)}
+        {
+            "name": f"person {i}",
+            "phone": None if i % 7 == 0 else f"+1-{i:06d}",
+            "age": i,
+            "score": i * 0.25,
+            "starred": i % 3 == 0,
+            "photo": bytes([i % 256]) * (i % 5),
+        }
         for i in range(2500)
     ]
     assert ds.batch_insert(PEOPLE_URI, rows) == 2500
@@ -357,8 +417,13 @@ def test_cursor_moves_across_pages_with_typed_getters(seeded: DataShareHelper) -
     assert rs.get_bool(5) is True
     assert rs.get_blob(6) == b"\x00"
     assert [rs.get_data_type(i) for i in range(7)] == [
-        DataType.TYPE_LONG, DataType.TYPE_STRING, DataType.TYPE_STRING, DataType.TYPE_LONG,
-        DataType.TYPE_DOUBLE, DataType.TYPE_BOOL, DataType.TYPE_BLOB,
+        DataType.TYPE_LONG,
+        DataType.TYPE_STRING,
+        DataType.TYPE_STRING,
+        DataType.TYPE_LONG,
+        DataType.TYPE_DOUBLE,
+        DataType.TYPE_BOOL,
+        DataType.TYPE_BLOB,
     ]
 
     assert rs.go_to_next_row()
@@ -428,7 +493,9 @@ def test_async_helper_does_the_same(env: Env, ds: DataShareHelper) -> None:
             result = await h.batch_update({PEOPLE_URI: [({"score": 1.5}, P().equal_to("name", "Ada"))]})
             assert result == {PEOPLE_URI: [1]}
 
-            streamed = [r async for r in h.query_rows(PEOPLE_URI, P().order_by_asc("id"), ["name", "age"], 16)]
+            streamed = [
+                r async for r in h.query_rows(PEOPLE_URI, P().order_by_asc("id"), ["name", "age"], 16)
+            ]
             assert len(streamed) == 202
             assert streamed[:2] == [{"name": "Ada", "age": 36}, {"name": "Alan", "age": 41}]
             assert streamed[-1] == {"name": "n199", "age": 199}

@@ -177,7 +177,9 @@ def test_batch_update_needs_write_on_every_uri(daemon: Daemon) -> None:
     provide(daemon, other, read_permission=READ, write_permission="com.example.permission.OTHER_WRITE")
     token = daemon.add_app("com.example.halfway", READ, WRITE)
     with daemon.helper(token) as h:
-        err = error(h.batch_update, {PEOPLE_URI: [({"phone": "p"}, None)], uri(other): [({"v": "hacked"}, None)]})
+        err = error(
+            h.batch_update, {PEOPLE_URI: [({"phone": "p"}, None)], uri(other): [({"v": "hacked"}, None)]}
+        )
         assert err.code == "PERMISSION_DENIED"
         assert "OTHER_WRITE" in err.message
         with h.query(PEOPLE_URI, DataSharePredicates().equal_to("phone", "p")) as rs:
@@ -277,7 +279,11 @@ def test_admin_calls_need_the_admin_token(daemon: Daemon) -> None:
             lambda md: stub.RemoveApp(admin_pb2.RemoveAppRequest(bundle=CONTACTS), metadata=md),
         ]
         app_token = daemon.add_app("com.example.notadmin")
-        for md in ((), (("authorization", "Bearer dmadm_wrong"),), (("authorization", f"Bearer {app_token}"),)):
+        for md in (
+            (),
+            (("authorization", "Bearer dmadm_wrong"),),
+            (("authorization", f"Bearer {app_token}"),),
+        ):
             for call in calls:
                 with pytest.raises(grpc.RpcError) as info:
                     call(md)
@@ -311,7 +317,12 @@ def test_adding_an_app_twice_is_already_exists(daemon: Daemon) -> None:
 def cli(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
     env = daemon.env()
     return subprocess.run(
-        [sys.executable, "-m", "datamgr", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "datamgr", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 

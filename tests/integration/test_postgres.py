@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from harness import CONTACTS, PEOPLE_URI, READ, WRITE, Daemon, contacts_manifest
 
-from datamgr.client import DataSharePredicates, DataShareHelper
+from datamgr.client import DataShareHelper, DataSharePredicates
 from datamgr.errors import DatamgrError
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -22,16 +22,40 @@ PEOPLE: list[dict[str, Any]] = [
     {"id": 1, "name": "Ada", "phone": "555-0101", "age": 36, "score": 9.5, "starred": True, "photo": b"\x00"},
     {"id": 2, "name": "Alan", "phone": None, "age": 41, "score": 7.0, "starred": False, "photo": None},
     {"id": 3, "name": "Grace", "phone": "555-0103", "age": 85, "score": 8.25, "starred": True, "photo": None},
-    {"id": 4, "name": "Linus", "phone": "555-0104", "age": None, "score": None, "starred": False, "photo": None},
-    {"id": 5, "name": "ada lovelace", "phone": "555-0105", "age": 36, "score": 6.5, "starred": False, "photo": None},
-    {"id": 6, "name": "Barbara", "phone": "555-0106", "age": 27, "score": 9.0, "starred": True, "photo": b"\xff"},
+    {
+        "id": 4,
+        "name": "Linus",
+        "phone": "555-0104",
+        "age": None,
+        "score": None,
+        "starred": False,
+        "photo": None,
+    },
+    {
+        "id": 5,
+        "name": "ada lovelace",
+        "phone": "555-0105",
+        "age": 36,
+        "score": 6.5,
+        "starred": False,
+        "photo": None,
+    },
+    {
+        "id": 6,
+        "name": "Barbara",
+        "phone": "555-0106",
+        "age": 27,
+        "score": 9.0,
+        "starred": True,
+        "photo": b"\xff",
+    },
     {"id": 7, "name": "100%_done", "phone": "x", "age": 50, "score": 1.0, "starred": False, "photo": None},
 ]
 
 
 @pytest.fixture(scope="module")
 def schema_url(postgres_url: str) -> Iterator[str]:
-    """A URL whose connections use a fresh schema, dropped afterwards (the server is shared by the session)."""
+    """A URL whose connections use a fresh schema, dropped afterwards (the server is per session)."""
     schema = f"test_{uuid.uuid4().hex[:12]}"
     engine = sa.create_engine(postgres_url)
     with engine.begin() as conn:
@@ -111,18 +135,28 @@ def test_the_daemon_really_uses_postgresql(env: Env) -> None:
 
 
 def test_crud_basics(ds: DataShareHelper) -> None:
-    first = ds.insert(PEOPLE_URI, {"name": "Ada", "age": 36, "score": 9.5, "starred": True, "photo": b"\x00\xff"})
+    first = ds.insert(
+        PEOPLE_URI, {"name": "Ada", "age": 36, "score": 9.5, "starred": True, "photo": b"\x00\xff"}
+    )
     assert ds.insert(PEOPLE_URI, {"name": "Alan"}) == first + 1
     assert ds.batch_insert(PEOPLE_URI, [{"name": f"n{i}", "age": i} for i in range(100)]) == 100
     assert all_rows(ds)[0] == {
-        "id": first, "name": "Ada", "phone": None, "age": 36, "score": 9.5, "starred": True, "photo": b"\x00\xff"
+        "id": first,
+        "name": "Ada",
+        "phone": None,
+        "age": 36,
+        "score": 9.5,
+        "starred": True,
+        "photo": b"\x00\xff",
     }
     assert all_rows(ds)[1]["starred"] is False  # the declared default
     assert ds.update(PEOPLE_URI, P().less_than("age", 10), {"phone": "low"}) == 10
     assert ds.update(PEOPLE_URI, P().order_by_desc("age").limit(3), {"phone": "top"}) == 3
     assert ids(ds, P().equal_to("phone", "top").order_by_asc("id")) == [first + 99, first + 100, first + 101]
     assert ds.delete(PEOPLE_URI, P().greater_than_or_equal_to("age", 50)) == 50
-    result = ds.batch_update({PEOPLE_URI: [({"score": 1.0}, P().equal_to("name", "Ada")), ({"score": 2.0}, None)]})
+    result = ds.batch_update(
+        {PEOPLE_URI: [({"score": 1.0}, P().equal_to("name", "Ada")), ({"score": 2.0}, None)]}
+    )
     assert result == {PEOPLE_URI: [1, 52]}
     assert ds.update(PEOPLE_URI, None, {"starred": True}) == 52  # empty predicates: the whole table
     assert ds.delete(PEOPLE_URI) == 52
@@ -138,8 +172,9 @@ def test_a_large_query_streams_in_pages(ds: DataShareHelper) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="product bug: on PostgreSQL an explicit integer primary key does not advance the table's sequence, "
-    "so a later automatic id collides (ALREADY_EXISTS); SQLite takes max+1. Fix: setval() after explicit-pk writes",
+    reason="product bug: on PostgreSQL an explicit integer primary key does not advance the table's "
+    "sequence, so a later automatic id collides (ALREADY_EXISTS); SQLite takes max+1. "
+    "Fix: setval() after writes that set the primary key",
 )
 def test_explicit_primary_keys_do_not_break_later_automatic_ones(ds: DataShareHelper) -> None:
     """On SQLite the next id is max+1; a PostgreSQL sequence must not hand out an id already taken."""
@@ -163,7 +198,14 @@ PG_PREDICATES = [
         id="and_binds_tighter_than_or",
     ),
     pytest.param(
-        P().begin_wrap().equal_to("age", 36).or_().greater_than("age", 80).end_wrap().and_().equal_to("starred", True),
+        P()
+        .begin_wrap()
+        .equal_to("age", 36)
+        .or_()
+        .greater_than("age", 80)
+        .end_wrap()
+        .and_()
+        .equal_to("starred", True),
         [1, 3],
         id="wraps",
     ),
@@ -218,7 +260,9 @@ def test_batch_insert_is_all_or_nothing(seeded: DataShareHelper, bad_row: dict[s
     rows.insert(25, bad_row)
     assert error(seeded.batch_insert, PEOPLE_URI, rows).code == code
     assert all_rows(seeded) == before
-    err = error(seeded.batch_update, {PEOPLE_URI: [({"phone": "applied?"}, None), ({"id": 1}, P().equal_to("id", 2))]})
+    err = error(
+        seeded.batch_update, {PEOPLE_URI: [({"phone": "applied?"}, None), ({"id": 1}, P().equal_to("id", 2))]}
+    )
     assert err.code == "ALREADY_EXISTS"
     assert all_rows(seeded) == before
 
@@ -228,7 +272,9 @@ def test_values_postgresql_cannot_store_are_refused_cleanly(seeded: DataShareHel
     before = all_rows(seeded)
     assert error(seeded.insert, PEOPLE_URI, {"name": "x\x00y"}).code == "INVALID_ARGUMENT"
     assert error(seeded.update, PEOPLE_URI, None, {"phone": "\x00"}).code == "INVALID_ARGUMENT"
-    assert error(seeded.batch_insert, PEOPLE_URI, [{"name": "ok"}, {"name": "n\x00"}]).code == "INVALID_ARGUMENT"
+    assert (
+        error(seeded.batch_insert, PEOPLE_URI, [{"name": "ok"}, {"name": "n\x00"}]).code == "INVALID_ARGUMENT"
+    )
     assert error(seeded.insert, PEOPLE_URI, {"name": "nan", "score": float("nan")}).code == "INVALID_ARGUMENT"
     assert all_rows(seeded) == before
 
@@ -242,8 +288,11 @@ def test_change_notification_in_commit_order(env: Env, ds: DataShareHelper) -> N
             ds.batch_insert(PEOPLE_URI, [{"id": 500, "name": "a"}, {"id": 500, "name": "b"}])
         ds.delete(PEOPLE_URI, P().equal_to("id", row))
         changes = [sub.next() for _ in range(3)]
-        assert [(c.type, c.uri) for c in changes] == [("INSERT", PEOPLE_URI), ("UPDATE", PEOPLE_URI),
-                                                      ("DELETE", PEOPLE_URI)]
+        assert [(c.type, c.uri) for c in changes] == [
+            ("INSERT", PEOPLE_URI),
+            ("UPDATE", PEOPLE_URI),
+            ("DELETE", PEOPLE_URI),
+        ]
         assert changes[0].values[0]["name"] == "Ada"
         assert changes[1].values[0]["age"] == 37
         assert changes[2].values[0]["id"] == row
@@ -280,7 +329,8 @@ def test_migration_and_restart(env: Env, ds: DataShareHelper) -> None:
         assert sorted(resp.added_columns) == [f"{PEOPLE_URI}#email", f"{PEOPLE_URI}#level"]
         changed = contacts_manifest()
         changed["stores"][0]["tables"][0]["columns"] = [
-            {**c, "type": "real"} if c["name"] == "age" else c for c in manifest["stores"][0]["tables"][0]["columns"]
+            {**c, "type": "real"} if c["name"] == "age" else c
+            for c in manifest["stores"][0]["tables"][0]["columns"]
         ]
         assert error(provider.register_provider, changed).code == "INVALID_ARGUMENT"
     rows = all_rows(ds)

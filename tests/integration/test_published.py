@@ -194,6 +194,30 @@ def test_subscriber_gets_the_stored_items_then_each_publish_in_order(env: Env) -
             assert next_change(sub) == PublishedDataChange(WEATHER, [PublishedItem(TODAY, "last", "1")])
 
 
+def test_a_publish_racing_the_subscription_arrives_once(env: Env) -> None:
+    """Publishes that commit while a subscription starts are in its first snapshot or after it, never both."""
+    stop = threading.Event()
+
+    def publish_forever() -> None:
+        with env.helper(env.weather) as pub:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                pub.publish([PublishedItem(TODAY, str(n))], WEATHER, version=n)
+
+    publisher = threading.Thread(target=publish_forever, daemon=True)
+    publisher.start()
+    try:
+        with env.helper(env.watch) as h:
+            for _ in range(5):
+                with h.subscribe_published_data([TODAY]) as sub:
+                    seen = [int(next_change(sub).data[0].data) for _ in range(10)]
+                assert seen == sorted(set(seen)), f"a change arrived twice or out of order: {seen}"
+    finally:
+        stop.set()
+        publisher.join(10)
+
+
 def test_revoking_the_permission_ends_the_subscription(env: Env) -> None:
     with (
         env.helper(env.weather) as pub,

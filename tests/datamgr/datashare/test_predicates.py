@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -17,7 +19,7 @@ P = DataSharePredicates
 
 def test_every_builder_method_records_one_op_and_returns_self() -> None:
     p = P()
-    calls = [
+    calls: list[tuple[Callable[..., DataSharePredicates], tuple[Any, ...], PredicateOp]] = [
         (p.equal_to, ("a", 1), PredicateOp("EQUAL_TO", "a", (1,))),
         (p.not_equal_to, ("a", 1.5), PredicateOp("NOT_EQUAL_TO", "a", (1.5,))),
         (p.greater_than, ("a", "x"), PredicateOp("GREATER_THAN", "a", ("x",))),
@@ -55,7 +57,7 @@ def test_every_builder_method_records_one_op_and_returns_self() -> None:
 
 
 def test_bytes_like_values_are_stored_as_bytes() -> None:
-    p = P().equal_to("a", bytearray(b"ab")).in_("b", [memoryview(b"cd")])
+    p = P().equal_to("a", bytearray(b"ab")).in_("b", [memoryview(b"cd")])  # type: ignore[arg-type, list-item]
     assert p.ops[0].values == (b"ab",)
     assert p.ops[1].values == (b"cd",)
 
