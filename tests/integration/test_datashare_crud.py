@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -185,6 +188,16 @@ def test_batch_insert_counts_and_stores_every_row(ds: DataShareHelper) -> None:
         (r["name"], r["age"], r["score"], r["starred"]) for r in rows
     ]
     assert ds.batch_insert(PEOPLE_URI, []) == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug: batch_insert sends rows column-wise, so a key missing from one row (present in "
+    "another) arrives as NULL instead of the column's default; insert() of the same row gets the default",
+)
+def test_batch_insert_rows_missing_a_column_get_its_default(ds: DataShareHelper) -> None:
+    assert ds.batch_insert(PEOPLE_URI, [{"name": "a", "starred": True}, {"name": "b"}]) == 2
+    assert [r["starred"] for r in all_rows(ds)] == [True, False]
 
 
 @pytest.mark.parametrize(
@@ -515,6 +528,44 @@ def test_async_helper_does_the_same(env: Env, ds: DataShareHelper) -> None:
 
     asyncio.run(main())
     assert all_rows(ds) == []
+
+
+# ---- the command line ----
+
+
+def test_cli_share_commands(env: Env, ds: DataShareHelper) -> None:
+    def share(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "datamgr", "share", *args, "--token", env.dialer_token]
+        cmd += ["--address", env.daemon.address]
+        proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60, check=False)
+        assert "Traceback" not in proc.stderr
+        return proc
+
+    inserted = share("insert", PEOPLE_URI, '{"name": "Ada", "age": 36, "score": 9.5}')
+    assert inserted.returncode == 0, inserted.stderr
+    row = int(inserted.stdout)
+    rows = json.dumps(
+        [{"name": "Alan", "age": 41, "starred": False}, {"name": "Grace", "age": 85, "starred": True}]
+    )
+    assert share("batch-insert", PEOPLE_URI, "-", stdin=rows).stdout.strip() == "2"
+    where = json.dumps([["greater_than", "age", 40], ["order_by_asc", "age"]])
+    assert share("update", PEOPLE_URI, '{"phone": "old"}', "--where", where).stdout.strip() == "2"
+
+    as_json = share("query", PEOPLE_URI, "--where", where, "--columns", "name,phone,starred", "--json")
+    assert json.loads(as_json.stdout) == [
+        {"name": "Alan", "phone": "old", "starred": False},
+        {"name": "Grace", "phone": "old", "starred": True},
+    ]
+    table = share("query", PEOPLE_URI, "--where", json.dumps([["equal_to", "id", row]]))
+    assert table.returncode == 0, table.stderr
+    for text in ("name", "phone", "Ada", "36", "9.5", "NULL", "1 row"):
+        assert text in table.stdout
+
+    bad = share("delete", PEOPLE_URI, "--where", json.dumps([["equal_to", "nope", 1]]))
+    assert bad.returncode == 1
+    assert "INVALID_ARGUMENT" in bad.stderr
+    assert "nope" in bad.stderr
+    assert len(all_rows(ds)) == 3
 
 
 # ---- the provider's own tables ----

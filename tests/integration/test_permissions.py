@@ -219,6 +219,23 @@ def test_reject_closes_to_every_other_app(daemon: Daemon) -> None:
     assert can_read(daemon, provider, uri(bundle)) is True
 
 
+def test_silent_access_off_closes_the_tables_to_consumers(daemon: Daemon) -> None:
+    bundle = "com.example.loud"
+    token = daemon.add_app(bundle)
+    m = provider_manifest(bundle, read_permission="noPermission", write_permission="noPermission")
+    m["silent_access"] = False
+    with daemon.helper(token) as h:
+        h.register_provider(m)
+    consumer = daemon.add_app("com.example.loud.consumer")
+    with daemon.helper(consumer) as h:
+        err = error(h.query, uri(bundle))
+        assert err.code == "PERMISSION_DENIED"
+        assert "silent access off" in err.message
+    assert can_write(daemon, consumer, uri(bundle)) == "PERMISSION_DENIED"
+    assert can_write(daemon, token, uri(bundle)) is True  # the provider still reaches its own tables
+    assert can_read(daemon, token, uri(bundle)) is True
+
+
 def test_allow_list_restricts_in_addition_to_permissions(daemon: Daemon) -> None:
     bundle = "com.example.picky"
     friend, stranger, unpermitted = "com.example.friend", "com.example.stranger", "com.example.unpermitted"
