@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import threading
@@ -60,13 +59,12 @@ def pct(values: list[float], q: float) -> float:
 def machine() -> str:
     cpu = "unknown cpu"
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+    system = f"{platform.system()} {platform.machine()}"
+    return f"{system}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
 
 
 def direct_core(path: Path, total: int, batch: int) -> tuple[float, float]:
@@ -74,9 +72,12 @@ def direct_core(path: Path, total: int, batch: int) -> tuple[float, float]:
     engine = create_engine(f"sqlite:///{path}", "FULL")
     meta = sa.MetaData()
     t = sa.Table(
-        "items", meta,
-        sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.Text, nullable=False),
-        sa.Column("qty", sa.BigInteger().with_variant(sa.Integer(), "sqlite")), sa.Column("price", sa.Double),
+        "items",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("qty", sa.BigInteger().with_variant(sa.Integer(), "sqlite")),
+        sa.Column("price", sa.Double),
         sa.Column("note", sa.Text),
     )
     meta.create_all(engine)
@@ -170,12 +171,19 @@ def main() -> None:
             d.stop()
 
     print(f"machine: {machine()}")
-    print(f"date: {time.strftime('%Y-%m-%d')}   rows: {args.rows}   batch: {args.batch}   singles: {args.singles}")
+    print(
+        f"date: {time.strftime('%Y-%m-%d')}   rows: {args.rows}   batch: {args.batch}"
+        f"   singles: {args.singles}"
+    )
     print(f"{'metric':<34}{'daemon':>14}{'SQLAlchemy Core':>18}{'ratio':>9}")
-    print(f"{'batch insert (rows/s)':<34}{ours['batch_rows_s']:>14,.0f}{core_insert:>18,.0f}"
-          f"{ours['batch_rows_s'] / core_insert:>9.2f}")
-    print(f"{'query (rows/s)':<34}{ours['query_rows_s']:>14,.0f}{core_query:>18,.0f}"
-          f"{ours['query_rows_s'] / core_query:>9.2f}")
+    print(
+        f"{'batch insert (rows/s)':<34}{ours['batch_rows_s']:>14,.0f}{core_insert:>18,.0f}"
+        f"{ours['batch_rows_s'] / core_insert:>9.2f}"
+    )
+    print(
+        f"{'query (rows/s)':<34}{ours['query_rows_s']:>14,.0f}{core_query:>18,.0f}"
+        f"{ours['query_rows_s'] / core_query:>9.2f}"
+    )
     print(f"{'single insert p50 / p99 (ms)':<34}{ours['insert_p50_ms']:>8.3f} / {ours['insert_p99_ms']:.3f}")
     print(f"{'notification p50 / p99 (ms)':<34}{ours['notify_p50_ms']:>8.3f} / {ours['notify_p99_ms']:.3f}")
 

@@ -17,8 +17,9 @@ def app_message(app: App) -> pb.App:
 
 
 class AdminService(pb_grpc.AdminServiceServicer):
-    def __init__(self, db: Database, apps: AppRegistry, admin: AdminCredential,
-                 on_remove: Callable[[str], None]) -> None:
+    def __init__(
+        self, db: Database, apps: AppRegistry, admin: AdminCredential, on_remove: Callable[[str], None]
+    ) -> None:
         self._db = db
         self._apps = apps
         self._admin = admin
@@ -48,13 +49,17 @@ class AdminService(pb_grpc.AdminServiceServicer):
         return pb.ListAppsResponse(apps=[app_message(a) for a in self._apps.list()])
 
     @rpc
-    async def GrantPermissions(self, request: pb.GrantPermissionsRequest, context: Any) -> pb.GrantPermissionsResponse:
+    async def GrantPermissions(
+        self, request: pb.GrantPermissionsRequest, context: Any
+    ) -> pb.GrantPermissionsResponse:
         self._admin.check(bearer_token(context))
         app = await self._db.write(self._apps.grant, request.bundle, list(request.permissions))
         return pb.GrantPermissionsResponse(app=app_message(app))
 
     @rpc
-    async def RevokePermissions(self, request: pb.RevokePermissionsRequest, context: Any) -> pb.RevokePermissionsResponse:
+    async def RevokePermissions(
+        self, request: pb.RevokePermissionsRequest, context: Any
+    ) -> pb.RevokePermissionsResponse:
         self._admin.check(bearer_token(context))
         app = await self._db.write(self._apps.revoke, request.bundle, list(request.permissions))
         return pb.RevokePermissionsResponse(app=app_message(app))

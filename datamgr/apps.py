@@ -30,7 +30,9 @@ apps_table = sa.Table(
 permissions_table = sa.Table(
     "dm_app_permissions",
     metadata,
-    sa.Column("bundle", sa.String(128), sa.ForeignKey("dm_apps.bundle", ondelete="CASCADE"), primary_key=True),
+    sa.Column(
+        "bundle", sa.String(128), sa.ForeignKey("dm_apps.bundle", ondelete="CASCADE"), primary_key=True
+    ),
     sa.Column("permission", sa.String(256), primary_key=True),
 )
 
@@ -71,7 +73,9 @@ class AppRegistry:
     def _reload(self) -> None:
         with self._engine.connect() as conn:
             perms: dict[str, set[str]] = {}
-            for bundle, perm in conn.execute(sa.select(permissions_table.c.bundle, permissions_table.c.permission)):
+            for bundle, perm in conn.execute(
+                sa.select(permissions_table.c.bundle, permissions_table.c.permission)
+            ):
                 perms.setdefault(bundle, set()).add(perm)
             by_hash, hash_of = {}, {}
             for bundle, token_hash, created in conn.execute(sa.select(apps_table)):
@@ -103,7 +107,11 @@ class AppRegistry:
             raise AlreadyExists(f"app {bundle} is already registered; remove it first to issue a new token")
         token = "dmapp_" + secrets.token_urlsafe(32)
         with self._engine.begin() as conn:
-            conn.execute(sa.insert(apps_table).values(bundle=bundle, token_hash=hash_token(token), created_at=time.time()))
+            conn.execute(
+                sa.insert(apps_table).values(
+                    bundle=bundle, token_hash=hash_token(token), created_at=time.time()
+                )
+            )
         self._reload()
         return self.get(bundle), token
 
@@ -157,6 +165,8 @@ def read_admin_token(path: Path) -> str:
     try:
         return path.read_text().strip()
     except FileNotFoundError:
-        raise NotFound(f"no admin token at {path}: has the daemon been started with this data directory?") from None
+        raise NotFound(
+            f"no admin token at {path}: has the daemon been started with this data directory?"
+        ) from None
     except PermissionError:
         raise Unauthenticated(f"cannot read the admin token {path}: run as the daemon's user") from None

@@ -28,7 +28,9 @@ class DataShareSettings(BaseModel):
         900 * 1024, ge=1024, description="Largest single call (uri + values), as OpenHarmony's 900 KB."
     )
     max_batch_bytes: int = Field(
-        128 * 1024 * 1024, ge=1024, description="Largest batch insert or query predicates, as OpenHarmony's 128 MB."
+        128 * 1024 * 1024,
+        ge=1024,
+        description="Largest batch insert or query predicates, as OpenHarmony's 128 MB.",
     )
     page_rows: int = Field(1000, ge=1, le=100_000, description="Rows per streamed query page by default.")
     max_page_bytes: int = Field(
@@ -38,7 +40,9 @@ class DataShareSettings(BaseModel):
         51, ge=1, description="Live change subscriptions one app may hold (OpenHarmony: 51 per URI)."
     )
     subscriber_queue: int = Field(
-        10_000, ge=16, description="Changes buffered per subscriber; a subscriber that falls further behind is dropped."
+        10_000,
+        ge=16,
+        description="Changes buffered per subscriber; a subscriber that falls further behind is dropped.",
     )
     provider_timeout_s: float = Field(
         5.0, gt=0, description="How long the daemon waits for an extension provider's answer."
@@ -53,9 +57,15 @@ class Settings(BaseSettings):
         env_prefix="DATAMGR_", env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
-    data_dir: Path = Field(DEFAULT_DATA_DIR, description="Where the database, socket, lock and admin token live.")
-    socket: Path | None = Field(None, description="Unix socket for local apps; default {data_dir}/datamgr.sock.")
-    tcp: str | None = Field(None, description="Optional TCP listen address, e.g. 127.0.0.1:50051 (port 0 picks one).")
+    data_dir: Path = Field(
+        DEFAULT_DATA_DIR, description="Where the database, socket, lock and admin token live."
+    )
+    socket: Path | None = Field(
+        None, description="Unix socket for local apps; default {data_dir}/datamgr.sock."
+    )
+    tcp: str | None = Field(
+        None, description="Optional TCP listen address, e.g. 127.0.0.1:50051 (port 0 picks one)."
+    )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default SQLite at {data_dir}/datamgr.db. PostgreSQL works too."
     )
@@ -67,7 +77,9 @@ class Settings(BaseSettings):
     read_threads: int = Field(4, ge=1, le=64, description="Threads serving database reads.")
     datashare: DataShareSettings = Field(default_factory=DataShareSettings)
 
-    config_file: Path | None = Field(None, exclude=True, description="The TOML file these settings came from.")
+    config_file: Path | None = Field(
+        None, exclude=True, description="The TOML file these settings came from."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -73,6 +73,30 @@ class DirectoryLock:
             self._file = None
 
 
+class HealthServicer(health.aio.HealthServicer):
+    """grpc's health servicer, but Watch streams end when the daemon stops (grpc's never return, so an
+    open watch would hold shutdown for the whole grace period)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stopping = asyncio.Event()
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
+        watch = asyncio.ensure_future(super().Watch(request, context))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({watch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+            stopping.cancel()
+
+    async def shutdown(self) -> None:
+        """NOT_SERVING to every watcher, then their streams end."""
+        await self.enter_graceful_shutdown()
+        await asyncio.sleep(0.05)  # lets the watchers write NOT_SERVING before their streams end
+        self._stopping.set()
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", force=True)
 
@@ -117,7 +141,7 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:
     datashare_pb2_grpc.add_DataShareServiceServicer_to_server(
         DataShareService(ds, db, apps, providers, feed, extensions, published, published_feed), server
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
@@ -145,7 +169,7 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:
     loop.remove_signal_handler(signal.SIGTERM)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     log.info("shutting down: finishing in-flight calls (grace %.1f s)", settings.shutdown_grace_s)
-    await health_servicer.enter_graceful_shutdown()
+    await health_servicer.shutdown()
     feed.close()
     published_feed.close()
     extensions.close()

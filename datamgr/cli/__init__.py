@@ -98,7 +98,9 @@ def health(address: str | None, timeout: float, wait_s: float) -> None:
     while True:
         try:
             with grpc.insecure_channel(target) as channel:
-                resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+                resp = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=timeout
+                )
             status = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
         except grpc.RpcError as exc:
             status = f"unreachable ({exc.code().name})"

@@ -9,17 +9,19 @@ from rich.table import Table
 
 from datamgr.cli import handle_errors, out, print_json
 
-address_option = click.option("--address", help="Daemon address (default: the Unix socket in the data directory).")
+address_option = click.option(
+    "--address", help="Daemon address (default: the Unix socket in the data directory)."
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
-def _client(address: str | None):  # noqa: ANN202
+def _client(address: str | None):
     from datamgr.client.admin import AdminClient
 
     return AdminClient(address)
 
 
-def _app_dict(app) -> dict:  # noqa: ANN001
+def _app_dict(app) -> dict:
     return {"bundle": app.bundle, "permissions": list(app.permissions), "created_at": app.created_at}
 
 
@@ -68,7 +70,11 @@ def list_(address: str | None, as_json: bool) -> None:
         return
     table = Table("bundle", "permissions", "registered")
     for a in items:
-        table.add_row(a.bundle, "\n".join(a.permissions) or "-", time.strftime("%Y-%m-%d %H:%M", time.localtime(a.created_at)))
+        table.add_row(
+            a.bundle,
+            "\n".join(a.permissions) or "-",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(a.created_at)),
+        )
     out.print(table)
 
 

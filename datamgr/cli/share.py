@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -20,10 +21,33 @@ from datamgr.datashare.predicates import DataSharePredicates
 from datamgr.errors import InvalidArgument
 
 _PREDICATE_CALLS = {
-    "equal_to", "not_equal_to", "greater_than", "less_than", "greater_than_or_equal_to", "less_than_or_equal_to",
-    "and", "or", "begin_wrap", "end_wrap", "like", "unlike", "glob", "contains", "begins_with", "ends_with",
-    "is_null", "is_not_null", "in", "not_in", "between", "not_between", "order_by_asc", "order_by_desc",
-    "limit", "distinct", "group_by",
+    "equal_to",
+    "not_equal_to",
+    "greater_than",
+    "less_than",
+    "greater_than_or_equal_to",
+    "less_than_or_equal_to",
+    "and",
+    "or",
+    "begin_wrap",
+    "end_wrap",
+    "like",
+    "unlike",
+    "glob",
+    "contains",
+    "begins_with",
+    "ends_with",
+    "is_null",
+    "is_not_null",
+    "in",
+    "not_in",
+    "between",
+    "not_between",
+    "order_by_asc",
+    "order_by_desc",
+    "limit",
+    "distinct",
+    "group_by",
 }
 
 
@@ -35,7 +59,9 @@ def parse_where(text: str | None) -> DataSharePredicates | None:
         calls = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidArgument(f"--where is not JSON: {exc}") from None
-    if not isinstance(calls, list) or not all(isinstance(c, list) and c and isinstance(c[0], str) for c in calls):
+    if not isinstance(calls, list) or not all(
+        isinstance(c, list) and c and isinstance(c[0], str) for c in calls
+    ):
         raise InvalidArgument('--where must be a list of calls, e.g. [["equal_to", "name", "Ada"]]')
     preds = DataSharePredicates()
     for name, *args in calls:
@@ -56,13 +82,17 @@ def parse_values(text: str) -> dict[str, Any]:
     return values
 
 
-token_option = click.option("--token", envvar="DATAMGR_TOKEN", required=True, help="The app's token (or DATAMGR_TOKEN).")
-address_option = click.option("--address", help="Daemon address (default: the Unix socket in the data directory).")
+token_option = click.option(
+    "--token", envvar="DATAMGR_TOKEN", required=True, help="The app's token (or DATAMGR_TOKEN)."
+)
+address_option = click.option(
+    "--address", help="Daemon address (default: the Unix socket in the data directory)."
+)
 where_option = click.option("--where", help="Predicates as JSON (see `datamgr share --help`).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
-def _helper(address: str | None, token: str):  # noqa: ANN202
+def _helper(address: str | None, token: str):
     from datamgr.client.datashare import DataShareHelper
 
     return DataShareHelper.connect(address, token)
@@ -85,7 +115,7 @@ def share() -> None:
 def provide(manifest: str, token: str, address: str | None) -> None:
     """Register (or migrate) the tables declared in MANIFEST (JSON)."""
     with _helper(address, token) as helper:
-        resp = helper.register_provider(open(manifest).read())
+        resp = helper.register_provider(Path(manifest))
     for uri in resp.uris:
         out.print(f"hosting {uri}", highlight=False)
     for col in resp.added_columns:
@@ -152,7 +182,9 @@ def delete(uri: str, where: str | None, token: str, address: str | None) -> None
 @token_option
 @address_option
 @handle_errors
-def query(uri: str, where: str | None, columns: str | None, as_json: bool, token: str, address: str | None) -> None:
+def query(
+    uri: str, where: str | None, columns: str | None, as_json: bool, token: str, address: str | None
+) -> None:
     """Query rows; prints a table, or JSON lines with --json."""
     cols = [c.strip() for c in columns.split(",")] if columns else None
     with _helper(address, token) as helper, helper.query(uri, parse_where(where), cols) as rs:
@@ -162,7 +194,9 @@ def query(uri: str, where: str | None, columns: str | None, as_json: bool, token
         table = Table(*rs.column_names)
         count = 0
         for row in rs.rows():
-            table.add_row(*("NULL" if v is None else repr(v) if isinstance(v, bytes) else str(v) for v in row.values()))
+            table.add_row(
+                *("NULL" if v is None else repr(v) if isinstance(v, bytes) else str(v) for v in row.values())
+            )
             count += 1
         out.print(table)
         out.print(f"{count} row{'s' if count != 1 else ''}", highlight=False)
@@ -179,7 +213,10 @@ def subscribe(uri: str, count: int, token: str, address: str | None) -> None:
     with _helper(address, token) as helper, helper.subscribe(uri) as sub:
         click.echo(f"subscribed to {uri}", err=True)
         for seen, change in enumerate(sub, start=1):
-            click.echo(json.dumps({"type": change.type, "uri": change.uri, "values": change.values}, default=str), nl=True)
+            click.echo(
+                json.dumps({"type": change.type, "uri": change.uri, "values": change.values}, default=str),
+                nl=True,
+            )
             if count and seen >= count:
                 break
 
@@ -199,8 +236,17 @@ def _item_json(item: Any) -> dict[str, Any]:
 @token_option
 @address_option
 @handle_errors
-def publish(*, bundle: str, key: str, data: str, subscriber_id: str, version: int, blob: bool, token: str,
-            address: str | None) -> None:
+def publish(
+    *,
+    bundle: str,
+    key: str,
+    data: str,
+    subscriber_id: str,
+    version: int,
+    blob: bool,
+    token: str,
+    address: str | None,
+) -> None:
     """Publish one item of BUNDLE (the app itself) under KEY, a datashareproxy://BUNDLE/PATH uri."""
     from datamgr.client import PublishedItem
 
@@ -247,8 +293,9 @@ def published(bundle: str, as_json: bool, token: str, address: str | None) -> No
 @token_option
 @address_option
 @handle_errors
-def subscribe_published(*, uris: tuple[str, ...], subscriber_id: str, count: int, token: str,
-                        address: str | None) -> None:
+def subscribe_published(
+    *, uris: tuple[str, ...], subscriber_id: str, count: int, token: str, address: str | None
+) -> None:
     """Print published data of URIS (one publisher) as JSON lines: what is stored first, then each publish."""
     with _helper(address, token) as helper, helper.subscribe_published_data(list(uris), subscriber_id) as sub:
         click.echo(f"subscribed to {', '.join(uris)}", err=True)

@@ -15,7 +15,9 @@ from datamgr.v1 import admin_pb2_grpc as pb_grpc
 class AdminClient:
     """Blocking admin client; reads the admin token from the daemon's data directory by default."""
 
-    def __init__(self, address: str | None = None, token: str | None = None, token_path: Path | None = None) -> None:
+    def __init__(
+        self, address: str | None = None, token: str | None = None, token_path: Path | None = None
+    ) -> None:
         if token is None:
             if token_path is None:
                 from datamgr.config import load_settings

@@ -1,12 +1,12 @@
 """DataShareHelper: the consumer (and provider) API of DataShare, sync and asyncio flavours.
 
-    helper = DataShareHelper.connect(token=...)             # or AsyncDataShareHelper
-    row_id = helper.insert("datashare:///com.example.contacts/main/people", {"name": "Ada"})
-    with helper.query(uri, DataSharePredicates().equal_to("name", "Ada"), ["id", "name"]) as rs:
-        while rs.go_to_next_row():
-            print(rs.get_long(0), rs.get_string(1))
-    item = PublishedItem("datashareproxy://com.example.weather/today", "sunny")
-    helper.publish([item], "com.example.weather")          # an app publishes only its own data
+helper = DataShareHelper.connect(token=...)             # or AsyncDataShareHelper
+row_id = helper.insert("datashare:///com.example.contacts/main/people", {"name": "Ada"})
+with helper.query(uri, DataSharePredicates().equal_to("name", "Ada"), ["id", "name"]) as rs:
+    while rs.go_to_next_row():
+        print(rs.get_long(0), rs.get_string(1))
+item = PublishedItem("datashareproxy://com.example.weather/today", "sunny")
+helper.publish([item], "com.example.weather")          # an app publishes only its own data
 """
 
 from __future__ import annotations
@@ -19,7 +19,15 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from datamgr.client._conn import CHANNEL_OPTIONS, acall, call, default_address, error_from_rpc, metadata, resolve_token
+from datamgr.client._conn import (
+    CHANNEL_OPTIONS,
+    acall,
+    call,
+    default_address,
+    error_from_rpc,
+    metadata,
+    resolve_token,
+)
 from datamgr.client.resultset import DataShareResultSet
 from datamgr.datashare import _wire
 from datamgr.datashare._wire import Cell
@@ -29,7 +37,11 @@ from datamgr.v1 import datashare_pb2 as pb
 from datamgr.v1 import datashare_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
-_CHANGE_NAMES = {pb.CHANGE_TYPE_INSERT: "INSERT", pb.CHANGE_TYPE_UPDATE: "UPDATE", pb.CHANGE_TYPE_DELETE: "DELETE"}
+_CHANGE_NAMES = {
+    pb.CHANGE_TYPE_INSERT: "INSERT",
+    pb.CHANGE_TYPE_UPDATE: "UPDATE",
+    pb.CHANGE_TYPE_DELETE: "DELETE",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +54,9 @@ class ChangeInfo:
 
 
 def change_info(msg: pb.ChangeInfo) -> ChangeInfo:
-    return ChangeInfo(_CHANGE_NAMES.get(msg.type, "UNSPECIFIED"), msg.uri, [_wire.from_bucket(b.values) for b in msg.values])
+    return ChangeInfo(
+        _CHANGE_NAMES.get(msg.type, "UNSPECIFIED"), msg.uri, [_wire.from_bucket(b.values) for b in msg.values]
+    )
 
 
 def _change_event(msg: pb.SubscribeResponse) -> ChangeInfo:
@@ -68,6 +82,7 @@ def published_change(msg: pb.SubscribePublishedDataResponse) -> PublishedDataCha
 
 # ---- request builders, shared by both flavours ----
 
+
 def _preds(predicates: DataSharePredicates | None) -> pb.Predicates:
     return predicates.to_proto() if predicates is not None else pb.Predicates()
 
@@ -79,14 +94,16 @@ def insert_request(uri: str, values: Mapping[str, Cell]) -> pb.InsertRequest:
 
 
 def batch_insert_request(uri: str, rows: Sequence[Mapping[str, Cell]]) -> pb.BatchInsertRequest:
-    names, columns = _wire.rows_to_columns(rows)
+    names, columns, absent = _wire.rows_to_columns(rows)
     req = pb.BatchInsertRequest(uri=uri, columns=names)
-    _wire.encode_page(columns, req.rows)
+    _wire.encode_page(columns, req.rows, absent=absent)
     req.rows.row_count = len(rows)
     return req
 
 
-def update_request(uri: str, predicates: DataSharePredicates | None, values: Mapping[str, Cell]) -> pb.UpdateRequest:
+def update_request(
+    uri: str, predicates: DataSharePredicates | None, values: Mapping[str, Cell]
+) -> pb.UpdateRequest:
     req = pb.UpdateRequest(uri=uri, predicates=_preds(predicates))
     _wire.to_bucket(values, req.values)
     return req
@@ -104,9 +121,12 @@ def batch_update_request(
     return req
 
 
-def query_request(uri: str, predicates: DataSharePredicates | None, columns: Sequence[str] | None,
-                  page_rows: int) -> pb.QueryRequest:
-    return pb.QueryRequest(uri=uri, predicates=_preds(predicates), columns=list(columns or ()), page_rows=page_rows)
+def query_request(
+    uri: str, predicates: DataSharePredicates | None, columns: Sequence[str] | None, page_rows: int
+) -> pb.QueryRequest:
+    return pb.QueryRequest(
+        uri=uri, predicates=_preds(predicates), columns=list(columns or ()), page_rows=page_rows
+    )
 
 
 def publish_request(items: Sequence[PublishedItem], bundle: str, version: int) -> pb.PublishRequest:
@@ -142,7 +162,9 @@ class DataShareHelper:
 
     @classmethod
     def connect(cls, address: str | None = None, token: str | None = None) -> DataShareHelper:
-        return cls(grpc.insecure_channel(address or default_address(), options=CHANNEL_OPTIONS), resolve_token(token))
+        return cls(
+            grpc.insecure_channel(address or default_address(), options=CHANNEL_OPTIONS), resolve_token(token)
+        )
 
     def register_provider(self, manifest: str | Path | Mapping[str, Any]) -> pb.RegisterProviderResponse:
         req = pb.RegisterProviderRequest(manifest_json=manifest_json(manifest))
@@ -168,8 +190,13 @@ class DataShareHelper:
         resp = call(self._stub.BatchUpdate, batch_update_request(operations), metadata=self._md)
         return {r.uri: list(r.counts) for r in resp.results}
 
-    def query(self, uri: str, predicates: DataSharePredicates | None = None, columns: Sequence[str] | None = None,
-              page_rows: int = 0) -> DataShareResultSet:
+    def query(
+        self,
+        uri: str,
+        predicates: DataSharePredicates | None = None,
+        columns: Sequence[str] | None = None,
+        page_rows: int = 0,
+    ) -> DataShareResultSet:
         stream = self._stub.Query(query_request(uri, predicates, columns, page_rows), metadata=self._md)
         return call(DataShareResultSet, _errors_mapped(stream), cancel=stream.cancel)
 
@@ -258,7 +285,9 @@ class AsyncDataShareHelper:
         channel = grpc.aio.insecure_channel(address or default_address(), options=CHANNEL_OPTIONS)
         return cls(channel, resolve_token(token))
 
-    async def register_provider(self, manifest: str | Path | Mapping[str, Any]) -> pb.RegisterProviderResponse:
+    async def register_provider(
+        self, manifest: str | Path | Mapping[str, Any]
+    ) -> pb.RegisterProviderResponse:
         req = pb.RegisterProviderRequest(manifest_json=manifest_json(manifest))
         return await acall(self._stub.RegisterProvider, req, metadata=self._md)
 
@@ -268,8 +297,12 @@ class AsyncDataShareHelper:
     async def batch_insert(self, uri: str, rows: Sequence[Mapping[str, Cell]]) -> int:
         return (await acall(self._stub.BatchInsert, batch_insert_request(uri, rows), metadata=self._md)).count
 
-    async def update(self, uri: str, predicates: DataSharePredicates | None, values: Mapping[str, Cell]) -> int:
-        return (await acall(self._stub.Update, update_request(uri, predicates, values), metadata=self._md)).count
+    async def update(
+        self, uri: str, predicates: DataSharePredicates | None, values: Mapping[str, Cell]
+    ) -> int:
+        return (
+            await acall(self._stub.Update, update_request(uri, predicates, values), metadata=self._md)
+        ).count
 
     async def delete(self, uri: str, predicates: DataSharePredicates | None = None) -> int:
         req = pb.DeleteRequest(uri=uri, predicates=_preds(predicates))
@@ -281,8 +314,13 @@ class AsyncDataShareHelper:
         resp = await acall(self._stub.BatchUpdate, batch_update_request(operations), metadata=self._md)
         return {r.uri: list(r.counts) for r in resp.results}
 
-    async def query_rows(self, uri: str, predicates: DataSharePredicates | None = None,
-                         columns: Sequence[str] | None = None, page_rows: int = 0) -> AsyncIterator[dict[str, Cell]]:
+    async def query_rows(
+        self,
+        uri: str,
+        predicates: DataSharePredicates | None = None,
+        columns: Sequence[str] | None = None,
+        page_rows: int = 0,
+    ) -> AsyncIterator[dict[str, Cell]]:
         """Streams the result rows as dicts, page by page."""
         stream = self._stub.Query(query_request(uri, predicates, columns, page_rows), metadata=self._md)
         names: list[str] = []
@@ -295,8 +333,13 @@ class AsyncDataShareHelper:
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
 
-    async def query(self, uri: str, predicates: DataSharePredicates | None = None,
-                    columns: Sequence[str] | None = None, page_rows: int = 0) -> DataShareResultSet:
+    async def query(
+        self,
+        uri: str,
+        predicates: DataSharePredicates | None = None,
+        columns: Sequence[str] | None = None,
+        page_rows: int = 0,
+    ) -> DataShareResultSet:
         """The whole result as a cursor (fetched before returning)."""
         stream = self._stub.Query(query_request(uri, predicates, columns, page_rows), metadata=self._md)
         try:

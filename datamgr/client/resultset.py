@@ -127,7 +127,9 @@ class DataShareResultSet:
     def _value(self, index: int) -> Any:
         self._check_open()
         if self._pos < 0 or self._pos >= self._loaded():
-            raise InvalidArgument("the cursor is not on a row: call go_to_first_row() or go_to_next_row() first")
+            raise InvalidArgument(
+                "the cursor is not on a row: call go_to_first_row() or go_to_next_row() first"
+            )
         if not 0 <= index < len(self._columns):
             raise InvalidArgument(f"column index {index} out of range 0..{len(self._columns) - 1}")
         return self._columns[index][self._pos]

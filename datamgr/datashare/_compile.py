@@ -89,7 +89,9 @@ def _where(i: int, op: PredicateOp) -> str:
 def _column(table: sa.Table, field: str, what: str) -> sa.Column[Any]:
     col = table.c.get(field) if isinstance(field, str) and field else None
     if col is None:
-        raise InvalidArgument(f"{what}: unknown column {field!r} in table {table.name!r}")
+        raise InvalidArgument(
+            f"{what}: unknown column {field!r} in {table.info.get('uri') or repr(table.name)}"
+        )
     return col
 
 

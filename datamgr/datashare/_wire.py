@@ -46,7 +46,9 @@ def data_type_of(value: Cell) -> int:
         return DT.DATA_TYPE_STRING
     if isinstance(value, (bytes, bytearray, memoryview)):
         return DT.DATA_TYPE_BLOB
-    raise InvalidArgument(f"unsupported value type {type(value).__name__}: use int, float, str, bool, bytes or None")
+    raise InvalidArgument(
+        f"unsupported value type {type(value).__name__}: use int, float, str, bool, bytes or None"
+    )
 
 
 def to_value(value: Cell) -> types_pb2.Value:
@@ -71,7 +73,9 @@ def set_value(v: types_pb2.Value, value: Cell) -> None:
     elif isinstance(value, (bytes, bytearray, memoryview)):
         v.bytes_value = bytes(value)
     else:
-        raise InvalidArgument(f"unsupported value type {type(value).__name__}: use int, float, str, bool, bytes or None")
+        raise InvalidArgument(
+            f"unsupported value type {type(value).__name__}: use int, float, str, bool, bytes or None"
+        )
 
 
 def from_value(v: types_pb2.Value) -> Cell:
@@ -147,15 +151,25 @@ def decode_column(col: types_pb2.Column) -> list[Cell]:
     return values
 
 
-def encode_page(columns: Sequence[Sequence[Cell]], page: types_pb2.Page, declared: Sequence[int] | None = None) -> None:
-    """Fills `page` from column-wise values (all columns the same length)."""
+def encode_page(
+    columns: Sequence[Sequence[Cell]],
+    page: types_pb2.Page,
+    declared: Sequence[int] | None = None,
+    absent: Sequence[Sequence[int]] | None = None,
+) -> None:
+    """Fills `page` from column-wise values (all columns the same length); `absent[i]` lists the rows
+    where column i was not given (sent as NULL and marked absent)."""
     page.row_count = len(columns[0]) if columns else 0
     for i, values in enumerate(columns):
-        encode_column(values, page.columns.add(), declared[i] if declared else None)
+        col = page.columns.add()
+        encode_column(values, col, declared[i] if declared else None)
+        if absent and absent[i]:
+            col.absent_rows.extend(absent[i])
 
 
-def encode_rows(rows: Sequence[Sequence[Cell]], ncols: int, page: types_pb2.Page,
-                declared: Sequence[int] | None = None) -> None:
+def encode_rows(
+    rows: Sequence[Sequence[Cell]], ncols: int, page: types_pb2.Page, declared: Sequence[int] | None = None
+) -> None:
     """Fills `page` from row tuples."""
     columns = list(zip(*rows, strict=True)) if rows else [()] * ncols
     encode_page(columns, page, declared)
@@ -171,11 +185,29 @@ def decode_page(page: types_pb2.Page) -> list[list[Cell]]:
     return columns
 
 
-def rows_to_columns(rows: Iterable[Mapping[str, Cell]]) -> tuple[list[str], list[list[Cell]]]:
-    """Column names and column-wise values of a list of ValuesBuckets (missing keys are NULL)."""
+def page_absent(page: types_pb2.Page) -> list[list[int]]:
+    """Per column, the rows where the value was not given (checked to be NULL rows in range)."""
+    absent = []
+    for col in page.columns:
+        rows = list(col.absent_rows)
+        if rows and (max(rows) >= page.row_count or not set(rows) <= set(col.null_rows)):
+            raise InvalidArgument("absent rows must be NULL rows within the page")
+        absent.append(rows)
+    return absent
+
+
+def rows_to_columns(
+    rows: Iterable[Mapping[str, Cell]],
+) -> tuple[list[str], list[list[Cell]], list[list[int]]]:
+    """Column names, column-wise values and, per column, the rows that lack the key (ValuesBuckets
+    need not all have the same keys: a missing key means the column default, not NULL)."""
     rows = list(rows)
     names: dict[str, None] = {}
     for row in rows:
         names.update(dict.fromkeys(row))
     cols = list(names)
-    return cols, [[row.get(c) for row in rows] for c in cols]
+    absent: list[list[int]] = [[] for _ in cols]
+    if any(len(row) != len(cols) for row in rows):
+        for i, name in enumerate(cols):
+            absent[i] = [r for r, row in enumerate(rows) if name not in row]
+    return cols, [[row.get(c) for row in rows] for c in cols], absent

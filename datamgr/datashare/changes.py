@@ -54,7 +54,9 @@ class Feed(Generic[E]):
     def subscribe(self, app: str, key: str) -> Subscription[E]:
         """Registers a subscription; must run on the event loop."""
         if self._per_app[app] >= self._max_per_app:
-            raise ResourceExhausted(f"{app} already holds {self._max_per_app} subscriptions, the per-app limit")
+            raise ResourceExhausted(
+                f"{app} already holds {self._max_per_app} subscriptions, the per-app limit"
+            )
         sub: Subscription[E] = Subscription(app, key, asyncio.Queue(self._queue_size + 1))
         self._by_key[key].add(sub)
         self._per_app[app] += 1

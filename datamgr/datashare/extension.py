@@ -57,7 +57,9 @@ class ExtensionRouter:
         finally:
             conn.pending.pop(call_id, None)
 
-    async def attach(self, bundle: str, incoming: AsyncIterator[pb.ProviderMessage]) -> AsyncIterator[pb.ProviderCall]:
+    async def attach(
+        self, bundle: str, incoming: AsyncIterator[pb.ProviderMessage]
+    ) -> AsyncIterator[pb.ProviderCall]:
         """Serves one provider connection: yields calls for it until it goes away."""
         if bundle in self._conns:
             raise AlreadyExists(f"a handler for {bundle} is already attached")

@@ -40,8 +40,12 @@ class _Model(BaseModel):
 
 
 class _Access(_Model):
-    read_permission: str | None = Field(None, max_length=256, description="Permission consumers need to read.")
-    write_permission: str | None = Field(None, max_length=256, description="Permission consumers need to write.")
+    read_permission: str | None = Field(
+        None, max_length=256, description="Permission consumers need to read."
+    )
+    write_permission: str | None = Field(
+        None, max_length=256, description="Permission consumers need to write."
+    )
     allow_list: list[str] | None = Field(
         None, max_length=256, description="Only these consumer bundles, in addition to permissions."
     )
@@ -51,7 +55,7 @@ class ColumnSpec(_Model):
     name: str
     type: ColumnType
     nullable: bool = True
-    default: None | bool | int | float | str = None
+    default: bool | int | float | str | None = None
 
     @field_validator("name")
     @classmethod
@@ -114,11 +118,15 @@ class ExtensionSpec(_Model):
 
 class Manifest(_Access):
     bundle: str
-    silent_access: bool = Field(True, description="Whether consumers may reach the tables without the provider.")
+    silent_access: bool = Field(
+        True, description="Whether consumers may reach the tables without the provider."
+    )
     stores: list[StoreSpec] = Field(default_factory=list, max_length=64)
     extension: ExtensionSpec | None = None
     published_read_permission: str | None = Field(
-        None, max_length=256, description="Permission to read this app's published data (unset: provider only)."
+        None,
+        max_length=256,
+        description="Permission to read this app's published data (unset: provider only).",
     )
 
     @field_validator("bundle")

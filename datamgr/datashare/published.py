@@ -138,9 +138,11 @@ class PublishedStore:
                     "updated_at": now,
                 }
                 if current is None:
-                    conn.execute(sa.insert(t).values(
-                        key=item.key, subscriber_id=item.subscriber_id, bundle=bundle, **values
-                    ))
+                    conn.execute(
+                        sa.insert(t).values(
+                            key=item.key, subscriber_id=item.subscriber_id, bundle=bundle, **values
+                        )
+                    )
                 else:
                     conn.execute(sa.update(t).where(where).values(**values))
                 results.append(OperationResult(item.key, OK))

@@ -39,7 +39,11 @@ from datamgr.v1 import datashare_pb2 as pb
 from datamgr.v1 import datashare_pb2_grpc as pb_grpc
 from datamgr.v1 import types_pb2
 
-_CHANGE_TYPES = {"INSERT": pb.CHANGE_TYPE_INSERT, "UPDATE": pb.CHANGE_TYPE_UPDATE, "DELETE": pb.CHANGE_TYPE_DELETE}
+_CHANGE_TYPES = {
+    "INSERT": pb.CHANGE_TYPE_INSERT,
+    "UPDATE": pb.CHANGE_TYPE_UPDATE,
+    "DELETE": pb.CHANGE_TYPE_DELETE,
+}
 _DECLARED = {
     "integer": types_pb2.DATA_TYPE_LONG,
     "real": types_pb2.DATA_TYPE_DOUBLE,
@@ -111,15 +115,21 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         manifest = self._providers.manifest(uri.bundle)
         if hosted is not None and (hosted.manifest.silent_access or app.bundle == uri.bundle):
             permission = hosted.read_permission if op == "read" else hosted.write_permission
-            policy.check_silent(app.bundle, app.permissions, uri.bundle, permission, hosted.allow_list, op, str(uri))
+            policy.check_silent(
+                app.bundle, app.permissions, uri.bundle, permission, hosted.allow_list, op, str(uri)
+            )
             return _Route(uri, hosted)
         if self._extensions.attached(uri.bundle) or (manifest is not None and manifest.extension is not None):
             ext = manifest.extension if manifest is not None else None
-            permission = None if ext is None else (ext.read_permission if op == "read" else ext.write_permission)
+            permission = (
+                None if ext is None else (ext.read_permission if op == "read" else ext.write_permission)
+            )
             policy.check_extension(app.bundle, app.permissions, uri.bundle, permission, op, str(uri))
             return _Route(uri, None)
         if hosted is not None:
-            raise PermissionDenied(f"{uri.bundle} has turned silent access off and has no extension to answer {uri}")
+            raise PermissionDenied(
+                f"{uri.bundle} has turned silent access off and has no extension to answer {uri}"
+            )
         self._providers.require(uri)  # raises NotFound with the reason
         raise Unavailable(f"no provider answers {uri}")  # pragma: no cover - require always raises
 
@@ -139,7 +149,9 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
     # ---- providers ----
 
     @rpc
-    async def RegisterProvider(self, request: pb.RegisterProviderRequest, context: Any) -> pb.RegisterProviderResponse:
+    async def RegisterProvider(
+        self, request: pb.RegisterProviderRequest, context: Any
+    ) -> pb.RegisterProviderResponse:
         app = authenticate(self._apps, context)
         self._limit(request, self._settings.max_call_bytes, "the manifest")
         manifest: Manifest = parse_manifest(request.manifest_json)
@@ -166,11 +178,15 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         self._limit(request, self._settings.max_batch_bytes, "the batch")
         route = self._route(app, request.uri, "write")
         if route.hosted is None:
-            return pb.BatchInsertResponse(count=(await self._extension(route, app, "batch_insert", request)).count)
+            return pb.BatchInsertResponse(
+                count=(await self._extension(route, app, "batch_insert", request)).count
+            )
         names = list(request.columns)
         columns = _wire.decode_page(request.rows)
-        check_columns(route.hosted, names, columns, [c.type for c in request.rows.columns])
-        return pb.BatchInsertResponse(count=await self._db.write(self._store.batch_insert, route.hosted, names, columns))
+        absent = _wire.page_absent(request.rows)
+        check_columns(route.hosted, names, columns, [c.type for c in request.rows.columns], absent)
+        count = await self._db.write(self._store.batch_insert, route.hosted, names, columns, absent)
+        return pb.BatchInsertResponse(count=count)
 
     @rpc
     async def Update(self, request: pb.UpdateRequest, context: Any) -> pb.UpdateResponse:
@@ -181,7 +197,9 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             return pb.UpdateResponse(count=(await self._extension(route, app, "update", request)).count)
         values = check_values(route.hosted, _wire.from_bucket(request.values), inserting=False)
         compiled = self._predicates(route.hosted, request.predicates)
-        return pb.UpdateResponse(count=await self._db.write(self._store.update, route.hosted, compiled, values))
+        return pb.UpdateResponse(
+            count=await self._db.write(self._store.update, route.hosted, compiled, values)
+        )
 
     @rpc
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
@@ -208,7 +226,9 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
                 continue
             for op in group.operations:
                 values = check_values(route.hosted, _wire.from_bucket(op.values), inserting=False)
-                silent.append((group.uri, (route.hosted, self._predicates(route.hosted, op.predicates), values)))
+                silent.append(
+                    (group.uri, (route.hosted, self._predicates(route.hosted, op.predicates), values))
+                )
         results: dict[str, list[int]] = {}
         if silent:
             counts = await self._db.write(self._store.batch_update, [op for _, op in silent])
@@ -220,7 +240,9 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             )
             for r in reply.batch_update.results:
                 results.setdefault(r.uri, []).extend(r.counts)
-        return pb.BatchUpdateResponse(results=[pb.UriUpdateResults(uri=u, counts=c) for u, c in results.items()])
+        return pb.BatchUpdateResponse(
+            results=[pb.UriUpdateResults(uri=u, counts=c) for u, c in results.items()]
+        )
 
     @rpc
     async def Query(self, request: pb.QueryRequest, context: Any) -> AsyncIterator[pb.QueryResponse]:
@@ -237,16 +259,21 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             first = True
             for start in range(0, max(len(rows), 1), page_rows):
                 out = pb.QueryResponse(columns=columns if first else ())
-                _wire.encode_rows(rows[start:start + page_rows], len(columns), out.page, types)
+                _wire.encode_rows(rows[start : start + page_rows], len(columns), out.page, types)
                 first = False
                 yield out
             return
         hosted = route.hosted
         compiled = self._predicates(hosted, request.predicates)
-        names, pages, conn = await self._db.read(self._store.query, hosted, compiled, list(request.columns) or None, page_rows)
+        names, pages, conn = await self._db.read(
+            self._store.query, hosted, compiled, list(request.columns) or None, page_rows
+        )
         try:
             declared = [_DECLARED[hosted.spec.column(n).type] if n in hosted.table.c else None for n in names]
-            header = [pb.ColumnInfo(name=n, type=t or types_pb2.DATA_TYPE_UNSPECIFIED) for n, t in zip(names, declared, strict=True)]
+            header = [
+                pb.ColumnInfo(name=n, type=t or types_pb2.DATA_TYPE_UNSPECIFIED)
+                for n, t in zip(names, declared, strict=True)
+            ]
             sent_header = False
             while True:
                 page = await self._db.read(next, pages, None)
@@ -276,13 +303,17 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
     # ---- change notification ----
 
     @rpc
-    async def Subscribe(self, request: pb.SubscribeRequest, context: Any) -> AsyncIterator[pb.SubscribeResponse]:
+    async def Subscribe(
+        self, request: pb.SubscribeRequest, context: Any
+    ) -> AsyncIterator[pb.SubscribeResponse]:
         app = authenticate(self._apps, context)
         self._limit(request, self._settings.max_call_bytes, "the subscription")
         uri = parse_table_uri(request.uri)
         route = self._route(app, request.uri, "read")
         if route.hosted is None:
-            raise InvalidArgument(f"{uri} is served by the provider's extension; subscribe to hosted tables only")
+            raise InvalidArgument(
+                f"{uri} is served by the provider's extension; subscribe to hosted tables only"
+            )
         key = route.hosted.uri
         sub = self._feed.subscribe(app.bundle, key)
         try:
@@ -292,11 +323,13 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
                 change = await sub.next()
                 if change is None:
                     if sub.overflowed:
-                        raise TooLarge(f"subscriber fell more than {self._settings.subscriber_queue} changes behind")
+                        raise TooLarge(
+                            f"subscriber fell more than {self._settings.subscriber_queue} changes behind"
+                        )
                     return
                 for start in range(0, max(len(change.rows), 1), chunk):
                     info = pb.ChangeInfo(type=_CHANGE_TYPES[change.type], uri=change.uri)
-                    for row in change.rows[start:start + chunk]:
+                    for row in change.rows[start : start + chunk]:
                         _wire.to_bucket(row, info.values.add().values)
                     yield pb.SubscribeResponse(change=info)
         finally:

@@ -7,7 +7,10 @@ Values are checked against the declared column types before anything touches the
 
 from __future__ import annotations
 
+import math
+import operator
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,6 +31,10 @@ _NAN = "column {name} of {uri}: NaN cannot be stored"
 _NUL = "column {name} of {uri}: text values cannot contain NUL characters"
 
 
+def _type_name(value: object) -> str:
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
 def check_values(hosted: HostedTable, values: Mapping[str, Cell], *, inserting: bool) -> dict[str, Cell]:
     """The values, checked: known columns, fitting types, required columns present on insert."""
     if not values:
@@ -40,10 +47,8 @@ def check_values(hosted: HostedTable, values: Mapping[str, Cell], *, inserting: 
         if value is None and not col.nullable:
             raise InvalidArgument(f"column {name} of {hosted.uri} may not be null")
         if not value_fits(col.type, value):
-            raise InvalidArgument(
-                f"column {name} of {hosted.uri} is {col.type}, got {_TYPE_NAMES.get(type(value), type(value).__name__)}"
-            )
-        if isinstance(value, float) and value != value:
+            raise InvalidArgument(f"column {name} of {hosted.uri} is {col.type}, got {_type_name(value)}")
+        if isinstance(value, float) and math.isnan(value):
             raise InvalidArgument(_NAN.format(name=name, uri=hosted.uri))
         if isinstance(value, str) and "\x00" in value:
             raise InvalidArgument(_NUL.format(name=name, uri=hosted.uri))
@@ -52,10 +57,16 @@ def check_values(hosted: HostedTable, values: Mapping[str, Cell], *, inserting: 
     return dict(values)
 
 
+def _required(hosted: HostedTable, name: str) -> bool:
+    """Whether a value must be given: NOT NULL, no default, not the auto-increment primary key."""
+    col = hosted.spec.column(name)
+    is_auto_pk = col.name == hosted.spec.primary_key and col.type == "integer"
+    return not col.nullable and col.default is None and not is_auto_pk
+
+
 def _check_required(hosted: HostedTable, given: Any) -> None:
     for col in hosted.spec.columns:
-        is_auto_pk = col.name == hosted.spec.primary_key and col.type == "integer"
-        if not col.nullable and col.default is None and not is_auto_pk and col.name not in given:
+        if col.name not in given and _required(hosted, col.name):
             raise InvalidArgument(f"column {col.name} of {hosted.uri} is required")
 
 
@@ -67,14 +78,23 @@ _WIRE_FITS = {
     "boolean": {DT.DATA_TYPE_BOOL},
 }
 _WIRE_NAMES = {
-    DT.DATA_TYPE_LONG: "integer", DT.DATA_TYPE_DOUBLE: "real", DT.DATA_TYPE_STRING: "text",
-    DT.DATA_TYPE_BLOB: "blob", DT.DATA_TYPE_BOOL: "boolean",
+    DT.DATA_TYPE_LONG: "integer",
+    DT.DATA_TYPE_DOUBLE: "real",
+    DT.DATA_TYPE_STRING: "text",
+    DT.DATA_TYPE_BLOB: "blob",
+    DT.DATA_TYPE_BOOL: "boolean",
 }
 
 
-def check_columns(hosted: HostedTable, names: Sequence[str], columns: Sequence[Sequence[Cell]],
-                  wire_types: Sequence[int]) -> None:
-    """Column-wise check of a batch. A typed wire column is checked once; a mixed one value by value."""
+def check_columns(
+    hosted: HostedTable,
+    names: Sequence[str],
+    columns: Sequence[Sequence[Cell]],
+    wire_types: Sequence[int],
+    absent: Sequence[Sequence[int]],
+) -> None:
+    """Column-wise check of a batch. A typed wire column is checked once, in C-level passes; a mixed one
+    value by value. `absent[i]` are the rows that did not give column i (its default applies)."""
     if len(set(names)) != len(names):
         raise InvalidArgument("a column is named twice in the batch")
     if len(names) != len(columns):
@@ -82,29 +102,37 @@ def check_columns(hosted: HostedTable, names: Sequence[str], columns: Sequence[S
     if not columns or not columns[0]:
         return  # an empty batch inserts nothing, so no column is required
     _check_required(hosted, names)
-    for name, values, wire in zip(names, columns, wire_types, strict=True):
+    for name, values, wire, missing in zip(names, columns, wire_types, absent, strict=True):
         if name not in hosted.table.c:
             raise InvalidArgument(f"{hosted.uri} has no column {name!r}")
         col = hosted.spec.column(name)
+        if missing and _required(hosted, col.name):
+            raise InvalidArgument(f"row {missing[0]}: column {name} of {hosted.uri} is required")
         if wire in _WIRE_FITS[col.type] or wire == DT.DATA_TYPE_NULL:
             if not col.nullable and (wire == DT.DATA_TYPE_NULL or None in values):
-                i = values.index(None)
-                raise InvalidArgument(f"row {i}: column {name} of {hosted.uri} may not be null")
-            if wire == DT.DATA_TYPE_DOUBLE and any(v != v for v in values):
+                skip = set(missing)
+                i = next((i for i, v in enumerate(values) if v is None and i not in skip), None)
+                if i is not None:
+                    raise InvalidArgument(f"row {i}: column {name} of {hosted.uri} may not be null")
+            if wire == DT.DATA_TYPE_DOUBLE and any(map(math.isnan, filter(None, values))):
                 raise InvalidArgument(_NAN.format(name=name, uri=hosted.uri))
-            if wire == DT.DATA_TYPE_STRING and any(v and "\x00" in v for v in values):
+            if wire == DT.DATA_TYPE_STRING and any(
+                map(operator.contains, filter(None, values), repeat("\x00"))
+            ):
                 raise InvalidArgument(_NUL.format(name=name, uri=hosted.uri))
             continue
         if wire != DT.DATA_TYPE_UNSPECIFIED:
-            raise InvalidArgument(f"column {name} of {hosted.uri} is {col.type}, got {_WIRE_NAMES.get(wire, wire)}")
+            raise InvalidArgument(
+                f"column {name} of {hosted.uri} is {col.type}, got {_WIRE_NAMES.get(wire, wire)}"
+            )
         for i, v in enumerate(values):
             if v is None and not col.nullable:
                 raise InvalidArgument(f"row {i}: column {name} of {hosted.uri} may not be null")
             if not value_fits(col.type, v):
                 raise InvalidArgument(
-                    f"row {i}: column {name} of {hosted.uri} is {col.type}, got {_TYPE_NAMES.get(type(v), type(v).__name__)}"
+                    f"row {i}: column {name} of {hosted.uri} is {col.type}, got {_type_name(v)}"
                 )
-            if isinstance(v, float) and v != v:
+            if isinstance(v, float) and math.isnan(v):
                 raise InvalidArgument(_NAN.format(name=name, uri=hosted.uri))
             if isinstance(v, str) and "\x00" in v:
                 raise InvalidArgument(_NUL.format(name=name, uri=hosted.uri))
@@ -127,32 +155,54 @@ class SilentStore:
         with self._engine.connect() as conn:
             try:
                 row = conn.execute(sa.insert(t).values(values).returning(*t.c)).one()
+                if hosted.spec.primary_key in values:
+                    _sync_sequence(conn, hosted)
             except IntegrityError as exc:
                 raise _integrity(hosted, exc) from None
             self._commit_and_notify(conn, [Change("INSERT", hosted.uri, (row._asdict(),))])
         pk = row._mapping[hosted.spec.primary_key]
         return pk if isinstance(pk, int) and not isinstance(pk, bool) else -1
 
-    def batch_insert(self, hosted: HostedTable, names: Sequence[str], columns: Sequence[Sequence[Cell]]) -> int:
+    def batch_insert(
+        self,
+        hosted: HostedTable,
+        names: Sequence[str],
+        columns: Sequence[Sequence[Cell]],
+        absent: Sequence[Sequence[int]] = (),
+    ) -> int:
+        """All rows in one transaction. Rows that leave columns out are inserted in runs of the same
+        columns, in order, so that those columns get their defaults."""
         t = hosted.table
-        rows = [dict(zip(names, vals, strict=True)) for vals in zip(*columns, strict=True)]
-        if not rows:
+        if not columns or not columns[0]:
             return 0
+        runs = _runs(names, columns, absent)
+        returning = self._feed.has_subscribers(hosted.uri)
+        inserted: list[dict[str, Any]] = []
         with self._engine.connect() as conn:
             try:
-                if self._feed.has_subscribers(hosted.uri):
-                    result = conn.execute(sa.insert(t).returning(*t.c, sort_by_parameter_order=True), rows)
-                    inserted = tuple(r._asdict() for r in result)
-                else:
-                    conn.execute(sa.insert(t), rows)
-                    inserted = ()
+                for rows in runs:
+                    if not rows[0]:  # no column given at all: every column takes its default
+                        for _ in rows:
+                            result = conn.execute(sa.insert(t).returning(*t.c))
+                            inserted.extend(r._asdict() for r in result)
+                    elif returning:
+                        result = conn.execute(
+                            sa.insert(t).returning(*t.c, sort_by_parameter_order=True), rows
+                        )
+                        inserted.extend(r._asdict() for r in result)
+                    else:
+                        conn.execute(sa.insert(t), rows)
+                if hosted.spec.primary_key in names:
+                    _sync_sequence(conn, hosted)
             except IntegrityError as exc:
                 raise _integrity(hosted, exc) from None
-            self._commit_and_notify(conn, [Change("INSERT", hosted.uri, inserted)] if inserted else [])
-        return len(rows)
+            changes = [Change("INSERT", hosted.uri, tuple(inserted))] if returning and inserted else []
+            self._commit_and_notify(conn, changes)
+        return len(columns[0])
 
-    def _update(self, conn: sa.Connection, hosted: HostedTable, compiled: CompiledPredicates,
-                values: dict[str, Cell]) -> tuple[int, Change | None]:
+    def _update(
+        self, conn: sa.Connection, hosted: HostedTable, compiled: CompiledPredicates, values: dict[str, Cell]
+    ) -> tuple[int, Change | None]:
         t = hosted.table
         stmt = sa.update(t).values(values)
         where = build_where_for_write(t, compiled, hosted.pk)
@@ -160,6 +210,8 @@ class SilentStore:
             stmt = stmt.where(where)
         try:
             rows = conn.execute(stmt.returning(*t.c)).all()
+            if hosted.spec.primary_key in values:
+                _sync_sequence(conn, hosted)
         except IntegrityError as exc:
             raise _integrity(hosted, exc) from None
         change = Change("UPDATE", hosted.uri, tuple(r._asdict() for r in rows)) if rows else None
@@ -171,7 +223,9 @@ class SilentStore:
             self._commit_and_notify(conn, [change] if change else [])
         return count
 
-    def batch_update(self, ops: Sequence[tuple[HostedTable, CompiledPredicates, dict[str, Cell]]]) -> list[int]:
+    def batch_update(
+        self, ops: Sequence[tuple[HostedTable, CompiledPredicates, dict[str, Cell]]]
+    ) -> list[int]:
         """Every operation in one transaction: all apply or none."""
         counts, changes = [], []
         with self._engine.connect() as conn:
@@ -198,8 +252,9 @@ class SilentStore:
             self._commit_and_notify(conn, [change] if rows else [])
         return len(rows)
 
-    def query(self, hosted: HostedTable, compiled: CompiledPredicates, columns: list[str] | None,
-              page_rows: int) -> tuple[list[str], Iterator[list[tuple[Cell, ...]]], sa.Connection]:
+    def query(
+        self, hosted: HostedTable, compiled: CompiledPredicates, columns: list[str] | None, page_rows: int
+    ) -> tuple[list[str], Iterator[list[tuple[Cell, ...]]], sa.Connection]:
         """Opens a read cursor: the column names, an iterator of pages, and the connection to close."""
         stmt = build_select(hosted.table, compiled, columns)
         conn = self._engine.connect()
@@ -211,6 +266,34 @@ class SilentStore:
         except BaseException:
             conn.close()
             raise
+
+
+def _runs(
+    names: Sequence[str], columns: Sequence[Sequence[Cell]], absent: Sequence[Sequence[int]]
+) -> list[list[dict[str, Cell]]]:
+    """Row dicts in runs of consecutive rows that give the same columns (one run when all give all)."""
+    if not any(absent):
+        return [[dict(zip(names, vals, strict=True)) for vals in zip(*columns, strict=True)]]
+    skip = [set(a) for a in absent]
+    runs: list[list[dict[str, Cell]]] = []
+    keys: tuple[str, ...] | None = None
+    for i, vals in enumerate(zip(*columns, strict=True)):
+        row = {n: v for n, v, s in zip(names, vals, skip, strict=True) if i not in s}
+        if tuple(row) != keys:
+            runs.append([])
+            keys = tuple(row)
+        runs[-1].append(row)
+    return runs
+
+
+def _sync_sequence(conn: sa.Connection, hosted: HostedTable) -> None:
+    """After a write that set an integer primary key explicitly, PostgreSQL's sequence must move past
+    it, or the next generated id collides (SQLite picks max + 1 by itself)."""
+    if conn.dialect.name != "postgresql" or hosted.spec.column(hosted.spec.primary_key).type != "integer":
+        return
+    t, pk = hosted.table, hosted.pk
+    next_id = sa.select(sa.func.coalesce(sa.func.max(pk), 0) + 1).scalar_subquery()
+    conn.execute(sa.select(sa.func.setval(sa.func.pg_get_serial_sequence(t.name, pk.name), next_id, False)))
 
 
 def _integrity(hosted: HostedTable, exc: IntegrityError) -> Exception:

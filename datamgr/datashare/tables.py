@@ -79,8 +79,8 @@ def _column(spec: TableSpec, name: str) -> sa.Column:
     return sa.Column(name, SQL_TYPES[col.type], **kwargs)
 
 
-def _sa_table(meta: sa.MetaData, table_id: int, spec: TableSpec) -> sa.Table:
-    return sa.Table(f"ds_{table_id}", meta, *(_column(spec, c.name) for c in spec.columns))
+def _sa_table(meta: sa.MetaData, table_id: int, spec: TableSpec, uri: str = "") -> sa.Table:
+    return sa.Table(f"ds_{table_id}", meta, *(_column(spec, c.name) for c in spec.columns), info={"uri": uri})
 
 
 class ProviderRegistry:
@@ -104,7 +104,8 @@ class ProviderRegistry:
             for store in m.stores:
                 for spec in store.tables:
                     key = (m.bundle, store.name, spec.name)
-                    tables[key] = self._hosted(m, store, spec, _sa_table(meta, ids[key], spec))
+                    uri = f"datashare:///{m.bundle}/{store.name}/{spec.name}"
+                    tables[key] = self._hosted(m, store, spec, _sa_table(meta, ids[key], spec, uri))
         self._manifests, self._tables = manifests, tables
 
     @staticmethod
@@ -176,7 +177,9 @@ class ProviderRegistry:
                 conn.execute(sa.insert(providers_table).values(bundle=manifest.bundle, **values))
             else:
                 conn.execute(
-                    sa.update(providers_table).where(providers_table.c.bundle == manifest.bundle).values(**values)
+                    sa.update(providers_table)
+                    .where(providers_table.c.bundle == manifest.bundle)
+                    .values(**values)
                 )
         self._load()
         return uris, added
@@ -202,11 +205,15 @@ def _check_compatible(old: Manifest, new: Manifest) -> None:
                 raise InvalidArgument(f"the manifest drops table {where}; removing tables is not supported")
             _, new_spec = found
             if new_spec.primary_key != spec.primary_key:
-                raise InvalidArgument(f"the manifest changes the primary key of {where}; that is not supported")
+                raise InvalidArgument(
+                    f"the manifest changes the primary key of {where}; that is not supported"
+                )
             new_cols = {c.name: c for c in new_spec.columns}
             for col in spec.columns:
                 if col.name not in new_cols:
-                    raise InvalidArgument(f"the manifest drops column {col.name} of {where}; that is not supported")
+                    raise InvalidArgument(
+                        f"the manifest drops column {col.name} of {where}; that is not supported"
+                    )
                 if new_cols[col.name].type != col.type:
                     raise InvalidArgument(
                         f"the manifest changes column {col.name} of {where} from {col.type} to "

@@ -81,7 +81,9 @@ def parse_uri(uri: str) -> DataShareUri:
 def parse_table_uri(uri: str) -> DataShareUri:
     parsed = parse_uri(uri)
     if not parsed.is_table:
-        raise InvalidArgument(f"uri {uri!r} does not name a table: expected datashare:///{{bundle}}/{{store}}/{{table}}")
+        raise InvalidArgument(
+            f"uri {uri!r} does not name a table: expected datashare:///{{bundle}}/{{store}}/{{table}}"
+        )
     return parsed
 
 
@@ -104,7 +106,7 @@ def parse_proxy_uri(uri: str) -> ProxyUri:
         raise InvalidArgument(f"malformed uri {uri!r}: expected datashareproxy://{{bundle}}/{{path}}")
     if len(uri.encode()) > 256 + len("datashareproxy://") + 128:
         raise InvalidArgument("datashareproxy uri too long")
-    rest = uri[len("datashareproxy://"):]
+    rest = uri[len("datashareproxy://") :]
     bundle, sep, path = rest.partition("/")
     if not sep or not path or not _PROXY_PATH_RE.match(path) or "//" in path:
         raise InvalidArgument(f"malformed uri {uri!r}: expected datashareproxy://{{bundle}}/{{path}}")

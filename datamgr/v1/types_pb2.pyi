@@ -39,7 +39,7 @@ class Value(_message.Message):
     def __init__(self, int_value: _Optional[int] = ..., double_value: _Optional[float] = ..., string_value: _Optional[str] = ..., bool_value: _Optional[bool] = ..., bytes_value: _Optional[bytes] = ...) -> None: ...
 
 class Column(_message.Message):
-    __slots__ = ("type", "null_rows", "ints", "doubles", "strings", "blobs", "bools", "mixed")
+    __slots__ = ("type", "null_rows", "ints", "doubles", "strings", "blobs", "bools", "mixed", "absent_rows")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     NULL_ROWS_FIELD_NUMBER: _ClassVar[int]
     INTS_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class Column(_message.Message):
     BLOBS_FIELD_NUMBER: _ClassVar[int]
     BOOLS_FIELD_NUMBER: _ClassVar[int]
     MIXED_FIELD_NUMBER: _ClassVar[int]
+    ABSENT_ROWS_FIELD_NUMBER: _ClassVar[int]
     type: DataType
     null_rows: _containers.RepeatedScalarFieldContainer[int]
     ints: _containers.RepeatedScalarFieldContainer[int]
@@ -56,7 +57,8 @@ class Column(_message.Message):
     blobs: _containers.RepeatedScalarFieldContainer[bytes]
     bools: _containers.RepeatedScalarFieldContainer[bool]
     mixed: _containers.RepeatedCompositeFieldContainer[Value]
-    def __init__(self, type: _Optional[_Union[DataType, str]] = ..., null_rows: _Optional[_Iterable[int]] = ..., ints: _Optional[_Iterable[int]] = ..., doubles: _Optional[_Iterable[float]] = ..., strings: _Optional[_Iterable[str]] = ..., blobs: _Optional[_Iterable[bytes]] = ..., bools: _Optional[_Iterable[bool]] = ..., mixed: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
+    absent_rows: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, type: _Optional[_Union[DataType, str]] = ..., null_rows: _Optional[_Iterable[int]] = ..., ints: _Optional[_Iterable[int]] = ..., doubles: _Optional[_Iterable[float]] = ..., strings: _Optional[_Iterable[str]] = ..., blobs: _Optional[_Iterable[bytes]] = ..., bools: _Optional[_Iterable[bool]] = ..., mixed: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., absent_rows: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Page(_message.Message):
     __slots__ = ("row_count", "columns")

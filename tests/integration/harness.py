@@ -97,7 +97,9 @@ class Daemon:
             if self.socket.exists():
                 try:
                     with grpc.insecure_channel(self.address) as ch:
-                        resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                        resp = health_pb2_grpc.HealthStub(ch).Check(
+                            health_pb2.HealthCheckRequest(), timeout=1
+                        )
                     if resp.status == health_pb2.HealthCheckResponse.SERVING:
                         return
                 except grpc.RpcError:

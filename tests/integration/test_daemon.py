@@ -230,12 +230,6 @@ def test_health_serving_then_not_serving_on_sigterm(tmp_path: Path) -> None:
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: an open health Watch stream holds SIGTERM shutdown for the whole shutdown_grace_s "
-    "(10 s by default): grpc's aio HealthServicer.Watch never returns, and the daemon does not end watches "
-    "after NOT_SERVING as it ends DataShare subscriptions",
-)
 def test_an_open_health_watch_does_not_hold_up_shutdown(tmp_path: Path) -> None:
     grace = 3.0
     d = Daemon(tmp_path / "data", env={"DATAMGR_SHUTDOWN_GRACE_S": str(grace)}).start()

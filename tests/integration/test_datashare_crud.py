@@ -190,11 +190,6 @@ def test_batch_insert_counts_and_stores_every_row(ds: DataShareHelper) -> None:
     assert ds.batch_insert(PEOPLE_URI, []) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: batch_insert sends rows column-wise, so a key missing from one row (present in "
-    "another) arrives as NULL instead of the column's default; insert() of the same row gets the default",
-)
 def test_batch_insert_rows_missing_a_column_get_its_default(ds: DataShareHelper) -> None:
     assert ds.batch_insert(PEOPLE_URI, [{"name": "a", "starred": True}, {"name": "b"}]) == 2
     assert [r["starred"] for r in all_rows(ds)] == [True, False]

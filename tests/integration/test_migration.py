@@ -117,11 +117,6 @@ def test_adding_columns_keeps_every_row(daemon: Daemon) -> None:
     assert len(p.query(["id"])) == 101
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: in a batch, a row without a NOT NULL column that has a default is refused "
-    "('may not be null') because missing keys travel as NULL; insert() of the same row uses the default",
-)
 def test_a_batch_row_without_a_defaulted_required_column_gets_the_default(daemon: Daemon) -> None:
     p = Provider(daemon, "com.example.mig.batchdefault", rows=0)
     p.register(manifest(p.bundle, *EXTRA))

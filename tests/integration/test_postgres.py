@@ -170,12 +170,6 @@ def test_a_large_query_streams_in_pages(ds: DataShareHelper) -> None:
         assert list(rs.rows()) == rows
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: on PostgreSQL an explicit integer primary key does not advance the table's "
-    "sequence, so a later automatic id collides (ALREADY_EXISTS); SQLite takes max+1. "
-    "Fix: setval() after writes that set the primary key",
-)
 def test_explicit_primary_keys_do_not_break_later_automatic_ones(ds: DataShareHelper) -> None:
     """On SQLite the next id is max+1; a PostgreSQL sequence must not hand out an id already taken."""
     auto = ds.insert(PEOPLE_URI, {"name": "automatic"})

@@ -163,7 +163,11 @@ def test_reading_needs_the_publishers_permission(env: Env) -> None:
 
 def test_bad_uris_and_arguments_are_invalid(env: Env) -> None:
     with env.helper(env.watch) as h:
-        for uris in ([], ["datashare:///com.example.weather/main/t"], ["datashareproxy://com.example.weather"]):
+        for uris in (
+            [],
+            ["datashare:///com.example.weather/main/t"],
+            ["datashareproxy://com.example.weather"],
+        ):
             with pytest.raises(InvalidArgument):
                 h.subscribe_published_data(uris)
         with pytest.raises(InvalidArgument, match="must name one publisher"):
@@ -179,6 +183,7 @@ def test_subscriber_gets_the_stored_items_then_each_publish_in_order(env: Env) -
         pub.publish([PublishedItem(TODAY, "before", "1"), PublishedItem(TODAY, "other id", "2")], WEATHER)
         with h.subscribe_published_data([TODAY, WEEK], "1") as sub:
             assert next_change(sub) == PublishedDataChange(WEATHER, [PublishedItem(TODAY, "before", "1")])
+
             def pair(n: int) -> list[PublishedItem]:
                 return [PublishedItem(TODAY, f"t{n}", "1"), PublishedItem(WEEK, b"%d" % n, "1")]
 
@@ -319,8 +324,20 @@ def test_cli_publish_and_published(env: Env) -> None:
 def test_cli_subscribe_published_prints_json_lines(env: Env) -> None:
     with env.helper(env.weather) as pub:
         pub.publish([PublishedItem(TODAY, "stored")], WEATHER)
-        cmd = [sys.executable, "-m", "datamgr", "share", "subscribe-published", TODAY, "--count", "2",
-               "--token", env.watch, "--address", env.daemon.address]
+        cmd = [
+            sys.executable,
+            "-m",
+            "datamgr",
+            "share",
+            "subscribe-published",
+            TODAY,
+            "--count",
+            "2",
+            "--token",
+            env.watch,
+            "--address",
+            env.daemon.address,
+        ]
         pipe = subprocess.PIPE
         proc = subprocess.Popen(cmd, env=env.daemon.env(), stdout=pipe, stderr=pipe, text=True)
         try:

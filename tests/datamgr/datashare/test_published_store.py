@@ -96,7 +96,13 @@ def test_each_item_fails_on_its_own_and_the_others_apply(store: PublishedStore) 
     results = store.publish(WEATHER, items, 0)
     assert [r.key for r in results] == [i.key for i in items]
     assert [r.result for r in results] == [
-        p.OK, p.URI_INVALID, p.URI_INVALID, p.PERMISSION_DENIED, p.INVALID_ITEM, p.INVALID_ITEM, p.OK
+        p.OK,
+        p.URI_INVALID,
+        p.URI_INVALID,
+        p.PERMISSION_DENIED,
+        p.INVALID_ITEM,
+        p.INVALID_ITEM,
+        p.OK,
     ]
     assert "datashareproxy://{bundle}/{path}" in results[1].message
     assert results[3].message == (
@@ -135,7 +141,8 @@ def test_snapshot_holds_the_asked_keys_and_the_last_batch_number(store: Publishe
     store.publish(WEATHER, [PublishedItem(TODAY, "a"), PublishedItem(TODAY, "b", "2")], 0)
     store.publish(WEATHER, [PublishedItem(WEEK, "c")], 0)
     assert store.snapshot({(TODAY, ""), (WEEK, ""), (TODAY, "9")}) == (
-        2, [PublishedItem(TODAY, "a"), PublishedItem(WEEK, "c")]
+        2,
+        [PublishedItem(TODAY, "a"), PublishedItem(WEEK, "c")],
     )
     assert store.snapshot({(TODAY, "2")}) == (2, [PublishedItem(TODAY, "b", "2")])
 
