@@ -96,7 +96,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         self._db = db
         self._apps = apps
         self._providers = providers
-        self._store = SilentStore(db.engine, feed)
+        self._store = SilentStore(db, feed)
         self._feed = feed
         self._extensions = extensions
         self._published = published

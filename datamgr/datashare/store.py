@@ -7,8 +7,10 @@ Values are checked against the declared column types before anything touches the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import repeat
 from typing import Any
@@ -22,6 +24,7 @@ from datamgr.datashare.changes import Change, Feed
 from datamgr.datashare.manifest import value_fits
 from datamgr.datashare.tables import HostedTable
 from datamgr.errors import AlreadyExists, InvalidArgument
+from datamgr.storage import Database
 from datamgr.v1.types_pb2 import DataType as DT
 
 _TYPE_NAMES = {bool: "boolean", int: "integer", float: "real", str: "text", bytes: "blob", type(None): "null"}
@@ -141,9 +144,28 @@ def check_columns(
 class SilentStore:
     """CRUD on hosted tables. Write methods run on the writer thread and publish after commit."""
 
-    def __init__(self, engine: sa.Engine, feed: Feed[Change]) -> None:
-        self._engine = engine
+    def __init__(self, db: Database, feed: Feed[Change]) -> None:
+        self._db = db
+        self._engine = db.engine
         self._feed = feed
+        self._inserts: weakref.WeakKeyDictionary[sa.Table, sa.Insert] = weakref.WeakKeyDictionary()
+
+    def _insert_returning(self, t: sa.Table) -> sa.Insert:
+        """One statement object per table, so SQLAlchemy computes its cache key once, not per insert."""
+        stmt = self._inserts.get(t)
+        if stmt is None:
+            stmt = self._inserts[t] = sa.insert(t).returning(*t.c)
+        return stmt
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sa.Connection]:
+        """The writer thread's connection for one transaction: rolled back unless it was committed."""
+        conn = self._db.writer_connection()
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
 
     def _commit_and_notify(self, conn: sa.Connection, changes: list[Change]) -> None:
         conn.commit()
@@ -152,9 +174,9 @@ class SilentStore:
 
     def insert(self, hosted: HostedTable, values: dict[str, Cell]) -> int:
         t = hosted.table
-        with self._engine.connect() as conn:
+        with self._writing() as conn:
             try:
-                row = conn.execute(sa.insert(t).values(values).returning(*t.c)).one()
+                row = conn.execute(self._insert_returning(t), values).one()
                 if hosted.spec.primary_key in values:
                     _sync_sequence(conn, hosted)
             except IntegrityError as exc:
@@ -178,7 +200,7 @@ class SilentStore:
         runs = _runs(names, columns, absent)
         returning = self._feed.has_subscribers(hosted.uri)
         inserted: list[dict[str, Any]] = []
-        with self._engine.connect() as conn:
+        with self._writing() as conn:
             try:
                 for rows in runs:
                     if not rows[0]:  # no column given at all: every column takes its default
@@ -218,7 +240,7 @@ class SilentStore:
         return len(rows), change
 
     def update(self, hosted: HostedTable, compiled: CompiledPredicates, values: dict[str, Cell]) -> int:
-        with self._engine.connect() as conn:
+        with self._writing() as conn:
             count, change = self._update(conn, hosted, compiled, values)
             self._commit_and_notify(conn, [change] if change else [])
         return count
@@ -228,7 +250,7 @@ class SilentStore:
     ) -> list[int]:
         """Every operation in one transaction: all apply or none."""
         counts, changes = [], []
-        with self._engine.connect() as conn:
+        with self._writing() as conn:
             for hosted, compiled, values in ops:
                 count, change = self._update(conn, hosted, compiled, values)
                 counts.append(count)
@@ -243,7 +265,7 @@ class SilentStore:
         where = build_where_for_write(t, compiled, hosted.pk)
         if where is not None:
             stmt = stmt.where(where)
-        with self._engine.connect() as conn:
+        with self._writing() as conn:
             try:
                 rows = conn.execute(stmt.returning(*t.c)).all()
             except IntegrityError as exc:
