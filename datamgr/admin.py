@@ -46,7 +46,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
     @rpc
     async def ListApps(self, request: pb.ListAppsRequest, context: Any) -> pb.ListAppsResponse:
         self._admin.check(bearer_token(context))
-        return pb.ListAppsResponse(apps=[app_message(a) for a in self._apps.list()])
+        return pb.ListAppsResponse(apps=[app_message(a) for a in self._apps.all()])
 
     @rpc
     async def GrantPermissions(

@@ -98,7 +98,7 @@ class AppRegistry:
     def exists(self, bundle: str) -> bool:
         return bundle in self._hash_of
 
-    def list(self) -> list[App]:
+    def all(self) -> list[App]:
         return sorted(self._by_hash.values(), key=lambda a: a.bundle)
 
     def add(self, bundle: str) -> tuple[App, str]:

@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="Time in-flight calls get to finish on SIGTERM.")
     read_threads: int = Field(4, ge=1, le=64, description="Threads serving database reads.")
-    datashare: DataShareSettings = Field(default_factory=DataShareSettings)
+    datashare: DataShareSettings = Field(DataShareSettings(), description="DataShare limits and tuning.")
 
     config_file: Path | None = Field(
         None, exclude=True, description="The TOML file these settings came from."

@@ -159,7 +159,7 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:
     log.info(
         "datamgr serving on unix:%s%s (database %s)",
         socket_path,
-        f" and tcp {settings.tcp.rsplit(':', 1)[0]}:{tcp_port}" if tcp_port else "",
+        f" and tcp {(settings.tcp or '').rsplit(':', 1)[0]}:{tcp_port}" if tcp_port else "",
         engine.url.render_as_string(hide_password=True),
     )
 

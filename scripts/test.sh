@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# All checks, as CI runs them: setup, PostgreSQL server binaries, generated code, ruff, pytest.
+# All checks, as CI runs them: setup, PostgreSQL server binaries, generated code, ruff, mypy, pytest.
 # Arguments go to pytest (e.g. scripts/test.sh -m "not slow" -x). Exits non-zero if any check fails.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -32,6 +32,9 @@ bash scripts/gen_protos.sh --check || failed+=("gen_protos --check")
 
 section "ruff"
 .venv/bin/ruff check . || failed+=("ruff check")
+
+section "mypy"
+.venv/bin/mypy datamgr || failed+=("mypy")
 
 section "pytest"
 rc=0

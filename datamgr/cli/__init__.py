@@ -3,47 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
+from datamgr.cli._common import err
+from datamgr.cli.apps import apps
+from datamgr.cli.share import share
 from datamgr.errors import DatamgrError
-
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
-
-
-def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Prints a DatamgrError as `error: CODE: message` and exits 1, without a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except DatamgrError as exc:
-            err.print(f"[bold red]error[/]: {exc.code}: {exc.message}", highlight=False)
-            sys.exit(1)
-        except FileNotFoundError as exc:
-            err.print(f"[bold red]error[/]: {exc}", highlight=False)
-            sys.exit(1)
-
-    return wrapper
-
-
-def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=_json_default))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return {"$base64": __import__("base64").b64encode(value).decode()}
-    raise TypeError(type(value).__name__)
 
 
 @click.group()
@@ -111,8 +80,5 @@ def health(address: str | None, timeout: float, wait_s: float) -> None:
     sys.exit(0 if status == "SERVING" else 1)
 
 
-from datamgr.cli import apps as _apps  # noqa: E402
-from datamgr.cli import share as _share  # noqa: E402
-
-main.add_command(_apps.apps)
-main.add_command(_share.share)
+main.add_command(apps)
+main.add_command(share)

@@ -7,7 +7,7 @@ import time
 import click
 from rich.table import Table
 
-from datamgr.cli import handle_errors, out, print_json
+from datamgr.cli._common import handle_errors, out, print_json
 
 address_option = click.option(
     "--address", help="Daemon address (default: the Unix socket in the data directory)."

@@ -16,7 +16,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from datamgr.cli import err, handle_errors, out, print_json
+from datamgr.cli._common import err, handle_errors, out, print_json
 from datamgr.datashare.predicates import DataSharePredicates
 from datamgr.errors import InvalidArgument
 

@@ -114,7 +114,7 @@ def encode_column(values: Sequence[Cell], col: types_pb2.Column, declared: int |
     nulls = _NONE in types
     types.discard(_NONE)
     if not types:
-        col.type = declared if declared in _FIELD else DT.DATA_TYPE_NULL
+        col.type = declared if declared in _FIELD else DT.DATA_TYPE_NULL  # type: ignore[assignment]
         if values:
             col.null_rows.extend(range(len(values)))
             if col.type in _FIELD:

@@ -269,7 +269,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             self._store.query, hosted, compiled, list(request.columns) or None, page_rows
         )
         try:
-            declared = [_DECLARED[hosted.spec.column(n).type] if n in hosted.table.c else None for n in names]
+            declared = [_DECLARED[hosted.spec.column(n).type] for n in names]
             header = [
                 pb.ColumnInfo(name=n, type=t or types_pb2.DATA_TYPE_UNSPECIFIED)
                 for n, t in zip(names, declared, strict=True)

@@ -13,7 +13,7 @@ import operator
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import repeat
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -80,7 +80,7 @@ _WIRE_FITS = {
     "blob": {DT.DATA_TYPE_BLOB},
     "boolean": {DT.DATA_TYPE_BOOL},
 }
-_WIRE_NAMES = {
+_WIRE_NAMES: dict[int, str] = {
     DT.DATA_TYPE_LONG: "integer",
     DT.DATA_TYPE_DOUBLE: "real",
     DT.DATA_TYPE_STRING: "text",
@@ -117,16 +117,18 @@ def check_columns(
                 i = next((i for i, v in enumerate(values) if v is None and i not in skip), None)
                 if i is not None:
                     raise InvalidArgument(f"row {i}: column {name} of {hosted.uri} may not be null")
-            if wire == DT.DATA_TYPE_DOUBLE and any(map(math.isnan, filter(None, values))):
+            if wire == DT.DATA_TYPE_DOUBLE and any(
+                map(math.isnan, filter(None, cast("list[float]", values)))
+            ):
                 raise InvalidArgument(_NAN.format(name=name, uri=hosted.uri))
             if wire == DT.DATA_TYPE_STRING and any(
-                map(operator.contains, filter(None, values), repeat("\x00"))
+                map(operator.contains, filter(None, values), repeat("\x00"))  # type: ignore[arg-type]
             ):
                 raise InvalidArgument(_NUL.format(name=name, uri=hosted.uri))
             continue
         if wire != DT.DATA_TYPE_UNSPECIFIED:
             raise InvalidArgument(
-                f"column {name} of {hosted.uri} is {col.type}, got {_WIRE_NAMES.get(wire, wire)}"
+                f"column {name} of {hosted.uri} is {col.type}, got {_WIRE_NAMES.get(wire) or wire}"
             )
         for i, v in enumerate(values):
             if v is None and not col.nullable:
@@ -276,7 +278,7 @@ class SilentStore:
 
     def query(
         self, hosted: HostedTable, compiled: CompiledPredicates, columns: list[str] | None, page_rows: int
-    ) -> tuple[list[str], Iterator[list[tuple[Cell, ...]]], sa.Connection]:
+    ) -> tuple[list[str], Iterator[Sequence[Any]], sa.Connection]:
         """Opens a read cursor: the column names, an iterator of pages, and the connection to close."""
         stmt = build_select(hosted.table, compiled, columns)
         conn = self._engine.connect()

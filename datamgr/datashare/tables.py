@@ -157,9 +157,11 @@ class ProviderRegistry:
                     key = (manifest.bundle, store.name, spec.name)
                     existing = self._tables.get(key)
                     if existing is None:
-                        table_id = conn.execute(
+                        inserted = conn.execute(
                             sa.insert(tables_table).values(bundle=key[0], store=key[1], name=key[2])
-                        ).inserted_primary_key[0]
+                        ).inserted_primary_key
+                        assert inserted is not None
+                        table_id = inserted[0]
                         _sa_table(sa.MetaData(), table_id, spec).create(conn)
                         continue
                     for col in spec.columns:

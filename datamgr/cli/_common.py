@@ -1,0 +1,45 @@
+"""What the `datamgr` subcommands share: consoles, error printing, JSON output."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.console import Console
+
+from datamgr.errors import DatamgrError
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Prints a DatamgrError as `error: CODE: message` and exits 1, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DatamgrError as exc:
+            err.print(f"[bold red]error[/]: {exc.code}: {exc.message}", highlight=False)
+            sys.exit(1)
+        except FileNotFoundError as exc:
+            err.print(f"[bold red]error[/]: {exc}", highlight=False)
+            sys.exit(1)
+
+    return wrapper
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"$base64": base64.b64encode(value).decode()}
+    raise TypeError(type(value).__name__)
