@@ -67,6 +67,13 @@ def machine() -> str:
     return f"{system}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
 
 
+def cpu_times() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs: steal is time the hypervisor gave to other guests."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+
 def direct_core(path: Path, total: int, batch: int) -> tuple[float, float]:
     """Batch insert and full-table query rows/s with SQLAlchemy Core on a WAL SQLite file (FULL sync)."""
     engine = create_engine(f"sqlite:///{path}", "FULL")
@@ -158,6 +165,7 @@ def main() -> None:
     ap.add_argument("--singles", type=int, default=2000)
     args = ap.parse_args()
 
+    steal0, total0 = cpu_times()
     with tempfile.TemporaryDirectory(prefix="dm-bench-") as tmp:
         core_insert, core_query = direct_core(Path(tmp) / "core.db", args.rows, args.batch)
         d = Daemon(Path(tmp) / "data").start()
@@ -170,7 +178,9 @@ def main() -> None:
         finally:
             d.stop()
 
-    print(f"machine: {machine()}")
+    steal1, total1 = cpu_times()
+    steal = 100 * (steal1 - steal0) / max(1, total1 - total0)
+    print(f"machine: {machine()}; CPU steal during the run: {steal:.0f}%")
     print(
         f"date: {time.strftime('%Y-%m-%d')}   rows: {args.rows}   batch: {args.batch}"
         f"   singles: {args.singles}"

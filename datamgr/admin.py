@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,8 @@ from datamgr.apps import AdminCredential, App, AppRegistry
 from datamgr.storage import Database
 from datamgr.v1 import admin_pb2 as pb
 from datamgr.v1 import admin_pb2_grpc as pb_grpc
+
+log = logging.getLogger("datamgr.apps")
 
 
 def app_message(app: App) -> pb.App:
@@ -29,6 +32,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
     async def AddApp(self, request: pb.AddAppRequest, context: Any) -> pb.AddAppResponse:
         self._admin.check(bearer_token(context))
         app, token = await self._db.write(self._apps.add, request.bundle)
+        log.info("app %s registered", app.bundle)
         return pb.AddAppResponse(app=app_message(app), token=token)
 
     @rpc
@@ -41,6 +45,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
             self._apps.remove(request.bundle)
 
         await self._db.write(remove)
+        log.info("app %s removed with its tables and published data", request.bundle)
         return pb.RemoveAppResponse()
 
     @rpc
@@ -54,6 +59,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
     ) -> pb.GrantPermissionsResponse:
         self._admin.check(bearer_token(context))
         app = await self._db.write(self._apps.grant, request.bundle, list(request.permissions))
+        log.info("granted %s to %s", ", ".join(request.permissions), app.bundle)
         return pb.GrantPermissionsResponse(app=app_message(app))
 
     @rpc
@@ -62,4 +68,5 @@ class AdminService(pb_grpc.AdminServiceServicer):
     ) -> pb.RevokePermissionsResponse:
         self._admin.check(bearer_token(context))
         app = await self._db.write(self._apps.revoke, request.bundle, list(request.permissions))
+        log.info("revoked %s from %s", ", ".join(request.permissions), app.bundle)
         return pb.RevokePermissionsResponse(app=app_message(app))

@@ -8,6 +8,7 @@ publisher manifest's `published_read_permission` (unset: nobody else, as silent 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ from datamgr.v1 import datashare_pb2 as pb
 from datamgr.v1 import datashare_pb2_grpc as pb_grpc
 from datamgr.v1 import types_pb2
 
+log = logging.getLogger("datamgr.datashare")
 _CHANGE_TYPES = {
     "INSERT": pb.CHANGE_TYPE_INSERT,
     "UPDATE": pb.CHANGE_TYPE_UPDATE,
@@ -158,6 +160,9 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         if manifest.bundle != app.bundle:
             raise PermissionDenied(f"{app.bundle} may not register a manifest for {manifest.bundle}")
         uris, added = await self._db.write(self._providers.register, manifest)
+        log.info(
+            "provider %s hosts %d table(s)%s", manifest.bundle, len(uris), f", added {added}" if added else ""
+        )
         return pb.RegisterProviderResponse(uris=uris, added_columns=added)
 
     # ---- CRUD ----

@@ -22,6 +22,42 @@ READ = "com.example.permission.READ_CONTACTS"
 WRITE = "com.example.permission.WRITE_CONTACTS"
 
 
+# Seven people covering every column type, NULLs, case and LIKE wildcards in the data.
+PEOPLE: list[dict[str, Any]] = [
+    {"id": 1, "name": "Ada", "phone": "555-0101", "age": 36, "score": 9.5, "starred": True, "photo": b"\x00"},
+    {"id": 2, "name": "Alan", "phone": None, "age": 41, "score": 7.0, "starred": False, "photo": None},
+    {"id": 3, "name": "Grace", "phone": "555-0103", "age": 85, "score": 8.25, "starred": True, "photo": None},
+    {
+        "id": 4,
+        "name": "Linus",
+        "phone": "555-0104",
+        "age": None,
+        "score": None,
+        "starred": False,
+        "photo": None,
+    },
+    {
+        "id": 5,
+        "name": "ada lovelace",
+        "phone": "555-0105",
+        "age": 36,
+        "score": 6.5,
+        "starred": False,
+        "photo": None,
+    },
+    {
+        "id": 6,
+        "name": "Barbara",
+        "phone": "555-0106",
+        "age": 27,
+        "score": 9.0,
+        "starred": True,
+        "photo": b"\xff",
+    },
+    {"id": 7, "name": "100%_done", "phone": "x", "age": 50, "score": 1.0, "starred": False, "photo": None},
+]
+
+
 def contacts_manifest(**overrides: Any) -> dict[str, Any]:
     """A provider manifest with one table `people`, as the examples use."""
     manifest: dict[str, Any] = {

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from harness import CONTACTS, PEOPLE_URI, READ, WRITE, Daemon, contacts_manifest
+from harness import CONTACTS, PEOPLE, PEOPLE_URI, READ, WRITE, Daemon, contacts_manifest
 
 from datamgr.client import DataShareHelper, DataSharePredicates, DataType
 from datamgr.client._conn import metadata
@@ -24,41 +24,6 @@ pytestmark = pytest.mark.integration
 GROUPS_URI = f"datashare:///{CONTACTS}/main/groups"
 NOTES_URI = f"datashare:///{CONTACTS}/private/notes"
 P = DataSharePredicates
-
-# Seven people covering every column type, NULLs, case and LIKE wildcards in the data.
-PEOPLE: list[dict[str, Any]] = [
-    {"id": 1, "name": "Ada", "phone": "555-0101", "age": 36, "score": 9.5, "starred": True, "photo": b"\x00"},
-    {"id": 2, "name": "Alan", "phone": None, "age": 41, "score": 7.0, "starred": False, "photo": None},
-    {"id": 3, "name": "Grace", "phone": "555-0103", "age": 85, "score": 8.25, "starred": True, "photo": None},
-    {
-        "id": 4,
-        "name": "Linus",
-        "phone": "555-0104",
-        "age": None,
-        "score": None,
-        "starred": False,
-        "photo": None,
-    },
-    {
-        "id": 5,
-        "name": "ada lovelace",
-        "phone": "555-0105",
-        "age": 36,
-        "score": 6.5,
-        "starred": False,
-        "photo": None,
-    },
-    {
-        "id": 6,
-        "name": "Barbara",
-        "phone": "555-0106",
-        "age": 27,
-        "score": 9.0,
-        "starred": True,
-        "photo": b"\xff",
-    },
-    {"id": 7, "name": "100%_done", "phone": "x", "age": 50, "score": 1.0, "starred": False, "photo": None},
-]
 
 
 def crud_manifest() -> dict[str, Any]:
