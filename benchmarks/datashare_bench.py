@@ -4,7 +4,8 @@ Run: .venv/bin/python benchmarks/datashare_bench.py [--rows 100000] [--batch 100
 
 Prints, from one run: single-row insert latency p50/p99 through the daemon; batch-insert and query
 rows/s through the daemon and directly with SQLAlchemy Core (the ceiling) and their ratio; change
-notification latency p50/p99 (write call start → subscriber, an upper bound of commit → subscriber).
+notification latency p50/p99 (write call start → subscriber, an upper bound of commit → subscriber),
+and the transport floor: a gRPC health check round trip on the same daemon.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import sqlalchemy as sa
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
@@ -128,6 +131,17 @@ def through_daemon(d: Daemon, token: str, total: int, batch: int, singles: int) 
         out["insert_p50_ms"] = pct(lat, 0.5) * 1e3
         out["insert_p99_ms"] = pct(lat, 0.99) * 1e3
 
+        # the transport floor: a gRPC health check on the same daemon and socket, no work behind it
+        with grpc.insecure_channel(d.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            lat = []
+            for _ in range(singles):
+                t0 = time.perf_counter()
+                stub.Check(health_pb2.HealthCheckRequest())
+                lat.append(time.perf_counter() - t0)
+        out["floor_p50_ms"] = pct(lat, 0.5) * 1e3
+        out["floor_p99_ms"] = pct(lat, 0.99) * 1e3
+
         # change notification: a subscriber thread stamps arrival; the writer stamps call start
         n = min(singles, 1000)
         sent: dict[int, float] = {}
@@ -195,6 +209,9 @@ def main() -> None:
         f"{ours['query_rows_s'] / core_query:>9.2f}"
     )
     print(f"{'single insert p50 / p99 (ms)':<34}{ours['insert_p50_ms']:>8.3f} / {ours['insert_p99_ms']:.3f}")
+    print(
+        f"{'gRPC health check p50 / p99 (ms)':<34}{ours['floor_p50_ms']:>8.3f} / {ours['floor_p99_ms']:.3f}"
+    )
     print(f"{'notification p50 / p99 (ms)':<34}{ours['notify_p50_ms']:>8.3f} / {ours['notify_p99_ms']:.3f}")
 
 

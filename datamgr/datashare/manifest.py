@@ -10,7 +10,15 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from datamgr.datashare.uri import BUNDLE_RE, NAME_RE
 from datamgr.errors import InvalidArgument
@@ -70,6 +78,7 @@ class ColumnSpec(_Model):
 
 
 class TableSpec(_Access):
+    _by_name: dict[str, ColumnSpec] = PrivateAttr(default_factory=dict)
     name: str
     primary_key: str
     columns: list[ColumnSpec] = Field(min_length=1, max_length=1000)
@@ -89,7 +98,10 @@ class TableSpec(_Access):
         return self
 
     def column(self, name: str) -> ColumnSpec:
-        return next(c for c in self.columns if c.name == name)
+        return self._by_name[name]
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._by_name = {c.name: c for c in self.columns}
 
 
 class StoreSpec(_Access):

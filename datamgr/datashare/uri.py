@@ -6,6 +6,7 @@ own device there, so a non-empty authority is refused.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -52,6 +53,7 @@ class DataShareUri:
         return "datashare:///" + "/".join((self.bundle, *self.path))
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_uri(uri: str) -> DataShareUri:
     """Parses a `datashare:///` URI; raises InvalidArgument with the reason when it is malformed."""
     if not isinstance(uri, str) or not uri:
