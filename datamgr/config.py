@@ -70,7 +70,9 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL; default SQLite at {data_dir}/datamgr.db. PostgreSQL works too."
     )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
-        "FULL", description="SQLite WAL sync level: FULL survives power loss, NORMAL only process crashes."
+        "NORMAL",
+        description="SQLite WAL sync level. NORMAL (Android's WAL default): a commit survives a crash or "
+        "kill -9 of the daemon, the last commits may be lost on power loss. FULL: fsync on every commit.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="Time in-flight calls get to finish on SIGTERM.")

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 T = TypeVar("T")
 
 
-def create_engine(url: str, sqlite_synchronous: str = "FULL") -> Engine:
+def create_engine(url: str, sqlite_synchronous: str = "NORMAL") -> Engine:
     """An engine for `url`; SQLite files get WAL, the chosen sync level and a busy timeout."""
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})

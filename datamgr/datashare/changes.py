@@ -75,8 +75,11 @@ class Feed(Generic[E]):
         return bool(self._by_key.get(key))
 
     def publish(self, key: str, events: list[E]) -> None:
-        """Queues events for `key`'s subscribers; callable from any thread, order preserved."""
-        if self._loop.is_closed():
+        """Queues events for `key`'s subscribers; callable from any thread, order preserved.
+
+        With no subscriber the loop is not woken at all: a subscription registered after this check
+        acknowledges its client only after registration, so it can only expect later commits."""
+        if self._loop.is_closed() or not self._by_key.get(key):
             return
         self._loop.call_soon_threadsafe(self._dispatch, key, events)
 

@@ -8,8 +8,9 @@ publisher manifest's `published_read_permission` (unset: nobody else, as silent 
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,7 @@ _CHANGE_TYPES = {
     "UPDATE": pb.CHANGE_TYPE_UPDATE,
     "DELETE": pb.CHANGE_TYPE_DELETE,
 }
-_DECLARED = {
+_DECLARED: dict[str, int] = {
     "integer": types_pb2.DATA_TYPE_LONG,
     "real": types_pb2.DATA_TYPE_DOUBLE,
     "text": types_pb2.DATA_TYPE_STRING,
@@ -273,30 +274,44 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         names, pages, conn = await self._db.read(
             self._store.query, hosted, compiled, list(request.columns) or None, page_rows
         )
+        pending: asyncio.Future[list[pb.QueryResponse] | None] | None = None
         try:
             declared = [_DECLARED[hosted.spec.column(n).type] for n in names]
             header = [
-                pb.ColumnInfo(name=n, type=t or types_pb2.DATA_TYPE_UNSPECIFIED)
+                pb.ColumnInfo(name=n, type=t)  # type: ignore[arg-type]  # DataType is an int
                 for n, t in zip(names, declared, strict=True)
             ]
+            ncols = len(names)
+
+            def encode_next() -> list[pb.QueryResponse] | None:
+                """On a reader thread: fetch the next page and encode it, off the event loop."""
+                page = next(pages, None)
+                return None if page is None else self._pages(page, ncols, declared)
+
+            # one page is fetched and encoded while the previous one is on its way to the client
+            pending = asyncio.ensure_future(self._db.read(encode_next))
             sent_header = False
-            while True:
-                page = await self._db.read(next, pages, None)
-                if page is None:
+            while pending is not None:
+                msgs = await pending
+                pending = None
+                if msgs is None:
                     break
-                for msg in self._pages(page, len(names), declared):
+                pending = asyncio.ensure_future(self._db.read(encode_next))
+                for msg in msgs:
                     if not sent_header:
                         msg.columns.extend(header)
                         sent_header = True
                     yield msg
             if not sent_header:
                 msg = pb.QueryResponse(columns=header)
-                _wire.encode_rows([], len(names), msg.page, declared)
+                _wire.encode_rows([], ncols, msg.page, declared)
                 yield msg
         finally:
+            if pending is not None:  # the client went away mid-stream: let the fetch finish first
+                await asyncio.wait([pending])
             await self._db.read(conn.close)
 
-    def _pages(self, rows: list[tuple], ncols: int, declared: list) -> list[pb.QueryResponse]:
+    def _pages(self, rows: Sequence[Any], ncols: int, declared: list[int]) -> list[pb.QueryResponse]:
         """Encodes rows as one page, split in halves while a page is over the byte limit."""
         msg = pb.QueryResponse()
         _wire.encode_rows(rows, ncols, msg.page, declared)
