@@ -92,11 +92,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = os.environ.get("DATAMGR_CONFIG")
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if path:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
-        return tuple(sources)
+        # the TOML file is the one in model_config (set by load_settings); none by default
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
 
     @property
     def socket_path(self) -> Path:
@@ -117,11 +114,17 @@ class Settings(BaseSettings):
 
 def load_settings(config_file: Path | str | None = None, **overrides: object) -> Settings:
     """Settings from the environment and, if given (or `DATAMGR_CONFIG` names one), a TOML file."""
-    if config_file is not None:
-        os.environ["DATAMGR_CONFIG"] = str(config_file)
-    path = os.environ.get("DATAMGR_CONFIG")
-    if path and not Path(path).is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    settings = Settings(**overrides)  # type: ignore[arg-type]
-    settings.config_file = Path(path) if path else None
+    given = config_file if config_file is not None else os.environ.get("DATAMGR_CONFIG")
+    path = Path(given) if given else None
+    cls: type[Settings] = Settings
+    if path is not None:
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+
+        class FileSettings(Settings):
+            model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
+
+        cls = FileSettings
+    settings = cls(**overrides)  # type: ignore[arg-type]
+    settings.config_file = path
     return settings
