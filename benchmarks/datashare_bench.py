@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import threading
@@ -28,6 +29,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from harness import Daemon  # noqa: E402
 
+from datamgr.client import DataShareHelper  # noqa: E402
 from datamgr.storage import create_engine  # noqa: E402
 
 BUNDLE = "com.bench.provider"
@@ -77,9 +79,8 @@ def cpu_times() -> tuple[int, int]:
     return (fields[7] if len(fields) > 7 else 0), sum(fields)
 
 
-def direct_core(path: Path, total: int, batch: int) -> tuple[float, float]:
-    """Batch insert and full-table query rows/s with SQLAlchemy Core on a WAL SQLite file, with the
-    daemon's default settings (synchronous=NORMAL)."""
+def core_table(path: Path) -> tuple[sa.Engine, sa.Table]:
+    """The same table on a WAL SQLite file with the daemon's default settings (synchronous=NORMAL)."""
     engine = create_engine(f"sqlite:///{path}")
     meta = sa.MetaData()
     t = sa.Table(
@@ -92,7 +93,14 @@ def direct_core(path: Path, total: int, batch: int) -> tuple[float, float]:
         sa.Column("note", sa.Text),
     )
     meta.create_all(engine)
-    data = [rows(batch, i) for i in range(0, total, batch)]
+    return engine, t
+
+
+def core_round(engine: sa.Engine, t: sa.Table, data: list[list[dict]]) -> tuple[float, float]:
+    """Batch insert and full-table query rows/s directly with SQLAlchemy Core (the ceiling)."""
+    total = sum(map(len, data))
+    with engine.begin() as conn:
+        conn.execute(sa.delete(t))
     t0 = time.perf_counter()
     for chunk in data:
         with engine.begin() as conn:
@@ -103,7 +111,22 @@ def direct_core(path: Path, total: int, batch: int) -> tuple[float, float]:
         fetched = conn.execute(sa.select(t)).fetchall()
     query_s = time.perf_counter() - t0
     assert len(fetched) == total
-    engine.dispose()
+    return total / insert_s, total / query_s
+
+
+def daemon_round(h: DataShareHelper, data: list[list[dict]]) -> tuple[float, float]:
+    """The same batch insert and query through the daemon, from a client process."""
+    total = sum(map(len, data))
+    h.delete(URI)
+    t0 = time.perf_counter()
+    for chunk in data:
+        assert h.batch_insert(URI, chunk) == len(chunk)
+    insert_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with h.query(URI) as rs:
+        count = rs.row_count
+    query_s = time.perf_counter() - t0
+    assert count == total, count
     return total / insert_s, total / query_s
 
 
@@ -128,23 +151,10 @@ def single_insert_ms(d: Daemon, token: str, n: int) -> tuple[float, float]:
     return pct(lat, 0.5) * 1e3, pct(lat, 0.99) * 1e3
 
 
-def through_daemon(d: Daemon, token: str, total: int, batch: int, singles: int) -> dict[str, float]:
+def through_daemon(d: Daemon, token: str, singles: int) -> dict[str, float]:
+    """Latencies: single inserts, the transport floor, change notification."""
     out: dict[str, float] = {}
-    data = [rows(batch, i) for i in range(0, total, batch)]
     with d.helper(token) as h:
-        h.insert(URI, rows(1)[0])  # warm up the channel
-        h.delete(URI)
-        t0 = time.perf_counter()
-        for chunk in data:
-            assert h.batch_insert(URI, chunk) == len(chunk)
-        out["batch_rows_s"] = total / (time.perf_counter() - t0)
-
-        t0 = time.perf_counter()
-        with h.query(URI) as rs:
-            count = rs.row_count
-        out["query_rows_s"] = total / (time.perf_counter() - t0)
-        assert count == total, count
-
         out["insert_p50_ms"], out["insert_p99_ms"] = single_insert_ms(d, token, singles)
 
         # the transport floor: a gRPC health check on the same daemon and socket, no work behind it
@@ -193,22 +203,35 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--batch", type=int, default=10_000)
     ap.add_argument("--singles", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3, help="Interleaved rounds; medians are printed.")
     args = ap.parse_args()
 
     steal0, total0 = cpu_times()
+    data = [rows(args.batch, i) for i in range(0, args.rows, args.batch)]
+    core_ins, core_q, our_ins, our_q = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="dm-bench-") as tmp:
-        core_insert, core_query = direct_core(Path(tmp) / "core.db", args.rows, args.batch)
+        engine, table = core_table(Path(tmp) / "core.db")
         d, token = setup_daemon(Path(tmp) / "data")
         try:
-            ours = through_daemon(d, token, args.rows, args.batch, args.singles)
+            with d.helper(token) as h:
+                for _ in range(args.rounds):  # interleaved, so both see the same machine
+                    ins, q = core_round(engine, table, data)
+                    core_ins.append(ins)
+                    core_q.append(q)
+                    ins, q = daemon_round(h, data)
+                    our_ins.append(ins)
+                    our_q.append(q)
+            ours = through_daemon(d, token, args.singles)
         finally:
             d.stop()
+            engine.dispose()
         d, token = setup_daemon(Path(tmp) / "full", {"DATAMGR_SQLITE_SYNCHRONOUS": "FULL"})
         try:
             full_p50, full_p99 = single_insert_ms(d, token, args.singles)
         finally:
             d.stop()
-
+    core_insert, core_query = statistics.median(core_ins), statistics.median(core_q)
+    ours["batch_rows_s"], ours["query_rows_s"] = statistics.median(our_ins), statistics.median(our_q)
     steal1, total1 = cpu_times()
     steal = 100 * (steal1 - steal0) / max(1, total1 - total0)
     print(f"machine: {machine()}; CPU steal during the run: {steal:.0f}%")
@@ -216,6 +239,7 @@ def main() -> None:
         f"date: {time.strftime('%Y-%m-%d')}   rows: {args.rows}   batch: {args.batch}"
         f"   singles: {args.singles}"
     )
+    print(f"medians of {args.rounds} interleaved rounds for the rows/s figures")
     print(f"{'metric':<34}{'daemon':>14}{'SQLAlchemy Core':>18}{'ratio':>9}")
     print(
         f"{'batch insert (rows/s)':<34}{ours['batch_rows_s']:>14,.0f}{core_insert:>18,.0f}"

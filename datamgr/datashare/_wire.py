@@ -7,6 +7,7 @@ Pages travel column-wise so that a page of thousands of rows encodes with a few 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from datamgr.errors import InvalidArgument
@@ -202,12 +203,20 @@ def rows_to_columns(
     """Column names, column-wise values and, per column, the rows that lack the key (ValuesBuckets
     need not all have the same keys: a missing key means the column default, not NULL)."""
     rows = list(rows)
+    if not rows:
+        return [], [], []
+    keys = rows[0].keys()
+    if all(r.keys() == keys for r in rows):
+        # every row gives the same columns: one C-level pass per column
+        cols = list(keys)
+        if len(cols) == 1:
+            return cols, [[r[cols[0]] for r in rows]], [[]]
+        return cols, [list(c) for c in zip(*map(itemgetter(*cols), rows), strict=True)], [[] for _ in cols]
     names: dict[str, None] = {}
     for row in rows:
         names.update(dict.fromkeys(row))
     cols = list(names)
     absent: list[list[int]] = [[] for _ in cols]
-    if any(len(row) != len(cols) for row in rows):
-        for i, name in enumerate(cols):
-            absent[i] = [r for r, row in enumerate(rows) if name not in row]
+    for i, name in enumerate(cols):
+        absent[i] = [r for r, row in enumerate(rows) if name not in row]
     return cols, [[row.get(c) for row in rows] for c in cols], absent

@@ -233,13 +233,12 @@ class SilentStore:
         if where is not None:
             stmt = stmt.where(where)
         try:
-            rows = conn.execute(stmt.returning(*t.c)).all()
+            count, rows = self._execute_write(conn, hosted, stmt)
             if hosted.spec.primary_key in values:
                 _sync_sequence(conn, hosted)
         except IntegrityError as exc:
             raise _integrity(hosted, exc) from None
-        change = Change("UPDATE", hosted.uri, tuple(r._asdict() for r in rows)) if rows else None
-        return len(rows), change
+        return count, Change("UPDATE", hosted.uri, rows) if rows else None
 
     def update(self, hosted: HostedTable, compiled: CompiledPredicates, values: dict[str, Cell]) -> int:
         with self._writing() as conn:
@@ -269,12 +268,20 @@ class SilentStore:
             stmt = stmt.where(where)
         with self._writing() as conn:
             try:
-                rows = conn.execute(stmt.returning(*t.c)).all()
+                count, rows = self._execute_write(conn, hosted, stmt)
             except IntegrityError as exc:
                 raise _integrity(hosted, exc) from None
-            change = Change("DELETE", hosted.uri, tuple(r._asdict() for r in rows))
-            self._commit_and_notify(conn, [change] if rows else [])
-        return len(rows)
+            self._commit_and_notify(conn, [Change("DELETE", hosted.uri, rows)] if rows else [])
+        return count
+
+    def _execute_write(
+        self, conn: sa.Connection, hosted: HostedTable, stmt: sa.Update | sa.Delete
+    ) -> tuple[int, tuple[dict[str, Any], ...]]:
+        """Runs an UPDATE or DELETE: the row count and, only when someone subscribed, the rows."""
+        if not self._feed.has_subscribers(hosted.uri):
+            return conn.execute(stmt).rowcount, ()
+        rows = tuple(r._asdict() for r in conn.execute(stmt.returning(*hosted.table.c)))
+        return len(rows), rows
 
     def query(
         self, hosted: HostedTable, compiled: CompiledPredicates, columns: list[str] | None, page_rows: int
@@ -296,8 +303,8 @@ def _runs(
     names: Sequence[str], columns: Sequence[Sequence[Cell]], absent: Sequence[Sequence[int]]
 ) -> list[list[dict[str, Cell]]]:
     """Row dicts in runs of consecutive rows that give the same columns (one run when all give all)."""
-    if not any(absent):
-        return [[dict(zip(names, vals, strict=True)) for vals in zip(*columns, strict=True)]]
+    if not any(absent):  # C-level: one dict per row without a Python frame per row
+        return [list(map(dict, map(zip, repeat(names), zip(*columns, strict=True))))]
     skip = [set(a) for a in absent]
     runs: list[list[dict[str, Cell]]] = []
     keys: tuple[str, ...] | None = None
