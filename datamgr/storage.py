@@ -8,8 +8,11 @@ SQLite in WAL mode they never wait for the writer. The event loop only awaits fu
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -35,12 +38,31 @@ def create_engine(url: str, sqlite_synchronous: str = "NORMAL") -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+@dataclass(slots=True)
+class _Write:
+    loop: Any
+    fut: Any
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if fut.cancelled():  # the caller went away; the write itself has committed or failed already
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
 class Database:
     """An engine plus the threads that use it; `write` and `read` run a function off the loop."""
 
     def __init__(self, engine: Engine, read_threads: int = 4) -> None:
         self.engine = engine
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
+        self._writes: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="db-writer", daemon=True)
+        self._writer.start()
         self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="db-reader")
         self._writer_conn: sa.Connection | None = None
 
@@ -57,8 +79,24 @@ class Database:
         return self.engine.dialect.name
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Runs `fn(*args)` on the writer thread; `fn` opens and commits its own transaction."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+        """Runs `fn(*args)` on the writer thread; `fn` opens and commits its own transaction.
+
+        A plain queue and one thread-safe callback: half the hand-off cost of run_in_executor,
+        which matters when the write itself takes a tenth of a millisecond."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._writes.put(_Write(loop, fut, fn, args))
+        return await fut
+
+    def _write_loop(self) -> None:
+        while (job := self._writes.get()) is not None:
+            result, error = None, None
+            try:
+                result = job.fn(*job.args)
+            except BaseException as exc:
+                error = exc
+            if job.loop is not None and not job.loop.is_closed():
+                job.loop.call_soon_threadsafe(_settle, job.fut, result, error)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
@@ -66,7 +104,8 @@ class Database:
     def close(self) -> None:
         """Waits for queued writes to commit, then closes every connection."""
         if self._writer_conn is not None:
-            self._writer.submit(self._writer_conn.close).result()
-        self._writer.shutdown(wait=True)
+            self._writes.put(_Write(None, None, self._writer_conn.close, ()))
+        self._writes.put(None)
+        self._writer.join()
         self._readers.shutdown(wait=True)
         self.engine.dispose()
