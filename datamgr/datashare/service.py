@@ -261,13 +261,14 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             columns = list(reply.query.columns)
             values = _wire.decode_page(reply.query.page)
             rows = list(zip(*values, strict=True))
-            types = [c.type for c in columns]
+            types: list[int] = [c.type for c in columns]
             first = True
             for start in range(0, max(len(rows), 1), page_rows):
-                out = pb.QueryResponse(columns=columns if first else ())
-                _wire.encode_rows(rows[start : start + page_rows], len(columns), out.page, types)
-                first = False
-                yield out
+                for out in self._pages(rows[start : start + page_rows], len(columns), types):
+                    if first:
+                        out.columns.extend(columns)
+                        first = False
+                    yield out
             return
         hosted = route.hosted
         compiled = self._predicates(hosted, request.predicates)
@@ -463,7 +464,14 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
     async def AttachProvider(
         self, request_iterator: AsyncIterator[pb.ProviderMessage], context: Any
     ) -> AsyncIterator[pb.ProviderCall]:
-        """A provider process attaches its live handler; it always attaches as its own app's bundle."""
+        """A provider process attaches its live handler; it always attaches as its own app's bundle.
+
+        The provider's hello is read before anything can fail: aborting while the client is still
+        writing its first message makes grpc report "Internal error from Core" instead of our status."""
+        incoming = aiter(request_iterator)
+        first = await anext(incoming, None)
         app = authenticate(self._apps, context)
-        async for call in self._extensions.attach(app.bundle, request_iterator):
+        if first is None or first.WhichOneof("msg") != "hello":
+            raise InvalidArgument("a provider opens the stream with ProviderMessage{hello}")
+        async for call in self._extensions.attach(app.bundle, incoming):
             yield call
