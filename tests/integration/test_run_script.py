@@ -1,0 +1,34 @@
+"""The README's main command, `scripts/run.sh --once`, runs its whole demo against a real daemon."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_run_script_demo_succeeds(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAMGR_")}
+    env["DATAMGR_DATA_DIR"] = str(tmp_path / "data")
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "run.sh"), "--once"],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "hosting datashare:///com.example.contacts/main/people" in out
+    assert '"type": "UPDATE"' in out  # the subscriber saw the committed update
+    assert "PERMISSION_DENIED" in out  # the app without the permission was refused
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf" in out  # the bundled model is in place
+    assert "the daemon stopped cleanly" in out
