@@ -143,6 +143,10 @@ def check_columns(
                 raise InvalidArgument(_NUL.format(name=name, uri=hosted.uri))
 
 
+# a compiled positional INSERT: its SQL, the column index for each parameter, their bind processors
+_Plan = tuple[str, list[int], list[Any]]
+
+
 class SilentStore:
     """CRUD on hosted tables. Write methods run on the writer thread and publish after commit."""
 
@@ -151,6 +155,9 @@ class SilentStore:
         self._engine = db.engine
         self._feed = feed
         self._inserts: weakref.WeakKeyDictionary[sa.Table, sa.Insert] = weakref.WeakKeyDictionary()
+        self._plans: weakref.WeakKeyDictionary[sa.Table, dict[tuple[str, ...], Any]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _insert_returning(self, t: sa.Table) -> sa.Insert:
         """One statement object per table, so SQLAlchemy computes its cache key once, not per insert."""
@@ -199,11 +206,14 @@ class SilentStore:
         t = hosted.table
         if not columns or not columns[0]:
             return 0
-        runs = _runs(names, columns, absent)
         returning = self._feed.has_subscribers(hosted.uri)
         inserted: list[dict[str, Any]] = []
         with self._writing() as conn:
             try:
+                if not returning and not any(absent) and self._columnwise_insert(conn, t, names, columns):
+                    runs = []
+                else:
+                    runs = _runs(names, columns, absent)
                 for rows in runs:
                     if not rows[0]:  # no column given at all: every column takes its default
                         for _ in rows:
@@ -223,6 +233,35 @@ class SilentStore:
             changes = [Change("INSERT", hosted.uri, tuple(inserted))] if returning and inserted else []
             self._commit_and_notify(conn, changes)
         return len(columns[0])
+
+    def _columnwise_insert(
+        self, conn: sa.Connection, t: sa.Table, names: Sequence[str], columns: Sequence[Sequence[Cell]]
+    ) -> bool:
+        """executemany straight from the columns, for drivers with positional parameters (SQLite).
+
+        SQLAlchemy compiles the INSERT and supplies its bind processors, which are applied a column
+        at a time; no per-row dict is built and no per-row parameter processing runs. Returns False
+        (nothing done) where this does not apply, and the caller takes the row-dict path."""
+        key = tuple(names)
+        plans = self._plans.setdefault(t, {})
+        if key not in plans:
+            compiled = sa.insert(t).values({n: sa.bindparam(n) for n in names}).compile(dialect=conn.dialect)
+            if not compiled.positional or compiled.positiontup is None:
+                plans[key] = None
+            else:
+                order = [names.index(p) for p in compiled.positiontup]
+                procs = [compiled._bind_processors.get(p) for p in compiled.positiontup]
+                plans[key] = (str(compiled), order, procs)
+        plan = plans[key]
+        if plan is None:
+            return False
+        sql, order, procs = plan
+        ordered = [
+            columns[i] if proc is None else list(map(proc, columns[i]))
+            for i, proc in zip(order, procs, strict=True)
+        ]
+        conn.exec_driver_sql(sql, list(zip(*ordered, strict=True)))
+        return True
 
     def _update(
         self, conn: sa.Connection, hosted: HostedTable, compiled: CompiledPredicates, values: dict[str, Cell]
