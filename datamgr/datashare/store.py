@@ -329,6 +329,17 @@ class SilentStore:
         stmt = build_select(hosted.table, compiled, columns)
         conn = self._engine.connect()
         try:
+            if conn.dialect.name == "sqlite":
+                # SQLite's cursor already streams: fetch plain tuples from it and apply the few
+                # result processors (int → bool) a column at a time, instead of building Row objects
+                result = conn.execute(stmt)
+                names = list(result.keys())
+                procs = [
+                    c.type.dialect_impl(conn.dialect).result_processor(conn.dialect, None)
+                    for c in stmt.selected_columns
+                ]
+                return names, _tuple_pages(result.cursor, page_rows, procs), conn
+            # elsewhere (PostgreSQL) yield_per makes SQLAlchemy use a server-side cursor
             result = conn.execution_options(yield_per=page_rows).execute(stmt)
             names = list(result.keys())
             pages = iter(result.partitions(page_rows))
@@ -336,6 +347,18 @@ class SilentStore:
         except BaseException:
             conn.close()
             raise
+
+
+def _tuple_pages(cursor: Any, page_rows: int, procs: list[Any]) -> Iterator[Sequence[Any]]:
+    """Pages of row tuples from a DBAPI cursor, with result processors applied column-wise."""
+    todo = [(i, p) for i, p in enumerate(procs) if p is not None]
+    while rows := cursor.fetchmany(page_rows):
+        if todo:
+            cols = list(zip(*rows, strict=True))
+            for i, proc in todo:
+                cols[i] = tuple(map(proc, cols[i]))
+            rows = list(zip(*cols, strict=True))
+        yield rows
 
 
 def _runs(
