@@ -1,0 +1,210 @@
+"""KV cache accounting in fixed-size blocks, with reference counts and prefix caching (vLLM's design).
+
+llama.cpp keeps the KV cells; this module decides which logical blocks of cells each sequence owns.
+A full block is identified by a hash chained over its parent's hash, its tokens and (first block
+only) a salt, so one app can be kept from hitting another app's cached prompts. Blocks no sequence
+uses stay cached in an LRU free queue and are evicted only when a new block is needed.
+Running out of blocks is a normal outcome: methods return None or False and change nothing.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Block:
+    block_id: int
+    ref_count: int = 0
+    hash: int | None = None
+    token_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """Blocks given to a new sequence; its first `num_cached_tokens` tokens are already in the cache."""
+
+    block_table: tuple[int, ...]
+    num_cached_tokens: int
+
+
+@dataclass(slots=True)
+class _Seq:
+    blocks: list[int]
+    tokens: list[int]
+    salt: str
+    num_hashed: int = 0  # leading full blocks whose hash is known
+    last_hash: int | None = None  # hash of block num_hashed - 1
+    hashes: list[int] = field(default_factory=list)
+
+
+def block_hash(parent: int | None, token_ids: Sequence[int], salt: str = "") -> int:
+    """The chained hash of one full block: parent hash, the block's tokens, the salt on the first."""
+    return hash((parent, tuple(token_ids), salt if parent is None else ""))
+
+
+class BlockManager:
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+        assert num_blocks > 0 and block_size > 0
+        self.block_size = block_size
+        self.caching = enable_prefix_caching
+        self.blocks = [Block(i) for i in range(num_blocks)]
+        self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))  # head = evict first
+        self._cached: dict[int, int] = {}  # hash → block id
+        self._seqs: dict[int, _Seq] = {}
+        self.prefix_queries = 0  # prompt tokens looked up
+        self.prefix_hits = 0  # prompt tokens found cached
+
+    # ---- queries ----
+
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self._free)
+
+    @property
+    def usage(self) -> float:
+        return 1 - len(self._free) / len(self.blocks)
+
+    def block_table(self, seq_id: int) -> tuple[int, ...]:
+        return tuple(self._seqs[seq_id].blocks)
+
+    def num_tokens(self, seq_id: int) -> int:
+        return len(self._seqs[seq_id].tokens)
+
+    def _blocks_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    # ---- allocation ----
+
+    def allocate(self, seq_id: int, prompt: Sequence[int], salt: str = "") -> Allocation | None:
+        """Blocks for a new sequence's prompt, reusing the longest cached prefix of whole blocks.
+
+        At least the last prompt token is always recomputed (it yields the first logits), so a
+        prompt that is cached entirely still recomputes its last block."""
+        assert seq_id not in self._seqs and prompt
+        bs = self.block_size
+        seq = _Seq([], list(prompt), salt)
+        self._hash_full_blocks(seq)
+        hits: list[int] = []
+        if self.caching:
+            for i in range((len(prompt) - 1) // bs):
+                b = self._cached.get(seq.hashes[i])
+                if b is None or self.blocks[b].token_ids != tuple(prompt[i * bs : (i + 1) * bs]):
+                    break
+                hits.append(b)
+        revived = sum(1 for b in hits if self.blocks[b].ref_count == 0)
+        needed = self._blocks_for(len(prompt)) - len(hits)
+        if needed > len(self._free) - revived:
+            return None
+        for b in hits:
+            self._touch(b)
+        seq.blocks = hits + [self._pop_free() for _ in range(needed)]
+        self._seqs[seq_id] = seq
+        self.prefix_queries += len(prompt)
+        self.prefix_hits += len(hits) * bs
+        return Allocation(tuple(seq.blocks), len(hits) * bs)
+
+    def append_slots(self, seq_id: int, token_ids: Sequence[int]) -> bool:
+        """Adds tokens to a sequence, growing its table as needed; False (and no change) if full."""
+        seq = self._seqs[seq_id]
+        needed = self._blocks_for(len(seq.tokens) + len(token_ids)) - len(seq.blocks)
+        if needed > len(self._free):
+            return False
+        seq.blocks.extend(self._pop_free() for _ in range(needed))
+        seq.tokens.extend(token_ids)
+        self._hash_full_blocks(seq)
+        return True
+
+    def cache_computed(self, seq_id: int, num_computed_tokens: int) -> None:
+        """Publishes the sequence's full blocks whose KV is now computed, so others can reuse them."""
+        if not self.caching:
+            return
+        seq = self._seqs[seq_id]
+        bs = self.block_size
+        for i in range(min(num_computed_tokens // bs, len(seq.hashes))):
+            block = self.blocks[seq.blocks[i]]
+            if block.hash is not None:
+                continue
+            h = seq.hashes[i]
+            block.hash, block.token_ids = h, tuple(seq.tokens[i * bs : (i + 1) * bs])
+            self._cached.setdefault(h, block.block_id)  # an identical block may be cached already
+
+    def fork(self, parent_id: int, child_id: int) -> tuple[int, int] | bool | None:
+        """A child sharing the parent's full blocks (n > 1 samples of one prompt).
+
+        Returns the (source, destination) blocks to copy when the parent's last block is partial,
+        True when nothing needs copying, None when no block is free for the copy."""
+        assert child_id not in self._seqs
+        parent = self._seqs[parent_id]
+        full = len(parent.tokens) // self.block_size
+        partial = len(parent.blocks) > full
+        if partial and not self._free:
+            return None
+        shared = parent.blocks[:full]
+        for b in shared:
+            self._touch(b)
+        child = _Seq(list(shared), list(parent.tokens), parent.salt)
+        self._hash_full_blocks(child)
+        self._seqs[child_id] = child
+        if not partial:
+            return True
+        dst = self._pop_free()
+        child.blocks.append(dst)
+        return parent.blocks[full], dst
+
+    def free(self, seq_id: int) -> None:
+        """Releases a sequence's blocks, last block first into the queue (so it is evicted first)."""
+        seq = self._seqs.pop(seq_id)
+        for b in reversed(seq.blocks):
+            block = self.blocks[b]
+            block.ref_count -= 1
+            assert block.ref_count >= 0, f"double free of block {b}"
+            if block.ref_count == 0:
+                if block.hash is None:
+                    self._free[b] = None
+                    self._free.move_to_end(b, last=False)  # nothing cached: reuse it first
+                else:
+                    self._free[b] = None
+
+    # ---- internals ----
+
+    def _hash_full_blocks(self, seq: _Seq) -> None:
+        bs = self.block_size
+        while (seq.num_hashed + 1) * bs <= len(seq.tokens):
+            i = seq.num_hashed
+            seq.last_hash = block_hash(seq.last_hash, seq.tokens[i * bs : (i + 1) * bs], seq.salt)
+            seq.hashes.append(seq.last_hash)
+            seq.num_hashed += 1
+
+    def _touch(self, b: int) -> None:
+        block = self.blocks[b]
+        if block.ref_count == 0:
+            del self._free[b]
+        block.ref_count += 1
+
+    def _pop_free(self) -> int:
+        b, _ = self._free.popitem(last=False)
+        block = self.blocks[b]
+        if block.hash is not None:  # evict: this block's cached content is about to be overwritten
+            if self._cached.get(block.hash) == b:
+                del self._cached[block.hash]
+            block.hash, block.token_ids = None, ()
+        block.ref_count = 1
+        return b
+
+    def check_invariants(self) -> None:
+        """Reference counts match the block tables; free blocks are exactly the unreferenced ones."""
+        refs = [0] * len(self.blocks)
+        for seq in self._seqs.values():
+            assert len(seq.blocks) == self._blocks_for(len(seq.tokens)), "table does not cover the tokens"
+            for b in seq.blocks:
+                refs[b] += 1
+        for block in self.blocks:
+            assert block.ref_count == refs[block.block_id], f"block {block.block_id} ref count"
+            assert (block.ref_count == 0) == (block.block_id in self._free), (
+                f"block {block.block_id} free state"
+            )
+        for h, b in self._cached.items():
+            assert self.blocks[b].hash == h, f"cache entry of block {b} is stale"
