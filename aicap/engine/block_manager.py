@@ -78,17 +78,20 @@ class BlockManager:
 
     # ---- allocation ----
 
-    def allocate(self, seq_id: int, prompt: Sequence[int], salt: str = "") -> Allocation | None:
+    def allocate(
+        self, seq_id: int, prompt: Sequence[int], salt: str = "", use_cache: bool = True
+    ) -> Allocation | None:
         """Blocks for a new sequence's prompt, reusing the longest cached prefix of whole blocks.
 
         At least the last prompt token is always recomputed (it yields the first logits), so a
-        prompt that is cached entirely still recomputes its last block."""
+        prompt that is cached entirely still recomputes its last block. A sequence swapped back in
+        passes use_cache=False: its saved state fills every block."""
         assert seq_id not in self._seqs and prompt
         bs = self.block_size
         seq = _Seq([], list(prompt), salt)
         self._hash_full_blocks(seq)
         hits: list[int] = []
-        if self.caching:
+        if self.caching and use_cache:
             for i in range((len(prompt) - 1) // bs):
                 b = self._cached.get(seq.hashes[i])
                 if b is None or self.blocks[b].token_ids != tuple(prompt[i * bs : (i + 1) * bs]):

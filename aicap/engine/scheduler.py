@@ -1,0 +1,171 @@
+"""Continuous batching: which sequences compute how many tokens in the next llama_decode.
+
+Each step, running sequences go first (decodes and unfinished chunked prefills, oldest first), then
+waiting ones are admitted while the token budget, the running limit and free KV blocks allow —
+swapped-out sequences before new ones, and among new ones the app with the fewest running sequences
+first, so one app's flood cannot starve another. When a running sequence needs a block and none is
+free, the most recently admitted sequence is preempted: swapped out while the swap budget holds its
+tokens, else dropped for recompute. Output tokens are never taken back.
+
+The engine must refuse a request whose prompt plus max_tokens needs more blocks than exist: alone
+it could never finish, and it would be preempted forever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aicap.engine.block_manager import BlockManager
+from aicap.engine.sequence import Sequence, Status
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    max_batch_tokens: int = 512
+    max_running: int = 16
+    swap_budget_tokens: int = 0  # tokens of KV state that may sit in host memory
+
+
+@dataclass(slots=True)
+class Batch:
+    """One step: (sequence, tokens to compute) pairs, and the state moves the runner must do first,
+    in this order: save and drop `swap_out`, drop `recompute`, restore `swap_in`, then decode."""
+
+    scheduled: list[tuple[Sequence, int]] = field(default_factory=list)
+    swap_out: list[Sequence] = field(default_factory=list)
+    swap_in: list[Sequence] = field(default_factory=list)
+    recompute: list[Sequence] = field(default_factory=list)  # their KV must be dropped
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(n for _, n in self.scheduled)
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, blocks: BlockManager) -> None:
+        self.config = config
+        self.blocks = blocks
+        self.waiting: list[Sequence] = []  # kept in arrival order
+        self.running: list[Sequence] = []  # in admission order
+        self.swapped: list[Sequence] = []
+        self.swapped_tokens = 0
+        self.preemptions = {"swap": 0, "recompute": 0}
+
+    def add(self, seq: Sequence) -> None:
+        seq.status = Status.WAITING
+        self.waiting.append(seq)
+
+    def abort(self, seq: Sequence) -> None:
+        """Stops a sequence wherever it is and frees its blocks (a cancelled call)."""
+        for queue in (self.waiting, self.running, self.swapped):
+            if seq in queue:
+                queue.remove(seq)
+        if seq.status == Status.RUNNING:
+            self.blocks.free(seq.seq_id)
+        if seq.status == Status.SWAPPED:
+            self.swapped_tokens -= seq.num_computed
+        seq.status = Status.FINISHED
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running or self.swapped)
+
+    # ---- one step ----
+
+    def schedule(self) -> Batch:
+        batch = Batch()
+        budget = self.config.max_batch_tokens
+        for seq in list(self.running):
+            if seq.status != Status.RUNNING or budget == 0:
+                continue
+            if not self._reserve(seq, batch):
+                continue  # it was preempted itself
+            n = min(seq.num_uncomputed, budget)
+            batch.scheduled.append((seq, n))
+            budget -= n
+        # sequences preempted during this pass must not be scheduled
+        batch.scheduled = [(s, n) for s, n in batch.scheduled if s.status == Status.RUNNING]
+        budget = self.config.max_batch_tokens - batch.num_tokens
+        while budget > 0 and len(self.running) < self.config.max_running and not batch.swap_out:
+            nxt = self._next_admission()
+            if nxt is None or not self._admit(nxt, batch):
+                break
+            n = min(nxt.num_uncomputed, budget)
+            batch.scheduled.append((nxt, n))
+            budget -= n
+        return batch
+
+    def postprocess(self, batch: Batch, sampled: dict[int, int]) -> list[Sequence]:
+        """Records a step: computed tokens, one sampled token per sequence that reached its end.
+
+        Returns the sequences that finished."""
+        finished = []
+        for seq, n in batch.scheduled:
+            seq.num_computed += n
+            self.blocks.cache_computed(seq.seq_id, seq.num_computed)
+            if seq.num_computed < seq.num_tokens:
+                continue  # a chunk of a longer prefill: no token yet
+            seq.output.append(sampled[seq.seq_id])
+            if seq.done:
+                self.running.remove(seq)
+                self.blocks.free(seq.seq_id)
+                seq.status = Status.FINISHED
+                finished.append(seq)
+        return finished
+
+    # ---- internals ----
+
+    def _reserve(self, seq: Sequence, batch: Batch) -> bool:
+        """KV slots for the tokens the sequence got since its last step, preempting if needed."""
+        new = seq.tokens[self.blocks.num_tokens(seq.seq_id) :]
+        while not self.blocks.append_slots(seq.seq_id, new):
+            victim = self.running[-1]
+            self._preempt(victim, batch)
+            if victim is seq:
+                return False
+        return True
+
+    def _preempt(self, seq: Sequence, batch: Batch) -> None:
+        self.running.remove(seq)
+        self.blocks.free(seq.seq_id)
+        if self.swapped_tokens + seq.num_computed <= self.config.swap_budget_tokens:
+            seq.status = Status.SWAPPED
+            self.swapped.append(seq)
+            self.swapped_tokens += seq.num_computed
+            batch.swap_out.append(seq)
+            self.preemptions["swap"] += 1
+        else:
+            seq.status = Status.WAITING
+            seq.num_computed = 0
+            self.waiting.append(seq)
+            self.waiting.sort(key=lambda s: s.arrival)
+            batch.recompute.append(seq)
+            self.preemptions["recompute"] += 1
+
+    def _next_admission(self) -> Sequence | None:
+        if self.swapped:
+            return self.swapped[0]
+        if not self.waiting:
+            return None
+        running_per_app: dict[str, int] = {}
+        for s in self.running:
+            running_per_app[s.app] = running_per_app.get(s.app, 0) + 1
+        # the oldest waiting sequence of the app with the fewest running ones
+        return min(self.waiting, key=lambda s: (running_per_app.get(s.app, 0), s.arrival))
+
+    def _admit(self, seq: Sequence, batch: Batch) -> bool:
+        """Blocks for every token of the sequence; a swapped-in one takes no prefix hits, since its
+        saved state fills its cells (its num_computed is kept)."""
+        swapped = seq.status == Status.SWAPPED
+        alloc = self.blocks.allocate(seq.seq_id, seq.tokens, seq.salt, use_cache=not swapped)
+        if alloc is None:
+            return False
+        if swapped:
+            self.swapped.remove(seq)
+            self.swapped_tokens -= seq.num_computed
+            batch.swap_in.append(seq)
+        else:
+            self.waiting.remove(seq)
+            seq.num_computed = alloc.num_cached_tokens
+        seq.status = Status.RUNNING
+        self.running.append(seq)
+        return True
