@@ -73,6 +73,7 @@ class ModelRunner:
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self.eos = llama_cpp.llama_vocab_eos(self._vocab)
         self.config = config
         self._batch = llama_cpp.llama_batch_init(config.n_batch, 0, 1)
 
