@@ -27,19 +27,49 @@ class EngineConfig:
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
+    """Applied in llama.cpp's order: repeat penalty, top_k, top_p, min_p, temperature, then a draw
+    (or argmax when temperature is 0)."""
+
     max_tokens: int = 128
     temperature: float = 0.0  # 0: greedy
     top_k: int = 0  # 0: all tokens
     top_p: float = 1.0
-    seed: int | None = None
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0  # 1: off
+    repeat_last_n: int = 64  # tokens of prompt + output the penalty looks back on
+    seed: int | None = None  # sample i of n draws with seed + i
     ignore_eos: bool = False
+    n: int = 1  # parallel samples; they share the prompt's KV blocks
+    logprobs: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class TokenEvent:
-    seq_id: int
+    seq_id: int  # the request
     token: int
-    finished: bool
+    finished: bool  # this sample is done (the request is done when all n samples are)
+    index: int = 0  # which of the request's n samples
+    logprob: float | None = None  # when asked for: log-probability under the model's distribution
+    finish_reason: str | None = None  # "stop" (end-of-generation token) or "length"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    kv_blocks_total: int = 0
+    kv_blocks_used: int = 0
+    kv_block_size: int = 0
+    kv_usage: float = 0.0
+    kv_waste: float = 0.0
+    prefix_cache_queries: int = 0
+    prefix_cache_hits: int = 0
+    preemptions_swap: int = 0
+    preemptions_recompute: int = 0
+    requests_waiting: int = 0
+    requests_running: int = 0
+    requests_swapped: int = 0
+    prompt_tokens_total: int = 0
+    generation_tokens_total: int = 0
+    requests_finished: int = 0
 
 
 class LLMEngine:

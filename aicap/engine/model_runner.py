@@ -50,10 +50,14 @@ def _quiet(level: int, text: bytes, data: ctypes.c_void_p) -> None:
     """llama.cpp logs every load and context detail to stderr; the engine reports what matters."""
 
 
+def quiet_llama_logs() -> None:
+    llama_cpp.llama_log_set(_quiet, ctypes.c_void_p())
+    llama_cpp.llama_backend_init()
+
+
 class ModelRunner:
     def __init__(self, config: RunnerConfig) -> None:
-        llama_cpp.llama_log_set(_quiet, ctypes.c_void_p())
-        llama_cpp.llama_backend_init()
+        quiet_llama_logs()
         mparams = llama_cpp.llama_model_default_params()
         self._model = llama_cpp.llama_model_load_from_file(str(config.model_path).encode(), mparams)
         if not self._model:

@@ -1,0 +1,72 @@
+"""Tokenize, detokenize and the chat template, from a vocab-only load of the model.
+
+The vocabulary is immutable once loaded and owns no llama.cpp context, so a Tokenizer may be used
+from any thread (the event loop) while the inference thread owns the context.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import llama_cpp
+
+from aicap.engine.model_runner import quiet_llama_logs
+
+
+class Tokenizer:
+    def __init__(self, model_path: Path) -> None:
+        quiet_llama_logs()
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        self._model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), params)
+        if not self._model:
+            raise FileNotFoundError(f"cannot load the vocabulary of {model_path}")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.n_vocab: int = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self.eos: int = llama_cpp.llama_vocab_eos(self._vocab)
+        self.bos: int = llama_cpp.llama_vocab_bos(self._vocab)
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        data = text.encode()
+        size = len(data) + 8
+        while True:
+            buf = (llama_cpp.llama_token * size)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, size, add_special, parse_special)
+            if n >= 0:
+                return list(buf[:n])
+            size = -n
+
+    def piece(self, token: int, special: bool = False) -> bytes:
+        """The bytes of one token: possibly part of a UTF-8 character (use a UTF-8 incremental
+        decoder over consecutive pieces). Control tokens render empty unless `special`."""
+        buf = ctypes.create_string_buffer(32)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def detokenize(self, tokens: list[int], special: bool = False) -> str:
+        return b"".join(self.piece(t, special) for t in tokens).decode(errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def valid(self, token: int) -> bool:
+        return 0 <= token < self.n_vocab
+
+    def token_text(self, token: int) -> str:
+        """A token's text as the GGUF stores it (BOS/EOS strings for the chat template)."""
+        text = llama_cpp.llama_vocab_get_text(self._vocab, token)
+        return text.decode(errors="replace") if text else ""
+
+    def chat_template(self) -> str | None:
+        """The model's own (Jinja) chat template, from the GGUF metadata."""
+        tmpl = llama_cpp.llama_model_chat_template(self._model, None)
+        return tmpl.decode() if tmpl else None
+
+    def close(self) -> None:
+        if self._model:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
