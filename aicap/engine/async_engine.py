@@ -14,7 +14,7 @@ import itertools
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +60,75 @@ class _Request:
     prompt: list[int]
     params: SamplingParams
     app: str
-    loop: asyncio.AbstractEventLoop
+    loop: asyncio.AbstractEventLoop | None
     out: asyncio.Queue[Any]
+
+
+class Generation:
+    """An async iterator of one request's TokenEvents; it is submitted at the first `__anext__`.
+
+    Iteration ends when every sample has finished or was stopped. `stop(index)` ends one sample
+    early; `aclose()` (or leaving `contextlib.aclosing`) aborts the request and frees its KV.
+    A request the engine refuses (too long for the context) raises ValueError."""
+
+    def __init__(self, engine: AsyncEngine, req: _Request) -> None:
+        self._engine = engine
+        self._req = req
+        self._started = False
+        self._closed = False
+        self._ended: set[int] = set()  # samples finished or stopped
+        self._last: dict[int, float] = {}
+        self._start = 0.0
+
+    @property
+    def request_id(self) -> int:
+        return self._req.seq_id
+
+    def __aiter__(self) -> Generation:
+        return self
+
+    async def __anext__(self) -> TokenEvent:
+        req = self._req
+        if not self._started:
+            self._started = True
+            req.loop = asyncio.get_running_loop()
+            self._start = time.perf_counter()
+            self._engine._inbox.put(req)
+        while not self._closed:
+            item = await req.out.get()
+            if isinstance(item, BaseException):
+                self._closed = True
+                raise item
+            if item.index in self._ended:
+                continue  # a token of a sample stopped meanwhile
+            now = time.perf_counter()
+            prev = self._last.get(item.index)
+            if prev is None:
+                self._engine.ttft.observe(now - self._start)
+            else:
+                self._engine.itl.observe(now - prev)
+            self._last[item.index] = now
+            if item.finished:
+                self._ended.add(item.index)
+                self._closed = len(self._ended) >= max(1, req.params.n)
+            return item
+        raise StopAsyncIteration
+
+    def stop(self, index: int) -> None:
+        """Ends sample `index` now (its caller found a stop string); its KV is freed."""
+        if index in self._ended or self._closed:
+            return
+        self._ended.add(index)
+        if len(self._ended) >= max(1, self._req.params.n):
+            self._closed = True
+            self._engine._inbox.put(("abort", self._req.seq_id))
+        else:
+            self._engine._inbox.put(("stop", self._req.seq_id, index))
+
+    async def aclose(self) -> None:
+        if self._started and not self._closed:
+            self._engine._inbox.put(("abort", self._req.seq_id))
+        self._closed = True
 
 
 class AsyncEngine:
@@ -82,41 +149,9 @@ class AsyncEngine:
         if self._error is not None:
             raise self._error
 
-    async def generate(
-        self, prompt: list[int], params: SamplingParams, app: str = ""
-    ) -> AsyncIterator[TokenEvent]:
-        """The sampled tokens of all `params.n` samples, as they come; stop iterating to cancel.
-
-        A request the engine refuses (too long for the context) raises ValueError here."""
-        req = _Request(
-            next(self._ids), list(prompt), params, app, asyncio.get_running_loop(), asyncio.Queue()
-        )
-        start = time.perf_counter()
-        self._inbox.put(req)
-        done = 0
-        finished = False
-        last: dict[int, float] = {}
-        try:
-            while True:
-                item = await req.out.get()
-                if isinstance(item, BaseException):
-                    finished = True
-                    raise item
-                now = time.perf_counter()
-                prev = last.get(item.index)
-                if prev is None:
-                    self.ttft.observe(now - start)
-                else:
-                    self.itl.observe(now - prev)
-                last[item.index] = now
-                done += item.finished
-                finished = done >= max(1, params.n)
-                yield item
-                if finished:
-                    return
-        finally:
-            if not finished:
-                self._inbox.put(("abort", req.seq_id))
+    def generate(self, prompt: list[int], params: SamplingParams, app: str = "") -> Generation:
+        """The sampled tokens of all `params.n` samples, as they come (see Generation)."""
+        return Generation(self, _Request(next(self._ids), list(prompt), params, app, None, asyncio.Queue()))
 
     def stats(self) -> EngineStats:
         """The engine's figures after its last step (safe from any thread)."""
@@ -150,8 +185,13 @@ class AsyncEngine:
                         engine.add(item.seq_id, item.prompt, item.params, item.app)
                         requests[item.seq_id] = item
                     except ValueError as exc:
+                        assert item.loop is not None
                         item.loop.call_soon_threadsafe(item.out.put_nowait, exc)
-                else:  # ("abort", seq_id)
+                elif item[0] == "stop":  # ("stop", request id, sample index)
+                    engine.stop(item[1], item[2])
+                    if not engine.has_request(item[1]):
+                        requests.pop(item[1], None)
+                else:  # ("abort", request id)
                     engine.abort(item[1])
                     requests.pop(item[1], None)
                 item = self._next_nowait()
@@ -163,6 +203,7 @@ class AsyncEngine:
                     continue
                 if ev.finished and not engine.has_request(ev.seq_id):
                     del requests[ev.seq_id]
+                assert req.loop is not None
                 req.loop.call_soon_threadsafe(req.out.put_nowait, ev)
             self._stats = engine.stats()
 

@@ -56,6 +56,10 @@ class BlockManager:
         self._seqs: dict[int, _Seq] = {}
         self.prefix_queries = 0  # prompt tokens looked up
         self.prefix_hits = 0  # prompt tokens found cached
+        # for whoever keeps the cells: blocks newly cached (block, seq, index in its table) and blocks
+        # whose cached content was evicted since the last drain
+        self.newly_cached: list[tuple[int, int, int]] = []
+        self.evicted: list[int] = []
 
     # ---- queries ----
 
@@ -131,8 +135,33 @@ class BlockManager:
             if block.hash is not None:
                 continue
             h = seq.hashes[i]
+            if h in self._cached:
+                continue  # an identical block is cached already; this one stays private
             block.hash, block.token_ids = h, tuple(seq.tokens[i * bs : (i + 1) * bs])
-            self._cached.setdefault(h, block.block_id)  # an identical block may be cached already
+            self._cached[h] = block.block_id
+            self.newly_cached.append((block.block_id, seq_id, i))
+
+    def uncache(self, block_id: int) -> None:
+        """Forgets a block's cached content (its cells could not be kept)."""
+        block = self.blocks[block_id]
+        if block.hash is not None and self._cached.get(block.hash) == block_id:
+            del self._cached[block.hash]
+        block.hash, block.token_ids = None, ()
+
+    def evict_unused(self) -> int:
+        """Evicts every cached block no sequence uses; returns how many."""
+        n = 0
+        for b in list(self._free):
+            if self.blocks[b].hash is not None:
+                self.uncache(b)
+                self.evicted.append(b)
+                n += 1
+        return n
+
+    def unfilled_slots(self) -> int:
+        """Cells reserved by sequences' blocks but not holding one of their tokens (their last,
+        partial blocks; shared blocks are always full)."""
+        return sum(len(s.blocks) * self.block_size - len(s.tokens) for s in self._seqs.values())
 
     def fork(self, parent_id: int, child_id: int) -> tuple[int, int] | bool | None:
         """A child sharing the parent's full blocks (n > 1 samples of one prompt).
@@ -191,9 +220,8 @@ class BlockManager:
         b, _ = self._free.popitem(last=False)
         block = self.blocks[b]
         if block.hash is not None:  # evict: this block's cached content is about to be overwritten
-            if self._cached.get(block.hash) == b:
-                del self._cached[block.hash]
-            block.hash, block.token_ids = None, ()
+            self.uncache(b)
+            self.evicted.append(b)
         block.ref_count = 1
         return b
 

@@ -78,6 +78,7 @@ class ModelRunner:
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self.eos = llama_cpp.llama_vocab_eos(self._vocab)
+        self.eog = frozenset(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
         self.config = config
         self._batch = llama_cpp.llama_batch_init(config.n_batch, 0, 1)
 
@@ -120,8 +121,17 @@ class ModelRunner:
 
     def share(self, src: int, dst: int, n_tokens: int) -> None:
         """Gives `dst` the first `n_tokens` of `src`'s KV without copying cells (unified KV only)."""
+        self.share_range(src, dst, 0, n_tokens)
+
+    def share_range(self, src: int, dst: int, p0: int, p1: int) -> None:
+        """Tags `src`'s cells at positions [p0, p1) with `dst` too (unified KV only: elsewhere a
+        partial seq_cp aborts the process)."""
         assert self.config.kv_unified, "partial seq_cp aborts llama.cpp without kv_unified"
-        llama_cpp.llama_memory_seq_cp(self._mem, src, dst, 0, n_tokens)
+        llama_cpp.llama_memory_seq_cp(self._mem, src, dst, p0, p1)
+
+    def drop_range(self, slot: int, p0: int, p1: int) -> None:
+        """Removes `slot` from its cells at positions [p0, p1); a cell no seq id holds is free."""
+        llama_cpp.llama_memory_seq_rm(self._mem, slot, p0, p1)
 
     def save(self, slot: int) -> bytes:
         """A slot's KV state, for swapping it out to host memory."""

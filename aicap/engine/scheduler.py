@@ -141,16 +141,32 @@ class Scheduler:
             batch.recompute.append(seq)
             self.preemptions["recompute"] += 1
 
+    def preempt_newest(self) -> Sequence | None:
+        """Drops the most recently admitted sequence for recompute (the runner found no KV slot
+        although the blocks said there was room); the engine drops its KV."""
+        if not self.running:
+            return None
+        seq = self.running[-1]
+        self.running.remove(seq)
+        self.blocks.free(seq.seq_id)
+        seq.status = Status.WAITING
+        seq.num_computed = 0
+        self.waiting.append(seq)
+        self.waiting.sort(key=lambda s: s.arrival)
+        self.preemptions["recompute"] += 1
+        return seq
+
     def _next_admission(self) -> Sequence | None:
         if self.swapped:
             return self.swapped[0]
-        if not self.waiting:
+        ready = [s for s in self.waiting if s.ready]
+        if not ready:
             return None
         running_per_app: dict[str, int] = {}
         for s in self.running:
             running_per_app[s.app] = running_per_app.get(s.app, 0) + 1
         # the oldest waiting sequence of the app with the fewest running ones
-        return min(self.waiting, key=lambda s: (running_per_app.get(s.app, 0), s.arrival))
+        return min(ready, key=lambda s: (running_per_app.get(s.app, 0), s.arrival))
 
     def _admit(self, seq: Sequence, batch: Batch) -> bool:
         """Blocks for every token of the sequence; a swapped-in one takes no prefix hits, since its

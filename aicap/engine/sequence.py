@@ -23,7 +23,8 @@ class Sequence:
     prompt: list[int]
     max_tokens: int
     salt: str = ""
-    eos: int | None = None
+    stop_tokens: frozenset[int] = frozenset()  # end-of-generation tokens (empty: ignore them)
+    after: Sequence | None = None  # admit only once this one's prompt is computed (n > 1 samples)
     output: list[int] = field(default_factory=list)
     status: Status = Status.WAITING
     num_computed: int = 0  # leading tokens whose KV is in the cache
@@ -42,7 +43,17 @@ class Sequence:
         return self.num_tokens - self.num_computed
 
     @property
+    def stopped(self) -> bool:
+        """It sampled an end-of-generation token."""
+        return bool(self.output) and self.output[-1] in self.stop_tokens
+
+    @property
     def done(self) -> bool:
-        return len(self.output) >= self.max_tokens or (
-            self.eos is not None and bool(self.output) and self.output[-1] == self.eos
-        )
+        return len(self.output) >= self.max_tokens or self.stopped
+
+    @property
+    def ready(self) -> bool:
+        """May be admitted: a sample waiting for its parent's prompt to be computed (to share its
+        blocks through the prefix cache) is not."""
+        a = self.after
+        return a is None or a.status == Status.FINISHED or a.num_computed >= len(a.prompt)
