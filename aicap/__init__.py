@@ -1,1 +1,65 @@
-"""aicap: the on-device LLM served to every app by the DatamgrService (work in progress, issue 3)."""
+"""aicap: the on-device LLM served to every app by the DatamgrService (issue 3).
+
+The SDK's names are exported here and loaded on first use, so that `import aicap.engine` (the daemon's
+side) does not load the client, and importing the client never loads llama.cpp.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aicap._messages import (
+        Completion,
+        CompletionChunk,
+        EngineStats,
+        Histogram,
+        Model,
+        Sample,
+        Sampling,
+        Stats,
+        Usage,
+    )
+    from aicap.client import AiClient, AsyncAiClient, AsyncCompletionStream, CompletionStream
+
+_MODULE_OF = {
+    "AiClient": "aicap.client",
+    "AsyncAiClient": "aicap.client",
+    "AsyncCompletionStream": "aicap.client",
+    "Completion": "aicap._messages",
+    "CompletionChunk": "aicap._messages",
+    "CompletionStream": "aicap.client",
+    "EngineStats": "aicap._messages",
+    "Histogram": "aicap._messages",
+    "Model": "aicap._messages",
+    "Sample": "aicap._messages",
+    "Sampling": "aicap._messages",
+    "Stats": "aicap._messages",
+    "Usage": "aicap._messages",
+}
+
+__all__ = [
+    "AiClient",
+    "AsyncAiClient",
+    "AsyncCompletionStream",
+    "Completion",
+    "CompletionChunk",
+    "CompletionStream",
+    "EngineStats",
+    "Histogram",
+    "Model",
+    "Sample",
+    "Sampling",
+    "Stats",
+    "Usage",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aicap' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
