@@ -238,14 +238,14 @@ class AiClient:
         req = pb.GetStatsRequest(model=model or "")
         return stats_from_proto(_call(self._stub.GetStats, req, metadata=self._md, timeout=timeout))
 
-    def addmodel_from_proto(
+    def add_model(
         self, name: str, path: str, n_ctx: int = 0, chat_template: str = "", timeout: float | None = None
     ) -> Model:
         """Registers and loads a GGUF model (admin token)."""
         req = pb.AddModelRequest(name=name, path=str(path), n_ctx=n_ctx, chat_template=chat_template)
         return model_from_proto(_call(self._stub.AddModel, req, metadata=self._md, timeout=timeout).model)
 
-    def removemodel_from_proto(self, name: str, timeout: float | None = None) -> None:
+    def remove_model(self, name: str, timeout: float | None = None) -> None:
         """Unloads and unregisters a model (admin token)."""
         _call(self._stub.RemoveModel, pb.RemoveModelRequest(name=name), metadata=self._md, timeout=timeout)
 
@@ -338,7 +338,7 @@ class AsyncAiClient:
         req = pb.GetStatsRequest(model=model or "")
         return stats_from_proto(await _acall(self._stub.GetStats, req, metadata=self._md, timeout=timeout))
 
-    async def addmodel_from_proto(
+    async def add_model(
         self, name: str, path: str, n_ctx: int = 0, chat_template: str = "", timeout: float | None = None
     ) -> Model:
         req = pb.AddModelRequest(name=name, path=str(path), n_ctx=n_ctx, chat_template=chat_template)
@@ -346,7 +346,7 @@ class AsyncAiClient:
             (await _acall(self._stub.AddModel, req, metadata=self._md, timeout=timeout)).model
         )
 
-    async def removemodel_from_proto(self, name: str, timeout: float | None = None) -> None:
+    async def remove_model(self, name: str, timeout: float | None = None) -> None:
         req = pb.RemoveModelRequest(name=name)
         await _acall(self._stub.RemoveModel, req, metadata=self._md, timeout=timeout)
 
