@@ -50,6 +50,62 @@ class DataShareSettings(BaseModel):
     change_chunk_rows: int = Field(500, ge=1, description="Rows per ChangeInfo message for large changes.")
 
 
+class AiModelSettings(BaseModel):
+    """A model served besides the built-in one."""
+
+    name: str = Field(min_length=1, max_length=64, description="The name requests use.")
+    path: Path = Field(description="The GGUF file (absolute path).")
+    n_ctx: int = Field(0, ge=0, le=1 << 20, description="Context size in tokens; 0: ai.n_ctx.")
+    chat_template: str = Field("", description="Jinja chat template; empty: the GGUF's own.")
+
+
+class AiSamplingSettings(BaseModel):
+    """What an unset sampling field of a request means (llama.cpp server's defaults)."""
+
+    max_tokens: int = Field(256, ge=1, description="Tokens to generate (capped by ai.max_tokens_limit).")
+    temperature: float = Field(0.8, ge=0, description="0 samples greedily.")
+    top_k: int = Field(40, ge=0, description="Keep the k most likely tokens; 0 keeps all.")
+    top_p: float = Field(0.95, ge=0, le=1, description="Nucleus sampling threshold.")
+    min_p: float = Field(0.05, ge=0, le=1, description="Drop tokens below min_p times the top probability.")
+    repeat_penalty: float = Field(1.0, gt=0, description="Penalty for repeated tokens; 1 is off.")
+    repeat_last_n: int = Field(64, ge=0, description="Tokens the repeat penalty looks back on.")
+
+
+class AiSettings(BaseModel):
+    """The on-device LLM (aicap): models, engine tuning and per-app protection."""
+
+    enabled: bool = Field(True, description="Serve the AI capability (loads the default model at start).")
+    default_model: str = Field(
+        "smollm2-135m", min_length=1, description="The model of requests that name none (built in or listed)."
+    )
+    models: list[AiModelSettings] = Field([], description="Models served besides the built-in smollm2-135m.")
+    n_ctx: int = Field(8192, ge=64, le=1 << 20, description="Context (KV cells) of each model by default.")
+    n_seq_max: int = Field(64, ge=1, le=256, description="llama.cpp sequences per context (samples at once).")
+    n_threads: int = Field(2, ge=1, le=256, description="CPU threads each model's inference uses.")
+    block_size: int = Field(16, ge=1, le=1024, description="Tokens per KV block.")
+    max_batch_tokens: int = Field(512, ge=16, le=8192, description="Tokens per engine step (llama_decode).")
+    max_running: int = Field(16, ge=1, le=256, description="Sequences decoding at once per model.")
+    swap_budget_tokens: int = Field(
+        16384,
+        ge=0,
+        description="KV of preempted sequences kept in host memory, in tokens; beyond: recompute.",
+    )
+    isolate_prefix_cache_per_app: bool = Field(
+        False, description="Salt the prefix cache per app, so no app can time-probe another's prompts."
+    )
+    max_concurrent_per_app: int = Field(8, ge=1, description="Requests of one app in the engine at once.")
+    max_queued_per_app: int = Field(32, ge=0, description="Requests of one app waiting for a slot.")
+    max_waiting: int = Field(128, ge=0, description="Requests waiting for a slot, all apps together.")
+    max_tokens_limit: int = Field(1024, ge=1, description="Largest max_tokens an app may ask for.")
+    max_n: int = Field(8, ge=1, le=64, description="Most parallel samples (n) per request.")
+    sampling: AiSamplingSettings = Field(
+        AiSamplingSettings(), description="Defaults of unset sampling fields."
+    )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Serve Prometheus /metrics on 127.0.0.1:PORT (0 picks one)."
+    )
+
+
 class Settings(BaseSettings):
     """The daemon's settings. Every field has a default; see README for the TOML layout."""
 
@@ -78,6 +134,7 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(10.0, ge=0, description="Time in-flight calls get to finish on SIGTERM.")
     read_threads: int = Field(4, ge=1, le=64, description="Threads serving database reads.")
     datashare: DataShareSettings = Field(DataShareSettings(), description="DataShare limits and tuning.")
+    ai: AiSettings = Field(AiSettings(), description="The on-device LLM (aicap).")
 
     config_file: Path | None = Field(
         None, exclude=True, description="The TOML file these settings came from."

@@ -16,21 +16,22 @@ import logging
 import os
 import signal
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from aicap.v1 import aicap_pb2
 from datamgr.admin import AdminService
 from datamgr.apps import AdminCredential, AppRegistry
-from datamgr.config import Settings
+from datamgr.config import AiSettings, Settings
 from datamgr.datashare.changes import Change, Feed
 from datamgr.datashare.extension import ExtensionRouter
 from datamgr.datashare.published import PublishedBatch, PublishedStore
 from datamgr.datashare.service import DataShareService
 from datamgr.datashare.tables import ProviderRegistry
-from datamgr.errors import DaemonLocked
+from datamgr.errors import DaemonLocked, Unauthenticated
 from datamgr.storage import Database, create_engine
 from datamgr.v1 import admin_pb2, admin_pb2_grpc, datashare_pb2, datashare_pb2_grpc
 
@@ -39,6 +40,7 @@ SERVICES = (
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     datashare_pb2.DESCRIPTOR.services_by_name["DataShareService"].full_name,
 )
+AI_SERVICE = aicap_pb2.DESCRIPTOR.services_by_name["AiService"].full_name
 
 
 class DirectoryLock:
@@ -97,6 +99,61 @@ class HealthServicer(health.aio.HealthServicer):
         self._stopping.set()
 
 
+async def _start_ai(
+    ai: AiSettings,
+    apps: AppRegistry,
+    admin: AdminCredential,
+    engine: Any,
+    db: Database,
+    server: grpc.aio.Server,
+) -> Any:
+    """The AI servicer, started (its default model loaded) and added to `server`. It gets what aicap
+    may not import: app authentication, the admin check, the database. Imported only when enabled:
+    llama-cpp-python is an optional dependency."""
+    from aicap.config import AiConfig, ModelSpec, SamplingDefaults
+    from aicap.service import AiService
+    from aicap.store import ModelStore
+    from aicap.v1 import aicap_pb2_grpc
+
+    def authenticate(token: str) -> tuple[str, frozenset[str]] | None:
+        try:
+            app = apps.authenticate(token)
+        except Unauthenticated:
+            return None
+        return app.bundle, app.permissions
+
+    def is_admin(token: str) -> bool:
+        try:
+            admin.check(token)
+        except Unauthenticated:
+            return False
+        return True
+
+    config = AiConfig(
+        default_model=ai.default_model,
+        models=tuple(ModelSpec(m.name, m.path, m.n_ctx, m.chat_template) for m in ai.models),
+        n_ctx=ai.n_ctx,
+        n_seq_max=ai.n_seq_max,
+        n_threads=ai.n_threads,
+        block_size=ai.block_size,
+        max_batch_tokens=ai.max_batch_tokens,
+        max_running=ai.max_running,
+        swap_budget_tokens=ai.swap_budget_tokens,
+        isolate_prefix_cache_per_app=ai.isolate_prefix_cache_per_app,
+        max_concurrent_per_app=ai.max_concurrent_per_app,
+        max_queued_per_app=ai.max_queued_per_app,
+        max_waiting=ai.max_waiting,
+        max_tokens_limit=ai.max_tokens_limit,
+        max_n=ai.max_n,
+        sampling=SamplingDefaults(**ai.sampling.model_dump()),
+        metrics_port=ai.metrics_port,
+    )
+    service = AiService(config, authenticate, is_admin, ModelStore(engine), db.write)
+    await service.start()
+    aicap_pb2_grpc.add_AiServiceServicer_to_server(service, server)
+    return service
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", force=True)
 
@@ -112,7 +169,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         lock.release()
 
 
-async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:
+async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noqa: PLR0915 - the composition root
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -141,9 +198,11 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:
     datashare_pb2_grpc.add_DataShareServiceServicer_to_server(
         DataShareService(ds, db, apps, providers, feed, extensions, published, published_feed), server
     )
+    ai = await _start_ai(settings.ai, apps, admin, engine, db, server) if settings.ai.enabled else None
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    services = (*SERVICES, AI_SERVICE) if ai is not None else SERVICES
+    reflection.enable_server_reflection((*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
     socket_path = settings.socket_path
     with contextlib.suppress(FileNotFoundError):
@@ -152,7 +211,7 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:
     tcp_port = server.add_insecure_port(settings.tcp) if settings.tcp else None
     await server.start()
     os.chmod(socket_path, 0o666)  # apps authenticate with tokens, not file modes
-    for name in ("", *SERVICES):
+    for name in ("", *services):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     endpoint = {"pid": os.getpid(), "socket": str(socket_path), "tcp_port": tcp_port}
     (settings.data_dir / "daemon.json").write_text(json.dumps(endpoint))
@@ -173,6 +232,8 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:
     feed.close()
     published_feed.close()
     extensions.close()
+    if ai is not None:
+        await ai.close()  # in-flight generations end with UNAVAILABLE; the models are freed
     await server.stop(settings.shutdown_grace_s)
     await asyncio.to_thread(db.close)
     with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,345 @@
+"""The model registry: name → GGUF file, context size and chat template, each served by its own engine.
+
+Every model gets one AsyncEngine (its own inference thread) and one Tokenizer, loaded once and shared
+by all apps: the default model at start, others on first use. Models come from the built-in default
+(SmolLM2-135M-Instruct, always present), the daemon's configuration, and AddModel (persisted through
+the `ModelStore`). Removing a model stops its in-flight requests (UNAVAILABLE) before freeing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from aicap.config import DEFAULT_MODEL, AiConfig, ModelSpec
+from aicap.engine.async_engine import AsyncEngine, Generation
+from aicap.engine.llm_engine import EngineConfig, LLMEngine, TokenEvent
+from aicap.engine.model_runner import ModelRunner, RunnerConfig, default_model_path
+from aicap.engine.tokenizer import Tokenizer
+from aicap.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from aicap.store import ModelStore
+
+log = logging.getLogger("aicap.models")
+GGUF_MAGIC = b"GGUF"
+MAX_N_CTX = 1 << 20
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_END = object()
+
+# Runs a function on the daemon's database writer: `await run_db(fn, *args)`.
+RunDb = Callable[..., Awaitable[Any]]
+
+
+def check_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise InvalidArgument(
+            f"invalid model name {name!r}: 1-64 letters, digits and . _ : -, starting with a letter or digit"
+        )
+    return name
+
+
+def check_gguf(path: Path) -> None:
+    """InvalidArgument unless `path` is a readable file that starts with the GGUF magic."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except FileNotFoundError:
+        raise InvalidArgument(f"model file {path} does not exist") from None
+    except IsADirectoryError:
+        raise InvalidArgument(f"model path {path} is a directory, not a GGUF file") from None
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read model file {path}: {exc.strerror}") from None
+    if magic != GGUF_MAGIC:
+        raise InvalidArgument(f"{path} is not a GGUF model file (it does not start with 'GGUF')")
+
+
+class Feed:
+    """One request's token events, pumped from its Generation by a task of its own so that the model's
+    removal (or the daemon's stop) can end the request at once with an error, wherever it waits."""
+
+    def __init__(self, gen: Generation) -> None:
+        self._gen = gen
+        self._items: collections.deque[Any] = collections.deque()
+        self._wake = asyncio.Event()
+        self.closed = asyncio.Event()
+        self._task = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            async with contextlib.aclosing(self._gen):
+                async for ev in self._gen:
+                    self._put(ev)
+            self._put(_END)
+        except Exception as exc:
+            self._put(exc)
+
+    def _put(self, item: Any) -> None:
+        self._items.append(item)
+        self._wake.set()
+
+    async def next(self) -> TokenEvent | None:
+        """The next event; None when every sample has finished."""
+        while not self._items:
+            self._wake.clear()
+            await self._wake.wait()
+        item = self._items.popleft()
+        if item is _END:
+            self._items.appendleft(_END)
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item  # type: ignore[no-any-return]
+
+    def stop(self, index: int) -> None:
+        self._gen.stop(index)
+
+    def kill(self, error: Exception) -> None:
+        """Ends the request with `error` and aborts it in the engine."""
+        self._items.clear()
+        self._put(error)
+        self._task.cancel()
+
+    async def aclose(self) -> None:
+        """Aborts the request if still running (its KV is freed within one engine step)."""
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self.closed.set()
+
+
+@dataclass(eq=False)
+class Model:
+    spec: ModelSpec  # n_ctx resolved
+    origin: Literal["builtin", "config", "added"]
+    tokenizer: Tokenizer | None = None
+    engine: AsyncEngine | None = None
+    feeds: set[Feed] = field(default_factory=set)
+    removed: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def chat_template(self) -> str:
+        if self.spec.chat_template:
+            return self.spec.chat_template
+        return (self.tokenizer.chat_template() if self.tokenizer else None) or ""
+
+    def open(self, gen: Generation) -> Feed:
+        if self.removed:
+            raise Unavailable(f"model {self.name} was removed")
+        feed = Feed(gen)
+        self.feeds.add(feed)
+        return feed
+
+    async def close_feed(self, feed: Feed) -> None:
+        await feed.aclose()
+        self.feeds.discard(feed)
+
+
+class ModelRegistry:
+    def __init__(self, config: AiConfig, store: ModelStore, run_db: RunDb) -> None:
+        self.config = config
+        self._store = store
+        self._run_db = run_db
+        self._models: dict[str, Model] = {}
+        self._adding: set[str] = set()
+        self.closing = False
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        """Registers the built-in, configured and persisted models; loads the default one."""
+        builtin = ModelSpec(DEFAULT_MODEL, default_model_path())
+        for spec, origin in [(builtin, "builtin"), *((s, "config") for s in self.config.models)]:
+            if spec.name in self._models:
+                log.warning("model %s is configured twice; the first one is used", spec.name)
+                continue
+            self._models[spec.name] = Model(self._resolve(spec), origin)  # type: ignore[arg-type]
+        for spec in await self._run_db(self._store.all):
+            if spec.name in self._models:
+                log.warning("added model %s is shadowed by the configured model of that name", spec.name)
+                continue
+            self._models[spec.name] = Model(self._resolve(spec), "added")
+        if self.config.default_model not in self._models:
+            raise NotFound(f"the default model {self.config.default_model!r} is not in the model registry")
+        for m in self._models.values():
+            with contextlib.suppress(FailedPrecondition):  # listed anyway; using it reports why
+                await self.tokenizer(m)
+        await self.engine(self.get(""))
+
+    async def close(self) -> None:
+        """Ends every in-flight request (UNAVAILABLE) and frees every model."""
+        self.closing = True
+        for m in list(self._models.values()):
+            await self._free(m, "the daemon is stopping")
+
+    # ---- lookups ----
+
+    def get(self, name: str) -> Model:
+        if self.closing:
+            raise Unavailable("the daemon is stopping")
+        m = self._models.get(name or self.config.default_model)
+        if m is None:
+            raise NotFound(f"no model {name!r}: see ListModels")
+        return m
+
+    def all(self) -> list[Model]:
+        return list(self._models.values())
+
+    def is_default(self, m: Model) -> bool:
+        return m.name == self.config.default_model
+
+    async def tokenizer(self, m: Model) -> Tokenizer:
+        if m.tokenizer is None:
+            async with m.lock:
+                self._check_alive(m)
+                if m.tokenizer is None:
+                    m.tokenizer = await self._load(m, Tokenizer, m.spec.path)
+        return m.tokenizer
+
+    async def engine(self, m: Model) -> AsyncEngine:
+        if m.engine is None:
+            await self.tokenizer(m)
+            async with m.lock:
+                self._check_alive(m)
+                if m.engine is None:
+                    m.engine = await self._load(m, AsyncEngine, self._make_engine(m.spec))
+                    log.info("model %s loaded (n_ctx %d) from %s", m.name, m.spec.n_ctx, m.spec.path)
+        return m.engine
+
+    # ---- changes ----
+
+    async def add(self, spec: ModelSpec) -> Model:
+        check_name(spec.name)
+        if spec.name in self._models or spec.name in self._adding:
+            raise AlreadyExists(f"a model named {spec.name} already exists; remove it first")
+        if not spec.path.is_absolute():
+            raise InvalidArgument(f"model path {spec.path} must be absolute (the daemon resolves no cwd)")
+        if spec.n_ctx and not 4 * self.config.block_size <= spec.n_ctx <= MAX_N_CTX:
+            raise InvalidArgument(
+                f"n_ctx {spec.n_ctx} is out of range: {4 * self.config.block_size}-{MAX_N_CTX} (0: default)"
+            )
+        if spec.chat_template:
+            from aicap.chat import compile_template
+
+            compile_template(spec.chat_template)
+        self._adding.add(spec.name)
+        try:
+            await asyncio.to_thread(check_gguf, spec.path)
+            try:
+                tokenizer = await asyncio.to_thread(Tokenizer, spec.path)
+            except Exception as exc:
+                raise InvalidArgument(f"{spec.path} is not a model llama.cpp can load: {exc}") from None
+            try:
+                await self._run_db(self._store.add, spec)
+            except BaseException:
+                tokenizer.close()
+                raise
+            m = self._models[spec.name] = Model(self._resolve(spec), "added", tokenizer=tokenizer)
+        finally:
+            self._adding.discard(spec.name)
+        log.info("model %s added from %s", spec.name, spec.path)
+        return m
+
+    async def remove(self, name: str) -> None:
+        m = self.get(name)
+        if m.name == DEFAULT_MODEL:
+            raise FailedPrecondition(f"model {name} is built in and cannot be removed")
+        if self.is_default(m):
+            raise FailedPrecondition(
+                f"model {name} is the default model (ai.default_model) and cannot be removed"
+            )
+        if m.origin == "config":
+            raise FailedPrecondition(f"model {name} comes from the daemon's configuration; remove it there")
+        await self._run_db(self._store.remove, name)
+        del self._models[name]
+        await self._free(m, f"model {name} was removed")
+        log.info("model %s removed", name)
+
+    # ---- internals ----
+
+    def _resolve(self, spec: ModelSpec) -> ModelSpec:
+        return dataclasses.replace(spec, n_ctx=spec.n_ctx or self.config.n_ctx)
+
+    def _check_alive(self, m: Model) -> None:
+        if m.removed:
+            raise Unavailable(f"model {m.name} was removed")
+        if self.closing:
+            raise Unavailable("the daemon is stopping")
+
+    async def _load(self, m: Model, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except Exception as exc:
+            log.error("cannot load model %s from %s: %s", m.name, m.spec.path, exc)
+            raise FailedPrecondition(f"cannot load model {m.name} from {m.spec.path}: {exc}") from None
+
+    def _make_engine(self, spec: ModelSpec) -> Callable[[], LLMEngine]:
+        c = self.config
+
+        def make() -> LLMEngine:  # on the inference thread
+            runner = ModelRunner(
+                RunnerConfig(
+                    spec.path,
+                    n_ctx=spec.n_ctx,
+                    n_seq_max=c.n_seq_max,
+                    n_batch=c.max_batch_tokens,
+                    n_threads=c.n_threads,
+                )
+            )
+            try:
+                return LLMEngine(
+                    runner,
+                    EngineConfig(
+                        block_size=c.block_size,
+                        max_batch_tokens=c.max_batch_tokens,
+                        max_running=c.max_running,
+                        swap_budget_tokens=c.swap_budget_tokens,
+                        isolate_apps=c.isolate_prefix_cache_per_app,
+                    ),
+                )
+            except BaseException:
+                runner.close()
+                raise
+
+        return make
+
+    async def _free(self, m: Model, reason: str) -> None:
+        m.removed = True
+        for feed in list(m.feeds):
+            feed.kill(Unavailable(reason))
+        async with m.lock:  # a load in progress completes first
+            waiting = [asyncio.ensure_future(f.closed.wait()) for f in m.feeds]
+            done = True
+            if waiting:
+                _, pending = await asyncio.wait(waiting, timeout=5.0)
+                for p in pending:
+                    p.cancel()
+                done = not pending
+            if m.engine is not None:
+                engine, m.engine = m.engine, None
+                await asyncio.to_thread(_close_engine, engine)
+            if m.tokenizer is not None and done:  # a handler still streaming may use it: then leak it
+                m.tokenizer.close()
+                m.tokenizer = None
+
+
+def _close_engine(engine: AsyncEngine) -> None:
+    engine.close()
+    if engine.engine is not None:
+        engine.engine.runner.close()
