@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         Sampling,
         Stats,
         Usage,
+        assemble,
     )
     from aicap.client import AiClient, AsyncAiClient, AsyncCompletionStream, CompletionStream
 
@@ -37,6 +38,7 @@ _MODULE_OF = {
     "Sampling": "aicap._messages",
     "Stats": "aicap._messages",
     "Usage": "aicap._messages",
+    "assemble": "aicap._messages",
 }
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "Sampling",
     "Stats",
     "Usage",
+    "assemble",
 ]
 
 

@@ -70,7 +70,10 @@ def error_from_rpc(exc: grpc.RpcError) -> DatamgrError:
     code = exc.code() if hasattr(exc, "code") else None
     name = code.name if code is not None else "UNKNOWN"
     details = exc.details() if hasattr(exc, "details") else None
-    err = BY_CODE.get(name, DatamgrError)(details or name)
+    # DaemonLocked, datamgr's FAILED_PRECONDITION class, is a local start-up error: aicap's failed
+    # preconditions (removing the default model, ...) are plain DatamgrErrors with that code
+    cls = DatamgrError if name == "FAILED_PRECONDITION" else BY_CODE.get(name, DatamgrError)
+    err = cls(details or name)
     err.code = name
     return err
 

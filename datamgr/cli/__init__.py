@@ -1,4 +1,4 @@
-"""The `datamgr` command line: `serve`, `health`, `apps ...`, `share ...`."""
+"""The `datamgr` command line: `serve`, `health`, `apps ...`, `share ...`, `ai ...`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from datamgr.cli._common import err
+from datamgr.cli.ai import ai
 from datamgr.cli.apps import apps
 from datamgr.cli.share import share
 from datamgr.errors import DatamgrError
@@ -82,3 +83,4 @@ def health(address: str | None, timeout: float, wait_s: float) -> None:
 
 main.add_command(apps)
 main.add_command(share)
+main.add_command(ai)
