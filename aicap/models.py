@@ -163,7 +163,7 @@ class ModelRegistry:
     # ---- lifecycle ----
 
     async def start(self) -> None:
-        """Registers the built-in, configured and persisted models; loads the default one."""
+        """Registers the built-in, configured and persisted models (loading none of them)."""
         builtin = ModelSpec(DEFAULT_MODEL, default_model_path())
         for spec, origin in [(builtin, "builtin"), *((s, "config") for s in self.config.models)]:
             if spec.name in self._models:
@@ -177,10 +177,13 @@ class ModelRegistry:
             self._models[spec.name] = Model(self._resolve(spec), "added")
         if self.config.default_model not in self._models:
             raise NotFound(f"the default model {self.config.default_model!r} is not in the model registry")
-        for m in self._models.values():
-            with contextlib.suppress(FailedPrecondition):  # listed anyway; using it reports why
-                await self.tokenizer(m)
+
+    async def load_default(self) -> None:
+        """Loads the default model's engine, then every model's tokenizer (for their chat templates)."""
         await self.engine(self.get(""))
+        for m in list(self._models.values()):
+            with contextlib.suppress(FailedPrecondition, Unavailable):  # listed anyway; use reports why
+                await self.tokenizer(m)
 
     async def close(self) -> None:
         """Ends every in-flight request (UNAVAILABLE) and frees every model."""

@@ -12,6 +12,8 @@ cancelled call, a passed deadline) aborts the request, which frees its KV within
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -130,10 +132,12 @@ class AiService(pb_grpc.AiServiceServicer):
         )
         self.metrics = make_registry(self._loaded_engines, self.limiter)
         self._metrics_server: Any = None
+        self._loading: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Registers the models and loads the default one (call before serving)."""
+        """Registers the models and starts loading the default one (`ready()` says when it is loaded)."""
         await self.models.start()
+        self._loading = asyncio.create_task(self.models.load_default())
         if self.config.metrics_port is not None:
             from prometheus_client import start_http_server
 
@@ -142,9 +146,17 @@ class AiService(pb_grpc.AiServiceServicer):
             )
             log.info("AI metrics on http://127.0.0.1:%d/metrics", self._metrics_server.server_port)
 
+    async def ready(self) -> None:
+        """Returns once the default model is loaded (requests before then wait for it)."""
+        assert self._loading is not None, "start() first"
+        await asyncio.shield(self._loading)
+
     async def close(self) -> None:
         """Ends in-flight generations with UNAVAILABLE and frees every model."""
         await self.models.close()
+        if self._loading is not None:
+            with contextlib.suppress(Exception):
+                await self._loading  # it failed or was cut short by the close; either is logged
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

@@ -149,9 +149,20 @@ async def _start_ai(
         metrics_port=ai.metrics_port,
     )
     service = AiService(config, authenticate, is_admin, ModelStore(engine), db.write)
-    await service.start()
+    await service.start()  # the default model loads in the background; its health says when it is ready
     aicap_pb2_grpc.add_AiServiceServicer_to_server(service, server)
     return service
+
+
+async def _ai_serving(ai: Any, health_servicer: HealthServicer) -> None:
+    """The AI service's health turns SERVING once its default model is loaded."""
+    await health_servicer.set(AI_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+    try:
+        await ai.ready()
+    except Exception as exc:
+        log.error("the AI service stays NOT_SERVING: %s", getattr(exc, "message", exc))
+        return
+    await health_servicer.set(AI_SERVICE, health_pb2.HealthCheckResponse.SERVING)
 
 
 def configure_logging(level: str) -> None:
@@ -211,8 +222,9 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
     tcp_port = server.add_insecure_port(settings.tcp) if settings.tcp else None
     await server.start()
     os.chmod(socket_path, 0o666)  # apps authenticate with tokens, not file modes
-    for name in ("", *services):
+    for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    ai_ready = asyncio.ensure_future(_ai_serving(ai, health_servicer)) if ai is not None else None
     endpoint = {"pid": os.getpid(), "socket": str(socket_path), "tcp_port": tcp_port}
     (settings.data_dir / "daemon.json").write_text(json.dumps(endpoint))
     log.info(
@@ -232,6 +244,8 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
     feed.close()
     published_feed.close()
     extensions.close()
+    if ai_ready is not None:
+        ai_ready.cancel()
     if ai is not None:
         await ai.close()  # in-flight generations end with UNAVAILABLE; the models are freed
     await server.stop(settings.shutdown_grace_s)

@@ -113,7 +113,8 @@ class Daemon:
         env.update(self.extra_env)
         return env
 
-    def start(self, wait: bool = True) -> Daemon:
+    def start(self, wait: bool = True, service: str = "") -> Daemon:
+        """Starts the daemon; with `wait`, returns once it (or the named service) is SERVING."""
         cmd = [sys.executable, "-m", "datamgr", "serve"]
         if self.config is not None:
             cmd += ["--config", str(self.config)]
@@ -121,10 +122,10 @@ class Daemon:
         self.proc = subprocess.Popen(cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
         log.close()
         if wait:
-            self.wait_healthy()
+            self.wait_healthy(service=service)
         return self
 
-    def wait_healthy(self, timeout: float = 30.0) -> None:
+    def wait_healthy(self, timeout: float = 30.0, service: str = "") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc is not None
@@ -134,7 +135,7 @@ class Daemon:
                 try:
                     with grpc.insecure_channel(self.address) as ch:
                         resp = health_pb2_grpc.HealthStub(ch).Check(
-                            health_pb2.HealthCheckRequest(), timeout=1
+                            health_pb2.HealthCheckRequest(service=service), timeout=1
                         )
                     if resp.status == health_pb2.HealthCheckResponse.SERVING:
                         return

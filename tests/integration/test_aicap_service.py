@@ -22,6 +22,7 @@ from aicap.v1 import aicap_pb2_grpc as pb_grpc
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 USE_AI = "ohos.permission.USE_AI"
+AI_SERVICE = "aicap.v1.AiService"
 CHATML = (
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
     "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
@@ -111,7 +112,7 @@ def code_of(fn: Any) -> tuple[grpc.StatusCode, str]:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = Daemon(tmp_path_factory.mktemp("ai") / "data", env=ENV).start()
+    d = Daemon(tmp_path_factory.mktemp("ai") / "data", env=ENV).start(service=AI_SERVICE)
     yield d
     d.stop()
 
@@ -344,7 +345,7 @@ def test_models_are_added_used_removed_and_kept_across_restarts(tmp_path: Path) 
     model = tmp_path / "copy.gguf"
     shutil.copyfile(default_model_path(), model)
     (tmp_path / "not.gguf").write_bytes(b"GGML" + b"\0" * 64)
-    d = Daemon(tmp_path / "data", env={**ENV, "DATAMGR_AI__N_CTX": "256"}).start()
+    d = Daemon(tmp_path / "data", env={**ENV, "DATAMGR_AI__N_CTX": "256"}).start(service=AI_SERVICE)
     try:
         admin = Ai(d, (d.data_dir / "admin.token").read_text().strip())
         app = Ai(d, d.add_app("com.example.assistant", USE_AI))
@@ -377,7 +378,7 @@ def test_models_are_added_used_removed_and_kept_across_restarts(tmp_path: Path) 
         assert code_of(lambda: remove("nope"))[0] == grpc.StatusCode.NOT_FOUND
 
         d.stop()
-        d.start()
+        d.start(service=AI_SERVICE)
         models = app.models()
         assert set(models) == {"smollm2-135m", "copy"}
         assert (models["copy"].n_ctx, models["copy"].chat_template, models["copy"].loaded) == (
@@ -396,7 +397,7 @@ def test_models_are_added_used_removed_and_kept_across_restarts(tmp_path: Path) 
         assert code_of(lambda: app.complete("x", model="copy"))[0] == grpc.StatusCode.NOT_FOUND
 
         _stopping_ends_generations(d, app)
-        d.start()
+        d.start(service=AI_SERVICE)
         assert set(app.models()) == {"smollm2-135m"}
     finally:
         d.stop()
