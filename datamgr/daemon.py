@@ -107,13 +107,18 @@ async def _start_ai(
     db: Database,
     server: grpc.aio.Server,
 ) -> Any:
-    """The AI servicer, started (its default model loaded) and added to `server`. It gets what aicap
-    may not import: app authentication, the admin check, the database. Imported only when enabled:
-    llama-cpp-python is an optional dependency."""
+    """The AI servicer, started (its default model loading) and added to `server`, or None when it
+    cannot run (logged). It gets what aicap may not import: app authentication, the admin check, the
+    database. Imported only when enabled: llama-cpp-python is an optional dependency."""
+    try:
+        from aicap.service import AiService
+        from aicap.v1 import aicap_pb2_grpc
+    except ImportError as exc:
+        log.error("AI service disabled: %s (install the 'ai' extra: llama-cpp-python)", exc)
+        return None
     from aicap.config import AiConfig, ModelSpec, SamplingDefaults
-    from aicap.service import AiService
+    from aicap.errors import AicapError
     from aicap.store import ModelStore
-    from aicap.v1 import aicap_pb2_grpc
 
     def authenticate(token: str) -> tuple[str, frozenset[str]] | None:
         try:
@@ -149,7 +154,11 @@ async def _start_ai(
         metrics_port=ai.metrics_port,
     )
     service = AiService(config, authenticate, is_admin, ModelStore(engine), db.write)
-    await service.start()  # the default model loads in the background; its health says when it is ready
+    try:
+        await service.start()  # the default model loads in the background; its health says when it is ready
+    except (FileNotFoundError, AicapError) as exc:  # no built-in model package, a bad default_model
+        log.error("AI service disabled: %s", exc)
+        return None
     aicap_pb2_grpc.add_AiServiceServicer_to_server(service, server)
     return service
 
