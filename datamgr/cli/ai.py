@@ -118,6 +118,10 @@ def interruptible(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _stdin_is_tty() -> bool:
+    return sys.stdin.isatty()
+
+
 @click.group()
 def ai() -> None:
     """The on-device LLM: models, completions, chat, tokens and engine statistics."""
@@ -163,7 +167,7 @@ def _print_summary(completion: Completion, chunks: list[CompletionChunk] | None)
         err.print(f"[dim]{label}finish {s.finish_reason or '?'}{tokens}{cached}[/]", highlight=False)
     if chunks is not None:
         table = Table("sample", "token", "text", "logprob")
-        for chunk in chunks:
+        for chunk in sorted(chunks, key=lambda c: c.index):  # stable: each sample's tokens in order
             for i, (token, logprob) in enumerate(zip(chunk.token_ids, chunk.logprobs, strict=False)):
                 table.add_row(
                     str(chunk.index), str(token), repr(chunk.text) if i == 0 else "", f"{logprob:.4f}"
@@ -223,7 +227,7 @@ def chat(
     interactively on a terminal (the history is kept; Ctrl-D ends)."""
     history: list[tuple[str, str]] = [("system", system)] if system else []
     with _client(address, token) as client:
-        if message is None and not sys.stdin.isatty():
+        if message is None and not _stdin_is_tty():
             message = sys.stdin.read()
         if message is not None:
             _run(client.stream_chat, [*history, ("user", message)], options, as_json)
