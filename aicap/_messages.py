@@ -186,18 +186,18 @@ def stats_from_proto(msg: pb.GetStatsResponse) -> Stats:
 
 
 class Sampling(TypedDict, total=False):
-    """Sampling keywords of complete/chat; unset ones take the daemon's defaults (see the proto)."""
+    """Sampling keywords of complete/chat; unset ones (or None) take the daemon's defaults (see the proto)."""
 
-    max_tokens: int
-    temperature: float
-    top_k: int
-    top_p: float
-    min_p: float
-    repeat_penalty: float
-    repeat_last_n: int
-    seed: int
-    stop: str | Sequence[str]
-    n: int
+    max_tokens: int | None
+    temperature: float | None
+    top_k: int | None
+    top_p: float | None
+    min_p: float | None
+    repeat_penalty: float | None
+    repeat_last_n: int | None
+    seed: int | None
+    stop: str | Sequence[str] | None
+    n: int | None
     logprobs: bool
     ignore_eos: bool
 

@@ -183,7 +183,7 @@ def _run(stream_fn: Callable[..., Any], what: Any, options: dict[str, Any], as_j
             completion: Completion = stream.completion()
             print_json(_completion_json(completion))
             return completion
-        completion, chunks = _print_stream(stream, sampling.get("n", 1))
+        completion, chunks = _print_stream(stream, sampling.get("n") or 1)
     _print_summary(completion, chunks if sampling.get("logprobs") else None)
     return completion
 

@@ -290,6 +290,7 @@ class FakeAi(pb_grpc.AiServiceServicer):
     def RemoveModel(self, request: Any, context: grpc.ServicerContext) -> pb.RemoveModelResponse:
         self._begin(request, context)
         context.abort(grpc.StatusCode.NOT_FOUND, f"no model {request.name!r}")
+        raise AssertionError("abort raises")
 
 
 @pytest.fixture
