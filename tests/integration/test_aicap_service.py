@@ -261,10 +261,8 @@ def test_bad_input_gets_its_status_and_a_clear_message_and_changes_nothing(ai: A
         )
         assert (got, message in details) == (code, True), (method, fields, got, details)
     after = wait_idle(ai)
-    assert (after.prompt_tokens_total, after.requests_finished) == (
-        before.prompt_tokens_total,
-        before.requests_finished,
-    )
+    changed = (after.prompt_tokens_total, after.requests_finished)
+    assert changed == (before.prompt_tokens_total, before.requests_finished), (before, after)
 
 
 def _consume(rpc: Any, method: str, fields: dict[str, Any], ai: Ai) -> None:
