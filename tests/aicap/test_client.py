@@ -199,7 +199,22 @@ def test_exported_members() -> None:
     exported = aicap.__all__
     assert exported == sorted(exported)
     assert all(getattr(aicap, name) is not None for name in exported)
-    assert "AiClient" in exported and "AsyncAiClient" in exported and "Completion" in exported
+    assert set(exported) == {
+        "AiClient",
+        "AsyncAiClient",
+        "AsyncCompletionStream",
+        "Completion",
+        "CompletionChunk",
+        "CompletionStream",
+        "EngineStats",
+        "Histogram",
+        "Model",
+        "Sample",
+        "Sampling",
+        "Stats",
+        "Usage",
+        "assemble",
+    }
 
 
 def test_address_and_token_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
