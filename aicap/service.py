@@ -317,7 +317,13 @@ class AiService(pb_grpc.AiServiceServicer):
                             feed.stop(i)
                         reason = "stop" if sample.stopped else ev.finish_reason or "length"
                         chunk.finish_reason = _FINISH[reason]
-                        chunk.usage.CopyFrom(pb.Usage(prompt_tokens=len(prompt), completion_tokens=counts[i]))
+                        chunk.usage.CopyFrom(
+                            pb.Usage(
+                                prompt_tokens=len(prompt),
+                                completion_tokens=counts[i],
+                                cached_tokens=ev.cached_tokens,
+                            )
+                        )
                         done.add(i)
                     yield chunk
             finally:

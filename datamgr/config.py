@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -80,7 +80,13 @@ class AiSettings(BaseModel):
     )
     models: list[AiModelSettings] = Field([], description="Models served besides the built-in smollm2-135m.")
     n_ctx: int = Field(8192, ge=64, le=1 << 20, description="Context (KV cells) of each model by default.")
-    n_seq_max: int = Field(64, ge=1, le=256, description="llama.cpp sequences per context (samples at once).")
+    n_seq_max: int = Field(
+        64,
+        ge=2,
+        le=256,
+        description="llama.cpp sequence ids per context: max_running for sequences, the rest hold the cells "
+        "of cached prefix blocks (more holders: more distinct prefixes cached).",
+    )
     n_threads: int = Field(2, ge=1, le=256, description="CPU threads each model's inference uses.")
     block_size: int = Field(16, ge=1, le=1024, description="Tokens per KV block.")
     max_batch_tokens: int = Field(512, ge=16, le=8192, description="Tokens per engine step (llama_decode).")
@@ -104,6 +110,15 @@ class AiSettings(BaseModel):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Serve Prometheus /metrics on 127.0.0.1:PORT (0 picks one)."
     )
+
+    @model_validator(mode="after")
+    def _holders_left(self) -> AiSettings:
+        if self.n_seq_max <= self.max_running:
+            raise ValueError(
+                f"ai.n_seq_max ({self.n_seq_max}) must exceed ai.max_running ({self.max_running}): "
+                "the sequence ids beyond max_running keep the prefix cache"
+            )
+        return self
 
 
 class Settings(BaseSettings):

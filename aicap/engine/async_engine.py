@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
+import contextlib
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -21,6 +23,13 @@ from typing import Any
 from aicap.engine.llm_engine import EngineStats, LLMEngine, SamplingParams, TokenEvent
 
 _STOP = object()
+log = logging.getLogger("aicap.engine")
+
+
+class EngineClosed(RuntimeError):
+    """The engine stopped (its model was unloaded or the daemon is shutting down)."""
+
+
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -158,6 +167,7 @@ class AsyncEngine:
         return self._stats
 
     def close(self) -> None:
+        """Stops the inference thread; callers still iterating get EngineClosed."""
         self._inbox.put(_STOP)
         self._thread.join()
 
@@ -166,27 +176,34 @@ class AsyncEngine:
     def _run(self) -> None:
         try:
             engine = self.engine = self._make_engine()
+            self._stats = engine.stats()
         except BaseException as exc:
             self._error = exc
             return
         finally:
             self._ready.set()
         requests: dict[int, _Request] = {}
+
+        def fail(req: _Request, exc: BaseException) -> None:
+            assert req.loop is not None
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting
+                req.loop.call_soon_threadsafe(req.out.put_nowait, exc)
+
         while True:
             # block for work only when idle; otherwise take what arrived and step
             item = self._inbox.get() if not engine.has_work() else self._next_nowait()
             while item is not None:
                 if item is _STOP:
-                    for seq_id in list(requests):
-                        engine.abort(seq_id)
+                    for rid, req in requests.items():
+                        engine.abort(rid)
+                        fail(req, EngineClosed("the model was unloaded"))
                     return
                 if isinstance(item, _Request):
                     try:
                         engine.add(item.seq_id, item.prompt, item.params, item.app)
                         requests[item.seq_id] = item
                     except ValueError as exc:
-                        assert item.loop is not None
-                        item.loop.call_soon_threadsafe(item.out.put_nowait, exc)
+                        fail(item, exc)
                 elif item[0] == "stop":  # ("stop", request id, sample index)
                     engine.stop(item[1], item[2])
                     if not engine.has_request(item[1]):
@@ -195,16 +212,24 @@ class AsyncEngine:
                     engine.abort(item[1])
                     requests.pop(item[1], None)
                 item = self._next_nowait()
-            if not engine.has_work():
-                continue
-            for ev in engine.step():
-                req = requests.get(ev.seq_id)
-                if req is None:
-                    continue
-                if ev.finished and not engine.has_request(ev.seq_id):
-                    del requests[ev.seq_id]
-                assert req.loop is not None
-                req.loop.call_soon_threadsafe(req.out.put_nowait, ev)
+            if engine.has_work():
+                try:
+                    events = engine.step()
+                except Exception as exc:  # a bug or a llama.cpp failure: fail the requests, not the thread
+                    log.exception("engine step failed; failing %d requests", len(requests))
+                    for rid, req in requests.items():
+                        engine.abort(rid)
+                        fail(req, exc)
+                    requests.clear()
+                    events = []
+                for ev in events:
+                    target = requests.get(ev.seq_id)
+                    if target is None:
+                        continue
+                    if ev.finished and not engine.has_request(ev.seq_id):
+                        del requests[ev.seq_id]
+                    assert target.loop is not None
+                    target.loop.call_soon_threadsafe(target.out.put_nowait, ev)
             self._stats = engine.stats()
 
     def _next_nowait(self) -> Any:

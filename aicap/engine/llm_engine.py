@@ -64,6 +64,7 @@ class TokenEvent:
     index: int = 0  # which of the request's n samples
     logprob: float | None = None  # when asked for: log-probability under the model's distribution
     finish_reason: str | None = None  # "stop" (end-of-generation token) or "length"
+    cached_tokens: int = 0  # prompt tokens this sample took from the prefix cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,8 @@ class LLMEngine:
         self._finished = 0
         self._waste_cells = 0
         self._reserved_cells = 0
+        # tests set a list here to receive (request id, sample index, logits) of every sampled token
+        self.trace: list[tuple[int, int, np.ndarray]] | None = None
 
     # ---- requests ----
 
@@ -223,6 +226,9 @@ class LLMEngine:
             for seq, n in batch.scheduled
             if seq.num_computed + n == seq.num_tokens
         }
+        if self.trace is not None:
+            for seq_id in sampled:
+                self.trace.append((*self._request_of[seq_id], logits[self._slots[seq_id]]))
         done = self.scheduler.postprocess(batch, {k: v[0] for k, v in sampled.items()})
         finished = {s.seq_id for s in done}
         self._keep_cached_cells()
@@ -234,7 +240,8 @@ class LLMEngine:
             if seq_id in finished:
                 reason = "stop" if seq.stopped else "length"
                 self._end(seq_id)
-            events.append(TokenEvent(request_id, tok, reason is not None, index, logprob, reason))
+            cached = seq.cached_tokens or 0
+            events.append(TokenEvent(request_id, tok, reason is not None, index, logprob, reason, cached))
         self._generated += len(sampled)
         return events
 

@@ -182,6 +182,8 @@ class Scheduler:
         else:
             self.waiting.remove(seq)
             seq.num_computed = alloc.num_cached_tokens
+            if seq.cached_tokens is None:
+                seq.cached_tokens = alloc.num_cached_tokens
         seq.status = Status.RUNNING
         self.running.append(seq)
         return True

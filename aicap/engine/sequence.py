@@ -28,6 +28,7 @@ class Sequence:
     output: list[int] = field(default_factory=list)
     status: Status = Status.WAITING
     num_computed: int = 0  # leading tokens whose KV is in the cache
+    cached_tokens: int | None = None  # prompt tokens found in the prefix cache at first admission
     arrival: int = field(default_factory=lambda: next(_arrivals))
 
     @property

@@ -31,6 +31,7 @@ CHATML = (
 ENV = {
     "DATAMGR_AI__N_CTX": "512",
     "DATAMGR_AI__N_SEQ_MAX": "8",
+    "DATAMGR_AI__MAX_RUNNING": "4",
     "DATAMGR_AI__MAX_TOKENS_LIMIT": "64",
     "DATAMGR_AI__MAX_N": "4",
     "DATAMGR_AI__MAX_CONCURRENT_PER_APP": "1",
@@ -90,17 +91,11 @@ def text(chunks: list[pb.CompletionChunk], index: int = 0) -> str:
 def wait_idle(ai: Ai, timeout: float = 10.0) -> pb.EngineStats:
     """The engine's stats once nothing runs or waits and no KV block is used."""
     deadline = time.monotonic() + timeout
-    nudged = False
     while True:
         e = ai.engine()
         if (e.kv_blocks_used, e.requests_running, e.requests_waiting) == (0, 0, 0):
             return e
         assert time.monotonic() < deadline, f"the engine did not go idle: {e}"
-        if not nudged and time.monotonic() > deadline - timeout + 1:
-            # AsyncEngine refreshes its stats only after a step, so an abort or a stop that leaves it
-            # idle is not visible until the next step: one 1-token request makes it step.
-            ai.complete("nudge", max_tokens=1)
-            nudged = True
         time.sleep(0.05)
 
 
@@ -133,6 +128,15 @@ def test_completion_streams_one_token_per_chunk_and_its_text_is_the_detokenized_
     assert text(chunks) == ai.detokenize(tokens(chunks))
     assert "Paris" in text(chunks)
     assert wait_idle(ai).requests_finished >= 1
+
+
+def test_a_repeated_prefix_is_served_from_the_prefix_cache(ai: Ai) -> None:
+    prefix = "You are a careful assistant who answers questions about geography. " * 6
+    first = ai.complete(prefix + "Where is Paris?", max_tokens=2, **GREEDY)
+    second = ai.complete(prefix + "Where is Rome?", max_tokens=2, **GREEDY)
+    assert first[-1].usage.cached_tokens == 0
+    shared = len(ai.tokenize(prefix, add_special=True))
+    assert shared - 16 < second[-1].usage.cached_tokens <= shared  # whole blocks of the prefix
 
 
 def test_chat_renders_the_models_chat_template(ai: Ai) -> None:
