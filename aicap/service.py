@@ -180,8 +180,11 @@ class AiService(pb_grpc.AiServiceServicer):
 
     def _admin(self, context: grpc.aio.ServicerContext) -> None:
         token = _token(context)
-        if not token or not self._is_admin(token):
-            raise Unauthenticated("model changes need the device owner's admin token")
+        if token and self._is_admin(token):
+            return
+        if token and self._authenticate(token) is not None:
+            raise PermissionDenied("model changes need the device owner's admin token, not an app token")
+        raise Unauthenticated("model changes need the device owner's admin token")
 
     # ---- models ----
 

@@ -88,7 +88,9 @@ class AiSettings(BaseModel):
         "of cached prefix blocks (more holders: more distinct prefixes cached).",
     )
     n_threads: int = Field(2, ge=1, le=256, description="CPU threads each model's inference uses.")
-    block_size: int = Field(16, ge=1, le=1024, description="Tokens per KV block.")
+    block_size: int = Field(
+        8, ge=1, le=1024, description="Tokens per KV block (a sequence wastes at most block_size - 1 cells)."
+    )
     max_batch_tokens: int = Field(512, ge=16, le=8192, description="Tokens per engine step (llama_decode).")
     max_running: int = Field(16, ge=1, le=256, description="Sequences decoding at once per model.")
     swap_budget_tokens: int = Field(

