@@ -54,6 +54,7 @@ from aicap.engine.tokenizer import Tokenizer  # noqa: E402
 
 PERMISSION = "ohos.permission.USE_AI"
 LENGTHS = (16, 64, 256)  # prompt lengths (tokens), cycled over the requests
+FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}  # llama_context_params.flash_attn_type
 PER_SEQ_CTX = 512  # cells per sequence of the per-sequence-streams bare loop (a prompt plus its output)
 ALL_SYSTEMS = ("bare-u", "bare-s", "serial", "engine", "daemon")
 LABELS = {
@@ -137,6 +138,7 @@ class Run:
     itl: list[float] = field(default_factory=list)
     tokens: int = 0
     note: str = ""
+    others: float = 0.0  # share of the CPUs other processes used meanwhile
 
     def request(self, arrival: float, times: list[float]) -> None:
         if times:
@@ -187,26 +189,32 @@ def proc_jiffies(pid: int) -> int:
 
 
 class CpuWatch:
-    """CPU steal and the CPU used by processes other than this one and the daemon, over the run."""
+    """CPU steal, and the CPU used by processes other than this one and the daemon: llama.cpp's threads
+    (OpenMP in this build) slow down many times over when anything else wants the 2 cores."""
 
     def __init__(self) -> None:
         self.pids: set[int] = {os.getpid()}
-        self.steal0, self.busy0, self.total0 = cpu_times()
-        self.own0: dict[int, int] = {os.getpid(): proc_jiffies(os.getpid())}
+        self.start = self.snap()
 
     def watch(self, pid: int) -> None:
         self.pids.add(pid)
-        self.own0[pid] = proc_jiffies(pid)
+        self.start = self.snap()
+
+    def snap(self) -> tuple[int, int, int, int]:
+        """(steal, busy, total, ours) jiffies."""
+        return (*cpu_times(), sum(proc_jiffies(p) for p in self.pids))
+
+    @staticmethod
+    def shares(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[float, float]:
+        """(steal, others) between two snapshots, as shares of all CPU time."""
+        span = max(1, b[2] - a[2])
+        return (b[0] - a[0]) / span, max(0, (b[1] - a[1]) - (b[3] - a[3])) / span
 
     def report(self) -> str:
-        steal, busy, total = cpu_times()
-        own = sum(proc_jiffies(p) - self.own0.get(p, 0) for p in self.pids)
-        span = max(1, total - self.total0)
-        other = max(0, busy - self.busy0 - own)
+        steal, other = self.shares(self.start, self.snap())
         return (
-            f"CPU steal {100 * (steal - self.steal0) / span:.0f}%, other processes used "
-            f"{100 * other / span:.0f}% of the CPUs during the run"
-            + (" (NOISY: others were running)" if other / span > 0.05 else "")
+            f"CPU steal {100 * steal:.0f}%, other processes used {100 * other:.0f}% of the CPUs during "
+            "the run" + (" (NOISY: others were running; see the 'others' column)" if other > 0.05 else "")
         )
 
 
@@ -216,13 +224,16 @@ class CpuWatch:
 class BareLoop:
     """Continuous batching in its simplest form, straight on llama.cpp's low-level API."""
 
-    def __init__(self, model: Any, cfg: Any, n_ctx: int, n_seq_max: int, kv_unified: bool) -> None:
+    def __init__(
+        self, model: Any, cfg: Any, n_ctx: int, n_seq_max: int, kv_unified: bool, flash_attn: str
+    ) -> None:
         cp = llama_cpp.llama_context_default_params()
         cp.n_ctx = n_ctx
         cp.n_batch = cp.n_ubatch = self.n_batch = cfg.max_batch_tokens
         cp.n_seq_max = n_seq_max
         cp.n_threads = cp.n_threads_batch = cfg.n_threads
         cp.kv_unified = kv_unified
+        cp.flash_attn_type = FLASH_ATTN[flash_attn]
         cp.no_perf = True
         self.ctx = llama_cpp.llama_init_from_model(model, cp)
         assert self.ctx, "cannot create a llama.cpp context"
@@ -440,7 +451,7 @@ class ThroughDaemon:
     def __init__(self, data_dir: Path, clients: int, env: dict[str, str]) -> None:
         from harness import Daemon
 
-        self.daemon = Daemon(data_dir, env=env).start()
+        self.daemon = Daemon(data_dir, env=env).start(service="aicap.v1.AiService")  # model loaded
         self.tokens = [self.daemon.add_app(f"com.bench.client{c}", PERMISSION) for c in range(clients)]
         self.prefix_token = self.daemon.add_app("com.bench.prefix", PERMISSION)
 
@@ -545,7 +556,7 @@ def median_run(runs: list[Run]) -> dict[str, float]:
 
 def print_table(results: dict[tuple[str, int], list[Run]], clients: list[int], systems: list[str]) -> None:
     head = f"{'N':>3} {'system':<24}{'tok/s':>8}{'TTFT p50/p99 (ms)':>22}{'ITL p50/p99 (ms)':>19}"
-    print(head + f"  {'tok/s vs: bare-u':>16}{'bare-s':>8}{'serial':>8}")
+    print(head + f"  {'tok/s vs: bare-u':>16}{'bare-s':>8}{'serial':>8}{'others':>8}")
     for n in clients:
         med = {s: median_run(results[s, n]) for s in systems if (s, n) in results}
         for s in systems:
@@ -561,6 +572,7 @@ def print_table(results: dict[tuple[str, int], list[Run]], clients: list[int], s
                 f"{n:>3} {LABELS[s]:<24}{m['tok_s']:>8.1f}"
                 f"{m['ttft50'] * 1e3:>11.0f} /{m['ttft99'] * 1e3:>8.0f}"
                 f"{m['itl50'] * 1e3:>10.1f} /{m['itl99'] * 1e3:>7.1f}  {ratios}"
+                f"{100 * max(r.others for r in results[s, n]):>7.0f}%"
                 + (f"  ({'; '.join(notes)})" if notes else "")
             )
 
@@ -636,6 +648,12 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--systems", default=",".join(ALL_SYSTEMS))
     ap.add_argument("--prefix-reps", type=int, default=3, help="Cold/hit pairs for prefix reuse (0: skip).")
     ap.add_argument("--prefix-tokens", type=int, default=1000)
+    ap.add_argument(
+        "--bare-flash-attn",
+        choices=sorted(FLASH_ATTN),
+        default="auto",
+        help="Flash attention of the bare loop (llama.cpp's default: auto; the engine turns it off).",
+    )
     ap.add_argument("--daemon-env", action="append", default=[], help="KEY=VALUE for the daemon.")
     args = ap.parse_args()
     if args.quick:
@@ -667,10 +685,14 @@ class Systems:
         max_clients = max(int(n) for n in args.clients.split(","))
         self.bare: dict[str, BareLoop] = {}
         if "bare-u" in self.names:
-            self.bare["bare-u"] = BareLoop(self.model, cfg, cfg.n_ctx, cfg.n_seq_max, kv_unified=True)
+            self.bare["bare-u"] = BareLoop(
+                self.model, cfg, cfg.n_ctx, cfg.n_seq_max, kv_unified=True, flash_attn=args.bare_flash_attn
+            )
         if "bare-s" in self.names:
             n_seq = max_clients
-            self.bare["bare-s"] = BareLoop(self.model, cfg, n_seq * PER_SEQ_CTX, n_seq, kv_unified=False)
+            self.bare["bare-s"] = BareLoop(
+                self.model, cfg, n_seq * PER_SEQ_CTX, n_seq, kv_unified=False, flash_attn=args.bare_flash_attn
+            )
         self.serial = Serial(model_path, cfg, self.eog) if "serial" in self.names else None
         self.engine = InProcess(model_path, cfg) if "engine" in self.names else None
         self.daemon = None
@@ -741,7 +763,7 @@ def kv_report(samples: list[Any], after8: Any, final: Any) -> list[str]:
 
 
 def sweep(
-    args: argparse.Namespace, sys_: Systems, clients: list[int]
+    args: argparse.Namespace, sys_: Systems, clients: list[int], watch: CpuWatch
 ) -> tuple[dict[tuple[str, int], list[Run]], list[Any], Any]:
     """Every system at every N, interleaved; the daemon's stats are sampled during its N=8 runs."""
     results: dict[tuple[str, int], list[Run]] = {}
@@ -753,15 +775,17 @@ def sweep(
             w = Workload(n, args.per_client, args.max_tokens, texts, tokens)
             order = sys_.names if rnd % 2 == 0 else sys_.names[::-1]  # alternate who goes first
             for name in order:
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), watch.snap()
                 sample = (lambda: samples.append(sys_.stats())) if name == "daemon" and n == 8 else None
                 run = sys_.run(name, w, sample)
+                run.others = watch.shares(cpu0, watch.snap())[1]
                 results.setdefault((name, n), []).append(run)
                 if sample is not None:
                     after8.append(sys_.stats())
                 print(
                     f"  round {rnd + 1} N={n:<2} {LABELS[name]:<24} {run.tok_s:7.1f} tok/s "
-                    f"({run.tokens} tokens, {time.perf_counter() - t0:.1f} s)",
+                    f"({run.tokens} tokens, {time.perf_counter() - t0:.1f} s, others used "
+                    f"{100 * run.others:.0f}% of the CPUs)",
                     flush=True,
                 )
     return results, samples, after8[-1] if after8 else None
@@ -790,7 +814,7 @@ def main() -> None:
         cfg = sys_.cfg
         try:
             sys_.warm_up()
-            results, samples, after8 = sweep(args, sys_, clients)
+            results, samples, after8 = sweep(args, sys_, clients, watch)
             if args.prefix_reps:
                 pairs = prefix_prompts(sys_.tok, args.prefix_reps, args.prefix_tokens)
                 extra += prefix_reuse(pairs, sys_.tok, prefix_systems(sys_))
@@ -810,9 +834,10 @@ def main() -> None:
         f"{'/'.join(map(str, LENGTHS))} tokens, {args.max_tokens} output tokens (greedy, EOS ignored); "
         f"the daemon's settings (engine, bare-u): n_ctx {cfg.n_ctx}, n_seq_max {cfg.n_seq_max}, max_running "
         f"{cfg.max_running}, max_batch_tokens {cfg.max_batch_tokens}; bare-s: {PER_SEQ_CTX} cells per "
-        f"sequence; medians of {args.rounds} round(s)"
+        f"sequence; bare flash attention {args.bare_flash_attn}; medians of {args.rounds} round(s)"
     )
     print_table(results, clients, sys_.names)
+    print("others: the most CPU other processes took during that row's runs; above ~5% the row is noise")
     if 8 in clients:
         print_targets(results, 8)
     for line in extra:
