@@ -41,6 +41,7 @@ class AiConfig:
     n_ctx: int = 8192
     n_seq_max: int = 64
     n_threads: int = 2
+    flash_attn: bool = True
     block_size: int = 16
     max_batch_tokens: int = 512
     max_running: int = 16

@@ -303,6 +303,7 @@ class ModelRegistry:
                     n_seq_max=c.n_seq_max,
                     n_batch=c.max_batch_tokens,
                     n_threads=c.n_threads,
+                    flash_attn=c.flash_attn,
                 )
             )
             try:

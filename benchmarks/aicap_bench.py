@@ -391,6 +391,7 @@ class InProcess:
                     n_seq_max=cfg.n_seq_max,
                     n_batch=cfg.max_batch_tokens,
                     n_threads=cfg.n_threads,
+                    flash_attn=cfg.flash_attn,
                 )
             )
             config = EngineConfig(
@@ -652,7 +653,7 @@ def parse() -> argparse.Namespace:
         "--bare-flash-attn",
         choices=sorted(FLASH_ATTN),
         default="auto",
-        help="Flash attention of the bare loop (llama.cpp's default: auto; the engine turns it off).",
+        help="Flash attention of the bare loop (llama.cpp's default: auto; the engine's: ai.flash_attn, on).",
     )
     ap.add_argument("--daemon-env", action="append", default=[], help="KEY=VALUE for the daemon.")
     args = ap.parse_args()

@@ -88,6 +88,11 @@ class AiSettings(BaseModel):
         "of cached prefix blocks (more holders: more distinct prefixes cached).",
     )
     n_threads: int = Field(2, ge=1, le=256, description="CPU threads each model's inference uses.")
+    flash_attn: bool = Field(
+        True,
+        description="llama.cpp's flash attention: it skips the cells of other sequences and of the prefix "
+        "cache (off, every decode step attends over all of them); off, logits do not depend on the batch.",
+    )
     block_size: int = Field(
         8, ge=1, le=1024, description="Tokens per KV block (a sequence wastes at most block_size - 1 cells)."
     )

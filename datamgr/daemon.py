@@ -140,6 +140,7 @@ async def _start_ai(
         n_ctx=ai.n_ctx,
         n_seq_max=ai.n_seq_max,
         n_threads=ai.n_threads,
+        flash_attn=ai.flash_attn,
         block_size=ai.block_size,
         max_batch_tokens=ai.max_batch_tokens,
         max_running=ai.max_running,

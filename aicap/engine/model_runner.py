@@ -35,7 +35,7 @@ class RunnerConfig:
     n_batch: int = 512
     n_threads: int = 2
     kv_unified: bool = True
-    flash_attn: bool = False
+    flash_attn: bool = True
 
 
 class DecodeError(RuntimeError):
@@ -71,9 +71,12 @@ class ModelRunner:
         cparams.n_threads = config.n_threads
         cparams.n_threads_batch = config.n_threads
         cparams.kv_unified = config.kv_unified
-        # llama.cpp's CPU flash attention makes a prompt's logits depend on what else is in the
-        # batch (0.5 apart with two 50-token prompts, measured here); without it batched and alone
-        # agree exactly, at no measured cost in throughput with unified KV.
+        # With unified KV every token's attention spans all n_kv cells (up to the highest one in use):
+        # other sequences' and the prefix cache's. The CPU flash-attention kernel skips the masked
+        # cells, so they cost nothing; without it a decode step slows down with every cached token
+        # (121 -> 226 ms for 8 sequences beside 4,000 cached cells, measured here). Its price: a
+        # token's logits depend a little on what else is in the batch (max |d| 0.3-0.5, correlation
+        # 0.9993); off, batched and alone agree exactly.
         cparams.flash_attn_type = 1 if config.flash_attn else 0
         cparams.no_perf = True
         self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)

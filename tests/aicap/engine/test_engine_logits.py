@@ -2,12 +2,12 @@
 logits through the engine — batched with others, after a prefix-cache hit, after swap-out and in,
 after recompute, as one of n samples — match evaluating the same tokens alone, within a tolerance.
 
-llama.cpp's matmul kernels depend on how many tokens a batch holds, so a token decoded beside
-others differs from the same token decoded alone (measured here: max |Δlogit| up to ~1, Pearson
-correlation ≥ 0.9995). Wrong KV differs more: one wrong prompt token 20 positions back gives
-correlation 0.983 (|Δ| 4.4), a missing block 0.989 (|Δ| 2.5). So each step's logits must
-correlate at ≥ MIN_CORR with the alone ones; a sequence that is alone in every batch (a prefix hit
-then decoding) must match exactly (flash attention is off: see RunnerConfig)."""
+llama.cpp's kernels (flash attention, on as in the daemon) depend on how many tokens a batch holds,
+so a token decoded beside others differs from the same token decoded alone (measured here: max
+|Δlogit| up to ~0.5, Pearson correlation ≥ 0.9993). Wrong KV differs more: one wrong prompt token
+20 positions back gives correlation 0.983 (|Δ| 4.4), a missing block 0.989 (|Δ| 2.5). So each
+step's logits must correlate at ≥ MIN_CORR with the alone ones; a sequence that is alone in every
+batch (a prefix hit then decoding) must match exactly."""
 
 from __future__ import annotations
 
