@@ -34,7 +34,7 @@ section "ruff"
 .venv/bin/ruff check . || failed+=("ruff check")
 
 section "mypy"
-.venv/bin/mypy datamgr aicap || failed+=("mypy")
+.venv/bin/mypy datamgr aicap udmf || failed+=("mypy")
 
 section "pytest"
 rc=0
