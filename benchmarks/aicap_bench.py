@@ -4,7 +4,8 @@ llama-cpp-python's high-level Llama answering the same requests one after anothe
 Run: .venv/bin/python benchmarks/aicap_bench.py [--quick] [--clients 1,4,8,16] [--per-client 2]
      [--max-tokens 128] [--rounds 1] [--systems bare-u,bare-s,serial,engine,daemon] [--prefix-reps 3]
 
-One run, every system on the same prompts (the same token lists), interleaved per concurrency level:
+One run, every system on the same prompts (the same token lists), interleaved per concurrency level; every
+level and round gets prompts of its own, so no system reuses a prefix cached by an earlier run:
 
 - bare-u / bare-s: the ceiling, a direct llama_cpp loop with continuous batching in its simplest form (a new
   request's whole prompt is decoded in the same batch as the running decodes, argmax in numpy, a client's next
@@ -768,11 +769,12 @@ def sweep(
 ) -> tuple[dict[tuple[str, int], list[Run]], list[Any], Any]:
     """Every system at every N, interleaved; the daemon's stats are sampled during its N=8 runs."""
     results: dict[tuple[str, int], list[Run]] = {}
-    texts, tokens = make_prompts(sys_.tok, max(clients) * args.per_client)
     samples: list[Any] = []
     after8: list[Any] = []
     for rnd in range(args.rounds):
         for n in clients:
+            # new prompts for every level and round: no system may reuse an earlier run's prefix cache
+            texts, tokens = make_prompts(sys_.tok, n * args.per_client, seed=1000 * (rnd + 1) + n)
             w = Workload(n, args.per_client, args.max_tokens, texts, tokens)
             order = sys_.names if rnd % 2 == 0 else sys_.names[::-1]  # alternate who goes first
             for name in order:

@@ -26,6 +26,27 @@ _STOP = object()
 log = logging.getLogger("aicap.engine")
 
 
+def _deliver(items: list[tuple[asyncio.Queue[Any], TokenEvent]]) -> None:
+    for out, ev in items:
+        out.put_nowait(ev)
+
+
+def _dispatch(engine: LLMEngine, requests: dict[int, _Request], events: list[TokenEvent]) -> None:
+    """Hands a step's events to their callers: one wake-up of each caller's loop, not one per token."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Any], TokenEvent]]] = {}
+    for ev in events:
+        target = requests.get(ev.seq_id)
+        if target is None:
+            continue
+        if ev.finished and not engine.has_request(ev.seq_id):
+            del requests[ev.seq_id]
+        assert target.loop is not None
+        by_loop.setdefault(target.loop, []).append((target.out, ev))
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(_deliver, items)
+
+
 class EngineClosed(RuntimeError):
     """The engine stopped (its model was unloaded or the daemon is shutting down)."""
 
@@ -222,14 +243,7 @@ class AsyncEngine:
                         fail(req, exc)
                     requests.clear()
                     events = []
-                for ev in events:
-                    target = requests.get(ev.seq_id)
-                    if target is None:
-                        continue
-                    if ev.finished and not engine.has_request(ev.seq_id):
-                        del requests[ev.seq_id]
-                    assert target.loop is not None
-                    target.loop.call_soon_threadsafe(target.out.put_nowait, ev)
+                _dispatch(engine, requests, events)
             self._stats = engine.stats()
 
     def _next_nowait(self) -> Any:
