@@ -128,6 +128,41 @@ class AiSettings(BaseModel):
         return self
 
 
+class UdmfSettings(BaseModel):
+    """UDMF: unified data channels between apps (limits follow OpenHarmony where it sets one)."""
+
+    entry_ttl_s: float = Field(
+        3600.0, gt=0, description="Data older than this is deleted (OpenHarmony: hourly, older than 1 h)."
+    )
+    sweep_interval_s: float = Field(
+        60.0, gt=0, description="How often expired data is looked for (also at start)."
+    )
+    max_data_bytes: int = Field(
+        200 * 1024 * 1024,
+        ge=1024,
+        le=1 << 40,
+        description="Largest UnifiedData (values plus blobs), as OpenHarmony's 200 MB.",
+    )
+    inline_blob_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        le=16 * 1024 * 1024,
+        description="Streamed values up to this size stay in the database; larger ones go to files.",
+    )
+    chunk_bytes: int = Field(
+        1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Bytes per chunk part when data is read."
+    )
+    lazy_load_timeout_s: float = Field(
+        30.0, gt=0, description="How long a drop target waits for a lazy drag source's data."
+    )
+    max_records: int = Field(10_000, ge=1, le=1_000_000, description="Records per UnifiedData.")
+    max_entries_per_record: int = Field(64, ge=1, le=1024, description="Entries (types) per record.")
+    max_tag_bytes: int = Field(1024, ge=0, le=1 << 20, description="UTF-8 bytes of properties.tag.")
+    max_extras_bytes: int = Field(
+        1024 * 1024, ge=0, le=64 * 1024 * 1024, description="Serialized bytes of properties.extras."
+    )
+
+
 class Settings(BaseSettings):
     """The daemon's settings. Every field has a default; see README for the TOML layout."""
 
@@ -157,6 +192,7 @@ class Settings(BaseSettings):
     read_threads: int = Field(4, ge=1, le=64, description="Threads serving database reads.")
     datashare: DataShareSettings = Field(DataShareSettings(), description="DataShare limits and tuning.")
     ai: AiSettings = Field(AiSettings(), description="The on-device LLM (aicap).")
+    udmf: UdmfSettings = Field(UdmfSettings(), description="UDMF channels and their limits.")
 
     config_file: Path | None = Field(
         None, exclude=True, description="The TOML file these settings came from."

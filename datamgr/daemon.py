@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from aicap.v1 import aicap_pb2
 from datamgr.admin import AdminService
 from datamgr.apps import AdminCredential, AppRegistry
-from datamgr.config import AiSettings, Settings
+from datamgr.config import AiSettings, Settings, UdmfSettings
 from datamgr.datashare.changes import Change, Feed
 from datamgr.datashare.extension import ExtensionRouter
 from datamgr.datashare.published import PublishedBatch, PublishedStore
@@ -34,11 +35,15 @@ from datamgr.datashare.tables import ProviderRegistry
 from datamgr.errors import DaemonLocked, Unauthenticated
 from datamgr.storage import Database, create_engine
 from datamgr.v1 import admin_pb2, admin_pb2_grpc, datashare_pb2, datashare_pb2_grpc
+from udmf.config import UdmfConfig
+from udmf.service import SERVICE_NAME as UDMF_SERVICE
+from udmf.service import UdmfService
 
 log = logging.getLogger("datamgr.daemon")
 SERVICES = (
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     datashare_pb2.DESCRIPTOR.services_by_name["DataShareService"].full_name,
+    UDMF_SERVICE,
 )
 AI_SERVICE = aicap_pb2.DESCRIPTOR.services_by_name["AiService"].full_name
 
@@ -99,6 +104,52 @@ class HealthServicer(health.aio.HealthServicer):
         self._stopping.set()
 
 
+def _authenticator(apps: AppRegistry) -> Callable[[str], tuple[str, frozenset[str]] | None]:
+    """What the package services get instead of the app registry: a token's bundle and permissions."""
+
+    def authenticate(token: str) -> tuple[str, frozenset[str]] | None:
+        try:
+            app = apps.authenticate(token)
+        except Unauthenticated:
+            return None
+        return app.bundle, app.permissions
+
+    return authenticate
+
+
+def _admin_check(admin: AdminCredential) -> Callable[[str], bool]:
+    def is_admin(token: str) -> bool:
+        try:
+            admin.check(token)
+        except Unauthenticated:
+            return False
+        return True
+
+    return is_admin
+
+
+async def _start_udmf(
+    udmf: UdmfSettings, data_dir: Path, apps: AppRegistry, admin: AdminCredential, db: Database
+) -> UdmfService:
+    """The UDMF servicer, started (stale data of a previous run dropped, the expiry sweeper running)."""
+    config = UdmfConfig(
+        data_dir=data_dir,
+        entry_ttl_s=udmf.entry_ttl_s,
+        sweep_interval_s=udmf.sweep_interval_s,
+        max_data_bytes=udmf.max_data_bytes,
+        inline_blob_bytes=udmf.inline_blob_bytes,
+        chunk_bytes=udmf.chunk_bytes,
+        lazy_load_timeout_s=udmf.lazy_load_timeout_s,
+        max_records=udmf.max_records,
+        max_entries_per_record=udmf.max_entries_per_record,
+        max_tag_bytes=udmf.max_tag_bytes,
+        max_extras_bytes=udmf.max_extras_bytes,
+    )
+    service = UdmfService(config, _authenticator(apps), _admin_check(admin), db.engine, db.write, db.read)
+    await service.start()
+    return service
+
+
 async def _start_ai(
     ai: AiSettings,
     apps: AppRegistry,
@@ -120,20 +171,6 @@ async def _start_ai(
     from aicap.errors import AicapError
     from aicap.store import ModelStore
 
-    def authenticate(token: str) -> tuple[str, frozenset[str]] | None:
-        try:
-            app = apps.authenticate(token)
-        except Unauthenticated:
-            return None
-        return app.bundle, app.permissions
-
-    def is_admin(token: str) -> bool:
-        try:
-            admin.check(token)
-        except Unauthenticated:
-            return False
-        return True
-
     config = AiConfig(
         default_model=ai.default_model,
         models=tuple(ModelSpec(m.name, m.path, m.n_ctx, m.chat_template) for m in ai.models),
@@ -154,7 +191,7 @@ async def _start_ai(
         sampling=SamplingDefaults(**ai.sampling.model_dump()),
         metrics_port=ai.metrics_port,
     )
-    service = AiService(config, authenticate, is_admin, ModelStore(engine), db.write)
+    service = AiService(config, _authenticator(apps), _admin_check(admin), ModelStore(engine), db.write)
     try:
         await service.start()  # the default model loads in the background; its health says when it is ready
     except (FileNotFoundError, AicapError) as exc:  # no built-in model package, a bad default_model
@@ -219,6 +256,8 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
     datashare_pb2_grpc.add_DataShareServiceServicer_to_server(
         DataShareService(ds, db, apps, providers, feed, extensions, published, published_feed), server
     )
+    udmf = await _start_udmf(settings.udmf, settings.data_dir, apps, admin, db)
+    udmf.add_to(server)
     ai = await _start_ai(settings.ai, apps, admin, engine, db, server) if settings.ai.enabled else None
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -254,6 +293,7 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
     feed.close()
     published_feed.close()
     extensions.close()
+    await udmf.close()  # lazy drag sources are told to leave; the sweeper stops
     if ai_ready is not None:
         ai_ready.cancel()
     if ai is not None:

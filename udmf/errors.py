@@ -9,8 +9,9 @@ The tree::
     ├── NotFound                      no such type, key or record
     ├── AlreadyExists                 a type id that is already a preset or registered
     ├── FailedPrecondition            e.g. unregistering a type another custom type still belongs to
-    ├── ResourceExhausted             a size or count limit is reached (e.g. 200 custom types)
-    └── Unavailable                   the daemon is stopping mid-request
+    ├── ResourceExhausted             a size or count limit is reached (e.g. 200 custom types, 200 MB data)
+    ├── Unavailable                   the daemon is stopping mid-request, a lazy drag source went away
+    └── DeadlineExceeded              a lazy drag source did not deliver its data in time
 
 `code` is the gRPC status code name each maps to; domain code never imports grpc.
 """
@@ -60,6 +61,10 @@ class Unavailable(UdmfError):
     code = "UNAVAILABLE"
 
 
+class DeadlineExceeded(UdmfError):
+    code = "DEADLINE_EXCEEDED"
+
+
 BY_CODE: dict[str, type[UdmfError]] = {
     cls.code: cls
     for cls in (
@@ -71,5 +76,6 @@ BY_CODE: dict[str, type[UdmfError]] = {
         FailedPrecondition,
         ResourceExhausted,
         Unavailable,
+        DeadlineExceeded,
     )
 }

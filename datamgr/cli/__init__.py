@@ -1,4 +1,4 @@
-"""The `datamgr` command line: `serve`, `health`, `apps ...`, `share ...`, `ai ...`."""
+"""The `datamgr` command line: `serve`, `health`, `apps ...`, `share ...`, `ai ...`, `udmf ...`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from datamgr.cli._common import err
 from datamgr.cli.ai import ai
 from datamgr.cli.apps import apps
 from datamgr.cli.share import share
+from datamgr.cli.udmf import udmf
 from datamgr.errors import DatamgrError
 
 
@@ -84,3 +85,4 @@ def health(address: str | None, timeout: float, wait_s: float) -> None:
 main.add_command(apps)
 main.add_command(share)
 main.add_command(ai)
+main.add_command(udmf)

@@ -1,0 +1,75 @@
+"""The servicer's one table from udmf errors to gRPC status codes, and the decorator that applies it.
+
+`@rpc` wraps a servicer method (unary, client-, server- or bidi-streaming): a UdmfError aborts the call
+with its status and message; anything else is a bug, logged with its traceback and returned as
+INTERNAL without one.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from udmf.errors import UdmfError
+
+log = logging.getLogger("udmf.service")
+
+STATUS: dict[str, grpc.StatusCode] = {
+    "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
+    "UNAUTHENTICATED": grpc.StatusCode.UNAUTHENTICATED,
+    "PERMISSION_DENIED": grpc.StatusCode.PERMISSION_DENIED,
+    "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
+    "ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
+    "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
+    "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
+    "DEADLINE_EXCEEDED": grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def bearer_token(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value[len("Bearer ") :].strip()
+    return None
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, name: str) -> None:
+    if isinstance(exc, UdmfError):
+        await context.abort(STATUS.get(exc.code, grpc.StatusCode.UNKNOWN), exc.message)
+    log.error("bug in %s", name, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {name} (details in the daemon log)")
+
+
+def rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Maps udmf errors to statuses for an async servicer method or async-generator method."""
+    name = fn.__name__
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                async for item in fn(self, request, context):
+                    yield item
+            except (grpc.aio.AbortError, GeneratorExit):
+                raise
+            except Exception as exc:
+                await _abort(context, exc, name)
+
+        return stream
+
+    @functools.wraps(fn)
+    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await fn(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc, name)
+
+    return unary

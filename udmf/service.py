@@ -1,0 +1,410 @@
+"""The UdmfService gRPC servicer: identity, the channel rules (`udmf.access`), streamed writes and reads.
+
+The daemon's composition root hands in what udmf must not import: `authenticate` (an app token → its
+bundle and permissions, or None), `is_admin` (the device owner's token), the database engine and the
+database's `write`/`read` runners. Writes are read part by part into rows and blob files
+(`udmf._ingest`) and committed in one transaction; reads stream from the store (`udmf._reads`).
+Data that a read consumes is deleted only after its last part was sent; a cancelled read consumes
+nothing. Expired data is swept at start and every `sweep_interval_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeAlias
+
+import grpc
+import sqlalchemy as sa
+
+from udmf import _ingest, _parts, access
+from udmf._blobs import BlobDir
+from udmf._catalog import TypeCatalog
+from udmf._fastwire import serialize_read
+from udmf._ingest import Ingested, ingest
+from udmf._lazy_drags import LazyDrags
+from udmf._reads import stream_data
+from udmf._status import bearer_token, rpc
+from udmf.config import MANAGE_UDMF_ACCESS, UdmfConfig
+from udmf.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from udmf.keys import Intention, Key, check_bundle, new_key, parse_key
+from udmf.store import DataRow, UdmfStore
+from udmf.v1 import udmf_pb2 as pb
+from udmf.v1 import udmf_pb2_grpc as pb_grpc
+from udmf.validate import DataChecker, known_type
+
+log = logging.getLogger("udmf.service")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["UdmfService"].full_name
+
+Authenticate = Callable[[str], tuple[str, frozenset[str]] | None]
+IsAdmin = Callable[[str], bool]
+RunDb = Callable[..., Awaitable[Any]]
+Context: TypeAlias = grpc.aio.ServicerContext
+
+
+def _gone(key: Key) -> NotFound:
+    if key.intention is Intention.DRAG:
+        return NotFound(
+            f"no drag data under {key}: drag data is read once, by its drop target (or it expired)"
+        )
+    if key.intention is Intention.DATA_HUB:
+        return NotFound(f"no data under {key}")
+    return NotFound(f"no data under {key}: {key.intention.name} data is deleted once read (or it expired)")
+
+
+def _refusal(row: DataRow, caller: str) -> Exception:
+    """Why `caller` may not read `row` (DATA_HUB data it may not see does not exist for it)."""
+    key = parse_key(row.key)
+    if row.intention is Intention.DATA_HUB:
+        return _gone(key)
+    if row.share_options is access.ShareOptions.IN_APP and caller != row.writer:
+        return PermissionDenied(f"{key} is IN_APP data: only its writer {row.writer} may read it")
+    if row.intention is Intention.DRAG and caller == row.writer:
+        return PermissionDenied(f"{key} is drag data: the drop target reads it, not the drag source")
+    return PermissionDenied(f"{caller} has no grant to read {key} (the system role grants one: GrantAccess)")
+
+
+class UdmfService(pb_grpc.UdmfServiceServicer):
+    def __init__(
+        self,
+        config: UdmfConfig,
+        authenticate: Authenticate,
+        is_admin: IsAdmin,
+        engine: sa.Engine,
+        write: RunDb,
+        read: RunDb,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self._authenticate = authenticate
+        self._is_admin = is_admin
+        self._write = write
+        self._read = read
+        self.blobs = BlobDir(config.blob_dir)
+        self.store = UdmfStore(engine, self.blobs, config.entry_ttl_s, clock)
+        self.types = TypeCatalog(self.store, write)
+        self.lazy = LazyDrags(config.lazy_load_timeout_s, self._fill_lazy)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        """Registers every RPC of the proto; ReadResponse streams take pre-encoded chunks (_fastwire)."""
+        factories = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }
+        handlers = {}
+        for m in pb.DESCRIPTOR.services_by_name["UdmfService"].methods:
+            out = getattr(pb, m.output_type.name)
+            handlers[m.name] = factories[m.client_streaming, m.server_streaming](
+                getattr(self, m.name),
+                request_deserializer=getattr(pb, m.input_type.name).FromString,
+                response_serializer=serialize_read if out is pb.ReadResponse else out.SerializeToString,
+            )
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+
+    async def start(self) -> None:
+        """Drops what a previous run left (lazy drags, expired data, orphan blob files), starts sweeping."""
+        dropped, orphans = await self._write(self.store.recover)
+        if dropped or orphans:
+            log.info("udmf: dropped %d stale data and %d orphan blob files", dropped, orphans)
+        self._sweeper = asyncio.create_task(self._sweep_loop())
+
+    async def close(self) -> None:
+        self.lazy.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    async def sweep(self) -> int:
+        """Deletes expired data now; returns how many blob files that freed."""
+        freed = await self._write(self.store.sweep)
+        await self._remove_files(freed)
+        return len(freed)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval_s)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("udmf: sweeping expired data failed")
+
+    # ---- identity ----
+
+    def _app(self, context: Context) -> tuple[str, frozenset[str]]:
+        token = bearer_token(context)
+        if not token:
+            raise Unauthenticated("no token: send 'authorization: Bearer <app token>'")
+        found = self._authenticate(token)
+        if found is None:
+            if self._is_admin(token):
+                raise PermissionDenied(
+                    "UDMF data calls need an app token; the admin token only grants access"
+                )
+            raise Unauthenticated("unknown app token: ask the device owner for one (datamgr apps add BUNDLE)")
+        return found
+
+    # ---- the stores ----
+
+    async def _remove_files(self, names: Sequence[str]) -> None:
+        if names:
+            await asyncio.shield(asyncio.to_thread(self.blobs.remove, list(names)))
+
+    async def _commit(self, fn: Callable[..., Any], row: DataRow, data: Ingested) -> Any:
+        """Runs `fn(row, entries)` on the writer; if it fails, the data's blob files go. Shielded: a
+        cancelled call cannot leave a committed row without its files (or files without a row)."""
+
+        async def run() -> Any:
+            try:
+                return await self._write(fn, row, data.entries)
+            except BaseException:
+                await _ingest.discard(data, self.blobs)
+                raise
+
+        return await asyncio.shield(asyncio.ensure_future(run()))
+
+    async def _delete(self, keys: Sequence[str]) -> None:
+        async def run() -> None:
+            await self._remove_files(await self._write(self.store.delete, keys))
+
+        await asyncio.shield(asyncio.ensure_future(run()))
+
+    async def _get(self, key: Key) -> DataRow:
+        row = await self._read(self.store.get, str(key))
+        if row is None:
+            raise _gone(key)
+        return row
+
+    def _row(self, key: Key, writer: str, data: Ingested, visibility: access.Visibility) -> DataRow:
+        props = data.header.properties
+        return DataRow(
+            key=str(key),
+            intention=key.intention,
+            writer=writer,
+            record_count=data.header.record_count,
+            summary=data.summary,
+            total_size=data.total_size,
+            visibility=visibility,
+            share_options=_parts.share_options(props.share_options),
+            tag=props.tag,
+            extras=_parts.extras_to_json(props.extras),
+        )
+
+    async def _ingest(self, parts: AsyncIterator[pb.DataPart]) -> Ingested:
+        return await ingest(parts, self.types.registry, self.config, self.blobs)
+
+    # ---- writes ----
+
+    @rpc
+    async def InsertData(self, request_iterator: AsyncIterator[pb.WriteRequest], context: Context) -> Any:
+        first, incoming = await _ingest.first(request_iterator)
+        bundle, _ = self._app(context)
+        options, parts = _ingest.write_stream(first, incoming)
+        intention = access.check_insert_intention(_parts.intention(options.intention, "options.intention"))
+        visibility = _parts.visibility(options.visibility)
+        if options.key:
+            raise InvalidArgument("InsertData makes a new key; options.key names the data for UpdateData")
+        key = new_key(intention, bundle)
+        data = await self._ingest(parts)
+        await self._commit(self.store.insert, self._row(key, bundle, data, visibility), data)
+        return pb.InsertDataResponse(key=str(key))
+
+    @rpc
+    async def UpdateData(self, request_iterator: AsyncIterator[pb.WriteRequest], context: Context) -> Any:
+        first, incoming = await _ingest.first(request_iterator)
+        bundle, _ = self._app(context)
+        options, parts = _ingest.write_stream(first, incoming)
+        key = access.check_update_target(
+            parse_key(options.key) if options.key else None, _parts.intention(options.intention)
+        )
+        old = await self._get(key)
+        rt = old.runtime()
+        if not access.may_query(rt, bundle):
+            raise _gone(key)
+        if not access.may_update(rt, bundle):
+            raise PermissionDenied(f"only {old.writer}, the writer of {key}, may update it")
+        data = await self._ingest(parts)
+        freed = await self._commit(self.store.replace, self._row(key, bundle, data, old.visibility), data)
+        if freed is None:
+            await _ingest.discard(data, self.blobs)
+            raise _gone(key)
+        await self._remove_files(freed)
+        return pb.UpdateDataResponse()
+
+    @rpc
+    async def SetDragData(self, request_iterator: AsyncIterator[pb.WriteRequest], context: Context) -> Any:
+        first, incoming = await _ingest.first(request_iterator)
+        bundle, _ = self._app(context)
+        options, parts = _ingest.write_stream(first, incoming, options_required=False)
+        access.check_drag_intention(_parts.intention(options.intention, "options.intention"))
+        if options.key:
+            raise InvalidArgument("SetDragData makes a new key; options.key is for UpdateData")
+        key = new_key(Intention.DRAG, bundle)
+        data = await self._ingest(parts)
+        await self._commit(self.store.insert, self._row(key, bundle, data, access.Visibility.ALL), data)
+        return pb.SetDragDataResponse(key=str(key))
+
+    # ---- reads ----
+
+    async def _channel_rows(self, request: Any, op: str) -> list[DataRow]:
+        key = parse_key(request.key) if request.key else None
+        access.check_channel_op(key, _parts.intention(request.intention), op)
+        if key is None:
+            return await self._read(self.store.by_intention, Intention.DATA_HUB)
+        row = await self._read(self.store.get, str(key))
+        return [] if row is None else [row]
+
+    @rpc
+    async def QueryData(
+        self, request: pb.QueryDataRequest, context: Context
+    ) -> AsyncIterator[pb.ReadResponse]:
+        bundle, _ = self._app(context)
+        rows = [
+            r for r in await self._channel_rows(request, "QueryData") if access.may_query(r.runtime(), bundle)
+        ]
+        if request.key and not rows:
+            raise _gone(parse_key(request.key))
+        for row in rows:
+            async for msg in stream_data(row, self.store, self._read, self.config.chunk_bytes):
+                yield msg
+
+    @rpc
+    async def DeleteData(
+        self, request: pb.DeleteDataRequest, context: Context
+    ) -> AsyncIterator[pb.ReadResponse]:
+        """Each data is streamed whole and then deleted, so a cancelled call deletes only what it returned."""
+        bundle, _ = self._app(context)
+        for row in await self._channel_rows(request, "DeleteData"):
+            if access.may_delete(row.runtime(), bundle):
+                async for msg in stream_data(row, self.store, self._read, self.config.chunk_bytes):
+                    yield msg
+                await self._delete([row.key])
+
+    @rpc
+    async def GetData(self, request: pb.GetDataRequest, context: Context) -> AsyncIterator[pb.ReadResponse]:
+        bundle, _ = self._app(context)
+        key = parse_key(request.key)
+        row = await self._get(key)
+        if not access.may_read_by_key(row.runtime(), bundle):
+            raise _refusal(row, bundle)
+        if row.pending:
+            await self.lazy.load(str(key), bundle)
+            row = await self._get(key)
+            if not access.may_read_by_key(row.runtime(), bundle):
+                raise _refusal(row, bundle)
+        async for msg in stream_data(row, self.store, self._read, self.config.chunk_bytes):
+            yield msg
+        if access.consumed_after_read(row.runtime(), bundle):
+            await self._delete([row.key])
+
+    @rpc
+    async def GetSummary(self, request: pb.GetSummaryRequest, context: Context) -> pb.GetSummaryResponse:
+        bundle, _ = self._app(context)
+        row = await self._get(parse_key(request.key))
+        if not access.may_read_summary(row.runtime(), bundle):
+            raise _refusal(row, bundle)
+        return pb.GetSummaryResponse(summary=_parts.summary(row), header=_parts.header(row))
+
+    # ---- lazy drag ----
+
+    @rpc
+    async def StartLazyDrag(
+        self, request_iterator: AsyncIterator[pb.LazySourceMessage], context: Context
+    ) -> AsyncIterator[pb.LazySourceEvent]:
+        first, incoming = await _ingest.first(request_iterator)
+        bundle, _ = self._app(context)
+        if first is None or first.WhichOneof("msg") != "start":
+            raise InvalidArgument("a lazy drag source opens the stream with LazySourceMessage{start}")
+        row = self._lazy_row(new_key(Intention.DRAG, bundle), bundle, first.start)
+        await self._write(self.store.insert, row, [])
+        try:
+            async for event in self.lazy.serve(bundle, row.key, incoming):
+                yield event
+        finally:
+            await asyncio.shield(self._write(self.store.delete_pending, row.key))
+
+    def _lazy_row(self, key: Key, bundle: str, start: pb.LazyDragStart) -> DataRow:
+        DataChecker(self.types.registry, self.config).header(
+            pb.DataHeader(properties=start.properties, record_count=start.record_count)
+        )
+        summary = dict(start.summary.summary)
+        for type_id in summary:
+            if not known_type(self.types.registry, type_id):
+                raise InvalidArgument(f"the summary names unknown type {type_id!r}")
+        total = start.summary.total_size or sum(summary.values())
+        if total > self.config.max_data_bytes:
+            raise InvalidArgument(
+                f"the summary says {total} bytes; a UnifiedData holds at most {self.config.max_data_bytes}"
+            )
+        return DataRow(
+            key=str(key),
+            intention=Intention.DRAG,
+            writer=bundle,
+            record_count=start.record_count,
+            summary=summary,
+            total_size=total,
+            share_options=_parts.share_options(start.properties.share_options),
+            tag=start.properties.tag,
+            extras=_parts.extras_to_json(start.properties.extras),
+            pending=True,
+        )
+
+    async def _fill_lazy(self, key: str, parts: AsyncIterator[pb.DataPart]) -> None:
+        """Stores what a lazy source sent, as SetDragData would."""
+        pending = await self._get(parse_key(key))
+        data = await self._ingest(parts)
+        row = self._row(parse_key(key), pending.writer, data, access.Visibility.ALL)
+        if not await self._commit(self.store.fill, row, data):
+            await _ingest.discard(data, self.blobs)
+            raise _gone(parse_key(key))
+
+    # ---- grants ----
+
+    @rpc
+    async def GrantAccess(self, request: pb.GrantAccessRequest, context: Context) -> pb.GrantAccessResponse:
+        token = bearer_token(context)
+        if not token:
+            raise Unauthenticated("no token: GrantAccess needs the admin token or a system app's token")
+        admin = self._is_admin(token)
+        found = None if admin else self._authenticate(token)
+        if not admin and found is None:
+            raise Unauthenticated("unknown token: GrantAccess needs the admin token or a system app's token")
+        if not access.may_grant(admin, found[1] if found else frozenset()):
+            raise PermissionDenied(
+                f"GrantAccess is the system role's: the admin token or an app holding {MANAGE_UDMF_ACCESS}"
+            )
+        key = parse_key(request.key)
+        check_bundle(request.bundle)
+        access.check_grantable((await self._get(key)).runtime())
+        if not await self._write(self.store.grant, str(key), request.bundle, request.keep):
+            raise _gone(key)
+        return pb.GrantAccessResponse()
+
+    # ---- types ----
+
+    @rpc
+    async def QueryTypes(self, request: pb.QueryTypesRequest, context: Context) -> pb.QueryTypesResponse:
+        self._app(context)
+        return pb.QueryTypesResponse(types=self.types.query(request))
+
+    @rpc
+    async def RegisterTypes(
+        self, request: pb.RegisterTypesRequest, context: Context
+    ) -> pb.RegisterTypesResponse:
+        bundle, _ = self._app(context)
+        await self.types.register(request.types, bundle)
+        return pb.RegisterTypesResponse()
+
+    @rpc
+    async def UnregisterTypes(
+        self, request: pb.UnregisterTypesRequest, context: Context
+    ) -> pb.UnregisterTypesResponse:
+        bundle, _ = self._app(context)
+        await self.types.unregister(request.type_ids, bundle)
+        return pb.UnregisterTypesResponse()

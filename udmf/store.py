@@ -1,0 +1,372 @@
+"""UDMF's runtime store: the data, its entries, grants and custom types, in the daemon's database.
+
+Plain synchronous SQLAlchemy Core on the engine the daemon passes in; the servicer runs writes on the
+daemon's database writer and reads on its readers. Entry values are serialized `Value` messages (the
+store never parses them); a blob up to the inline threshold lives in its row, a larger one in a file of
+`BlobDir`, which the row names. Methods that delete return the file names they freed: the caller removes
+the files after the commit (a crash in between leaves orphans, which `recover` removes at start).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from udmf._blobs import BlobDir
+from udmf.access import Runtime, ShareOptions, Visibility
+from udmf.keys import Intention
+
+metadata = sa.MetaData()
+data_table = sa.Table(
+    "udmf_data",
+    metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("intention", sa.String(16), nullable=False, index=True),
+    sa.Column("writer", sa.String(128), nullable=False),
+    sa.Column("visibility", sa.String(16), nullable=False),
+    sa.Column("share_options", sa.String(16), nullable=False, index=True),
+    sa.Column("tag", sa.Text, nullable=False),
+    sa.Column("extras", sa.JSON, nullable=False),
+    sa.Column("timestamp_ms", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+    sa.Column("record_count", sa.Integer, nullable=False),
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("total_size", sa.BigInteger, nullable=False),
+    # a lazy drag whose source has not delivered the data yet: summary only, no entries
+    sa.Column("pending", sa.Boolean, nullable=False),
+)
+entries_table = sa.Table(
+    "udmf_entries",
+    metadata,
+    sa.Column("key", sa.String(200), sa.ForeignKey("udmf_data.key", ondelete="CASCADE"), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("record", sa.Integer, nullable=False),
+    sa.Column("type", sa.String(160), nullable=False),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+    sa.Column("blob", sa.LargeBinary, nullable=True),
+    sa.Column("blob_file", sa.String(64), nullable=True, index=True),
+    sa.Column("blob_size", sa.BigInteger, nullable=False),
+    sa.Column("blob_field", sa.String(128), nullable=False),
+    sa.Column("blob_text", sa.Boolean, nullable=False),
+)
+grants_table = sa.Table(
+    "udmf_grants",
+    metadata,
+    sa.Column("key", sa.String(200), sa.ForeignKey("udmf_data.key", ondelete="CASCADE"), primary_key=True),
+    sa.Column("bundle", sa.String(128), primary_key=True),
+    sa.Column("keep", sa.Boolean, nullable=False),
+)
+types_table = sa.Table(
+    "udmf_types",
+    metadata,
+    sa.Column("type_id", sa.String(160), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("owner", sa.String(128), nullable=False),
+    sa.Column("declaration", sa.JSON, nullable=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRow:
+    """One entry: its serialized `Value` without the blob, and the blob inline or in a file."""
+
+    record: int
+    type: str
+    value: bytes
+    blob_size: int = 0
+    blob_field: str = ""
+    blob_text: bool = False
+    blob: bytes | None = None
+    blob_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DataRow:
+    """One UnifiedData's row; the store stamps `timestamp_ms`, `created_at` and `expires_at`."""
+
+    key: str
+    intention: Intention
+    writer: str
+    record_count: int
+    summary: Mapping[str, int]
+    total_size: int
+    visibility: Visibility = Visibility.ALL
+    share_options: ShareOptions = ShareOptions.CROSS_APP
+    tag: str = ""
+    extras: Mapping[str, Any] = field(default_factory=dict)  # JSON of each extra's Value
+    pending: bool = False
+    timestamp_ms: int = 0
+    created_at: float = 0.0
+    expires_at: float = 0.0
+    grants: Mapping[str, bool] = field(default_factory=dict)
+
+    def runtime(self) -> Runtime:
+        return Runtime(
+            self.key, self.intention, self.writer, self.visibility, self.share_options, self.grants
+        )
+
+
+class UdmfStore:
+    def __init__(
+        self, engine: sa.Engine, blobs: BlobDir, ttl_s: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._engine = engine
+        self.blobs = blobs
+        self._ttl = ttl_s
+        self._clock = clock
+        metadata.create_all(engine)
+        blobs.ensure()
+
+    # ---- writes (the database writer) ----
+
+    def insert(self, row: DataRow, entries: Sequence[EntryRow]) -> DataRow:
+        """Stores new data, stamped with the current time; returns the stamped row."""
+        row = self._stamp(row)
+        with self._engine.begin() as conn:
+            conn.execute(sa.insert(data_table).values(_data_values(row)))
+            self._insert_entries(conn, row.key, entries)
+        return row
+
+    def replace(self, row: DataRow, entries: Sequence[EntryRow]) -> list[str] | None:
+        """Replaces the data and entries under `row.key` (grants stay); the freed files, or None if gone."""
+        row = self._stamp(row)
+        with self._engine.begin() as conn:
+            values = _data_values(row)
+            del values["key"]
+            if (
+                conn.execute(sa.update(data_table).where(data_table.c.key == row.key).values(values)).rowcount
+                == 0
+            ):
+                return None
+            freed = _files(conn, [row.key])
+            conn.execute(sa.delete(entries_table).where(entries_table.c.key == row.key))
+            self._insert_entries(conn, row.key, entries)
+        return freed
+
+    def fill(self, row: DataRow, entries: Sequence[EntryRow]) -> bool:
+        """Stores a lazy drag's data under its pending row (keeping its time); False if it is gone."""
+        with self._engine.begin() as conn:
+            updated = conn.execute(
+                sa.update(data_table)
+                .where(data_table.c.key == row.key, data_table.c.pending.is_(True))
+                .values(
+                    pending=False,
+                    record_count=row.record_count,
+                    summary=dict(row.summary),
+                    total_size=row.total_size,
+                    tag=row.tag,
+                    extras=dict(row.extras),
+                    share_options=row.share_options.value,
+                )
+            )
+            if updated.rowcount == 0:
+                return False
+            self._insert_entries(conn, row.key, entries)
+        return True
+
+    def delete(self, keys: Iterable[str]) -> list[str]:
+        """Deletes the data under `keys`; returns the freed blob files."""
+        keys = list(keys)
+        freed: list[str] = []
+        with self._engine.begin() as conn:
+            for chunk in _chunks(keys):
+                freed += _files(conn, chunk)
+                for table in (entries_table, grants_table, data_table):
+                    conn.execute(sa.delete(table).where(table.c.key.in_(chunk)))
+        return freed
+
+    def delete_pending(self, key: str) -> bool:
+        """Deletes a lazy drag that was never loaded; False if it was loaded (or is gone)."""
+        with self._engine.begin() as conn:
+            found = conn.execute(
+                sa.select(data_table.c.key).where(data_table.c.key == key, data_table.c.pending.is_(True))
+            ).first()
+            if found is None:
+                return False
+            conn.execute(sa.delete(grants_table).where(grants_table.c.key == key))
+            conn.execute(sa.delete(data_table).where(data_table.c.key == key))
+        return True
+
+    def grant(self, key: str, bundle: str, keep: bool) -> bool:
+        """Lets `bundle` read `key` (a repeated grant updates `keep`); False if there is no such key."""
+        with self._engine.begin() as conn:
+            if conn.execute(sa.select(data_table.c.key).where(data_table.c.key == key)).first() is None:
+                return False
+            where = (grants_table.c.key == key, grants_table.c.bundle == bundle)
+            if conn.execute(sa.update(grants_table).where(*where).values(keep=keep)).rowcount == 0:
+                conn.execute(sa.insert(grants_table).values(key=key, bundle=bundle, keep=keep))
+        return True
+
+    def sweep(self) -> list[str]:
+        """Deletes the data whose time is up; returns the freed blob files."""
+        now = self._clock()
+        with self._engine.connect() as conn:
+            keys = list(conn.scalars(sa.select(data_table.c.key).where(data_table.c.expires_at <= now)))
+        return self.delete(keys)
+
+    def recover(self) -> tuple[int, int]:
+        """At start: drops lazy drags (their sources are gone), expired data and orphan blob files.
+        Returns (data deleted, orphan files removed)."""
+        with self._engine.connect() as conn:
+            pending = list(conn.scalars(sa.select(data_table.c.key).where(data_table.c.pending.is_(True))))
+        freed = self.delete(pending) + self.sweep()
+        self.blobs.remove(freed)
+        with self._engine.connect() as conn:
+            referenced = set(
+                conn.scalars(
+                    sa.select(entries_table.c.blob_file).where(entries_table.c.blob_file.is_not(None))
+                )
+            )
+        return len(pending), self.blobs.remove_orphans(referenced)
+
+    # ---- reads (any thread) ----
+
+    def get(self, key: str) -> DataRow | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(data_table).where(data_table.c.key == key)).first()
+            return None if row is None else _data_row(row, _grants(conn, [key]).get(key, {}))
+
+    def by_intention(self, intention: Intention) -> list[DataRow]:
+        return self._rows(data_table.c.intention == intention.value)
+
+    def cross_device(self) -> list[DataRow]:
+        """The data that may reach paired devices (CROSS_DEVICE; IN_APP data is never offered)."""
+        return self._rows(
+            data_table.c.share_options == ShareOptions.CROSS_DEVICE.value, data_table.c.pending.is_(False)
+        )
+
+    def entries(self, key: str, after_seq: int = -1, limit: int = 64) -> list[tuple[int, EntryRow]]:
+        """(seq, entry) in order, a page of at most `limit` after `after_seq`."""
+        t = entries_table
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t).where(t.c.key == key, t.c.seq > after_seq).order_by(t.c.seq).limit(limit)
+            ).all()
+        return [
+            (
+                r.seq,
+                EntryRow(
+                    r.record, r.type, r.value, r.blob_size, r.blob_field, r.blob_text, r.blob, r.blob_file
+                ),
+            )
+            for r in rows
+        ]
+
+    # ---- custom types ----
+
+    def load_types(self) -> list[dict[str, Any]]:
+        """The persisted custom type declarations (UtdRegistry's form), in registration order."""
+        with self._engine.connect() as conn:
+            return [
+                dict(d)
+                for d in conn.scalars(sa.select(types_table.c.declaration).order_by(types_table.c.seq))
+            ]
+
+    def add_types(self, declarations: Sequence[Mapping[str, Any]]) -> None:
+        with self._engine.begin() as conn:
+            top = conn.scalar(sa.select(sa.func.max(types_table.c.seq))) or 0
+            conn.execute(
+                sa.insert(types_table),
+                [
+                    {
+                        "type_id": d["type_id"],
+                        "seq": top + i,
+                        "owner": d["owner_bundle"],
+                        "declaration": dict(d),
+                    }
+                    for i, d in enumerate(declarations, 1)
+                ],
+            )
+
+    def remove_types(self, type_ids: Sequence[str]) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(sa.delete(types_table).where(types_table.c.type_id.in_(list(type_ids))))
+
+    # ---- internals ----
+
+    def _stamp(self, row: DataRow) -> DataRow:
+        now = self._clock()
+        return dataclasses.replace(
+            row,
+            timestamp_ms=int(now * 1000),
+            created_at=now,
+            expires_at=now + self._ttl,
+            grants=dict(row.grants),
+        )
+
+    def _insert_entries(self, conn: sa.Connection, key: str, entries: Sequence[EntryRow]) -> None:
+        if entries:
+            conn.execute(
+                sa.insert(entries_table),
+                [{"key": key, "seq": seq, **dataclasses.asdict(e)} for seq, e in enumerate(entries)],
+            )
+
+    def _rows(self, *where: Any) -> list[DataRow]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(data_table).where(*where).order_by(data_table.c.created_at)).all()
+            grants = _grants(conn, [r.key for r in rows])
+        return [_data_row(r, grants.get(r.key, {})) for r in rows]
+
+
+def _data_values(row: DataRow) -> dict[str, Any]:
+    return {
+        "key": row.key,
+        "intention": row.intention.value,
+        "writer": row.writer,
+        "visibility": row.visibility.value,
+        "share_options": row.share_options.value,
+        "tag": row.tag,
+        "extras": dict(row.extras),
+        "timestamp_ms": row.timestamp_ms,
+        "created_at": row.created_at,
+        "expires_at": row.expires_at,
+        "record_count": row.record_count,
+        "summary": dict(row.summary),
+        "total_size": row.total_size,
+        "pending": row.pending,
+    }
+
+
+def _data_row(r: Any, grants: Mapping[str, bool]) -> DataRow:
+    return DataRow(
+        key=r.key,
+        intention=Intention(r.intention),
+        writer=r.writer,
+        record_count=r.record_count,
+        summary=dict(r.summary),
+        total_size=r.total_size,
+        visibility=Visibility(r.visibility),
+        share_options=ShareOptions(r.share_options),
+        tag=r.tag,
+        extras=dict(r.extras),
+        pending=r.pending,
+        timestamp_ms=r.timestamp_ms,
+        created_at=r.created_at,
+        expires_at=r.expires_at,
+        grants=grants,
+    )
+
+
+def _grants(conn: sa.Connection, keys: list[str]) -> dict[str, dict[str, bool]]:
+    found: dict[str, dict[str, bool]] = {}
+    for chunk in _chunks(keys):
+        for key, bundle, keep in conn.execute(sa.select(grants_table).where(grants_table.c.key.in_(chunk))):
+            found.setdefault(key, {})[bundle] = keep
+    return found
+
+
+def _files(conn: sa.Connection, keys: list[str]) -> list[str]:
+    t = entries_table
+    return list(conn.scalars(sa.select(t.c.blob_file).where(t.c.key.in_(keys), t.c.blob_file.is_not(None))))
+
+
+def _chunks(keys: list[str], size: int = 500) -> Iterable[list[str]]:
+    """Bounded IN lists."""
+    for start in range(0, len(keys), size):
+        yield keys[start : start + size]
