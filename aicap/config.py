@@ -46,6 +46,7 @@ class AiConfig:
     max_batch_tokens: int = 512
     max_running: int = 16
     swap_budget_tokens: int = 16384
+    prefix_cache_tokens: int = 2048
     isolate_prefix_cache_per_app: bool = False
     # protection
     max_concurrent_per_app: int = 8

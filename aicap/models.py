@@ -314,6 +314,7 @@ class ModelRegistry:
                         max_batch_tokens=c.max_batch_tokens,
                         max_running=c.max_running,
                         swap_budget_tokens=c.swap_budget_tokens,
+                        prefix_cache_tokens=c.prefix_cache_tokens,
                         isolate_apps=c.isolate_prefix_cache_per_app,
                     ),
                 )

@@ -400,6 +400,7 @@ class InProcess:
                 max_batch_tokens=cfg.max_batch_tokens,
                 max_running=cfg.max_running,
                 swap_budget_tokens=cfg.swap_budget_tokens,
+                prefix_cache_tokens=cfg.prefix_cache_tokens,
                 isolate_apps=cfg.isolate_prefix_cache_per_app,
             )
             return LLMEngine(runner, config)

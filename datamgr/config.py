@@ -103,6 +103,12 @@ class AiSettings(BaseModel):
         ge=0,
         description="KV of preempted sequences kept in host memory, in tokens; beyond: recompute.",
     )
+    prefix_cache_tokens: int = Field(
+        2048,
+        ge=0,
+        description="Tokens of cached prefix blocks no request uses kept in the KV cache (the least recently "
+        "used are evicted beyond): llama.cpp's attention walks every live cell, so each costs step time.",
+    )
     isolate_prefix_cache_per_app: bool = Field(
         False, description="Salt the prefix cache per app, so no app can time-probe another's prompts."
     )
@@ -163,6 +169,109 @@ class UdmfSettings(BaseModel):
     )
 
 
+class KvSettings(BaseModel):
+    """KV stores: subscriptions, transactions and paging (limits follow OpenHarmony where it sets one)."""
+
+    max_subscriptions_per_store: int = Field(
+        8, ge=1, le=1024, description="Data-change subscriptions one app may hold per store (OpenHarmony: 8)."
+    )
+    subscriber_queue: int = Field(
+        10_000,
+        ge=16,
+        description="Changes buffered per subscriber; a subscriber that falls further behind is dropped.",
+    )
+    transaction_idle_s: float = Field(
+        60.0, gt=0, le=86_400, description="A transaction idle longer than this is rolled back."
+    )
+    max_transactions_per_app: int = Field(
+        8, ge=1, le=1024, description="Transactions one app may have open at once."
+    )
+    max_transaction_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=4 * 1024 * 1024,
+        le=1 << 34,
+        description="Keys and values one transaction may buffer in the daemon until it commits.",
+    )
+    page_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=4096,
+        le=64 * 1024 * 1024,
+        description="GetEntries streams its entries in pages of about this many bytes.",
+    )
+
+
+def _hostname() -> str:
+    import socket
+
+    name = socket.gethostname().encode()[:63].decode(errors="ignore")
+    return name if name.isprintable() and name else "datamgr"
+
+
+class DiscoverySettings(BaseModel):
+    """Device discovery over mDNS (`_datamgr._tcp.local.`): only on the interfaces listed here."""
+
+    enabled: bool = Field(True, description="Advertise this device and browse for peers.")
+    interfaces: list[str] = Field(
+        ["127.0.0.1"],
+        min_length=1,
+        max_length=16,
+        description="IP addresses of the interfaces mDNS uses (default loopback only: no traffic leaves "
+        "the machine). List the LAN address, e.g. 192.168.1.20, to be found by other devices.",
+    )
+    device_name: str = Field(
+        default_factory=_hostname,
+        min_length=1,
+        description="The name peers show for this device (1-63 UTF-8 bytes); default the host name.",
+    )
+    security_level: int = Field(
+        3, ge=1, le=5, description="This device's security level, SL1-SL5 (data labels it may hold)."
+    )
+    offline_after_s: float = Field(
+        30.0,
+        ge=2,
+        le=3600,
+        description="A peer not heard of for this long is offline (it is asked to answer from 80% of it "
+        "on); also the TTL of our own mDNS records.",
+    )
+    max_peers: int = Field(256, ge=1, le=65_536, description="Devices the peer table holds at most.")
+
+    @model_validator(mode="after")
+    def _check(self) -> DiscoverySettings:
+        import ipaddress
+
+        from datamgr.device.advert import check_device_name
+
+        check_device_name(self.device_name)
+        for text in self.interfaces:
+            addr = ipaddress.ip_address(text)  # ValueError: "... does not appear to be an IPv4 or IPv6"
+            if addr.is_unspecified or addr.is_multicast:
+                raise ValueError(f"discovery.interfaces: {text} is not one interface's address")
+        return self
+
+
+class PeerSettings(BaseModel):
+    """Device-to-device gRPC: the mutual-TLS peer port and pairing (the device's name and security
+    level are discovery.device_name and discovery.security_level)."""
+
+    listen: str = Field(
+        "127.0.0.1:0",
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^:\s]+):[0-9]{1,5}$",
+        description="Peer port (mutual TLS, paired devices only), HOST:PORT; port 0 picks one. Default "
+        "loopback only: list the LAN address (or 0.0.0.0) for other machines to reach it.",
+    )
+    pairing_listen: str = Field(
+        "127.0.0.1:0",
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^:\s]+):[0-9]{1,5}$",
+        description="Pairing port (server-only TLS; answers only while a pairing window is open).",
+    )
+    pairing_window_s: float = Field(
+        120.0, ge=10, le=3600, description="How long a pairing window (and its code) stays open."
+    )
+    pairing_attempts: int = Field(
+        3, ge=1, le=10, description="Pairing attempts (codes tried) a window allows before it closes."
+    )
+
+
 class Settings(BaseSettings):
     """The daemon's settings. Every field has a default; see README for the TOML layout."""
 
@@ -193,6 +302,11 @@ class Settings(BaseSettings):
     datashare: DataShareSettings = Field(DataShareSettings(), description="DataShare limits and tuning.")
     ai: AiSettings = Field(AiSettings(), description="The on-device LLM (aicap).")
     udmf: UdmfSettings = Field(UdmfSettings(), description="UDMF channels and their limits.")
+    discovery: DiscoverySettings = Field(
+        DiscoverySettings(), description="Device discovery over mDNS (loopback only by default)."
+    )
+    kv: KvSettings = Field(KvSettings(), description="KV stores: subscriptions, transactions, paging.")
+    peer: PeerSettings = Field(PeerSettings(), description="Peer port and pairing between devices.")
 
     config_file: Path | None = Field(
         None, exclude=True, description="The TOML file these settings came from."

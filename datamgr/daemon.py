@@ -32,8 +32,21 @@ from datamgr.datashare.extension import ExtensionRouter
 from datamgr.datashare.published import PublishedBatch, PublishedStore
 from datamgr.datashare.service import DataShareService
 from datamgr.datashare.tables import ProviderRegistry
+from datamgr.device.advert import Advert
+from datamgr.device.discovery import Discovery, DiscoveryConfig
+from datamgr.device.identity import load_identity
+from datamgr.device.pairing_service import SERVICE_NAME as PAIRING_SERVICE
+from datamgr.device.pairing_service import PairingService
+from datamgr.device.peer import PeerConfig, PeerServer
+from datamgr.device.service import SERVICE_NAME as DEVICE_SERVICE
+from datamgr.device.service import DeviceService
+from datamgr.device.trust import TrustStore
 from datamgr.errors import DaemonLocked, Unauthenticated
+from datamgr.kv.service import SERVICE_NAME as KV_SERVICE
+from datamgr.kv.service import KvService
+from datamgr.kv.storage import KvStorage
 from datamgr.storage import Database, create_engine
+from datamgr.sync.hlc import HLC
 from datamgr.v1 import admin_pb2, admin_pb2_grpc, datashare_pb2, datashare_pb2_grpc
 from udmf.config import UdmfConfig
 from udmf.service import SERVICE_NAME as UDMF_SERVICE
@@ -44,6 +57,9 @@ SERVICES = (
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     datashare_pb2.DESCRIPTOR.services_by_name["DataShareService"].full_name,
     UDMF_SERVICE,
+    KV_SERVICE,
+    DEVICE_SERVICE,
+    PAIRING_SERVICE,
 )
 AI_SERVICE = aicap_pb2.DESCRIPTOR.services_by_name["AiService"].full_name
 
@@ -182,6 +198,7 @@ async def _start_ai(
         max_batch_tokens=ai.max_batch_tokens,
         max_running=ai.max_running,
         swap_budget_tokens=ai.swap_budget_tokens,
+        prefix_cache_tokens=ai.prefix_cache_tokens,
         isolate_prefix_cache_per_app=ai.isolate_prefix_cache_per_app,
         max_concurrent_per_app=ai.max_concurrent_per_app,
         max_queued_per_app=ai.max_queued_per_app,
@@ -212,6 +229,31 @@ async def _ai_serving(ai: Any, health_servicer: HealthServicer) -> None:
     await health_servicer.set(AI_SERVICE, health_pb2.HealthCheckResponse.SERVING)
 
 
+def _discovery(settings: Settings, device_id: str, fingerprint: str) -> Discovery:
+    """Discovery for this device, which advertises its id and certificate fingerprint."""
+    d = settings.discovery
+    local = Advert(device_id, d.device_name, d.security_level, fingerprint)
+    return Discovery(DiscoveryConfig(tuple(d.interfaces), d.offline_after_s, d.max_peers), local)
+
+
+def _capabilities(settings: Settings, ai: Any) -> list[str]:
+    """What this device advertises it serves: one `ai=<model>` per AI model."""
+    capabilities = ["datashare", "udmf"]
+    if ai is not None:
+        models = [settings.ai.default_model, *(m.name for m in settings.ai.models)]
+        capabilities += [f"ai={m}" for m in dict.fromkeys(models)]
+    return capabilities
+
+
+async def _start_discovery(discovery: Discovery) -> None:
+    """Starts browsing and probing; a failure (no usable interface) leaves the daemon serving."""
+    try:
+        await discovery.async_start()
+    except OSError as exc:
+        log.error("device discovery disabled: %s (check discovery.interfaces)", exc)
+        await discovery.async_close()
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", force=True)
 
@@ -233,6 +275,11 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
         loop.add_signal_handler(sig, stop.set)
     engine = create_engine(settings.db_url, settings.sqlite_synchronous)
     db = Database(engine, settings.read_threads)
+    identity = load_identity(settings.data_dir)  # made at first start, before any server listens
+    discovery = _discovery(settings, identity.device_id, identity.fingerprint)
+    if settings.discovery.enabled:
+        await _start_discovery(discovery)  # browsing, and probing that our name is free, as we start
+    trust = TrustStore(engine)
     admin = AdminCredential(settings.admin_token_path)
     apps = AppRegistry(engine)
     providers = ProviderRegistry(engine)
@@ -241,10 +288,13 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
     extensions = ExtensionRouter(ds.provider_timeout_s)
     published_feed: Feed[PublishedBatch] = Feed(loop, ds.max_subscriptions_per_app, ds.subscriber_queue)
     published = PublishedStore(engine, published_feed)
+    kv_storage = KvStorage(engine, identity.device_id, HLC())
+    kv = KvService(settings.kv, db, apps, kv_storage, loop)
 
     def on_remove(bundle: str) -> None:
         providers.remove(bundle)
         published.remove(bundle)
+        kv.remove_app(bundle)
 
     max_msg = ds.max_batch_bytes + (1 << 20)
     server = grpc.aio.server(
@@ -258,7 +308,25 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
     )
     udmf = await _start_udmf(settings.udmf, settings.data_dir, apps, admin, db)
     udmf.add_to(server)
+    kv.add_to(server)
+    await kv.start()
     ai = await _start_ai(settings.ai, apps, admin, engine, db, server) if settings.ai.enabled else None
+    DeviceService(discovery, _authenticator(apps), _admin_check(admin)).add_to(server)
+    p = settings.peer
+    peer = PeerServer(
+        PeerConfig(
+            p.listen,
+            p.pairing_listen,
+            settings.discovery.device_name,
+            settings.discovery.security_level,
+            p.pairing_window_s,
+            p.pairing_attempts,
+        ),
+        identity,
+        trust,
+        db,
+    )
+    PairingService(peer, _admin_check(admin), str(settings.admin_token_path)).add_to(server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = (*SERVICES, AI_SERVICE) if ai is not None else SERVICES
@@ -270,11 +338,15 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
     server.add_insecure_port(f"unix:{socket_path}")
     tcp_port = server.add_insecure_port(settings.tcp) if settings.tcp else None
     await server.start()
+    await peer.start()  # the peer (mutual TLS) and pairing ports, before health says SERVING
     os.chmod(socket_path, 0o666)  # apps authenticate with tokens, not file modes
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     ai_ready = asyncio.ensure_future(_ai_serving(ai, health_servicer)) if ai is not None else None
+    await discovery.async_update(port=peer.port, capabilities=_capabilities(settings, ai))
+    discovery.async_advertise()  # the servers listen: announced as soon as probing is done
     endpoint = {"pid": os.getpid(), "socket": str(socket_path), "tcp_port": tcp_port}
+    endpoint |= {"peer_port": peer.port, "pairing_port": peer.pairing_port}
     (settings.data_dir / "daemon.json").write_text(json.dumps(endpoint))
     log.info(
         "datamgr serving on unix:%s%s (database %s)",
@@ -290,8 +362,11 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     log.info("shutting down: finishing in-flight calls (grace %.1f s)", settings.shutdown_grace_s)
     await health_servicer.shutdown()
+    await discovery.async_close()  # goodbyes: peers see this device offline at once
+    await peer.stop(settings.shutdown_grace_s)  # peer calls end, an open pairing window closes
     feed.close()
     published_feed.close()
+    await kv.close()  # subscriptions end, open transactions are dropped
     extensions.close()
     await udmf.close()  # lazy drag sources are told to leave; the sweeper stops
     if ai_ready is not None:

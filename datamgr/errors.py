@@ -13,7 +13,9 @@ The tree::
     ├── Unavailable                   a provider process is not attached, or the daemon is stopping
     ├── DeadlineExceeded              a provider did not answer in time
     ├── Unsupported                   a provider's extension does not implement the operation
-    └── DaemonLocked                  another daemon already uses the data directory
+    └── FailedPrecondition            the state does not allow it now: e.g. a sync session to restart
+        ├── ClockSkew                 a peer's clock is too far ahead of ours to trust its timestamps
+        └── DaemonLocked              another daemon already uses the data directory
 
 Domain code raises these; each servicer maps them to gRPC status codes in one table
 (`datamgr._grpc_errors`), and the SDK maps status codes back to them.
@@ -72,8 +74,19 @@ class Unsupported(DatamgrError):
     code = "UNIMPLEMENTED"
 
 
-class DaemonLocked(DatamgrError):
+class FailedPrecondition(DatamgrError):
     code = "FAILED_PRECONDITION"
+
+
+class ClockSkew(FailedPrecondition):
+    """A remote hybrid-logical-clock value is more than the allowed skew ahead of the local wall clock.
+
+    FAILED_PRECONDITION, not INVALID_ARGUMENT: the timestamp is well-formed and becomes acceptable once
+    the clocks agree again (or time catches up); retrying unchanged fails until the state is fixed."""
+
+
+class DaemonLocked(FailedPrecondition):
+    """Another daemon already uses the data directory (raised at start-up, never over gRPC)."""
 
 
 BY_CODE: dict[str, type[DatamgrError]] = {
@@ -88,6 +101,6 @@ BY_CODE: dict[str, type[DatamgrError]] = {
         Unavailable,
         DeadlineExceeded,
         Unsupported,
-        DaemonLocked,
+        FailedPrecondition,
     )
 }

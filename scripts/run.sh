@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2317  # on_err and on_exit are reached through traps
 # The main job: installs (scripts/setup.sh), starts the daemon on a demo data dir, walks through DataShare
-# with two apps and the on-device LLM (aicap), then keeps the daemon in the foreground until Ctrl-C
+# with two apps, UDMF and the on-device LLM (aicap), then keeps the daemon in the foreground until Ctrl-C
 # (SIGTERM to it, graceful shutdown).
 #   scripts/run.sh          demo, then serve until Ctrl-C
 #   scripts/run.sh --once   demo, then stop the daemon; exit non-zero if any step failed
@@ -235,6 +235,15 @@ if [ "$ai_rc" -eq 0 ] || ! printf '%s' "$ai_denied" | grep -q 'ohos.permission.U
   exit 1
 fi
 echo "refused as expected (exit $ai_rc)"
+
+section "UDMF: typed data between apps (DATA_HUB, then a drag read once by its target)"
+show datamgr udmf types --ext .jpg --token "$consumer_token"
+hub_key="$(datamgr udmf put-text "Meet Ada at 10:00" --tag reminder --token "$provider_token")"
+printf '$ datamgr udmf put-text %q --tag reminder --token %s\n%s\n' "Meet Ada at 10:00" "$provider_token" "$hub_key"
+show datamgr udmf list --token "$consumer_token"
+show datamgr udmf get "$hub_key" --token "$consumer_token"
+show datamgr udmf drag "Ada Lovelace, +44 20 7946 0018" --from-token "$provider_token" --to "$CONSUMER" \
+  --to-token "$consumer_token"
 
 section "demo done"
 if [ "$once" -eq 1 ]; then

@@ -3,7 +3,9 @@
 llama.cpp keeps the KV cells; this module decides which logical blocks of cells each sequence owns.
 A full block is identified by a hash chained over its parent's hash, its tokens and (first block
 only) a salt, so one app can be kept from hitting another app's cached prompts. Blocks no sequence
-uses stay cached in an LRU free queue and are evicted only when a new block is needed.
+uses stay cached in an LRU free queue and are evicted when a new block is needed, or when more than
+`max_cached_blocks` of them are kept: llama.cpp's attention walks every live cell, cached or not, so
+an unbounded cache slows every step once it has filled the context.
 Running out of blocks is a normal outcome: methods return None or False and change nothing.
 """
 
@@ -47,12 +49,20 @@ def block_hash(parent: int | None, token_ids: Sequence[int], salt: str = "") -> 
 
 
 class BlockManager:
-    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+    def __init__(
+        self,
+        num_blocks: int,
+        block_size: int,
+        enable_prefix_caching: bool = True,
+        max_cached_blocks: int | None = None,
+    ) -> None:
         assert num_blocks > 0 and block_size > 0
         self.block_size = block_size
         self.caching = enable_prefix_caching
+        self.max_cached_blocks = num_blocks if max_cached_blocks is None else max_cached_blocks
         self.blocks = [Block(i) for i in range(num_blocks)]
         self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))  # head = evict first
+        self._cached_free: OrderedDict[int, None] = OrderedDict()  # free blocks with content, LRU first
         self._cached: dict[int, int] = {}  # hash → block id
         self._seqs: dict[int, _Seq] = {}
         self.prefix_queries = 0  # prompt tokens looked up
@@ -150,6 +160,7 @@ class BlockManager:
         if block.hash is not None and self._cached.get(block.hash) == block_id:
             del self._cached[block.hash]
         block.hash, block.token_ids = None, ()
+        self._cached_free.pop(block_id, None)
 
     def evict_unused(self) -> int:
         """Evicts every cached block no sequence uses; returns how many."""
@@ -202,6 +213,12 @@ class BlockManager:
                     self._free.move_to_end(b, last=False)  # nothing cached: reuse it first
                 else:
                     self._free[b] = None
+                    self._cached_free[b] = None
+        while len(self._cached_free) > self.max_cached_blocks:  # the least recently used go first
+            b = next(iter(self._cached_free))
+            self.uncache(b)
+            self.evicted.append(b)
+            self._free.move_to_end(b, last=False)
 
     # ---- internals ----
 
@@ -217,6 +234,7 @@ class BlockManager:
         block = self.blocks[b]
         if block.ref_count == 0:
             del self._free[b]
+            self._cached_free.pop(b, None)
         block.ref_count += 1
 
     def _pop_free(self) -> int:
@@ -242,3 +260,6 @@ class BlockManager:
             )
         for h, b in self._cached.items():
             assert self.blocks[b].hash == h, f"cache entry of block {b} is stale"
+        cached_free = [b for b in self._free if self.blocks[b].hash is not None]
+        assert set(cached_free) == set(self._cached_free), "cached free blocks out of step"
+        assert len(self._cached_free) <= self.max_cached_blocks, "more cached blocks than allowed"

@@ -36,6 +36,7 @@ class EngineConfig:
     swap_budget_tokens: int = 8192
     isolate_apps: bool = False  # salt the prefix cache per app: no app hits another app's prompts
     prefix_caching: bool = True
+    prefix_cache_tokens: int = 2048  # unused cached blocks kept, in tokens (each costs attention time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,12 @@ class LLMEngine:
         n_slots = min(config.max_running, runner.config.n_seq_max)
         self._holders = list(range(n_slots, runner.config.n_seq_max))
         caching = config.prefix_caching and bool(self._holders) and runner.config.kv_unified
-        self.blocks = BlockManager(runner.config.n_ctx // config.block_size, config.block_size, caching)
+        self.blocks = BlockManager(
+            runner.config.n_ctx // config.block_size,
+            config.block_size,
+            caching,
+            max_cached_blocks=config.prefix_cache_tokens // config.block_size,
+        )
         self.scheduler = Scheduler(
             SchedulerConfig(config.max_batch_tokens, n_slots, config.swap_budget_tokens), self.blocks
         )

@@ -1,4 +1,5 @@
-"""The `datamgr` command line: `serve`, `health`, `apps ...`, `share ...`, `ai ...`, `udmf ...`."""
+"""The `datamgr` command line: `serve`, `health`, `apps ...`, `share ...`, `ai ...`, `udmf ...`,
+`devices ...`, `kv ...`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import click
 from datamgr.cli._common import err
 from datamgr.cli.ai import ai
 from datamgr.cli.apps import apps
+from datamgr.cli.devices import devices
+from datamgr.cli.kv import kv
 from datamgr.cli.share import share
 from datamgr.cli.udmf import udmf
 from datamgr.errors import DatamgrError
@@ -86,3 +89,5 @@ main.add_command(apps)
 main.add_command(share)
 main.add_command(ai)
 main.add_command(udmf)
+main.add_command(kv)
+main.add_command(devices)

@@ -1,4 +1,4 @@
-"""The Python SDK of the DatamgrService: DataShare consumers and providers, and the admin client."""
+"""The Python SDK of the DatamgrService: DataShare consumers and providers, KV stores, the admin client."""
 
 from datamgr.client.admin import AdminClient
 from datamgr.client.datashare import (
@@ -9,24 +9,52 @@ from datamgr.client.datashare import (
     PublishedDataChange,
     Subscription,
 )
+from datamgr.client.devices import DeviceClient
 from datamgr.client.extension import AsyncDataShareExtension, DataShareExtension
+from datamgr.client.kv import (
+    AsyncKvStoreClient,
+    AsyncSingleKVStore,
+    ChangeNotification,
+    KvEntry,
+    KvStoreClient,
+    KvStoreInfo,
+    KvStoreType,
+    SecurityLevel,
+    SingleKVStore,
+    SubscribeType,
+)
+from datamgr.client.pairing import PairingClient
 from datamgr.client.resultset import DataShareResultSet, DataType
 from datamgr.datashare.predicates import DataSharePredicates
 from datamgr.datashare.published import OperationResult, PublishedItem
+from datamgr.kv.query import Query
 
 __all__ = [
     "AdminClient",
     "AsyncDataShareExtension",
     "AsyncDataShareHelper",
+    "AsyncKvStoreClient",
+    "AsyncSingleKVStore",
     "AsyncSubscription",
     "ChangeInfo",
+    "ChangeNotification",
     "DataShareExtension",
     "DataShareHelper",
     "DataSharePredicates",
     "DataShareResultSet",
     "DataType",
+    "DeviceClient",
+    "KvEntry",
+    "KvStoreClient",
+    "KvStoreInfo",
+    "KvStoreType",
     "OperationResult",
+    "PairingClient",
     "PublishedDataChange",
     "PublishedItem",
+    "Query",
+    "SecurityLevel",
+    "SingleKVStore",
+    "SubscribeType",
     "Subscription",
 ]

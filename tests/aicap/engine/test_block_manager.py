@@ -64,6 +64,37 @@ def test_freed_cached_blocks_are_revived_and_evicted_lru() -> None:
     bm.check_invariants()
 
 
+def test_unused_cached_blocks_beyond_the_cap_are_evicted_lru() -> None:
+    bm = BlockManager(num_blocks=8, block_size=2, max_cached_blocks=2)
+    bm.allocate(1, [1, 2, 3, 4, 5])  # blocks 0, 1 full, 2 partial
+    bm.cache_computed(1, 5)
+    bm.allocate(2, [6, 6, 7, 7, 8])  # blocks 3, 4 full, 5 partial
+    bm.cache_computed(2, 5)
+    bm.free(1)  # two cached blocks free: within the cap
+    assert bm.evicted == []
+    bm.free(2)  # four: the least recently freed, request 1's blocks (tail first), go
+    assert bm.evicted == [1, 0]
+    cold = bm.allocate(3, [1, 2, 3])  # [1, 2] is no longer cached; evicted blocks are reused first
+    assert cold is not None and cold.num_cached_tokens == 0 and cold.block_table == (0, 1)
+    hit = bm.allocate(4, [6, 6, 7, 7, 9])
+    assert hit is not None and hit.num_cached_tokens == 4 and hit.block_table[:2] == (3, 4)
+    bm.check_invariants()
+
+
+def test_a_cap_of_zero_keeps_nothing_cached_once_unused() -> None:
+    bm = BlockManager(num_blocks=4, block_size=2, max_cached_blocks=0)
+    bm.allocate(1, [1, 2, 3])
+    bm.cache_computed(1, 3)
+    shared = bm.allocate(2, [1, 2, 5])  # while request 1 runs, its block is shared
+    assert shared is not None and shared.num_cached_tokens == 2
+    bm.free(1)
+    bm.free(2)
+    assert bm.evicted == [0]
+    cold = bm.allocate(3, [1, 2, 5])
+    assert cold is not None and cold.num_cached_tokens == 0
+    bm.check_invariants()
+
+
 def test_salt_isolates_prefixes() -> None:
     bm = BlockManager(num_blocks=8, block_size=2)
     bm.allocate(1, [1, 2, 3, 4, 5], salt="com.a")
@@ -96,7 +127,7 @@ class BlockManagerMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.bm = BlockManager(num_blocks=12, block_size=3)
+        self.bm = BlockManager(num_blocks=12, block_size=3, max_cached_blocks=4)
         self.next_id = 0
 
     @rule(

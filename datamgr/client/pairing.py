@@ -1,0 +1,75 @@
+"""PairingClient: the device owner's trust operations (pair, list, unpair, ping), admin token."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+
+from datamgr.apps import read_admin_token
+from datamgr.client._conn import CHANNEL_OPTIONS, call, default_address, error_from_rpc, metadata
+from datamgr.v1 import pairing_pb2 as pb
+from datamgr.v1 import pairing_pb2_grpc as pb_grpc
+from datamgr.v1 import peer_pb2
+
+
+class PairingClient:
+    """Blocking client; reads the admin token from the daemon's data directory by default."""
+
+    def __init__(
+        self, address: str | None = None, token: str | None = None, token_path: Path | None = None
+    ) -> None:
+        if token is None:
+            if token_path is None:
+                from datamgr.config import load_settings
+
+                token_path = load_settings().admin_token_path
+            token = read_admin_token(token_path)
+        self._channel = grpc.insecure_channel(address or default_address(), options=CHANNEL_OPTIONS)
+        self._stub = pb_grpc.PairingServiceStub(self._channel)
+        self._md = metadata(token)
+
+    def open_window(self) -> Iterator[pb.OpenPairingWindowResponse]:
+        """Opens a pairing window: yields `opened` (with the code), then `paired` or `closed`.
+        Closing the iterator early closes the window."""
+        stream = self._stub.OpenPairingWindow(pb.OpenPairingWindowRequest(), metadata=self._md)
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            if exc.code() is not grpc.StatusCode.CANCELLED:
+                raise error_from_rpc(exc) from None
+        finally:
+            stream.cancel()
+
+    def pair(self, address: str, code: str) -> pb.TrustedDevice:
+        """Pairs with the device whose pairing address (host:port) and code its owner shows."""
+        req = pb.PairDeviceRequest(address=address, code=code)
+        return call(self._stub.PairDevice, req, metadata=self._md).device
+
+    def trusted(self) -> list[pb.TrustedDevice]:
+        return list(
+            call(self._stub.ListTrustedDevices, pb.ListTrustedDevicesRequest(), metadata=self._md).devices
+        )
+
+    def unpair(self, device_id: str) -> pb.UnpairDeviceResponse:
+        """Stops trusting `device_id` at once; `notified` says whether the device was told too."""
+        return call(self._stub.UnpairDevice, pb.UnpairDeviceRequest(device_id=device_id), metadata=self._md)
+
+    def ping(self, device_id: str, address: str = "") -> tuple[peer_pb2.PeerDeviceInfo, float]:
+        """Hello to a trusted device over mutual TLS: (its info, round trip in ms)."""
+        req = pb.PingDeviceRequest(device_id=device_id, address=address)
+        resp = call(self._stub.PingDevice, req, metadata=self._md)
+        return resp.device, resp.round_trip_ms
+
+    def identity(self) -> pb.GetDeviceIdentityResponse:
+        return call(self._stub.GetDeviceIdentity, pb.GetDeviceIdentityRequest(), metadata=self._md)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> PairingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Devices: identity, discovery on the local network, trust and pairing of peers."""

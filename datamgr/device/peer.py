@@ -1,0 +1,491 @@
+"""The peer server (device-to-device gRPC over TCP) and the mutual-TLS channels to peers.
+
+Two ports, one server:
+
+- the peer port: TLS with the device certificate, client certificates REQUIRED and verified against
+  the trusted devices' certificates (plus our own, so the set is never empty). grpc checks a client
+  certificate only against root certificates and has no verify callback, so the roots are the trust
+  list: `grpc.dynamic_ssl_server_credentials` re-reads them before each new connection once the list
+  has changed, and an unpaired device's next connection fails its handshake at once.
+- the pairing port: server-only TLS (a device that is not paired yet has no certificate the peer
+  port would accept). Only `Pair` may be called there, and only while a pairing window is open.
+
+Connections outlive the roots they were accepted with, so every call is checked too: an interceptor
+reads the client certificate from `context.auth_context()` and refuses (UNAUTHENTICATED) any method
+but `Pair` from a certificate that is not trusted now, or from no certificate (the pairing port).
+
+A refused handshake reaches a gRPC client as UNAVAILABLE ("Socket closed"), like a dead peer (or as
+DEADLINE_EXCEEDED with wait_for_ready). The channels of `open_peer_channel` tell these apart: when a
+call fails so, they open one TLS connection themselves, and if the peer ends it right after the
+handshake (a gRPC server that accepts a connection always sends its HTTP/2 settings first) or presents
+another certificate than the pinned one, the error becomes UNAUTHENTICATED. Unary and
+server/bidi-streaming calls get this mapping; client-streaming calls do not (`peer_refusal` gives the
+same verdict by hand).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import inspect
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from datamgr._grpc import rpc
+from datamgr.device.identity import PEER_HOSTNAME, Identity, certificate_info
+from datamgr.device.pairing import PairingDesk
+from datamgr.device.trust import TrustedDevice, TrustStore
+from datamgr.errors import DeadlineExceeded, InvalidArgument, Unauthenticated
+from datamgr.storage import Database
+from datamgr.v1 import peer_pb2 as pb
+from datamgr.v1 import peer_pb2_grpc as pb_grpc
+
+log = logging.getLogger("datamgr.peer")
+
+PROTOCOL_VERSION = 1
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PeerService"].full_name
+OPEN_METHODS = frozenset({f"/{SERVICE_NAME}/Pair"})  # callable without a trusted certificate
+MAX_MESSAGE = 64 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.ssl_target_name_override", PEER_HOSTNAME),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+]
+_PROBE_TIMEOUT_S = 3.0
+_NAME_BYTES = 63
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    listen: str
+    pairing_listen: str
+    device_name: str
+    security_level: int
+    pairing_window_s: float = 120.0
+    pairing_attempts: int = 3
+    step_timeout_s: float = 30.0  # how long one pairing message or peer call may take
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """("host", port) of "host:port" or "[v6]:port"; InvalidArgument otherwise."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidArgument(f"address {address!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def join_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def observed_host(peer: str) -> str:
+    """The host of a grpc `context.peer()` string ("ipv4:1.2.3.4:5678", "ipv6:[::1]:5678")."""
+    kind, _, rest = peer.partition(":")
+    host = rest.rpartition(":")[0].strip("[]")
+    return host if kind in ("ipv4", "ipv6") and host else ""
+
+
+def clean_name(name: str, fallback: str) -> str:
+    """A peer's name as we store it: printable, at most 63 UTF-8 bytes, never empty."""
+    name = "".join(c for c in name if c.isprintable()).strip()
+    name = name.encode()[:_NAME_BYTES].decode(errors="ignore")
+    return name or fallback
+
+
+def clean_level(level: int) -> int:
+    """A declared security level, SL1-SL5; anything else counts as the lowest, SL1."""
+    return level if 1 <= level <= 5 else 1
+
+
+@functools.lru_cache(maxsize=1024)
+def _fingerprint_of_pem(pem: bytes) -> str:
+    cert = x509.load_pem_x509_certificate(pem)
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def client_fingerprint(context: Any) -> str | None:
+    """The fingerprint of the certificate the caller presented, None without one (pairing port)."""
+    pems = context.auth_context().get("x509_pem_cert")
+    return _fingerprint_of_pem(pems[0]) if pems else None
+
+
+def calling_device(context: Any, trust: TrustStore) -> TrustedDevice | None:
+    """The trusted device making this call (for peer RPC handlers), None if the caller is not one."""
+    fingerprint = client_fingerprint(context)
+    return trust.by_fingerprint(fingerprint) if fingerprint else None
+
+
+class _TrustCheck(grpc.aio.ServerInterceptor):
+    """Refuses every method but the open ones to callers without a trusted certificate."""
+
+    def __init__(self, trust: TrustStore) -> None:
+        self._trust = trust
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None or details.method in OPEN_METHODS:
+            return handler
+        return _guarded(handler, self._check)
+
+    async def _check(self, context: Any) -> None:
+        fingerprint = client_fingerprint(context)
+        if fingerprint is None:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "peer calls need mutual TLS with a paired device's certificate: this is the pairing port",
+            )
+        elif not self._trust.is_trusted(fingerprint):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"the calling device (certificate {fingerprint[:16]}...) is not paired with this device, "
+                "or was unpaired: pair them first (datamgr devices pair)",
+            )
+
+
+def _guarded(handler: Any, check: Callable[[Any], Awaitable[None]]) -> Any:
+    """`handler` with `check(context)` run before its behaviour, whatever kind of method it is."""
+    kinds = (
+        ("unary_unary", grpc.unary_unary_rpc_method_handler),
+        ("unary_stream", grpc.unary_stream_rpc_method_handler),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler),
+    )
+    for attr, make in kinds:
+        inner = getattr(handler, attr)
+        if inner is None:
+            continue
+        if inspect.isasyncgenfunction(inner):
+
+            async def stream(request: Any, context: Any, inner: Any = inner) -> AsyncIterator[Any]:
+                await check(context)
+                async for item in inner(request, context):
+                    yield item
+
+            behaviour: Any = stream
+        else:
+
+            async def unary(request: Any, context: Any, inner: Any = inner) -> Any:
+                await check(context)
+                return await inner(request, context)
+
+            behaviour = unary
+        return make(
+            behaviour,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    raise AssertionError("an RPC method handler of no known kind")
+
+
+class PeerServer:
+    """The peer and pairing ports of this device; `server` takes more peer services before `start`."""
+
+    def __init__(
+        self,
+        config: PeerConfig,
+        identity: Identity,
+        trust: TrustStore,
+        db: Database,
+        desk: PairingDesk | None = None,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.trust = trust
+        self.db = db
+        self.desk = desk or PairingDesk(config.pairing_window_s, config.pairing_attempts)
+        self.port = 0
+        self.pairing_port = 0
+        self.server = grpc.aio.server(
+            interceptors=[_TrustCheck(trust)],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE),
+                ("grpc.max_send_message_length", MAX_MESSAGE),
+            ],
+        )
+        pb_grpc.add_PeerServiceServicer_to_server(PeerServicer(self), self.server)
+        self._roots_version = -1
+
+    def info(self) -> pb.PeerDeviceInfo:
+        return pb.PeerDeviceInfo(
+            device_id=self.identity.device_id,
+            name=self.config.device_name,
+            security_level=self.config.security_level,  # type: ignore[arg-type]
+            peer_port=self.port,
+            protocol_version=PROTOCOL_VERSION,
+        )
+
+    @property
+    def pairing_address(self) -> str:
+        host = self.config.pairing_listen.rpartition(":")[0]
+        if host in ("", "0.0.0.0", "[::]"):
+            import socket
+
+            host = socket.gethostname()
+        return f"{host}:{self.pairing_port}"
+
+    def _certificate_config(self) -> Any:
+        version = self.trust.version  # read first: a change while we build shows on the next fetch
+        roots = self.identity.cert_pem + self.trust.roots_pem()
+        self._roots_version = version
+        return grpc.ssl_server_certificate_configuration(
+            [(self.identity.key_pem, self.identity.cert_pem)], root_certificates=roots
+        )
+
+    def _fetch_certificate_config(self) -> Any:
+        """Called by grpc before every new peer-port handshake (on its own thread): new roots or None."""
+        if self.trust.version == self._roots_version:
+            return None
+        log.info("trusted devices changed: the peer port now accepts %d device(s)", len(self.trust.all()))
+        return self._certificate_config()
+
+    async def start(self) -> None:
+        mutual = grpc.dynamic_ssl_server_credentials(
+            self._certificate_config(), self._fetch_certificate_config, require_client_authentication=True
+        )
+        self.port = self.server.add_secure_port(self.config.listen, mutual)
+        server_only = grpc.ssl_server_credentials([(self.identity.key_pem, self.identity.cert_pem)])
+        self.pairing_port = self.server.add_secure_port(self.config.pairing_listen, server_only)
+        await self.server.start()
+        log.info(
+            "peer server: mutual TLS on %s:%d, pairing on %s; device %s, certificate %s",
+            self.config.listen.rpartition(":")[0],
+            self.port,
+            self.pairing_address,
+            self.identity.device_id,
+            self.identity.display_fingerprint,
+        )
+
+    async def stop(self, grace: float) -> None:
+        self.desk.close()
+        await self.server.stop(grace)
+
+
+async def _read(context: Any, step: str, timeout: float) -> Any:
+    try:
+        message = await asyncio.wait_for(context.read(), timeout)
+    except TimeoutError:
+        raise DeadlineExceeded(f"no pairing {step} within {timeout:.0f} s") from None
+    if message is grpc.aio.EOF or message.WhichOneof("step") != step:
+        raise InvalidArgument(f"pairing: expected the {step} message")
+    return getattr(message, step)
+
+
+class PeerServicer(pb_grpc.PeerServiceServicer):
+    """PeerService: pairing (the responder's side), Hello and Unpair. Sync RPCs: subclass or add."""
+
+    def __init__(self, peer: PeerServer) -> None:
+        self._peer = peer
+
+    @rpc
+    async def Pair(self, request_iterator: Any, context: Any) -> None:
+        peer = self._peer
+        timeout = peer.config.step_timeout_s
+        start = await _read(context, "start", timeout)
+        window = peer.desk.current()
+        device_id, fingerprint, cert_pem = certificate_info(start.certificate_pem)
+        if fingerprint == peer.identity.fingerprint:
+            raise InvalidArgument("a device cannot pair with itself")
+        attempt = window.begin(start.srp_public)
+        log.info("pairing attempt from %s (device %s)", context.peer(), device_id)
+        await context.write(
+            pb.PairResponse(challenge=pb.PairChallenge(salt=window.salt, srp_public=attempt.b_public))
+        )
+        proof = await _read(context, "proof", timeout)
+        try:
+            our_proof = window.finish(attempt, fingerprint, peer.identity.fingerprint, proof.proof)
+        except Unauthenticated:
+            log.warning("pairing attempt from %s: wrong code (%d left)", context.peer(), window.attempts_left)
+            raise
+        host = observed_host(context.peer())
+        device = TrustedDevice(
+            device_id=device_id,
+            name=clean_name(start.device.name, device_id[:8]),
+            fingerprint=fingerprint,
+            cert_pem=cert_pem,
+            security_level=clean_level(start.device.security_level),
+            address=join_address(host, start.device.peer_port) if host and start.device.peer_port else "",
+        )
+        try:
+            device = await peer.db.write(peer.trust.add, device)
+        finally:
+            window.complete(device if peer.trust.is_trusted(fingerprint) else None)
+        log.info("paired with %s (%s), certificate %s", device.name, device.device_id, fingerprint)
+        await context.write(pb.PairResponse(done=pb.PairDone(proof=our_proof, device=peer.info())))
+
+    @rpc
+    async def Hello(self, request: pb.HelloRequest, context: Any) -> pb.HelloResponse:
+        caller = calling_device(context, self._peer.trust)
+        assert caller is not None  # the interceptor let only trusted devices through
+        log.debug("hello from %s (%s)", caller.name, caller.device_id)
+        return pb.HelloResponse(device=self._peer.info(), time=time.time())
+
+    @rpc
+    async def Unpair(self, request: pb.UnpairRequest, context: Any) -> pb.UnpairResponse:
+        caller = calling_device(context, self._peer.trust)
+        assert caller is not None
+        await self._peer.db.write(self._peer.trust.remove, caller.device_id)
+        log.info("%s (%s) unpaired itself: no longer trusted", caller.name, caller.device_id)
+        return pb.UnpairResponse()
+
+
+# --- the client side ------------------------------------------------------------------------------
+
+
+async def fetch_certificate(address: str, timeout: float = _PROBE_TIMEOUT_S) -> bytes:
+    """The certificate the TLS server at `address` presents, unverified (pairing's proof checks it)."""
+    host, port = split_address(address)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    _, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, ssl=ctx, server_hostname=PEER_HOSTNAME), timeout
+    )
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    finally:
+        await _close(writer)
+    return ssl.DER_cert_to_PEM_cert(der).encode()
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError):
+        await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+async def peer_refusal(address: str, identity: Identity, peer_cert_pem: bytes) -> str | None:
+    """Why the peer at `address` refuses this device at the TLS layer; None if it accepts it, or
+    cannot be reached (then the failure is UNAVAILABLE, not ours to explain)."""
+    host, port = split_address(address)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cadata=peer_cert_pem.decode())
+    ctx.load_cert_chain(identity.cert_path, identity.key_path)
+    ctx.set_alpn_protocols(["h2"])
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=ctx, server_hostname=PEER_HOSTNAME), _PROBE_TIMEOUT_S
+        )
+    except ssl.SSLCertVerificationError:
+        return f"the device at {address} presented another certificate than the paired one"
+    except ssl.SSLError as exc:
+        return f"the device at {address} refused the TLS handshake ({exc.reason})"
+    except (OSError, TimeoutError):
+        return None
+    try:
+        data = await asyncio.wait_for(reader.read(1), _PROBE_TIMEOUT_S)
+    except ssl.SSLError as exc:
+        return f"the device at {address} refused this device's certificate ({exc.reason})"
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        await _close(writer)
+    if data:
+        return None
+    return (
+        f"the device at {address} refused this device's certificate: it is not paired with this device, "
+        "or unpaired it"
+    )
+
+
+# How a refused handshake fails a call: UNAVAILABLE, or DEADLINE_EXCEEDED with wait_for_ready.
+_MAYBE_REFUSED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+async def _mapped(
+    exc: grpc.aio.AioRpcError, refusal: Callable[[], Awaitable[str | None]]
+) -> grpc.aio.AioRpcError:
+    if exc.code() not in _MAYBE_REFUSED:
+        return exc
+    reason = await refusal()
+    if reason is None:
+        return exc
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
+        details=reason,
+        debug_error_string=exc.debug_error_string(),
+    )
+
+
+async def _mapped_stream(call: Any, refusal: Callable[[], Awaitable[str | None]]) -> AsyncIterator[Any]:
+    try:
+        async for item in call:
+            yield item
+    except grpc.aio.AioRpcError as exc:
+        raise await _mapped(exc, refusal) from None
+
+
+class _UnaryUnaryRefusal(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, refusal: Callable[[], Awaitable[str | None]]) -> None:
+        self._refusal = refusal
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        call = await continuation(details, request)
+        try:
+            await call
+        except grpc.aio.AioRpcError as exc:
+            raise await _mapped(exc, self._refusal) from None
+        return call
+
+
+class _UnaryStreamRefusal(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, refusal: Callable[[], Awaitable[str | None]]) -> None:
+        self._refusal = refusal
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return _mapped_stream(await continuation(details, request), self._refusal)
+
+
+class _StreamStreamRefusal(grpc.aio.StreamStreamClientInterceptor):
+    def __init__(self, refusal: Callable[[], Awaitable[str | None]]) -> None:
+        self._refusal = refusal
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return _mapped_stream(await continuation(details, request_iterator), self._refusal)
+
+
+def open_peer_channel(address: str, identity: Identity, peer_cert_pem: bytes | str) -> grpc.aio.Channel:
+    """A mutual-TLS channel to the peer server at `address`: we present our certificate, and accept
+    only the peer's `peer_cert_pem` (pinned: it is the only root). A refusal of our certificate comes
+    out as UNAUTHENTICATED (see the module docstring)."""
+    pem = peer_cert_pem.encode() if isinstance(peer_cert_pem, str) else peer_cert_pem
+    split_address(address)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pem, private_key=identity.key_pem, certificate_chain=identity.cert_pem
+    )
+
+    async def refusal() -> str | None:
+        return await peer_refusal(address, identity, pem)
+
+    interceptors = [_UnaryUnaryRefusal(refusal), _UnaryStreamRefusal(refusal), _StreamStreamRefusal(refusal)]
+    return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors)
+
+
+def peer_channel(
+    address: str, identity: Identity, peer_fingerprint: str, trust: TrustStore
+) -> grpc.aio.Channel:
+    """A mutual-TLS channel to the trusted device with certificate `peer_fingerprint`, pinned to the
+    certificate stored at pairing; `address` "" means where it was last reached. Unauthenticated if
+    the device is not trusted here."""
+    device = trust.by_fingerprint(peer_fingerprint)
+    if device is None:
+        raise Unauthenticated(
+            f"no paired device has certificate {peer_fingerprint[:16]}...: "
+            "pair it first (datamgr devices pair)"
+        )
+    address = address or device.address
+    if not address:
+        raise InvalidArgument(f"no address is known for device {device.device_id}: pass one")
+    return open_peer_channel(address, identity, device.cert_pem)

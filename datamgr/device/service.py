@@ -1,0 +1,129 @@
+"""The DeviceService servicer: this device and the peer table of discovery, over gRPC.
+
+Callers are the device owner (admin token) or apps holding ohos.permission.DISTRIBUTED_DATASYNC, the
+permission OpenHarmony asks of apps that list devices to sync with.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from datamgr._grpc import bearer_token, rpc
+from datamgr.device.discovery import Discovery
+from datamgr.device.peer_table import EventKind, Peer
+from datamgr.errors import (
+    FailedPrecondition,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from datamgr.v1 import devices_pb2 as pb
+from datamgr.v1 import devices_pb2_grpc as pb_grpc
+
+DISTRIBUTED_DATASYNC = "ohos.permission.DISTRIBUTED_DATASYNC"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DeviceService"].full_name
+
+_EVENT_TYPES = {
+    EventKind.ONLINE: pb.DEVICE_EVENT_TYPE_ONLINE,
+    EventKind.OFFLINE: pb.DEVICE_EVENT_TYPE_OFFLINE,
+    EventKind.UPDATED: pb.DEVICE_EVENT_TYPE_UPDATED,
+}
+
+
+class DeviceService(pb_grpc.DeviceServiceServicer):
+    def __init__(
+        self,
+        discovery: Discovery,
+        authenticate: Callable[[str], tuple[str, frozenset[str]] | None],
+        is_admin: Callable[[str], bool],
+    ) -> None:
+        self._discovery = discovery
+        self._authenticate = authenticate
+        self._is_admin = is_admin
+
+    def add_to(self, server: Any) -> None:
+        pb_grpc.add_DeviceServiceServicer_to_server(self, server)
+
+    def _check(self, context: Any) -> None:
+        token = bearer_token(context)
+        if not token:
+            raise Unauthenticated("no token: pass the admin token or an app token (authorization: Bearer)")
+        if self._is_admin(token):
+            return
+        app = self._authenticate(token)
+        if app is None:
+            raise Unauthenticated("unknown token: ask the device owner for one (datamgr apps add BUNDLE)")
+        bundle, permissions = app
+        if DISTRIBUTED_DATASYNC not in permissions:
+            raise PermissionDenied(f"{bundle} lacks {DISTRIBUTED_DATASYNC}, which listing devices needs")
+
+    def _running(self) -> None:
+        if not self._discovery.running:
+            raise FailedPrecondition("device discovery is off on this device (discovery.enabled = false)")
+
+    def _device(self, peer: Peer) -> pb.Device:
+        a = peer.advert
+        return pb.Device(
+            device_id=a.device_id,
+            name=a.name,
+            security_level=a.security_level,  # type: ignore[arg-type]
+            fingerprint=a.fingerprint,
+            capabilities=a.capabilities,
+            addresses=peer.addresses,
+            port=peer.port,
+            protocol_version=a.protocol_version,
+            online=peer.online,
+            last_seen=time.time() - (self._discovery.clock() - peer.last_seen),
+        )
+
+    @rpc
+    async def GetLocalDevice(
+        self, request: pb.GetLocalDeviceRequest, context: Any
+    ) -> pb.GetLocalDeviceResponse:
+        self._check(context)
+        d = self._discovery
+        a = d.local
+        device = pb.Device(
+            device_id=a.device_id,
+            name=a.name,
+            security_level=a.security_level,  # type: ignore[arg-type]
+            fingerprint=a.fingerprint,
+            capabilities=a.capabilities,
+            addresses=d.addresses,
+            port=d.port,
+            protocol_version=a.protocol_version,
+            online=d.advertising,
+        )
+        return pb.GetLocalDeviceResponse(device=device)
+
+    @rpc
+    async def ListDevices(self, request: pb.ListDevicesRequest, context: Any) -> pb.ListDevicesResponse:
+        self._check(context)
+        self._running()
+        peers = self._discovery.table.peers()
+        return pb.ListDevicesResponse(
+            devices=[self._device(p) for p in peers if p.online or not request.online_only]
+        )
+
+    @rpc
+    async def WatchDevices(
+        self, request: pb.WatchDevicesRequest, context: Any
+    ) -> AsyncIterator[pb.WatchDevicesResponse]:
+        self._check(context)
+        self._running()
+        events = self._discovery.events
+        watch = events.watch()
+        try:
+            snapshot = pb.DeviceSnapshot(devices=[self._device(p) for p in watch.peers])
+            yield pb.WatchDevicesResponse(snapshot=snapshot)
+            async for event in watch:
+                message = pb.DeviceEvent(type=_EVENT_TYPES[event.kind], device=self._device(event.peer))
+                yield pb.WatchDevicesResponse(event=message)
+            if watch.overflowed:
+                raise ResourceExhausted("this device watch fell too far behind and was dropped")
+            raise Unavailable("the daemon is stopping")
+        finally:
+            events.unwatch(watch)

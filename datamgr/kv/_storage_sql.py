@@ -1,0 +1,167 @@
+"""The tables of `datamgr.kv.storage` and the statements it runs on them (inside its transactions)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+import sqlalchemy as sa
+
+from datamgr.errors import NotFound
+from datamgr.kv._storage_types import Change, PeerState, StoreInfo, StoreKind, Value
+
+metadata = sa.MetaData()
+stores_table = sa.Table(
+    "kv_stores",
+    metadata,
+    sa.Column("store_id", sa.String(260), primary_key=True),
+    sa.Column("bundle", sa.String(128), nullable=False, index=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("security_level", sa.SmallInteger, nullable=False),
+    sa.Column("epoch", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("max_hlc", sa.BigInteger, nullable=False),
+)
+entries_table = sa.Table(
+    "kv_entries",
+    metadata,
+    sa.Column("store_id", sa.String(260), primary_key=True),
+    sa.Column("device", sa.String(128), primary_key=True),
+    sa.Column("key", sa.LargeBinary, primary_key=True),
+    sa.Column("value", sa.LargeBinary, nullable=True),
+    sa.Column("vtype", sa.SmallInteger, nullable=False),
+    sa.Column("hlc", sa.BigInteger, nullable=False),
+    sa.Column("origin", sa.String(128), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Index("kv_entries_seq", "store_id", "seq", unique=True),
+)
+peers_table = sa.Table(
+    "kv_peer_state",
+    metadata,
+    sa.Column("store_id", sa.String(260), primary_key=True),
+    sa.Column("peer", sa.String(128), primary_key=True),
+    sa.Column("peer_epoch", sa.String(32), nullable=True),
+    sa.Column("received_seq", sa.BigInteger, nullable=False),
+    sa.Column("acked_seq", sa.BigInteger, nullable=False),
+)
+S, E, P = stores_table.c, entries_table.c, peers_table.c
+Row = tuple[str, bytes, Value | None, int, str]  # device, key, value, hlc, origin: a change without seq
+_CHUNK = 400  # bound parameters per IN (...) list
+
+
+def successor(prefix: bytes) -> bytes | None:
+    """The smallest byte string greater than every string starting with `prefix` (None: no bound)."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else None
+
+
+def _per_device(slots: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, Sequence[bytes]]]:
+    """(device, keys) in chunks small enough for one IN list."""
+    by_device: dict[str, list[bytes]] = {}
+    for device, key in slots:
+        by_device.setdefault(device, []).append(key)
+    for device, keys in by_device.items():
+        for i in range(0, len(keys), _CHUNK):
+            yield device, keys[i : i + _CHUNK]
+
+
+def to_change(store_id: str, row: sa.Row[tuple[object, ...]]) -> Change:
+    m = row._mapping
+    value = None if m["value"] is None else Value.decode(m["vtype"], m["value"])
+    return Change(store_id, m["device"], m["key"], value, m["hlc"], m["origin"], m["seq"])
+
+
+def to_info(row: sa.Row[tuple[object, ...]]) -> StoreInfo:
+    m = row._mapping
+    kind = StoreKind(m["kind"])
+    return StoreInfo(
+        m["store_id"], m["bundle"], m["name"], kind, m["security_level"], m["epoch"], m["created_at"]
+    )
+
+
+def get_info(conn: sa.Connection, store_id: str) -> StoreInfo | None:
+    row = conn.execute(sa.select(stores_table).where(S.store_id == store_id)).first()
+    return None if row is None else to_info(row)
+
+
+def require(conn: sa.Connection, store_id: str) -> StoreInfo:
+    info = get_info(conn, store_id)
+    if info is None:
+        raise NotFound(f"no KV store {store_id}")
+    return info
+
+
+def lock_store(conn: sa.Connection, store_id: str) -> tuple[StoreInfo, int]:
+    """The store and its last seq, its row locked for the transaction (a no-op UPDATE): writers of a
+    store take turns on SQLite and PostgreSQL alike. NotFound if there is no such store."""
+    stmt = sa.update(stores_table).where(S.store_id == store_id).values(last_seq=S.last_seq)
+    row = conn.execute(stmt.returning(*stores_table.c)).first()
+    if row is None:
+        raise NotFound(f"no KV store {store_id}")
+    return to_info(row), row._mapping["last_seq"]
+
+
+def live_keys(conn: sa.Connection, store_id: str, device: str, keys: Sequence[bytes]) -> set[bytes]:
+    live: set[bytes] = set()
+    for dev, part in _per_device((device, k) for k in keys):
+        where = (E.store_id == store_id, E.device == dev, E.key.in_(part), E.value.is_not(None))
+        live.update(conn.execute(sa.select(E.key).where(*where)).scalars())
+    return live
+
+
+def versions(
+    conn: sa.Connection, store_id: str, slots: Iterable[tuple[str, bytes]]
+) -> dict[tuple[str, bytes], tuple[int, str]]:
+    """(hlc, origin) of the stored rows (live or tombstones) of the given (device, key) slots."""
+    found: dict[tuple[str, bytes], tuple[int, str]] = {}
+    for device, part in _per_device(slots):
+        where = (E.store_id == store_id, E.device == device, E.key.in_(part))
+        for r in conn.execute(sa.select(E.key, E.hlc, E.origin).where(*where)):
+            found[device, r.key] = (r.hlc, r.origin)
+    return found
+
+
+def put_rows(
+    conn: sa.Connection, store_id: str, last_seq: int, rows: list[Row], max_hlc: int
+) -> list[Change]:
+    """Stores each row as the latest change of its key with the next seq; moves the store's last_seq
+    and max_hlc along. Returns the changes as stored."""
+    if not rows:
+        return []
+    changes = [Change(store_id, *row, last_seq + i) for i, row in enumerate(rows, 1)]
+    for device, part in _per_device((c.device, c.key) for c in changes):
+        where = (E.store_id == store_id, E.device == device, E.key.in_(part))
+        conn.execute(sa.delete(entries_table).where(*where))
+    conn.execute(
+        sa.insert(entries_table),
+        [
+            {
+                "store_id": store_id, "device": c.device, "key": c.key,
+                "value": None if c.value is None else c.value.encode(),
+                "vtype": 0 if c.value is None else int(c.value.vtype),
+                "hlc": c.hlc, "origin": c.origin, "seq": c.seq,
+            }
+            for c in changes
+        ],
+    )  # fmt: skip
+    higher = sa.case((S.max_hlc < max_hlc, max_hlc), else_=S.max_hlc)
+    conn.execute(
+        sa.update(stores_table).where(S.store_id == store_id).values(last_seq=changes[-1].seq, max_hlc=higher)
+    )
+    return changes
+
+
+def get_peer(conn: sa.Connection, store_id: str, peer: str) -> PeerState | None:
+    row = conn.execute(sa.select(peers_table).where(P.store_id == store_id, P.peer == peer)).first()
+    if row is None:
+        return None
+    return PeerState(store_id, peer, row.peer_epoch, row.received_seq, row.acked_seq)
+
+
+def save_peer(conn: sa.Connection, store_id: str, peer: str, **values: object) -> None:
+    """Updates the peer's row, creating it (watermarks 0, epoch unknown) if missing."""
+    where = (P.store_id == store_id, P.peer == peer)
+    if conn.execute(sa.update(peers_table).where(*where).values(**values)).rowcount == 0:
+        row = {"peer_epoch": None, "received_seq": 0, "acked_seq": 0, **values}
+        conn.execute(sa.insert(peers_table).values(store_id=store_id, peer=peer, **row))

@@ -1,0 +1,123 @@
+"""Data-change notification of KV stores: committed writes, local or applied by sync, to subscribers.
+
+Local writes publish from the database writer thread right after their commit, remote ones from the
+sync engine's callback; both go through DataShare's Feed, so a subscriber sees every write in commit
+order, never before it commits. An app holds at most `max_per_store` subscriptions per store
+(OpenHarmony: 8 data-change listeners per store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from datamgr.datashare.changes import CLOSED, Feed, Subscription
+from datamgr.errors import ResourceExhausted
+
+Entry = tuple[bytes, Any]  # key, storage Value (None: unknown)
+
+
+@dataclass(frozen=True, slots=True)
+class KvChange:
+    """One committed write of one device's key space. `remote`: applied by sync from a peer."""
+
+    store_id: str
+    device: str
+    remote: bool
+    inserted: tuple[Entry, ...] = ()
+    updated: tuple[Entry, ...] = ()
+    deleted: tuple[Entry, ...] = ()
+
+
+def classify(
+    store_id: str, device: str, remote: bool, changes: Sequence[Any], before: Mapping[bytes, Any] | None
+) -> KvChange | None:
+    """Sorts a write's changes by what they did, given each key's value before it (None: it had none).
+
+    With `before` None (not known: changes a peer sent), puts count as updates and deletes carry no old
+    value. None when nothing changed."""
+    inserted, updated, deleted = [], [], []
+    for change in changes:
+        old = None if before is None else before.get(change.key)
+        if change.value is None:
+            deleted.append((change.key, old))
+        elif before is not None and old is None:
+            inserted.append((change.key, change.value))
+        else:
+            updated.append((change.key, change.value))
+    if not (inserted or updated or deleted):
+        return None
+    return KvChange(store_id, device, remote, tuple(inserted), tuple(updated), tuple(deleted))
+
+
+def remote_changes(
+    store_id: str, peer: str, changes: Sequence[Any], existed: Collection[bytes] | None = None
+) -> list[KvChange]:
+    """A batch sync applied from `peer`, as one change per device key space it touched.
+
+    In SINGLE_VERSION stores, which have no per-device key spaces, the device is the change's origin.
+    `existed`: the keys that had a value before, if known (see `classify`)."""
+    by_device: dict[str, list[Any]] = {}
+    for change in changes:
+        by_device.setdefault(change.device or change.origin or peer, []).append(change)
+    before = None if existed is None else dict.fromkeys(existed, True)
+    out = [classify(store_id, device, True, group, before) for device, group in by_device.items()]
+    return [c for c in out if c is not None]
+
+
+class KvNotifier:
+    """Subscriptions per (app, store) and the feed that fills them."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_per_store: int, queue_size: int) -> None:
+        self._feed: Feed[KvChange] = Feed(loop, max_per_app=1 << 62, queue_size=queue_size)
+        self._max_per_store = max_per_store
+        self._held: dict[tuple[str, str], set[Subscription[KvChange]]] = defaultdict(set)
+
+    def subscribe(self, app: str, store_id: str) -> Subscription[KvChange]:
+        """Registers a subscription (on the event loop); ResourceExhausted over the per-store limit."""
+        held = self._held[(app, store_id)]
+        if len(held) >= self._max_per_store:
+            raise ResourceExhausted(
+                f"{app} already holds {len(held)} subscriptions of store {store_id.split('/', 1)[-1]}, "
+                "the limit per store"
+            )
+        sub = self._feed.subscribe(app, store_id)
+        held.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription[KvChange]) -> None:
+        self._feed.unsubscribe(sub)
+        held = self._held.get((sub.app, sub.key))
+        if held is not None:
+            held.discard(sub)
+            if not held:
+                del self._held[(sub.app, sub.key)]
+
+    def end(self, store_id: str, app: str | None = None) -> int:
+        """Ends the subscriptions of a store (of one app, or of all): their streams finish."""
+        ended = 0
+        for (owner, key), held in list(self._held.items()):
+            if key != store_id or app not in (None, owner):
+                continue
+            for sub in list(held):
+                self.unsubscribe(sub)
+                if not sub.overflowed:
+                    sub.queue.put_nowait(CLOSED)  # the feed leaves one slot free for this
+                    ended += 1
+        return ended
+
+    def watched(self, store_id: str) -> bool:
+        """Whether anyone subscribes to the store (any thread; a hint to skip building changes)."""
+        return self._feed.has_subscribers(store_id)
+
+    def publish(self, change: KvChange | None) -> None:
+        """Delivers a committed change (callable from any thread)."""
+        if change is not None:
+            self._feed.publish(change.store_id, [change])
+
+    def close(self) -> None:
+        self._feed.close()
+        self._held.clear()

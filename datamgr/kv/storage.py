@@ -1,0 +1,338 @@
+"""The replicated storage of KV stores: the contract the KV API and the sync engine both build on.
+
+Tables (SQLAlchemy Core, created by `KvStorage`):
+
+- `kv_stores(store_id PK "{bundle}/{name}", bundle, name, kind, security_level 1-4, epoch, created_at,
+  last_seq, max_hlc)`. `epoch` is a fresh uuid4 whenever a store is (re)created, so a peer detects a
+  rebuilt store. `last_seq` is the store's change counter (kept here so collecting a tombstone never
+  lets a seq be reused); `max_hlc` the highest timestamp written, which seeds the clock at start.
+- `kv_entries(store_id, device, key, value NULL = tombstone, vtype, hlc, origin, seq)`, PK (store_id,
+  device, key), unique index (store_id, seq). `device` is '' in SINGLE_VERSION stores; in
+  DEVICE_COLLABORATION stores it is the writing device, whose writes live in their own key space.
+  `origin` is the device that wrote the value, `hlc` its hybrid-logical-clock stamp; `seq` is this
+  replica's change sequence, strictly increasing per store, assigned on every local write and on every
+  remote change that took effect here. A row holds only the latest change of its key.
+- `kv_peer_state(store_id, peer, peer_epoch, received_seq, acked_seq)`: per peer, the highest peer
+  seq applied here and the highest local seq the peer confirmed.
+
+Semantics:
+
+- `write` is one transaction: every put and delete is stamped `clock.now()`, origin = this device,
+  the next seq. A delete of a missing key is a no-op (no change, no seq). A key may appear once per
+  write (collapse a transaction's operations per key first).
+- `apply_remote` is one transaction that merges a peer's batch and records the peer's watermark.
+  SINGLE_VERSION: the higher (hlc, origin) wins — a total order, so every replica keeps the same
+  winner; deletes compete as tombstones. DEVICE_COLLABORATION: each change goes into its origin's key
+  space; a remote change into this device's own key space is refused. A batch at or below the
+  watermark changes nothing; changes at or below it inside a batch are skipped; a batch that would
+  leave a gap after the watermark is refused. Timestamps too far ahead are refused (ClockSkew) before
+  anything is written.
+- Peer state: `set_acked` only moves forward; `reset_peer` zeroes both watermarks (a rebuilt peer);
+  `note_peer_epoch` is the handshake's atomic "record this epoch, reset if it changed".
+- Tombstones stay until `collect_tombstones` finds that every listed peer acked them. A replica not in
+  that list that still holds an older value can bring the key back (the usual tombstone-GC trade-off).
+
+Limits (OpenHarmony's constants): keys 1..1024 bytes (896 in DEVICE_COLLABORATION stores, where OH
+prefixes the device id), values ≤ 4194303 bytes encoded, ≤ 128 entries per app write. Over a limit:
+InvalidArgument (or its subclass TooLarge, RESOURCE_EXHAUSTED) and nothing is written.
+
+All methods block; the daemon runs writes on its one writer thread and reads on reader threads. Every
+write transaction starts by updating its store's row, which serialises writers of a store on SQLite
+and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+
+import sqlalchemy as sa
+
+from datamgr.datashare.uri import check_bundle
+from datamgr.errors import FailedPrecondition, InvalidArgument, TooLarge
+from datamgr.kv import _storage_sql as sql
+from datamgr.kv._storage_sql import E, P, S, entries_table, metadata, peers_table, stores_table
+from datamgr.kv._storage_types import (
+    MAX_BATCH_SIZE,
+    MAX_KEY_LENGTH,
+    MAX_KEY_LENGTH_DEVICE,
+    MAX_VALUE_LENGTH,
+    Change,
+    PeerState,
+    StoreInfo,
+    StoreKind,
+    Value,
+    ValueData,
+    VType,
+    check_change,
+    check_key,
+    check_value,
+    key_limit,
+)
+from datamgr.sync.hlc import HLC
+from datamgr.sync.security import check_label
+
+__all__ = [
+    "MAX_BATCH_SIZE",
+    "MAX_KEY_LENGTH",
+    "MAX_KEY_LENGTH_DEVICE",
+    "MAX_VALUE_LENGTH",
+    "Change",
+    "KvStorage",
+    "PeerState",
+    "StoreInfo",
+    "StoreKind",
+    "VType",
+    "Value",
+    "ValueData",
+    "metadata",
+]
+
+STORE_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,128}$")
+
+
+class KvStorage:
+    """KV stores of one device in one database. `device_id` is this device; `clock` stamps its writes
+    and is raised at construction to the highest timestamp stored (restart monotonicity)."""
+
+    def __init__(self, engine: sa.Engine, device_id: str, clock: HLC) -> None:
+        if not device_id:
+            raise InvalidArgument("a device id is required")
+        self.engine, self.device_id, self.clock = engine, device_id, clock
+        metadata.create_all(engine)
+        with engine.connect() as conn:
+            clock.observe(conn.execute(sa.select(sa.func.coalesce(sa.func.max(S.max_hlc), 0))).scalar_one())
+
+    # ---- stores ----
+
+    def create_store(self, bundle: str, name: str, kind: StoreKind | str, security_level: int) -> StoreInfo:
+        """The store, created if missing; the same options again return it, others are refused."""
+        check_bundle(bundle)
+        if not isinstance(name, str) or not STORE_NAME_RE.match(name):
+            raise InvalidArgument(f"invalid store name {name!r}: letters, digits, _; 1-128 characters")
+        try:
+            kind = StoreKind(kind)
+        except ValueError:
+            raise InvalidArgument(
+                f"invalid store kind {kind!r}: DEVICE_COLLABORATION or SINGLE_VERSION"
+            ) from None
+        check_label(security_level)
+        store_id = f"{bundle}/{name}"
+        with self.engine.begin() as conn:
+            existing = sql.get_info(conn, store_id)
+            if existing is not None:
+                if (existing.kind, existing.security_level) != (kind, security_level):
+                    raise InvalidArgument(
+                        f"store {store_id} exists as {existing.kind.value} S{existing.security_level}; "
+                        f"it cannot be opened as {kind.value} S{security_level} (options changed)"
+                    )
+                return existing
+            info = StoreInfo(store_id, bundle, name, kind, security_level, uuid.uuid4().hex, time.time())
+            conn.execute(
+                sa.insert(stores_table).values(
+                    store_id=store_id, bundle=bundle, name=name, kind=kind.value,
+                    security_level=security_level, epoch=info.epoch, created_at=info.created_at,
+                    last_seq=0, max_hlc=0,
+                )
+            )  # fmt: skip
+        return info
+
+    def get_store(self, store_id: str) -> StoreInfo | None:
+        with self.engine.connect() as conn:
+            return sql.get_info(conn, store_id)
+
+    def list_stores(self, bundle: str) -> list[StoreInfo]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(stores_table).where(S.bundle == bundle).order_by(S.name))
+            return [sql.to_info(r) for r in rows]
+
+    def delete_store(self, store_id: str) -> None:
+        """Deletes the store, its entries and its peers' watermarks; NotFound if there is none."""
+        with self.engine.begin() as conn:
+            sql.lock_store(conn, store_id)
+            conn.execute(sa.delete(entries_table).where(E.store_id == store_id))
+            conn.execute(sa.delete(peers_table).where(P.store_id == store_id))
+            conn.execute(sa.delete(stores_table).where(S.store_id == store_id))
+
+    # ---- data ----
+
+    def write(
+        self, store_id: str, puts: Sequence[tuple[bytes, Value]], deletes: Sequence[bytes] = ()
+    ) -> list[Change]:
+        """Puts and deletes in one transaction, in this device's key space; returns the changes made."""
+        if len(puts) + len(deletes) > MAX_BATCH_SIZE:
+            raise TooLarge(f"{len(puts) + len(deletes)} entries in one write; at most {MAX_BATCH_SIZE}")
+        with self.engine.begin() as conn:
+            info, last_seq = sql.lock_store(conn, store_id)
+            limit = key_limit(info.kind)
+            keys = [check_key(k, limit) for k, _ in puts] + [check_key(k, limit) for k in deletes]
+            if len(set(keys)) != len(keys):
+                raise InvalidArgument("a key appears twice in one write; collapse it to one operation")
+            for _, value in puts:
+                check_value(value)
+            device = self.device_id if info.kind is StoreKind.DEVICE_COLLABORATION else ""
+            live = sql.live_keys(conn, store_id, device, deletes)
+            ops = [*puts, *((k, None) for k in deletes if k in live)]
+            rows: list[sql.Row] = [(device, k, v, self.clock.now(), self.device_id) for k, v in ops]
+            return sql.put_rows(conn, store_id, last_seq, rows, self.clock.last)
+
+    def get(self, store_id: str, key: bytes, device: str | None = None) -> Value | None:
+        """The live value of `key` (None if missing or deleted), in `device`'s key space (see scan)."""
+        with self.engine.connect() as conn:
+            space = self._space(conn, store_id, device)
+            where = (E.store_id == store_id, E.device == space, E.key == key, E.value.is_not(None))
+            row = conn.execute(sa.select(E.vtype, E.value).where(*where)).first()
+        return None if row is None else Value.decode(row.vtype, row.value)
+
+    def scan(
+        self, store_id: str, prefix: bytes = b"", device: str | None = None, limit: int | None = None
+    ) -> list[tuple[bytes, Value, str]]:
+        """Live (key, value, device) in key order. `device` None: this device's key space in a
+        DEVICE_COLLABORATION store, the one key space of a SINGLE_VERSION store."""
+        with self.engine.connect() as conn:
+            space = self._space(conn, store_id, device)
+            q = sa.select(E.key, E.vtype, E.value, E.device).where(
+                E.store_id == store_id, E.device == space, E.value.is_not(None), E.key >= prefix
+            )
+            if (end := sql.successor(prefix)) is not None:
+                q = q.where(E.key < end)
+            rows = conn.execute(q.order_by(E.key).limit(limit)).all()
+        return [(r.key, Value.decode(r.vtype, r.value), r.device) for r in rows]
+
+    def changes_since(self, store_id: str, seq: int, limit: int) -> list[Change]:
+        """Up to `limit` changes with a local seq above `seq`, tombstones included, in seq order."""
+        with self.engine.connect() as conn:
+            sql.require(conn, store_id)
+            q = sa.select(entries_table).where(E.store_id == store_id, E.seq > seq)
+            rows = conn.execute(q.order_by(E.seq).limit(max(0, limit)))
+            return [sql.to_change(store_id, r) for r in rows]
+
+    # ---- replication ----
+
+    def apply_remote(
+        self,
+        store_id: str,
+        peer: str,
+        peer_epoch: str,
+        changes: Sequence[Change],
+        last_peer_seq: int,
+        *,
+        since_seq: int | None = None,
+    ) -> list[Change]:
+        """Merges a peer's batch covering its seqs (since_seq, last_peer_seq] and records
+        received_seq = last_peer_seq, in one transaction. Returns the changes that took effect here,
+        with their new local seqs. `since_seq` None: no gap check (the caller knows the batch follows)."""
+        if peer == self.device_id:
+            raise InvalidArgument(f"a batch from {peer} cannot be applied on {peer} itself")
+        with self.engine.begin() as conn:
+            info, last_seq = sql.lock_store(conn, store_id)
+            for c in changes:
+                check_change(c, store_id, info.kind, self.device_id)
+            seqs, lower = [c.seq for c in changes], since_seq or 0
+            if any(b <= a for a, b in itertools.pairwise(seqs)) or not (
+                lower <= last_peer_seq and (not seqs or lower < seqs[0] <= seqs[-1] <= last_peer_seq)
+            ):
+                raise InvalidArgument(
+                    f"malformed batch from {peer}: seqs must increase inside ({lower}, {last_peer_seq}]"
+                )
+            if changes:  # before anything is written: a far-future batch is refused whole
+                self.clock.check(max(c.hlc for c in changes))
+            state = sql.get_peer(conn, store_id, peer)
+            if state is not None and state.peer_epoch not in (None, peer_epoch):
+                raise FailedPrecondition(
+                    f"batch from {peer}'s store epoch {peer_epoch}, but the session is with epoch "
+                    f"{state.peer_epoch}: handshake again"
+                )
+            received = state.received_seq if state is not None else 0
+            if last_peer_seq <= received:
+                return []  # a replay: everything in it is here already
+            if since_seq is not None and since_seq > received:
+                raise FailedPrecondition(
+                    f"batch from {peer} follows its seq {since_seq}, but only {received} is applied here: "
+                    "resend from there"
+                )
+            fresh = [c for c in changes if c.seq > received]
+            if fresh:
+                self.clock.update(max(c.hlc for c in fresh))
+            applied = sql.put_rows(
+                conn, store_id, last_seq, self._winners(conn, store_id, fresh), self.clock.last
+            )
+            sql.save_peer(conn, store_id, peer, peer_epoch=peer_epoch, received_seq=last_peer_seq)
+        return applied
+
+    def peer_state(self, store_id: str, peer: str) -> PeerState | None:
+        with self.engine.connect() as conn:
+            return sql.get_peer(conn, store_id, peer)
+
+    def set_acked(self, store_id: str, peer: str, seq: int) -> None:
+        """Records that `peer` holds this store's changes up to `seq`; the watermark never moves back."""
+        with self.engine.begin() as conn:
+            _, last_seq = sql.lock_store(conn, store_id)
+            if not isinstance(seq, int) or not 0 <= seq <= last_seq:
+                raise InvalidArgument(f"{peer} acked seq {seq} of {store_id}, whose last seq is {last_seq}")
+            state = sql.get_peer(conn, store_id, peer)
+            if state is None or seq > state.acked_seq:
+                sql.save_peer(conn, store_id, peer, acked_seq=seq)
+
+    def reset_peer(self, store_id: str, peer: str, peer_epoch: str | None = None) -> None:
+        """Forgets both watermarks of `peer` (its store was rebuilt, or it is new: full resync) and
+        records its epoch (None: unknown until its next batch)."""
+        with self.engine.begin() as conn:
+            sql.lock_store(conn, store_id)
+            sql.save_peer(conn, store_id, peer, peer_epoch=peer_epoch, received_seq=0, acked_seq=0)
+
+    def note_peer_epoch(self, store_id: str, peer: str, peer_epoch: str) -> tuple[PeerState, bool]:
+        """Records the epoch a handshake showed for `peer`, in one transaction; a different epoch
+        than the recorded one means its store was rebuilt and resets both watermarks. Returns the
+        state and whether it was reset."""
+        with self.engine.begin() as conn:
+            sql.lock_store(conn, store_id)
+            state = sql.get_peer(conn, store_id, peer)
+            rebuilt = state is not None and state.peer_epoch not in (None, peer_epoch)
+            if rebuilt:
+                sql.save_peer(conn, store_id, peer, peer_epoch=peer_epoch, received_seq=0, acked_seq=0)
+            elif state is None or state.peer_epoch is None:
+                sql.save_peer(conn, store_id, peer, peer_epoch=peer_epoch)
+            new = sql.get_peer(conn, store_id, peer)
+            assert new is not None
+            return new, rebuilt
+
+    def collect_tombstones(self, store_id: str, peers: Iterable[str]) -> int:
+        """Deletes the tombstones every listed peer has acked (all of them when `peers` is empty: no
+        one else needs them); returns how many."""
+        peers = list(peers)
+        with self.engine.begin() as conn:
+            _, floor = sql.lock_store(conn, store_id)
+            if peers:
+                q = sa.select(P.peer, P.acked_seq).where(P.store_id == store_id, P.peer.in_(peers))
+                acked: dict[str, int] = {r.peer: r.acked_seq for r in conn.execute(q)}
+                floor = min(acked.get(p, 0) for p in peers)
+            where = (E.store_id == store_id, E.value.is_(None), E.seq <= floor)
+            return conn.execute(sa.delete(entries_table).where(*where)).rowcount
+
+    # ---- internals ----
+
+    def _space(self, conn: sa.Connection, store_id: str, device: str | None) -> str:
+        info = sql.require(conn, store_id)
+        if info.kind is StoreKind.DEVICE_COLLABORATION:
+            return device or self.device_id
+        if device:
+            raise InvalidArgument(f"{store_id} is SINGLE_VERSION: one key space, not one per device")
+        return ""
+
+    @staticmethod
+    def _winners(conn: sa.Connection, store_id: str, changes: list[Change]) -> list[sql.Row]:
+        """The changes that beat what is stored and each other: the higher (hlc, origin) wins; an
+        equal one is the same write arriving again and changes nothing."""
+        current = sql.versions(conn, store_id, ((c.device, c.key) for c in changes))
+        winners: dict[tuple[str, bytes], sql.Row] = {}
+        for c in changes:
+            slot = (c.device, c.key)
+            if slot not in current or (c.hlc, c.origin) > current[slot]:
+                current[slot] = (c.hlc, c.origin)
+                winners.pop(slot, None)  # a later win of the same key goes last
+                winners[slot] = (c.device, c.key, c.value, c.hlc, c.origin)
+        return list(winners.values())

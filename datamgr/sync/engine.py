@@ -1,0 +1,339 @@
+"""The sync engine: sessions between this device's KV stores and its peers', over any `PeerLink`.
+
+`sync(store_id, peers, mode)` runs one session per peer, concurrently: a handshake, then PUSH
+(our changes above the peer's acked watermark, in batches; each ack moves the watermark), PULL (the
+mirror: the peer's changes above our received watermark) or both. `handle(sender, request)` is the
+responder side, stateless between requests. Every watermark moves in the transaction that applied the
+data, so an interrupted session loses nothing: the next one resumes where the last ack left off, and
+whatever is sent twice is a no-op (see `datamgr.kv.storage.KvStorage.apply_remote`).
+
+Rules enforced here: the protocol version and the store options (kind, label) must match; a changed
+epoch means the peer's store was rebuilt (both watermarks reset: full resync); data goes to a peer
+only if this device's record of its security level may hold the store's label (`security.may_hold`);
+batches respect both sides' limits. Storage calls run on the database's threads, never on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from datamgr.errors import (
+    DatamgrError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    TooLarge,
+)
+from datamgr.kv.storage import Change, KvStorage, PeerState, StoreInfo, StoreKind
+from datamgr.storage import Database
+from datamgr.sync import security
+from datamgr.sync.messages import (
+    PROTOCOL_VERSION,
+    Handshake,
+    HandshakeReply,
+    PeerLink,
+    PullReply,
+    PullRequest,
+    PushAck,
+    PushBatch,
+    Reply,
+    Request,
+    change_size,
+    cut_batch,
+)
+
+
+class SyncMode(enum.IntEnum):
+    """OpenHarmony's distributedKVStore.SyncMode values."""
+
+    PULL_ONLY = 0
+    PUSH_ONLY = 1
+    PUSH_PULL = 2
+
+
+class SyncCode(enum.StrEnum):
+    OK = "OK"  # everything asked for was done
+    PARTIAL = "PARTIAL"  # some of it was done; the message says what stopped the rest
+    SKIPPED = "SKIPPED"  # nothing was done: the security rule does not allow it
+    ERROR = "ERROR"  # nothing was done: the message says why
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatus:
+    code: SyncCode
+    message: str = ""
+    pushed: int = 0  # our changes that took effect on the peer
+    pulled: int = 0  # the peer's changes that took effect here
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOptions:
+    batch_size: int = 1000  # changes per batch, sent and accepted
+    batch_bytes: int = 4 * 1024 * 1024  # bytes per batch (a single larger change still goes alone)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.batch_bytes < 1:
+            raise InvalidArgument("batch_size and batch_bytes must be at least 1")
+
+
+T = TypeVar("T")
+RemoteChanges = Callable[[str, str, list[Change]], None]  # (store_id, peer, changes that took effect)
+
+
+@dataclass(slots=True)
+class _Session:
+    info: StoreInfo
+    peer: str
+    link: PeerLink
+    peer_epoch: str = ""
+    may_pull: bool = False
+    acked: int = 0  # the peer holds our changes up to here
+    received: int = 0  # we hold the peer's changes up to here
+    batch_size: int = 0
+    batch_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+    pushed: int = 0
+    pulled: int = 0
+    moved: bool = False  # a batch went through: a failure now leaves a partial sync
+
+
+class SyncEngine:
+    """Syncs the stores of `storage` with peers. `links(peer)` connects to a peer; `peer_level(peer)`
+    is the device security level recorded for a trusted peer (None: not trusted); `on_remote_changes`
+    hears every batch of peer changes that took effect here (on the event loop)."""
+
+    def __init__(
+        self,
+        storage: KvStorage,
+        db: Database,
+        links: Callable[[str], PeerLink],
+        peer_level: Callable[[str], int | None],
+        options: SyncOptions | None = None,
+        on_remote_changes: RemoteChanges | None = None,
+    ) -> None:
+        self.storage, self.db = storage, db
+        self.device_id = storage.device_id
+        self._links, self._peer_level = links, peer_level
+        self.options = options or SyncOptions()
+        self._notify = on_remote_changes
+
+    # ---- initiator ----
+
+    async def sync(
+        self, store_id: str, peers: Sequence[str], mode: SyncMode = SyncMode.PUSH_PULL
+    ) -> dict[str, SyncStatus]:
+        """One session per peer, concurrently; a peer's failure does not stop the others."""
+        unique = list(dict.fromkeys(peers))
+        statuses = await asyncio.gather(*(self._session(store_id, p, SyncMode(mode)) for p in unique))
+        return dict(zip(unique, statuses, strict=True))
+
+    async def _session(self, store_id: str, peer: str, mode: SyncMode) -> SyncStatus:
+        s: _Session | None = None
+        try:
+            s = await self._handshake(store_id, peer)
+            return await self._transfer(s, mode)
+        except DatamgrError as exc:
+            code = SyncCode.PARTIAL if s is not None and s.moved else SyncCode.ERROR
+            message = f"{exc.code}: {exc.message}"
+            return SyncStatus(code, message, s.pushed, s.pulled) if s else SyncStatus(code, message)
+
+    async def _transfer(self, s: _Session, mode: SyncMode) -> SyncStatus:
+        push = mode in (SyncMode.PUSH_ONLY, SyncMode.PUSH_PULL)
+        pull = mode in (SyncMode.PULL_ONLY, SyncMode.PUSH_PULL)
+        label, level = s.info.security_level, self._level(s.peer)
+        skipped = []
+        if push and not security.may_hold(level, label):
+            push = False
+            skipped.append("push skipped: " + security.refusal(s.peer, level, label))
+        if pull and not s.may_pull:
+            pull = False
+            skipped.append(f"pull skipped: {s.peer} does not send S{label} data to this device")
+        if push:
+            await self._push(s)
+        if pull:
+            await self._pull(s)
+        code = SyncCode.OK if not skipped else SyncCode.PARTIAL if push or pull else SyncCode.SKIPPED
+        return SyncStatus(code, "; ".join([*s.notes, *skipped]), s.pushed, s.pulled)
+
+    def _level(self, peer: str) -> int:
+        level = self._peer_level(peer)
+        if level is None:
+            raise PermissionDenied(f"device {peer} is not a trusted peer")
+        return level
+
+    async def _handshake(self, store_id: str, peer: str) -> _Session:
+        if peer == self.device_id:
+            raise InvalidArgument("a device does not sync with itself")
+        self._level(peer)
+        info = await self.db.read(self.storage.get_store, store_id)
+        if info is None:
+            raise NotFound(f"no KV store {store_id} on this device")
+        s = _Session(info, peer, self._links(peer))
+        state = await self.db.read(self.storage.peer_state, store_id, peer)
+        hs = Handshake(
+            PROTOCOL_VERSION, store_id, self.device_id, peer, info.epoch, info.kind, info.security_level,
+            state.peer_epoch if state else None, state.received_seq if state else 0,
+            self.options.batch_size, self.options.batch_bytes,
+        )  # fmt: skip
+        reply = _expect(await s.link.request(hs), HandshakeReply, hs)
+        if reply.version != PROTOCOL_VERSION:
+            raise FailedPrecondition(
+                f"{peer} speaks sync protocol {reply.version}, this device {PROTOCOL_VERSION}"
+            )
+        _same_options(info, reply.kind, reply.security_level, peer)
+        known, rebuilt = await self.db.write(self.storage.note_peer_epoch, store_id, peer, reply.epoch)
+        if reply.received_seq > known.acked_seq:
+            await self.db.write(self.storage.set_acked, store_id, peer, reply.received_seq)
+        s.peer_epoch, s.may_pull = reply.epoch, reply.may_pull
+        s.acked, s.received = max(known.acked_seq, reply.received_seq), known.received_seq
+        s.batch_size = max(1, min(self.options.batch_size, reply.batch_size))
+        s.batch_bytes = max(1, min(self.options.batch_bytes, reply.batch_bytes))
+        if rebuilt:
+            s.notes.append(f"{peer}'s store was rebuilt (new epoch): full resync")
+        return s
+
+    async def _push(self, s: _Session) -> None:
+        store_id = s.info.store_id
+        skip = s.peer if s.info.kind is StoreKind.DEVICE_COLLABORATION else None
+        while rows := await self.db.read(self.storage.changes_since, store_id, s.acked, s.batch_size):
+            changes, last = cut_batch(rows, s.acked, s.batch_bytes, skip)
+            batch = PushBatch(store_id, s.info.epoch, s.peer_epoch, s.acked, last, changes)
+            ack = _expect(await s.link.request(batch), PushAck, batch)
+            if ack.received_seq < last:
+                raise InvalidArgument(f"{s.peer} acked seq {ack.received_seq} for a batch up to {last}")
+            await self.db.write(self.storage.set_acked, store_id, s.peer, ack.received_seq)
+            s.acked, s.pushed, s.moved = ack.received_seq, s.pushed + ack.applied, True
+
+    async def _pull(self, s: _Session) -> None:
+        store_id = s.info.store_id
+        while True:
+            req = PullRequest(store_id, s.info.epoch, s.peer_epoch, s.received, s.batch_size, s.batch_bytes)
+            reply = _expect(await s.link.request(req), PullReply, req)
+            if reply.epoch != s.peer_epoch or reply.since_seq != s.received:
+                raise InvalidArgument(f"{s.peer} answered a pull after {s.received} with another batch")
+            if reply.last_seq == s.received:
+                return  # nothing more; this request also acked everything we hold
+            self._check_size(reply.changes)
+            applied = await self.db.write(
+                self._apply, store_id, s.peer, s.peer_epoch, reply.changes, reply.last_seq, s.received
+            )
+            s.received, s.pulled, s.moved = reply.last_seq, s.pulled + len(applied), True
+            self._notify_changes(store_id, s.peer, applied)
+
+    # ---- responder ----
+
+    async def handle(self, sender: str, msg: Request) -> Reply:
+        """Answers one request from `sender`, the authenticated device at the other end."""
+        self._level(sender)
+        if isinstance(msg, Handshake):
+            return await self.db.write(self._on_handshake, sender, msg)
+        if isinstance(msg, PushBatch):
+            self._check_size(msg.changes)
+            applied, received = await self.db.write(self._on_push, sender, msg)
+            self._notify_changes(msg.store_id, sender, applied)
+            return PushAck(msg.store_id, received, len(applied))
+        if isinstance(msg, PullRequest):
+            info = await self.db.write(self._on_pull, sender, msg)
+            size = max(1, min(msg.batch_size, self.options.batch_size))
+            rows = await self.db.read(self.storage.changes_since, msg.store_id, msg.since_seq, size)
+            nbytes = max(1, min(msg.batch_bytes, self.options.batch_bytes))
+            skip = sender if info.kind is StoreKind.DEVICE_COLLABORATION else None
+            changes, last = cut_batch(rows, msg.since_seq, nbytes, skip)
+            return PullReply(msg.store_id, info.epoch, msg.since_seq, last, changes)
+        raise InvalidArgument(f"unknown sync request {type(msg).__name__}")
+
+    # Blocking parts: each runs as one job on the database's writer thread.
+
+    def _on_handshake(self, sender: str, hs: Handshake) -> HandshakeReply:
+        if hs.version != PROTOCOL_VERSION:
+            raise FailedPrecondition(
+                f"sync protocol version {hs.version} is not supported; this device speaks {PROTOCOL_VERSION}"
+            )
+        if hs.device != sender:
+            raise PermissionDenied(f"a handshake claiming to be from {hs.device} came from {sender}")
+        if hs.peer != self.device_id:
+            raise FailedPrecondition(f"a handshake meant for {hs.peer} reached {self.device_id}")
+        info = self._store(hs.store_id)
+        _same_options(info, hs.kind, hs.security_level, sender)
+        state, _ = self.storage.note_peer_epoch(hs.store_id, sender, hs.epoch)
+        if hs.peer_epoch == info.epoch and hs.received_seq > state.acked_seq:
+            self.storage.set_acked(hs.store_id, sender, hs.received_seq)
+        may_pull = security.may_hold(self._level(sender), info.security_level)
+        return HandshakeReply(
+            PROTOCOL_VERSION, info.epoch, info.kind, info.security_level, state.received_seq, may_pull,
+            self.options.batch_size, self.options.batch_bytes,
+        )  # fmt: skip
+
+    def _on_push(self, sender: str, b: PushBatch) -> tuple[list[Change], int]:
+        self._current(b.store_id, b.peer_epoch)
+        self._session_with(b.store_id, sender, b.epoch)
+        applied = self._apply(b.store_id, sender, b.epoch, b.changes, b.last_seq, b.since_seq)
+        state = self.storage.peer_state(b.store_id, sender)
+        assert state is not None  # apply_remote saved it
+        return applied, state.received_seq
+
+    def _on_pull(self, sender: str, r: PullRequest) -> StoreInfo:
+        info = self._current(r.store_id, r.peer_epoch)
+        state = self._session_with(r.store_id, sender, r.epoch)
+        level = self._level(sender)
+        if not security.may_hold(level, info.security_level):
+            raise PermissionDenied(security.refusal(sender, level, info.security_level))
+        if r.since_seq > state.acked_seq:
+            self.storage.set_acked(r.store_id, sender, r.since_seq)
+        return info
+
+    def _apply(
+        self, store_id: str, peer: str, epoch: str, changes: Sequence[Change], last: int, since: int
+    ) -> list[Change]:
+        return self.storage.apply_remote(store_id, peer, epoch, changes, last, since_seq=since)
+
+    def _store(self, store_id: str) -> StoreInfo:
+        info = self.storage.get_store(store_id)
+        if info is None:
+            raise NotFound(f"no KV store {store_id} on device {self.device_id}")
+        return info
+
+    def _current(self, store_id: str, epoch: str) -> StoreInfo:
+        info = self._store(store_id)
+        if info.epoch != epoch:
+            raise FailedPrecondition(
+                f"a batch for epoch {epoch} of {store_id}, which is now epoch {info.epoch}: handshake again"
+            )
+        return info
+
+    def _session_with(self, store_id: str, peer: str, epoch: str) -> PeerState:
+        state = self.storage.peer_state(store_id, peer)
+        if state is None or state.peer_epoch != epoch:
+            raise FailedPrecondition(f"no session with {peer}'s store epoch {epoch}: handshake first")
+        return state
+
+    def _check_size(self, changes: Sequence[Change]) -> None:
+        size = sum(change_size(c) for c in changes)
+        if len(changes) > self.options.batch_size or (len(changes) > 1 and size > self.options.batch_bytes):
+            raise TooLarge(
+                f"a batch of {len(changes)} changes, {size} bytes; this device accepts "
+                f"{self.options.batch_size} changes, {self.options.batch_bytes} bytes"
+            )
+
+    def _notify_changes(self, store_id: str, peer: str, applied: list[Change]) -> None:
+        if applied and self._notify is not None:
+            self._notify(store_id, peer, applied)
+
+
+def _expect(reply: object, cls: type[T], request: object) -> T:
+    if not isinstance(reply, cls):
+        raise InvalidArgument(f"{type(request).__name__} answered with {type(reply).__name__}")
+    return reply
+
+
+def _same_options(info: StoreInfo, kind: StoreKind, label: int, peer: str) -> None:
+    if (info.kind, info.security_level) != (kind, label):
+        raise FailedPrecondition(
+            f"{info.store_id} is {info.kind.value} S{info.security_level} here but {kind} S{label} on "
+            f"{peer}: stores with different options do not sync"
+        )
