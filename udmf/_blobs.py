@@ -56,16 +56,29 @@ class BlobDir:
         return BlobWriter(self)
 
     async def chunks(self, name: str, chunk_bytes: int) -> AsyncIterator[bytes]:
-        """The file's bytes in chunks of `chunk_bytes`, each read in a worker thread."""
+        """The file's bytes in chunks of `chunk_bytes`, each read in a worker thread while the one
+        before it is sent (one chunk ahead: the disk and the socket work at the same time)."""
         try:
             f = await asyncio.to_thread(open, self.path / name, "rb")
         except FileNotFoundError:
             raise NotFound("the data was deleted while it was being read") from None
+        loop = asyncio.get_running_loop()
+        ahead = loop.run_in_executor(None, f.read, chunk_bytes)
         try:
-            while chunk := await asyncio.to_thread(f.read, chunk_bytes):
+            while chunk := await ahead:
+                ahead = loop.run_in_executor(None, f.read, chunk_bytes)
                 yield chunk
-        finally:
-            f.close()
+        finally:  # a read still running closes the file when it ends
+
+            def close(fut: asyncio.Future[bytes]) -> None:
+                f.close()
+                if not fut.cancelled():
+                    fut.exception()  # retrieved: a failed read-ahead nobody waits for is not an error
+
+            if ahead.done():
+                close(ahead)
+            else:
+                ahead.add_done_callback(close)
 
 
 def _write_all(fd: int, buffers: list[bytes]) -> None:

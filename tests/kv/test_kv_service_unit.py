@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,6 @@ from datamgr.kv._checks import (
     to_storage,
 )
 from datamgr.kv.notify import KvChange, KvNotifier, classify
-from datamgr.kv.service import local_device_id
 from datamgr.kv.storage import Change, StoreInfo, StoreKind, Value, VType
 from datamgr.v1 import types_pb2
 
@@ -131,13 +129,6 @@ def test_peer_key_spaces_are_read_only_and_single_version_stores_have_one() -> N
         read_device(SINGLE, "me", "peer")
     with pytest.raises(InvalidArgument, match="at most 128"):
         read_device(DEVICE, "me", "p" * 129)
-
-
-def test_the_local_device_id_is_made_once_and_kept(tmp_path: Path) -> None:
-    first = local_device_id(tmp_path)
-    assert len(first) == 32 and (tmp_path / "device_id").read_text() == first + "\n"
-    assert local_device_id(tmp_path) == first
-    assert not (tmp_path / "device_id.tmp").exists()
 
 
 def test_large_results_and_changes_are_split_by_size() -> None:
