@@ -31,4 +31,6 @@ def test_run_script_demo_succeeds(tmp_path: Path) -> None:
     assert '"type": "UPDATE"' in out  # the subscriber saw the committed update
     assert "PERMISSION_DENIED" in out  # the app without the permission was refused
     assert "SmolLM2-135M-Instruct.Q4_1.gguf" in out  # the bundled model is in place
+    assert "general.jpeg" in out and "Meet Ada at 10:00" in out  # UDMF: a type look-up, a DATA_HUB read
+    assert "a second read is refused: NOT_FOUND" in out  # the drag data was read once
     assert "the daemon stopped cleanly" in out
