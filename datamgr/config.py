@@ -272,6 +272,35 @@ class PeerSettings(BaseModel):
     )
 
 
+class SyncSettings(BaseModel):
+    """Replication of KV stores between paired devices over the peer port."""
+
+    auto: bool = Field(
+        True,
+        description="Push local writes to reachable paired devices, and catch up with a device "
+        "that comes online (pull and push every store).",
+    )
+    coalesce_ms: int = Field(
+        100, ge=0, le=60_000, description="Writes to a store within this window go out as one push."
+    )
+    batch_size: int = Field(1000, ge=1, le=100_000, description="Changes per batch, sent and accepted.")
+    batch_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=4096,
+        le=32 * 1024 * 1024,
+        description="Bytes per batch, sent and accepted (a single larger change still goes alone).",
+    )
+    max_skew_ms: int = Field(
+        60_000,
+        ge=0,
+        le=86_400_000,
+        description="Changes stamped further ahead of this device's clock are refused (clock skew).",
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="How long one sync request to a peer may take."
+    )
+
+
 class Settings(BaseSettings):
     """The daemon's settings. Every field has a default; see README for the TOML layout."""
 
@@ -307,6 +336,7 @@ class Settings(BaseSettings):
     )
     kv: KvSettings = Field(KvSettings(), description="KV stores: subscriptions, transactions, paging.")
     peer: PeerSettings = Field(PeerSettings(), description="Peer port and pairing between devices.")
+    sync: SyncSettings = Field(SyncSettings(), description="KV store sync between paired devices.")
 
     config_file: Path | None = Field(
         None, exclude=True, description="The TOML file these settings came from."

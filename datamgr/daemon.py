@@ -34,7 +34,7 @@ from datamgr.datashare.service import DataShareService
 from datamgr.datashare.tables import ProviderRegistry
 from datamgr.device.advert import Advert
 from datamgr.device.discovery import Discovery, DiscoveryConfig
-from datamgr.device.identity import load_identity
+from datamgr.device.identity import Identity, load_identity
 from datamgr.device.pairing_service import SERVICE_NAME as PAIRING_SERVICE
 from datamgr.device.pairing_service import PairingService
 from datamgr.device.peer import PeerConfig, PeerServer
@@ -46,7 +46,10 @@ from datamgr.kv.service import SERVICE_NAME as KV_SERVICE
 from datamgr.kv.service import KvService
 from datamgr.kv.storage import KvStorage
 from datamgr.storage import Database, create_engine
+from datamgr.sync.engine import SyncEngine, SyncOptions
 from datamgr.sync.hlc import HLC
+from datamgr.sync.scheduler import AutoSync, SyncScheduler
+from datamgr.sync.transport import PeerLinks, SyncServicer
 from datamgr.v1 import admin_pb2, admin_pb2_grpc, datashare_pb2, datashare_pb2_grpc
 from udmf.config import UdmfConfig
 from udmf.service import SERVICE_NAME as UDMF_SERVICE
@@ -254,6 +257,25 @@ async def _start_discovery(discovery: Discovery) -> None:
         await discovery.async_close()
 
 
+def _sync(
+    settings: Settings,
+    identity: Identity,
+    trust: TrustStore,
+    discovery: Discovery,
+    storage: KvStorage,
+    db: Database,
+    kv: KvService,
+    loop: asyncio.AbstractEventLoop,
+) -> SyncScheduler:
+    """The sync engine on the daemon's KV storage, reaching trusted peers where discovery sees them."""
+    s = settings.sync
+    links = PeerLinks(identity, trust, discovery.table.get, lambda: discovery.running, s.request_timeout_s)
+    options = SyncOptions(s.batch_size, s.batch_bytes)
+    engine = SyncEngine(storage, db, links.link, links.level, options, kv.on_remote_changes)
+    auto = AutoSync(s.auto, s.coalesce_ms / 1000)
+    return SyncScheduler(engine, storage, db, trust, links, auto, loop)
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", force=True)
 
@@ -288,7 +310,7 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
     extensions = ExtensionRouter(ds.provider_timeout_s)
     published_feed: Feed[PublishedBatch] = Feed(loop, ds.max_subscriptions_per_app, ds.subscriber_queue)
     published = PublishedStore(engine, published_feed)
-    kv_storage = KvStorage(engine, identity.device_id, HLC())
+    kv_storage = KvStorage(engine, identity.device_id, HLC(max_skew_ms=settings.sync.max_skew_ms))
     kv = KvService(settings.kv, db, apps, kv_storage, loop)
 
     def on_remove(bundle: str) -> None:
@@ -326,6 +348,9 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
         trust,
         db,
     )
+    sync = _sync(settings, identity, trust, discovery, kv_storage, db, kv, loop)
+    SyncServicer(sync.engine, trust).add_to(peer.server)
+    kv.set_sync(sync)
     PairingService(peer, _admin_check(admin), str(settings.admin_token_path)).add_to(server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -345,6 +370,7 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
     ai_ready = asyncio.ensure_future(_ai_serving(ai, health_servicer)) if ai is not None else None
     await discovery.async_update(port=peer.port, capabilities=_capabilities(settings, ai))
     discovery.async_advertise()  # the servers listen: announced as soon as probing is done
+    catch_up = asyncio.ensure_future(sync.watch(discovery.events)) if discovery.running else None
     endpoint = {"pid": os.getpid(), "socket": str(socket_path), "tcp_port": tcp_port}
     endpoint |= {"peer_port": peer.port, "pairing_port": peer.pairing_port}
     (settings.data_dir / "daemon.json").write_text(json.dumps(endpoint))
@@ -363,6 +389,9 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
     log.info("shutting down: finishing in-flight calls (grace %.1f s)", settings.shutdown_grace_s)
     await health_servicer.shutdown()
     await discovery.async_close()  # goodbyes: peers see this device offline at once
+    if catch_up is not None:
+        catch_up.cancel()
+    await sync.close()  # automatic syncs stop (they resume from the last ack next time)
     await peer.stop(settings.shutdown_grace_s)  # peer calls end, an open pairing window closes
     feed.close()
     published_feed.close()

@@ -9,7 +9,7 @@ out="$root"
 if [ "${1:-}" = "--check" ]; then out="$(mktemp -d)"; fi
 protos=$(cd protos && find . -name '*.proto' | sed 's|^\./||' | sort)
 (cd protos && "$py" -m grpc_tools.protoc -I . --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" $protos)
-for d in $(cd protos && find . -mindepth 2 -maxdepth 2 -type d | sed 's|^\./||'); do
+for d in $(cd protos && find . -mindepth 2 -type d | sed 's|^\./||'); do
   touch "$out/$d/__init__.py"
 done
 if [ "${1:-}" = "--check" ]; then

@@ -170,6 +170,39 @@ def create(store: str, kind: str, level: str, token: str, address: str | None) -
     out.print(f"store {s.name}: {s.info.kind.name} {s.info.security_level.name}", highlight=False)
 
 
+_SYNC_MODES = {"push-pull": "PUSH_PULL", "push": "PUSH_ONLY", "pull": "PULL_ONLY"}
+
+
+@kv.command()
+@click.argument("store")
+@click.option("--device", "devices", multiple=True, help="A paired device's id (repeat; default: all).")
+@click.option("--mode", type=click.Choice(list(_SYNC_MODES)), default="push-pull", show_default=True)
+@json_option
+@token_option
+@address_option
+@handle_errors
+def sync(
+    store: str, devices: tuple[str, ...], mode: str, as_json: bool, token: str, address: str | None
+) -> None:
+    """Sync STORE with paired devices now; exits 1 unless every device is OK."""
+    from datamgr.client.kv import SyncMode
+
+    with _client(address, token) as client:
+        results = _open(client, store).sync(list(devices), SyncMode[_SYNC_MODES[mode]])
+    if as_json:
+        print_json(
+            {d: {"code": r.code, "message": r.message, "pushed": r.pushed, "pulled": r.pulled}
+             for d, r in results.items()}
+        )  # fmt: skip
+    else:
+        table = Table("device", "status", "pushed", "pulled", "message")
+        for device, r in results.items():
+            table.add_row(device, r.code, str(r.pushed), str(r.pulled), r.message)
+        out.print(table)
+    if not all(r.ok for r in results.values()):
+        raise SystemExit(1)
+
+
 @kv.command()
 @click.argument("store")
 @token_option

@@ -22,6 +22,8 @@ from datamgr.client.kv import (
     SecurityLevel,
     SingleKVStore,
     SubscribeType,
+    SyncMode,
+    SyncResult,
 )
 from datamgr.client.pairing import PairingClient
 from datamgr.client.resultset import DataShareResultSet, DataType
@@ -57,4 +59,6 @@ __all__ = [
     "SingleKVStore",
     "SubscribeType",
     "Subscription",
+    "SyncMode",
+    "SyncResult",
 ]

@@ -11,6 +11,7 @@ with store.transaction():                                  # all or nothing, com
 with store.on_data_change(SubscribeType.LOCAL) as changes: # on('dataChange', ...)
     for note in changes:
         print(note.insert_entries, note.update_entries, note.delete_entries)
+store.sync([peer_id], SyncMode.PUSH_PULL)                  # {peer_id: SyncResult(code="OK", ...)}
 
 Values are str, bytes, int, float or bool. Between `start_transaction()` and `commit()`/`rollback()` the
 store's writes go into the transaction (OpenHarmony's semantics) and its reads see them.
@@ -55,6 +56,29 @@ class SubscribeType(enum.IntEnum):
     LOCAL = pb.SUBSCRIBE_TYPE_LOCAL
     REMOTE = pb.SUBSCRIBE_TYPE_REMOTE
     ALL = pb.SUBSCRIBE_TYPE_ALL
+
+
+class SyncMode(enum.IntEnum):
+    """distributedKVStore.SyncMode (the wire values are shifted by one for the zero value)."""
+
+    PULL_ONLY = pb.KV_SYNC_MODE_PULL_ONLY
+    PUSH_ONLY = pb.KV_SYNC_MODE_PUSH_ONLY
+    PUSH_PULL = pb.KV_SYNC_MODE_PUSH_PULL
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """How a sync with one device went: `code` OK, PARTIAL, SKIPPED (the security rule) or ERROR (the
+    message starts with the error code, e.g. UNAUTHENTICATED); changes pushed there and pulled here."""
+
+    code: str
+    message: str
+    pushed: int
+    pulled: int
+
+    @property
+    def ok(self) -> bool:
+        return self.code == "OK"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +142,15 @@ def _notification(msg: pb.KvStoreServiceSubscribeResponse) -> ChangeNotification
         [_entry(e) for e in c.delete_entries],
         c.device_id,
     )
+
+
+def _sync_results(resp: pb.KvStoreServiceSyncResponse) -> dict[str, SyncResult]:
+    return {
+        s.device_id: SyncResult(
+            pb.KvSyncCode.Name(s.code).removeprefix("KV_SYNC_CODE_"), s.message, s.pushed, s.pulled
+        )
+        for s in resp.statuses
+    }
 
 
 def _filter(target: Any, prefix_or_query: str | Query) -> None:
@@ -186,6 +219,11 @@ class _StoreBase:
         if isinstance(keys, str):
             raise InvalidArgument("delete_batch takes a list of keys, not a string")
         return pb.DeleteBatchRequest(store=self.name, keys=list(keys), transaction_id=self._tx)
+
+    def _sync(self, devices: Iterable[str], mode: SyncMode) -> pb.KvStoreServiceSyncRequest:
+        if isinstance(devices, str):
+            raise InvalidArgument("sync takes a list of device ids, not a string")
+        return pb.KvStoreServiceSyncRequest(store=self.name, device_ids=list(devices), mode=int(mode))  # type: ignore[arg-type]
 
     def _entries_request(self, prefix_or_query: str | Query, device_id: str) -> pb.GetEntriesRequest:
         req = pb.GetEntriesRequest(store=self.name, device_id=device_id, transaction_id=self._tx)
@@ -266,6 +304,11 @@ class SingleKVStore(_StoreBase):
         first = call(next, stream)
         assert first.WhichOneof("event") == "subscribed"
         return Subscription(stream, _notification)
+
+    def sync(self, devices: Iterable[str] = (), mode: SyncMode = SyncMode.PUSH_PULL) -> dict[str, SyncResult]:
+        """Syncs the store with paired devices now (empty: all of them); returns once every session
+        ended, one result per device. The app needs ohos.permission.DISTRIBUTED_DATASYNC."""
+        return _sync_results(call(self._stub.Sync, self._sync(devices, mode), metadata=self._md))
 
     def close(self) -> None:
         """Rolls back this app's open transactions on the store and ends its subscriptions."""
@@ -390,6 +433,12 @@ class AsyncSingleKVStore(_StoreBase):
         first = await acall(stream.read)
         assert first.WhichOneof("event") == "subscribed"
         return AsyncSubscription(stream, _notification)
+
+    async def sync(
+        self, devices: Iterable[str] = (), mode: SyncMode = SyncMode.PUSH_PULL
+    ) -> dict[str, SyncResult]:
+        resp = await acall(self._stub.Sync, self._sync(devices, mode), metadata=self._md)
+        return _sync_results(resp)
 
     async def close(self) -> None:
         self._tx = ""

@@ -122,6 +122,31 @@ def versions(
     return found
 
 
+_COLUMNS = ("store_id", "device", "key", "value", "vtype", "hlc", "origin", "seq")
+_compiled: dict[str, tuple[str, bool]] = {}
+
+
+def _upsert_sql(dialect: sa.Dialect) -> tuple[str, bool] | None:
+    """INSERT ... ON CONFLICT (the key's row) DO UPDATE compiled for `dialect` (None if it has no
+    upsert), and whether its parameters are positional. Run through the driver's executemany: on
+    batches of a thousand rows SQLAlchemy's per-row parameter processing costs more than the insert."""
+    if dialect.name not in ("sqlite", "postgresql"):
+        return None
+    key = f"{dialect.name}+{dialect.driver}"
+    if key not in _compiled:
+        if dialect.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+        stmt = insert(entries_table)
+        new = {c: stmt.excluded[c] for c in _COLUMNS[3:]}
+        upsert = stmt.on_conflict_do_update(index_elements=[E.store_id, E.device, E.key], set_=new)
+        compiled = upsert.compile(dialect=dialect, column_keys=list(_COLUMNS))
+        assert not compiled.positional or tuple(compiled.positiontup or ()) == _COLUMNS
+        _compiled[key] = (compiled.string, compiled.positional)
+    return _compiled[key]
+
+
 def put_rows(
     conn: sa.Connection, store_id: str, last_seq: int, rows: list[Row], max_hlc: int
 ) -> list[Change]:
@@ -130,21 +155,25 @@ def put_rows(
     if not rows:
         return []
     changes = [Change(store_id, *row, last_seq + i) for i, row in enumerate(rows, 1)]
-    for device, part in _per_device((c.device, c.key) for c in changes):
-        where = (E.store_id == store_id, E.device == device, E.key.in_(part))
-        conn.execute(sa.delete(entries_table).where(*where))
-    conn.execute(
-        sa.insert(entries_table),
-        [
-            {
-                "store_id": store_id, "device": c.device, "key": c.key,
-                "value": None if c.value is None else c.value.encode(),
-                "vtype": 0 if c.value is None else int(c.value.vtype),
-                "hlc": c.hlc, "origin": c.origin, "seq": c.seq,
-            }
-            for c in changes
-        ],
-    )  # fmt: skip
+    params = [
+        (
+            store_id, c.device, c.key, None if c.value is None else c.value.encode(),
+            0 if c.value is None else int(c.value.vtype), c.hlc, c.origin, c.seq,
+        )
+        for c in changes
+    ]  # fmt: skip
+    upsert = _upsert_sql(conn.dialect)
+    if upsert is None:
+        for device, part in _per_device((c.device, c.key) for c in changes):
+            where = (E.store_id == store_id, E.device == device, E.key.in_(part))
+            conn.execute(sa.delete(entries_table).where(*where))
+        conn.execute(sa.insert(entries_table), [dict(zip(_COLUMNS, p, strict=True)) for p in params])
+    else:
+        sql, positional = upsert
+        if positional:
+            conn.exec_driver_sql(sql, params)
+        else:
+            conn.exec_driver_sql(sql, [dict(zip(_COLUMNS, p, strict=True)) for p in params])
     higher = sa.case((S.max_hlc < max_hlc, max_hlc), else_=S.max_hlc)
     conn.execute(
         sa.update(stores_table).where(S.store_id == store_id).values(last_seq=changes[-1].seq, max_hlc=higher)

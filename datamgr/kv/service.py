@@ -13,14 +13,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
 from datamgr._grpc import rpc
 from datamgr.apps import App, AppRegistry
 from datamgr.config import KvSettings
-from datamgr.errors import InvalidArgument, NotFound, TooLarge
+from datamgr.errors import InvalidArgument, NotFound, PermissionDenied, TooLarge, Unavailable
 from datamgr.kv import _wire
 from datamgr.kv._checks import (
     KINDS,
@@ -43,12 +43,34 @@ from datamgr.kv.query import CompiledQuery, compile_query
 from datamgr.kv.storage import MAX_BATCH_SIZE, Change, KvStorage, StoreInfo, Value
 from datamgr.kv.transactions import Pending, Transaction, Transactions, overlay
 from datamgr.storage import Database
+from datamgr.sync.engine import SyncCode, SyncMode, SyncStatus
 from datamgr.v1 import kv_pb2 as pb
 from datamgr.v1 import kv_pb2_grpc as pb_grpc
 from datamgr.v1 import types_pb2
 
 log = logging.getLogger("datamgr.kv")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["KvStoreService"].full_name
+DISTRIBUTED_DATASYNC = "ohos.permission.DISTRIBUTED_DATASYNC"  # what OpenHarmony's sync() asks of an app
+_SYNC_MODES = {
+    pb.KV_SYNC_MODE_UNSPECIFIED: SyncMode.PUSH_PULL,
+    pb.KV_SYNC_MODE_PULL_ONLY: SyncMode.PULL_ONLY,
+    pb.KV_SYNC_MODE_PUSH_ONLY: SyncMode.PUSH_ONLY,
+    pb.KV_SYNC_MODE_PUSH_PULL: SyncMode.PUSH_PULL,
+}
+_SYNC_CODES = {
+    SyncCode.OK: pb.KV_SYNC_CODE_OK,
+    SyncCode.PARTIAL: pb.KV_SYNC_CODE_PARTIAL,
+    SyncCode.SKIPPED: pb.KV_SYNC_CODE_SKIPPED,
+    SyncCode.ERROR: pb.KV_SYNC_CODE_ERROR,
+}
+
+
+class Syncer(Protocol):
+    """What the service needs of the daemon's sync (`datamgr.sync.scheduler.SyncScheduler`)."""
+
+    async def sync(self, store_id: str, devices: Sequence[str], mode: SyncMode) -> dict[str, SyncStatus]: ...
+
+    def written(self, store_id: str) -> None: ...
 
 
 class KvService(pb_grpc.KvStoreServiceServicer):
@@ -76,6 +98,11 @@ class KvService(pb_grpc.KvStoreServiceServicer):
         )
         self._stores: dict[str, StoreInfo] = {}  # store id -> info, of stores seen since start
         self._sweeper: asyncio.Task[None] | None = None
+        self._sync: Syncer | None = None
+
+    def set_sync(self, sync: Syncer) -> None:
+        """Connects the daemon's sync: Sync calls, and every local write is reported to it."""
+        self._sync = sync
 
     def add_to(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_KvStoreServiceServicer_to_server(self, server)
@@ -164,6 +191,8 @@ class KvService(pb_grpc.KvStoreServiceServicer):
         changes = self._storage.write(store.store_id, puts, deletes)
         if watched:
             self._notifier.publish(classify(store.store_id, self._device_id, False, changes, before))
+        if changes and self._sync is not None:
+            self._sync.written(store.store_id)
         return len(changes)
 
     async def _write(
@@ -381,3 +410,35 @@ class KvService(pb_grpc.KvStoreServiceServicer):
                     yield pb.KvStoreServiceSubscribeResponse(change=note)
         finally:
             self._notifier.unsubscribe(sub)
+
+    # ---- sync ----
+
+    @rpc
+    async def Sync(
+        self, request: pb.KvStoreServiceSyncRequest, context: Any
+    ) -> pb.KvStoreServiceSyncResponse:
+        app = authenticate(self._apps, context)
+        if DISTRIBUTED_DATASYNC not in app.permissions:
+            raise PermissionDenied(f"{app.bundle} lacks {DISTRIBUTED_DATASYNC}, which sync needs")
+        store = await self._store(app, request.store)
+        mode = _SYNC_MODES.get(request.mode)
+        if mode is None:
+            raise InvalidArgument(f"unknown sync mode {request.mode}")
+        for device in request.device_ids:
+            if not 1 <= len(device) <= 128:
+                raise InvalidArgument(f"invalid device id {device!r}: 1-128 characters")
+        if self._sync is None:
+            raise Unavailable("sync between devices is not running on this device")
+        statuses = await self._sync.sync(store.store_id, list(request.device_ids), mode)
+        return pb.KvStoreServiceSyncResponse(
+            statuses=[
+                pb.KvDeviceSyncStatus(
+                    device_id=device,
+                    code=_SYNC_CODES[s.code],
+                    message=s.message,
+                    pushed=s.pushed,
+                    pulled=s.pulled,
+                )
+                for device, s in statuses.items()
+            ]
+        )

@@ -144,9 +144,11 @@ class KvStorage:
         with self.engine.connect() as conn:
             return sql.get_info(conn, store_id)
 
-    def list_stores(self, bundle: str) -> list[StoreInfo]:
+    def list_stores(self, bundle: str | None = None) -> list[StoreInfo]:
+        """The stores of `bundle` (None: of every app)."""
+        q = sa.select(stores_table).order_by(S.bundle, S.name)
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(stores_table).where(S.bundle == bundle).order_by(S.name))
+            rows = conn.execute(q if bundle is None else q.where(S.bundle == bundle))
             return [sql.to_info(r) for r in rows]
 
     def delete_store(self, store_id: str) -> None:

@@ -200,14 +200,30 @@ class SyncEngine:
     async def _push(self, s: _Session) -> None:
         store_id = s.info.store_id
         skip = s.peer if s.info.kind is StoreKind.DEVICE_COLLABORATION else None
-        while rows := await self.db.read(self.storage.changes_since, store_id, s.acked, s.batch_size):
+
+        def read(since: int) -> asyncio.Future[list[Change]]:
+            rows = self.db.read(self.storage.changes_since, store_id, since, s.batch_size)
+            return asyncio.ensure_future(rows)
+
+        rows = await read(s.acked)
+        while rows:
             changes, last = cut_batch(rows, s.acked, s.batch_bytes, skip)
             batch = PushBatch(store_id, s.info.epoch, s.peer_epoch, s.acked, last, changes)
-            ack = _expect(await s.link.request(batch), PushAck, batch)
-            if ack.received_seq < last:
-                raise InvalidArgument(f"{s.peer} acked seq {ack.received_seq} for a batch up to {last}")
-            await self.db.write(self.storage.set_acked, store_id, s.peer, ack.received_seq)
+            ahead = read(last)  # the next batch is read while the peer applies this one
+            try:
+                ack = _expect(await s.link.request(batch), PushAck, batch)
+                if ack.received_seq < last:
+                    raise InvalidArgument(f"{s.peer} acked seq {ack.received_seq} for a batch up to {last}")
+                await self.db.write(self.storage.set_acked, store_id, s.peer, ack.received_seq)
+            except BaseException:
+                ahead.cancel()
+                raise
             s.acked, s.pushed, s.moved = ack.received_seq, s.pushed + ack.applied, True
+            if ack.received_seq == last:
+                rows = await ahead
+            else:  # the peer held more than this batch: continue after what it holds
+                ahead.cancel()
+                rows = await read(s.acked)
 
     async def _pull(self, s: _Session) -> None:
         store_id = s.info.store_id

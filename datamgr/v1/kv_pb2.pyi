@@ -55,6 +55,21 @@ class KvQueryOpType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     KV_QUERY_OP_TYPE_LIMIT: _ClassVar[KvQueryOpType]
     KV_QUERY_OP_TYPE_PREFIX_KEY: _ClassVar[KvQueryOpType]
     KV_QUERY_OP_TYPE_DEVICE_ID: _ClassVar[KvQueryOpType]
+
+class KvSyncMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    KV_SYNC_MODE_UNSPECIFIED: _ClassVar[KvSyncMode]
+    KV_SYNC_MODE_PULL_ONLY: _ClassVar[KvSyncMode]
+    KV_SYNC_MODE_PUSH_ONLY: _ClassVar[KvSyncMode]
+    KV_SYNC_MODE_PUSH_PULL: _ClassVar[KvSyncMode]
+
+class KvSyncCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    KV_SYNC_CODE_UNSPECIFIED: _ClassVar[KvSyncCode]
+    KV_SYNC_CODE_OK: _ClassVar[KvSyncCode]
+    KV_SYNC_CODE_PARTIAL: _ClassVar[KvSyncCode]
+    KV_SYNC_CODE_SKIPPED: _ClassVar[KvSyncCode]
+    KV_SYNC_CODE_ERROR: _ClassVar[KvSyncCode]
 KV_STORE_TYPE_UNSPECIFIED: KvStoreType
 KV_STORE_TYPE_DEVICE_COLLABORATION: KvStoreType
 KV_STORE_TYPE_SINGLE_VERSION: KvStoreType
@@ -91,6 +106,15 @@ KV_QUERY_OP_TYPE_ORDER_BY_DESC: KvQueryOpType
 KV_QUERY_OP_TYPE_LIMIT: KvQueryOpType
 KV_QUERY_OP_TYPE_PREFIX_KEY: KvQueryOpType
 KV_QUERY_OP_TYPE_DEVICE_ID: KvQueryOpType
+KV_SYNC_MODE_UNSPECIFIED: KvSyncMode
+KV_SYNC_MODE_PULL_ONLY: KvSyncMode
+KV_SYNC_MODE_PUSH_ONLY: KvSyncMode
+KV_SYNC_MODE_PUSH_PULL: KvSyncMode
+KV_SYNC_CODE_UNSPECIFIED: KvSyncCode
+KV_SYNC_CODE_OK: KvSyncCode
+KV_SYNC_CODE_PARTIAL: KvSyncCode
+KV_SYNC_CODE_SKIPPED: KvSyncCode
+KV_SYNC_CODE_ERROR: KvSyncCode
 
 class KvStoreInfo(_message.Message):
     __slots__ = ("name", "kind", "security_level")
@@ -369,3 +393,33 @@ class ChangeNotification(_message.Message):
     delete_entries: _containers.RepeatedCompositeFieldContainer[KvEntry]
     device_id: str
     def __init__(self, insert_entries: _Optional[_Iterable[_Union[KvEntry, _Mapping]]] = ..., update_entries: _Optional[_Iterable[_Union[KvEntry, _Mapping]]] = ..., delete_entries: _Optional[_Iterable[_Union[KvEntry, _Mapping]]] = ..., device_id: _Optional[str] = ...) -> None: ...
+
+class KvStoreServiceSyncRequest(_message.Message):
+    __slots__ = ("store", "device_ids", "mode")
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    store: str
+    device_ids: _containers.RepeatedScalarFieldContainer[str]
+    mode: KvSyncMode
+    def __init__(self, store: _Optional[str] = ..., device_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[KvSyncMode, str]] = ...) -> None: ...
+
+class KvDeviceSyncStatus(_message.Message):
+    __slots__ = ("device_id", "code", "message", "pushed", "pulled")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PUSHED_FIELD_NUMBER: _ClassVar[int]
+    PULLED_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    code: KvSyncCode
+    message: str
+    pushed: int
+    pulled: int
+    def __init__(self, device_id: _Optional[str] = ..., code: _Optional[_Union[KvSyncCode, str]] = ..., message: _Optional[str] = ..., pushed: _Optional[int] = ..., pulled: _Optional[int] = ...) -> None: ...
+
+class KvStoreServiceSyncResponse(_message.Message):
+    __slots__ = ("statuses",)
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    statuses: _containers.RepeatedCompositeFieldContainer[KvDeviceSyncStatus]
+    def __init__(self, statuses: _Optional[_Iterable[_Union[KvDeviceSyncStatus, _Mapping]]] = ...) -> None: ...

@@ -120,6 +120,11 @@ class KvStoreServiceStub:
                 request_serializer=datamgr_dot_v1_dot_kv__pb2.KvStoreServiceSubscribeRequest.SerializeToString,
                 response_deserializer=datamgr_dot_v1_dot_kv__pb2.KvStoreServiceSubscribeResponse.FromString,
                 _registered_method=True)
+        self.Sync = channel.unary_unary(
+                '/datamgr.v1.KvStoreService/Sync',
+                request_serializer=datamgr_dot_v1_dot_kv__pb2.KvStoreServiceSyncRequest.SerializeToString,
+                response_deserializer=datamgr_dot_v1_dot_kv__pb2.KvStoreServiceSyncResponse.FromString,
+                _registered_method=True)
 
 
 class KvStoreServiceServicer:
@@ -239,6 +244,16 @@ class KvStoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Sync(self, request, context):
+        """Syncs the store with paired devices now (SingleKVStore.sync), one status per device; the same
+        store (same app, name, kind and level) must exist on each. Needs ohos.permission.DISTRIBUTED_DATASYNC.
+        A device that is not paired gets an ERROR status saying so; no device given and none paired:
+        INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KvStoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -316,6 +331,11 @@ def add_KvStoreServiceServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=datamgr_dot_v1_dot_kv__pb2.KvStoreServiceSubscribeRequest.FromString,
                     response_serializer=datamgr_dot_v1_dot_kv__pb2.KvStoreServiceSubscribeResponse.SerializeToString,
+            ),
+            'Sync': grpc.unary_unary_rpc_method_handler(
+                    servicer.Sync,
+                    request_deserializer=datamgr_dot_v1_dot_kv__pb2.KvStoreServiceSyncRequest.FromString,
+                    response_serializer=datamgr_dot_v1_dot_kv__pb2.KvStoreServiceSyncResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -734,6 +754,33 @@ class KvStoreService:
             '/datamgr.v1.KvStoreService/Subscribe',
             datamgr_dot_v1_dot_kv__pb2.KvStoreServiceSubscribeRequest.SerializeToString,
             datamgr_dot_v1_dot_kv__pb2.KvStoreServiceSubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Sync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datamgr.v1.KvStoreService/Sync',
+            datamgr_dot_v1_dot_kv__pb2.KvStoreServiceSyncRequest.SerializeToString,
+            datamgr_dot_v1_dot_kv__pb2.KvStoreServiceSyncResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,4 +37,6 @@ def test_client_exports() -> None:
         "SingleKVStore",
         "SubscribeType",
         "Subscription",
+        "SyncMode",
+        "SyncResult",
     }
