@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import platform
 import random
 import statistics
 import sys
@@ -49,6 +48,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+from _machine import machine  # noqa: E402
 
 from aicap.engine.model_runner import default_model_path, quiet_llama_logs  # noqa: E402
 from aicap.engine.tokenizer import Tokenizer  # noqa: E402
@@ -158,16 +159,6 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
-
-
-def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}"
 
 
 def cpu_times() -> tuple[int, int, int]:

@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
+from _machine import machine  # noqa: E402
 from harness import Daemon  # noqa: E402
 from zeroconf import ServiceInfo, ServiceStateChange, Zeroconf  # noqa: E402
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf  # noqa: E402
@@ -40,16 +41,6 @@ from datamgr.client import DeviceClient  # noqa: E402
 
 ENV = {"DATAMGR_AI__ENABLED": "false", "DATAMGR_DISCOVERY__INTERFACES": '["127.0.0.1"]'}
 ONLINE, OFFLINE = 1, 2
-
-
-def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}"
 
 
 def watch_events(observer: Daemon, events: queue.Queue[tuple[float, int, str]]) -> DeviceClient:

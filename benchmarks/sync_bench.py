@@ -13,8 +13,6 @@ size, on a SQLite file with the daemon's settings (WAL, synchronous NORMAL).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
+from _machine import machine  # noqa: E402
 from harness import Daemon  # noqa: E402
 from test_pairing import _owner, _pair  # noqa: E402
 
@@ -41,17 +40,6 @@ ENV = {
     "DATAMGR_SYNC__AUTO": "false",
     "DATAMGR_SYNC__BATCH_SIZE": str(BATCH),
 }
-
-
-def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    system = f"{platform.system()} {platform.machine()}"
-    return f"{system}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
 
 
 def value(i: int, version: int) -> str:

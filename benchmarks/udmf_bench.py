@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
+from _machine import machine  # noqa: E402
 from harness import Daemon  # noqa: E402
 
 from udmf import Intention, UdmfClient, UnifiedData, UnifiedRecord  # noqa: E402
@@ -36,16 +37,6 @@ from udmf import Intention, UdmfClient, UnifiedData, UnifiedRecord  # noqa: E402
 SIZES = {"1K": 1 << 10, "1M": 1 << 20, "10M": 10 << 20, "100M": 100 << 20}
 TYPE = "general.octet-stream"
 MIN_SECONDS = 1.0  # each small measurement repeats at least this long
-
-
-def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}"
 
 
 def rss(pid: int) -> int:
