@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -122,7 +121,7 @@ Rows = dict[str, dict[str, list[float]]]
 
 def report(sizes: list[str], rows: Rows, mem: dict[str, int], rounds: int) -> None:
     print()
-    print(f"machine: {machine()}; Python {platform.python_version()}")
+    print(f"machine: {machine()}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M')}; medians of {rounds} round(s); data dir on the same disk")
     print(f"{'size':>6} {'put MB/s':>10} {'file':>9} {'ratio':>6} {'get MB/s':>10} {'file':>9} {'ratio':>6}")
     med = {name: {k: statistics.median(v) for k, v in rows[name].items()} for name in sizes}
