@@ -96,13 +96,13 @@ def _on_added(
 
 async def floor(runs: int) -> list[float]:
     times = []
-    browser_zc = AsyncZeroconf(zc=Zeroconf(interfaces=["127.0.0.1"], use_asyncio=True))
+    browser_zc = AsyncZeroconf(interfaces=["127.0.0.1"])
     for run in range(runs):
         name = f"bench-{os.getpid()}-{run}._bench._tcp.local."
         added = asyncio.Event()
         handler = functools.partial(_on_added, want=name, added=added)
         browser = AsyncServiceBrowser(browser_zc.zeroconf, "_bench._tcp.local.", handlers=[handler])
-        registrar = AsyncZeroconf(zc=Zeroconf(interfaces=["127.0.0.1"], use_asyncio=True))
+        registrar = AsyncZeroconf(interfaces=["127.0.0.1"])
         info = ServiceInfo("_bench._tcp.local.", name, port=1, parsed_addresses=["127.0.0.1"])
         started = time.monotonic()
         await registrar.async_register_service(info)

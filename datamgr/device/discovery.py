@@ -112,8 +112,8 @@ class Discovery(RecordUpdateListener):
     async def async_start(self) -> None:
         """Opens mDNS on the configured interfaces, browses for peers and starts probing that our name
         is free (RFC 6762 §8.1, about a second), so that `async_advertise` can announce at once."""
-        zc = Zeroconf(interfaces=list(self.config.interfaces), use_asyncio=True)
-        self._aiozc = AsyncZeroconf(zc=zc)
+        self._aiozc = AsyncZeroconf(interfaces=list(self.config.interfaces))
+        zc = self._aiozc.zeroconf
         zc.async_add_listener(self, None)
         self._browser = AsyncServiceBrowser(zc, SERVICE_TYPE, handlers=[self._on_service_state_change])
         self._sweeper = asyncio.create_task(self._sweep(), name="discovery-sweep")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from zeroconf import ServiceInfo, Zeroconf
+from zeroconf import ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
 
 from datamgr.device.advert import SERVICE_TYPE, Advert
@@ -71,7 +71,7 @@ def test_bad_adverts_are_ignored_with_a_log_line(caplog: pytest.LogCaptureFixtur
         a = discovery("mdns-c")
         await start(a)
         watch = a.events.watch()
-        rogue = AsyncZeroconf(zc=Zeroconf(interfaces=list(LOOPBACK), use_asyncio=True))
+        rogue = AsyncZeroconf(interfaces=list(LOOPBACK))
         bad = [
             ("no-level", {"id": "no-level", "pv": "1"}),
             ("mismatch", {"id": "someone-else", "pv": "1", "sl": "3"}),
