@@ -293,36 +293,7 @@ class ModelRegistry:
             raise FailedPrecondition(f"cannot load model {m.name} from {m.spec.path}: {exc}") from None
 
     def _make_engine(self, spec: ModelSpec) -> Callable[[], LLMEngine]:
-        c = self.config
-
-        def make() -> LLMEngine:  # on the inference thread
-            runner = ModelRunner(
-                RunnerConfig(
-                    spec.path,
-                    n_ctx=spec.n_ctx,
-                    n_seq_max=c.n_seq_max,
-                    n_batch=c.max_batch_tokens,
-                    n_threads=c.n_threads,
-                    flash_attn=c.flash_attn,
-                )
-            )
-            try:
-                return LLMEngine(
-                    runner,
-                    EngineConfig(
-                        block_size=c.block_size,
-                        max_batch_tokens=c.max_batch_tokens,
-                        max_running=c.max_running,
-                        swap_budget_tokens=c.swap_budget_tokens,
-                        prefix_cache_tokens=c.prefix_cache_tokens,
-                        isolate_apps=c.isolate_prefix_cache_per_app,
-                    ),
-                )
-            except BaseException:
-                runner.close()
-                raise
-
-        return make
+        return engine_factory(spec.path, spec.n_ctx, self.config)
 
     async def _free(self, m: Model, reason: str) -> None:
         m.removed = True
@@ -342,6 +313,41 @@ class ModelRegistry:
             if m.tokenizer is not None and done:  # a handler still streaming may use it: then leak it
                 m.tokenizer.close()
                 m.tokenizer = None
+
+
+def engine_factory(path: Path, n_ctx: int, config: AiConfig) -> Callable[[], LLMEngine]:
+    """The callable (run on the inference thread) that loads the model at `path` into a ModelRunner
+    and builds an LLMEngine on it with `config`'s engine settings."""
+    c = config
+
+    def make() -> LLMEngine:  # on the inference thread
+        runner = ModelRunner(
+            RunnerConfig(
+                path,
+                n_ctx=n_ctx,
+                n_seq_max=c.n_seq_max,
+                n_batch=c.max_batch_tokens,
+                n_threads=c.n_threads,
+                flash_attn=c.flash_attn,
+            )
+        )
+        try:
+            return LLMEngine(
+                runner,
+                EngineConfig(
+                    block_size=c.block_size,
+                    max_batch_tokens=c.max_batch_tokens,
+                    max_running=c.max_running,
+                    swap_budget_tokens=c.swap_budget_tokens,
+                    prefix_cache_tokens=c.prefix_cache_tokens,
+                    isolate_apps=c.isolate_prefix_cache_per_app,
+                ),
+            )
+        except BaseException:
+            runner.close()
+            raise
+
+    return make
 
 
 def _close_engine(engine: AsyncEngine) -> None:

@@ -371,32 +371,23 @@ class InProcess:
     """aicap's AsyncEngine with the daemon's configuration, driven from an event loop in this process."""
 
     def __init__(self, model_path: Path, cfg: Any) -> None:
+        from aicap.config import AiConfig
         from aicap.engine.async_engine import AsyncEngine
-        from aicap.engine.llm_engine import EngineConfig, LLMEngine
-        from aicap.engine.model_runner import ModelRunner, RunnerConfig
+        from aicap.models import engine_factory
 
-        def make() -> LLMEngine:  # as aicap.models builds the daemon's engine
-            runner = ModelRunner(
-                RunnerConfig(
-                    model_path,
-                    n_ctx=cfg.n_ctx,
-                    n_seq_max=cfg.n_seq_max,
-                    n_batch=cfg.max_batch_tokens,
-                    n_threads=cfg.n_threads,
-                    flash_attn=cfg.flash_attn,
-                )
-            )
-            config = EngineConfig(
-                block_size=cfg.block_size,
-                max_batch_tokens=cfg.max_batch_tokens,
-                max_running=cfg.max_running,
-                swap_budget_tokens=cfg.swap_budget_tokens,
-                prefix_cache_tokens=cfg.prefix_cache_tokens,
-                isolate_apps=cfg.isolate_prefix_cache_per_app,
-            )
-            return LLMEngine(runner, config)
-
-        self.engine = AsyncEngine(make)
+        config = AiConfig(  # the engine settings of the daemon's AiConfig
+            n_ctx=cfg.n_ctx,
+            n_seq_max=cfg.n_seq_max,
+            n_threads=cfg.n_threads,
+            flash_attn=cfg.flash_attn,
+            block_size=cfg.block_size,
+            max_batch_tokens=cfg.max_batch_tokens,
+            max_running=cfg.max_running,
+            swap_budget_tokens=cfg.swap_budget_tokens,
+            prefix_cache_tokens=cfg.prefix_cache_tokens,
+            isolate_prefix_cache_per_app=cfg.isolate_prefix_cache_per_app,
+        )
+        self.engine = AsyncEngine(engine_factory(model_path, cfg.n_ctx, config))
 
     def close(self) -> None:
         self.engine.close()

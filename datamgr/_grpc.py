@@ -2,6 +2,7 @@
 
 `@rpc` wraps a servicer method (unary or server-streaming): a DatamgrError becomes its status code with
 its message; anything else is a bug, logged with its traceback and returned as INTERNAL without one.
+`authenticate` is the app an app-facing servicer's caller is, from its bearer token.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from datamgr.errors import DatamgrError
+from datamgr.errors import DatamgrError, Unauthenticated
+
+if TYPE_CHECKING:
+    from datamgr.apps import App, AppRegistry
 
 log = logging.getLogger("datamgr.rpc")
 
@@ -38,6 +42,14 @@ def bearer_token(context: grpc.aio.ServicerContext) -> str | None:
         if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
             return value[len("Bearer ") :].strip()
     return None
+
+
+def authenticate(apps: AppRegistry, context: grpc.aio.ServicerContext) -> App:
+    """The app whose token the call carries; Unauthenticated without one or for an unknown one."""
+    token = bearer_token(context)
+    if token is None:
+        raise Unauthenticated("no app token: send metadata 'authorization: Bearer <token>'")
+    return apps.authenticate(token)
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, name: str) -> None:

@@ -19,6 +19,8 @@ import sqlalchemy as sa
 from datamgr.datashare.uri import check_bundle
 from datamgr.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 
+DISTRIBUTED_DATASYNC = "ohos.permission.DISTRIBUTED_DATASYNC"  # what OpenHarmony's sync() asks of an app
+
 metadata = sa.MetaData()
 apps_table = sa.Table(
     "dm_apps",

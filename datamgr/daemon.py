@@ -351,7 +351,7 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
     sync = _sync(settings, identity, trust, discovery, kv_storage, db, kv, loop)
     SyncServicer(sync.engine, trust).add_to(peer.server)
     kv.set_sync(sync)
-    PairingService(peer, _admin_check(admin), str(settings.admin_token_path)).add_to(server)
+    PairingService(peer, admin.check).add_to(server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = (*SERVICES, AI_SERVICE) if ai is not None else SERVICES

@@ -10,15 +10,16 @@ from typing import Any
 
 import grpc
 
+from datamgr.client import _conn
 from udmf import _wire, values
+from udmf._declarations import _LISTS, _TEXTS, KEYS
 from udmf.data import Intention, Summary, UnifiedData, UnifiedDataProperties
 from udmf.errors import BY_CODE, InvalidArgument, NotFound, UdmfError, Unauthenticated
 from udmf.v1 import udmf_pb2 as pb
 
 SummaryResult = tuple[Summary, UnifiedDataProperties, Intention | None, str]
 
-_LISTS = ("belonging_to_types", "filename_extensions", "mime_types")
-_TEXTS = ("description", "reference_url", "icon_file")
+metadata = _conn.metadata  # the call metadata carrying the token, as datamgr's clients send it
 
 
 def resolve_token(token: str | None) -> str:
@@ -27,10 +28,6 @@ def resolve_token(token: str | None) -> str:
     if not token:
         raise Unauthenticated("no app token: pass token=... or set DATAMGR_TOKEN")
     return token
-
-
-def metadata(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 def error_from_rpc(exc: grpc.RpcError) -> UdmfError:
@@ -80,7 +77,7 @@ def type_info_from_proto(msg: pb.TypeDescriptor) -> TypeInfo:
 
 def declaration_to_proto(declaration: Mapping[str, Any]) -> pb.TypeDescriptor:
     """A custom type declaration (the keys of TypeDescriptor) as a message; the daemon validates it."""
-    unknown = set(declaration) - {"type_id", *_LISTS, *_TEXTS}
+    unknown = set(declaration) - KEYS
     if unknown:
         raise InvalidArgument(f"unknown keys in a type declaration: {sorted(unknown)}")
     type_id = declaration.get("type_id")

@@ -120,7 +120,7 @@ def _entry_parts(index: int, type_id: str, value: Any, threshold: int, chunk: in
     values.check(value)
     blob, blob_field, text = _pick_blob(value, threshold)
     if blob is None:
-        entry.value.CopyFrom(values.to_proto(value))
+        entry.value.CopyFrom(values.to_proto_unchecked(value))
         yield pb.DataPart(entry=entry)
         return
     if blob_field:
@@ -220,10 +220,9 @@ class Assembler:
     `abort()` closes and removes the files of a transfer that did not finish.
     """
 
-    def __init__(self, blob_sink: BlobSink | None = None, max_blob_size: int = MAX_DATA_SIZE) -> None:
+    def __init__(self, blob_sink: BlobSink | None = None) -> None:
         self.progress = 0
         self._sink = blob_sink
-        self._max_blob = max_blob_size
         self._done: list[UnifiedData] = []
         self._data: UnifiedData | None = None
         self._record_count = 0
@@ -233,8 +232,6 @@ class Assembler:
     def feed(self, message: pb.ReadResponse | pb.DataPart | RawChunk) -> None:
         if isinstance(message, RawChunk):
             self.progress = message.progress
-            if self._blob is None:
-                raise _broken("a chunk outside a blob")
             self._chunk(message.data)
             return
         if isinstance(message, pb.ReadResponse):
@@ -313,8 +310,8 @@ class Assembler:
         if not entry.blob_size:
             record._put(entry.type, values.from_proto(entry.value))
             return
-        if entry.blob_size > self._max_blob:
-            raise _broken(f"a blob of {entry.blob_size} bytes is larger than {self._max_blob}")
+        if entry.blob_size > MAX_DATA_SIZE:
+            raise _broken(f"a blob of {entry.blob_size} bytes is larger than {MAX_DATA_SIZE}")
         key = self._data.runtime.key if self._data and self._data.runtime else ""
         info = BlobInfo(key, entry.record, entry.type, entry.blob_field, entry.blob_size, entry.blob_text)
         blob = _Blob(entry, info)

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 
 from udmf.config import UdmfConfig
 from udmf.errors import InvalidArgument
+from udmf.structs import APPLICATION_DEFINED_PREFIX
 from udmf.utd import UtdRegistry
 
 if TYPE_CHECKING:
     from udmf.v1 import udmf_pb2 as pb
 
-APPLICATION_DEFINED = "ApplicationDefined."
-_APPLICATION_DEFINED_ID = re.compile(r"ApplicationDefined\.[A-Za-z0-9._-]{1,108}")
+_APPLICATION_DEFINED_ID = re.compile(re.escape(APPLICATION_DEFINED_PREFIX) + r"[A-Za-z0-9._-]{1,108}")
 _KINDS = {
     None: "nothing",
     "null_value": "null",
@@ -90,12 +90,13 @@ def _fields(
     required: dict[str, tuple[str, ...]], optional: dict[str, tuple[str, ...]]
 ) -> Callable[[_Shape, str], None]:
     """A check for an object with `required` and `optional` fields of the given kinds."""
+    names = ", ".join(required)
+    all_fields = {**required, **optional}
 
     def check(shape: _Shape, struct: str) -> None:
-        names = ", ".join(required)
         if shape.kind != OBJECT:
             raise shape.fail(f"a {struct} object {{{names}}}, got {shape.kind}")
-        for name, kinds in {**required, **optional}.items():
+        for name, kinds in all_fields.items():
             got = shape.field(name)
             if got is None and name in optional:
                 continue
@@ -140,7 +141,7 @@ FILE_LIKE = (
 
 def check_value(type_id: str, ancestors: frozenset[str], shape: _Shape) -> None:
     """Whether the value has the shape `type_id` (with its ancestors) declares; most specific first."""
-    if type_id.startswith(APPLICATION_DEFINED):
+    if type_id.startswith(APPLICATION_DEFINED_PREFIX):
         if shape.kind != BYTES:
             raise shape.fail(f"bytes (an application-defined record's raw data), got {shape.kind}")
     elif "openharmony.pixel-map" in ancestors:
@@ -214,7 +215,7 @@ class DataChecker:
             raise InvalidArgument(f"record_count says {self.record_count} records, the entries hold {got}")
 
     def _ancestors(self, type_id: str, where: str) -> frozenset[str]:
-        if type_id.startswith(APPLICATION_DEFINED):
+        if type_id.startswith(APPLICATION_DEFINED_PREFIX):
             if not _APPLICATION_DEFINED_ID.fullmatch(type_id):
                 raise InvalidArgument(f"{where}: an application-defined type is ApplicationDefined.<name>")
             return frozenset({type_id})
@@ -228,6 +229,6 @@ class DataChecker:
 
 def known_type(registry: UtdRegistry, type_id: str) -> bool:
     """Whether `type_id` may name an entry's type."""
-    if type_id.startswith(APPLICATION_DEFINED):
+    if type_id.startswith(APPLICATION_DEFINED_PREFIX):
         return _APPLICATION_DEFINED_ID.fullmatch(type_id) is not None
     return registry.get_type_descriptor(type_id) is not None

@@ -12,14 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from udmf.errors import InvalidArgument
-from udmf.structs import Struct
+from udmf.structs import _BYTES_LIKE, Struct
 from udmf.v1 import udmf_pb2 as pb
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 MAX_DEPTH = 32  # nesting of objects; protobuf itself refuses 100
-
-_BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
 def plain(value: Any) -> Any:
@@ -50,10 +48,11 @@ def check(value: Any, _depth: int = 0) -> None:
 def to_proto(value: Any) -> pb.Value:
     """The proto `Value` of a (checked or not) Python value; InvalidArgument if it cannot be sent."""
     check(value)
-    return _to_proto(plain(value))
+    return to_proto_unchecked(plain(value))
 
 
-def _to_proto(value: Any) -> pb.Value:
+def to_proto_unchecked(value: Any) -> pb.Value:
+    """The proto `Value` of a plain value that `check` has accepted (not checked again)."""
     if value is None:
         return pb.Value(null_value=True)
     if isinstance(value, bool):
@@ -73,7 +72,7 @@ def object_to_proto(fields: Mapping[str, Any]) -> pb.Object:
     """An `Object` of already-checked fields."""
     msg = pb.Object()
     for key, item in fields.items():
-        msg.fields[key].CopyFrom(_to_proto(plain(item)))
+        msg.fields[key].CopyFrom(to_proto_unchecked(plain(item)))
     return msg
 
 
@@ -95,4 +94,4 @@ def map_to_proto(target: Any, fields: Mapping[str, Any]) -> None:
     """Fills a proto `map<string, Value>` field (e.g. `Properties.extras`) from a dict."""
     check(dict(fields))
     for key, item in fields.items():
-        target[key].CopyFrom(_to_proto(plain(item)))
+        target[key].CopyFrom(to_proto_unchecked(plain(item)))

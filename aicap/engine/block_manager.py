@@ -165,11 +165,9 @@ class BlockManager:
     def evict_unused(self) -> int:
         """Evicts every cached block no sequence uses; returns how many."""
         n = 0
-        for b in list(self._free):
-            if self.blocks[b].hash is not None:
-                self.uncache(b)
-                self.evicted.append(b)
-                n += 1
+        for b in list(self._cached_free):
+            self._evict(b)
+            n += 1
         return n
 
     def unfilled_slots(self) -> int:
@@ -216,8 +214,7 @@ class BlockManager:
                     self._cached_free[b] = None
         while len(self._cached_free) > self.max_cached_blocks:  # the least recently used go first
             b = next(iter(self._cached_free))
-            self.uncache(b)
-            self.evicted.append(b)
+            self._evict(b)
             self._free.move_to_end(b, last=False)
 
     # ---- internals ----
@@ -237,12 +234,15 @@ class BlockManager:
             self._cached_free.pop(b, None)
         block.ref_count += 1
 
+    def _evict(self, b: int) -> None:
+        self.uncache(b)
+        self.evicted.append(b)
+
     def _pop_free(self) -> int:
         b, _ = self._free.popitem(last=False)
         block = self.blocks[b]
         if block.hash is not None:  # evict: this block's cached content is about to be overwritten
-            self.uncache(b)
-            self.evicted.append(b)
+            self._evict(b)
         block.ref_count = 1
         return b
 

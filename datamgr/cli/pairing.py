@@ -21,7 +21,11 @@ address_option = click.option(
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
-_LEVELS = {0: "?", 1: "SL1", 2: "SL2", 3: "SL3", 4: "SL4", 5: "SL5"}
+
+def _level(security_level: int) -> str:
+    from datamgr.cli.devices import _LEVELS  # datamgr.cli.devices imports this module: import on use
+
+    return _LEVELS.get(security_level, "?")
 
 
 def _client(address: str | None) -> Any:
@@ -41,7 +45,7 @@ def trusted_dict(d: Any) -> dict[str, Any]:
         "device_id": d.device_id,
         "name": d.name,
         "fingerprint": d.fingerprint,
-        "security_level": _LEVELS.get(d.security_level, "?"),
+        "security_level": _level(d.security_level),
         "address": d.address,
         "paired_at": d.paired_at,
     }
@@ -140,7 +144,7 @@ def trusted(address: str | None, as_json: bool) -> None:
         table.add_row(
             d.device_id,
             d.name,
-            _LEVELS.get(d.security_level, "?"),
+            _level(d.security_level),
             d.address or "-",
             _fingerprint(d.fingerprint)[:19] + " ...",
             time.strftime("%Y-%m-%d %H:%M", time.localtime(d.paired_at)),
@@ -193,13 +197,13 @@ def identity(address: str | None, as_json: bool) -> None:
                 "device_id": me.device_id,
                 "fingerprint": me.fingerprint,
                 "name": me.name,
-                "security_level": _LEVELS.get(me.security_level, "?"),
+                "security_level": _level(me.security_level),
                 "peer_port": me.peer_port,
                 "pairing_port": me.pairing_port,
             }
         )
         return
-    click.echo(f"device:      {me.device_id} ({me.name}, {_LEVELS.get(me.security_level, '?')})")
+    click.echo(f"device:      {me.device_id} ({me.name}, {_level(me.security_level)})")
     click.echo(f"certificate: {_fingerprint(me.fingerprint)}")
     click.echo(f"peer port:   {me.peer_port} (mutual TLS), pairing port {me.pairing_port}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -33,6 +34,20 @@ def resolve_token(token: str | None) -> str:
     if not token:
         raise DatamgrError("no app token: pass token=... or set DATAMGR_TOKEN")
     return token
+
+
+def admin_token(token: str | None, token_path: Path | None = None) -> str:
+    """`token` if given, else the admin token read from `token_path` (by default the one in the
+    daemon's data directory)."""
+    if token is not None:
+        return token
+    from datamgr.apps import read_admin_token
+
+    if token_path is None:
+        from datamgr.config import load_settings
+
+        token_path = load_settings().admin_token_path
+    return read_admin_token(token_path)
 
 
 def metadata(token: str) -> tuple[tuple[str, str], ...]:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import grpc
 
-from datamgr.apps import read_admin_token
-from datamgr.client._conn import CHANNEL_OPTIONS, call, default_address, metadata
+from datamgr.client._conn import CHANNEL_OPTIONS, admin_token, call, default_address, metadata
 from datamgr.v1 import admin_pb2 as pb
 from datamgr.v1 import admin_pb2_grpc as pb_grpc
 
@@ -18,15 +17,9 @@ class AdminClient:
     def __init__(
         self, address: str | None = None, token: str | None = None, token_path: Path | None = None
     ) -> None:
-        if token is None:
-            if token_path is None:
-                from datamgr.config import load_settings
-
-                token_path = load_settings().admin_token_path
-            token = read_admin_token(token_path)
         self._channel = grpc.insecure_channel(address or default_address(), options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.AdminServiceStub(self._channel)
-        self._md = metadata(token)
+        self._md = metadata(admin_token(token, token_path))
 
     def add_app(self, bundle: str) -> tuple[pb.App, str]:
         resp = call(self._stub.AddApp, pb.AddAppRequest(bundle=bundle), metadata=self._md)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import grpc
 
-from datamgr.apps import read_admin_token
-from datamgr.client._conn import CHANNEL_OPTIONS, call, default_address, error_from_rpc, metadata
+from datamgr.client._conn import CHANNEL_OPTIONS, admin_token, call, default_address, error_from_rpc, metadata
 from datamgr.v1 import devices_pb2 as pb
 from datamgr.v1 import devices_pb2_grpc as pb_grpc
 
@@ -21,13 +20,7 @@ class DeviceClient:
     def __init__(
         self, address: str | None = None, token: str | None = None, token_path: Path | None = None
     ) -> None:
-        token = token or os.environ.get("DATAMGR_TOKEN")
-        if not token:
-            if token_path is None:
-                from datamgr.config import load_settings
-
-                token_path = load_settings().admin_token_path
-            token = read_admin_token(token_path)
+        token = admin_token(token or os.environ.get("DATAMGR_TOKEN") or None, token_path)
         self._channel = grpc.insecure_channel(address or default_address(), options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.DeviceServiceStub(self._channel)
         self._md = metadata(token)

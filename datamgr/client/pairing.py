@@ -7,8 +7,7 @@ from pathlib import Path
 
 import grpc
 
-from datamgr.apps import read_admin_token
-from datamgr.client._conn import CHANNEL_OPTIONS, call, default_address, error_from_rpc, metadata
+from datamgr.client._conn import CHANNEL_OPTIONS, admin_token, call, default_address, error_from_rpc, metadata
 from datamgr.v1 import pairing_pb2 as pb
 from datamgr.v1 import pairing_pb2_grpc as pb_grpc
 from datamgr.v1 import peer_pb2
@@ -20,15 +19,9 @@ class PairingClient:
     def __init__(
         self, address: str | None = None, token: str | None = None, token_path: Path | None = None
     ) -> None:
-        if token is None:
-            if token_path is None:
-                from datamgr.config import load_settings
-
-                token_path = load_settings().admin_token_path
-            token = read_admin_token(token_path)
         self._channel = grpc.insecure_channel(address or default_address(), options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.PairingServiceStub(self._channel)
-        self._md = metadata(token)
+        self._md = metadata(admin_token(token, token_path))
 
     def open_window(self) -> Iterator[pb.OpenPairingWindowResponse]:
         """Opens a pairing window: yields `opened` (with the code), then `paired` or `closed`.

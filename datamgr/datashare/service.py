@@ -14,9 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
-from datamgr._grpc import bearer_token, rpc
+from datamgr._grpc import authenticate, rpc
 from datamgr.apps import App, AppRegistry
 from datamgr.config import DataShareSettings
 from datamgr.datashare import _wire, policy
@@ -35,7 +33,7 @@ from datamgr.datashare.published import (
 from datamgr.datashare.store import SilentStore, check_columns, check_values
 from datamgr.datashare.tables import HostedTable, ProviderRegistry
 from datamgr.datashare.uri import DataShareUri, check_bundle, parse_proxy_uri, parse_table_uri, parse_uri
-from datamgr.errors import InvalidArgument, NotFound, PermissionDenied, TooLarge, Unauthenticated, Unavailable
+from datamgr.errors import InvalidArgument, NotFound, PermissionDenied, TooLarge, Unavailable
 from datamgr.storage import Database
 from datamgr.v1 import datashare_pb2 as pb
 from datamgr.v1 import datashare_pb2_grpc as pb_grpc
@@ -74,13 +72,6 @@ def _item_to_proto(item: PublishedItem) -> pb.PublishedItem:
     if isinstance(item.data, str):
         return pb.PublishedItem(key=item.key, text=item.data, subscriber_id=item.subscriber_id)
     return pb.PublishedItem(key=item.key, blob=item.data, subscriber_id=item.subscriber_id)
-
-
-def authenticate(apps: AppRegistry, context: grpc.aio.ServicerContext) -> App:
-    token = bearer_token(context)
-    if token is None:
-        raise Unauthenticated("no app token: send metadata 'authorization: Bearer <token>'")
-    return apps.authenticate(token)
 
 
 class DataShareService(pb_grpc.DataShareServiceServicer):

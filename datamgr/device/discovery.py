@@ -164,16 +164,10 @@ class Discovery(RecordUpdateListener):
         self,
         *,
         port: int | None = None,
-        fingerprint: str | None = None,
         capabilities: list[str] | None = None,
     ) -> None:
-        """Changes what we advertise (the peer port once the peer server listens, a new certificate)."""
-        changes: dict[str, object] = {}
-        if fingerprint is not None:
-            changes["fingerprint"] = fingerprint
-        if capabilities is not None:
-            changes["capabilities"] = tuple(capabilities)
-        local = replace(self.local, **changes)  # type: ignore[arg-type]
+        """Changes what we advertise (the peer port once the peer server listens, the capabilities)."""
+        local = self.local if capabilities is None else replace(self.local, capabilities=tuple(capabilities))
         encode_txt(local)
         self.local = local
         if port is not None:

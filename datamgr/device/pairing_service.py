@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from datamgr._grpc import bearer_token, rpc
+from datamgr.client._conn import error_from_rpc
 from datamgr.device.identity import certificate_info
 from datamgr.device.pairing import Initiator, PairingWindow, WindowState, check_code
 from datamgr.device.peer import (
@@ -32,7 +33,6 @@ from datamgr.device.peer import (
 )
 from datamgr.device.trust import TrustedDevice
 from datamgr.errors import (
-    BY_CODE,
     DatamgrError,
     FailedPrecondition,
     InvalidArgument,
@@ -67,8 +67,12 @@ def trusted_message(device: TrustedDevice) -> pb.TrustedDevice:
 
 def _peer_error(exc: grpc.aio.AioRpcError, address: str) -> DatamgrError:
     """A peer's refusal as our error, same code, the message saying which device it came from."""
-    cls = BY_CODE.get(exc.code().name, DatamgrError)
-    return cls(f"the device at {address}: {exc.details() or exc.code().name}")
+    err = error_from_rpc(exc)
+    if address in err.message:
+        return err
+    prefixed = type(err)(f"the device at {address}: {err.message}")
+    prefixed.code = err.code
+    return prefixed
 
 
 async def pair_with(peer: PeerServer, address: str, code: str) -> TrustedDevice:
@@ -164,18 +168,16 @@ async def unpair(peer: PeerServer, device_id: str) -> tuple[TrustedDevice, bool,
 
 
 class PairingService(pb_grpc.PairingServiceServicer):
-    def __init__(self, peer: PeerServer, is_admin: Callable[[str], bool], admin_token_path: str = "") -> None:
+    def __init__(self, peer: PeerServer, check_admin: Callable[[str | None], None]) -> None:
+        """`check_admin` raises Unauthenticated unless the token is the admin token."""
         self._peer = peer
-        self._is_admin = is_admin
-        self._token_hint = admin_token_path or "the data directory's admin.token"
+        self._check_admin = check_admin
 
     def add_to(self, server: Any) -> None:
         pb_grpc.add_PairingServiceServicer_to_server(self, server)
 
     def _check(self, context: Any) -> None:
-        token = bearer_token(context)
-        if not token or not self._is_admin(token):
-            raise Unauthenticated(f"pairing and trust need the admin token from {self._token_hint}")
+        self._check_admin(bearer_token(context))
 
     @rpc
     async def OpenPairingWindow(

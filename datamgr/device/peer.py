@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import inspect
 import logging
 import ssl
@@ -39,10 +38,9 @@ from typing import Any
 
 import grpc
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from datamgr._grpc import rpc
-from datamgr.device.identity import PEER_HOSTNAME, Identity, certificate_info
+from datamgr.device.identity import PEER_HOSTNAME, Identity, certificate_info, fingerprint_of
 from datamgr.device.pairing import PairingDesk
 from datamgr.device.trust import TrustedDevice, TrustStore
 from datamgr.errors import DeadlineExceeded, InvalidArgument, Unauthenticated
@@ -109,8 +107,7 @@ def clean_level(level: int) -> int:
 
 @functools.lru_cache(maxsize=1024)
 def _fingerprint_of_pem(pem: bytes) -> str:
-    cert = x509.load_pem_x509_certificate(pem)
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return fingerprint_of(x509.load_pem_x509_certificate(pem))
 
 
 def client_fingerprint(context: Any) -> str | None:
@@ -315,10 +312,12 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             security_level=clean_level(start.device.security_level),
             address=join_address(host, start.device.peer_port) if host and start.device.peer_port else "",
         )
+        trusted: TrustedDevice | None = None
         try:
-            device = await peer.db.write(peer.trust.add, device)
+            trusted = await peer.db.write(peer.trust.add, device)
         finally:
-            window.complete(device if peer.trust.is_trusted(fingerprint) else None)
+            window.complete(trusted)
+        device = trusted
         log.info("paired with %s (%s), certificate %s", device.name, device.device_id, fingerprint)
         await context.write(pb.PairResponse(done=pb.PairDone(proof=our_proof, device=peer.info())))
 

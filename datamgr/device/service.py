@@ -7,10 +7,12 @@ permission OpenHarmony asks of apps that list devices to sync with.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from datamgr._grpc import bearer_token, rpc
+from datamgr.apps import DISTRIBUTED_DATASYNC
+from datamgr.device.advert import Advert
 from datamgr.device.discovery import Discovery
 from datamgr.device.peer_table import EventKind, Peer
 from datamgr.errors import (
@@ -23,7 +25,6 @@ from datamgr.errors import (
 from datamgr.v1 import devices_pb2 as pb
 from datamgr.v1 import devices_pb2_grpc as pb_grpc
 
-DISTRIBUTED_DATASYNC = "ohos.permission.DISTRIBUTED_DATASYNC"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DeviceService"].full_name
 
 _EVENT_TYPES = {
@@ -31,6 +32,23 @@ _EVENT_TYPES = {
     EventKind.OFFLINE: pb.DEVICE_EVENT_TYPE_OFFLINE,
     EventKind.UPDATED: pb.DEVICE_EVENT_TYPE_UPDATED,
 }
+
+
+def _device_message(
+    a: Advert, addresses: Iterable[str], port: int, online: bool, last_seen: float = 0.0
+) -> pb.Device:
+    return pb.Device(
+        device_id=a.device_id,
+        name=a.name,
+        security_level=a.security_level,  # type: ignore[arg-type]
+        fingerprint=a.fingerprint,
+        capabilities=a.capabilities,
+        addresses=addresses,
+        port=port,
+        protocol_version=a.protocol_version,
+        online=online,
+        last_seen=last_seen,
+    )
 
 
 class DeviceService(pb_grpc.DeviceServiceServicer):
@@ -65,19 +83,8 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
             raise FailedPrecondition("device discovery is off on this device (discovery.enabled = false)")
 
     def _device(self, peer: Peer) -> pb.Device:
-        a = peer.advert
-        return pb.Device(
-            device_id=a.device_id,
-            name=a.name,
-            security_level=a.security_level,  # type: ignore[arg-type]
-            fingerprint=a.fingerprint,
-            capabilities=a.capabilities,
-            addresses=peer.addresses,
-            port=peer.port,
-            protocol_version=a.protocol_version,
-            online=peer.online,
-            last_seen=time.time() - (self._discovery.clock() - peer.last_seen),
-        )
+        last_seen = time.time() - (self._discovery.clock() - peer.last_seen)
+        return _device_message(peer.advert, peer.addresses, peer.port, peer.online, last_seen)
 
     @rpc
     async def GetLocalDevice(
@@ -85,18 +92,7 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
     ) -> pb.GetLocalDeviceResponse:
         self._check(context)
         d = self._discovery
-        a = d.local
-        device = pb.Device(
-            device_id=a.device_id,
-            name=a.name,
-            security_level=a.security_level,  # type: ignore[arg-type]
-            fingerprint=a.fingerprint,
-            capabilities=a.capabilities,
-            addresses=d.addresses,
-            port=d.port,
-            protocol_version=a.protocol_version,
-            online=d.advertising,
-        )
+        device = _device_message(d.local, d.addresses, d.port, d.advertising)
         return pb.GetLocalDeviceResponse(device=device)
 
     @rpc

@@ -7,32 +7,26 @@ one over a size limit (value, batch, query).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-import grpc
-
-from datamgr._grpc import bearer_token
-from datamgr.apps import App, AppRegistry
 from datamgr.datashare._wire import set_value
-from datamgr.errors import InvalidArgument, TooLarge, Unauthenticated
+from datamgr.errors import InvalidArgument, TooLarge
 from datamgr.kv.notify import KvChange
 from datamgr.kv.storage import (
     MAX_BATCH_SIZE,
-    MAX_KEY_LENGTH,
-    MAX_KEY_LENGTH_DEVICE,
+    MAX_DEVICE_ID_LENGTH,
     MAX_VALUE_LENGTH,
+    STORE_NAME_RE,
     StoreInfo,
     StoreKind,
     Value,
     VType,
+    key_limit,
 )
 from datamgr.v1 import kv_pb2 as pb
 from datamgr.v1 import types_pb2
 
 MAX_QUERY_BYTES = 512_000  # OpenHarmony's MAX_QUERY_LENGTH
-MAX_DEVICE_ID_CHARS = 128
-_STORE_NAME = re.compile(r"[A-Za-z0-9_]{1,128}")
 
 KINDS = {
     pb.KV_STORE_TYPE_DEVICE_COLLABORATION: StoreKind.DEVICE_COLLABORATION,
@@ -48,15 +42,8 @@ _VTYPES = {
 }
 
 
-def authenticate(apps: AppRegistry, context: grpc.aio.ServicerContext) -> App:
-    token = bearer_token(context)
-    if token is None:
-        raise Unauthenticated("no app token: send metadata 'authorization: Bearer <token>'")
-    return apps.authenticate(token)
-
-
 def store_name(name: str) -> str:
-    if not _STORE_NAME.fullmatch(name):
+    if not STORE_NAME_RE.fullmatch(name):
         raise InvalidArgument(
             f"invalid store name {name!r}: 1 to 128 letters, digits and underscores (OpenHarmony storeId)"
         )
@@ -85,7 +72,7 @@ def check_key(store: StoreInfo, key: str) -> bytes:
     if not key:
         raise InvalidArgument("a key may not be empty")
     raw = key.encode()
-    limit = MAX_KEY_LENGTH_DEVICE if is_device_store(store) else MAX_KEY_LENGTH
+    limit = key_limit(store.kind)
     if len(raw) > limit:
         where = " in a DEVICE_COLLABORATION store" if is_device_store(store) else ""
         raise InvalidArgument(f"the key is {len(raw)} bytes, over the limit of {limit} bytes{where}")
@@ -122,8 +109,8 @@ def check_writable(local_device: str, device_id: str) -> None:
 
 def read_device(store: StoreInfo, local_device: str, device_id: str) -> str | None:
     """The key space a read looks at: None in a SINGLE_VERSION store, a device id otherwise."""
-    if len(device_id) > MAX_DEVICE_ID_CHARS:
-        raise InvalidArgument(f"device ids are at most {MAX_DEVICE_ID_CHARS} characters")
+    if len(device_id) > MAX_DEVICE_ID_LENGTH:
+        raise InvalidArgument(f"device ids are at most {MAX_DEVICE_ID_LENGTH} characters")
     if not is_device_store(store):
         if device_id and device_id != local_device:
             raise InvalidArgument(
@@ -145,11 +132,12 @@ def entry_pages(rows: list[tuple[str, Any]], page_bytes: int) -> list[pb.GetEntr
     for key, value in rows:
         entry = pb.KvEntry(key=key)
         to_proto(value, entry.value)
-        if pages[-1].entries and size + entry.ByteSize() > page_bytes:
+        entry_size = entry.ByteSize()
+        if pages[-1].entries and size + entry_size > page_bytes:
             pages.append(pb.GetEntriesResponse())
             size = 0
         pages[-1].entries.append(entry)
-        size += entry.ByteSize()
+        size += entry_size
     return pages
 
 
@@ -165,9 +153,10 @@ def notifications(change: KvChange, page_bytes: int) -> list[pb.ChangeNotificati
         for key, value in entries:
             entry = pb.KvEntry(key=key.decode(errors="replace"))
             to_proto(value, entry.value)
-            if size and size + entry.ByteSize() > page_bytes:
+            entry_size = entry.ByteSize()
+            if size and size + entry_size > page_bytes:
                 notes.append(pb.ChangeNotification(device_id=change.device))
                 size = 0
             getattr(notes[-1], field).append(entry)
-            size += entry.ByteSize()
+            size += entry_size
     return notes

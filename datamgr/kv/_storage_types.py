@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from datamgr.errors import InvalidArgument, PermissionDenied, TooLarge
 from datamgr.sync.hlc import check_timestamp
@@ -40,10 +40,14 @@ _PYTYPE |= {VType.DOUBLE: float, VType.BOOL: bool}
 
 @dataclass(frozen=True, slots=True)
 class Value:
-    """A typed value: `Value.of(x)` infers the type; `encode`/`decode` give the stored bytes."""
+    """A typed value: `Value.of(x)` infers the type; `encode`/`decode` give the stored bytes.
+
+    `_raw` memoises the encoded bytes (the ones `decode` read, or the first `encode`); it is not part
+    of equality, hashing or repr."""
 
     vtype: VType
     data: ValueData
+    _raw: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -63,6 +67,13 @@ class Value:
         raise InvalidArgument(f"a value is bytes, str, int, float or bool, not {type(data).__name__}")
 
     def encode(self) -> bytes:
+        raw = self._raw
+        if raw is None:
+            raw = self._encode()
+            object.__setattr__(self, "_raw", raw)
+        return raw
+
+    def _encode(self) -> bytes:
         d = self.data
         match self.vtype:
             case VType.BYTES:
@@ -78,21 +89,26 @@ class Value:
 
     @classmethod
     def decode(cls, vtype: int, raw: bytes) -> Value:
+        raw = bytes(raw)
+        value: Value | None = None
         try:
             match VType(vtype):
                 case VType.BYTES:
-                    return cls(VType.BYTES, bytes(raw))
+                    value = cls(VType.BYTES, raw)
                 case VType.STRING:
-                    return cls(VType.STRING, bytes(raw).decode())
+                    value = cls(VType.STRING, raw.decode())
                 case VType.INT:
-                    return cls(VType.INT, struct.unpack(">q", raw)[0])
+                    value = cls(VType.INT, struct.unpack(">q", raw)[0])
                 case VType.DOUBLE:
-                    return cls(VType.DOUBLE, struct.unpack(">d", raw)[0])
+                    value = cls(VType.DOUBLE, struct.unpack(">d", raw)[0])
                 case VType.BOOL if raw in (b"\x00", b"\x01"):
-                    return cls(VType.BOOL, raw == b"\x01")
+                    value = cls(VType.BOOL, raw == b"\x01")
         except (ValueError, struct.error):
             pass
-        raise InvalidArgument(f"malformed value of type {vtype}: {bytes(raw)[:16]!r}")
+        if value is None:
+            raise InvalidArgument(f"malformed value of type {vtype}: {raw[:16]!r}")
+        object.__setattr__(value, "_raw", raw)
+        return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,18 +53,15 @@ def classify(
     return KvChange(store_id, device, remote, tuple(inserted), tuple(updated), tuple(deleted))
 
 
-def remote_changes(
-    store_id: str, peer: str, changes: Sequence[Any], existed: Collection[bytes] | None = None
-) -> list[KvChange]:
+def remote_changes(store_id: str, peer: str, changes: Sequence[Any]) -> list[KvChange]:
     """A batch sync applied from `peer`, as one change per device key space it touched.
 
     In SINGLE_VERSION stores, which have no per-device key spaces, the device is the change's origin.
-    `existed`: the keys that had a value before, if known (see `classify`)."""
+    What the keys held before is not known, so puts are updates (see `classify`)."""
     by_device: dict[str, list[Any]] = {}
     for change in changes:
         by_device.setdefault(change.device or change.origin or peer, []).append(change)
-    before = None if existed is None else dict.fromkeys(existed, True)
-    out = [classify(store_id, device, True, group, before) for device, group in by_device.items()]
+    out = [classify(store_id, device, True, group, None) for device, group in by_device.items()]
     return [c for c in out if c is not None]
 
 

@@ -12,19 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Protocol
 
 import grpc
 
-from datamgr._grpc import rpc
-from datamgr.apps import App, AppRegistry
+from datamgr._grpc import authenticate, rpc
+from datamgr.apps import DISTRIBUTED_DATASYNC, App, AppRegistry
 from datamgr.config import KvSettings
 from datamgr.errors import InvalidArgument, NotFound, PermissionDenied, TooLarge, Unavailable
 from datamgr.kv import _wire
 from datamgr.kv._checks import (
     KINDS,
-    authenticate,
     check_batch,
     check_key,
     check_query_size,
@@ -40,7 +39,7 @@ from datamgr.kv._checks import (
 )
 from datamgr.kv.notify import KvNotifier, classify, remote_changes
 from datamgr.kv.query import CompiledQuery, compile_query
-from datamgr.kv.storage import MAX_BATCH_SIZE, Change, KvStorage, StoreInfo, Value
+from datamgr.kv.storage import MAX_BATCH_SIZE, MAX_DEVICE_ID_LENGTH, Change, KvStorage, StoreInfo, Value
 from datamgr.kv.transactions import Pending, Transaction, Transactions, overlay
 from datamgr.storage import Database
 from datamgr.sync.engine import SyncCode, SyncMode, SyncStatus
@@ -50,7 +49,6 @@ from datamgr.v1 import types_pb2
 
 log = logging.getLogger("datamgr.kv")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["KvStoreService"].full_name
-DISTRIBUTED_DATASYNC = "ohos.permission.DISTRIBUTED_DATASYNC"  # what OpenHarmony's sync() asks of an app
 _SYNC_MODES = {
     pb.KV_SYNC_MODE_UNSPECIFIED: SyncMode.PUSH_PULL,
     pb.KV_SYNC_MODE_PULL_ONLY: SyncMode.PULL_ONLY,
@@ -126,15 +124,12 @@ class KvService(pb_grpc.KvStoreServiceServicer):
 
     # ---- what the sync engine and the admin service call ----
 
-    def on_remote_changes(
-        self, store_id: str, peer: str, changes: Sequence[Change], existed: Collection[bytes] | None = None
-    ) -> None:
+    def on_remote_changes(self, store_id: str, peer: str, changes: Sequence[Change]) -> None:
         """The sync engine's callback: changes applied from `peer`, after their commit (any thread).
 
-        `existed`, if the engine knows it: the keys that had a value before, so that puts are told
-        apart as inserts and updates (not known: all are updates)."""
+        Which keys had a value before is not known, so every put is told as an update."""
         if changes and self._notifier.watched(store_id):
-            for change in remote_changes(store_id, peer, changes, existed):
+            for change in remote_changes(store_id, peer, changes):
                 self._notifier.publish(change)
 
     def remove_app(self, bundle: str) -> None:
@@ -206,7 +201,6 @@ class KvService(pb_grpc.KvStoreServiceServicer):
         check_writable(self._device_id, request.device_id)
         staged_puts = {check_key(store, k): to_storage(v) for k, v in puts}  # a repeated key: the last
         staged_deletes = list(dict.fromkeys(check_key(store, k) for k in deletes))
-        check_batch(len(staged_puts) + len(staged_deletes))
         if request.transaction_id:
             tx = self._txs.get(app.bundle, store.store_id, request.transaction_id)
             self._txs.stage(tx, list(staged_puts.items()), staged_deletes)
@@ -425,8 +419,8 @@ class KvService(pb_grpc.KvStoreServiceServicer):
         if mode is None:
             raise InvalidArgument(f"unknown sync mode {request.mode}")
         for device in request.device_ids:
-            if not 1 <= len(device) <= 128:
-                raise InvalidArgument(f"invalid device id {device!r}: 1-128 characters")
+            if not 1 <= len(device) <= MAX_DEVICE_ID_LENGTH:
+                raise InvalidArgument(f"invalid device id {device!r}: 1-{MAX_DEVICE_ID_LENGTH} characters")
         if self._sync is None:
             raise Unavailable("sync between devices is not running on this device")
         statuses = await self._sync.sync(store.store_id, list(request.device_ids), mode)

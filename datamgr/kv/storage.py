@@ -27,8 +27,8 @@ Semantics:
   watermark changes nothing; changes at or below it inside a batch are skipped; a batch that would
   leave a gap after the watermark is refused. Timestamps too far ahead are refused (ClockSkew) before
   anything is written.
-- Peer state: `set_acked` only moves forward; `reset_peer` zeroes both watermarks (a rebuilt peer);
-  `note_peer_epoch` is the handshake's atomic "record this epoch, reset if it changed".
+- Peer state: `set_acked` only moves forward; `note_peer_epoch` is the handshake's atomic "record
+  this epoch, reset both watermarks if it changed" (a rebuilt peer).
 - Tombstones stay until `collect_tombstones` finds that every listed peer acked them. A replica not in
   that list that still holds an older value can bring the key back (the usual tombstone-GC trade-off).
 
@@ -57,6 +57,7 @@ from datamgr.kv import _storage_sql as sql
 from datamgr.kv._storage_sql import E, P, S, entries_table, metadata, peers_table, stores_table
 from datamgr.kv._storage_types import (
     MAX_BATCH_SIZE,
+    MAX_DEVICE_ID_LENGTH,
     MAX_KEY_LENGTH,
     MAX_KEY_LENGTH_DEVICE,
     MAX_VALUE_LENGTH,
@@ -77,9 +78,11 @@ from datamgr.sync.security import check_label
 
 __all__ = [
     "MAX_BATCH_SIZE",
+    "MAX_DEVICE_ID_LENGTH",
     "MAX_KEY_LENGTH",
     "MAX_KEY_LENGTH_DEVICE",
     "MAX_VALUE_LENGTH",
+    "STORE_NAME_RE",
     "Change",
     "KvStorage",
     "PeerState",
@@ -88,10 +91,11 @@ __all__ = [
     "VType",
     "Value",
     "ValueData",
+    "key_limit",
     "metadata",
 ]
 
-STORE_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,128}$")
+STORE_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,128}")  # use with fullmatch: `$` would let "abc\n" through
 
 
 class KvStorage:
@@ -111,7 +115,7 @@ class KvStorage:
     def create_store(self, bundle: str, name: str, kind: StoreKind | str, security_level: int) -> StoreInfo:
         """The store, created if missing; the same options again return it, others are refused."""
         check_bundle(bundle)
-        if not isinstance(name, str) or not STORE_NAME_RE.match(name):
+        if not isinstance(name, str) or not STORE_NAME_RE.fullmatch(name):
             raise InvalidArgument(f"invalid store name {name!r}: letters, digits, _; 1-128 characters")
         try:
             kind = StoreKind(kind)
@@ -278,13 +282,6 @@ class KvStorage:
             state = sql.get_peer(conn, store_id, peer)
             if state is None or seq > state.acked_seq:
                 sql.save_peer(conn, store_id, peer, acked_seq=seq)
-
-    def reset_peer(self, store_id: str, peer: str, peer_epoch: str | None = None) -> None:
-        """Forgets both watermarks of `peer` (its store was rebuilt, or it is new: full resync) and
-        records its epoch (None: unknown until its next batch)."""
-        with self.engine.begin() as conn:
-            sql.lock_store(conn, store_id)
-            sql.save_peer(conn, store_id, peer, peer_epoch=peer_epoch, received_seq=0, acked_seq=0)
 
     def note_peer_epoch(self, store_id: str, peer: str, peer_epoch: str) -> tuple[PeerState, bool]:
         """Records the epoch a handshake showed for `peer`, in one transaction; a different epoch

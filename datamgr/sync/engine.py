@@ -287,11 +287,11 @@ class SyncEngine:
 
     def _on_push(self, sender: str, b: PushBatch) -> tuple[list[Change], int]:
         self._current(b.store_id, b.peer_epoch)
-        self._session_with(b.store_id, sender, b.epoch)
+        state = self._session_with(b.store_id, sender, b.epoch)
         applied = self._apply(b.store_id, sender, b.epoch, b.changes, b.last_seq, b.since_seq)
-        state = self.storage.peer_state(b.store_id, sender)
-        assert state is not None  # apply_remote saved it
-        return applied, state.received_seq
+        # apply_remote either refused (raised), ignored a replay (received_seq unchanged and already
+        # >= last_seq) or saved received_seq = last_seq (> the old one): the max of the two either way.
+        return applied, max(state.received_seq, b.last_seq)
 
     def _on_pull(self, sender: str, r: PullRequest) -> StoreInfo:
         info = self._current(r.store_id, r.peer_epoch)

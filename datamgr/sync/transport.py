@@ -4,7 +4,7 @@ The servicer takes the sender from the connection's certificate (`calling_device
 proto to the engine's message, and answers with `SyncEngine.handle`; a DatamgrError becomes its status
 through `datamgr._grpc`'s table. `GrpcPeerLink` is the initiator's `PeerLink`: one pinned channel to a
 trusted peer, a deadline per request, and a failed call turned back into the responder's DatamgrError
-(`BY_CODE`), so the engine sees the same errors as over the simulated network.
+(`datamgr.client._conn.acall`), so the engine sees the same errors as over the simulated network.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from typing import Any
 import grpc
 
 from datamgr._grpc import rpc
+from datamgr.client._conn import acall
 from datamgr.device.identity import Identity
 from datamgr.device.peer import calling_device, join_address, peer_channel
 from datamgr.device.peer_table import Peer
 from datamgr.device.trust import TrustStore
-from datamgr.errors import BY_CODE, DatamgrError, InvalidArgument, NotFound, Unauthenticated, Unavailable
+from datamgr.errors import InvalidArgument, NotFound, Unauthenticated, Unavailable
 from datamgr.kv.storage import Change, StoreKind, Value
 from datamgr.sync.engine import SyncEngine
 from datamgr.sync.messages import (
@@ -39,7 +40,6 @@ from datamgr.sync.v1 import sync_pb2 as pb
 from datamgr.sync.v1 import sync_pb2_grpc as pb_grpc
 
 log = logging.getLogger("datamgr.sync")
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SyncService"].full_name
 
 _KINDS = {
     StoreKind.DEVICE_COLLABORATION: pb.STORE_KIND_DEVICE_COLLABORATION,
@@ -196,13 +196,7 @@ class GrpcPeerLink:
             if isinstance(msg, PushBatch)
             else self._stub.Pull
         )
-        try:
-            reply = await method(request_to_proto(msg), timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            name = exc.code().name
-            err = BY_CODE.get(name, DatamgrError)(exc.details() or name)
-            err.code = name
-            raise err from None
+        reply = await acall(method, request_to_proto(msg), timeout=self._timeout)
         return reply_from_proto(msg, reply)
 
     async def close(self) -> None:

@@ -41,7 +41,6 @@ def test_remote_changes_group_by_key_space() -> None:
     ]
     single = [Change("a/s", "", b"k", v, 1, "p3", 1)]  # SINGLE_VERSION: the origin names the device
     assert [c.device for c in remote_changes("a/s", "p1", single)] == ["p3"]
-    assert remote_changes("a/s", "p1", single, existed=())[0].inserted == ((b"k", v),)
 
 
 def test_remote_changes_reach_remote_and_all_subscribers(tmp_path: Path) -> None:

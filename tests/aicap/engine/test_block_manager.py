@@ -124,10 +124,11 @@ class BlockManagerMachine(RuleBasedStateMachine):
     """Random mixes of allocate, append, cache, fork and free keep every invariant and leak nothing."""
 
     seqs = Bundle("seqs")
+    max_cached_blocks: int | None = None
 
     def __init__(self) -> None:
         super().__init__()
-        self.bm = BlockManager(num_blocks=12, block_size=3, max_cached_blocks=4)
+        self.bm = BlockManager(num_blocks=12, block_size=3, max_cached_blocks=self.max_cached_blocks)
         self.next_id = 0
 
     @rule(
@@ -178,5 +179,12 @@ class BlockManagerMachine(RuleBasedStateMachine):
         self.bm.check_invariants()
 
 
+class CappedBlockManagerMachine(BlockManagerMachine):
+    max_cached_blocks = 4
+
+
+_machine_settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
 TestBlockManagerMachine = BlockManagerMachine.TestCase
-TestBlockManagerMachine.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+TestBlockManagerMachine.settings = _machine_settings
+TestCappedBlockManagerMachine = CappedBlockManagerMachine.TestCase
+TestCappedBlockManagerMachine.settings = _machine_settings
