@@ -18,7 +18,8 @@ A refused handshake reaches a gRPC client as UNAVAILABLE ("Socket closed"), like
 DEADLINE_EXCEEDED with wait_for_ready). The channels of `open_peer_channel` tell these apart: when a
 call fails so, they open one TLS connection themselves, and if the peer ends it right after the
 handshake (a gRPC server that accepts a connection always sends its HTTP/2 settings first) or presents
-another certificate than the pinned one, the error becomes UNAUTHENTICATED. Unary and
+another certificate than the pinned one, the error becomes UNAUTHENTICATED. So does the INTERNAL that
+gRPC Python reports when a refused stream was still sending (its status is lost in that race). Unary and
 server/bidi-streaming calls get this mapping; client-streaming calls do not (`peer_refusal` gives the
 same verdict by hand).
 """
@@ -401,10 +402,21 @@ async def peer_refusal(address: str, identity: Identity, peer_cert_pem: bytes) -
 _MAYBE_REFUSED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
+# gRPC Python's client fails a stream with this INTERNAL when the server ends the call (refusing it,
+# say) while a request message is still being sent: the server's own status is lost.
+_SEND_RACE = 'Failed "execute_batch"'
+
+
+def _maybe_refused(exc: grpc.aio.AioRpcError) -> bool:
+    if exc.code() in _MAYBE_REFUSED:
+        return True
+    return exc.code() == grpc.StatusCode.INTERNAL and _SEND_RACE in (exc.debug_error_string() or "")
+
+
 async def _mapped(
     exc: grpc.aio.AioRpcError, refusal: Callable[[], Awaitable[str | None]]
 ) -> grpc.aio.AioRpcError:
-    if exc.code() not in _MAYBE_REFUSED:
+    if not _maybe_refused(exc):
         return exc
     reason = await refusal()
     if reason is None:
