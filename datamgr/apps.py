@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from datamgr.datashare.uri import check_bundle
 from datamgr.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
+from datamgr.kv.storage import SYSTEM_BUNDLE_PREFIX
 
 DISTRIBUTED_DATASYNC = "ohos.permission.DISTRIBUTED_DATASYNC"  # what OpenHarmony's sync() asks of an app
 
@@ -105,6 +106,8 @@ class AppRegistry:
 
     def add(self, bundle: str) -> tuple[App, str]:
         check_bundle(bundle)
+        if bundle.startswith(SYSTEM_BUNDLE_PREFIX):
+            raise InvalidArgument(f"bundle names under {SYSTEM_BUNDLE_PREFIX} belong to the daemon itself")
         if bundle in self._hash_of:
             raise AlreadyExists(f"app {bundle} is already registered; remove it first to issue a new token")
         token = "dmapp_" + secrets.token_urlsafe(32)

@@ -29,6 +29,13 @@ Semantics:
   anything is written.
 - Peer state: `set_acked` only moves forward; `note_peer_epoch` is the handshake's atomic "record
   this epoch, reset both watermarks if it changed" (a rebuilt peer).
+- Mirrors: a daemon subsystem (DataShare distributed tables, UDMF CROSS_DEVICE records) keeps its
+  replicated state in KV stores of its own system bundle (`SYSTEM_BUNDLE_PREFIX`, which no app may
+  take). It writes them inside its own transactions with `write_in`, and `add_mirror(bundle, mirror)`
+  makes `apply_remote` hand every batch that took effect in that bundle's stores to
+  `mirror.apply(conn, info, changes)` inside the same transaction (so its own tables move with the
+  watermark, or not at all) and to `mirror.committed(info, peer, changes)` after the commit. `apply`
+  must not raise for data it cannot use (it would stop the peer's sync for good): it skips it.
 - Tombstones stay until `collect_tombstones` finds that every listed peer acked them. A replica not in
   that list that still holds an older value can bring the key back (the usual tombstone-GC trade-off).
 
@@ -48,6 +55,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import sqlalchemy as sa
 
@@ -83,8 +91,10 @@ __all__ = [
     "MAX_KEY_LENGTH_DEVICE",
     "MAX_VALUE_LENGTH",
     "STORE_NAME_RE",
+    "SYSTEM_BUNDLE_PREFIX",
     "Change",
     "KvStorage",
+    "Mirror",
     "PeerState",
     "StoreInfo",
     "StoreKind",
@@ -96,6 +106,18 @@ __all__ = [
 ]
 
 STORE_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,128}")  # use with fullmatch: `$` would let "abc\n" through
+# The bundles of the daemon's own replicated stores; app registration refuses names under it.
+SYSTEM_BUNDLE_PREFIX = "ohos.distributeddata."
+
+
+class Mirror(Protocol):
+    """A subsystem whose state rides the KV stores of one system bundle (see the module docstring)."""
+
+    def apply(self, conn: sa.Connection, info: StoreInfo, changes: list[Change]) -> None:
+        """Peer changes that took effect in `info`'s store, inside the transaction that applies them."""
+
+    def committed(self, info: StoreInfo, peer: str, changes: list[Change]) -> None:
+        """The same changes, after the commit (on the writer thread)."""
 
 
 class KvStorage:
@@ -106,6 +128,7 @@ class KvStorage:
         if not device_id:
             raise InvalidArgument("a device id is required")
         self.engine, self.device_id, self.clock = engine, device_id, clock
+        self._mirrors: dict[str, Mirror] = {}
         metadata.create_all(engine)
         with engine.connect() as conn:
             clock.observe(conn.execute(sa.select(sa.func.coalesce(sa.func.max(S.max_hlc), 0))).scalar_one())
@@ -172,18 +195,35 @@ class KvStorage:
         if len(puts) + len(deletes) > MAX_BATCH_SIZE:
             raise TooLarge(f"{len(puts) + len(deletes)} entries in one write; at most {MAX_BATCH_SIZE}")
         with self.engine.begin() as conn:
-            info, last_seq = sql.lock_store(conn, store_id)
-            limit = key_limit(info.kind)
-            keys = [check_key(k, limit) for k, _ in puts] + [check_key(k, limit) for k in deletes]
-            if len(set(keys)) != len(keys):
-                raise InvalidArgument("a key appears twice in one write; collapse it to one operation")
-            for _, value in puts:
-                check_value(value)
-            device = self.device_id if info.kind is StoreKind.DEVICE_COLLABORATION else ""
-            live = sql.live_keys(conn, store_id, device, deletes)
-            ops = [*puts, *((k, None) for k in deletes if k in live)]
-            rows: list[sql.Row] = [(device, k, v, self.clock.now(), self.device_id) for k, v in ops]
-            return sql.put_rows(conn, store_id, last_seq, rows, self.clock.last)
+            return self.write_in(conn, store_id, puts, deletes)
+
+    def write_in(
+        self,
+        conn: sa.Connection,
+        store_id: str,
+        puts: Sequence[tuple[bytes, Value]],
+        deletes: Sequence[bytes] = (),
+    ) -> list[Change]:
+        """`write` inside the caller's transaction `conn`, with no limit on the number of entries
+        (for the daemon's mirrors, whose writes move with their own tables)."""
+        info, last_seq = sql.lock_store(conn, store_id)
+        limit = key_limit(info.kind)
+        keys = [check_key(k, limit) for k, _ in puts] + [check_key(k, limit) for k in deletes]
+        if len(set(keys)) != len(keys):
+            raise InvalidArgument("a key appears twice in one write; collapse it to one operation")
+        for _, value in puts:
+            check_value(value)
+        device = self.device_id if info.kind is StoreKind.DEVICE_COLLABORATION else ""
+        live = sql.live_keys(conn, store_id, device, deletes)
+        ops = [*puts, *((k, None) for k in deletes if k in live)]
+        rows: list[sql.Row] = [(device, k, v, self.clock.now(), self.device_id) for k, v in ops]
+        return sql.put_rows(conn, store_id, last_seq, rows, self.clock.last)
+
+    def add_mirror(self, bundle: str, mirror: Mirror) -> None:
+        """Peer changes to the stores of system bundle `bundle` also go to `mirror` (module docstring)."""
+        if not bundle.startswith(SYSTEM_BUNDLE_PREFIX):
+            raise InvalidArgument(f"a mirror's bundle starts with {SYSTEM_BUNDLE_PREFIX}, not {bundle!r}")
+        self._mirrors[bundle] = mirror
 
     def get(self, store_id: str, key: bytes, device: str | None = None) -> Value | None:
         """The live value of `key` (None if missing or deleted), in `device`'s key space (see scan)."""
@@ -266,7 +306,12 @@ class KvStorage:
             applied = sql.put_rows(
                 conn, store_id, last_seq, self._winners(conn, store_id, fresh), self.clock.last
             )
+            mirror = self._mirrors.get(info.bundle)
+            if mirror is not None and applied:
+                mirror.apply(conn, info, applied)
             sql.save_peer(conn, store_id, peer, peer_epoch=peer_epoch, received_seq=last_peer_seq)
+        if mirror is not None and applied:
+            mirror.committed(info, peer, applied)
         return applied
 
     def peer_state(self, store_id: str, peer: str) -> PeerState | None:

@@ -126,6 +126,15 @@ def test_unknown_token_is_unauthenticated(daemon: Daemon) -> None:
         assert error(h.query, PEOPLE_URI).code == "UNAUTHENTICATED"
 
 
+def test_the_daemons_own_bundle_names_cannot_be_registered(daemon: Daemon) -> None:
+    """Its replicated system stores live under them: an app of that name could read them."""
+    with daemon.admin() as admin:
+        with pytest.raises(DatamgrError) as info:
+            admin.add_app("ohos.distributeddata.udmf")
+        assert info.value.code == "INVALID_ARGUMENT" and "belong to the daemon" in info.value.message
+        assert "ohos.distributeddata.udmf" not in [a.bundle for a in admin.list_apps()]
+
+
 # ---- named permissions ----
 
 
