@@ -29,16 +29,19 @@ from harness import Daemon  # noqa: E402
 from test_pairing import _owner, _pair  # noqa: E402
 
 from datamgr.client.kv import KvStoreClient, KvStoreType, SecurityLevel, SyncMode  # noqa: E402
+from datamgr.config import SyncSettings  # noqa: E402
 from datamgr.storage import create_engine  # noqa: E402
 
 BUNDLE = "com.bench.sync"
 STORE = "bench"
 BATCH = 1000  # the daemons' sync.batch_size (the default)
+WINDOW = SyncSettings().push_window  # batches in flight (the default)
 ENV = {
     "DATAMGR_AI__ENABLED": "false",
     "DATAMGR_DISCOVERY__ENABLED": "false",
     "DATAMGR_SYNC__AUTO": "false",
     "DATAMGR_SYNC__BATCH_SIZE": str(BATCH),
+    "DATAMGR_SYNC__PUSH_WINDOW": str(WINDOW),
 }
 
 
@@ -146,6 +149,7 @@ def main() -> None:
 
     print(f"machine: {machine()}")
     print(f"seeding A through the SDK (put_batch of 128): {n:,} in {seed_s:.2f} s ({n / seed_s:,.0f}/s)")
+    print(f"sync batches of {BATCH:,} changes, {WINDOW} in flight")
     print(f"{'':34} {'sync A→B':>14} {'local Core':>14} {'ratio':>8}")
     for name, count, sync_s, local_s in (
         (f"initial, {n:,} entries", n, initial_s, insert_s),

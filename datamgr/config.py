@@ -167,6 +167,13 @@ class UdmfSettings(BaseModel):
     max_extras_bytes: int = Field(
         1024 * 1024, ge=0, le=64 * 1024 * 1024, description="Serialized bytes of properties.extras."
     )
+    sync_inline_bytes: int = Field(
+        1024 * 1024,
+        ge=0,
+        le=3 * 1024 * 1024,
+        description="CROSS_DEVICE DATA_HUB data up to this size syncs to paired devices with its "
+        "descriptor; larger data (and all drag data) is fetched from its device when read.",
+    )
 
 
 class KvSettings(BaseModel):
@@ -289,6 +296,20 @@ class SyncSettings(BaseModel):
         ge=4096,
         le=32 * 1024 * 1024,
         description="Bytes per batch, sent and accepted (a single larger change still goes alone).",
+    )
+    push_window: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="Push batches in flight to a peer at once: the next travels while the peer "
+        "applies one (1: each waits for the previous ack).",
+    )
+    tombstone_gc_interval_s: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        description="Seconds between collections of the tombstones (deletes) every paired device "
+        "acked (0: never).",
     )
     max_skew_ms: int = Field(
         60_000,

@@ -1,23 +1,23 @@
 """The DatamgrService daemon: the composition root that builds every part and serves them over gRPC.
 
-`serve(settings)` takes the data directory's lock, opens the database, starts the gRPC server on the
-Unix socket (and TCP if configured) with health checking and reflection, and runs until SIGTERM or
-SIGINT; then health goes NOT_SERVING, subscriptions end, in-flight calls get `shutdown_grace_s` to
-finish and queued writes commit before the database closes.
+`run(settings, stop, identity, discovery)`, called by `datamgr.launch.serve` once it holds the data
+directory's lock and discovery is probing, opens the database, starts the gRPC server on the Unix
+socket (and TCP if configured) with health checking and reflection, and runs until SIGTERM or SIGINT;
+then health goes NOT_SERVING, subscriptions end, in-flight calls get `shutdown_grace_s` to finish and
+queued writes commit before the database closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,28 +28,31 @@ from datamgr.admin import AdminService
 from datamgr.apps import AdminCredential, AppRegistry
 from datamgr.config import AiSettings, Settings, UdmfSettings
 from datamgr.datashare.changes import Change, Feed
+from datamgr.datashare.distributed import DistributedTables
 from datamgr.datashare.extension import ExtensionRouter
 from datamgr.datashare.published import PublishedBatch, PublishedStore
 from datamgr.datashare.service import DataShareService
 from datamgr.datashare.tables import ProviderRegistry
-from datamgr.device.advert import Advert
-from datamgr.device.discovery import Discovery, DiscoveryConfig
-from datamgr.device.identity import Identity, load_identity
+from datamgr.device.discovery import Discovery
+from datamgr.device.identity import Identity
 from datamgr.device.pairing_service import SERVICE_NAME as PAIRING_SERVICE
 from datamgr.device.pairing_service import PairingService
 from datamgr.device.peer import PeerConfig, PeerServer
 from datamgr.device.service import SERVICE_NAME as DEVICE_SERVICE
 from datamgr.device.service import DeviceService
 from datamgr.device.trust import TrustStore
-from datamgr.errors import DaemonLocked, Unauthenticated
+from datamgr.errors import Unauthenticated
 from datamgr.kv.service import SERVICE_NAME as KV_SERVICE
 from datamgr.kv.service import KvService
 from datamgr.kv.storage import KvStorage
 from datamgr.storage import Database, create_engine
 from datamgr.sync.engine import SyncEngine, SyncOptions
+from datamgr.sync.gc import TombstoneCollector
 from datamgr.sync.hlc import HLC
 from datamgr.sync.scheduler import AutoSync, SyncScheduler
 from datamgr.sync.transport import PeerLinks, SyncServicer
+from datamgr.sync.udmf_bridge import UdmfBridge, UdmfSyncConfig
+from datamgr.sync.udmf_peer import PeerFetcher, UdmfPeerServicer
 from datamgr.v1 import admin_pb2, admin_pb2_grpc, datashare_pb2, datashare_pb2_grpc
 from udmf.config import UdmfConfig
 from udmf.service import SERVICE_NAME as UDMF_SERVICE
@@ -65,38 +68,6 @@ SERVICES = (
     PAIRING_SERVICE,
 )
 AI_SERVICE = aicap_pb2.DESCRIPTOR.services_by_name["AiService"].full_name
-
-
-class DirectoryLock:
-    """An exclusive lock on the data directory, so that two daemons never share one database."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file: IO[str] | None = None
-
-    def acquire(self) -> None:
-        f = open(self.path, "a+")  # noqa: SIM115 - held for the daemon's lifetime
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            pid = f.read().strip() or "unknown"
-            f.close()
-            raise DaemonLocked(
-                f"another datamgr daemon (pid {pid}) is already using {self.path.parent}; "
-                "stop it first or choose another data directory (DATAMGR_DATA_DIR)"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        self._file = f
-
-    def release(self) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
 
 
 class HealthServicer(health.aio.HealthServicer):
@@ -232,13 +203,6 @@ async def _ai_serving(ai: Any, health_servicer: HealthServicer) -> None:
     await health_servicer.set(AI_SERVICE, health_pb2.HealthCheckResponse.SERVING)
 
 
-def _discovery(settings: Settings, device_id: str, fingerprint: str) -> Discovery:
-    """Discovery for this device, which advertises its id and certificate fingerprint."""
-    d = settings.discovery
-    local = Advert(device_id, d.device_name, d.security_level, fingerprint)
-    return Discovery(DiscoveryConfig(tuple(d.interfaces), d.offline_after_s, d.max_peers), local)
-
-
 def _capabilities(settings: Settings, ai: Any) -> list[str]:
     """What this device advertises it serves: one `ai=<model>` per AI model."""
     capabilities = ["datashare", "udmf"]
@@ -246,15 +210,6 @@ def _capabilities(settings: Settings, ai: Any) -> list[str]:
         models = [settings.ai.default_model, *(m.name for m in settings.ai.models)]
         capabilities += [f"ai={m}" for m in dict.fromkeys(models)]
     return capabilities
-
-
-async def _start_discovery(discovery: Discovery) -> None:
-    """Starts browsing and probing; a failure (no usable interface) leaves the daemon serving."""
-    try:
-        await discovery.async_start()
-    except OSError as exc:
-        log.error("device discovery disabled: %s (check discovery.interfaces)", exc)
-        await discovery.async_close()
 
 
 def _sync(
@@ -270,37 +225,43 @@ def _sync(
     """The sync engine on the daemon's KV storage, reaching trusted peers where discovery sees them."""
     s = settings.sync
     links = PeerLinks(identity, trust, discovery.table.get, lambda: discovery.running, s.request_timeout_s)
-    options = SyncOptions(s.batch_size, s.batch_bytes)
+    options = SyncOptions(s.batch_size, s.batch_bytes, s.push_window)
     engine = SyncEngine(storage, db, links.link, links.level, options, kv.on_remote_changes)
     auto = AutoSync(s.auto, s.coalesce_ms / 1000)
     return SyncScheduler(engine, storage, db, trust, links, auto, loop)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", force=True)
+async def _start_udmf_sync(
+    settings: Settings,
+    identity: Identity,
+    trust: TrustStore,
+    discovery: Discovery,
+    storage: KvStorage,
+    udmf: UdmfService,
+    db: Database,
+    sync: SyncScheduler,
+    peer: PeerServer,
+) -> UdmfBridge:
+    """UDMF's CROSS_DEVICE data on the sync engine (descriptors in a system KV store) and its reads from
+    the device holding it (UdmfPeerService on the peer port)."""
+    timeout = settings.sync.request_timeout_s
+    links = PeerLinks(identity, trust, discovery.table.get, lambda: discovery.running, timeout)
+    fetcher = PeerFetcher(identity, trust, links.address)
+    bridge = UdmfBridge(UdmfSyncConfig(settings.udmf.sync_inline_bytes), storage, udmf, db, fetcher)
+    await bridge.start(sync.written)
+    UdmfPeerServicer(udmf, trust, identity.device_id).add_to(peer.server)
+    return bridge
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Runs the daemon until `stop` is set or SIGTERM/SIGINT arrives."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    lock = DirectoryLock(settings.lock_path)
-    lock.acquire()
-    try:
-        await _serve_locked(settings, stop or asyncio.Event())
-    finally:
-        lock.release()
-
-
-async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noqa: PLR0915 - the composition root
+async def run(  # noqa: PLR0915 - the composition root
+    settings: Settings, stop: asyncio.Event, identity: Identity, discovery: Discovery
+) -> None:
+    """Serves until `stop` is set or SIGTERM/SIGINT arrives; `discovery` is started unless it is off."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     engine = create_engine(settings.db_url, settings.sqlite_synchronous)
     db = Database(engine, settings.read_threads)
-    identity = load_identity(settings.data_dir)  # made at first start, before any server listens
-    discovery = _discovery(settings, identity.device_id, identity.fingerprint)
-    if settings.discovery.enabled:
-        await _start_discovery(discovery)  # browsing, and probing that our name is free, as we start
     trust = TrustStore(engine)
     admin = AdminCredential(settings.admin_token_path)
     apps = AppRegistry(engine)
@@ -312,9 +273,10 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
     published = PublishedStore(engine, published_feed)
     kv_storage = KvStorage(engine, identity.device_id, HLC(max_skew_ms=settings.sync.max_skew_ms))
     kv = KvService(settings.kv, db, apps, kv_storage, loop)
+    distributed = DistributedTables(kv_storage, providers, feed)  # DataShare tables that sync
 
     def on_remove(bundle: str) -> None:
-        providers.remove(bundle)
+        distributed.remove(bundle)  # the app's tables and their mirror stores
         published.remove(bundle)
         kv.remove_app(bundle)
 
@@ -326,7 +288,8 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
         AdminService(db, apps, admin, on_remove=on_remove), server
     )
     datashare_pb2_grpc.add_DataShareServiceServicer_to_server(
-        DataShareService(ds, db, apps, providers, feed, extensions, published, published_feed), server
+        DataShareService(ds, db, apps, providers, feed, extensions, published, published_feed, distributed),
+        server,
     )
     udmf = await _start_udmf(settings.udmf, settings.data_dir, apps, admin, db)
     udmf.add_to(server)
@@ -349,8 +312,10 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
         db,
     )
     sync = _sync(settings, identity, trust, discovery, kv_storage, db, kv, loop)
+    distributed.set_sync(sync)
     SyncServicer(sync.engine, trust).add_to(peer.server)
     kv.set_sync(sync)
+    udmf_sync = await _start_udmf_sync(settings, identity, trust, discovery, kv_storage, udmf, db, sync, peer)
     PairingService(peer, admin.check).add_to(server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -371,6 +336,8 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
     await discovery.async_update(port=peer.port, capabilities=_capabilities(settings, ai))
     discovery.async_advertise()  # the servers listen: announced as soon as probing is done
     catch_up = asyncio.ensure_future(sync.watch(discovery.events)) if discovery.running else None
+    tombstones = TombstoneCollector(kv_storage, db, trust, settings.sync.tombstone_gc_interval_s)
+    tombstones.start()
     endpoint = {"pid": os.getpid(), "socket": str(socket_path), "tcp_port": tcp_port}
     endpoint |= {"peer_port": peer.port, "pairing_port": peer.pairing_port}
     (settings.data_dir / "daemon.json").write_text(json.dumps(endpoint))
@@ -391,7 +358,9 @@ async def _serve_locked(settings: Settings, stop: asyncio.Event) -> None:  # noq
     await discovery.async_close()  # goodbyes: peers see this device offline at once
     if catch_up is not None:
         catch_up.cancel()
+    await tombstones.close()
     await sync.close()  # automatic syncs stop (they resume from the last ack next time)
+    await udmf_sync.close()  # channels to peers for UDMF reads close
     await peer.stop(settings.shutdown_grace_s)  # peer calls end, an open pairing window closes
     feed.close()
     published_feed.close()

@@ -89,6 +89,7 @@ def header(row: DataRow) -> pb.DataHeader:
         intention=INTENTION_TO_PB[row.intention],
         writer=row.writer,
         summary=summary(row),
+        device=row.origin,
     )
 
 

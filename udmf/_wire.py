@@ -278,6 +278,7 @@ class Assembler:
                 intention_from_proto(header.intention),
                 header.writer,
                 summary_from_proto(header.summary),
+                header.device,
             )
         self._data, self._record_count = data, header.record_count
 

@@ -12,6 +12,10 @@ The rules (`udmf_service_impl.cpp`, `reference/openharmony.md` §2.2-2.4):
 * A grant may say "keep" (OpenHarmony's readAndKeep): that app's read does not consume the data.
 * IN_APP data never reaches another app, whatever grant it holds.
 * Grants come from the system role: the admin token or an app holding MANAGE_UDMF_ACCESS.
+* CROSS_DEVICE data synced from another device (`origin`, its device id) is read here by the same
+  rules and the grants given here, but it is read-only: only its device updates or deletes it. That
+  device serves it to a paired device's reader (`may_serve_peer`) and consumes it there as a local
+  read would (`consumed_by_peer`); the paired device's daemon vouches for the grant.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class Runtime:
     visibility: Visibility = Visibility.ALL
     share_options: ShareOptions = ShareOptions.CROSS_APP
     grants: Mapping[str, bool] = field(default_factory=dict)  # bundle -> keep after reading
+    origin: str = ""  # the device holding the data (CROSS_DEVICE data synced here); "" this one
 
 
 def _visible(rt: Runtime, caller: str) -> bool:
@@ -60,13 +65,13 @@ def may_query(rt: Runtime, caller: str) -> bool:
 
 
 def may_update(rt: Runtime, caller: str) -> bool:
-    """Whether `caller` may replace the data: DATA_HUB data, by its writer."""
-    return rt.intention is Intention.DATA_HUB and caller == rt.writer
+    """Whether `caller` may replace the data: DATA_HUB data of this device, by its writer."""
+    return rt.intention is Intention.DATA_HUB and caller == rt.writer and not rt.origin
 
 
 def may_delete(rt: Runtime, caller: str) -> bool:
     """Whether a DeleteData of `caller` deletes the data (others' data is skipped, not refused)."""
-    return rt.intention is Intention.DATA_HUB and caller == rt.writer
+    return rt.intention is Intention.DATA_HUB and caller == rt.writer and not rt.origin
 
 
 def may_read_by_key(rt: Runtime, caller: str) -> bool:
@@ -88,6 +93,20 @@ def may_read_summary(rt: Runtime, caller: str) -> bool:
 def consumed_after_read(rt: Runtime, caller: str) -> bool:
     """Whether a whole read by `caller` deletes the data: every channel but DATA_HUB, unless kept."""
     return rt.intention is not Intention.DATA_HUB and not rt.grants.get(caller, False)
+
+
+def may_serve_peer(rt: Runtime, reader: str) -> bool:
+    """Whether this device hands its data to app `reader` of a paired device that asks for it: its
+    own CROSS_DEVICE data; DATA_HUB data only if the reader may see it, the other channels' because
+    the system role there granted the reader."""
+    if rt.origin or rt.share_options is not ShareOptions.CROSS_DEVICE:
+        return False
+    return rt.intention is not Intention.DATA_HUB or may_query(rt, reader)
+
+
+def consumed_by_peer(rt: Runtime, keep: bool) -> bool:
+    """Whether a paired device's whole read consumes the data: as a local read, `keep` being its grant."""
+    return rt.intention is not Intention.DATA_HUB and not keep
 
 
 def may_grant(is_admin: bool, permissions: Collection[str]) -> bool:

@@ -166,12 +166,14 @@ class Summary:
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
-    """What the daemon knows of data it returns: its key, channel, writing bundle and summary."""
+    """What the daemon knows of data it returns: its key, channel, writing bundle and summary; for
+    CROSS_DEVICE data a paired device holds, that device's id (`device`, "" for this device's data)."""
 
     key: str
     intention: Intention | None
     writer: str
     summary: Summary
+    device: str = ""
 
 
 _registry: UtdRegistry | None = None

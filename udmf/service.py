@@ -5,7 +5,13 @@ bundle and permissions, or None), `is_admin` (the device owner's token), the dat
 database's `write`/`read` runners. Writes are read part by part into rows and blob files
 (`udmf._ingest`) and committed in one transaction; reads stream from the store (`udmf._reads`).
 Data that a read consumes is deleted only after its last part was sent; a cancelled read consumes
+nothing; consuming reads of one key take turns (`udmf._once`), so the first wins and the next finds
 nothing. Expired data is swept at start and every `sweep_interval_s`.
+
+With `replicate` (`udmf.replica`), CROSS_DEVICE data reaches paired devices: their data shows here as
+remote rows, read by the same rules; a remote row's data comes from its device when it is not copied
+here, and always when the read consumes it (that device consumes it, once). `serve_peer` is this
+device's side of such a read.
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ from udmf._catalog import TypeCatalog
 from udmf._fastwire import serialize_read
 from udmf._ingest import Ingested, ingest
 from udmf._lazy_drags import LazyDrags
+from udmf._once import KeyLocks
 from udmf._reads import stream_data
 from udmf._status import bearer_token, rpc
 from udmf.config import MANAGE_UDMF_ACCESS, UdmfConfig
-from udmf.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from udmf.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unavailable
 from udmf.keys import Intention, Key, check_bundle, new_key, parse_key
+from udmf.replica import Replication
 from udmf.store import DataRow, UdmfStore
 from udmf.v1 import udmf_pb2 as pb
 from udmf.v1 import udmf_pb2_grpc as pb_grpc
@@ -88,6 +96,13 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
         self.types = TypeCatalog(self.store, write)
         self.lazy = LazyDrags(config.lazy_load_timeout_s, self._fill_lazy)
         self._sweeper: asyncio.Task[None] | None = None
+        self._once = KeyLocks()
+        self._replication: Replication | None = None
+
+    def replicate(self, replication: Replication) -> None:
+        """From now on CROSS_DEVICE data goes to paired devices and theirs is read here (`udmf.replica`)."""
+        self._replication = replication
+        self.store.replication = replication
 
     def add_to(self, server: grpc.aio.Server) -> None:
         """Registers every RPC of the proto; ReadResponse streams take pre-encoded chunks (_fastwire)."""
@@ -227,6 +242,10 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
         rt = old.runtime()
         if not access.may_query(rt, bundle):
             raise _gone(key)
+        if old.origin:
+            raise PermissionDenied(
+                f"{key} is CROSS_DEVICE data of device {old.origin}: only it updates the data"
+            )
         if not access.may_update(rt, bundle):
             raise PermissionDenied(f"only {old.writer}, the writer of {key}, may update it")
         data = await self._ingest(parts)
@@ -271,8 +290,19 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
         if request.key and not rows:
             raise _gone(parse_key(request.key))
         for row in rows:
-            async for msg in stream_data(row, self.store, self._read, self.config.chunk_bytes):
-                yield msg
+            if row.origin and not row.copied:  # a paired device's data, read from it
+                sent = False
+                try:
+                    async for msg in self._fetch(row, bundle, keep=True):
+                        sent = True
+                        yield msg
+                except (NotFound, Unavailable) as exc:
+                    if request.key or sent:  # a listing goes on without a device that is away
+                        raise
+                    log.info("udmf: a query leaves out device %s's data: %s", row.origin, exc.message)
+            else:
+                async for msg in stream_data(row, self.store, self._read, self.config.chunk_bytes):
+                    yield msg
 
     @rpc
     async def DeleteData(
@@ -290,18 +320,69 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
     async def GetData(self, request: pb.GetDataRequest, context: Context) -> AsyncIterator[pb.ReadResponse]:
         bundle, _ = self._app(context)
         key = parse_key(request.key)
-        row = await self._get(key)
-        if not access.may_read_by_key(row.runtime(), bundle):
-            raise _refusal(row, bundle)
-        if row.pending:
-            await self.lazy.load(str(key), bundle)
-            row = await self._get(key)
+
+        def check(row: DataRow) -> DataRow:
             if not access.may_read_by_key(row.runtime(), bundle):
                 raise _refusal(row, bundle)
-        async for msg in stream_data(row, self.store, self._read, self.config.chunk_bytes):
-            yield msg
-        if access.consumed_after_read(row.runtime(), bundle):
+            return row
+
+        row = check(await self._get(key))
+        consumes = access.consumed_after_read(row.runtime(), bundle)
+        async with self._once.hold(row.key) if consumes else contextlib.nullcontext():
+            if consumes:
+                row = check(await self._get(key))  # the reader before us may have consumed it
+            if row.origin and (consumes or not row.copied):
+                async for msg in self._fetch(row, bundle, keep=not consumes):
+                    yield msg
+            else:
+                row = await self._loaded(row, bundle, check)
+                async for msg in stream_data(row, self.store, self._read, self.config.chunk_bytes):
+                    yield msg
+            if consumes:
+                await self._delete([row.key])
+
+    async def serve_peer(self, key: str, reader: str, keep: bool) -> AsyncIterator[Any]:
+        """This device's CROSS_DEVICE data under `key` for app `reader` of a paired device, as GetData
+        streams it; consumed as GetData would consume it, `keep` being the grant there. NotFound for
+        data that is not CROSS_DEVICE, not this device's or that the reader may not see."""
+        parsed = parse_key(key)
+        check_bundle(reader)
+
+        def check(row: DataRow) -> DataRow:
+            if not access.may_serve_peer(row.runtime(), reader):
+                raise _gone(parsed)
+            return row
+
+        row = check(await self._get(parsed))
+        consumes = access.consumed_by_peer(row.runtime(), keep)
+        async with self._once.hold(row.key) if consumes else contextlib.nullcontext():
+            if consumes:
+                row = check(await self._get(parsed))
+            row = await self._loaded(row, reader, check)
+            async for msg in stream_data(row, self.store, self._read, self.config.chunk_bytes):
+                yield msg
+            if consumes:
+                await self._delete([row.key])
+                log.info("udmf: %s was read by %s on a paired device, and is consumed", row.key, reader)
+
+    async def _loaded(self, row: DataRow, reader: str, check: Callable[[DataRow], DataRow]) -> DataRow:
+        """`row` with its data: a lazy drag's source delivers it first (checked again: its properties
+        came with it)."""
+        if not row.pending:
+            return row
+        await self.lazy.load(row.key, reader)
+        return check(await self._get(parse_key(row.key)))
+
+    async def _fetch(self, row: DataRow, reader: str, keep: bool) -> AsyncIterator[Any]:
+        """A remote row's data from its device; gone there means gone here too."""
+        if self._replication is None:
+            raise Unavailable(f"{row.key} is device {row.origin}'s data, and cross-device reads are off")
+        try:
+            async for msg in self._replication.fetch(row.origin, row.key, reader, keep):
+                yield msg
+        except NotFound:
             await self._delete([row.key])
+            raise _gone(parse_key(row.key)) from None
 
     @rpc
     async def GetSummary(self, request: pb.GetSummaryRequest, context: Context) -> pb.GetSummaryResponse:

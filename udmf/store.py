@@ -5,6 +5,11 @@ daemon's database writer and reads on its readers. Entry values are serialized `
 store never parses them); a blob up to the inline threshold lives in its row, a larger one in a file of
 `BlobDir`, which the row names. Methods that delete return the file names they freed: the caller removes
 the files after the commit (a crash in between leaves orphans, which `recover` removes at start).
+
+Remote rows hold another device's CROSS_DEVICE data (`origin` is its id): the summary, and the entries
+only if `copied` (their blobs inline in the rows, never files). The daemon's bridge writes them inside
+its own transactions (`put_remote`, `delete_remote`); `replication` hears of every local write and
+delete of this device's data, in its transaction (`udmf.replica`).
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from udmf._blobs import BlobDir
 from udmf.access import Runtime, ShareOptions, Visibility
 from udmf.keys import Intention
+
+if TYPE_CHECKING:
+    from udmf.replica import Replication
 
 metadata = sa.MetaData()
 data_table = sa.Table(
@@ -40,6 +48,9 @@ data_table = sa.Table(
     sa.Column("total_size", sa.BigInteger, nullable=False),
     # a lazy drag whose source has not delivered the data yet: summary only, no entries
     sa.Column("pending", sa.Boolean, nullable=False),
+    # a remote row: the device holding the data ("" this one); whether its entries were copied here
+    sa.Column("origin", sa.String(128), nullable=False, server_default=""),
+    sa.Column("copied", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 entries_table = sa.Table(
     "udmf_entries",
@@ -105,10 +116,18 @@ class DataRow:
     created_at: float = 0.0
     expires_at: float = 0.0
     grants: Mapping[str, bool] = field(default_factory=dict)
+    origin: str = ""  # the device holding the data: "" this one, else a remote row (module docstring)
+    copied: bool = False  # a remote row whose entries are here too
 
     def runtime(self) -> Runtime:
         return Runtime(
-            self.key, self.intention, self.writer, self.visibility, self.share_options, self.grants
+            self.key,
+            self.intention,
+            self.writer,
+            self.visibility,
+            self.share_options,
+            self.grants,
+            self.origin,
         )
 
 
@@ -120,7 +139,9 @@ class UdmfStore:
         self.blobs = blobs
         self._ttl = ttl_s
         self._clock = clock
+        self.replication: Replication | None = None
         metadata.create_all(engine)
+        _add_columns(engine)
         blobs.ensure()
 
     # ---- writes (the database writer) ----
@@ -131,6 +152,8 @@ class UdmfStore:
         with self._engine.begin() as conn:
             conn.execute(sa.insert(data_table).values(_data_values(row)))
             self._insert_entries(conn, row.key, entries)
+            told = self._wrote(conn, row, entries)
+        self._committed(told)
         return row
 
     def replace(self, row: DataRow, entries: Sequence[EntryRow]) -> list[str] | None:
@@ -139,19 +162,21 @@ class UdmfStore:
         with self._engine.begin() as conn:
             values = _data_values(row)
             del values["key"]
-            if (
-                conn.execute(sa.update(data_table).where(data_table.c.key == row.key).values(values)).rowcount
-                == 0
-            ):
+            local = (data_table.c.key == row.key, data_table.c.origin == "")
+            was_shared = self._shared(conn, [row.key])
+            if conn.execute(sa.update(data_table).where(*local).values(values)).rowcount == 0:
                 return None
             freed = _files(conn, [row.key])
             conn.execute(sa.delete(entries_table).where(entries_table.c.key == row.key))
             self._insert_entries(conn, row.key, entries)
+            told = self._wrote(conn, row, entries, was_shared)
+        self._committed(told)
         return freed
 
     def fill(self, row: DataRow, entries: Sequence[EntryRow]) -> bool:
         """Stores a lazy drag's data under its pending row (keeping its time); False if it is gone."""
         with self._engine.begin() as conn:
+            was_shared = self._shared(conn, [row.key])
             updated = conn.execute(
                 sa.update(data_table)
                 .where(data_table.c.key == row.key, data_table.c.pending.is_(True))
@@ -168,17 +193,23 @@ class UdmfStore:
             if updated.rowcount == 0:
                 return False
             self._insert_entries(conn, row.key, entries)
+            stored = conn.execute(sa.select(data_table).where(data_table.c.key == row.key)).one()
+            told = self._wrote(conn, _data_row(stored, {}), entries, was_shared)
+        self._committed(told)
         return True
 
     def delete(self, keys: Iterable[str]) -> list[str]:
         """Deletes the data under `keys`; returns the freed blob files."""
         keys = list(keys)
         freed: list[str] = []
+        told = False
         with self._engine.begin() as conn:
             for chunk in _chunks(keys):
                 freed += _files(conn, chunk)
+                told |= self._deleted(conn, self._shared(conn, chunk))
                 for table in (entries_table, grants_table, data_table):
                     conn.execute(sa.delete(table).where(table.c.key.in_(chunk)))
+        self._committed(told)
         return freed
 
     def delete_pending(self, key: str) -> bool:
@@ -189,8 +220,10 @@ class UdmfStore:
             ).first()
             if found is None:
                 return False
+            told = self._deleted(conn, self._shared(conn, [key]))
             conn.execute(sa.delete(grants_table).where(grants_table.c.key == key))
             conn.execute(sa.delete(data_table).where(data_table.c.key == key))
+        self._committed(told)
         return True
 
     def grant(self, key: str, bundle: str, keep: bool) -> bool:
@@ -214,7 +247,13 @@ class UdmfStore:
         """At start: drops lazy drags (their sources are gone), expired data and orphan blob files.
         Returns (data deleted, orphan files removed)."""
         with self._engine.connect() as conn:
-            pending = list(conn.scalars(sa.select(data_table.c.key).where(data_table.c.pending.is_(True))))
+            pending = list(
+                conn.scalars(
+                    sa.select(data_table.c.key).where(
+                        data_table.c.pending.is_(True), data_table.c.origin == ""
+                    )
+                )
+            )
         freed = self.delete(pending) + self.sweep()
         self.blobs.remove(freed)
         with self._engine.connect() as conn:
@@ -236,10 +275,42 @@ class UdmfStore:
         return self._rows(data_table.c.intention == intention.value)
 
     def cross_device(self) -> list[DataRow]:
-        """The data that may reach paired devices (CROSS_DEVICE; IN_APP data is never offered)."""
+        """This device's data that may reach paired devices (CROSS_DEVICE; IN_APP data is never offered)."""
         return self._rows(
-            data_table.c.share_options == ShareOptions.CROSS_DEVICE.value, data_table.c.pending.is_(False)
+            data_table.c.share_options == ShareOptions.CROSS_DEVICE.value,
+            data_table.c.pending.is_(False),
+            data_table.c.origin == "",
         )
+
+    # ---- remote rows (the bridge, inside its transaction `conn`) ----
+
+    def put_remote(self, conn: sa.Connection, row: DataRow, entries: Sequence[EntryRow]) -> bool:
+        """Stores or replaces another device's data (grants given here stay). False, and nothing
+        changed, when this device's own data holds the key."""
+        assert row.origin and not row.pending
+        t = data_table
+        existing = conn.execute(sa.select(t.c.origin).where(t.c.key == row.key)).scalar_one_or_none()
+        if existing == "":
+            return False
+        values = _data_values(row)
+        if existing is None:
+            conn.execute(sa.insert(t).values(values))
+        else:
+            del values["key"]
+            conn.execute(sa.update(t).where(t.c.key == row.key).values(values))
+            conn.execute(sa.delete(entries_table).where(entries_table.c.key == row.key))
+        self._insert_entries(conn, row.key, [dataclasses.replace(e, blob_file=None) for e in entries])
+        return True
+
+    def delete_remote(self, conn: sa.Connection, key: str) -> bool:
+        """Deletes another device's data under `key` (never this device's); False if there is none."""
+        remote = (data_table.c.key == key, data_table.c.origin != "")
+        if conn.execute(sa.select(data_table.c.key).where(*remote)).first() is None:
+            return False
+        for table in (entries_table, grants_table):
+            conn.execute(sa.delete(table).where(table.c.key == key))
+        conn.execute(sa.delete(data_table).where(*remote))
+        return True
 
     def entries(self, key: str, after_seq: int = -1, limit: int = 64) -> list[tuple[int, EntryRow]]:
         """(seq, entry) in order, a page of at most `limit` after `after_seq`."""
@@ -290,6 +361,37 @@ class UdmfStore:
 
     # ---- internals ----
 
+    # The replication hears of this device's CROSS_DEVICE data only; data that stops being
+    # CROSS_DEVICE (an update, a lazy drag's fill) counts as deleted. Each returns whether it told.
+
+    def _shared(self, conn: sa.Connection, keys: list[str]) -> list[str]:
+        """Which of `keys` are this device's CROSS_DEVICE data now (none without a replication)."""
+        if self.replication is None:
+            return []
+        t = data_table
+        shared = (t.c.key.in_(keys), t.c.origin == "", t.c.share_options == ShareOptions.CROSS_DEVICE.value)
+        return list(conn.scalars(sa.select(t.c.key).where(*shared)))
+
+    def _wrote(
+        self, conn: sa.Connection, row: DataRow, entries: Sequence[EntryRow], was_shared: Sequence[str] = ()
+    ) -> bool:
+        if self.replication is None:
+            return False
+        if row.share_options is ShareOptions.CROSS_DEVICE:
+            self.replication.wrote(conn, row, entries)
+            return True
+        return self._deleted(conn, list(was_shared))
+
+    def _deleted(self, conn: sa.Connection, keys: list[str]) -> bool:
+        if self.replication is None or not keys:
+            return False
+        self.replication.deleted(conn, keys)
+        return True
+
+    def _committed(self, told: bool) -> None:
+        if told and self.replication is not None:
+            self.replication.after_commit()
+
     def _stamp(self, row: DataRow) -> DataRow:
         now = self._clock()
         return dataclasses.replace(
@@ -330,6 +432,8 @@ def _data_values(row: DataRow) -> dict[str, Any]:
         "summary": dict(row.summary),
         "total_size": row.total_size,
         "pending": row.pending,
+        "origin": row.origin,
+        "copied": row.copied,
     }
 
 
@@ -350,7 +454,19 @@ def _data_row(r: Any, grants: Mapping[str, bool]) -> DataRow:
         created_at=r.created_at,
         expires_at=r.expires_at,
         grants=grants,
+        origin=r.origin,
+        copied=r.copied,
     )
+
+
+def _add_columns(engine: sa.Engine) -> None:
+    """Adds the columns a database made by an older version lacks (each has a server default)."""
+    with engine.begin() as conn:
+        present = {c["name"] for c in sa.inspect(conn).get_columns(data_table.name)}
+        for column in data_table.columns:
+            if column.name not in present:
+                ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {data_table.name} ADD COLUMN {ddl}"))
 
 
 def _grants(conn: sa.Connection, keys: list[str]) -> dict[str, dict[str, bool]]:

@@ -4,23 +4,40 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from datamgr.cli._common import err
-from datamgr.cli.ai import ai
-from datamgr.cli.apps import apps
-from datamgr.cli.devices import devices
-from datamgr.cli.kv import kv
-from datamgr.cli.share import share
-from datamgr.cli.udmf import udmf
 from datamgr.errors import DatamgrError
 
+# The tools' subcommands, imported when used: `serve` starts probing mDNS without waiting for them.
+_SUBCOMMANDS = {
+    "ai": "datamgr.cli.ai",
+    "apps": "datamgr.cli.apps",
+    "devices": "datamgr.cli.devices",
+    "kv": "datamgr.cli.kv",
+    "share": "datamgr.cli.share",
+    "udmf": "datamgr.cli.udmf",
+}
 
-@click.group()
+
+class _LazyGroup(click.Group):
+    """A group that imports a subcommand's module (`_SUBCOMMANDS`, the command named like its module's
+    last part) the first time the subcommand is looked up."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_SUBCOMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _SUBCOMMANDS and cmd_name not in self.commands:
+            self.add_command(getattr(importlib.import_module(_SUBCOMMANDS[cmd_name]), cmd_name))
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup)
 @click.version_option(package_name="datamgr")
 def main() -> None:
     """datamgr: the distributed data service daemon and its tools."""
@@ -33,8 +50,8 @@ def main() -> None:
 def serve(config_file: Path | None, data_dir: Path | None, tcp: str | None) -> None:
     """Run the DatamgrService daemon until SIGTERM or Ctrl-C."""
     from datamgr.config import load_settings
-    from datamgr.daemon import configure_logging
-    from datamgr.daemon import serve as run
+    from datamgr.launch import configure_logging
+    from datamgr.launch import serve as run  # probes mDNS while the daemon imports
 
     overrides: dict[str, Any] = {}
     if data_dir is not None:
@@ -44,12 +61,16 @@ def serve(config_file: Path | None, data_dir: Path | None, tcp: str | None) -> N
     try:
         settings = load_settings(config_file, **overrides)
     except (FileNotFoundError, ValueError) as exc:
+        from datamgr.cli._common import err
+
         err.print(f"[bold red]error[/]: invalid configuration: {exc}", highlight=False)
         sys.exit(2)
     configure_logging(settings.log_level)
     try:
         asyncio.run(run(settings))
     except DatamgrError as exc:
+        from datamgr.cli._common import err
+
         err.print(f"[bold red]error[/]: {exc.message}", highlight=False)
         sys.exit(2)
 
@@ -83,11 +104,3 @@ def health(address: str | None, timeout: float, wait_s: float) -> None:
         time.sleep(0.2)
     click.echo(f"{target}: {status}")
     sys.exit(0 if status == "SERVING" else 1)
-
-
-main.add_command(apps)
-main.add_command(share)
-main.add_command(ai)
-main.add_command(udmf)
-main.add_command(kv)
-main.add_command(devices)

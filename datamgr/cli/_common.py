@@ -43,3 +43,24 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, bytes):
         return {"$base64": base64.b64encode(value).decode()}
     raise TypeError(type(value).__name__)
+
+
+SYNC_MODES = {"push-pull": "PUSH_PULL", "push": "PUSH_ONLY", "pull": "PULL_ONLY"}
+
+
+def show_sync_results(results: dict[str, Any], as_json: bool) -> None:
+    """Prints one sync result per device (a table, or JSON); exits 1 unless every device is OK."""
+    from rich.table import Table
+
+    if as_json:
+        print_json(
+            {d: {"code": r.code, "message": r.message, "pushed": r.pushed, "pulled": r.pulled}
+             for d, r in results.items()}
+        )  # fmt: skip
+    else:
+        table = Table("device", "status", "pushed", "pulled", "message")
+        for device, r in results.items():
+            table.add_row(device, r.code, str(r.pushed), str(r.pulled), r.message)
+        out.print(table)
+    if not all(r.ok for r in results.values()):
+        raise SystemExit(1)

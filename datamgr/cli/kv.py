@@ -14,7 +14,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from datamgr.cli._common import handle_errors, out, print_json
+from datamgr.cli._common import SYNC_MODES, handle_errors, out, print_json, show_sync_results
 from datamgr.errors import InvalidArgument
 from datamgr.kv.query import Query
 
@@ -170,13 +170,10 @@ def create(store: str, kind: str, level: str, token: str, address: str | None) -
     out.print(f"store {s.name}: {s.info.kind.name} {s.info.security_level.name}", highlight=False)
 
 
-_SYNC_MODES = {"push-pull": "PUSH_PULL", "push": "PUSH_ONLY", "pull": "PULL_ONLY"}
-
-
 @kv.command()
 @click.argument("store")
 @click.option("--device", "devices", multiple=True, help="A paired device's id (repeat; default: all).")
-@click.option("--mode", type=click.Choice(list(_SYNC_MODES)), default="push-pull", show_default=True)
+@click.option("--mode", type=click.Choice(list(SYNC_MODES)), default="push-pull", show_default=True)
 @json_option
 @token_option
 @address_option
@@ -188,19 +185,8 @@ def sync(
     from datamgr.client.kv import SyncMode
 
     with _client(address, token) as client:
-        results = _open(client, store).sync(list(devices), SyncMode[_SYNC_MODES[mode]])
-    if as_json:
-        print_json(
-            {d: {"code": r.code, "message": r.message, "pushed": r.pushed, "pulled": r.pulled}
-             for d, r in results.items()}
-        )  # fmt: skip
-    else:
-        table = Table("device", "status", "pushed", "pulled", "message")
-        for device, r in results.items():
-            table.add_row(device, r.code, str(r.pushed), str(r.pulled), r.message)
-        out.print(table)
-    if not all(r.ok for r in results.values()):
-        raise SystemExit(1)
+        results = _open(client, store).sync(list(devices), SyncMode[SYNC_MODES[mode]])
+    show_sync_results(results, as_json)
 
 
 @kv.command()

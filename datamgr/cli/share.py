@@ -16,7 +16,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from datamgr.cli._common import err, handle_errors, out, print_json
+from datamgr.cli._common import SYNC_MODES, err, handle_errors, out, print_json, show_sync_results
 from datamgr.datashare.predicates import DataSharePredicates
 from datamgr.errors import InvalidArgument
 
@@ -214,11 +214,34 @@ def subscribe(uri: str, count: int, token: str, address: str | None) -> None:
         click.echo(f"subscribed to {uri}", err=True)
         for seen, change in enumerate(sub, start=1):
             click.echo(
-                json.dumps({"type": change.type, "uri": change.uri, "values": change.values}, default=str),
+                json.dumps(
+                    {"type": change.type, "uri": change.uri, "values": change.values}
+                    | ({"device_id": change.device_id} if change.device_id else {}),
+                    default=str,
+                ),
                 nl=True,
             )
             if count and seen >= count:
                 break
+
+
+@share.command()
+@click.argument("uri")
+@click.option("--device", "devices", multiple=True, help="A paired device's id (repeat; default: all).")
+@click.option("--mode", type=click.Choice(list(SYNC_MODES)), default="push-pull", show_default=True)
+@json_option
+@token_option
+@address_option
+@handle_errors
+def sync(
+    uri: str, devices: tuple[str, ...], mode: str, as_json: bool, token: str, address: str | None
+) -> None:
+    """Sync the distributed table URI with paired devices now; exits 1 unless every device is OK."""
+    from datamgr.client.kv import SyncMode
+
+    with _helper(address, token) as helper:
+        results = helper.sync(uri, list(devices), SyncMode[SYNC_MODES[mode]])
+    show_sync_results(results, as_json)
 
 
 def _item_json(item: Any) -> dict[str, Any]:

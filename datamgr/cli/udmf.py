@@ -2,7 +2,8 @@
 
 Commands act as an app (its token from --token or DATAMGR_TOKEN). `drag` plays every part of a drag:
 the source app sets the data, the system (the device owner's admin token, read from the data
-directory) grants the drop target, and with --to-token the target reads it.
+directory) grants the drop target, and with --to-token the target reads it. `drop` plays the drop
+side of a drag started elsewhere, on this device or (a CROSS_DEVICE drag) on a paired one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import mmap
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -295,7 +297,14 @@ def delete(key: str | None, intention: str | None, token: str | None, address: s
     "--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Drag a file."
 )
 @click.option("--from-token", required=True, help="The drag source app's token.")
-@click.option("--to", "to_bundle", required=True, help="The drop target's bundle.")
+@click.option(
+    "--share",
+    type=click.Choice(list(_SHARE)),
+    default="cross-app",
+    show_default=True,
+    help="cross-device: the drag may be dropped on a paired device (datamgr udmf drop KEY there).",
+)
+@click.option("--to", "to_bundle", help="The drop target's bundle on this device (granted at once).")
 @click.option("--to-token", help="The drop target's token: read the data as the target right away.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="With --to-token.")
 @address_option
@@ -304,28 +313,81 @@ def drag(
     text: str | None,
     path: Path | None,
     from_token: str,
-    to_bundle: str,
+    share: str,
+    to_bundle: str | None,
     to_token: str | None,
     out_dir: Path | None,
     address: str | None,
 ) -> None:
     """Drag TEXT (or --file) from one app to another: the source sets the drag data, the system (the
-    admin token) grants --to, and the key is printed; the target may read it once."""
-    from udmf.errors import UdmfError
+    admin token) grants --to, and the key is printed; the target may read it once. Without --to the
+    drag waits for a drop (`datamgr udmf drop KEY`, here or, with --share cross-device, on a paired
+    device)."""
+    from udmf import ShareOptions
 
     if (text is None) == (path is None):
         raise click.UsageError("give TEXT or --file PATH")
+    if to_token is not None and to_bundle is None:
+        raise click.UsageError("--to-token reads as the drop target: name it with --to")
     with udmf_client(address, from_token) as source, contextlib.ExitStack() as stack:
         data = stack.enter_context(file_data(source, path)) if path is not None else text_data(text or "")
+        data.properties.share_options = ShareOptions[_SHARE[share]]
         key = source.set_drag_data(data)
+    click.echo(key)
+    if to_bundle is None:
+        return
     with udmf_client(address, admin_token()) as system:
         system.grant_access(key, to_bundle)
-    click.echo(key)
     err.print(f"[dim]granted {to_bundle}: it may read the data once[/]", highlight=False)
-    if to_token is None:
-        return
-    with udmf_client(address, to_token) as target:
-        read_and_print(target, key, out_dir, as_json=False)
+    if to_token is not None:
+        _read_once(address, to_token, key, out_dir)
+
+
+@udmf.command()
+@click.argument("key")
+@click.option("--to", "to_bundle", required=True, help="The drop target's bundle (an app on this device).")
+@click.option("--to-token", required=True, help="The drop target's token: it reads the data, once.")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for a drag from a paired device to arrive here.",
+)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Save blobs here.")
+@address_option
+@handle_udmf_errors
+def drop(
+    key: str, to_bundle: str, to_token: str, wait_s: float, out_dir: Path | None, address: str | None
+) -> None:
+    """Drop the drag KEY on --to: the system (the admin token) grants it and it reads the data once.
+    KEY may be a CROSS_DEVICE drag started on a paired device: that device hands the data over, and it
+    is gone there and everywhere else."""
+    from udmf.errors import NotFound
+
+    deadline = time.monotonic() + wait_s
+    with udmf_client(address, admin_token()) as system:
+        while True:
+            try:
+                system.grant_access(key, to_bundle)
+                break
+            except NotFound:  # not synced here yet
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+    err.print(f"[dim]granted {to_bundle}[/]", highlight=False)
+    _read_once(address, to_token, key, out_dir)
+
+
+def _read_once(address: str | None, token: str, key: str, out_dir: Path | None) -> None:
+    """The target reads the drag data, then shows that a second read is refused."""
+    from udmf.errors import UdmfError
+
+    with udmf_client(address, token) as target:
+        data = read_and_print(target, key, out_dir, as_json=False)
+        if data.runtime is not None and data.runtime.device:
+            err.print(f"[dim]dropped from device {data.runtime.device}[/]", highlight=False)
         try:
             target.get_data(key)
         except UdmfError as exc:

@@ -28,6 +28,7 @@ from datamgr.client._conn import (
     metadata,
     resolve_token,
 )
+from datamgr.client._sync import SyncMode, SyncResult, sync_results
 from datamgr.client.resultset import DataShareResultSet
 from datamgr.datashare import _wire
 from datamgr.datashare._wire import Cell
@@ -46,16 +47,21 @@ _CHANGE_NAMES = {
 
 @dataclass(frozen=True, slots=True)
 class ChangeInfo:
-    """One committed change: type INSERT | UPDATE | DELETE, the table URI, the rows' values."""
+    """One committed change: type INSERT | UPDATE | DELETE, the table URI, the rows' values, and the
+    paired device it came from ("" for a change made on this device)."""
 
     type: str
     uri: str
     values: list[dict[str, Cell]]
+    device_id: str = ""
 
 
 def change_info(msg: pb.ChangeInfo) -> ChangeInfo:
     return ChangeInfo(
-        _CHANGE_NAMES.get(msg.type, "UNSPECIFIED"), msg.uri, [_wire.from_bucket(b.values) for b in msg.values]
+        _CHANGE_NAMES.get(msg.type, "UNSPECIFIED"),
+        msg.uri,
+        [_wire.from_bucket(b.values) for b in msg.values],
+        msg.device_id,
     )
 
 
@@ -152,6 +158,10 @@ def manifest_json(manifest: str | Path | Mapping[str, Any]) -> str:
     return manifest
 
 
+def _sync_request(uri: str, devices: Sequence[str], mode: SyncMode) -> pb.SyncRequest:
+    return pb.SyncRequest(uri=uri, device_ids=list(devices), mode=int(mode))  # type: ignore[arg-type]
+
+
 class DataShareHelper:
     """Blocking DataShare client. Create with `DataShareHelper.connect(address, token)`."""
 
@@ -206,6 +216,13 @@ class DataShareHelper:
         first = call(next, stream)
         assert first.WhichOneof("event") == "subscribed"
         return Subscription(stream, _change_event)
+
+    def sync(
+        self, uri: str, devices: Sequence[str] = (), mode: SyncMode = SyncMode.PUSH_PULL
+    ) -> dict[str, SyncResult]:
+        """Syncs the distributed table `uri` with paired devices now (empty: all of them); one result
+        per device. Needs ohos.permission.DISTRIBUTED_DATASYNC and read access to the table."""
+        return sync_results(call(self._stub.Sync, _sync_request(uri, devices, mode), metadata=self._md))
 
     def publish(self, items: Sequence[PublishedItem], bundle: str, version: int = 0) -> list[OperationResult]:
         """Publishes this app's items (bundle = this app); one result per item, a failed one leaves the rest.
@@ -354,6 +371,13 @@ class AsyncDataShareHelper:
         first = await acall(stream.read)
         assert first.WhichOneof("event") == "subscribed"
         return AsyncSubscription(stream, _change_event)
+
+    async def sync(
+        self, uri: str, devices: Sequence[str] = (), mode: SyncMode = SyncMode.PUSH_PULL
+    ) -> dict[str, SyncResult]:
+        """See DataShareHelper.sync."""
+        req = _sync_request(uri, devices, mode)
+        return sync_results(await acall(self._stub.Sync, req, metadata=self._md))
 
     async def publish(
         self, items: Sequence[PublishedItem], bundle: str, version: int = 0

@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 
 from datamgr.client._conn import CHANNEL_OPTIONS, acall, call, default_address, metadata, resolve_token
+from datamgr.client._sync import SyncMode, SyncResult, sync_results
 from datamgr.client.datashare import AsyncSubscription, Subscription
 from datamgr.datashare._wire import from_value, set_value
 from datamgr.errors import DatamgrError, InvalidArgument
@@ -56,29 +57,6 @@ class SubscribeType(enum.IntEnum):
     LOCAL = pb.SUBSCRIBE_TYPE_LOCAL
     REMOTE = pb.SUBSCRIBE_TYPE_REMOTE
     ALL = pb.SUBSCRIBE_TYPE_ALL
-
-
-class SyncMode(enum.IntEnum):
-    """distributedKVStore.SyncMode (the wire values are shifted by one for the zero value)."""
-
-    PULL_ONLY = pb.KV_SYNC_MODE_PULL_ONLY
-    PUSH_ONLY = pb.KV_SYNC_MODE_PUSH_ONLY
-    PUSH_PULL = pb.KV_SYNC_MODE_PUSH_PULL
-
-
-@dataclass(frozen=True, slots=True)
-class SyncResult:
-    """How a sync with one device went: `code` OK, PARTIAL, SKIPPED (the security rule) or ERROR (the
-    message starts with the error code, e.g. UNAUTHENTICATED); changes pushed there and pulled here."""
-
-    code: str
-    message: str
-    pushed: int
-    pulled: int
-
-    @property
-    def ok(self) -> bool:
-        return self.code == "OK"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,15 +120,6 @@ def _notification(msg: pb.KvStoreServiceSubscribeResponse) -> ChangeNotification
         [_entry(e) for e in c.delete_entries],
         c.device_id,
     )
-
-
-def _sync_results(resp: pb.KvStoreServiceSyncResponse) -> dict[str, SyncResult]:
-    return {
-        s.device_id: SyncResult(
-            pb.KvSyncCode.Name(s.code).removeprefix("KV_SYNC_CODE_"), s.message, s.pushed, s.pulled
-        )
-        for s in resp.statuses
-    }
 
 
 def _filter(target: Any, prefix_or_query: str | Query) -> None:
@@ -308,7 +277,7 @@ class SingleKVStore(_StoreBase):
     def sync(self, devices: Iterable[str] = (), mode: SyncMode = SyncMode.PUSH_PULL) -> dict[str, SyncResult]:
         """Syncs the store with paired devices now (empty: all of them); returns once every session
         ended, one result per device. The app needs ohos.permission.DISTRIBUTED_DATASYNC."""
-        return _sync_results(call(self._stub.Sync, self._sync(devices, mode), metadata=self._md))
+        return sync_results(call(self._stub.Sync, self._sync(devices, mode), metadata=self._md))
 
     def close(self) -> None:
         """Rolls back this app's open transactions on the store and ends its subscriptions."""
@@ -438,7 +407,7 @@ class AsyncSingleKVStore(_StoreBase):
         self, devices: Iterable[str] = (), mode: SyncMode = SyncMode.PUSH_PULL
     ) -> dict[str, SyncResult]:
         resp = await acall(self._stub.Sync, self._sync(devices, mode), metadata=self._md)
-        return _sync_results(resp)
+        return sync_results(resp)
 
     async def close(self) -> None:
         self._tx = ""

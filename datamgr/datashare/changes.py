@@ -21,11 +21,13 @@ CLOSED = object()  # queue sentinel: the subscription ended
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One committed change of one URI: INSERT, UPDATE or DELETE, with the rows it touched."""
+    """One committed change of one URI: INSERT, UPDATE or DELETE, with the rows it touched; `device` is
+    the paired device it was synced from ('': this device's own write)."""
 
     type: str
     uri: str
     rows: tuple[dict[str, Any], ...]
+    device: str = ""
 
 
 @dataclass(eq=False, slots=True)

@@ -3,6 +3,12 @@
 A manifest names stores and their tables (typed columns, a primary key), the permissions consumers
 need, an allow-list of consumer apps, whether silent access is on, and (optionally) the permissions of
 the provider's extension (its live handler). Permissions are inherited table → store → manifest.
+
+A table may be `"distributed": true`: it syncs with the paired devices where the same app registered
+the same manifest (`datamgr.datashare.distributed`), under a security label `"security_level"` 1-4
+(S1-S4, default 2). Its primary key must name the same row on every device, so it cannot be an
+integer (the daemon numbers integer keys 1, 2, 3... on each device by itself): the app gives a text
+(a UUID, say), blob, real or boolean key on every insert.
 """
 
 from __future__ import annotations
@@ -77,11 +83,18 @@ class ColumnSpec(_Model):
         return self
 
 
+DEFAULT_SECURITY_LEVEL = 2  # S2, the label of a distributed table that declares none
+
+
 class TableSpec(_Access):
     _by_name: dict[str, ColumnSpec] = PrivateAttr(default_factory=dict)
     name: str
     primary_key: str
     columns: list[ColumnSpec] = Field(min_length=1, max_length=1000)
+    distributed: bool = Field(False, description="Whether the table syncs with paired devices.")
+    security_level: int | None = Field(
+        None, ge=1, le=4, description="The data label S1-S4 of a distributed table (default S2)."
+    )
 
     @field_validator("name")
     @classmethod
@@ -95,7 +108,22 @@ class TableSpec(_Access):
             raise ValueError(f"table {self.name!r} declares a column twice")
         if self.primary_key.lower() not in names:
             raise ValueError(f"primary key {self.primary_key!r} is not a column of table {self.name!r}")
+        if self.security_level is not None and not self.distributed:
+            raise ValueError(f"table {self.name!r} sets security_level but is not distributed")
+        pk = next(c for c in self.columns if c.name.lower() == self.primary_key.lower())
+        if self.distributed and pk.type == "integer":
+            raise ValueError(
+                f"table {self.name!r} is distributed, so its primary key must name the same row on every "
+                f"device; {pk.name!r} is an integer, which each device numbers 1, 2, 3... by itself "
+                "(auto-increment) and two devices would give different rows the same id: declare a "
+                "text primary key the app gives on each insert (a UUID, say)"
+            )
         return self
+
+    @property
+    def label(self) -> int:
+        """The security label of a distributed table (S1-S4)."""
+        return self.security_level or DEFAULT_SECURITY_LEVEL
 
     def column(self, name: str) -> ColumnSpec:
         return self._by_name[name]

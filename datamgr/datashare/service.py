@@ -4,6 +4,8 @@ Silent access is used when the URI names a table the provider declared and silen
 caller is the provider itself); otherwise the call goes to the provider's attached extension.
 Published data (`datashareproxy://`) is written only by its app and read by it or by apps holding the
 publisher manifest's `published_read_permission` (unset: nobody else, as silent access).
+Distributed tables (`distributed`) sync with paired devices: declaring one, like syncing one on
+request, needs ohos.permission.DISTRIBUTED_DATASYNC (OpenHarmony's setDistributedTables and sync).
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from datamgr._grpc import authenticate, rpc
-from datamgr.apps import App, AppRegistry
+from datamgr.apps import DISTRIBUTED_DATASYNC, App, AppRegistry
 from datamgr.config import DataShareSettings
 from datamgr.datashare import _wire, policy
 from datamgr.datashare._compile import compile_predicates
 from datamgr.datashare.changes import Change, Feed
+from datamgr.datashare.distributed import DistributedTables
 from datamgr.datashare.extension import ExtensionRouter
 from datamgr.datashare.manifest import Manifest, parse_manifest
 from datamgr.datashare.predicates import DataSharePredicates
@@ -35,9 +38,10 @@ from datamgr.datashare.tables import HostedTable, ProviderRegistry
 from datamgr.datashare.uri import DataShareUri, check_bundle, parse_proxy_uri, parse_table_uri, parse_uri
 from datamgr.errors import InvalidArgument, NotFound, PermissionDenied, TooLarge, Unavailable
 from datamgr.storage import Database
+from datamgr.sync.engine import SyncCode, SyncMode
 from datamgr.v1 import datashare_pb2 as pb
 from datamgr.v1 import datashare_pb2_grpc as pb_grpc
-from datamgr.v1 import types_pb2
+from datamgr.v1 import kv_pb2, types_pb2
 
 log = logging.getLogger("datamgr.datashare")
 _CHANGE_TYPES = {
@@ -52,6 +56,19 @@ _DECLARED: dict[str, int] = {
     "blob": types_pb2.DATA_TYPE_BLOB,
     "boolean": types_pb2.DATA_TYPE_BOOL,
 }
+_SYNC_MODES = {
+    kv_pb2.KV_SYNC_MODE_UNSPECIFIED: SyncMode.PUSH_PULL,
+    kv_pb2.KV_SYNC_MODE_PULL_ONLY: SyncMode.PULL_ONLY,
+    kv_pb2.KV_SYNC_MODE_PUSH_ONLY: SyncMode.PUSH_ONLY,
+    kv_pb2.KV_SYNC_MODE_PUSH_PULL: SyncMode.PUSH_PULL,
+}
+_SYNC_CODES = {
+    SyncCode.OK: kv_pb2.KV_SYNC_CODE_OK,
+    SyncCode.PARTIAL: kv_pb2.KV_SYNC_CODE_PARTIAL,
+    SyncCode.SKIPPED: kv_pb2.KV_SYNC_CODE_SKIPPED,
+    SyncCode.ERROR: kv_pb2.KV_SYNC_CODE_ERROR,
+}
+_MAX_DEVICE_ID = 128  # datamgr.kv.storage.MAX_DEVICE_ID_LENGTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +102,14 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         extensions: ExtensionRouter,
         published: PublishedStore,
         published_feed: Feed[PublishedBatch],
+        distributed: DistributedTables | None = None,
     ) -> None:
         self._settings = settings
         self._db = db
         self._apps = apps
         self._providers = providers
-        self._store = SilentStore(db, feed)
+        self._distributed = distributed
+        self._store = SilentStore(db, feed, distributed)
         self._feed = feed
         self._extensions = extensions
         self._published = published
@@ -151,7 +170,18 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         manifest: Manifest = parse_manifest(request.manifest_json)
         if manifest.bundle != app.bundle:
             raise PermissionDenied(f"{app.bundle} may not register a manifest for {manifest.bundle}")
-        uris, added = await self._db.write(self._providers.register, manifest)
+        distributed = [f"{s.name}/{t.name}" for s in manifest.stores for t in s.tables if t.distributed]
+        if distributed and DISTRIBUTED_DATASYNC not in app.permissions:
+            raise PermissionDenied(
+                f"{app.bundle} lacks {DISTRIBUTED_DATASYNC}, which distributed tables need "
+                f"({', '.join(distributed)})"
+            )
+        if distributed and self._distributed is None:
+            raise Unavailable(
+                "distributed tables need sync between devices, which is not running on this device"
+            )
+        register = self._distributed.register if self._distributed is not None else self._providers.register
+        uris, added = await self._db.write(register, manifest)
         log.info(
             "provider %s hosts %d table(s)%s", manifest.bundle, len(uris), f", added {added}" if added else ""
         )
@@ -346,12 +376,49 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
                         )
                     return
                 for start in range(0, max(len(change.rows), 1), chunk):
-                    info = pb.ChangeInfo(type=_CHANGE_TYPES[change.type], uri=change.uri)
+                    info = pb.ChangeInfo(
+                        type=_CHANGE_TYPES[change.type], uri=change.uri, device_id=change.device
+                    )
                     for row in change.rows[start : start + chunk]:
                         _wire.to_bucket(row, info.values.add().values)
                     yield pb.SubscribeResponse(change=info)
         finally:
             self._feed.unsubscribe(sub)
+
+    # ---- sync of distributed tables ----
+
+    @rpc
+    async def Sync(self, request: pb.SyncRequest, context: Any) -> pb.SyncResponse:
+        app = authenticate(self._apps, context)
+        self._limit(request, self._settings.max_call_bytes, "the sync")
+        if DISTRIBUTED_DATASYNC not in app.permissions:
+            raise PermissionDenied(f"{app.bundle} lacks {DISTRIBUTED_DATASYNC}, which sync needs")
+        route = self._route(app, request.uri, "read")
+        if route.hosted is None:
+            raise InvalidArgument(
+                f"{route.uri} is served by the provider's extension; only hosted tables sync"
+            )
+        mode = _SYNC_MODES.get(request.mode)
+        if mode is None:
+            raise InvalidArgument(f"unknown sync mode {request.mode}")
+        for device in request.device_ids:
+            if not 1 <= len(device) <= _MAX_DEVICE_ID:
+                raise InvalidArgument(f"invalid device id {device!r}: 1-{_MAX_DEVICE_ID} characters")
+        if self._distributed is None:
+            raise Unavailable("sync between devices is not running on this device")
+        statuses = await self._distributed.sync(route.hosted, list(request.device_ids), mode)
+        return pb.SyncResponse(
+            statuses=[
+                kv_pb2.KvDeviceSyncStatus(
+                    device_id=device,
+                    code=_SYNC_CODES[s.code],
+                    message=s.message,
+                    pushed=s.pushed,
+                    pulled=s.pulled,
+                )
+                for device, s in statuses.items()
+            ]
+        )
 
     # ---- published data ----
 

@@ -2,7 +2,9 @@
 
 Every write is one transaction on the database writer thread; after it commits, the change goes to the
 change feed from the same thread, so subscribers see changes in commit order and never before commit.
-Values are checked against the declared column types before anything touches the database.
+Values are checked against the declared column types before anything touches the database. A write
+of a distributed table also writes its mirror in the same transaction (`distributed`); such a table's
+primary key is given on insert and never updated (it names the row on every device).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from sqlalchemy.exc import IntegrityError
 from datamgr.datashare._compile import CompiledPredicates, build_select, build_where_for_write
 from datamgr.datashare._wire import Cell
 from datamgr.datashare.changes import Change, Feed
+from datamgr.datashare.distributed import DistributedTables
 from datamgr.datashare.manifest import value_fits
 from datamgr.datashare.tables import HostedTable
-from datamgr.errors import AlreadyExists, InvalidArgument
+from datamgr.errors import AlreadyExists, InvalidArgument, Unavailable
 from datamgr.storage import Database
 from datamgr.v1.types_pb2 import DataType as DT
 
@@ -61,9 +64,13 @@ def check_values(hosted: HostedTable, values: Mapping[str, Cell], *, inserting: 
 
 
 def _required(hosted: HostedTable, name: str) -> bool:
-    """Whether a value must be given: NOT NULL, no default, not the auto-increment primary key."""
+    """Whether a value must be given: NOT NULL, no default, not the auto-increment primary key; and
+    a distributed table's primary key."""
     col = hosted.spec.column(name)
-    is_auto_pk = col.name == hosted.spec.primary_key and col.type == "integer"
+    is_pk = col.name == hosted.spec.primary_key
+    if is_pk and hosted.mirror is not None:
+        return col.default is None
+    is_auto_pk = is_pk and col.type == "integer"
     return not col.nullable and col.default is None and not is_auto_pk
 
 
@@ -150,10 +157,13 @@ _Plan = tuple[str, list[int], list[Any]]
 class SilentStore:
     """CRUD on hosted tables. Write methods run on the writer thread and publish after commit."""
 
-    def __init__(self, db: Database, feed: Feed[Change]) -> None:
+    def __init__(
+        self, db: Database, feed: Feed[Change], distributed: DistributedTables | None = None
+    ) -> None:
         self._db = db
         self._engine = db.engine
         self._feed = feed
+        self._distributed = distributed
         self._inserts: weakref.WeakKeyDictionary[sa.Table, sa.Insert] = weakref.WeakKeyDictionary()
         self._plans: weakref.WeakKeyDictionary[sa.Table, dict[tuple[str, ...], Any]] = (
             weakref.WeakKeyDictionary()
@@ -176,13 +186,27 @@ class SilentStore:
             if conn.in_transaction():
                 conn.rollback()
 
-    def _commit_and_notify(self, conn: sa.Connection, changes: list[Change]) -> None:
+    def _commit_and_notify(
+        self, conn: sa.Connection, changes: list[Change], written: Sequence[HostedTable] = ()
+    ) -> None:
         conn.commit()
         for change in changes:
             self._feed.publish(change.uri, [change])
+        if self._distributed is not None:
+            for hosted in written:
+                self._distributed.written(hosted)
+
+    def _mirrored(self, hosted: HostedTable) -> DistributedTables | None:
+        """The mirrors, if `hosted` is distributed (its writes must write its mirror too)."""
+        if hosted.mirror is None:
+            return None
+        if self._distributed is None:
+            raise Unavailable(f"{hosted.uri} is distributed, and sync is not running on this device")
+        return self._distributed
 
     def insert(self, hosted: HostedTable, values: dict[str, Cell]) -> int:
         t = hosted.table
+        mirrors = self._mirrored(hosted)
         with self._writing() as conn:
             try:
                 row = conn.execute(self._insert_returning(t), values).one()
@@ -190,7 +214,9 @@ class SilentStore:
                     _sync_sequence(conn, hosted)
             except IntegrityError as exc:
                 raise _integrity(hosted, exc) from None
-            self._commit_and_notify(conn, [Change("INSERT", hosted.uri, (row._asdict(),))])
+            if mirrors is not None:
+                mirrors.record(conn, hosted, [row._asdict()])
+            self._commit_and_notify(conn, [Change("INSERT", hosted.uri, (row._asdict(),))], [hosted])
         pk = row._mapping[hosted.spec.primary_key]
         return pk if isinstance(pk, int) and not isinstance(pk, bool) else -1
 
@@ -207,6 +233,7 @@ class SilentStore:
         if not columns or not columns[0]:
             return 0
         returning = self._feed.has_subscribers(hosted.uri)
+        mirrors = self._mirrored(hosted)
         inserted: list[dict[str, Any]] = []
         with self._writing() as conn:
             try:
@@ -230,8 +257,12 @@ class SilentStore:
                     _sync_sequence(conn, hosted)
             except IntegrityError as exc:
                 raise _integrity(hosted, exc) from None
+            if mirrors is not None and returning:
+                mirrors.record(conn, hosted, inserted)
+            elif mirrors is not None:
+                mirrors.record_batch(conn, hosted, names, columns, absent)
             changes = [Change("INSERT", hosted.uri, tuple(inserted))] if returning and inserted else []
-            self._commit_and_notify(conn, changes)
+            self._commit_and_notify(conn, changes, [hosted])
         return len(columns[0])
 
     def _columnwise_insert(
@@ -267,57 +298,72 @@ class SilentStore:
         self, conn: sa.Connection, hosted: HostedTable, compiled: CompiledPredicates, values: dict[str, Cell]
     ) -> tuple[int, Change | None]:
         t = hosted.table
+        mirrors = self._mirrored(hosted)
+        if mirrors is not None and hosted.spec.primary_key in values:
+            raise InvalidArgument(
+                f"{hosted.uri} is distributed: the primary key names the row on every device, so it "
+                f"cannot change (delete the row and insert it with the new {hosted.spec.primary_key})"
+            )
         stmt = sa.update(t).values(values)
         where = build_where_for_write(t, compiled, hosted.pk)
         if where is not None:
             stmt = stmt.where(where)
         try:
-            count, rows = self._execute_write(conn, hosted, stmt)
+            count, rows = self._execute_write(conn, hosted, stmt, mirrors is not None)
             if hosted.spec.primary_key in values:
                 _sync_sequence(conn, hosted)
         except IntegrityError as exc:
             raise _integrity(hosted, exc) from None
+        if mirrors is not None:
+            mirrors.record(conn, hosted, rows)
         return count, Change("UPDATE", hosted.uri, rows) if rows else None
 
     def update(self, hosted: HostedTable, compiled: CompiledPredicates, values: dict[str, Cell]) -> int:
         with self._writing() as conn:
             count, change = self._update(conn, hosted, compiled, values)
-            self._commit_and_notify(conn, [change] if change else [])
+            self._commit_and_notify(conn, [change] if change else [], [hosted] if count else [])
         return count
 
     def batch_update(
         self, ops: Sequence[tuple[HostedTable, CompiledPredicates, dict[str, Cell]]]
     ) -> list[int]:
         """Every operation in one transaction: all apply or none."""
-        counts, changes = [], []
+        counts, changes, written = [], [], {}
         with self._writing() as conn:
             for hosted, compiled, values in ops:
                 count, change = self._update(conn, hosted, compiled, values)
                 counts.append(count)
                 if change:
                     changes.append(change)
-            self._commit_and_notify(conn, changes)
+                if count:
+                    written[hosted.uri] = hosted
+            self._commit_and_notify(conn, changes, list(written.values()))
         return counts
 
     def delete(self, hosted: HostedTable, compiled: CompiledPredicates) -> int:
         t = hosted.table
+        mirrors = self._mirrored(hosted)
         stmt = sa.delete(t)
         where = build_where_for_write(t, compiled, hosted.pk)
         if where is not None:
             stmt = stmt.where(where)
         with self._writing() as conn:
             try:
-                count, rows = self._execute_write(conn, hosted, stmt)
+                count, rows = self._execute_write(conn, hosted, stmt, mirrors is not None)
             except IntegrityError as exc:
                 raise _integrity(hosted, exc) from None
-            self._commit_and_notify(conn, [Change("DELETE", hosted.uri, rows)] if rows else [])
+            if mirrors is not None:
+                mirrors.record(conn, hosted, deleted=[r[hosted.spec.primary_key] for r in rows])
+            changes = [Change("DELETE", hosted.uri, rows)] if rows else []
+            self._commit_and_notify(conn, changes, [hosted] if count else [])
         return count
 
     def _execute_write(
-        self, conn: sa.Connection, hosted: HostedTable, stmt: sa.Update | sa.Delete
+        self, conn: sa.Connection, hosted: HostedTable, stmt: sa.Update | sa.Delete, rows_needed: bool = False
     ) -> tuple[int, tuple[dict[str, Any], ...]]:
-        """Runs an UPDATE or DELETE: the row count and, only when someone subscribed, the rows."""
-        if not self._feed.has_subscribers(hosted.uri):
+        """Runs an UPDATE or DELETE: the row count and, only when someone subscribed (or they are
+        `rows_needed`), the rows."""
+        if not rows_needed and not self._feed.has_subscribers(hosted.uri):
             return conn.execute(stmt).rowcount, ()
         rows = tuple(r._asdict() for r in conn.execute(stmt.returning(*hosted.table.c)))
         return len(rows), rows

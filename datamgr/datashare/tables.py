@@ -2,12 +2,17 @@
 
 Each declared table lives in one physical table `ds_{id}` of the daemon's database (ids come from the
 `ds_tables` registry), so names never reach SQL text and every provider shares one engine. Registering
-a manifest again migrates: new columns are added, nothing is dropped or retyped.
+a manifest again migrates: new columns are added, nothing is dropped or retyped. A distributed table
+also names its mirror, the KV store that carries its rows to paired devices
+(`datamgr.datashare.distributed`); a table may become distributed later, never stop being it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -44,9 +49,23 @@ SQL_TYPES: dict[str, sa.types.TypeEngine] = {
 }
 
 
+# The system bundle (datamgr.kv.storage.SYSTEM_BUNDLE_PREFIX) of the distributed tables' mirror stores.
+MIRROR_BUNDLE = "ohos.distributeddata.datashare"
+
+
+def mirror_store_id(bundle: str, store: str, table: str) -> str:
+    """The KV store id of a distributed table's mirror: the same on every device. Its name is the
+    table's path made a store name, cut to fit, and a hash of the path (the cut and the replaced dots
+    could make two paths alike)."""
+    path = f"{bundle}/{store}/{table}"
+    digest = hashlib.sha256(path.encode()).hexdigest()[:16]
+    return f"{MIRROR_BUNDLE}/{re.sub(r'[^A-Za-z0-9_]', '_', path)[:111]}_{digest}"
+
+
 @dataclass(frozen=True, slots=True)
 class HostedTable:
-    """A provider table the daemon hosts: its spec, access rules and SQLAlchemy table."""
+    """A provider table the daemon hosts: its spec, access rules and SQLAlchemy table; `mirror` is the
+    KV store id of a distributed table's mirror (None: the table is not distributed)."""
 
     uri: str
     manifest: Manifest
@@ -56,6 +75,7 @@ class HostedTable:
     read_permission: str | None
     write_permission: str | None
     allow_list: tuple[str, ...] | None
+    mirror: str | None = None
 
     @property
     def bundle(self) -> str:
@@ -79,8 +99,10 @@ def _column(spec: TableSpec, name: str) -> sa.Column:
     return sa.Column(name, SQL_TYPES[col.type], **kwargs)
 
 
-def _sa_table(meta: sa.MetaData, table_id: int, spec: TableSpec, uri: str = "") -> sa.Table:
-    return sa.Table(f"ds_{table_id}", meta, *(_column(spec, c.name) for c in spec.columns), info={"uri": uri})
+def _sa_table(meta: sa.MetaData, table_id: int | str, spec: TableSpec, uri: str = "") -> sa.Table:
+    """The physical table `ds_{table_id}` (or the one named `table_id`) as `spec` declares it."""
+    name = table_id if isinstance(table_id, str) else f"ds_{table_id}"
+    return sa.Table(name, meta, *(_column(spec, c.name) for c in spec.columns), info={"uri": uri})
 
 
 class ProviderRegistry:
@@ -91,6 +113,7 @@ class ProviderRegistry:
         metadata.create_all(engine)
         self._manifests: dict[str, Manifest] = {}
         self._tables: dict[tuple[str, str, str], HostedTable] = {}
+        self._mirrors: dict[str, HostedTable] = {}
         self._load()
 
     def _load(self) -> None:
@@ -107,6 +130,7 @@ class ProviderRegistry:
                     uri = f"datashare:///{m.bundle}/{store.name}/{spec.name}"
                     tables[key] = self._hosted(m, store, spec, _sa_table(meta, ids[key], spec, uri))
         self._manifests, self._tables = manifests, tables
+        self._mirrors = {h.mirror: h for h in tables.values() if h.mirror is not None}
 
     @staticmethod
     def _hosted(m: Manifest, store: StoreSpec, spec: TableSpec, table: sa.Table) -> HostedTable:
@@ -120,7 +144,22 @@ class ProviderRegistry:
             read_permission=access.read_permission,
             write_permission=access.write_permission,
             allow_list=tuple(access.allow_list) if access.allow_list is not None else None,
+            mirror=mirror_store_id(m.bundle, store.name, spec.name) if spec.distributed else None,
         )
+
+    def tables(self, bundle: str) -> list[HostedTable]:
+        """The tables `bundle` declares."""
+        return [h for (b, _s, _n), h in self._tables.items() if b == bundle]
+
+    def by_mirror(self, store_id: str) -> HostedTable | None:
+        """The distributed table whose mirror is KV store `store_id`."""
+        return self._mirrors.get(store_id)
+
+    def check(self, manifest: Manifest) -> None:
+        """Raises InvalidArgument if `manifest` may not replace the registered one (see register)."""
+        old = self._manifests.get(manifest.bundle)
+        if old is not None:
+            _check_compatible(old, manifest)
 
     def manifest(self, bundle: str) -> Manifest | None:
         return self._manifests.get(bundle)
@@ -139,14 +178,18 @@ class ProviderRegistry:
             raise NotFound(f"{uri.bundle} declares no table {'/'.join(uri.path)} (uri {uri})")
         return hosted
 
-    def register(self, manifest: Manifest) -> tuple[list[str], list[str]]:
-        """Stores the manifest and creates or migrates its tables in one transaction.
+    def register(
+        self,
+        manifest: Manifest,
+        on_distributed: Callable[[sa.Connection, HostedTable], None] | None = None,
+    ) -> tuple[list[str], list[str]]:
+        """Stores the manifest and creates or migrates its tables in one transaction;
+        `on_distributed(conn, hosted)` runs in it for each existing table that becomes distributed.
 
         Returns the table URIs and the columns added (as uri#column).
         """
         old = self._manifests.get(manifest.bundle)
-        if old is not None:
-            _check_compatible(old, manifest)
+        self.check(manifest)
         added: list[str] = []
         uris: list[str] = []
         with self._engine.begin() as conn:
@@ -174,6 +217,9 @@ class ProviderRegistry:
                         ddl = sa.schema.CreateColumn(_column(spec, col.name)).compile(dialect=conn.dialect)
                         conn.execute(sa.text(f"ALTER TABLE {existing.table.name} ADD COLUMN {ddl}"))
                         added.append(f"{uri}#{col.name}")
+                    if spec.distributed and not existing.spec.distributed and on_distributed is not None:
+                        table = _sa_table(sa.MetaData(), existing.table.name, spec, uri)
+                        on_distributed(conn, self._hosted(manifest, store, spec, table))
             values = {"manifest_json": manifest.model_dump_json(), "updated_at": time.time()}
             if old is None:
                 conn.execute(sa.insert(providers_table).values(bundle=manifest.bundle, **values))
@@ -209,6 +255,16 @@ def _check_compatible(old: Manifest, new: Manifest) -> None:
             if new_spec.primary_key != spec.primary_key:
                 raise InvalidArgument(
                     f"the manifest changes the primary key of {where}; that is not supported"
+                )
+            if spec.distributed and not new_spec.distributed:
+                raise InvalidArgument(
+                    f"the manifest stops distributing {where}; that is not supported (its rows are on "
+                    "paired devices, whose changes would keep arriving)"
+                )
+            if spec.distributed and new_spec.label != spec.label:
+                raise InvalidArgument(
+                    f"the manifest changes the security level of distributed table {where} from "
+                    f"S{spec.label} to S{new_spec.label}; a synced table's label never changes"
                 )
             new_cols = {c.name: c for c in new_spec.columns}
             for col in spec.columns:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -48,6 +50,43 @@ peers_table = sa.Table(
 S, E, P = stores_table.c, entries_table.c, peers_table.c
 Row = tuple[str, bytes, Value | None, int, str]  # device, key, value, hlc, origin: a change without seq
 _CHUNK = 400  # bound parameters per IN (...) list
+_IN_SIZES = (8, 64, _CHUNK)  # IN lists are padded to one of these, so few statements are compiled
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    """A statement compiled for one dialect, run through the driver (`exec_driver_sql`): on batches of
+    a thousand rows SQLAlchemy's per-row processing of parameters and results costs more than the
+    query. `order`: the parameter names in position order (None: the driver takes them by name)."""
+
+    sql: str
+    order: tuple[str, ...] | None
+    defaults: dict[str, Any]
+
+    def params(self, values: dict[str, Any]) -> Any:
+        merged = {**self.defaults, **values}
+        return merged if self.order is None else tuple(merged[k] for k in self.order)
+
+
+_statements: dict[tuple[str, str, str], _Statement] = {}
+
+
+def _statement(
+    dialect: sa.Dialect, name: str, build: Callable[[], Any], keys: Sequence[str] = ()
+) -> _Statement:
+    """`build()` compiled for `dialect`, once per `name` (`keys`: column keys of an INSERT)."""
+    cache_key = (dialect.name, dialect.driver, name)
+    stmt = _statements.get(cache_key)
+    if stmt is None:
+        compiled = build().compile(dialect=dialect, column_keys=list(keys) or None)
+        order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        defaults = {k: b.value for k, b in compiled.binds.items() if not b.required}
+        stmt = _statements[cache_key] = _Statement(compiled.string, order, defaults)
+    return stmt
+
+
+def _bytes(b: Any) -> bytes:
+    return b if type(b) is bytes else bytes(b)  # psycopg2 returns bytea as memoryview
 
 
 def successor(prefix: bytes) -> bytes | None:
@@ -66,10 +105,21 @@ def _per_device(slots: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, Seque
             yield device, keys[i : i + _CHUNK]
 
 
-def to_change(store_id: str, row: sa.Row[tuple[object, ...]]) -> Change:
-    m = row._mapping
-    value = None if m["value"] is None else Value.decode(m["vtype"], m["value"])
-    return Change(store_id, m["device"], m["key"], value, m["hlc"], m["origin"], m["seq"])
+def changes_since(conn: sa.Connection, store_id: str, seq: int, limit: int) -> list[Change]:
+    """Up to `limit` changes with a seq above `seq`, in seq order (the store must exist)."""
+
+    def build() -> Any:
+        q = sa.select(E.device, E.key, E.value, E.vtype, E.hlc, E.origin, E.seq)
+        q = q.where(E.store_id == sa.bindparam("store_id"), E.seq > sa.bindparam("seq"))
+        return q.order_by(E.seq).limit(sa.bindparam("limit", type_=sa.Integer))
+
+    stmt = _statement(conn.dialect, "changes_since", build)
+    rows = conn.exec_driver_sql(stmt.sql, stmt.params({"store_id": store_id, "seq": seq, "limit": limit}))
+    decode = Value.decode
+    return [
+        Change(store_id, device, _bytes(key), None if raw is None else decode(vtype, raw), hlc, origin, s)
+        for device, key, raw, vtype, hlc, origin, s in rows
+    ]
 
 
 def to_info(row: sa.Row[tuple[object, ...]]) -> StoreInfo:
@@ -116,35 +166,41 @@ def versions(
     """(hlc, origin) of the stored rows (live or tombstones) of the given (device, key) slots."""
     found: dict[tuple[str, bytes], tuple[int, str]] = {}
     for device, part in _per_device(slots):
-        where = (E.store_id == store_id, E.device == device, E.key.in_(part))
-        for r in conn.execute(sa.select(E.key, E.hlc, E.origin).where(*where)):
-            found[device, r.key] = (r.hlc, r.origin)
+        size = next(n for n in _IN_SIZES if n >= len(part))
+        keys = [*part, *[part[-1]] * (size - len(part))]  # a repeated key changes nothing
+
+        def build(size: int = size) -> Any:
+            where = (E.store_id == sa.bindparam("store_id"), E.device == sa.bindparam("device"))
+            in_keys = E.key.in_([sa.bindparam(f"k{i}", type_=sa.LargeBinary) for i in range(size)])
+            return sa.select(E.key, E.hlc, E.origin).where(*where, in_keys)
+
+        stmt = _statement(conn.dialect, f"versions{size}", build)
+        values = {"store_id": store_id, "device": device} | {f"k{i}": k for i, k in enumerate(keys)}
+        for key, hlc, origin in conn.exec_driver_sql(stmt.sql, stmt.params(values)):
+            found[device, _bytes(key)] = (hlc, origin)
     return found
 
 
 _COLUMNS = ("store_id", "device", "key", "value", "vtype", "hlc", "origin", "seq")
-_compiled: dict[str, tuple[str, bool]] = {}
 
 
-def _upsert_sql(dialect: sa.Dialect) -> tuple[str, bool] | None:
-    """INSERT ... ON CONFLICT (the key's row) DO UPDATE compiled for `dialect` (None if it has no
-    upsert), and whether its parameters are positional. Run through the driver's executemany: on
-    batches of a thousand rows SQLAlchemy's per-row parameter processing costs more than the insert."""
+def _upsert(dialect: sa.Dialect) -> _Statement | None:
+    """INSERT ... ON CONFLICT (the key's row) DO UPDATE for `dialect` (None if it has no upsert)."""
     if dialect.name not in ("sqlite", "postgresql"):
         return None
-    key = f"{dialect.name}+{dialect.driver}"
-    if key not in _compiled:
+
+    def build() -> Any:
         if dialect.name == "sqlite":
             from sqlalchemy.dialects.sqlite import insert
         else:
             from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
         stmt = insert(entries_table)
         new = {c: stmt.excluded[c] for c in _COLUMNS[3:]}
-        upsert = stmt.on_conflict_do_update(index_elements=[E.store_id, E.device, E.key], set_=new)
-        compiled = upsert.compile(dialect=dialect, column_keys=list(_COLUMNS))
-        assert not compiled.positional or tuple(compiled.positiontup or ()) == _COLUMNS
-        _compiled[key] = (compiled.string, compiled.positional)
-    return _compiled[key]
+        return stmt.on_conflict_do_update(index_elements=[E.store_id, E.device, E.key], set_=new)
+
+    upsert = _statement(dialect, "upsert", build, _COLUMNS)
+    assert upsert.order in (None, _COLUMNS)
+    return upsert
 
 
 def put_rows(
@@ -154,26 +210,22 @@ def put_rows(
     and max_hlc along. Returns the changes as stored."""
     if not rows:
         return []
-    changes = [Change(store_id, *row, last_seq + i) for i, row in enumerate(rows, 1)]
-    params = [
-        (
-            store_id, c.device, c.key, None if c.value is None else c.value.encode(),
-            0 if c.value is None else int(c.value.vtype), c.hlc, c.origin, c.seq,
-        )
-        for c in changes
-    ]  # fmt: skip
-    upsert = _upsert_sql(conn.dialect)
+    changes: list[Change] = []
+    params: list[tuple[object, ...]] = []
+    for seq, (device, key, value, hlc, origin) in enumerate(rows, last_seq + 1):
+        changes.append(Change(store_id, device, key, value, hlc, origin, seq))
+        encoded, vtype = (None, 0) if value is None else (value.encode(), int(value.vtype))
+        params.append((store_id, device, key, encoded, vtype, hlc, origin, seq))
+    upsert = _upsert(conn.dialect)
     if upsert is None:
         for device, part in _per_device((c.device, c.key) for c in changes):
             where = (E.store_id == store_id, E.device == device, E.key.in_(part))
             conn.execute(sa.delete(entries_table).where(*where))
         conn.execute(sa.insert(entries_table), [dict(zip(_COLUMNS, p, strict=True)) for p in params])
+    elif upsert.order is not None:
+        conn.exec_driver_sql(upsert.sql, params)
     else:
-        sql, positional = upsert
-        if positional:
-            conn.exec_driver_sql(sql, params)
-        else:
-            conn.exec_driver_sql(sql, [dict(zip(_COLUMNS, p, strict=True)) for p in params])
+        conn.exec_driver_sql(upsert.sql, [dict(zip(_COLUMNS, p, strict=True)) for p in params])
     higher = sa.case((S.max_hlc < max_hlc, max_hlc), else_=S.max_hlc)
     conn.execute(
         sa.update(stores_table).where(S.store_id == store_id).values(last_seq=changes[-1].seq, max_hlc=higher)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from datamgr.errors import InvalidArgument, PermissionDenied, TooLarge
-from datamgr.sync.hlc import check_timestamp
+from datamgr.sync.hlc import MAX_HLC, check_timestamp
 
 MAX_KEY_LENGTH = 1024  # OpenHarmony's MAX_KEY_LENGTH
 MAX_KEY_LENGTH_DEVICE = 896  # MAX_KEY_LENGTH_DEVICE: OH prefixes keys of device stores with the device
@@ -89,26 +90,35 @@ class Value:
 
     @classmethod
     def decode(cls, vtype: int, raw: bytes) -> Value:
-        raw = bytes(raw)
-        value: Value | None = None
+        """The value stored (or sent) as `raw` with type `vtype`; InvalidArgument if it is malformed.
+
+        Built without `__post_init__`: each decoder yields its type's data by construction, and this
+        runs once per synced change on each side."""
+        if type(raw) is not bytes:
+            raw = bytes(raw)
         try:
-            match VType(vtype):
-                case VType.BYTES:
-                    value = cls(VType.BYTES, raw)
-                case VType.STRING:
-                    value = cls(VType.STRING, raw.decode())
-                case VType.INT:
-                    value = cls(VType.INT, struct.unpack(">q", raw)[0])
-                case VType.DOUBLE:
-                    value = cls(VType.DOUBLE, struct.unpack(">d", raw)[0])
-                case VType.BOOL if raw in (b"\x00", b"\x01"):
-                    value = cls(VType.BOOL, raw == b"\x01")
-        except (ValueError, struct.error):
-            pass
-        if value is None:
-            raise InvalidArgument(f"malformed value of type {vtype}: {raw[:16]!r}")
-        object.__setattr__(value, "_raw", raw)
+            vt = _VTYPE_OF[vtype]
+            data = _DECODERS[vt](raw)
+        except (KeyError, TypeError, ValueError, struct.error):
+            raise InvalidArgument(f"malformed value of type {vtype}: {raw[:16]!r}") from None
+        value = _new(cls)
+        _set(value, "vtype", vt)
+        _set(value, "data", data)
+        _set(value, "_raw", raw)
         return value
+
+
+_new, _set = object.__new__, object.__setattr__
+_VTYPE_OF: dict[object, VType] = {int(t): t for t in VType}
+_INT64_BE, _DOUBLE_BE = struct.Struct(">q"), struct.Struct(">d")
+_BOOLS = {b"\x00": False, b"\x01": True}
+_DECODERS: dict[VType, Callable[[bytes], ValueData]] = {
+    VType.BYTES: lambda raw: raw,
+    VType.STRING: bytes.decode,  # strict UTF-8: a malformed string raises UnicodeDecodeError
+    VType.INT: lambda raw: _INT64_BE.unpack(raw)[0],  # struct.error unless exactly 8 bytes
+    VType.DOUBLE: lambda raw: _DOUBLE_BE.unpack(raw)[0],
+    VType.BOOL: _BOOLS.__getitem__,  # KeyError unless b"\x00" or b"\x01"
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,3 +207,25 @@ def check_change(c: object, store_id: str, kind: StoreKind, receiver: str) -> Ch
             f"a peer may not write into {receiver}'s own key space of {store_id}: only {receiver} writes it"
         )
     return c
+
+
+def check_changes(changes: Sequence[object], store_id: str, kind: StoreKind, receiver: str) -> None:
+    """`check_change` of every change of a batch: the common case in one tight loop, and whatever
+    that loop does not accept at once goes through `check_change`, which accepts it or says why not."""
+    limit, single = key_limit(kind), kind is StoreKind.SINGLE_VERSION
+    for c in changes:
+        if not (
+            type(c) is Change
+            and c.store_id == store_id
+            and type(c.key) is bytes
+            and 1 <= len(c.key) <= limit
+            and (c.value is None or (type(c.value) is Value and len(c.value.encode()) <= MAX_VALUE_LENGTH))
+            and type(c.hlc) is int
+            and 0 <= c.hlc <= MAX_HLC
+            and type(c.origin) is str
+            and 1 <= len(c.origin) <= MAX_DEVICE_ID_LENGTH
+            and type(c.seq) is int
+            and c.seq >= 1
+            and (c.device == "" if single else c.device == c.origin != receiver)
+        ):
+            check_change(c, store_id, kind, receiver)

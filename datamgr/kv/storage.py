@@ -36,8 +36,9 @@ Semantics:
   `mirror.apply(conn, info, changes)` inside the same transaction (so its own tables move with the
   watermark, or not at all) and to `mirror.committed(info, peer, changes)` after the commit. `apply`
   must not raise for data it cannot use (it would stop the peer's sync for good): it skips it.
-- Tombstones stay until `collect_tombstones` finds that every listed peer acked them. A replica not in
-  that list that still holds an older value can bring the key back (the usual tombstone-GC trade-off).
+- Tombstones stay until `collect_tombstones` finds that every listed peer acked them (the daemon lists
+  its trusted devices, periodically: `datamgr.sync.gc`). A replica not in that list that still holds an
+  older value can bring the key back (the usual tombstone-GC trade-off).
 
 Limits (OpenHarmony's constants): keys 1..1024 bytes (896 in DEVICE_COLLABORATION stores, where OH
 prefixes the device id), values ≤ 4194303 bytes encoded, ≤ 128 entries per app write. Over a limit:
@@ -76,7 +77,7 @@ from datamgr.kv._storage_types import (
     Value,
     ValueData,
     VType,
-    check_change,
+    check_changes,
     check_key,
     check_value,
     key_limit,
@@ -252,9 +253,7 @@ class KvStorage:
         """Up to `limit` changes with a local seq above `seq`, tombstones included, in seq order."""
         with self.engine.connect() as conn:
             sql.require(conn, store_id)
-            q = sa.select(entries_table).where(E.store_id == store_id, E.seq > seq)
-            rows = conn.execute(q.order_by(E.seq).limit(max(0, limit)))
-            return [sql.to_change(store_id, r) for r in rows]
+            return sql.changes_since(conn, store_id, seq, max(0, limit))
 
     # ---- replication ----
 
@@ -275,8 +274,7 @@ class KvStorage:
             raise InvalidArgument(f"a batch from {peer} cannot be applied on {peer} itself")
         with self.engine.begin() as conn:
             info, last_seq = sql.lock_store(conn, store_id)
-            for c in changes:
-                check_change(c, store_id, info.kind, self.device_id)
+            check_changes(changes, store_id, info.kind, self.device_id)
             seqs, lower = [c.seq for c in changes], since_seq or 0
             if any(b <= a for a, b in itertools.pairwise(seqs)) or not (
                 lower <= last_peer_seq and (not seqs or lower < seqs[0] <= seqs[-1] <= last_peer_seq)

@@ -1,11 +1,13 @@
 """The sync engine: sessions between this device's KV stores and its peers', over any `PeerLink`.
 
 `sync(store_id, peers, mode)` runs one session per peer, concurrently: a handshake, then PUSH
-(our changes above the peer's acked watermark, in batches; each ack moves the watermark), PULL (the
-mirror: the peer's changes above our received watermark) or both. `handle(sender, request)` is the
-responder side, stateless between requests. Every watermark moves in the transaction that applied the
-data, so an interrupted session loses nothing: the next one resumes where the last ack left off, and
-whatever is sent twice is a no-op (see `datamgr.kv.storage.KvStorage.apply_remote`).
+(our changes above the peer's acked watermark, in batches, up to `push_window` of them in flight; each
+ack moves the watermark), PULL (the mirror: the peer's changes above our received watermark) or both.
+`handle(sender, request)` is the responder side, stateless between requests. Every watermark moves in
+the transaction that applied the data, so an interrupted session loses nothing: the next one resumes
+where the last ack left off, and whatever is sent twice is a no-op (see
+`datamgr.kv.storage.KvStorage.apply_remote`); a batch that overtook the one before it finds a gap and
+is refused whole.
 
 Rules enforced here: the protocol version and the store options (kind, label) must match; a changed
 epoch means the peer's store was rebuilt (both watermarks reset: full resync); data goes to a peer
@@ -17,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from datamgr.errors import (
     DatamgrError,
@@ -75,10 +78,13 @@ class SyncStatus:
 class SyncOptions:
     batch_size: int = 1000  # changes per batch, sent and accepted
     batch_bytes: int = 4 * 1024 * 1024  # bytes per batch (a single larger change still goes alone)
+    # Push batches in flight at once: with 2 the next one travels while the peer applies this one;
+    # with 1 each waits for the previous ack, so nothing after a failed batch reaches the peer.
+    push_window: int = 1
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.batch_bytes < 1:
-            raise InvalidArgument("batch_size and batch_bytes must be at least 1")
+        if self.batch_size < 1 or self.batch_bytes < 1 or self.push_window < 1:
+            raise InvalidArgument("batch_size, batch_bytes and push_window must be at least 1")
 
 
 T = TypeVar("T")
@@ -198,32 +204,51 @@ class SyncEngine:
         return s
 
     async def _push(self, s: _Session) -> None:
+        """Our changes above the peer's acked watermark, in batches, up to `push_window` of them in
+        flight. The peer applies them in the order they reach its writer; one that overtook the batch
+        before it is refused (a gap: nothing written), and the push goes on after that one's ack."""
         store_id = s.info.store_id
         skip = s.peer if s.info.kind is StoreKind.DEVICE_COLLABORATION else None
 
         def read(since: int) -> asyncio.Future[list[Change]]:
-            rows = self.db.read(self.storage.changes_since, store_id, since, s.batch_size)
-            return asyncio.ensure_future(rows)
+            return _quiet(self.db.read(self.storage.changes_since, store_id, since, s.batch_size))
 
-        rows = await read(s.acked)
-        while rows:
-            changes, last = cut_batch(rows, s.acked, s.batch_bytes, skip)
-            batch = PushBatch(store_id, s.info.epoch, s.peer_epoch, s.acked, last, changes)
-            ahead = read(last)  # the next batch is read while the peer applies this one
-            try:
-                ack = _expect(await s.link.request(batch), PushAck, batch)
-                if ack.received_seq < last:
-                    raise InvalidArgument(f"{s.peer} acked seq {ack.received_seq} for a batch up to {last}")
-                await self.db.write(self.storage.set_acked, store_id, s.peer, ack.received_seq)
-            except BaseException:
-                ahead.cancel()
-                raise
-            s.acked, s.pushed, s.moved = ack.received_seq, s.pushed + ack.applied, True
-            if ack.received_seq == last:
-                rows = await ahead
-            else:  # the peer held more than this batch: continue after what it holds
-                ahead.cancel()
-                rows = await read(s.acked)
+        inflight: deque[tuple[PushBatch, asyncio.Future[Reply], bool]] = deque()  # (batch, reply, overtaking)
+        sent = s.acked  # the batches sent so far cover our seqs up to here
+        ahead: asyncio.Future[list[Change]] | None = read(sent)  # the next rows; None: no more
+        try:
+            while True:
+                while ahead is not None and len(inflight) < self.options.push_window:
+                    if not (rows := await ahead):
+                        ahead = None
+                        break
+                    changes, last = cut_batch(rows, sent, s.batch_bytes, skip)
+                    batch = PushBatch(store_id, s.info.epoch, s.peer_epoch, sent, last, changes)
+                    inflight.append((batch, _quiet(s.link.request(batch)), bool(inflight)))
+                    sent, ahead = last, read(last)  # the next batch is read while this one travels
+                if not inflight:
+                    return
+                batch, reply, overtaking = inflight.popleft()
+                try:
+                    ack: PushAck | None = _expect(await reply, PushAck, batch)
+                except FailedPrecondition:  # a gap, if it overtook the batch before it
+                    if not overtaking:
+                        raise
+                    ack = None
+                if ack is not None:
+                    if ack.received_seq < batch.last_seq:
+                        raise InvalidArgument(
+                            f"{s.peer} acked seq {ack.received_seq} for a batch up to {batch.last_seq}"
+                        )
+                    await self.db.write(self.storage.set_acked, store_id, s.peer, ack.received_seq)
+                    s.acked, s.pushed, s.moved = ack.received_seq, s.pushed + ack.applied, True
+                if ack is None or ack.received_seq > batch.last_seq:
+                    # overtaken, or the peer held more than this batch: go on after what it holds
+                    _cancel(ahead, *(r for _, r, _ in inflight))
+                    inflight.clear()
+                    sent, ahead = s.acked, read(s.acked)
+        finally:
+            _cancel(ahead, *(r for _, r, _ in inflight))
 
     async def _pull(self, s: _Session) -> None:
         store_id = s.info.store_id
@@ -235,11 +260,9 @@ class SyncEngine:
             if reply.last_seq == s.received:
                 return  # nothing more; this request also acked everything we hold
             self._check_size(reply.changes)
-            applied = await self.db.write(
-                self._apply, store_id, s.peer, s.peer_epoch, reply.changes, reply.last_seq, s.received
-            )
+            loop, batch = asyncio.get_running_loop(), (s.peer_epoch, reply, s.received)
+            applied, _ = await self.db.write(self._heard, loop, store_id, s.peer, self._on_pulled, *batch)
             s.received, s.pulled, s.moved = reply.last_seq, s.pulled + len(applied), True
-            self._notify_changes(store_id, s.peer, applied)
 
     # ---- responder ----
 
@@ -250,8 +273,10 @@ class SyncEngine:
             return await self.db.write(self._on_handshake, sender, msg)
         if isinstance(msg, PushBatch):
             self._check_size(msg.changes)
-            applied, received = await self.db.write(self._on_push, sender, msg)
-            self._notify_changes(msg.store_id, sender, applied)
+            loop = asyncio.get_running_loop()
+            applied, received = await self.db.write(
+                self._heard, loop, msg.store_id, sender, self._on_push, msg
+            )
             return PushAck(msg.store_id, received, len(applied))
         if isinstance(msg, PullRequest):
             info = await self.db.write(self._on_pull, sender, msg)
@@ -292,6 +317,9 @@ class SyncEngine:
         # apply_remote either refused (raised), ignored a replay (received_seq unchanged and already
         # >= last_seq) or saved received_seq = last_seq (> the old one): the max of the two either way.
         return applied, max(state.received_seq, b.last_seq)
+
+    def _on_pulled(self, peer: str, epoch: str, r: PullReply, since: int) -> tuple[list[Change], int]:
+        return self._apply(r.store_id, peer, epoch, r.changes, r.last_seq, since), r.last_seq
 
     def _on_pull(self, sender: str, r: PullRequest) -> StoreInfo:
         info = self._current(r.store_id, r.peer_epoch)
@@ -336,9 +364,34 @@ class SyncEngine:
                 f"{self.options.batch_size} changes, {self.options.batch_bytes} bytes"
             )
 
-    def _notify_changes(self, store_id: str, peer: str, applied: list[Change]) -> None:
-        if applied and self._notify is not None:
-            self._notify(store_id, peer, applied)
+    def _heard(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        store_id: str,
+        peer: str,
+        job: Callable[..., tuple[list[Change], int]],
+        *args: Any,
+    ) -> tuple[list[Change], int]:
+        """`job(peer, *args)`, whose peer changes that took effect go to `on_remote_changes` on `loop`
+        right after their commit: in commit order, and even when the request that brought them was
+        cancelled meanwhile (a deadline, a dropped connection, a push window given up)."""
+        applied, received = job(peer, *args)
+        if applied and self._notify is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._notify, store_id, peer, applied)
+        return applied, received
+
+
+def _quiet(aw: Awaitable[T]) -> asyncio.Future[T]:
+    """`aw` as a future whose failure is not reported as never retrieved if it ends up dropped."""
+    fut = asyncio.ensure_future(aw)
+    fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return fut
+
+
+def _cancel(*futures: asyncio.Future[Any] | None) -> None:
+    for fut in futures:
+        if fut is not None:
+            fut.cancel()
 
 
 def _expect(reply: object, cls: type[T], request: object) -> T:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
@@ -58,22 +58,26 @@ def _kind(value: int) -> StoreKind:
     return kind
 
 
-def change_to_proto(c: Change) -> pb.Change:
-    if c.value is None:
-        return pb.Change(device=c.device, key=c.key, tombstone=True, hlc=c.hlc, origin=c.origin, seq=c.seq)
-    return pb.Change(
-        device=c.device, key=c.key, value=c.value.encode(), vtype=int(c.value.vtype),
-        hlc=c.hlc, origin=c.origin, seq=c.seq,
-    )  # fmt: skip
-
-
-def change_from_proto(store_id: str, c: pb.Change) -> Change:
-    value = None if c.tombstone else Value.decode(c.vtype, c.value)
-    return Change(store_id, c.device, c.key, value, c.hlc, c.origin, c.seq)
+def add_changes(target: Any, changes: Iterable[Change]) -> None:
+    """Appends `changes` to a repeated `pb.Change` field (in place: cheaper than building each one)."""
+    add = target.add
+    for c in changes:
+        v = c.value
+        if v is None:
+            add(device=c.device, key=c.key, tombstone=True, hlc=c.hlc, origin=c.origin, seq=c.seq)
+        else:
+            add(
+                device=c.device, key=c.key, value=v.encode(), vtype=v.vtype, hlc=c.hlc, origin=c.origin,
+                seq=c.seq,
+            )  # fmt: skip
 
 
 def changes_from_proto(store_id: str, changes: Any) -> tuple[Change, ...]:
-    return tuple(change_from_proto(store_id, c) for c in changes)
+    decode, out = Value.decode, []
+    for c in changes:
+        value = None if c.tombstone else decode(c.vtype, c.value)
+        out.append(Change(store_id, c.device, c.key, value, c.hlc, c.origin, c.seq))
+    return tuple(out)
 
 
 def request_to_proto(msg: Request) -> Any:
@@ -84,10 +88,12 @@ def request_to_proto(msg: Request) -> Any:
             received_seq=msg.received_seq, batch_size=msg.batch_size, batch_bytes=msg.batch_bytes,
         )  # fmt: skip
     if isinstance(msg, PushBatch):
-        return pb.PushRequest(
+        push = pb.PushRequest(
             store_id=msg.store_id, epoch=msg.epoch, peer_epoch=msg.peer_epoch, since_seq=msg.since_seq,
-            last_seq=msg.last_seq, changes=[change_to_proto(c) for c in msg.changes],
+            last_seq=msg.last_seq,
         )  # fmt: skip
+        add_changes(push.changes, msg.changes)
+        return push
     return pb.PullRequest(
         store_id=msg.store_id, epoch=msg.epoch, peer_epoch=msg.peer_epoch, since_seq=msg.since_seq,
         batch_size=msg.batch_size, batch_bytes=msg.batch_bytes,
@@ -121,10 +127,11 @@ def reply_to_proto(reply: Reply) -> Any:
         return pb.PushResponse(
             store_id=reply.store_id, received_seq=reply.received_seq, applied=reply.applied
         )
-    return pb.PullResponse(
-        store_id=reply.store_id, epoch=reply.epoch, since_seq=reply.since_seq, last_seq=reply.last_seq,
-        changes=[change_to_proto(c) for c in reply.changes],
-    )  # fmt: skip
+    pull = pb.PullResponse(
+        store_id=reply.store_id, epoch=reply.epoch, since_seq=reply.since_seq, last_seq=reply.last_seq
+    )
+    add_changes(pull.changes, reply.changes)
+    return pull
 
 
 def reply_from_proto(msg: Request, r: Any) -> Reply:

@@ -1,3 +1,4 @@
+from datamgr.v1 import kv_pb2 as _kv_pb2
 from datamgr.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -269,14 +270,16 @@ class ValuesBucket(_message.Message):
     def __init__(self, values: _Optional[_Mapping[str, _types_pb2.Value]] = ...) -> None: ...
 
 class ChangeInfo(_message.Message):
-    __slots__ = ("type", "uri", "values")
+    __slots__ = ("type", "uri", "values", "device_id")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     type: ChangeType
     uri: str
     values: _containers.RepeatedCompositeFieldContainer[ValuesBucket]
-    def __init__(self, type: _Optional[_Union[ChangeType, str]] = ..., uri: _Optional[str] = ..., values: _Optional[_Iterable[_Union[ValuesBucket, _Mapping]]] = ...) -> None: ...
+    device_id: str
+    def __init__(self, type: _Optional[_Union[ChangeType, str]] = ..., uri: _Optional[str] = ..., values: _Optional[_Iterable[_Union[ValuesBucket, _Mapping]]] = ..., device_id: _Optional[str] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("uri",)
@@ -295,6 +298,22 @@ class SubscribeResponse(_message.Message):
     subscribed: Subscribed
     change: ChangeInfo
     def __init__(self, subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., change: _Optional[_Union[ChangeInfo, _Mapping]] = ...) -> None: ...
+
+class SyncRequest(_message.Message):
+    __slots__ = ("uri", "device_ids", "mode")
+    URI_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    uri: str
+    device_ids: _containers.RepeatedScalarFieldContainer[str]
+    mode: _kv_pb2.KvSyncMode
+    def __init__(self, uri: _Optional[str] = ..., device_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[_kv_pb2.KvSyncMode, str]] = ...) -> None: ...
+
+class SyncResponse(_message.Message):
+    __slots__ = ("statuses",)
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    statuses: _containers.RepeatedCompositeFieldContainer[_kv_pb2.KvDeviceSyncStatus]
+    def __init__(self, statuses: _Optional[_Iterable[_Union[_kv_pb2.KvDeviceSyncStatus, _Mapping]]] = ...) -> None: ...
 
 class PublishedItem(_message.Message):
     __slots__ = ("key", "text", "blob", "subscriber_id")

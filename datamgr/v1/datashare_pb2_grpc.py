@@ -78,6 +78,11 @@ class DataShareServiceStub:
                 request_serializer=datamgr_dot_v1_dot_datashare__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=datamgr_dot_v1_dot_datashare__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
+        self.Sync = channel.unary_unary(
+                '/datamgr.v1.DataShareService/Sync',
+                request_serializer=datamgr_dot_v1_dot_datashare__pb2.SyncRequest.SerializeToString,
+                response_deserializer=datamgr_dot_v1_dot_datashare__pb2.SyncResponse.FromString,
+                _registered_method=True)
         self.Publish = channel.unary_unary(
                 '/datamgr.v1.DataShareService/Publish',
                 request_serializer=datamgr_dot_v1_dot_datashare__pb2.PublishRequest.SerializeToString,
@@ -153,7 +158,17 @@ class DataShareServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Subscribe(self, request, context):
-        """Streams a SubscribeResponse{subscribed} once the subscription is live, then every committed change.
+        """Streams a SubscribeResponse{subscribed} once the subscription is live, then every committed change
+        (those synced from paired devices too, with their device id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Sync(self, request, context):
+        """Syncs a distributed table with paired devices now (RdbStore.sync), one status per device; the same
+        provider manifest must be registered on each. Needs ohos.permission.DISTRIBUTED_DATASYNC and read
+        access to the table.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -227,6 +242,11 @@ def add_DataShareServiceServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=datamgr_dot_v1_dot_datashare__pb2.SubscribeRequest.FromString,
                     response_serializer=datamgr_dot_v1_dot_datashare__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'Sync': grpc.unary_unary_rpc_method_handler(
+                    servicer.Sync,
+                    request_deserializer=datamgr_dot_v1_dot_datashare__pb2.SyncRequest.FromString,
+                    response_serializer=datamgr_dot_v1_dot_datashare__pb2.SyncResponse.SerializeToString,
             ),
             'Publish': grpc.unary_unary_rpc_method_handler(
                     servicer.Publish,
@@ -469,6 +489,33 @@ class DataShareService:
             '/datamgr.v1.DataShareService/Subscribe',
             datamgr_dot_v1_dot_datashare__pb2.SubscribeRequest.SerializeToString,
             datamgr_dot_v1_dot_datashare__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Sync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datamgr.v1.DataShareService/Sync',
+            datamgr_dot_v1_dot_datashare__pb2.SyncRequest.SerializeToString,
+            datamgr_dot_v1_dot_datashare__pb2.SyncResponse.FromString,
             options,
             channel_credentials,
             insecure,

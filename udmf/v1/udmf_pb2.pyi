@@ -108,20 +108,22 @@ class Summary(_message.Message):
     def __init__(self, summary: _Optional[_Mapping[str, int]] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class DataHeader(_message.Message):
-    __slots__ = ("properties", "record_count", "key", "intention", "writer", "summary")
+    __slots__ = ("properties", "record_count", "key", "intention", "writer", "summary", "device")
     PROPERTIES_FIELD_NUMBER: _ClassVar[int]
     RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     INTENTION_FIELD_NUMBER: _ClassVar[int]
     WRITER_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
     properties: Properties
     record_count: int
     key: str
     intention: Intention
     writer: str
     summary: Summary
-    def __init__(self, properties: _Optional[_Union[Properties, _Mapping]] = ..., record_count: _Optional[int] = ..., key: _Optional[str] = ..., intention: _Optional[_Union[Intention, str]] = ..., writer: _Optional[str] = ..., summary: _Optional[_Union[Summary, _Mapping]] = ...) -> None: ...
+    device: str
+    def __init__(self, properties: _Optional[_Union[Properties, _Mapping]] = ..., record_count: _Optional[int] = ..., key: _Optional[str] = ..., intention: _Optional[_Union[Intention, str]] = ..., writer: _Optional[str] = ..., summary: _Optional[_Union[Summary, _Mapping]] = ..., device: _Optional[str] = ...) -> None: ...
 
 class Entry(_message.Message):
     __slots__ = ("record", "type", "value", "blob_size", "blob_field", "blob_text")
