@@ -5,6 +5,12 @@ A peer is ONLINE from its first valid advert until its service is removed (an mD
 of it was heard for `offline_after_s`; to stay online without announcing again, it is asked for its
 records at 80, 85, 90 and 95% of that time (RFC 6762 §5.2 cache maintenance; any answer, to whoever
 asked, counts). An offline peer stays listed (online false) until a new one needs its place.
+
+A peer that went offline by that timeout (no goodbye: a killed daemon, or the network between us cut)
+is still asked for its records, so that a healed partition is noticed without waiting for the peer to
+announce again: every second for its first two minutes away, then at intervals doubling up to a
+minute (RFC 6762 §5.2 asks for growing intervals; a second at first is what lets sync converge within
+about two seconds of a heal). A goodbye ends the asking.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ log = logging.getLogger("datamgr.discovery")
 _QUERY_AT = 0.80  # of offline_after_s since last heard: the first refresh query
 _QUERY_STEP = 0.05  # then every 5% more, until 95%
 _QUERY_JITTER = 0.02  # RFC 6762 §5.2: 2% random variation, so peers do not all ask at once
+_LOST_EVERY_S = 1.0  # a peer gone offline by timeout is asked for every second...
+_LOST_FAST_S = 120.0  # ...for this long, then at doubling intervals...
+_LOST_MAX_EVERY_S = 60.0  # ...up to this
 
 
 class EventKind(enum.Enum):
@@ -59,6 +68,8 @@ class _Entry:
     peer: Peer
     next_query: float
     queries_left: int
+    lost_since: float | None = None  # offline by timeout at this time: still asked for (not a goodbye)
+    lost_every: float = _LOST_EVERY_S
 
 
 class PeerTable:
@@ -120,28 +131,39 @@ class PeerTable:
         return True
 
     def removed(self, name: str, now: float) -> list[DeviceEvent]:
-        """The peer said goodbye (or its PTR record expired)."""
+        """The peer said goodbye (or its PTR record expired): not asked for any more."""
         entry = self._entry(name)
-        if entry is None or not entry.peer.online:
+        if entry is None:
+            return []
+        entry.lost_since = None
+        if not entry.peer.online:
             return []
         return [self._offline(entry)]
 
     def expire(self, now: float) -> list[DeviceEvent]:
-        """OFFLINE for every online peer not heard of for offline_after_s."""
-        return [
-            self._offline(e)
-            for e in list(self._entries.values())
-            if e.peer.online and now - e.peer.last_seen > self._ttl
-        ]
+        """OFFLINE for every online peer not heard of for offline_after_s (then still asked for)."""
+        events = []
+        for e in list(self._entries.values()):
+            if e.peer.online and now - e.peer.last_seen > self._ttl:
+                events.append(self._offline(e))
+                e.lost_since, e.lost_every, e.next_query = now, _LOST_EVERY_S, now + _LOST_EVERY_S
+        return events
 
     def due_queries(self, now: float) -> list[str]:
-        """Instance names to ask for their records now (each online peer at 80/85/90/95%)."""
+        """Instance names to ask for their records now: each online peer at 80/85/90/95%, each peer
+        offline by timeout at its growing interval."""
         due = []
         for e in self._entries.values():
-            if e.peer.online and e.queries_left > 0 and now >= e.next_query:
+            if e.peer.online:
+                if e.queries_left > 0 and now >= e.next_query:
+                    due.append(e.name)
+                    e.queries_left -= 1
+                    e.next_query += _QUERY_STEP * self._ttl
+            elif e.lost_since is not None and now >= e.next_query:
                 due.append(e.name)
-                e.queries_left -= 1
-                e.next_query += _QUERY_STEP * self._ttl
+                if now - e.lost_since >= _LOST_FAST_S:
+                    e.lost_every = min(2 * e.lost_every, _LOST_MAX_EVERY_S)
+                e.next_query = now + e.lost_every
         return due
 
     def _entry(self, name: str) -> _Entry | None:

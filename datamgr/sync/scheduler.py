@@ -4,7 +4,9 @@ comes online. One session per store at a time (a manual sync waits for an automa
 Automatic sync, when on: a local write marks its store; `coalesce_s` later one PUSH goes to every
 reachable trusted peer with everything written meanwhile (at most one push per store per window). A
 trusted peer coming ONLINE (discovery) gets a PUSH_PULL of every store. Failures of automatic syncs
-are logged, never raised: the next one resumes from the last ack.
+are logged, never raised: the next one resumes from the last ack. One that failed on the network is
+tried again shortly while the peer is still reachable (`datamgr.sync.retries`), so a partition
+shorter than discovery's offline timeout heals without waiting for the next write.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from datamgr.device.peer_table import DeviceEvents, EventKind
@@ -23,6 +25,7 @@ from datamgr.errors import InvalidArgument, NotFound
 from datamgr.kv.storage import KvStorage
 from datamgr.storage import Database
 from datamgr.sync.engine import SyncCode, SyncEngine, SyncMode, SyncStatus
+from datamgr.sync.retries import Retries, RetryPolicy, transient
 from datamgr.sync.transport import PeerLinks
 
 log = logging.getLogger("datamgr.sync")
@@ -32,6 +35,7 @@ log = logging.getLogger("datamgr.sync")
 class AutoSync:
     enabled: bool = True
     coalesce_s: float = 0.1
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 class SyncScheduler:
@@ -53,6 +57,8 @@ class SyncScheduler:
         self._due: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._said: dict[tuple[str, str], str] = {}  # the last failure logged per (store, peer)
+        self._retries = Retries(auto.retry)
+        self._retrying: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._closed = False
 
     async def sync(
@@ -117,6 +123,28 @@ class SyncScheduler:
             # a failure is logged when it starts or changes, not on every write window
             level = logging.INFO if failed and status.message != said else logging.DEBUG
             log.log(level, "auto %s of %s with %s: %s", mode.name, store_id, peer, status)
+            self._retry_later(store_id, peer, mode, status)
+
+    def _retry_later(self, store_id: str, peer: str, mode: SyncMode, status: SyncStatus) -> None:
+        if not transient(status):
+            self._retries.settled(store_id, peer, mode)
+            return
+        delay = self._retries.failed(store_id, peer, mode, self._loop.time())
+        if delay is None:
+            give_up_s = self._auto.retry.give_up_s
+            log.info("auto sync of %s with %s: failing for %.0f s, not retried", store_id, peer, give_up_s)
+        elif (store_id, peer) not in self._retrying and not self._closed:
+            self._retrying[store_id, peer] = self._loop.call_later(delay, self._retry, store_id, peer)
+
+    def _retry(self, store_id: str, peer: str) -> None:
+        del self._retrying[store_id, peer]
+        mode = self._retries.owed(store_id, peer)
+        if mode is None:
+            return
+        if peer not in self._links.reachable():
+            self._retries.settled(store_id, peer)  # offline: its next ONLINE catches up
+            return
+        self._spawn(self._auto_sync(store_id, [peer], mode))
 
     async def watch(self, events: DeviceEvents) -> None:
         """Catches up with every trusted peer that comes online, until discovery closes."""
@@ -148,9 +176,10 @@ class SyncScheduler:
         """Stops automatic syncs (the running ones are cancelled: they resume next time) and closes
         the links."""
         self._closed = True
-        for handle in self._due.values():
+        for handle in [*self._due.values(), *self._retrying.values()]:
             handle.cancel()
         self._due.clear()
+        self._retrying.clear()
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

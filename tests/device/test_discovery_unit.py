@@ -4,6 +4,7 @@ events driven by a fake clock."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from hypothesis import given
@@ -254,11 +255,32 @@ def test_refresh_queries_at_80_85_90_95_percent() -> None:
     assert t2.due_queries(16.01) == [name(1)]
 
 
-def test_offline_peers_are_not_asked() -> None:
+def test_peers_that_said_goodbye_are_not_asked() -> None:
     t = table(ttl=10.0)
     t.seen(name(1), peer_advert(1), (), 0, now=0.0)
     t.removed(name(1), now=1.0)
     assert t.due_queries(9.0) == []
+    assert t.expire(now=50.0) == [] and t.due_queries(60.0) == []
+
+
+def test_peers_lost_by_timeout_are_still_asked_at_growing_intervals() -> None:
+    """A partition: the peer went quiet without a goodbye. Asking for it is what notices the heal."""
+    t = table(ttl=10.0)
+    t.seen(name(1), peer_advert(1), (), 0, now=0.0)
+    assert kinds(t.expire(now=10.5)) == [(EventKind.OFFLINE, "peer-1")]
+    asked = [now for now in (10.5 + x / 10 for x in range(50)) if t.due_queries(now)]
+    assert asked == pytest.approx([11.5, 12.5, 13.5, 14.5])  # every second at first
+    late = [now for now in (140.0 + x / 10 for x in range(3000)) if t.due_queries(now)]
+    gaps = [b - a for a, b in itertools.pairwise(late)]
+    assert gaps[:3] == pytest.approx([2.0, 4.0, 8.0], abs=0.11) and max(gaps) == pytest.approx(60.0, abs=0.11)
+    # the answer brings it back (the shell resolves what `heard` refuses), and the asking stops
+    assert t.heard(name(1), now=500.0) is False
+    assert kinds(t.seen(name(1), peer_advert(1), (), 0, now=500.1)) == [(EventKind.ONLINE, "peer-1")]
+    assert [n for n in (500.2 + x / 10 for x in range(70)) if t.due_queries(n)] == []  # online: at 80%
+    # lost again, then a goodbye: no more questions
+    t.expire(now=511.0)
+    t.removed(name(1), now=511.5)
+    assert [n for n in (511.6 + x / 10 for x in range(100)) if t.due_queries(n)] == []
 
 
 def test_full_table_evicts_the_oldest_offline_peer_else_ignores() -> None:
