@@ -235,7 +235,6 @@ async def _start_udmf_sync(
     settings: Settings,
     identity: Identity,
     trust: TrustStore,
-    discovery: Discovery,
     storage: KvStorage,
     udmf: UdmfService,
     db: Database,
@@ -243,10 +242,8 @@ async def _start_udmf_sync(
     peer: PeerServer,
 ) -> UdmfBridge:
     """UDMF's CROSS_DEVICE data on the sync engine (descriptors in a system KV store) and its reads from
-    the device holding it (UdmfPeerService on the peer port)."""
-    timeout = settings.sync.request_timeout_s
-    links = PeerLinks(identity, trust, discovery.table.get, lambda: discovery.running, timeout)
-    fetcher = PeerFetcher(identity, trust, links.address)
+    the device holding it (UdmfPeerService on the peer port, found where sync finds it)."""
+    fetcher = PeerFetcher(identity, trust, sync.links.address)
     bridge = UdmfBridge(UdmfSyncConfig(settings.udmf.sync_inline_bytes), storage, udmf, db, fetcher)
     await bridge.start(sync.written)
     UdmfPeerServicer(udmf, trust, identity.device_id).add_to(peer.server)
@@ -315,7 +312,7 @@ async def run(  # noqa: PLR0915 - the composition root
     distributed.set_sync(sync)
     SyncServicer(sync.engine, trust).add_to(peer.server)
     kv.set_sync(sync)
-    udmf_sync = await _start_udmf_sync(settings, identity, trust, discovery, kv_storage, udmf, db, sync, peer)
+    udmf_sync = await _start_udmf_sync(settings, identity, trust, kv_storage, udmf, db, sync, peer)
     PairingService(peer, admin.check).add_to(server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -48,6 +48,16 @@ def _json_default(value: Any) -> Any:
 SYNC_MODES = {"push-pull": "PUSH_PULL", "push": "PUSH_ONLY", "pull": "PULL_ONLY"}
 
 
+def sync_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--device (repeatable) and --mode, the options of every `sync` command."""
+    fn = click.option("--mode", type=click.Choice(list(SYNC_MODES)), default="push-pull", show_default=True)(
+        fn
+    )
+    return click.option(
+        "--device", "devices", multiple=True, help="A paired device's id (repeat; default: all)."
+    )(fn)
+
+
 def show_sync_results(results: dict[str, Any], as_json: bool) -> None:
     """Prints one sync result per device (a table, or JSON); exits 1 unless every device is OK."""
     from rich.table import Table

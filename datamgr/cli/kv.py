@@ -14,7 +14,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from datamgr.cli._common import SYNC_MODES, handle_errors, out, print_json, show_sync_results
+from datamgr.cli._common import SYNC_MODES, handle_errors, out, print_json, show_sync_results, sync_options
 from datamgr.errors import InvalidArgument
 from datamgr.kv.query import Query
 
@@ -172,8 +172,7 @@ def create(store: str, kind: str, level: str, token: str, address: str | None) -
 
 @kv.command()
 @click.argument("store")
-@click.option("--device", "devices", multiple=True, help="A paired device's id (repeat; default: all).")
-@click.option("--mode", type=click.Choice(list(SYNC_MODES)), default="push-pull", show_default=True)
+@sync_options
 @json_option
 @token_option
 @address_option

@@ -16,7 +16,15 @@ from typing import Any
 import click
 from rich.table import Table
 
-from datamgr.cli._common import SYNC_MODES, err, handle_errors, out, print_json, show_sync_results
+from datamgr.cli._common import (
+    SYNC_MODES,
+    err,
+    handle_errors,
+    out,
+    print_json,
+    show_sync_results,
+    sync_options,
+)
 from datamgr.datashare.predicates import DataSharePredicates
 from datamgr.errors import InvalidArgument
 
@@ -227,8 +235,7 @@ def subscribe(uri: str, count: int, token: str, address: str | None) -> None:
 
 @share.command()
 @click.argument("uri")
-@click.option("--device", "devices", multiple=True, help="A paired device's id (repeat; default: all).")
-@click.option("--mode", type=click.Choice(list(SYNC_MODES)), default="push-pull", show_default=True)
+@sync_options
 @json_option
 @token_option
 @address_option

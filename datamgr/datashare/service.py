@@ -38,10 +38,10 @@ from datamgr.datashare.tables import HostedTable, ProviderRegistry
 from datamgr.datashare.uri import DataShareUri, check_bundle, parse_proxy_uri, parse_table_uri, parse_uri
 from datamgr.errors import InvalidArgument, NotFound, PermissionDenied, TooLarge, Unavailable
 from datamgr.storage import Database
-from datamgr.sync.engine import SyncCode, SyncMode
+from datamgr.sync import calls
 from datamgr.v1 import datashare_pb2 as pb
 from datamgr.v1 import datashare_pb2_grpc as pb_grpc
-from datamgr.v1 import kv_pb2, types_pb2
+from datamgr.v1 import types_pb2
 
 log = logging.getLogger("datamgr.datashare")
 _CHANGE_TYPES = {
@@ -56,19 +56,6 @@ _DECLARED: dict[str, int] = {
     "blob": types_pb2.DATA_TYPE_BLOB,
     "boolean": types_pb2.DATA_TYPE_BOOL,
 }
-_SYNC_MODES = {
-    kv_pb2.KV_SYNC_MODE_UNSPECIFIED: SyncMode.PUSH_PULL,
-    kv_pb2.KV_SYNC_MODE_PULL_ONLY: SyncMode.PULL_ONLY,
-    kv_pb2.KV_SYNC_MODE_PUSH_ONLY: SyncMode.PUSH_ONLY,
-    kv_pb2.KV_SYNC_MODE_PUSH_PULL: SyncMode.PUSH_PULL,
-}
-_SYNC_CODES = {
-    SyncCode.OK: kv_pb2.KV_SYNC_CODE_OK,
-    SyncCode.PARTIAL: kv_pb2.KV_SYNC_CODE_PARTIAL,
-    SyncCode.SKIPPED: kv_pb2.KV_SYNC_CODE_SKIPPED,
-    SyncCode.ERROR: kv_pb2.KV_SYNC_CODE_ERROR,
-}
-_MAX_DEVICE_ID = 128  # datamgr.kv.storage.MAX_DEVICE_ID_LENGTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,27 +385,11 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             raise InvalidArgument(
                 f"{route.uri} is served by the provider's extension; only hosted tables sync"
             )
-        mode = _SYNC_MODES.get(request.mode)
-        if mode is None:
-            raise InvalidArgument(f"unknown sync mode {request.mode}")
-        for device in request.device_ids:
-            if not 1 <= len(device) <= _MAX_DEVICE_ID:
-                raise InvalidArgument(f"invalid device id {device!r}: 1-{_MAX_DEVICE_ID} characters")
+        mode, devices = calls.requested(request.mode, request.device_ids)
         if self._distributed is None:
             raise Unavailable("sync between devices is not running on this device")
-        statuses = await self._distributed.sync(route.hosted, list(request.device_ids), mode)
-        return pb.SyncResponse(
-            statuses=[
-                kv_pb2.KvDeviceSyncStatus(
-                    device_id=device,
-                    code=_SYNC_CODES[s.code],
-                    message=s.message,
-                    pushed=s.pushed,
-                    pulled=s.pulled,
-                )
-                for device, s in statuses.items()
-            ]
-        )
+        statuses = await self._distributed.sync(route.hosted, devices, mode)
+        return pb.SyncResponse(statuses=calls.statuses(statuses))
 
     # ---- published data ----
 

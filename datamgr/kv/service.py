@@ -39,28 +39,17 @@ from datamgr.kv._checks import (
 )
 from datamgr.kv.notify import KvNotifier, classify, remote_changes
 from datamgr.kv.query import CompiledQuery, compile_query
-from datamgr.kv.storage import MAX_BATCH_SIZE, MAX_DEVICE_ID_LENGTH, Change, KvStorage, StoreInfo, Value
+from datamgr.kv.storage import MAX_BATCH_SIZE, Change, KvStorage, StoreInfo, Value
 from datamgr.kv.transactions import Pending, Transaction, Transactions, overlay
 from datamgr.storage import Database
-from datamgr.sync.engine import SyncCode, SyncMode, SyncStatus
+from datamgr.sync import calls
+from datamgr.sync.engine import SyncMode, SyncStatus
 from datamgr.v1 import kv_pb2 as pb
 from datamgr.v1 import kv_pb2_grpc as pb_grpc
 from datamgr.v1 import types_pb2
 
 log = logging.getLogger("datamgr.kv")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["KvStoreService"].full_name
-_SYNC_MODES = {
-    pb.KV_SYNC_MODE_UNSPECIFIED: SyncMode.PUSH_PULL,
-    pb.KV_SYNC_MODE_PULL_ONLY: SyncMode.PULL_ONLY,
-    pb.KV_SYNC_MODE_PUSH_ONLY: SyncMode.PUSH_ONLY,
-    pb.KV_SYNC_MODE_PUSH_PULL: SyncMode.PUSH_PULL,
-}
-_SYNC_CODES = {
-    SyncCode.OK: pb.KV_SYNC_CODE_OK,
-    SyncCode.PARTIAL: pb.KV_SYNC_CODE_PARTIAL,
-    SyncCode.SKIPPED: pb.KV_SYNC_CODE_SKIPPED,
-    SyncCode.ERROR: pb.KV_SYNC_CODE_ERROR,
-}
 
 
 class Syncer(Protocol):
@@ -415,24 +404,8 @@ class KvService(pb_grpc.KvStoreServiceServicer):
         if DISTRIBUTED_DATASYNC not in app.permissions:
             raise PermissionDenied(f"{app.bundle} lacks {DISTRIBUTED_DATASYNC}, which sync needs")
         store = await self._store(app, request.store)
-        mode = _SYNC_MODES.get(request.mode)
-        if mode is None:
-            raise InvalidArgument(f"unknown sync mode {request.mode}")
-        for device in request.device_ids:
-            if not 1 <= len(device) <= MAX_DEVICE_ID_LENGTH:
-                raise InvalidArgument(f"invalid device id {device!r}: 1-{MAX_DEVICE_ID_LENGTH} characters")
+        mode, devices = calls.requested(request.mode, request.device_ids)
         if self._sync is None:
             raise Unavailable("sync between devices is not running on this device")
-        statuses = await self._sync.sync(store.store_id, list(request.device_ids), mode)
-        return pb.KvStoreServiceSyncResponse(
-            statuses=[
-                pb.KvDeviceSyncStatus(
-                    device_id=device,
-                    code=_SYNC_CODES[s.code],
-                    message=s.message,
-                    pushed=s.pushed,
-                    pulled=s.pulled,
-                )
-                for device, s in statuses.items()
-            ]
-        )
+        statuses = await self._sync.sync(store.store_id, devices, mode)
+        return pb.KvStoreServiceSyncResponse(statuses=calls.statuses(statuses))

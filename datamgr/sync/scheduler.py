@@ -61,6 +61,11 @@ class SyncScheduler:
         self._retrying: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._closed = False
 
+    @property
+    def links(self) -> PeerLinks:
+        """How this device reaches its trusted peers (their addresses, levels and channels)."""
+        return self._links
+
     async def sync(
         self, store_id: str, devices: Sequence[str], mode: SyncMode = SyncMode.PUSH_PULL
     ) -> dict[str, SyncStatus]:

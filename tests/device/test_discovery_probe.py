@@ -9,16 +9,16 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from test_discovery_mdns import next_event, run
 from zeroconf import DNSOutgoing, DNSPointer, DNSService, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
 
 from datamgr.device.advert import SERVICE_TYPE, Advert, instance_name
 from datamgr.device.discovery import Discovery, DiscoveryConfig
-from datamgr.device.peer_table import DeviceEvent, DeviceWatch, EventKind
+from datamgr.device.peer_table import EventKind
 
 LOOPBACK = ("127.0.0.1",)
 pytestmark = pytest.mark.timeout(60)
@@ -59,20 +59,6 @@ def answered_records(out: DNSOutgoing, name: str) -> list[Any]:
         return []
     records = [r for r, _ in out.answers] + list(out.additionals)
     return [r for r in records if r.name == name or (isinstance(r, DNSPointer) and r.alias == name)]
-
-
-async def next_event(watch: DeviceWatch, match: Callable[[DeviceEvent], bool], timeout: float) -> DeviceEvent:
-    async def first() -> DeviceEvent:
-        async for event in watch:
-            if match(event):
-                return event
-        raise AssertionError("the watch ended")
-
-    return await asyncio.wait_for(first(), timeout)
-
-
-def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    asyncio.run(test())
 
 
 def test_probes_keep_rfc_6762_pace_and_no_port_is_named_before_advertising() -> None:
