@@ -118,6 +118,9 @@ class UdmfClient(_Base):
         try:
             last = -1
             for message in call:
+                if cancel is not None and cancel.is_set():  # at once: the daemon may be parts ahead
+                    call.cancel()
+                    raise cancelled("get_data")
                 assembler.feed(message)
                 if progress is not None and assembler.progress != last:
                     last = assembler.progress

@@ -240,14 +240,18 @@ def test_30_mb_get_with_progress_to_a_file_and_cancel(
         system.grant_access(key, TARGET)
 
         cancel = threading.Event()
+        after_cancel: list[int] = []
 
         def stop_at_ten(percent: int) -> None:
+            if cancel.is_set():
+                after_cancel.append(percent)
             if percent >= 10:
                 cancel.set()
 
         with pytest.raises(UdmfError) as info:
             target.get_data(key, progress=stop_at_ten, out_dir=tmp_path / "cancelled", cancel=cancel)
         assert info.value.code == "CANCELLED"
+        assert after_cancel == []  # the read stops at once, not when a watcher gets round to it
         assert list((tmp_path / "cancelled").iterdir()) == []
 
         seen: list[int] = []  # the cancelled read consumed nothing: the target reads it whole now
