@@ -55,7 +55,7 @@ import itertools
 import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 import sqlalchemy as sa
@@ -83,7 +83,7 @@ from datamgr.kv._storage_types import (
     key_limit,
 )
 from datamgr.sync.hlc import HLC
-from datamgr.sync.security import check_label
+from datamgr.sync.security import check_label, may_hold
 
 __all__ = [
     "MAX_BATCH_SIZE",
@@ -342,15 +342,22 @@ class KvStorage:
             assert new is not None
             return new, rebuilt
 
-    def collect_tombstones(self, store_id: str, peers: Iterable[str]) -> int:
+    def collect_tombstones(
+        self, store_id: str, peers: Iterable[str], levels: Mapping[str, int] | None = None
+    ) -> int:
         """Deletes the tombstones every listed peer has acked (all of them when `peers` is empty: no
-        one else needs them); returns how many."""
+        one else needs them); returns how many. With `levels` (a peer's device security level), a peer
+        that may not hold the store's label and never acked any of it is not waited for: no change of
+        this store ever went to it, so it has no value a tombstone must reach."""
         peers = list(peers)
         with self.engine.begin() as conn:
-            _, floor = sql.lock_store(conn, store_id)
+            info, floor = sql.lock_store(conn, store_id)
+            q = sa.select(P.peer, P.acked_seq).where(P.store_id == store_id, P.peer.in_(peers))
+            acked: dict[str, int] = {r.peer: r.acked_seq for r in conn.execute(q)} if peers else {}
+            if levels is not None:
+                label = info.security_level
+                peers = [p for p in peers if acked.get(p, 0) or p not in levels or may_hold(levels[p], label)]
             if peers:
-                q = sa.select(P.peer, P.acked_seq).where(P.store_id == store_id, P.peer.in_(peers))
-                acked: dict[str, int] = {r.peer: r.acked_seq for r in conn.execute(q)}
                 floor = min(acked.get(p, 0) for p in peers)
             where = (E.store_id == store_id, E.value.is_(None), E.seq <= floor)
             return conn.execute(sa.delete(entries_table).where(*where)).rowcount

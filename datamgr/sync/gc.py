@@ -10,8 +10,10 @@ Why a peer never misses a delete: a peer's acked seq moves only when it confirme
 our changes up to it (its push ack, the since_seq of its pull, the received_seq of its handshake, all
 for our current epoch), it never moves back, and seqs are never reused; so a tombstone at or below it
 reached that peer, or lost there to a newer write. A trusted device that never synced a store acked
-nothing of it (0), and one whose level may not hold the store's label never acks: that store keeps its
-tombstones. A rebuilt peer starts again from 0 with an empty store, which needs no tombstone.
+nothing of it (0): that store keeps its tombstones. One whose level may not hold the store's label
+never gets any of it, so it is not waited for unless it acked some of the store once (its level was
+higher then): what it holds may still need a delete. A rebuilt peer starts again from 0 with an empty
+store, which needs no tombstone.
 
 The trade-off (see `datamgr.kv.storage`): a replica that is not a trusted peer when a tombstone goes —
 a device unpaired before it acked, or one that got the data through a third device — and still holds
@@ -42,12 +44,14 @@ class TombstoneCollector:
         self._task: asyncio.Task[None] | None = None
 
     def peers(self) -> list[str]:
-        """The devices whose acks a collection waits for: every trusted one."""
+        """The devices whose acks a collection may wait for: every trusted one (less, per store, one
+        whose level may not hold the store and that never acked any of it)."""
         return sorted(d.device_id for d in self._trust.all())
 
     def collect_store(self, store_id: str) -> int:
         """One store's collection (blocking; on the writer thread in the daemon); how many went."""
-        return self._storage.collect_tombstones(store_id, self.peers())
+        levels = {d.device_id: d.security_level for d in self._trust.all()}
+        return self._storage.collect_tombstones(store_id, sorted(levels), levels)
 
     async def collect(self) -> dict[str, int]:
         """One round over every store: the stores that lost tombstones, and how many each."""

@@ -14,10 +14,10 @@ from datamgr.kv.storage import Value
 from datamgr.sync.gc import TombstoneCollector
 
 
-def _trust(r: Replica, *devices: str) -> TrustStore:
+def _trust(r: Replica, *devices: str, level: int = 4) -> TrustStore:
     trust = TrustStore(r.storage.engine)
     for d in devices:
-        trust.add(TrustedDevice(d, f"device {d}", f"fp-{d}", "-----BEGIN CERTIFICATE-----", 4))
+        trust.add(TrustedDevice(d, f"device {d}", f"fp-{d}", "-----BEGIN CERTIFICATE-----", level))
     return trust
 
 
@@ -47,6 +47,24 @@ def test_a_round_waits_for_every_trusted_device_and_no_other(net: SimNet) -> Non
     assert run(gc.collect()) == {S: 1}
     assert _tombstones(a) == []
     assert a.storage.write(S, [(b"d", Value.of(4))])[0].seq == 6  # a collected seq is never reused
+
+
+def test_a_device_that_may_not_hold_the_store_is_waited_for_only_if_it_once_held_some(net: SimNet) -> None:
+    (a,) = with_store(net, "A", label=2)  # S2: an SL1 device may hold S1 only
+    put(a, a=1, b=2)
+    a.storage.write(S, [], [b"a"])  # seq 3
+    trust = _trust(a, "B")
+    trust.add(TrustedDevice("LOW", "a watch", "fp-LOW", "-----BEGIN CERTIFICATE-----", 1))
+    gc = TombstoneCollector(a.storage, a.db, trust, interval_s=60)
+    a.storage.set_acked(S, "B", 3)
+    assert run(gc.collect()) == {S: 1}  # LOW never got any of this store: nothing to wait for
+    assert _tombstones(a) == []
+
+    a.storage.write(S, [], [b"b"])  # seq 4
+    a.storage.set_acked(S, "B", 4)
+    a.storage.set_acked(S, "LOW", 2)  # it held some once (its level was higher then): it may need b's delete
+    assert run(gc.collect()) == {}
+    assert _tombstones(a) == [b"b"]
 
 
 def test_with_no_trusted_device_every_tombstone_goes(net: SimNet) -> None:
