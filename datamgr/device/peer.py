@@ -64,6 +64,27 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 2000),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+# A peer that vanishes without a word (out of range, a dropped link) is noticed by HTTP/2 pings while
+# a call is open: one every KEEPALIVE[0] ms, the connection dead when one goes unanswered for
+# KEEPALIVE[1] ms. Without them a stream (a UDMF fetch, say) would wait for TCP to give up, many
+# minutes, and its holder would keep the read's turn as long. The server pings its callers the same
+# way, and lets a client ping that often.
+KEEPALIVE = (10_000, 5_000)
+
+
+def _keepalive_options(keepalive: tuple[int, int], server: bool) -> list[tuple[str, int]]:
+    every, timeout = keepalive
+    options = [
+        ("grpc.keepalive_time_ms", every),
+        ("grpc.keepalive_timeout_ms", timeout),
+        ("grpc.http2.ping_timeout_ms", timeout),  # grpc 1.85 waits this long (default 1 min) for an ack
+        ("grpc.http2.max_pings_without_data", 0),  # a stream's receiver sends no data frames
+    ]
+    if server:  # a caller's pings that come this often are fine (by default: 5 min, else GOAWAY)
+        options.append(("grpc.http2.min_ping_interval_without_data_ms", min(every, KEEPALIVE[0]) // 2))
+    return options
+
+
 _PROBE_TIMEOUT_S = 3.0
 _NAME_BYTES = 63
 
@@ -77,6 +98,7 @@ class PeerConfig:
     pairing_window_s: float = 120.0
     pairing_attempts: int = 3
     step_timeout_s: float = 30.0  # how long one pairing message or peer call may take
+    keepalive: tuple[int, int] = KEEPALIVE  # the server's pings to its callers (every, timeout ms)
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -212,6 +234,7 @@ class PeerServer:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
                 ("grpc.max_send_message_length", MAX_MESSAGE),
+                *_keepalive_options(config.keepalive, server=True),
             ],
         )
         pb_grpc.add_PeerServiceServicer_to_server(PeerServicer(self), self.server)
@@ -471,10 +494,13 @@ class _StreamStreamRefusal(grpc.aio.StreamStreamClientInterceptor):
         return _mapped_stream(await continuation(details, request_iterator), self._refusal)
 
 
-def open_peer_channel(address: str, identity: Identity, peer_cert_pem: bytes | str) -> grpc.aio.Channel:
+def open_peer_channel(
+    address: str, identity: Identity, peer_cert_pem: bytes | str, keepalive: tuple[int, int] = KEEPALIVE
+) -> grpc.aio.Channel:
     """A mutual-TLS channel to the peer server at `address`: we present our certificate, and accept
     only the peer's `peer_cert_pem` (pinned: it is the only root). A refusal of our certificate comes
-    out as UNAUTHENTICATED (see the module docstring)."""
+    out as UNAUTHENTICATED (see the module docstring); a peer that stops answering mid-call, as
+    UNAVAILABLE once a `keepalive` ping (every, timeout ms) went unanswered."""
     pem = peer_cert_pem.encode() if isinstance(peer_cert_pem, str) else peer_cert_pem
     split_address(address)
     credentials = grpc.ssl_channel_credentials(
@@ -485,7 +511,8 @@ def open_peer_channel(address: str, identity: Identity, peer_cert_pem: bytes | s
         return await peer_refusal(address, identity, pem)
 
     interceptors = [_UnaryUnaryRefusal(refusal), _UnaryStreamRefusal(refusal), _StreamStreamRefusal(refusal)]
-    return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    options = [*CHANNEL_OPTIONS, *_keepalive_options(keepalive, server=False)]
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
 
 
 def peer_channel(

@@ -28,15 +28,15 @@ def _device(ident: Identity) -> TrustedDevice:
 class Scenario:
     """A server device and two client identities, `friend` trusted and `stranger` not."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, **config: Any) -> None:
         self.server_identity = load_identity(tmp_path / "server")
         self.friend = load_identity(tmp_path / "friend")
         self.stranger = load_identity(tmp_path / "stranger")
         self.db = Database(create_engine(f"sqlite:///{tmp_path / 'server.db'}"), 1)
         self.trust = TrustStore(self.db.engine)
         self.trust.add(_device(self.friend))
-        config = PeerConfig("127.0.0.1:0", "127.0.0.1:0", "server", 3)
-        self.peer = PeerServer(config, self.server_identity, self.trust, self.db)
+        settings = PeerConfig("127.0.0.1:0", "127.0.0.1:0", "server", 3, **config)
+        self.peer = PeerServer(settings, self.server_identity, self.trust, self.db)
         self.callers: list[str] = []
 
         async def repeat(request: bytes, context: Any) -> AsyncIterator[bytes]:
