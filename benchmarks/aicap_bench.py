@@ -2,7 +2,8 @@
 llama-cpp-python's high-level Llama answering the same requests one after another.
 
 Run: .venv/bin/python benchmarks/aicap_bench.py [--quick] [--clients 1,4,8,16] [--per-client 2]
-     [--max-tokens 128] [--rounds 1] [--systems bare-u,bare-s,serial,engine,daemon] [--prefix-reps 3]
+     [--max-tokens 128] [--rounds 1] [--systems bare-u,bare-s,serial,engine,daemon,llama-server]
+     [--prefix-reps 3] [--llama-server PATH] [--lengths 16,64,256]
 
 One run, every system on the same prompts (the same token lists), interleaved per concurrency level; every
 level and round gets prompts of its own, so no system reuses a prefix cached by an earlier run:
@@ -17,6 +18,9 @@ level and round gets prompts of its own, so no system reuses a prefix cached by 
 - engine: aicap's AsyncEngine in this process (no gRPC): separates engine overhead from the service's.
 - daemon: the real daemon process (tests/integration/harness.Daemon), N clients calling AiService.Complete
   over gRPC on its Unix socket; TTFT = call start to first chunk, ITL = between chunks.
+- llama-server: llama.cpp's own server (`-np <max N> -kvu`, the daemon's n_ctx and threads, flash attention
+  as the engine has it), N client threads over HTTP (benchmarks/llama_server.py). Left out, with a note, when
+  its binary is not built: `bash benchmarks/build_llama_server.sh`.
 
 Every request generates exactly --max-tokens tokens (greedy, end-of-generation ignored/masked). Aggregate
 tok/s = all generated tokens / (first request start to last token). Then: prefix reuse (TTFT of a request
@@ -36,6 +40,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -48,8 +53,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _machine import machine  # noqa: E402
+from llama_server import LlamaServer, find_binary  # noqa: E402
 
 from aicap.engine.model_runner import default_model_path, quiet_llama_logs  # noqa: E402
 from aicap.engine.tokenizer import Tokenizer  # noqa: E402
@@ -58,13 +65,14 @@ PERMISSION = "ohos.permission.USE_AI"
 LENGTHS = (16, 64, 256)  # prompt lengths (tokens), cycled over the requests
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}  # llama_context_params.flash_attn_type
 PER_SEQ_CTX = 512  # cells per sequence of the per-sequence-streams bare loop (a prompt plus its output)
-ALL_SYSTEMS = ("bare-u", "bare-s", "serial", "engine", "daemon")
+ALL_SYSTEMS = ("bare-u", "bare-s", "serial", "engine", "daemon", "llama-server")
 LABELS = {
     "bare-u": "bare loop, unified KV",
     "bare-s": "bare loop, per-seq KV",
     "serial": "serial Llama",
     "engine": "engine in-process",
     "daemon": "ours (daemon, gRPC)",
+    "llama-server": "llama-server -kvu (HTTP)",
 }
 
 WORDS = (  # noqa: SIM905
@@ -119,9 +127,11 @@ class Workload:
         return client * self.per_client + j
 
 
-def make_prompts(tok: Tokenizer, count: int, seed: int = 1) -> tuple[list[str], list[list[int]]]:
+def make_prompts(
+    tok: Tokenizer, count: int, seed: int = 1, lengths: tuple[int, ...] = LENGTHS
+) -> tuple[list[str], list[list[int]]]:
     rng = random.Random(seed)
-    texts = [text_with_tokens(tok, rng, LENGTHS[i % len(LENGTHS)]) for i in range(count)]
+    texts = [text_with_tokens(tok, rng, lengths[i % len(lengths)]) for i in range(count)]
     return texts, [tok.tokenize(t) for t in texts]
 
 
@@ -541,7 +551,7 @@ def median_run(runs: list[Run]) -> dict[str, float]:
 
 def print_table(results: dict[tuple[str, int], list[Run]], clients: list[int], systems: list[str]) -> None:
     head = f"{'N':>3} {'system':<24}{'tok/s':>8}{'TTFT p50/p99 (ms)':>22}{'ITL p50/p99 (ms)':>19}"
-    print(head + f"  {'tok/s vs: bare-u':>16}{'bare-s':>8}{'serial':>8}{'others':>8}")
+    print(head + f"  {'tok/s vs: bare-u':>16}{'bare-s':>8}{'serial':>8}{'l-server':>9}{'others':>8}")
     for n in clients:
         med = {s: median_run(results[s, n]) for s in systems if (s, n) in results}
         for s in systems:
@@ -549,8 +559,8 @@ def print_table(results: dict[tuple[str, int], list[Run]], clients: list[int], s
                 continue
             m = med[s]
             ratios = "".join(
-                f"{m['tok_s'] / med[o]['tok_s']:>8.2f}" if o in med and o != s else f"{'':>8}"
-                for o in ("bare-u", "bare-s", "serial")
+                f"{m['tok_s'] / med[o]['tok_s']:>{w}.2f}" if o in med and o != s else f"{'':>{w}}"
+                for o, w in (("bare-u", 8), ("bare-s", 8), ("serial", 8), ("llama-server", 9))
             )
             notes = {r.note for r in results[s, n] if r.note}
             print(
@@ -582,6 +592,13 @@ def print_targets(results: dict[tuple[str, int], list[Run]], n: int) -> None:
             print(f"  {LABELS[ours]}: throughput {r:.2f} x serial (>= 1.4): {verdict(r >= 1.4)}")
             r = m["ttft99"] / med["serial"]["ttft99"]
             print(f"  {LABELS[ours]}: TTFT p99 {r:.2f} x serial's (<= 0.33): {verdict(r <= 1 / 3)}")
+        if "llama-server" in med:
+            r = m["tok_s"] / med["llama-server"]["tok_s"]
+            t = m["ttft99"] / med["llama-server"]["ttft99"]
+            print(
+                f"  {LABELS[ours]}: throughput {r:.2f} x llama-server's (> 1: {verdict(r > 1)}), "
+                f"TTFT p99 {t:.2f} x its"
+            )
 
 
 # ---------------------------------------------------------------- prefix reuse
@@ -640,9 +657,12 @@ def parse() -> argparse.Namespace:
         help="Flash attention of the bare loop (llama.cpp's default: auto; the engine's: ai.flash_attn, on).",
     )
     ap.add_argument("--daemon-env", action="append", default=[], help="KEY=VALUE for the daemon.")
+    ap.add_argument("--llama-server", default=None, help="Its binary (else $LLAMA_SERVER, the built one).")
+    ap.add_argument("--lengths", default=",".join(map(str, LENGTHS)), help="Prompt lengths (tokens), cycled.")
     args = ap.parse_args()
     if args.quick:
         args.clients, args.per_client, args.max_tokens, args.prefix_reps = "1,8", 1, 32, 1
+    args.lengths = tuple(int(n) for n in args.lengths.split(","))
     return args
 
 
@@ -684,6 +704,18 @@ class Systems:
         if "daemon" in self.names:
             self.daemon = ThroughDaemon(tmp / "data", max_clients, env)
             watch.watch(self.daemon.pid)
+        self.server: LlamaServer | None = None
+        if "llama-server" in self.names:
+            binary = find_binary(args.llama_server)
+            if binary is None:
+                print("llama-server left out: not built (bash benchmarks/build_llama_server.sh)", flush=True)
+                self.names.remove("llama-server")
+            else:
+                fa = "on" if cfg.flash_attn else "off"
+                self.server = LlamaServer(
+                    binary, model_path, cfg.n_ctx, max_clients, cfg.n_threads, fa, tmp / "llama-server.log"
+                )
+                watch.watch(self.server.pid)
 
     def run(self, name: str, w: Workload, sample: Callable[[], None] | None = None) -> Run:
         if name in self.bare:
@@ -694,7 +726,22 @@ class Systems:
             return self.engine.run(w)
         if name == "daemon" and self.daemon is not None:
             return self.daemon.run(w, sample=sample)
+        if name == "llama-server" and self.server is not None:
+            return self._through_server(w, name)
         raise ValueError(name)
+
+    def _through_server(self, w: Workload, name: str) -> Run:
+        assert self.server is not None
+        server, run, lock = self.server, Run(name, w.clients), threading.Lock()
+
+        def request(c: int, j: int) -> None:
+            t0, times = server.complete(w.tokens[w.prompt(c, j)], w.max_tokens)
+            with lock:
+                run.request(t0, times)
+
+        run.start = time.perf_counter()
+        server.run_clients(w.clients, w.per_client, request)
+        return run
 
     def warm_up(self) -> None:
         """One short request through every system (graph allocation, lazy loads) before measuring."""
@@ -712,6 +759,8 @@ class Systems:
             self.engine.close()
         if self.daemon is not None:
             self.daemon.close()
+        if self.server is not None:
+            self.server.close()
         llama_cpp.llama_model_free(self.model)
 
 
@@ -757,7 +806,7 @@ def sweep(
     for rnd in range(args.rounds):
         for n in clients:
             # new prompts for every level and round: no system may reuse an earlier run's prefix cache
-            texts, tokens = make_prompts(sys_.tok, n * args.per_client, seed=1000 * (rnd + 1) + n)
+            texts, tokens = make_prompts(sys_.tok, n * args.per_client, 1000 * (rnd + 1) + n, args.lengths)
             w = Workload(n, args.per_client, args.max_tokens, texts, tokens)
             order = sys_.names if rnd % 2 == 0 else sys_.names[::-1]  # alternate who goes first
             for name in order:
@@ -785,6 +834,13 @@ def prefix_systems(sys_: Systems) -> dict[str, Callable[[str, list[int]], float]
         out[LABELS["engine"]] = lambda _text, tokens: e.ttft(tokens)
     if (s := sys_.serial) is not None:
         out["serial Llama (own reuse)"] = lambda _text, tokens: s.ttft(tokens)
+    if (ls := sys_.server) is not None:
+
+        def server_ttft(_text: str, tokens: list[int]) -> float:
+            t0, times = ls.complete(tokens, 2)
+            return times[0] - t0
+
+        out["llama-server (cache_prompt)"] = server_ttft
     return out
 
 
@@ -817,7 +873,7 @@ def main() -> None:
     )
     print(
         f"workload: {args.per_client} request(s) per client back to back, prompts cycling "
-        f"{'/'.join(map(str, LENGTHS))} tokens, {args.max_tokens} output tokens (greedy, EOS ignored); "
+        f"{'/'.join(map(str, args.lengths))} tokens, {args.max_tokens} output tokens (greedy, EOS ignored); "
         f"the daemon's settings (engine, bare-u): n_ctx {cfg.n_ctx}, n_seq_max {cfg.n_seq_max}, max_running "
         f"{cfg.max_running}, max_batch_tokens {cfg.max_batch_tokens}; bare-s: {PER_SEQ_CTX} cells per "
         f"sequence; bare flash attention {args.bare_flash_attn}; medians of {args.rounds} round(s)"
