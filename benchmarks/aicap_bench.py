@@ -15,7 +15,8 @@ level and round gets prompts of its own, so no system reuses a prefix cached by 
   stream holds a prompt plus its output).
 - serial: llama_cpp.Llama answering the requests one after another in arrival order (what its own server
   does); every client arrives at t=0, so TTFT of a request includes its wait behind the earlier ones.
-- engine: aicap's AsyncEngine in this process (no gRPC): separates engine overhead from the service's.
+- engine: aicap's AsyncEngine driven directly (no gRPC), in a child process (EngineProcess says why):
+  separates the engine's overhead from the service's.
 - daemon: the real daemon process (tests/integration/harness.Daemon), N clients calling AiService.Complete
   over gRPC on its Unix socket; TTFT = call start to first chunk, ITL = between chunks.
 - llama-server: llama.cpp's own server (`-np <max N> -kvu`, the daemon's n_ctx and threads, flash attention
@@ -70,7 +71,7 @@ LABELS = {
     "bare-u": "bare loop, unified KV",
     "bare-s": "bare loop, per-seq KV",
     "serial": "serial Llama",
-    "engine": "engine in-process",
+    "engine": "engine (no gRPC)",
     "daemon": "ours (daemon, gRPC)",
     "llama-server": "llama-server -kvu (HTTP)",
 }
@@ -437,6 +438,57 @@ class InProcess:
         return times[0] - t0
 
 
+def _engine_worker(conn: Any, model_path: Path, cfg: Any) -> None:
+    """The child process of EngineProcess: runs what the parent sends, until it sends None."""
+    engine = InProcess(model_path, cfg)
+    conn.send("ready")
+    try:
+        while (msg := conn.recv()) is not None:
+            kind, arg = msg
+            conn.send(engine.run(arg) if kind == "run" else engine.ttft(arg))
+    finally:
+        engine.close()
+
+
+class EngineProcess:
+    """InProcess in a child process of its own. In this one, the bare loops and serial Llama run
+    llama.cpp from the main thread, the engine from its thread: two OpenMP teams, four threads on two
+    cores, and libgomp then cuts its spin-wait at barriers to a hundred spins (see GOMP_SPINCOUNT), which
+    made every llama_decode here up to 2.7x slower (bare-u N=1: 80 -> 31 tok/s). One team per process."""
+
+    def __init__(self, model_path: Path, cfg: Any) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_engine_worker, args=(child, model_path, cfg), daemon=True)
+        self.proc.start()
+        if self._conn.recv() != "ready":
+            raise RuntimeError("the engine process did not start")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc.pid is not None
+        return self.proc.pid
+
+    def run(self, w: Workload, system: str = "engine") -> Run:
+        self._conn.send(("run", w))
+        run: Run = self._conn.recv()
+        return run
+
+    def ttft(self, prompt: list[int]) -> float:
+        self._conn.send(("ttft", prompt))
+        value: float = self._conn.recv()
+        return value
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send(None)
+        self.proc.join(30)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
 # ---------------------------------------------------------------- (c) the daemon over gRPC
 
 
@@ -699,7 +751,9 @@ class Systems:
                 self.model, cfg, n_seq * PER_SEQ_CTX, n_seq, kv_unified=False, flash_attn=args.bare_flash_attn
             )
         self.serial = Serial(model_path, cfg, self.eog) if "serial" in self.names else None
-        self.engine = InProcess(model_path, cfg) if "engine" in self.names else None
+        self.engine = EngineProcess(model_path, cfg) if "engine" in self.names else None
+        if self.engine is not None:
+            watch.watch(self.engine.pid)
         self.daemon = None
         if "daemon" in self.names:
             self.daemon = ThroughDaemon(tmp / "data", max_clients, env)
