@@ -1,5 +1,5 @@
-"""The asyncio front end: one inference thread owns the runner and the engine; callers on the event
-loop send requests through a queue and get their tokens back thread-safely.
+"""The asyncio front end: one inference thread owns the runners and the engines (every model's, in
+turn); callers on the event loop send requests through a queue and get their tokens back thread-safely.
 
 Leaving a `generate()` stream early (the caller's RPC was cancelled or its deadline passed) aborts
 the sequence; the inference thread frees its KV before its next step.
@@ -23,6 +23,7 @@ from typing import Any
 from aicap.engine.llm_engine import EngineStats, LLMEngine, SamplingParams, TokenEvent
 
 _STOP = object()
+_START = object()
 log = logging.getLogger("aicap.engine")
 
 
@@ -161,20 +162,89 @@ class Generation:
         self._closed = True
 
 
+class _Inbox:
+    """An engine's side of the inference thread's queue: what `put` sends is for that engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    def put(self, item: Any) -> None:
+        self._engine._worker.queue.put((self._engine, item))
+
+
+class _InferenceThread:
+    """The one thread of the process that runs llama.cpp, for every engine in turn (a step each).
+
+    One thread, not one per model: each thread that runs llama_decode gets an OpenMP team of
+    n_threads, and once a process has more team threads than cores libgomp cuts the spin-wait at
+    barriers to a hundred spins. A second model used once made every decode of the first about
+    2.5x slower, for good (84 -> 33 tok/s measured here). The thread ends with its last engine."""
+
+    _lock = threading.Lock()
+    _current: _InferenceThread | None = None
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[tuple[AsyncEngine, Any]] = queue.SimpleQueue()
+        self.engines: list[AsyncEngine] = []
+        self.thread = threading.Thread(target=self._run, name="aicap-engine", daemon=True)
+
+    @classmethod
+    def attach(cls, engine: AsyncEngine) -> _InferenceThread:
+        """The running thread (started if there is none), with `engine`'s start queued on it."""
+        with cls._lock:
+            worker = cls._current
+            if worker is None:
+                worker = cls._current = cls()
+                worker.thread.start()
+            worker.queue.put((engine, _START))
+            return worker
+
+    def _run(self) -> None:
+        while True:
+            busy = any(e.has_work() for e in self.engines)
+            item = self._next(block=not busy)
+            while item is not None:
+                target, what = item
+                if what is _START:
+                    if target._start():
+                        self.engines.append(target)
+                elif target not in self.engines:
+                    pass  # for an engine that stopped (or never started): nothing to do
+                elif not target._take(what):
+                    self.engines.remove(target)
+                    target._stopped.set()
+                item = self._next(block=False)
+            for engine in self.engines:
+                engine._turn()
+            with self._lock:
+                if not self.engines and self.queue.empty():
+                    if _InferenceThread._current is self:
+                        _InferenceThread._current = None
+                    return
+
+    def _next(self, block: bool) -> tuple[AsyncEngine, Any] | None:
+        try:
+            return self.queue.get() if block else self.queue.get_nowait()
+        except queue.Empty:
+            return None
+
+
 class AsyncEngine:
     def __init__(self, make_engine: Callable[[], LLMEngine]) -> None:
-        """`make_engine` runs on the inference thread, so the llama.cpp context is created there."""
+        """`make_engine` runs on the inference thread, so the llama.cpp context is created there
+        (meanwhile the other engines wait: one thread runs them all, see _InferenceThread)."""
         self._make_engine = make_engine
-        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._inbox = _Inbox(self)
         self._ids = itertools.count(1)
         self._ready = threading.Event()
+        self._stopped = threading.Event()
         self._error: BaseException | None = None
         self.engine: LLMEngine | None = None
+        self._requests: dict[int, _Request] = {}
         self._stats = EngineStats()
         self.ttft = LatencyHistogram()  # seconds from generate() to a sample's first token
         self.itl = LatencyHistogram()  # seconds between a sample's consecutive tokens
-        self._thread = threading.Thread(target=self._run, name="aicap-engine", daemon=True)
-        self._thread.start()
+        self._worker = _InferenceThread.attach(self)
         self._ready.wait()
         if self._error is not None:
             raise self._error
@@ -188,66 +258,71 @@ class AsyncEngine:
         return self._stats
 
     def close(self) -> None:
-        """Stops the inference thread; callers still iterating get EngineClosed."""
+        """Stops this engine on the inference thread; callers still iterating get EngineClosed."""
         self._inbox.put(_STOP)
-        self._thread.join()
+        self._stopped.wait()
 
-    # ---- the inference thread ----
+    # ---- on the inference thread ----
 
-    def _run(self) -> None:
+    def _start(self) -> bool:
+        """Makes the engine; False (the error kept for the constructor) if that failed."""
         try:
-            engine = self.engine = self._make_engine()
-            self._stats = engine.stats()
+            self.engine = self._make_engine()
+            self._stats = self.engine.stats()
+            return True
         except BaseException as exc:
             self._error = exc
-            return
+            self._stopped.set()
+            return False
         finally:
             self._ready.set()
-        requests: dict[int, _Request] = {}
 
-        def fail(req: _Request, exc: BaseException) -> None:
-            assert req.loop is not None
-            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting
-                req.loop.call_soon_threadsafe(req.out.put_nowait, exc)
+    def has_work(self) -> bool:
+        return self.engine is not None and self.engine.has_work()
 
-        while True:
-            # block for work only when idle; otherwise take what arrived and step
-            item = self._inbox.get() if not engine.has_work() else self._next_nowait()
-            while item is not None:
-                if item is _STOP:
-                    for rid, req in requests.items():
-                        engine.abort(rid)
-                        fail(req, EngineClosed("the model was unloaded"))
-                    return
-                if isinstance(item, _Request):
-                    try:
-                        engine.add(item.seq_id, item.prompt, item.params, item.app)
-                        requests[item.seq_id] = item
-                    except ValueError as exc:
-                        fail(item, exc)
-                elif item[0] == "stop":  # ("stop", request id, sample index)
-                    engine.stop(item[1], item[2])
-                    if not engine.has_request(item[1]):
-                        requests.pop(item[1], None)
-                else:  # ("abort", request id)
-                    engine.abort(item[1])
-                    requests.pop(item[1], None)
-                item = self._next_nowait()
-            if engine.has_work():
-                try:
-                    events = engine.step()
-                except Exception as exc:  # a bug or a llama.cpp failure: fail the requests, not the thread
-                    log.exception("engine step failed; failing %d requests", len(requests))
-                    for rid, req in requests.items():
-                        engine.abort(rid)
-                        fail(req, exc)
-                    requests.clear()
-                    events = []
-                _dispatch(engine, requests, events)
-            self._stats = engine.stats()
+    def _fail(self, req: _Request, exc: BaseException) -> None:
+        assert req.loop is not None
+        with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting
+            req.loop.call_soon_threadsafe(req.out.put_nowait, exc)
 
-    def _next_nowait(self) -> Any:
-        try:
-            return self._inbox.get_nowait()
-        except queue.Empty:
-            return None
+    def _take(self, item: Any) -> bool:
+        """One message of the inbox; False once it was the stop."""
+        engine, requests = self.engine, self._requests
+        assert engine is not None
+        if item is _STOP:
+            for rid, req in requests.items():
+                engine.abort(rid)
+                self._fail(req, EngineClosed("the model was unloaded"))
+            requests.clear()
+            return False
+        if isinstance(item, _Request):
+            try:
+                engine.add(item.seq_id, item.prompt, item.params, item.app)
+                requests[item.seq_id] = item
+            except ValueError as exc:
+                self._fail(item, exc)
+        elif item[0] == "stop":  # ("stop", request id, sample index)
+            engine.stop(item[1], item[2])
+            if not engine.has_request(item[1]):
+                requests.pop(item[1], None)
+        else:  # ("abort", request id)
+            engine.abort(item[1])
+            requests.pop(item[1], None)
+        return True
+
+    def _turn(self) -> None:
+        """One step, if there is work, and its events to their callers."""
+        engine, requests = self.engine, self._requests
+        assert engine is not None
+        if engine.has_work():
+            try:
+                events = engine.step()
+            except Exception as exc:  # a bug or a llama.cpp failure: fail the requests, not the thread
+                log.exception("engine step failed; failing %d requests", len(requests))
+                for rid, req in requests.items():
+                    engine.abort(rid)
+                    self._fail(req, exc)
+                requests.clear()
+                events = []
+            _dispatch(engine, requests, events)
+        self._stats = engine.stats()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -72,3 +74,45 @@ def test_a_prompt_that_cannot_fit_is_an_error_for_its_caller(engine: AsyncEngine
 
     with pytest.raises(ValueError, match="exceeds the context"):
         asyncio.run(main())
+
+
+def test_every_model_runs_on_one_inference_thread() -> None:
+    """One OS thread runs llama.cpp for every engine (a second OpenMP team would slow both, see
+    _InferenceThread); each gets its steps, one stopping leaves the others, the thread ends with the last."""
+    threads: list[int] = []
+
+    def make() -> LLMEngine:
+        threads.append(threading.get_ident())
+        runner = ModelRunner(RunnerConfig(default_model_path(), n_ctx=512, n_seq_max=4, n_batch=256))
+        return LLMEngine(runner, EngineConfig(max_batch_tokens=256))
+
+    def broken() -> LLMEngine:
+        raise RuntimeError("no such model")
+
+    async def collect(e: AsyncEngine, n: int) -> int:
+        assert e.engine is not None
+        prompt = e.engine.runner.tokenize("Once upon a time")
+        return len([t async for t in e.generate(prompt, SamplingParams(max_tokens=n, ignore_eos=True))])
+
+    async def both(a: AsyncEngine, b: AsyncEngine) -> list[int]:
+        return await asyncio.gather(collect(a, 12), collect(b, 7))
+
+    a, b = AsyncEngine(make), AsyncEngine(make)
+    try:
+        assert len(threads) == 2 and threads[0] == threads[1]
+        assert asyncio.run(both(a, b)) == [12, 7]
+        with pytest.raises(RuntimeError, match="no such model"):
+            AsyncEngine(broken)
+        b.close()
+        b._inbox.put(("abort", 1))  # a late message for a stopped engine: ignored
+        assert asyncio.run(collect(a, 5)) == 5
+    finally:
+        for e in (a, b):
+            e.close()
+            assert e.engine is not None
+            e.engine.runner.close()
+    for _ in range(100):
+        if not any(t.name == "aicap-engine" for t in threading.enumerate()):
+            break
+        time.sleep(0.02)
+    assert not any(t.name == "aicap-engine" for t in threading.enumerate())
