@@ -15,8 +15,8 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -110,22 +110,14 @@ class LlamaServer:
 
     def run_clients(self, clients: int, per_client: int, request: Any) -> None:
         """`clients` threads, each sending its `per_client` requests back to back: request(c, j)."""
-        errors: list[BaseException] = []
 
         def client(c: int) -> None:
-            try:
-                for j in range(per_client):
-                    request(c, j)
-            except BaseException as exc:  # reported once every thread is done
-                errors.append(exc)
+            for j in range(per_client):
+                request(c, j)
 
-        threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        with ThreadPoolExecutor(clients) as pool:
+            for done in [pool.submit(client, c) for c in range(clients)]:
+                done.result()  # a failed client's error, once every client is done
 
     def close(self) -> None:
         self.proc.terminate()
