@@ -200,6 +200,22 @@ class _InferenceThread:
             return worker
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:  # normally with no engine left; after a bug, nobody may wait for it forever
+            with self._lock:
+                if _InferenceThread._current is self:
+                    _InferenceThread._current = None
+            left = list(self.engines)
+            while (item := self._next(block=False)) is not None:
+                if item[1] is _START:
+                    item[0]._error = EngineClosed("the inference thread stopped")
+                    item[0]._ready.set()
+                left.append(item[0])
+            for engine in left:
+                engine._stopped.set()
+
+    def _loop(self) -> None:
         while True:
             busy = any(e.has_work() for e in self.engines)
             item = self._next(block=not busy)
@@ -218,8 +234,7 @@ class _InferenceThread:
                 engine._turn()
             with self._lock:
                 if not self.engines and self.queue.empty():
-                    if _InferenceThread._current is self:
-                        _InferenceThread._current = None
+                    _InferenceThread._current = None
                     return
 
     def _next(self, block: bool) -> tuple[AsyncEngine, Any] | None:
