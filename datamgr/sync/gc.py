@@ -43,15 +43,15 @@ class TombstoneCollector:
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
 
-    def peers(self) -> list[str]:
-        """The devices whose acks a collection may wait for: every trusted one (less, per store, one
-        whose level may not hold the store and that never acked any of it)."""
-        return sorted(d.device_id for d in self._trust.all())
+    def peers(self) -> dict[str, int]:
+        """The devices whose acks a collection may wait for, with their security levels: every
+        trusted one (less, per store, one whose level may not hold it and that never acked any of it)."""
+        return {d.device_id: d.security_level for d in sorted(self._trust.all(), key=lambda d: d.device_id)}
 
     def collect_store(self, store_id: str) -> int:
         """One store's collection (blocking; on the writer thread in the daemon); how many went."""
-        levels = {d.device_id: d.security_level for d in self._trust.all()}
-        return self._storage.collect_tombstones(store_id, sorted(levels), levels)
+        levels = self.peers()
+        return self._storage.collect_tombstones(store_id, levels, levels)
 
     async def collect(self) -> dict[str, int]:
         """One round over every store: the stores that lost tombstones, and how many each."""

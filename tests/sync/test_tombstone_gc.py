@@ -33,7 +33,7 @@ def test_a_round_waits_for_every_trusted_device_and_no_other(net: SimNet) -> Non
     a.storage.write(S, [], [b"b"])  # seq 5
     trust = _trust(a, "C", "B")
     gc = TombstoneCollector(a.storage, a.db, trust, interval_s=60)
-    assert gc.peers() == ["B", "C"]
+    assert list(gc.peers()) == ["B", "C"]
     a.storage.set_acked(S, "B", 5)
     a.storage.set_acked(S, "X", 0)  # a device that is not (or no longer) trusted
 
@@ -73,7 +73,7 @@ def test_with_no_trusted_device_every_tombstone_goes(net: SimNet) -> None:
     a.storage.write(S, [], [b"a"])
     a.storage.set_acked(S, "X", 0)  # an unpaired device's watermark stays, and holds nothing back
     gc = TombstoneCollector(a.storage, a.db, _trust(a), interval_s=60)
-    assert gc.peers() == [] and run(gc.collect()) == {S: 1}
+    assert list(gc.peers()) == [] and run(gc.collect()) == {S: 1}
 
 
 def test_the_loop_collects_every_interval_until_closed(net: SimNet) -> None:

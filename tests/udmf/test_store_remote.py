@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from test_store import WRITER, row
 
 from udmf._blobs import BlobDir
 from udmf.access import ShareOptions
 from udmf.keys import Intention, new_key
 from udmf.store import DataRow, EntryRow, UdmfStore, metadata
-
-WRITER = "com.example.notes"
 
 
 def _store(tmp_path: Path, engine: sa.Engine | None = None) -> UdmfStore:
@@ -24,19 +23,13 @@ def _store(tmp_path: Path, engine: sa.Engine | None = None) -> UdmfStore:
 
 
 def _remote(intention: Intention = Intention.DATA_HUB, **kw: object) -> DataRow:
+    """A paired device's CROSS_DEVICE row, as its descriptor brings it."""
     fields: dict[str, object] = {
-        "key": str(new_key(intention, WRITER)),
-        "intention": intention,
-        "writer": WRITER,
-        "record_count": 1,
-        "summary": {"general.plain-text": 3},
-        "total_size": 3,
         "share_options": ShareOptions.CROSS_DEVICE,
         "origin": "a" * 32,
         "expires_at": 2_000.0,
-        **kw,
     }
-    return DataRow(**fields)  # type: ignore[arg-type]
+    return row(intention, **{**fields, **kw})
 
 
 def test_remote_rows_are_put_replaced_and_deleted_in_the_callers_transaction(tmp_path: Path) -> None:
