@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from datamgr.datashare.uri import check_bundle
 from datamgr.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 from datamgr.kv.storage import SYSTEM_BUNDLE_PREFIX
 
+log = logging.getLogger("datamgr.apps")
 DISTRIBUTED_DATASYNC = "ohos.permission.DISTRIBUTED_DATASYNC"  # what OpenHarmony's sync() asks of an app
 
 metadata = sa.MetaData()
@@ -62,8 +65,10 @@ def _check_permission_name(name: str) -> str:
 class AppRegistry:
     """The registered apps, kept in the database and mirrored in memory for fast authentication.
 
-    Methods without `async` run on the database writer thread (they commit); `authenticate` is a
-    dictionary lookup safe to call from the event loop.
+    Methods without `async` run on the database writer thread (they commit); `authenticate` and
+    `current` are dictionary lookups safe to call from the event loop. An app's `App` object stays the
+    same until its permissions change, so a stream can tell "unchanged" by identity. Listeners
+    (`on_revoke`) hear of every revoke and removal, on the writer thread, after the change is visible.
     """
 
     def __init__(self, engine: sa.Engine) -> None:
@@ -71,6 +76,8 @@ class AppRegistry:
         metadata.create_all(engine)
         self._by_hash: dict[str, App] = {}
         self._hash_of: dict[str, str] = {}
+        self._by_bundle: dict[str, App] = {}
+        self._listeners: list[Callable[[str], object]] = []
         self._reload()
 
     def _reload(self) -> None:
@@ -80,11 +87,14 @@ class AppRegistry:
                 sa.select(permissions_table.c.bundle, permissions_table.c.permission)
             ):
                 perms.setdefault(bundle, set()).add(perm)
-            by_hash, hash_of = {}, {}
+            by_hash, hash_of, by_bundle = {}, {}, {}
             for bundle, token_hash, created in conn.execute(sa.select(apps_table)):
-                by_hash[token_hash] = App(bundle, frozenset(perms.get(bundle, ())), created)
+                app = App(bundle, frozenset(perms.get(bundle, ())), created)
+                if self._by_hash.get(token_hash) == app:
+                    app = self._by_hash[token_hash]  # unchanged: the same object
+                by_hash[token_hash] = by_bundle[bundle] = app
                 hash_of[bundle] = token_hash
-        self._by_hash, self._hash_of = by_hash, hash_of
+        self._by_hash, self._hash_of, self._by_bundle = by_hash, hash_of, by_bundle
 
     def authenticate(self, token: str) -> App:
         app = self._by_hash.get(hash_token(token))
@@ -97,6 +107,42 @@ class AppRegistry:
         if token_hash is None:
             raise NotFound(f"no app {bundle!r} is registered")
         return self._by_hash[token_hash]
+
+    def current(self, bundle: str) -> App | None:
+        """The app as registered now, None once it was removed (one dict lookup: streams call it per
+        event to see whether what they deliver is still allowed)."""
+        return self._by_bundle.get(bundle)
+
+    def guard(self, app: App, check: Callable[[App], object] | None = None) -> Callable[[], None]:
+        """What a stream of `app` calls before each delivery: Unauthenticated once the app is removed,
+        else `check(app as it is now)` again (raising PermissionDenied) whenever its permissions changed
+        since the last call; while they have not, one dict lookup."""
+        last = app
+
+        def allowed() -> None:
+            nonlocal last
+            now = self._by_bundle.get(app.bundle)
+            if now is last:
+                return
+            if now is None:
+                raise Unauthenticated(f"app {app.bundle} was removed by the device owner")
+            if check is not None:
+                check(now)
+            last = now
+
+        return allowed
+
+    def on_revoke(self, listener: Callable[[str], object]) -> None:
+        """Calls `listener(bundle)` after each revoke from, or removal of, an app (on the writer
+        thread): open streams of that app re-check what they may still deliver."""
+        self._listeners.append(listener)
+
+    def _revoked(self, bundle: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(bundle)
+            except Exception:
+                log.exception("a revocation listener failed for %s", bundle)
 
     def exists(self, bundle: str) -> bool:
         return bundle in self._hash_of
@@ -126,6 +172,7 @@ class AppRegistry:
             conn.execute(sa.delete(permissions_table).where(permissions_table.c.bundle == bundle))
             conn.execute(sa.delete(apps_table).where(apps_table.c.bundle == bundle))
         self._reload()
+        self._revoked(bundle)
 
     def grant(self, bundle: str, permissions: list[str]) -> App:
         app = self.get(bundle)
@@ -145,6 +192,7 @@ class AppRegistry:
                 )
             )
         self._reload()
+        self._revoked(bundle)
         return self.get(bundle)
 
 

@@ -44,6 +44,21 @@ class DataShareSettings(BaseModel):
         ge=16,
         description="Changes buffered per subscriber; a subscriber that falls further behind is dropped.",
     )
+    subscriber_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1 << 40,
+        description="Bytes of changes buffered per subscriber (values' lengths); one that falls further "
+        "behind is closed with RESOURCE_EXHAUSTED and its buffer freed. A subscriber with nothing "
+        "buffered always takes the next change, however large.",
+    )
+    app_subscriber_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1 << 40,
+        description="Bytes of changes buffered for all of one app's DataShare subscriptions together; "
+        "the subscriber that passes it is closed with RESOURCE_EXHAUSTED.",
+    )
     provider_timeout_s: float = Field(
         5.0, gt=0, description="How long the daemon waits for an extension provider's answer."
     )
@@ -186,6 +201,21 @@ class KvSettings(BaseModel):
         10_000,
         ge=16,
         description="Changes buffered per subscriber; a subscriber that falls further behind is dropped.",
+    )
+    subscriber_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1 << 40,
+        description="Bytes of changes buffered per subscriber (values' lengths); one that falls further "
+        "behind is closed with RESOURCE_EXHAUSTED and its buffer freed. A subscriber with nothing "
+        "buffered always takes the next change, however large.",
+    )
+    app_subscriber_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1 << 40,
+        description="Bytes of changes buffered for all of one app's KV subscriptions together; "
+        "the subscriber that passes it is closed with RESOURCE_EXHAUSTED.",
     )
     transaction_idle_s: float = Field(
         60.0, gt=0, le=86_400, description="A transaction idle longer than this is rolled back."

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,21 @@ def _authenticator(apps: AppRegistry) -> Callable[[str], tuple[str, frozenset[st
         return app.bundle, app.permissions
 
     return authenticate
+
+
+def _on_revoke(apps: AppRegistry, loop: asyncio.AbstractEventLoop, *listeners: Callable[[str], None]) -> None:
+    """Revokes and removals (committed on the writer thread) reach the services' open streams on the
+    loop, which end the ones that may no longer deliver (PERMISSION_DENIED, UNAUTHENTICATED)."""
+
+    def revoked(bundle: str) -> None:
+        for listener in listeners:
+            listener(bundle)
+
+    apps.on_revoke(lambda bundle: loop.call_soon_threadsafe(revoked, bundle))
+
+
+def _if_removed(apps: AppRegistry, listener: Callable[[str], None]) -> Callable[[str], None]:
+    return lambda bundle: None if apps.exists(bundle) else listener(bundle)
 
 
 def _admin_check(admin: AdminCredential) -> Callable[[str], bool]:
@@ -264,9 +280,11 @@ async def run(  # noqa: PLR0915 - the composition root
     apps = AppRegistry(engine)
     providers = ProviderRegistry(engine)
     ds = settings.datashare
-    feed: Feed[Change] = Feed(loop, ds.max_subscriptions_per_app, ds.subscriber_queue)
+    caps = (ds.subscriber_queue, ds.subscriber_bytes, ds.app_subscriber_bytes)
+    ledger: defaultdict[str, int] = defaultdict(int)  # one per-app byte cap over both DataShare feeds
+    feed: Feed[Change] = Feed(loop, ds.max_subscriptions_per_app, *caps, ledger=ledger)
     extensions = ExtensionRouter(ds.provider_timeout_s)
-    published_feed: Feed[PublishedBatch] = Feed(loop, ds.max_subscriptions_per_app, ds.subscriber_queue)
+    published_feed: Feed[PublishedBatch] = Feed(loop, ds.max_subscriptions_per_app, *caps, ledger=ledger)
     published = PublishedStore(engine, published_feed)
     kv_storage = KvStorage(engine, identity.device_id, HLC(max_skew_ms=settings.sync.max_skew_ms))
     kv = KvService(settings.kv, db, apps, kv_storage, loop)
@@ -284,16 +302,19 @@ async def run(  # noqa: PLR0915 - the composition root
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminService(db, apps, admin, on_remove=on_remove), server
     )
-    datashare_pb2_grpc.add_DataShareServiceServicer_to_server(
-        DataShareService(ds, db, apps, providers, feed, extensions, published, published_feed, distributed),
-        server,
+    datashare = DataShareService(
+        ds, db, apps, providers, feed, extensions, published, published_feed, distributed
     )
+    datashare_pb2_grpc.add_DataShareServiceServicer_to_server(datashare, server)
     udmf = await _start_udmf(settings.udmf, settings.data_dir, apps, admin, db)
     udmf.add_to(server)
     kv.add_to(server)
     await kv.start()
     ai = await _start_ai(settings.ai, apps, admin, engine, db, server) if settings.ai.enabled else None
-    DeviceService(discovery, _authenticator(apps), _admin_check(admin)).add_to(server)
+    devices = DeviceService(discovery, _authenticator(apps), _admin_check(admin))
+    devices.add_to(server)
+    udmf_removed = _if_removed(apps, udmf.app_removed)
+    _on_revoke(apps, loop, datashare.revoked, kv.revoked, devices.revoked, udmf_removed)
     p = settings.peer
     peer = PeerServer(
         PeerConfig(

@@ -82,6 +82,13 @@ class LazyDrags:
         for source in list(self._sources.values()):
             source.outbox.put_nowait(Unavailable("the daemon is stopping"))
 
+    def end(self, bundle: str, error: UdmfError) -> int:
+        """Ends the streams of `bundle`'s sources with `error` (its app was removed); how many."""
+        sources = [s for s in self._sources.values() if s.bundle == bundle]
+        for source in sources:
+            source.outbox.put_nowait(error)
+        return len(sources)
+
     async def _load(self, source: _Source, target: str) -> None:
         source.expecting = True
         source.outbox.put_nowait(pb.LazySourceEvent(load=pb.LoadRequest(key=source.key, target=target)))

@@ -293,7 +293,7 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
             if row.origin and not row.copied:  # a paired device's data, read from it
                 sent = False
                 try:
-                    async for msg in self._fetch(row, bundle, keep=True):
+                    async for msg in self._fetch(row, bundle):
                         sent = True
                         yield msg
                 except (NotFound, Unavailable) as exc:
@@ -332,7 +332,7 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
             if consumes:
                 row = check(await self._get(key))  # the reader before us may have consumed it
             if row.origin and (consumes or not row.copied):
-                async for msg in self._fetch(row, bundle, keep=not consumes):
+                async for msg in self._fetch(row, bundle):
                     yield msg
             else:
                 row = await self._loaded(row, bundle, check)
@@ -341,20 +341,20 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
             if consumes:
                 await self._delete([row.key])
 
-    async def serve_peer(self, key: str, reader: str, keep: bool) -> AsyncIterator[Any]:
-        """This device's CROSS_DEVICE data under `key` for app `reader` of a paired device, as GetData
-        streams it; consumed as GetData would consume it, `keep` being the grant there. NotFound for
-        data that is not CROSS_DEVICE, not this device's or that the reader may not see."""
+    async def serve_peer(self, key: str, reader: str) -> AsyncIterator[Any]:
+        """This device's data under `key` for a paired device, as GetData streams it, if it leaves the
+        device (`access.may_serve_peer`); a drag is consumed. `reader`, the app the peer says reads,
+        decides nothing (a lazy drag's source hears it). NotFound for data that does not leave."""
         parsed = parse_key(key)
         check_bundle(reader)
 
         def check(row: DataRow) -> DataRow:
-            if not access.may_serve_peer(row.runtime(), reader):
+            if not access.may_serve_peer(row.runtime()):
                 raise _gone(parsed)
             return row
 
         row = check(await self._get(parsed))
-        consumes = access.consumed_by_peer(row.runtime(), keep)
+        consumes = access.consumed_by_peer(row.runtime())
         async with self._once.hold(row.key) if consumes else contextlib.nullcontext():
             if consumes:
                 row = check(await self._get(parsed))
@@ -373,12 +373,12 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
         await self.lazy.load(row.key, reader)
         return check(await self._get(parse_key(row.key)))
 
-    async def _fetch(self, row: DataRow, reader: str, keep: bool) -> AsyncIterator[Any]:
+    async def _fetch(self, row: DataRow, reader: str) -> AsyncIterator[Any]:
         """A remote row's data from its device; gone there means gone here too."""
         if self._replication is None:
             raise Unavailable(f"{row.key} is device {row.origin}'s data, and cross-device reads are off")
         try:
-            async for msg in self._replication.fetch(row.origin, row.key, reader, keep):
+            async for msg in self._replication.fetch(row.origin, row.key, reader):
                 yield msg
         except NotFound:
             await self._delete([row.key])

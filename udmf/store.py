@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from udmf._blobs import BlobDir
-from udmf.access import Runtime, ShareOptions, Visibility
+from udmf.access import Runtime, ShareOptions, Visibility, leaves_device
 from udmf.keys import Intention
 
 if TYPE_CHECKING:
@@ -275,12 +275,8 @@ class UdmfStore:
         return self._rows(data_table.c.intention == intention.value)
 
     def cross_device(self) -> list[DataRow]:
-        """This device's data that may reach paired devices (CROSS_DEVICE; IN_APP data is never offered)."""
-        return self._rows(
-            data_table.c.share_options == ShareOptions.CROSS_DEVICE.value,
-            data_table.c.pending.is_(False),
-            data_table.c.origin == "",
-        )
+        """This device's data that reaches paired devices (`access.leaves_device`), loaded."""
+        return self._rows(*_leaving(data_table), data_table.c.pending.is_(False), data_table.c.origin == "")
 
     # ---- remote rows (the bridge, inside its transaction `conn`) ----
 
@@ -361,23 +357,22 @@ class UdmfStore:
 
     # ---- internals ----
 
-    # The replication hears of this device's CROSS_DEVICE data only; data that stops being
-    # CROSS_DEVICE (an update, a lazy drag's fill) counts as deleted. Each returns whether it told.
+    # The replication hears only of this device's data that leaves it (`access.leaves_device`); data
+    # that stops leaving (an update, a lazy drag's fill) counts as deleted. Each returns whether it told.
 
     def _shared(self, conn: sa.Connection, keys: list[str]) -> list[str]:
-        """Which of `keys` are this device's CROSS_DEVICE data now (none without a replication)."""
+        """Which of `keys` are this device's data that leaves it now (none without a replication)."""
         if self.replication is None:
             return []
         t = data_table
-        shared = (t.c.key.in_(keys), t.c.origin == "", t.c.share_options == ShareOptions.CROSS_DEVICE.value)
-        return list(conn.scalars(sa.select(t.c.key).where(*shared)))
+        return list(conn.scalars(sa.select(t.c.key).where(t.c.key.in_(keys), t.c.origin == "", *_leaving(t))))
 
     def _wrote(
         self, conn: sa.Connection, row: DataRow, entries: Sequence[EntryRow], was_shared: Sequence[str] = ()
     ) -> bool:
         if self.replication is None:
             return False
-        if row.share_options is ShareOptions.CROSS_DEVICE:
+        if leaves_device(row.runtime()):
             self.replication.wrote(conn, row, entries)
             return True
         return self._deleted(conn, list(was_shared))
@@ -414,6 +409,15 @@ class UdmfStore:
             rows = conn.execute(sa.select(data_table).where(*where).order_by(data_table.c.created_at)).all()
             grants = _grants(conn, [r.key for r in rows])
         return [_data_row(r, grants.get(r.key, {})) for r in rows]
+
+
+def _leaving(t: sa.Table) -> tuple[Any, ...]:
+    """`access.leaves_device` in SQL."""
+    return (
+        t.c.share_options == ShareOptions.CROSS_DEVICE.value,
+        t.c.visibility == Visibility.ALL.value,
+        t.c.intention.in_([Intention.DATA_HUB.value, Intention.DRAG.value]),
+    )
 
 
 def _data_values(row: DataRow) -> dict[str, Any]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from datamgr.errors import AlreadyExists, DeadlineExceeded, Unavailable
+from datamgr.errors import AlreadyExists, DatamgrError, DeadlineExceeded, Unavailable
 from datamgr.v1 import datashare_pb2 as pb
 
 log = logging.getLogger("datamgr.datashare.extension")
@@ -58,9 +58,13 @@ class ExtensionRouter:
             conn.pending.pop(call_id, None)
 
     async def attach(
-        self, bundle: str, incoming: AsyncIterator[pb.ProviderMessage]
+        self,
+        bundle: str,
+        incoming: AsyncIterator[pb.ProviderMessage],
+        allowed: Callable[[], None] = lambda: None,
     ) -> AsyncIterator[pb.ProviderCall]:
-        """Serves one provider connection: yields calls for it until it goes away."""
+        """Serves one provider connection: yields calls for it until it goes away, `allowed()` raises
+        before a call (its app was removed) or `end` ends it."""
         if bundle in self._conns:
             raise AlreadyExists(f"a handler for {bundle} is already attached")
         conn = _Connection(bundle)
@@ -73,6 +77,9 @@ class ExtensionRouter:
                 call = await conn.outbox.get()
                 if call is _GONE:
                     return
+                if isinstance(call, DatamgrError):
+                    raise call
+                allowed()
                 yield call
         finally:
             reader.cancel()
@@ -100,6 +107,13 @@ class ExtensionRouter:
             if not fut.done():
                 fut.set_exception(Unavailable(f"provider {conn.bundle} went away before answering"))
         conn.pending.clear()
+
+    def end(self, bundle: str, error: DatamgrError) -> None:
+        """Detaches `bundle`'s provider: its stream ends with `error`, calls waiting on it get UNAVAILABLE."""
+        conn = self._conns.get(bundle)
+        if conn is not None:
+            conn.outbox.put_nowait(error)
+            self._detach(conn)
 
     def close(self) -> None:
         for conn in list(self._conns.values()):

@@ -75,6 +75,10 @@ class PublishedBatch:
     bundle: str
     items: tuple[PublishedItem, ...]
 
+    def nbytes(self) -> int:
+        """About the bytes the batch holds (keys and data), for the feed's subscriber caps."""
+        return sum(len(i.key) + len(i.data) + len(i.subscriber_id) for i in self.items)
+
 
 def check_subscriber_id(subscriber_id: str) -> str:
     if len(subscriber_id) > MAX_SUBSCRIBER_ID:

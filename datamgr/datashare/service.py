@@ -36,7 +36,14 @@ from datamgr.datashare.published import (
 from datamgr.datashare.store import SilentStore, check_columns, check_values
 from datamgr.datashare.tables import HostedTable, ProviderRegistry
 from datamgr.datashare.uri import DataShareUri, check_bundle, parse_proxy_uri, parse_table_uri, parse_uri
-from datamgr.errors import InvalidArgument, NotFound, PermissionDenied, TooLarge, Unavailable
+from datamgr.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+)
 from datamgr.storage import Database
 from datamgr.sync import calls
 from datamgr.v1 import datashare_pb2 as pb
@@ -350,17 +357,14 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
                 f"{uri} is served by the provider's extension; subscribe to hosted tables only"
             )
         key = route.hosted.uri
-        sub = self._feed.subscribe(app.bundle, key)
+        allowed = self._apps.guard(app, lambda now: self._route(now, request.uri, "read"))
+        sub = self._feed.subscribe(app.bundle, key, allowed)
         try:
             yield pb.SubscribeResponse(subscribed=pb.Subscribed())
             chunk = self._settings.change_chunk_rows
             while True:
-                change = await sub.next()
+                change = await sub.next()  # raises once a byte cap overflowed or the app lost access
                 if change is None:
-                    if sub.overflowed:
-                        raise TooLarge(
-                            f"subscriber fell more than {self._settings.subscriber_queue} changes behind"
-                        )
                     return
                 for start in range(0, max(len(change.rows), 1), chunk):
                     info = pb.ChangeInfo(
@@ -441,8 +445,8 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
     ) -> AsyncIterator[pb.SubscribePublishedDataResponse]:
         """`subscribed`, then the items already stored (as OpenHarmony emits on subscribe), then changes.
 
-        One subscription covers one publisher. The read permission is checked again before each change,
-        so revoking it ends the stream with PERMISSION_DENIED.
+        One subscription covers one publisher. The read permission is checked again before each change
+        and when the owner revokes one: losing it ends the stream with PERMISSION_DENIED.
         """
         app = authenticate(self._apps, context)
         self._limit(request, self._settings.max_call_bytes, "the subscription")
@@ -455,24 +459,28 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         subscriber_id = check_subscriber_id(request.subscriber_id)
         self._check_published_read(app, bundle)
         keys = frozenset((str(u), subscriber_id) for u in uris)
-        sub = self._published_feed.subscribe(app.bundle, bundle)
+
+        def allowed() -> None:
+            """The whole read check per batch (published data changes seldom), and on a revoke."""
+            now = self._apps.current(app.bundle)
+            if now is None:
+                raise Unauthenticated(f"app {app.bundle} was removed by the device owner")
+            self._check_published_read(now, bundle)
+
+        sub = self._published_feed.subscribe(app.bundle, bundle, allowed)
         try:
             yield pb.SubscribePublishedDataResponse(subscribed=pb.Subscribed())
             seen, current = await self._db.write(self._published.snapshot, keys)
             for msg in self._published_changes(bundle, current):
                 yield msg
             while True:
-                batch = await sub.next()
+                batch = await sub.next()  # raises once a byte cap overflowed or the app lost access
                 if batch is None:
-                    if sub.overflowed:
-                        behind = self._settings.subscriber_queue
-                        raise TooLarge(f"subscriber fell more than {behind} changes behind")
                     return
                 if batch.seq <= seen:
                     continue  # the snapshot holds it already
                 data = [i for i in batch.items if (i.key, i.subscriber_id) in keys]
                 if data:
-                    self._check_published_read(self._apps.get(app.bundle), bundle)
                     for msg in self._published_changes(bundle, data):
                         yield msg
         finally:
@@ -508,5 +516,13 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         app = authenticate(self._apps, context)
         if first is None or first.WhichOneof("msg") != "hello":
             raise InvalidArgument("a provider opens the stream with ProviderMessage{hello}")
-        async for call in self._extensions.attach(app.bundle, incoming):
+        async for call in self._extensions.attach(app.bundle, incoming, self._apps.guard(app)):
             yield call
+
+    def revoked(self, bundle: str) -> None:
+        """The owner revoked a permission of `bundle` or removed it (on the loop): its subscriptions
+        that may no longer read end now, and a removed provider's extension is detached."""
+        self._feed.recheck(bundle)
+        self._published_feed.recheck(bundle)
+        if self._apps.current(bundle) is None:
+            self._extensions.end(bundle, Unauthenticated(f"app {bundle} was removed by the device owner"))

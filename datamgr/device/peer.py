@@ -337,8 +337,9 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             name=clean_name(start.device.name, device_id[:8]),
             fingerprint=fingerprint,
             cert_pem=cert_pem,
-            security_level=clean_level(start.device.security_level),
+            security_level=window.level,  # what its owner confirmed, not what it asserts
             address=join_address(host, start.device.peer_port) if host and start.device.peer_port else "",
+            asserted_level=clean_level(start.device.security_level),
         )
         trusted: TrustedDevice | None = None
         try:

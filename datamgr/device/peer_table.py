@@ -217,6 +217,10 @@ class DeviceWatch:
         while (event := await self._queue.get()) is not None:
             yield event
 
+    def end(self) -> None:
+        """Ends the iteration after the events already queued (the watcher lost its permission)."""
+        self._queue.put_nowait(_CLOSED)
+
 
 class DeviceEvents:
     """The feed of peer table changes; on the event loop only. A watcher that falls `queue_size`

@@ -14,8 +14,9 @@ from datamgr._grpc import bearer_token, rpc
 from datamgr.apps import DISTRIBUTED_DATASYNC
 from datamgr.device.advert import Advert
 from datamgr.device.discovery import Discovery
-from datamgr.device.peer_table import EventKind, Peer
+from datamgr.device.peer_table import DeviceWatch, EventKind, Peer
 from datamgr.errors import (
+    DatamgrError,
     FailedPrecondition,
     PermissionDenied,
     ResourceExhausted,
@@ -61,22 +62,42 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
         self._discovery = discovery
         self._authenticate = authenticate
         self._is_admin = is_admin
+        self._watchers: dict[DeviceWatch, tuple[str, str]] = {}  # open app watches: bundle, token
+        self._ended: dict[DeviceWatch, DatamgrError] = {}  # watches ended by a revoke, and why
 
     def add_to(self, server: Any) -> None:
         pb_grpc.add_DeviceServiceServicer_to_server(self, server)
 
-    def _check(self, context: Any) -> None:
+    def _check(self, context: Any) -> tuple[str, str] | None:
+        """The caller's (bundle, token) if it is an app allowed to list devices; None for the owner."""
         token = bearer_token(context)
         if not token:
             raise Unauthenticated("no token: pass the admin token or an app token (authorization: Bearer)")
         if self._is_admin(token):
-            return
+            return None
+        return self._check_app(token), token
+
+    def _check_app(self, token: str) -> str:
         app = self._authenticate(token)
         if app is None:
-            raise Unauthenticated("unknown token: ask the device owner for one (datamgr apps add BUNDLE)")
+            raise Unauthenticated("unknown token: the app was removed, or ask the device owner for one")
         bundle, permissions = app
         if DISTRIBUTED_DATASYNC not in permissions:
             raise PermissionDenied(f"{bundle} lacks {DISTRIBUTED_DATASYNC}, which listing devices needs")
+        return bundle
+
+    def revoked(self, bundle: str) -> None:
+        """The owner revoked a permission of `bundle` or removed it (on the loop): its watches that
+        may no longer list devices end now."""
+        for watch, (owner, token) in list(self._watchers.items()):
+            if owner != bundle:
+                continue
+            try:
+                self._check_app(token)
+            except DatamgrError as exc:
+                self._ended[watch] = exc
+                del self._watchers[watch]
+                watch.end()
 
     def _running(self) -> None:
         if not self._discovery.running:
@@ -108,18 +129,26 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
     async def WatchDevices(
         self, request: pb.WatchDevicesRequest, context: Any
     ) -> AsyncIterator[pb.WatchDevicesResponse]:
-        self._check(context)
+        caller = self._check(context)
         self._running()
         events = self._discovery.events
         watch = events.watch()
+        if caller is not None:
+            self._watchers[watch] = caller
         try:
             snapshot = pb.DeviceSnapshot(devices=[self._device(p) for p in watch.peers])
             yield pb.WatchDevicesResponse(snapshot=snapshot)
             async for event in watch:
+                if caller is not None:
+                    self._check_app(caller[1])  # still allowed: a dict lookup per (rare) event
                 message = pb.DeviceEvent(type=_EVENT_TYPES[event.kind], device=self._device(event.peer))
                 yield pb.WatchDevicesResponse(event=message)
+            if watch in self._ended:
+                raise self._ended[watch]
             if watch.overflowed:
                 raise ResourceExhausted("this device watch fell too far behind and was dropped")
             raise Unavailable("the daemon is stopping")
         finally:
             events.unwatch(watch)
+            self._watchers.pop(watch, None)
+            self._ended.pop(watch, None)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from datamgr.datashare.changes import CLOSED, Feed, Subscription
-from datamgr.errors import ResourceExhausted
+from datamgr.datashare.changes import Feed, Subscription
+from datamgr.errors import DatamgrError, ResourceExhausted
 
 Entry = tuple[bytes, Any]  # key, storage Value (None: unknown)
+_ENTRY_BYTES = 64  # an entry's own overhead, so that floods of tiny writes count too
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,22 @@ class KvChange:
     inserted: tuple[Entry, ...] = ()
     updated: tuple[Entry, ...] = ()
     deleted: tuple[Entry, ...] = ()
+
+    def nbytes(self) -> int:
+        """About the bytes the change holds (keys and values), for the feed's subscriber caps."""
+        return sum(
+            _ENTRY_BYTES + len(key) + _value_bytes(value)
+            for entries in (self.inserted, self.updated, self.deleted)
+            for key, value in entries
+        )
+
+
+def _value_bytes(value: Any) -> int:
+    """A storage Value's data; text twice (it is kept with its UTF-8 encoding)."""
+    data = getattr(value, "data", None)
+    if isinstance(data, bytes):
+        return len(data)
+    return 2 * len(data) if isinstance(data, str) else 8
 
 
 def classify(
@@ -68,20 +85,30 @@ def remote_changes(store_id: str, peer: str, changes: Sequence[Any]) -> list[KvC
 class KvNotifier:
     """Subscriptions per (app, store) and the feed that fills them."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_per_store: int, queue_size: int) -> None:
-        self._feed: Feed[KvChange] = Feed(loop, max_per_app=1 << 62, queue_size=queue_size)
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        max_per_store: int,
+        queue_size: int,
+        max_bytes: int = 1 << 62,
+        max_app_bytes: int = 1 << 62,
+    ) -> None:
+        self._feed: Feed[KvChange] = Feed(loop, 1 << 62, queue_size, max_bytes, max_app_bytes, section="kv")
         self._max_per_store = max_per_store
         self._held: dict[tuple[str, str], set[Subscription[KvChange]]] = defaultdict(set)
 
-    def subscribe(self, app: str, store_id: str) -> Subscription[KvChange]:
-        """Registers a subscription (on the event loop); ResourceExhausted over the per-store limit."""
+    def subscribe(
+        self, app: str, store_id: str, check: Callable[[], None] | None = None
+    ) -> Subscription[KvChange]:
+        """Registers a subscription (on the event loop); ResourceExhausted over the per-store limit.
+        `check` raises once the app may no longer read (see `Feed`)."""
         held = self._held[(app, store_id)]
         if len(held) >= self._max_per_store:
             raise ResourceExhausted(
                 f"{app} already holds {len(held)} subscriptions of store {store_id.split('/', 1)[-1]}, "
                 "the limit per store"
             )
-        sub = self._feed.subscribe(app, store_id)
+        sub = self._feed.subscribe(app, store_id, check)
         held.add(sub)
         return sub
 
@@ -93,18 +120,23 @@ class KvNotifier:
             if not held:
                 del self._held[(sub.app, sub.key)]
 
-    def end(self, store_id: str, app: str | None = None) -> int:
-        """Ends the subscriptions of a store (of one app, or of all): their streams finish."""
+    def end(self, store_id: str, app: str | None = None, error: DatamgrError | None = None) -> int:
+        """Ends the subscriptions of a store (of one app, or of all): their streams finish, with `error`
+        if given."""
         ended = 0
         for (owner, key), held in list(self._held.items()):
             if key != store_id or app not in (None, owner):
                 continue
             for sub in list(held):
                 self.unsubscribe(sub)
-                if not sub.overflowed:
-                    sub.queue.put_nowait(CLOSED)  # the feed leaves one slot free for this
+                if not sub.ended:
+                    self._feed.end(sub, error)
                     ended += 1
         return ended
+
+    def recheck(self, app: str) -> int:
+        """Ends `app`'s subscriptions whose check fails now (its permissions changed, it was removed)."""
+        return self._feed.recheck(app)
 
     def watched(self, store_id: str) -> bool:
         """Whether anyone subscribes to the store (any thread; a hint to skip building changes)."""

@@ -20,7 +20,14 @@ import grpc
 from datamgr._grpc import authenticate, rpc
 from datamgr.apps import DISTRIBUTED_DATASYNC, App, AppRegistry
 from datamgr.config import KvSettings
-from datamgr.errors import InvalidArgument, NotFound, PermissionDenied, TooLarge, Unavailable
+from datamgr.errors import (
+    DatamgrError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 from datamgr.kv import _wire
 from datamgr.kv._checks import (
     KINDS,
@@ -75,7 +82,13 @@ class KvService(pb_grpc.KvStoreServiceServicer):
         self._storage = storage
         self._device_id = storage.device_id
         self._loop = loop
-        self._notifier = KvNotifier(loop, settings.max_subscriptions_per_store, settings.subscriber_queue)
+        self._notifier = KvNotifier(
+            loop,
+            settings.max_subscriptions_per_store,
+            settings.subscriber_queue,
+            settings.subscriber_bytes,
+            settings.app_subscriber_bytes,
+        )
         self._txs: Transactions[Value] = Transactions(
             settings.transaction_idle_s,
             settings.max_transactions_per_app,
@@ -127,13 +140,19 @@ class KvService(pb_grpc.KvStoreServiceServicer):
         for store_id in gone:
             self._storage.delete_store(store_id)
         if gone:
-            self._loop.call_soon_threadsafe(self._forget, gone)
+            removed = Unauthenticated(f"app {bundle} was removed by the device owner")
+            self._loop.call_soon_threadsafe(self._forget, gone, removed)
 
-    def _forget(self, store_ids: Iterable[str]) -> None:
+    def _forget(self, store_ids: Iterable[str], error: DatamgrError | None = None) -> None:
         for store_id in store_ids:
             self._stores.pop(store_id, None)
             self._txs.drop_store(store_id)
-            self._notifier.end(store_id)
+            self._notifier.end(store_id, error=error)
+
+    def revoked(self, bundle: str) -> None:
+        """The owner revoked a permission of `bundle` or removed it (on the loop): a removed app's
+        subscriptions end now with UNAUTHENTICATED (its stores are its own: no permission guards them)."""
+        self._notifier.recheck(bundle)
 
     # ---- checks ----
 
@@ -377,15 +396,12 @@ class KvService(pb_grpc.KvStoreServiceServicer):
         kind = request.type or pb.SUBSCRIBE_TYPE_ALL
         if kind not in (pb.SUBSCRIBE_TYPE_LOCAL, pb.SUBSCRIBE_TYPE_REMOTE, pb.SUBSCRIBE_TYPE_ALL):
             raise InvalidArgument(f"unknown subscribe type {request.type}")
-        sub = self._notifier.subscribe(app.bundle, store.store_id)
+        sub = self._notifier.subscribe(app.bundle, store.store_id, self._apps.guard(app))
         try:
             yield pb.KvStoreServiceSubscribeResponse(subscribed=pb.KvSubscribed())
             while True:
-                change = await sub.next()
+                change = await sub.next()  # raises once a byte cap overflowed or the app was removed
                 if change is None:
-                    if sub.overflowed:
-                        behind = self._settings.subscriber_queue
-                        raise TooLarge(f"subscriber fell more than {behind} changes behind")
                     return  # the store was closed or deleted
                 if kind == (pb.SUBSCRIBE_TYPE_LOCAL if change.remote else pb.SUBSCRIBE_TYPE_REMOTE):
                     continue

@@ -169,7 +169,7 @@ def events(d: Device, sub: Subscription[Change]) -> list[Change]:
     d.loop.run_until_complete(asyncio.sleep(0))  # the feed's dispatch
     out = []
     while not sub.queue.empty():
-        out.append(sub.queue.get_nowait())
+        out.append(d.loop.run_until_complete(sub.next()))
     return out
 
 
