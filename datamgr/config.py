@@ -63,6 +63,37 @@ class DataShareSettings(BaseModel):
         5.0, gt=0, description="How long the daemon waits for an extension provider's answer."
     )
     change_chunk_rows: int = Field(500, ge=1, description="Rows per ChangeInfo message for large changes.")
+    max_statement_ms: int = Field(
+        2000,
+        ge=10,
+        le=3_600_000,
+        description="Time one call's statement may run (a write's transaction, a query's page) before it "
+        "is interrupted and rolled back with DEADLINE_EXCEEDED; the call's own gRPC deadline, when "
+        "sooner, also stops it, and so does cancelling the call. All writes share one writer thread, so "
+        "this is the longest any app can make the others wait.",
+    )
+    max_pattern_chars: int = Field(
+        128,
+        ge=1,
+        le=50_000,
+        description="Longest like/unlike/glob pattern or contains/begins_with/ends_with value, in "
+        "characters: one match costs up to pattern length x text length and cannot be interrupted "
+        "midway (INVALID_ARGUMENT beyond it).",
+    )
+    max_pattern_wildcards: int = Field(
+        16,
+        ge=0,
+        le=50_000,
+        description="Wildcards one like/unlike (% _) or glob (* ? [) pattern may hold (INVALID_ARGUMENT "
+        "beyond it).",
+    )
+    max_text_chars: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=1 << 30,
+        description="Longest text value a batch insert may store, in characters (single calls are "
+        "bounded by max_call_bytes): with max_pattern_chars it bounds one pattern match.",
+    )
 
 
 class AiModelSettings(BaseModel):
@@ -84,6 +115,34 @@ class AiSamplingSettings(BaseModel):
     min_p: float = Field(0.05, ge=0, le=1, description="Drop tokens below min_p times the top probability.")
     repeat_penalty: float = Field(1.0, gt=0, description="Penalty for repeated tokens; 1 is off.")
     repeat_last_n: int = Field(64, ge=0, description="Tokens the repeat penalty looks back on.")
+
+
+class AiSharedPrefixSettings(BaseModel):
+    """A prompt prefix the owner declares shareable between apps (e.g. one system prompt for several):
+    their prompts that start with it share its cached KV blocks, although apps are isolated."""
+
+    name: str = Field(min_length=1, max_length=64, description="Its name (unique; logs, the cache's salt).")
+    text: str = Field(
+        "",
+        max_length=1 << 20,
+        description="The prefix: a Complete prompt starting with it, or a Chat whose first (system) message "
+        "starts with it, shares the blocks it covers.",
+    )
+    file: Path | None = Field(None, description="Read the prefix from this UTF-8 file instead of `text`.")
+    apps: list[str] = Field(min_length=1, description='The bundles that share it; ["*"]: every app.')
+
+    @model_validator(mode="after")
+    def _one_text(self) -> AiSharedPrefixSettings:
+        if self.file is not None:
+            if self.text:
+                raise ValueError(f"shared prefix {self.name}: give text or file, not both")
+            try:
+                self.text = self.file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"shared prefix {self.name}: cannot read {self.file}: {exc}") from None
+        if not self.text:
+            raise ValueError(f"shared prefix {self.name}: its text is empty")
+        return self
 
 
 class AiSettings(BaseModel):
@@ -125,12 +184,25 @@ class AiSettings(BaseModel):
         "used are evicted beyond): llama.cpp's attention walks every live cell, so each costs step time.",
     )
     isolate_prefix_cache_per_app: bool = Field(
-        False, description="Salt the prefix cache per app, so no app can time-probe another's prompts."
+        True,
+        description="Salt the prefix cache per app, so no app can probe another's prompts (through "
+        "usage.cached_tokens or timing); only ai.shared_prefixes are shared. Off: every app hits every "
+        "app's cached prompts.",
+    )
+    shared_prefixes: list[AiSharedPrefixSettings] = Field(
+        [], description="Prompt prefixes shared between the apps listed (the prefix cache is per app)."
     )
     max_concurrent_per_app: int = Field(8, ge=1, description="Requests of one app in the engine at once.")
     max_queued_per_app: int = Field(32, ge=0, description="Requests of one app waiting for a slot.")
     max_waiting: int = Field(128, ge=0, description="Requests waiting for a slot, all apps together.")
     max_tokens_limit: int = Field(1024, ge=1, description="Largest max_tokens an app may ask for.")
+    max_prompt_chars: int = Field(
+        0,
+        ge=0,
+        le=1 << 26,
+        description="Longest prompt in characters (Chat: all messages; Tokenize: the text), refused before "
+        "tokenizing; 0: 8 x the model's n_ctx (a token holds several characters: longer never fits).",
+    )
     max_n: int = Field(8, ge=1, le=64, description="Most parallel samples (n) per request.")
     sampling: AiSamplingSettings = Field(
         AiSamplingSettings(), description="Defaults of unset sampling fields."
@@ -138,6 +210,13 @@ class AiSettings(BaseModel):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Serve Prometheus /metrics on 127.0.0.1:PORT (0 picks one)."
     )
+
+    @model_validator(mode="after")
+    def _unique_prefix_names(self) -> AiSettings:
+        names = [p.name for p in self.shared_prefixes]
+        if len(set(names)) < len(names):
+            raise ValueError("ai.shared_prefixes: two prefixes have the same name")
+        return self
 
     @model_validator(mode="after")
     def _holders_left(self) -> AiSettings:
@@ -237,6 +316,26 @@ class KvSettings(BaseModel):
     )
 
 
+class StorageSettings(BaseModel):
+    """What apps may store: a quota per app and a free-space floor on the data directory's disk."""
+
+    app_quota_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1 << 50,
+        description="Bytes one app may store: the rows of the DataShare tables it provides, its KV "
+        "stores' keys and values, and the UDMF data it wrote (blobs included), 32 bytes more per "
+        "row or entry. A write past it is refused with RESOURCE_EXHAUSTED; deletes always pass.",
+    )
+    min_free_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        le=1 << 50,
+        description="Free space kept on the data directory's disk: writes that would leave less are "
+        "refused with RESOURCE_EXHAUSTED, so deletes, admin calls and a restart still work.",
+    )
+
+
 def _hostname() -> str:
     import socket
 
@@ -307,6 +406,22 @@ class PeerSettings(BaseModel):
     pairing_attempts: int = Field(
         3, ge=1, le=10, description="Pairing attempts (codes tried) a window allows before it closes."
     )
+    pairing_max_message_bytes: int = Field(
+        64 * 1024,
+        ge=4096,
+        le=1024 * 1024,
+        description="Largest message the pairing port accepts (pairing's are a few KB); while no "
+        "pairing window is open it reads none at all.",
+    )
+    audit_max_entries: int = Field(
+        10_000,
+        ge=100,
+        le=10_000_000,
+        description="Cross-device reads the audit log keeps (datamgr devices audit); older ones go.",
+    )
+    audit_max_age_days: float = Field(
+        30.0, gt=0, le=3650, description="Days a cross-device read stays in the audit log."
+    )
 
 
 class SyncSettings(BaseModel):
@@ -366,7 +481,21 @@ class Settings(BaseSettings):
         None, description="Unix socket for local apps; default {data_dir}/datamgr.sock."
     )
     tcp: str | None = Field(
-        None, description="Optional TCP listen address, e.g. 127.0.0.1:50051 (port 0 picks one)."
+        None,
+        description="Optional TCP listen address, e.g. 127.0.0.1:50051 (port 0 picks one). It serves TLS "
+        "with the device certificate; clients pin its fingerprint (datamgr devices identity).",
+    )
+    tcp_plaintext: bool = Field(
+        False,
+        description="Serve the TCP listener without TLS (tokens cross it in the clear). Only for a "
+        "loopback address, and logged as a warning; the daemon refuses to start with any other.",
+    )
+    open_max_message_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request a caller without a known token may send to the methods open to "
+        "anyone (health checking, reflection); every other method refuses such a caller unread.",
     )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default SQLite at {data_dir}/datamgr.db. PostgreSQL works too."
@@ -388,6 +517,9 @@ class Settings(BaseSettings):
     kv: KvSettings = Field(KvSettings(), description="KV stores: subscriptions, transactions, paging.")
     peer: PeerSettings = Field(PeerSettings(), description="Peer port and pairing between devices.")
     sync: SyncSettings = Field(SyncSettings(), description="KV store sync between paired devices.")
+    storage: StorageSettings = Field(
+        StorageSettings(), description="Per-app storage quota and the disk's free-space floor."
+    )
 
     config_file: Path | None = Field(
         None, exclude=True, description="The TOML file these settings came from."
@@ -404,6 +536,18 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # the TOML file is the one in model_config (set by load_settings); none by default
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+    @model_validator(mode="after")
+    def _check_tcp(self) -> Settings:
+        from datamgr.client._tls import is_loopback
+
+        if self.tcp_plaintext and self.tcp and not is_loopback(self.tcp):
+            raise ValueError(
+                f"tcp_plaintext: the TCP listener {self.tcp} is not a loopback address; plaintext would "
+                "send app and admin tokens over the network in the clear. Drop tcp_plaintext (the "
+                "listener then serves TLS), or listen on 127.0.0.1 / [::1]"
+            )
+        return self
 
     @property
     def socket_path(self) -> Path:

@@ -11,7 +11,8 @@ The tree::
     ├── AlreadyExists                 e.g. an app registered twice
     ├── ResourceExhausted             a per-app limit is reached (subscriptions, ...)
     ├── Unavailable                   a provider process is not attached, or the daemon is stopping
-    ├── DeadlineExceeded              a provider did not answer in time
+    ├── DeadlineExceeded              a provider did not answer in time, a statement ran out of its budget
+    ├── Cancelled                     the caller cancelled the call (its statement was stopped)
     ├── Unsupported                   a provider's extension does not implement the operation
     └── FailedPrecondition            the state does not allow it now: e.g. a sync session to restart
         ├── ClockSkew                 a peer's clock is too far ahead of ours to trust its timestamps
@@ -70,6 +71,10 @@ class DeadlineExceeded(DatamgrError):
     code = "DEADLINE_EXCEEDED"
 
 
+class Cancelled(DatamgrError):
+    code = "CANCELLED"
+
+
 class Unsupported(DatamgrError):
     code = "UNIMPLEMENTED"
 
@@ -100,6 +105,7 @@ BY_CODE: dict[str, type[DatamgrError]] = {
         ResourceExhausted,
         Unavailable,
         DeadlineExceeded,
+        Cancelled,
         Unsupported,
         FailedPrecondition,
     )

@@ -18,6 +18,9 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from datamgr.budget import Watchdog
+from datamgr.disk import as_resource_exhausted
+
 T = TypeVar("T")
 
 
@@ -65,6 +68,7 @@ class Database:
         self._writer.start()
         self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="db-reader")
         self._writer_conn: sa.Connection | None = None
+        self.watchdog = Watchdog()  # stops statements that outrun their budget (datamgr.budget)
 
     def writer_connection(self) -> sa.Connection:
         """The writer thread's own connection, kept open between writes (a pool checkout and its
@@ -94,7 +98,7 @@ class Database:
             try:
                 result = job.fn(*job.args)
             except BaseException as exc:
-                error = exc
+                error = as_resource_exhausted(exc)  # a full disk is RESOURCE_EXHAUSTED, not a bug
             if job.loop is not None and not job.loop.is_closed():
                 job.loop.call_soon_threadsafe(_settle, job.fut, result, error)
 
@@ -108,4 +112,5 @@ class Database:
         self._writes.put(None)
         self._writer.join()
         self._readers.shutdown(wait=True)
+        self.watchdog.close()
         self.engine.dispose()

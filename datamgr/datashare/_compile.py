@@ -10,7 +10,8 @@ parentheses. `limit(total, offset)` follows OpenHarmony's RDB store (`AbsPredica
 total <= 0 means no limit and an offset <= 0 means none. LIKE's case sensitivity is the database's
 (SQLite ignores ASCII case, PostgreSQL does not). NULLs sort first ascending and last descending on
 both databases, as in SQLite. GLOB is SQLite's operator there and an equivalent regex on PostgreSQL.
-Op lists are bounded (MAX_*) so that hostile ones fail as InvalidArgument, not as database errors.
+Op lists are bounded (MAX_*) so that hostile ones fail as InvalidArgument, not as database errors,
+and so are patterns (`PatternLimits`): one LIKE/GLOB match runs as one uninterruptible step.
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ MAX_WRAP_DEPTH = 32
 # and SQLite cap bound parameters (65535, 32766). Untrusted input gets InvalidArgument well before.
 MAX_CONDITIONS = 500
 MAX_VALUES = 10_000
-# Matching costs pattern length x text length per row, and PostgreSQL refuses long regexes.
-MAX_PATTERN_CHARS = 1024
+# Matching costs up to pattern length x text length per row, in one step that no interrupt reaches
+# (SQLite: ~3 ns per pair, so 128 chars over 800 KB of text take ~0.3 s); PostgreSQL refuses long
+# regexes. The defaults of datashare.max_pattern_chars and datashare.max_pattern_wildcards.
+MAX_PATTERN_CHARS = 128
+MAX_PATTERN_WILDCARDS = 16
 DIALECTS = ("sqlite", "postgresql")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -49,6 +53,18 @@ class CompiledPredicates:
     distinct: bool
     group_by: tuple[sa.Column[Any], ...]
     order_columns: tuple[sa.Column[Any], ...] = ()  # the columns of `order_by`, in the same order
+
+
+@dataclass(frozen=True, slots=True)
+class PatternLimits:
+    """Bounds on one pattern: its length (the value of contains/begins_with/ends_with counts too) and
+    its wildcards (% _ for like/unlike, * ? [ for glob)."""
+
+    chars: int = MAX_PATTERN_CHARS
+    wildcards: int = MAX_PATTERN_WILDCARDS
+
+
+_WILDCARDS = {"LIKE": "%_", "UNLIKE": "%_", "GLOB": "*?["}
 
 
 # ---- op kinds ----
@@ -153,7 +169,9 @@ def _check_shape(i: int, op: PredicateOp, field: bool, nvalues: int | None, fiel
 # ---- conditions ----
 
 
-def _condition(i: int, op: PredicateOp, table: sa.Table, dialect: str) -> ColumnElement[bool]:
+def _condition(
+    i: int, op: PredicateOp, table: sa.Table, dialect: str, limits: PatternLimits
+) -> ColumnElement[bool]:
     t, what = op.type, _where(i, op)
     if t in _NULL_TEST:
         _check_shape(i, op, True, 0)
@@ -177,8 +195,15 @@ def _condition(i: int, op: PredicateOp, table: sa.Table, dialect: str) -> Column
         between = col.between(_bind(col, values[0], what), _bind(col, values[1], what))
         return between if t == "BETWEEN" else ~between
     value: str = values[0]  # type: ignore[assignment]
-    if len(value) > MAX_PATTERN_CHARS:
-        raise InvalidArgument(f"{what}: pattern longer than {MAX_PATTERN_CHARS} characters")
+    if len(value) > limits.chars:
+        raise InvalidArgument(
+            f"{what}: pattern longer than {limits.chars} characters (datashare.max_pattern_chars)"
+        )
+    if t in _WILDCARDS and (n := sum(map(value.count, _WILDCARDS[t]))) > limits.wildcards:
+        raise InvalidArgument(
+            f"{what}: pattern with {n} wildcards, more than {limits.wildcards} "
+            "(datashare.max_pattern_wildcards)"
+        )
     if t == "LIKE":
         return col.like(value)
     if t == "UNLIKE":
@@ -200,8 +225,10 @@ class _Parser:
     """Recursive descent over the condition/connective ops: or_expr := and_expr (OR and_expr)*,
     and_expr := atom ([AND] atom)*, atom := condition | BEGIN_WRAP or_expr END_WRAP."""
 
-    def __init__(self, items: list[tuple[int, PredicateOp]], table: sa.Table, dialect: str) -> None:
-        self.items, self.table, self.dialect, self.pos = items, table, dialect, 0
+    def __init__(
+        self, items: list[tuple[int, PredicateOp]], table: sa.Table, dialect: str, limits: PatternLimits
+    ) -> None:
+        self.items, self.table, self.dialect, self.limits, self.pos = items, table, dialect, limits, 0
 
     def parse(self) -> ColumnElement[bool]:
         expr = self.or_expr(0)
@@ -238,7 +265,7 @@ class _Parser:
         i, op = self.items[self.pos]
         if op.type in CONDITIONS:
             self.pos += 1
-            return _condition(i, op, self.table, self.dialect)
+            return _condition(i, op, self.table, self.dialect, self.limits)
         if op.type == "BEGIN_WRAP":
             if depth >= MAX_WRAP_DEPTH:
                 raise InvalidArgument(f"{_where(i, op)}: wraps nest deeper than {MAX_WRAP_DEPTH}")
@@ -273,7 +300,10 @@ def _int(i: int, op: PredicateOp, value: object, what: str) -> int:
 
 
 def compile_predicates(
-    ops: DataSharePredicates | Iterable[PredicateOp], table: sa.Table, dialect: str = "sqlite"
+    ops: DataSharePredicates | Iterable[PredicateOp],
+    table: sa.Table,
+    dialect: str = "sqlite",
+    limits: PatternLimits = PatternLimits(),
 ) -> CompiledPredicates:
     """Checks and compiles an (untrusted) op list against `table` for `dialect` ("sqlite" or "postgresql")."""
     if dialect not in DIALECTS:
@@ -324,7 +354,7 @@ def compile_predicates(
         )
     if (nvalues := sum(len(op.values) for op in conditions)) > MAX_VALUES:
         raise InvalidArgument(f"more than {MAX_VALUES} values ({nvalues}) in one predicate list")
-    where = _Parser(where_items, table, dialect).parse() if where_items else None
+    where = _Parser(where_items, table, dialect, limits).parse() if where_items else None
     return CompiledPredicates(
         where, tuple(order_by), limit, offset, distinct, tuple(group_by), tuple(order_columns)
     )

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from datamgr._grpc import authenticate, rpc
 from datamgr.apps import DISTRIBUTED_DATASYNC, App, AppRegistry
+from datamgr.budget import Budget
 from datamgr.config import DataShareSettings
 from datamgr.datashare import _wire, policy
-from datamgr.datashare._compile import compile_predicates
+from datamgr.datashare._compile import PatternLimits, compile_predicates
 from datamgr.datashare.changes import Change, Feed
 from datamgr.datashare.distributed import DistributedTables
 from datamgr.datashare.extension import ExtensionRouter
@@ -44,6 +45,7 @@ from datamgr.errors import (
     Unauthenticated,
     Unavailable,
 )
+from datamgr.quota import Ledger
 from datamgr.storage import Database
 from datamgr.sync import calls
 from datamgr.v1 import datashare_pb2 as pb
@@ -51,6 +53,7 @@ from datamgr.v1 import datashare_pb2_grpc as pb_grpc
 from datamgr.v1 import types_pb2
 
 log = logging.getLogger("datamgr.datashare")
+T = TypeVar("T")
 _CHANGE_TYPES = {
     "INSERT": pb.CHANGE_TYPE_INSERT,
     "UPDATE": pb.CHANGE_TYPE_UPDATE,
@@ -97,17 +100,19 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         published: PublishedStore,
         published_feed: Feed[PublishedBatch],
         distributed: DistributedTables | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self._settings = settings
         self._db = db
         self._apps = apps
         self._providers = providers
         self._distributed = distributed
-        self._store = SilentStore(db, feed, distributed)
+        self._store = SilentStore(db, feed, distributed, ledger)
         self._feed = feed
         self._extensions = extensions
         self._published = published
         self._published_feed = published_feed
+        self._patterns = PatternLimits(settings.max_pattern_chars, settings.max_pattern_wildcards)
 
     # ---- helpers ----
 
@@ -151,7 +156,28 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         return reply
 
     def _predicates(self, hosted: HostedTable, msg: pb.Predicates) -> Any:
-        return compile_predicates(DataSharePredicates.from_proto(msg).ops, hosted.table, self._db.dialect)
+        ops = DataSharePredicates.from_proto(msg).ops
+        return compile_predicates(ops, hosted.table, self._db.dialect, self._patterns)
+
+    def _budget(self, context: Any) -> Budget:
+        """The call's statement budget: datashare.max_statement_ms, and never past its gRPC deadline."""
+        return Budget(self._settings.max_statement_ms, "datashare.max_statement_ms", context.time_remaining())
+
+    async def _write(self, budget: Budget, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args, budget)` on the writer thread; a cancelled call stops its statement at once."""
+        try:
+            return await self._db.write(fn, *args, budget)
+        except asyncio.CancelledError:
+            self._db.watchdog.cancel(budget)
+            raise
+
+    async def _read(self, budget: Budget, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args, budget)` on a reader thread; a cancelled call stops its statement at once."""
+        try:
+            return await self._db.read(fn, *args, budget)
+        except asyncio.CancelledError:
+            self._db.watchdog.cancel(budget)
+            raise
 
     # ---- providers ----
 
@@ -191,7 +217,8 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         if route.hosted is None:
             return pb.InsertResponse(row_id=(await self._extension(route, app, "insert", request)).row_id)
         values = check_values(route.hosted, _wire.from_bucket(request.values), inserting=True)
-        return pb.InsertResponse(row_id=await self._db.write(self._store.insert, route.hosted, values))
+        row_id = await self._write(self._budget(context), self._store.insert, route.hosted, values)
+        return pb.InsertResponse(row_id=row_id)
 
     @rpc
     async def BatchInsert(self, request: pb.BatchInsertRequest, context: Any) -> pb.BatchInsertResponse:
@@ -203,17 +230,18 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
                 count=(await self._extension(route, app, "batch_insert", request)).count
             )
         hosted = route.hosted
+        max_text = self._settings.max_text_chars
 
-        def decode_check_insert() -> int:
+        def decode_check_insert(budget: Budget) -> int:
             """On the writer thread: decoding and checking a large batch takes milliseconds of CPU
             that would otherwise stall every other call on the event loop."""
             names = list(request.columns)
             columns = _wire.decode_page(request.rows)
             absent = _wire.page_absent(request.rows)
-            check_columns(hosted, names, columns, [c.type for c in request.rows.columns], absent)
-            return self._store.batch_insert(hosted, names, columns, absent)
+            check_columns(hosted, names, columns, [c.type for c in request.rows.columns], absent, max_text)
+            return self._store.batch_insert(hosted, names, columns, absent, budget)
 
-        return pb.BatchInsertResponse(count=await self._db.write(decode_check_insert))
+        return pb.BatchInsertResponse(count=await self._write(self._budget(context), decode_check_insert))
 
     @rpc
     async def Update(self, request: pb.UpdateRequest, context: Any) -> pb.UpdateResponse:
@@ -224,9 +252,9 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             return pb.UpdateResponse(count=(await self._extension(route, app, "update", request)).count)
         values = check_values(route.hosted, _wire.from_bucket(request.values), inserting=False)
         compiled = self._predicates(route.hosted, request.predicates)
-        return pb.UpdateResponse(
-            count=await self._db.write(self._store.update, route.hosted, compiled, values)
-        )
+        budget = self._budget(context)
+        count = await self._write(budget, self._store.update, route.hosted, compiled, values)
+        return pb.UpdateResponse(count=count)
 
     @rpc
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
@@ -236,7 +264,8 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         if route.hosted is None:
             return pb.DeleteResponse(count=(await self._extension(route, app, "delete", request)).count)
         compiled = self._predicates(route.hosted, request.predicates)
-        return pb.DeleteResponse(count=await self._db.write(self._store.delete, route.hosted, compiled))
+        budget = self._budget(context)
+        return pb.DeleteResponse(count=await self._write(budget, self._store.delete, route.hosted, compiled))
 
     @rpc
     async def BatchUpdate(self, request: pb.BatchUpdateRequest, context: Any) -> pb.BatchUpdateResponse:
@@ -258,7 +287,8 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
                 )
         results: dict[str, list[int]] = {}
         if silent:
-            counts = await self._db.write(self._store.batch_update, [op for _, op in silent])
+            ops = [op for _, op in silent]
+            counts = await self._write(self._budget(context), self._store.batch_update, ops)
             for (uri, _), count in zip(silent, counts, strict=True):
                 results.setdefault(uri, []).append(count)
         for route, group in remote:
@@ -293,8 +323,9 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             return
         hosted = route.hosted
         compiled = self._predicates(hosted, request.predicates)
-        names, pages, conn = await self._db.read(
-            self._store.query, hosted, compiled, list(request.columns) or None, page_rows
+        budget = self._budget(context)
+        names, pages, conn = await self._read(
+            budget, self._store.query, hosted, compiled, list(request.columns) or None, page_rows
         )
         pending: asyncio.Future[list[pb.QueryResponse] | None] | None = None
         try:
@@ -329,7 +360,8 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
                 _wire.encode_rows([], ncols, msg.page, declared)
                 yield msg
         finally:
-            if pending is not None:  # the client went away mid-stream: let the fetch finish first
+            if pending is not None:  # the client went away mid-stream: stop the fetch, let it end
+                self._db.watchdog.cancel(budget)
                 await asyncio.wait([pending])
             await self._db.read(conn.close)
 

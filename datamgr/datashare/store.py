@@ -10,23 +10,28 @@ primary key is given on insert and never updated (it names the row on every devi
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import operator
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from itertools import repeat
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from datamgr.budget import Budget
 from datamgr.datashare._compile import CompiledPredicates, build_select, build_where_for_write
 from datamgr.datashare._wire import Cell
 from datamgr.datashare.changes import Change, Feed
 from datamgr.datashare.distributed import DistributedTables
 from datamgr.datashare.manifest import value_fits
 from datamgr.datashare.tables import HostedTable
-from datamgr.errors import AlreadyExists, InvalidArgument, Unavailable
+from datamgr.datashare.usage import insert_bytes, row_bytes, stored_bytes, values_bytes
+from datamgr.errors import AlreadyExists, InvalidArgument, TooLarge, Unavailable
+from datamgr.quota import Ledger
 from datamgr.storage import Database
 from datamgr.v1.types_pb2 import DataType as DT
 
@@ -102,9 +107,11 @@ def check_columns(
     columns: Sequence[Sequence[Cell]],
     wire_types: Sequence[int],
     absent: Sequence[Sequence[int]],
+    max_text_chars: int | None = None,
 ) -> None:
     """Column-wise check of a batch. A typed wire column is checked once, in C-level passes; a mixed one
-    value by value. `absent[i]` are the rows that did not give column i (its default applies)."""
+    value by value. `absent[i]` are the rows that did not give column i (its default applies). Text
+    values are at most `max_text_chars` long (None: unbounded)."""
     if len(set(names)) != len(names):
         raise InvalidArgument("a column is named twice in the batch")
     if len(names) != len(columns):
@@ -132,6 +139,8 @@ def check_columns(
                 map(operator.contains, filter(None, values), repeat("\x00"))  # type: ignore[arg-type]
             ):
                 raise InvalidArgument(_NUL.format(name=name, uri=hosted.uri))
+            if wire == DT.DATA_TYPE_STRING and max_text_chars is not None:
+                _check_text_chars(hosted, name, values, max_text_chars)
             continue
         if wire != DT.DATA_TYPE_UNSPECIFIED:
             raise InvalidArgument(
@@ -148,6 +157,19 @@ def check_columns(
                 raise InvalidArgument(_NAN.format(name=name, uri=hosted.uri))
             if isinstance(v, str) and "\x00" in v:
                 raise InvalidArgument(_NUL.format(name=name, uri=hosted.uri))
+        if col.type == "text" and max_text_chars is not None:
+            _check_text_chars(hosted, name, values, max_text_chars)
+
+
+def _check_text_chars(hosted: HostedTable, name: str, values: Sequence[Cell], limit: int) -> None:
+    """Text this long makes one LIKE/GLOB match too long to interrupt (see datamgr.budget)."""
+    longest = max(map(len, filter(None, values)), default=0)  # type: ignore[arg-type]
+    if longest > limit:
+        i = next(i for i, v in enumerate(values) if isinstance(v, str) and len(v) == longest)
+        raise TooLarge(
+            f"row {i}: column {name} of {hosted.uri} holds {longest} characters, over "
+            f"datashare.max_text_chars ({limit})"
+        )
 
 
 # a compiled positional INSERT: its SQL, the column index for each parameter, their bind processors
@@ -158,9 +180,14 @@ class SilentStore:
     """CRUD on hosted tables. Write methods run on the writer thread and publish after commit."""
 
     def __init__(
-        self, db: Database, feed: Feed[Change], distributed: DistributedTables | None = None
+        self,
+        db: Database,
+        feed: Feed[Change],
+        distributed: DistributedTables | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self._db = db
+        self._ledger = ledger  # the providers' usage: each write reports the bytes it adds or frees
         self._engine = db.engine
         self._feed = feed
         self._distributed = distributed
@@ -177,11 +204,13 @@ class SilentStore:
         return stmt
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[sa.Connection]:
-        """The writer thread's connection for one transaction: rolled back unless it was committed."""
+    def _writing(self, budget: Budget | None = None) -> Iterator[sa.Connection]:
+        """The writer thread's connection for one transaction: rolled back unless it was committed, and
+        interrupted (then rolled back) when it outruns `budget`."""
         conn = self._db.writer_connection()
         try:
-            yield conn
+            with self._db.watchdog.guard(conn, budget):
+                yield conn
         finally:
             if conn.in_transaction():
                 conn.rollback()
@@ -204,19 +233,21 @@ class SilentStore:
             raise Unavailable(f"{hosted.uri} is distributed, and sync is not running on this device")
         return self._distributed
 
-    def insert(self, hosted: HostedTable, values: dict[str, Cell]) -> int:
+    def insert(self, hosted: HostedTable, values: dict[str, Cell], budget: Budget | None = None) -> int:
         t = hosted.table
         mirrors = self._mirrored(hosted)
-        with self._writing() as conn:
+        with self._writing(budget) as conn:
             try:
                 row = conn.execute(self._insert_returning(t), values).one()
                 if hosted.spec.primary_key in values:
                     _sync_sequence(conn, hosted)
             except IntegrityError as exc:
                 raise _integrity(hosted, exc) from None
+            grown = self._admit(conn, hosted, row_bytes(hosted, row._asdict()))
             if mirrors is not None:
                 mirrors.record(conn, hosted, [row._asdict()])
             self._commit_and_notify(conn, [Change("INSERT", hosted.uri, (row._asdict(),))], [hosted])
+        self._added(grown)
         pk = row._mapping[hosted.spec.primary_key]
         return pk if isinstance(pk, int) and not isinstance(pk, bool) else -1
 
@@ -226,6 +257,7 @@ class SilentStore:
         names: Sequence[str],
         columns: Sequence[Sequence[Cell]],
         absent: Sequence[Sequence[int]] = (),
+        budget: Budget | None = None,
     ) -> int:
         """All rows in one transaction. Rows that leave columns out are inserted in runs of the same
         columns, in order, so that those columns get their defaults."""
@@ -235,7 +267,8 @@ class SilentStore:
         returning = self._feed.has_subscribers(hosted.uri)
         mirrors = self._mirrored(hosted)
         inserted: list[dict[str, Any]] = []
-        with self._writing() as conn:
+        with self._writing(budget) as conn:
+            grown = self._admit(conn, hosted, insert_bytes(hosted, names, columns, absent))
             try:
                 if not returning and not any(absent) and self._columnwise_insert(conn, t, names, columns):
                     runs = []
@@ -263,6 +296,7 @@ class SilentStore:
                 mirrors.record_batch(conn, hosted, names, columns, absent)
             changes = [Change("INSERT", hosted.uri, tuple(inserted))] if returning and inserted else []
             self._commit_and_notify(conn, changes, [hosted])
+        self._added(grown)
         return len(columns[0])
 
     def _columnwise_insert(
@@ -294,8 +328,32 @@ class SilentStore:
         conn.exec_driver_sql(sql, list(zip(*ordered, strict=True)))
         return True
 
+    def _admit(
+        self, conn: sa.Connection, hosted: HostedTable, delta: int, grown: dict[str, int] | None = None
+    ) -> dict[str, int]:
+        """Refuses a write that grows the provider past its quota or the disk below its floor;
+        `grown` adds up the deltas of one transaction per provider, for `_added` after the commit."""
+        grown = {} if grown is None else grown
+        if self._ledger is not None:
+            bundle = hosted.bundle
+            total = grown.get(bundle, 0) + delta
+            if delta > 0:
+                self._ledger.admit(conn, bundle, total)
+            grown[bundle] = total
+        return grown
+
+    def _added(self, grown: dict[str, int]) -> None:
+        if self._ledger is not None:
+            for bundle, delta in grown.items():
+                self._ledger.add(bundle, delta)
+
     def _update(
-        self, conn: sa.Connection, hosted: HostedTable, compiled: CompiledPredicates, values: dict[str, Cell]
+        self,
+        conn: sa.Connection,
+        hosted: HostedTable,
+        compiled: CompiledPredicates,
+        values: dict[str, Cell],
+        grown: dict[str, int] | None = None,
     ) -> tuple[int, Change | None]:
         t = hosted.table
         mirrors = self._mirrored(hosted)
@@ -308,6 +366,9 @@ class SilentStore:
         where = build_where_for_write(t, compiled, hosted.pk)
         if where is not None:
             stmt = stmt.where(where)
+        if grown is not None and self._ledger is not None:
+            matched, old = stored_bytes(conn, hosted, where, list(values))
+            self._admit(conn, hosted, matched * values_bytes(values) - old, grown)
         try:
             count, rows = self._execute_write(conn, hosted, stmt, mirrors is not None)
             if hosted.spec.primary_key in values:
@@ -318,36 +379,49 @@ class SilentStore:
             mirrors.record(conn, hosted, rows)
         return count, Change("UPDATE", hosted.uri, rows) if rows else None
 
-    def update(self, hosted: HostedTable, compiled: CompiledPredicates, values: dict[str, Cell]) -> int:
-        with self._writing() as conn:
-            count, change = self._update(conn, hosted, compiled, values)
+    def update(
+        self,
+        hosted: HostedTable,
+        compiled: CompiledPredicates,
+        values: dict[str, Cell],
+        budget: Budget | None = None,
+    ) -> int:
+        grown: dict[str, int] = {}
+        with self._writing(budget) as conn:
+            count, change = self._update(conn, hosted, compiled, values, grown)
             self._commit_and_notify(conn, [change] if change else [], [hosted] if count else [])
+        self._added(grown)
         return count
 
     def batch_update(
-        self, ops: Sequence[tuple[HostedTable, CompiledPredicates, dict[str, Cell]]]
+        self,
+        ops: Sequence[tuple[HostedTable, CompiledPredicates, dict[str, Cell]]],
+        budget: Budget | None = None,
     ) -> list[int]:
         """Every operation in one transaction: all apply or none."""
         counts, changes, written = [], [], {}
-        with self._writing() as conn:
+        grown: dict[str, int] = {}
+        with self._writing(budget) as conn:
             for hosted, compiled, values in ops:
-                count, change = self._update(conn, hosted, compiled, values)
+                count, change = self._update(conn, hosted, compiled, values, grown)
                 counts.append(count)
                 if change:
                     changes.append(change)
                 if count:
                     written[hosted.uri] = hosted
             self._commit_and_notify(conn, changes, list(written.values()))
+        self._added(grown)
         return counts
 
-    def delete(self, hosted: HostedTable, compiled: CompiledPredicates) -> int:
+    def delete(self, hosted: HostedTable, compiled: CompiledPredicates, budget: Budget | None = None) -> int:
         t = hosted.table
         mirrors = self._mirrored(hosted)
         stmt = sa.delete(t)
         where = build_where_for_write(t, compiled, hosted.pk)
         if where is not None:
             stmt = stmt.where(where)
-        with self._writing() as conn:
+        with self._writing(budget) as conn:
+            grown = self._admit(conn, hosted, -stored_bytes(conn, hosted, where)[1]) if self._ledger else {}
             try:
                 count, rows = self._execute_write(conn, hosted, stmt, mirrors is not None)
             except IntegrityError as exc:
@@ -356,6 +430,7 @@ class SilentStore:
                 mirrors.record(conn, hosted, deleted=[r[hosted.spec.primary_key] for r in rows])
             changes = [Change("DELETE", hosted.uri, rows)] if rows else []
             self._commit_and_notify(conn, changes, [hosted] if count else [])
+        self._added(grown)
         return count
 
     def _execute_write(
@@ -369,42 +444,67 @@ class SilentStore:
         return len(rows), rows
 
     def query(
-        self, hosted: HostedTable, compiled: CompiledPredicates, columns: list[str] | None, page_rows: int
+        self,
+        hosted: HostedTable,
+        compiled: CompiledPredicates,
+        columns: list[str] | None,
+        page_rows: int,
+        budget: Budget | None = None,
     ) -> tuple[list[str], Iterator[Sequence[Any]], sa.Connection]:
-        """Opens a read cursor: the column names, an iterator of pages, and the connection to close."""
+        """Opens a read cursor: the column names, an iterator of pages, and the connection to close.
+        Each page (the first with the statement's start) is fetched within `budget`."""
         stmt = build_select(hosted.table, compiled, columns)
         conn = self._engine.connect()
+        guard = functools.partial(self._db.watchdog.guard, conn, budget)
         try:
             if conn.dialect.name == "sqlite":
                 # SQLite's cursor already streams: fetch plain tuples from it and apply the few
                 # result processors (int → bool) a column at a time, instead of building Row objects
-                result = conn.execute(stmt)
+                with guard():
+                    result = conn.execute(stmt)
                 names = list(result.keys())
                 procs = [
                     c.type.dialect_impl(conn.dialect).result_processor(conn.dialect, None)
                     for c in stmt.selected_columns
                 ]
-                return names, _tuple_pages(result.cursor, page_rows, procs), conn
+                return names, _tuple_pages(result.cursor, page_rows, procs, guard), conn
             # elsewhere (PostgreSQL) yield_per makes SQLAlchemy use a server-side cursor
-            result = conn.execution_options(yield_per=page_rows).execute(stmt)
+            with guard():
+                result = conn.execution_options(yield_per=page_rows).execute(stmt)
             names = list(result.keys())
-            pages = iter(result.partitions(page_rows))
-            return names, pages, conn
+            return names, _guarded_pages(iter(result.partitions(page_rows)), guard), conn
         except BaseException:
             conn.close()
             raise
 
 
-def _tuple_pages(cursor: Any, page_rows: int, procs: list[Any]) -> Iterator[Sequence[Any]]:
+def _tuple_pages(
+    cursor: Any, page_rows: int, procs: list[Any], guard: Callable[[], AbstractContextManager[None]]
+) -> Iterator[Sequence[Any]]:
     """Pages of row tuples from a DBAPI cursor, with result processors applied column-wise."""
     todo = [(i, p) for i, p in enumerate(procs) if p is not None]
-    while rows := cursor.fetchmany(page_rows):
+    while True:
+        with guard():
+            rows = cursor.fetchmany(page_rows)
+        if not rows:
+            return
         if todo:
             cols = list(zip(*rows, strict=True))
             for i, proc in todo:
                 cols[i] = tuple(map(proc, cols[i]))
             rows = list(zip(*cols, strict=True))
         yield rows
+
+
+def _guarded_pages(
+    pages: Iterator[Sequence[Any]], guard: Callable[[], AbstractContextManager[None]]
+) -> Iterator[Sequence[Any]]:
+    while True:
+        with guard():
+            page = next(pages, None)
+        if page is None:
+            return
+        yield page
 
 
 def _runs(

@@ -18,6 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from datamgr.datashare._compile import (
     MAX_CONDITIONS,
     MAX_PATTERN_CHARS,
+    MAX_PATTERN_WILDCARDS,
     MAX_VALUES,
     MAX_WRAP_DEPTH,
     CompiledPredicates,
@@ -404,7 +405,11 @@ VALIDATION: list[tuple[str, list[PredicateOp], str]] = [
     ("NaN", [OP("EQUAL_TO", "salary", (float("nan"),))], "NaN"),
     ("huge int", [OP("EQUAL_TO", "age", (2**63,))], "64 bits"),
     ("NUL in text", [OP("EQUAL_TO", "name", ("a\x00b",))], "NUL"),
-    ("long pattern", [OP("GLOB", "name", ("*" * (MAX_PATTERN_CHARS + 1),))], "pattern longer than 1024"),
+    (
+        "long pattern",
+        [OP("GLOB", "name", ("a" * (MAX_PATTERN_CHARS + 1),))],
+        rf"pattern longer than {MAX_PATTERN_CHARS} characters \(datashare.max_pattern_chars\)",
+    ),
     ("long contains", [OP("CONTAINS", "name", ("a" * (MAX_PATTERN_CHARS + 1),))], "pattern longer"),
     ("limit without values", [OP("LIMIT")], r"limit\(\) at ops\[0\]: takes 2 value"),
     ("limit with one value", [OP("LIMIT", values=(3,))], "takes 2 value"),
@@ -466,8 +471,45 @@ def test_bound_values_are_bounded(engine: sa.Engine) -> None:
 
 
 def test_patterns_up_to_the_bound_run(engine: sa.Engine) -> None:
-    assert select_ids(engine, P().like("name", "%" * MAX_PATTERN_CHARS)) == where("name", lambda v: True)
-    assert select_ids(engine, P().glob("name", "*" * MAX_PATTERN_CHARS)) == where("name", lambda v: True)
+    w = MAX_PATTERN_WILDCARDS
+    assert select_ids(engine, P().like("name", "%" * w)) == where("name", lambda v: True)
+    assert select_ids(engine, P().glob("name", "*" * w)) == where("name", lambda v: True)
+    longest = "%" * w + "x" * (MAX_PATTERN_CHARS - w)
+    assert select_ids(engine, P().like("name", longest)) == []
+    assert select_ids(engine, P().contains("name", "%_" * (MAX_PATTERN_CHARS // 2))) == []
+
+
+@pytest.mark.parametrize(
+    ("op", "pattern"),
+    [
+        ("LIKE", "%a" * MAX_PATTERN_WILDCARDS + "_"),
+        ("UNLIKE", "_" * (MAX_PATTERN_WILDCARDS + 1)),
+        ("GLOB", "*?[" * (MAX_PATTERN_WILDCARDS // 3) + "]*?"),
+    ],
+)
+def test_wildcards_are_bounded(op: str, pattern: str) -> None:
+    """Each pattern holds one wildcard more than allowed; literal values (contains) have none."""
+    limit = rf"{MAX_PATTERN_WILDCARDS} \(datashare.max_pattern_wildcards\)"
+    with pytest.raises(InvalidArgument, match=limit):
+        compile_predicates([OP(op, "name", (pattern,))], people)
+
+
+def test_pattern_limits_are_the_callers() -> None:
+    """The daemon passes its settings; the defaults are those of datashare.max_pattern_*."""
+    from datamgr.config import DataShareSettings
+    from datamgr.datashare._compile import PatternLimits
+
+    defaults = DataShareSettings()
+    assert (defaults.max_pattern_chars, defaults.max_pattern_wildcards) == (
+        MAX_PATTERN_CHARS,
+        MAX_PATTERN_WILDCARDS,
+    )
+    tight = PatternLimits(chars=4, wildcards=1)
+    assert compile_predicates([OP("LIKE", "name", ("ab%",))], people, limits=tight).where is not None
+    with pytest.raises(InvalidArgument, match="longer than 4 characters"):
+        compile_predicates([OP("BEGINS_WITH", "name", ("abcde",))], people, limits=tight)
+    with pytest.raises(InvalidArgument, match="2 wildcards, more than 1"):
+        compile_predicates([OP("LIKE", "name", ("%a%",))], people, limits=tight)
 
 
 def test_unknown_dialect_is_a_programming_error() -> None:
