@@ -136,6 +136,10 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
 
+    def app_removed(self, bundle: str) -> None:
+        """The owner removed `bundle` (on the loop): its lazy drag sources' streams end now."""
+        self.lazy.end(bundle, Unauthenticated(f"app {bundle} was removed by the device owner"))
+
     async def sweep(self) -> int:
         """Deletes expired data now; returns how many blob files that freed."""
         freed = await self._write(self.store.sweep)
