@@ -8,6 +8,7 @@ from typing import Any
 
 from datamgr._grpc import bearer_token, rpc
 from datamgr.apps import AdminCredential, App, AppRegistry
+from datamgr.quota import Quotas
 from datamgr.storage import Database
 from datamgr.v1 import admin_pb2 as pb
 from datamgr.v1 import admin_pb2_grpc as pb_grpc
@@ -21,9 +22,15 @@ def app_message(app: App) -> pb.App:
 
 class AdminService(pb_grpc.AdminServiceServicer):
     def __init__(
-        self, db: Database, apps: AppRegistry, admin: AdminCredential, on_remove: Callable[[str], None]
+        self,
+        db: Database,
+        apps: AppRegistry,
+        admin: AdminCredential,
+        on_remove: Callable[[str], None],
+        quotas: Quotas | None = None,
     ) -> None:
         self._db = db
+        self._quotas = quotas
         self._apps = apps
         self._admin = admin
         self._on_remove = on_remove
@@ -51,7 +58,23 @@ class AdminService(pb_grpc.AdminServiceServicer):
     @rpc
     async def ListApps(self, request: pb.ListAppsRequest, context: Any) -> pb.ListAppsResponse:
         self._admin.check(bearer_token(context))
-        return pb.ListAppsResponse(apps=[app_message(a) for a in self._apps.all()])
+        apps = self._apps.all()
+        messages = [app_message(a) for a in apps]
+        if self._quotas is not None:
+            quotas = self._quotas
+            await self._db.write(quotas.measure, self._db.engine, [a.bundle for a in apps])
+            for message in messages:
+                used = {k: n or 0 for k, n in quotas.usage(message.bundle).items()}
+                message.usage.CopyFrom(
+                    pb.StorageUsage(
+                        datashare_bytes=used["datashare"],
+                        kv_bytes=used["kv"],
+                        udmf_bytes=used["udmf"],
+                        total_bytes=sum(used.values()),
+                        quota_bytes=quotas.limits.app_quota_bytes,
+                    )
+                )
+        return pb.ListAppsResponse(apps=messages)
 
     @rpc
     async def GrantPermissions(

@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from aicap.v1 import aicap_pb2
+from datamgr._decode import DecodeGuard
 from datamgr.admin import AdminService
 from datamgr.apps import AdminCredential, AppRegistry
 from datamgr.config import AiSettings, Settings, UdmfSettings
@@ -34,6 +35,7 @@ from datamgr.datashare.extension import ExtensionRouter
 from datamgr.datashare.published import PublishedBatch, PublishedStore
 from datamgr.datashare.service import DataShareService
 from datamgr.datashare.tables import ProviderRegistry
+from datamgr.datashare.usage import stored_bytes
 from datamgr.device.discovery import Discovery
 from datamgr.device.identity import Identity
 from datamgr.device.pairing_service import SERVICE_NAME as PAIRING_SERVICE
@@ -42,22 +44,29 @@ from datamgr.device.peer import PeerConfig, PeerServer
 from datamgr.device.service import SERVICE_NAME as DEVICE_SERVICE
 from datamgr.device.service import DeviceService
 from datamgr.device.trust import TrustStore
-from datamgr.errors import Unauthenticated
+from datamgr.disk import DiskFloor
+from datamgr.errors import ResourceExhausted, Unauthenticated
+from datamgr.gate import CallerGate
+from datamgr.kv._storage_types import MAX_VALUE_LENGTH
 from datamgr.kv.service import SERVICE_NAME as KV_SERVICE
 from datamgr.kv.service import KvService
 from datamgr.kv.storage import KvStorage
+from datamgr.quota import Quotas, StorageLimits
 from datamgr.storage import Database, create_engine
 from datamgr.sync.engine import SyncEngine, SyncOptions
 from datamgr.sync.gc import TombstoneCollector
 from datamgr.sync.hlc import HLC
+from datamgr.sync.peer_reads import AuditConfig, PeerReadLog
 from datamgr.sync.scheduler import AutoSync, SyncScheduler
 from datamgr.sync.transport import PeerLinks, SyncServicer
 from datamgr.sync.udmf_bridge import UdmfBridge, UdmfSyncConfig
 from datamgr.sync.udmf_peer import PeerFetcher, UdmfPeerServicer
 from datamgr.v1 import admin_pb2, admin_pb2_grpc, datashare_pb2, datashare_pb2_grpc
+from udmf import errors as udmf_errors
 from udmf.config import UdmfConfig
 from udmf.service import SERVICE_NAME as UDMF_SERVICE
 from udmf.service import UdmfService
+from udmf.store import UdmfStore
 
 log = logging.getLogger("datamgr.daemon")
 SERVICES = (
@@ -69,6 +78,7 @@ SERVICES = (
     PAIRING_SERVICE,
 )
 AI_SERVICE = aicap_pb2.DESCRIPTOR.services_by_name["AiService"].full_name
+OPEN_SERVICES = (health.SERVICE_NAME, reflection.SERVICE_NAME)  # callable without a token
 
 
 class HealthServicer(health.aio.HealthServicer):
@@ -87,6 +97,13 @@ class HealthServicer(health.aio.HealthServicer):
         finally:
             watch.cancel()
             stopping.cancel()
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthListResponse:
+        """Every service's status ("" is the daemon's); grpc's servicer leaves List unimplemented."""
+        statuses = {name: health_pb2.HealthCheckResponse(status=s) for name, s in self._server_status.items()}
+        return health_pb2.HealthListResponse(statuses=statuses)
 
     async def shutdown(self) -> None:
         """NOT_SERVING to every watcher, then their streams end."""
@@ -134,8 +151,71 @@ def _admin_check(admin: AdminCredential) -> Callable[[str], bool]:
     return is_admin
 
 
+def _listen_tcp(server: grpc.aio.Server, settings: Settings, identity: Identity) -> int:
+    """The TCP listener's port: TLS with the device certificate (clients pin its fingerprint), or
+    plaintext when `tcp_plaintext` allows it (the settings let it only on a loopback address)."""
+    assert settings.tcp is not None
+    if settings.tcp_plaintext:
+        log.warning(
+            "the TCP listener %s is plaintext (tcp_plaintext): any local process that can relay or "
+            "listen on loopback sees the tokens sent to it",
+            settings.tcp,
+        )
+        return server.add_insecure_port(settings.tcp)
+    credentials = grpc.ssl_server_credentials([(identity.key_pem, identity.cert_pem)])
+    return server.add_secure_port(settings.tcp, credentials)
+
+
+def _peer_max_message(settings: Settings) -> int:
+    """What the peer port reads: a sync batch (sync.batch_bytes), or one change alone when it is larger
+    (a KV value, at most 4 MiB), plus 1 MiB for the rest of the message."""
+    return max(settings.sync.batch_bytes, MAX_VALUE_LENGTH) + (1 << 20)
+
+
+def _known_caller(apps: AppRegistry, admin: AdminCredential) -> Callable[[str], bool]:
+    """Whether a token is an app's or the admin's: the gate's question before it reads a request."""
+    authenticate, is_admin = _authenticator(apps), _admin_check(admin)
+    return lambda token: authenticate(token) is not None or is_admin(token)
+
+
+def _quotas(
+    settings: Settings, providers: ProviderRegistry, kv: KvStorage, distributed: DistributedTables
+) -> Quotas:
+    """Every app's storage usage and quota (`datamgr.quota`), wired into the DataShare and KV stores
+    (the UDMF store gets its own view in `_start_udmf`)."""
+    s = settings.storage
+    floor = DiskFloor(settings.data_dir, s.min_free_bytes)
+    quotas = Quotas(StorageLimits(s.app_quota_bytes, s.min_free_bytes), floor)
+    quotas.measure_with(
+        "datashare", lambda conn, bundle: sum(stored_bytes(conn, h)[1] for h in providers.tables(bundle))
+    )
+    quotas.measure_with("kv", KvStorage.bytes_of)
+    quotas.measure_with("udmf", UdmfStore.bytes_of)
+    kv.usage = quotas.ledger("kv")
+    distributed.usage = quotas.ledger("datashare")
+    return quotas
+
+
+def _udmf_runner(run: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """The database runner UDMF gets: a full disk (datamgr's ResourceExhausted) as udmf's own error,
+    which its servicer maps to RESOURCE_EXHAUSTED."""
+
+    async def runner(fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await run(fn, *args)
+        except ResourceExhausted as exc:
+            raise udmf_errors.ResourceExhausted(exc.message) from None
+
+    return runner
+
+
 async def _start_udmf(
-    udmf: UdmfSettings, data_dir: Path, apps: AppRegistry, admin: AdminCredential, db: Database
+    udmf: UdmfSettings,
+    data_dir: Path,
+    apps: AppRegistry,
+    admin: AdminCredential,
+    db: Database,
+    quotas: Quotas,
 ) -> UdmfService:
     """The UDMF servicer, started (stale data of a previous run dropped, the expiry sweeper running)."""
     config = UdmfConfig(
@@ -151,7 +231,10 @@ async def _start_udmf(
         max_tag_bytes=udmf.max_tag_bytes,
         max_extras_bytes=udmf.max_extras_bytes,
     )
-    service = UdmfService(config, _authenticator(apps), _admin_check(admin), db.engine, db.write, db.read)
+    write = _udmf_runner(db.write)
+    service = UdmfService(config, _authenticator(apps), _admin_check(admin), db.engine, write, db.read)
+    # blobs reach the disk before the commit: the floor is checked while they stream in (room)
+    service.store.usage = quotas.ledger("udmf", floor_at_commit=False)
     await service.start()
     return service
 
@@ -173,7 +256,7 @@ async def _start_ai(
     except ImportError as exc:
         log.error("AI service disabled: %s (install the 'ai' extra: llama-cpp-python)", exc)
         return None
-    from aicap.config import AiConfig, ModelSpec, SamplingDefaults
+    from aicap.config import AiConfig, ModelSpec, SamplingDefaults, SharedPrefix
     from aicap.errors import AicapError
     from aicap.store import ModelStore
 
@@ -190,10 +273,12 @@ async def _start_ai(
         swap_budget_tokens=ai.swap_budget_tokens,
         prefix_cache_tokens=ai.prefix_cache_tokens,
         isolate_prefix_cache_per_app=ai.isolate_prefix_cache_per_app,
+        shared_prefixes=tuple(SharedPrefix(p.name, p.text, frozenset(p.apps)) for p in ai.shared_prefixes),
         max_concurrent_per_app=ai.max_concurrent_per_app,
         max_queued_per_app=ai.max_queued_per_app,
         max_waiting=ai.max_waiting,
         max_tokens_limit=ai.max_tokens_limit,
+        max_prompt_chars=ai.max_prompt_chars,
         max_n=ai.max_n,
         sampling=SamplingDefaults(**ai.sampling.model_dump()),
         metrics_port=ai.metrics_port,
@@ -256,13 +341,14 @@ async def _start_udmf_sync(
     db: Database,
     sync: SyncScheduler,
     peer: PeerServer,
+    audit: PeerReadLog,
 ) -> UdmfBridge:
     """UDMF's CROSS_DEVICE data on the sync engine (descriptors in a system KV store) and its reads from
     the device holding it (UdmfPeerService on the peer port, found where sync finds it)."""
-    fetcher = PeerFetcher(identity, trust, sync.links.address)
+    fetcher = PeerFetcher(identity, trust, sync.links.address, audit)
     bridge = UdmfBridge(UdmfSyncConfig(settings.udmf.sync_inline_bytes), storage, udmf, db, fetcher)
     await bridge.start(sync.written)
-    UdmfPeerServicer(udmf, trust, identity.device_id).add_to(peer.server)
+    UdmfPeerServicer(udmf, trust, identity.device_id, audit).add_to(peer.server)
     return bridge
 
 
@@ -289,24 +375,32 @@ async def run(  # noqa: PLR0915 - the composition root
     kv_storage = KvStorage(engine, identity.device_id, HLC(max_skew_ms=settings.sync.max_skew_ms))
     kv = KvService(settings.kv, db, apps, kv_storage, loop)
     distributed = DistributedTables(kv_storage, providers, feed)  # DataShare tables that sync
+    quotas = _quotas(settings, providers, kv_storage, distributed)
 
     def on_remove(bundle: str) -> None:
         distributed.remove(bundle)  # the app's tables and their mirror stores
         published.remove(bundle)
         kv.remove_app(bundle)
+        quotas.forget(bundle)
 
     max_msg = ds.max_batch_bytes + (1 << 20)
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", max_msg), ("grpc.max_send_message_length", max_msg)]
+        interceptors=[
+            # unknown callers: nothing big read (datamgr.gate)
+            CallerGate(_known_caller(apps, admin), OPEN_SERVICES, settings.open_max_message_bytes),
+            DecodeGuard(),  # undecodable requests: INVALID_ARGUMENT (datamgr._decode)
+        ],
+        options=[("grpc.max_receive_message_length", max_msg), ("grpc.max_send_message_length", max_msg)],
     )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminService(db, apps, admin, on_remove=on_remove), server
+        AdminService(db, apps, admin, on_remove=on_remove, quotas=quotas), server
     )
     datashare = DataShareService(
-        ds, db, apps, providers, feed, extensions, published, published_feed, distributed
+        ds, db, apps, providers, feed, extensions, published, published_feed, distributed,
+        quotas.ledger("datashare"),
     )
     datashare_pb2_grpc.add_DataShareServiceServicer_to_server(datashare, server)
-    udmf = await _start_udmf(settings.udmf, settings.data_dir, apps, admin, db)
+    udmf = await _start_udmf(settings.udmf, settings.data_dir, apps, admin, db, quotas)
     udmf.add_to(server)
     kv.add_to(server)
     await kv.start()
@@ -314,7 +408,8 @@ async def run(  # noqa: PLR0915 - the composition root
     devices = DeviceService(discovery, _authenticator(apps), _admin_check(admin))
     devices.add_to(server)
     udmf_removed = _if_removed(apps, udmf.app_removed)
-    _on_revoke(apps, loop, datashare.revoked, kv.revoked, devices.revoked, udmf_removed)
+    ai_revoked = [ai.revoked] if ai is not None else []  # ends the app's generations
+    _on_revoke(apps, loop, datashare.revoked, kv.revoked, devices.revoked, udmf_removed, *ai_revoked)
     p = settings.peer
     peer = PeerServer(
         PeerConfig(
@@ -324,6 +419,8 @@ async def run(  # noqa: PLR0915 - the composition root
             settings.discovery.security_level,
             p.pairing_window_s,
             p.pairing_attempts,
+            max_message_bytes=_peer_max_message(settings),
+            pairing_max_message_bytes=p.pairing_max_message_bytes,
         ),
         identity,
         trust,
@@ -333,8 +430,9 @@ async def run(  # noqa: PLR0915 - the composition root
     distributed.set_sync(sync)
     SyncServicer(sync.engine, trust).add_to(peer.server)
     kv.set_sync(sync)
-    udmf_sync = await _start_udmf_sync(settings, identity, trust, kv_storage, udmf, db, sync, peer)
-    PairingService(peer, admin.check).add_to(server)
+    audit = PeerReadLog(db, AuditConfig(p.audit_max_entries, p.audit_max_age_days * 86_400))
+    udmf_sync = await _start_udmf_sync(settings, identity, trust, kv_storage, udmf, db, sync, peer, audit)
+    PairingService(peer, admin.check, audit).add_to(server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = (*SERVICES, AI_SERVICE) if ai is not None else SERVICES
@@ -344,7 +442,7 @@ async def run(  # noqa: PLR0915 - the composition root
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()  # a stale socket of a dead daemon; the lock says none is running
     server.add_insecure_port(f"unix:{socket_path}")
-    tcp_port = server.add_insecure_port(settings.tcp) if settings.tcp else None
+    tcp_port = _listen_tcp(server, settings, identity) if settings.tcp else None
     await server.start()
     await peer.start()  # the peer (mutual TLS) and pairing ports, before health says SERVING
     os.chmod(socket_path, 0o666)  # apps authenticate with tokens, not file modes
@@ -357,12 +455,18 @@ async def run(  # noqa: PLR0915 - the composition root
     tombstones = TombstoneCollector(kv_storage, db, trust, settings.sync.tombstone_gc_interval_s)
     tombstones.start()
     endpoint = {"pid": os.getpid(), "socket": str(socket_path), "tcp_port": tcp_port}
+    tls = tcp_port is not None and not settings.tcp_plaintext
+    endpoint["tls_fingerprint"] = f"sha256:{identity.fingerprint}" if tls else None
+    tcp_security = f"TLS, certificate sha256:{identity.fingerprint}" if tls else "plaintext"
     endpoint |= {"peer_port": peer.port, "pairing_port": peer.pairing_port}
-    (settings.data_dir / "daemon.json").write_text(json.dumps(endpoint))
+    try:
+        (settings.data_dir / "daemon.json").write_text(json.dumps(endpoint))
+    except OSError as exc:  # a full disk: serve anyway (clients find the socket without it)
+        log.warning("could not write %s: %s", settings.data_dir / "daemon.json", exc)
     log.info(
         "datamgr serving on unix:%s%s (database %s)",
         socket_path,
-        f" and tcp {(settings.tcp or '').rsplit(':', 1)[0]}:{tcp_port}" if tcp_port else "",
+        f" and tcp {(settings.tcp or '').rsplit(':', 1)[0]}:{tcp_port} ({tcp_security})" if tcp_port else "",
         engine.url.render_as_string(hide_password=True),
     )
 
@@ -390,6 +494,7 @@ async def run(  # noqa: PLR0915 - the composition root
     if ai is not None:
         await ai.close()  # in-flight generations end with UNAVAILABLE; the models are freed
     await server.stop(settings.shutdown_grace_s)
+    await audit.drain()  # the last cross-device reads' log entries
     await asyncio.to_thread(db.close)
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()

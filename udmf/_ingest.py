@@ -12,7 +12,7 @@ import asyncio
 import codecs
 import dataclasses
 import errno
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,10 +84,20 @@ class _Blob:
         return dataclasses.replace(row, blob_file=self.writer.name)
 
 
+Room = Callable[[int, int], str | None]
+"""Why data of `total` bytes, `new` of them announced just now, may not be stored (the writer's quota,
+the disk's floor), or None."""
+
+
 async def ingest(
-    parts: AsyncIterator[pb.DataPart], registry: UtdRegistry, config: UdmfConfig, blobs: BlobDir
+    parts: AsyncIterator[pb.DataPart],
+    registry: UtdRegistry,
+    config: UdmfConfig,
+    blobs: BlobDir,
+    room: Room | None = None,
 ) -> Ingested:
-    """Reads header, entries and chunks until `parts` ends. Nothing stays on disk if it fails."""
+    """Reads header, entries and chunks until `parts` ends. Nothing stays on disk if it fails. `room`
+    is asked as each entry announces its size, before its bytes are taken."""
     checker = DataChecker(registry, config)
     done: Ingested | None = None
     blob: _Blob | None = None
@@ -108,7 +118,7 @@ async def ingest(
                 if blob is not None:
                     _add(done, await blob.finish())
                     blob = None
-                blob = _entry(done, checker, part.entry, config, blobs)
+                blob = _entry(done, checker, part.entry, config, blobs, room)
             elif which == "chunk":
                 if blob is None:
                     raise InvalidArgument("a chunk part without an entry announcing a blob (blob_size)")
@@ -132,7 +142,12 @@ async def ingest(
 
 
 def _entry(
-    done: Ingested, checker: DataChecker, entry: pb.Entry, config: UdmfConfig, blobs: BlobDir
+    done: Ingested,
+    checker: DataChecker,
+    entry: pb.Entry,
+    config: UdmfConfig,
+    blobs: BlobDir,
+    room: Room | None = None,
 ) -> _Blob | None:
     checker.entry(entry)
     size = entry.value.ByteSize() + entry.blob_size
@@ -141,6 +156,8 @@ def _entry(
             f"record {entry.record}, type {entry.type!r}: the data passes {config.max_data_bytes} bytes, "
             "the most one UnifiedData may hold"
         )
+    if room is not None and (refused := room(done.total_size + size, size)) is not None:
+        raise ResourceExhausted(refused)
     done.total_size += size
     done.summary[entry.type] = done.summary.get(entry.type, 0) + size
     where = f"record {entry.record}, type {entry.type!r}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -36,7 +37,14 @@ from udmf._once import KeyLocks
 from udmf._reads import stream_data
 from udmf._status import bearer_token, rpc
 from udmf.config import MANAGE_UDMF_ACCESS, UdmfConfig
-from udmf.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unavailable
+from udmf.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 from udmf.keys import Intention, Key, check_bundle, new_key, parse_key
 from udmf.replica import Replication
 from udmf.store import DataRow, UdmfStore
@@ -124,9 +132,13 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
 
     async def start(self) -> None:
         """Drops what a previous run left (lazy drags, expired data, orphan blob files), starts sweeping."""
-        dropped, orphans = await self._write(self.store.recover)
-        if dropped or orphans:
-            log.info("udmf: dropped %d stale data and %d orphan blob files", dropped, orphans)
+        try:
+            dropped, orphans = await self._write(self.store.recover)
+        except ResourceExhausted as exc:  # a full disk: start anyway, the sweeper tries again
+            log.warning("udmf: dropping stale data at start failed, the sweeper retries: %s", exc.message)
+        else:
+            if dropped or orphans:
+                log.info("udmf: dropped %d stale data and %d orphan blob files", dropped, orphans)
         self._sweeper = asyncio.create_task(self._sweep_loop())
 
     async def close(self) -> None:
@@ -151,6 +163,8 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
             await asyncio.sleep(self.config.sweep_interval_s)
             try:
                 await self.sweep()
+            except ResourceExhausted as exc:  # a full disk: the next sweep tries again
+                log.warning("udmf: sweeping expired data failed: %s", exc.message)
             except Exception:
                 log.exception("udmf: sweeping expired data failed")
 
@@ -215,8 +229,10 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
             extras=_parts.extras_to_json(props.extras),
         )
 
-    async def _ingest(self, parts: AsyncIterator[pb.DataPart]) -> Ingested:
-        return await ingest(parts, self.types.registry, self.config, self.blobs)
+    async def _ingest(self, parts: AsyncIterator[pb.DataPart], writer: str) -> Ingested:
+        usage = self.store.usage
+        room = None if usage is None else functools.partial(usage.room, writer)
+        return await ingest(parts, self.types.registry, self.config, self.blobs, room)
 
     # ---- writes ----
 
@@ -230,7 +246,7 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
         if options.key:
             raise InvalidArgument("InsertData makes a new key; options.key names the data for UpdateData")
         key = new_key(intention, bundle)
-        data = await self._ingest(parts)
+        data = await self._ingest(parts, bundle)
         await self._commit(self.store.insert, self._row(key, bundle, data, visibility), data)
         return pb.InsertDataResponse(key=str(key))
 
@@ -252,7 +268,7 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
             )
         if not access.may_update(rt, bundle):
             raise PermissionDenied(f"only {old.writer}, the writer of {key}, may update it")
-        data = await self._ingest(parts)
+        data = await self._ingest(parts, bundle)
         freed = await self._commit(self.store.replace, self._row(key, bundle, data, old.visibility), data)
         if freed is None:
             await _ingest.discard(data, self.blobs)
@@ -269,7 +285,7 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
         if options.key:
             raise InvalidArgument("SetDragData makes a new key; options.key is for UpdateData")
         key = new_key(Intention.DRAG, bundle)
-        data = await self._ingest(parts)
+        data = await self._ingest(parts, bundle)
         await self._commit(self.store.insert, self._row(key, bundle, data, access.Visibility.ALL), data)
         return pb.SetDragDataResponse(key=str(key))
 
@@ -443,7 +459,7 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
     async def _fill_lazy(self, key: str, parts: AsyncIterator[pb.DataPart]) -> None:
         """Stores what a lazy source sent, as SetDragData would."""
         pending = await self._get(parse_key(key))
-        data = await self._ingest(parts)
+        data = await self._ingest(parts, pending.writer)
         row = self._row(parse_key(key), pending.writer, data, access.Visibility.ALL)
         if not await self._commit(self.store.fill, row, data):
             await _ingest.discard(data, self.blobs)

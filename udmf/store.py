@@ -18,12 +18,13 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
 from udmf._blobs import BlobDir
 from udmf.access import Runtime, ShareOptions, Visibility, leaves_device
+from udmf.errors import ResourceExhausted
 from udmf.keys import Intention
 
 if TYPE_CHECKING:
@@ -83,6 +84,22 @@ types_table = sa.Table(
 )
 
 
+ROW_OVERHEAD = 32  # bytes a stored data counts in its writer's usage besides its total_size
+
+
+class Usage(Protocol):
+    """The daemon's count of what each app stores (its quota). The store asks `refusal` inside a write's
+    transaction before the write grows its writer's data, and reports `add` after the commit (both on
+    the database writer); `room` is asked while data still streams in, before its bytes reach disk.
+    A refusal is the message of the RESOURCE_EXHAUSTED the writer gets."""
+
+    def refusal(self, conn: sa.Connection, bundle: str, grow: int) -> str | None: ...
+
+    def add(self, bundle: str, delta: int) -> None: ...
+
+    def room(self, bundle: str, total: int, new: int) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class EntryRow:
     """One entry: its serialized `Value` without the blob, and the blob inline or in a file."""
@@ -140,6 +157,7 @@ class UdmfStore:
         self._ttl = ttl_s
         self._clock = clock
         self.replication: Replication | None = None
+        self.usage: Usage | None = None  # this device's data counts in its writer's usage
         metadata.create_all(engine)
         _add_columns(engine)
         blobs.ensure()
@@ -149,11 +167,13 @@ class UdmfStore:
     def insert(self, row: DataRow, entries: Sequence[EntryRow]) -> DataRow:
         """Stores new data, stamped with the current time; returns the stamped row."""
         row = self._stamp(row)
+        grow = ROW_OVERHEAD + (0 if row.pending else row.total_size)
         with self._engine.begin() as conn:
+            self._admit(conn, row.writer, grow)
             conn.execute(sa.insert(data_table).values(_data_values(row)))
             self._insert_entries(conn, row.key, entries)
             told = self._wrote(conn, row, entries)
-        self._committed(told)
+        self._committed(told, {row.writer: grow})
         return row
 
     def replace(self, row: DataRow, entries: Sequence[EntryRow]) -> list[str] | None:
@@ -164,19 +184,22 @@ class UdmfStore:
             del values["key"]
             local = (data_table.c.key == row.key, data_table.c.origin == "")
             was_shared = self._shared(conn, [row.key])
+            grow = row.total_size - (_sizes(conn, [row.key]).get(row.writer, 0) - ROW_OVERHEAD)
+            self._admit(conn, row.writer, grow)
             if conn.execute(sa.update(data_table).where(*local).values(values)).rowcount == 0:
                 return None
             freed = _files(conn, [row.key])
             conn.execute(sa.delete(entries_table).where(entries_table.c.key == row.key))
             self._insert_entries(conn, row.key, entries)
             told = self._wrote(conn, row, entries, was_shared)
-        self._committed(told)
+        self._committed(told, {row.writer: grow})
         return freed
 
     def fill(self, row: DataRow, entries: Sequence[EntryRow]) -> bool:
         """Stores a lazy drag's data under its pending row (keeping its time); False if it is gone."""
         with self._engine.begin() as conn:
             was_shared = self._shared(conn, [row.key])
+            self._admit(conn, row.writer, row.total_size)
             updated = conn.execute(
                 sa.update(data_table)
                 .where(data_table.c.key == row.key, data_table.c.pending.is_(True))
@@ -195,7 +218,7 @@ class UdmfStore:
             self._insert_entries(conn, row.key, entries)
             stored = conn.execute(sa.select(data_table).where(data_table.c.key == row.key)).one()
             told = self._wrote(conn, _data_row(stored, {}), entries, was_shared)
-        self._committed(told)
+        self._committed(told, {stored.writer: row.total_size})
         return True
 
     def delete(self, keys: Iterable[str]) -> list[str]:
@@ -203,27 +226,31 @@ class UdmfStore:
         keys = list(keys)
         freed: list[str] = []
         told = False
+        sizes: dict[str, int] = {}
         with self._engine.begin() as conn:
             for chunk in _chunks(keys):
+                for writer, n in _sizes(conn, chunk).items():
+                    sizes[writer] = sizes.get(writer, 0) - n
                 freed += _files(conn, chunk)
                 told |= self._deleted(conn, self._shared(conn, chunk))
                 for table in (entries_table, grants_table, data_table):
                     conn.execute(sa.delete(table).where(table.c.key.in_(chunk)))
-        self._committed(told)
+        self._committed(told, sizes)
         return freed
 
     def delete_pending(self, key: str) -> bool:
         """Deletes a lazy drag that was never loaded; False if it was loaded (or is gone)."""
         with self._engine.begin() as conn:
             found = conn.execute(
-                sa.select(data_table.c.key).where(data_table.c.key == key, data_table.c.pending.is_(True))
+                sa.select(data_table.c.writer).where(data_table.c.key == key, data_table.c.pending.is_(True))
             ).first()
             if found is None:
                 return False
+            sizes = {writer: -n for writer, n in _sizes(conn, [key]).items()}
             told = self._deleted(conn, self._shared(conn, [key]))
             conn.execute(sa.delete(grants_table).where(grants_table.c.key == key))
             conn.execute(sa.delete(data_table).where(data_table.c.key == key))
-        self._committed(told)
+        self._committed(told, sizes)
         return True
 
     def grant(self, key: str, bundle: str, keep: bool) -> bool:
@@ -383,9 +410,26 @@ class UdmfStore:
         self.replication.deleted(conn, keys)
         return True
 
-    def _committed(self, told: bool) -> None:
+    def _committed(self, told: bool, sizes: Mapping[str, int] | None = None) -> None:
         if told and self.replication is not None:
             self.replication.after_commit()
+        if sizes and self.usage is not None:
+            for writer, delta in sizes.items():
+                self.usage.add(writer, delta)
+
+    def _admit(self, conn: sa.Connection, writer: str, grow: int) -> None:
+        if grow > 0 and self.usage is not None:
+            refused = self.usage.refusal(conn, writer, grow)
+            if refused is not None:
+                raise ResourceExhausted(refused)
+
+    @staticmethod
+    def bytes_of(conn: sa.Connection, bundle: str) -> int:
+        """What `bundle`'s data on this device takes in its usage (a lazy drag not loaded yet: its row)."""
+        t = data_table
+        size = ROW_OVERHEAD + sa.case((t.c.pending.is_(True), 0), else_=t.c.total_size)
+        q = sa.select(sa.func.coalesce(sa.func.sum(size), 0)).where(t.c.writer == bundle, t.c.origin == "")
+        return int(conn.execute(q).scalar_one())
 
     def _stamp(self, row: DataRow) -> DataRow:
         now = self._clock()
@@ -479,6 +523,14 @@ def _grants(conn: sa.Connection, keys: list[str]) -> dict[str, dict[str, bool]]:
         for key, bundle, keep in conn.execute(sa.select(grants_table).where(grants_table.c.key.in_(chunk))):
             found.setdefault(key, {})[bundle] = keep
     return found
+
+
+def _sizes(conn: sa.Connection, keys: list[str]) -> dict[str, int]:
+    """What the data of this device under `keys` takes in each writer's usage."""
+    t = data_table
+    size = sa.func.sum(ROW_OVERHEAD + sa.case((t.c.pending.is_(True), 0), else_=t.c.total_size))
+    q = sa.select(t.c.writer, size).where(t.c.key.in_(keys), t.c.origin == "").group_by(t.c.writer)
+    return {writer: int(n) for writer, n in conn.execute(q)}
 
 
 def _files(conn: sa.Connection, keys: list[str]) -> list[str]:

@@ -22,7 +22,36 @@ def _client(address: str | None):
 
 
 def _app_dict(app) -> dict:
-    return {"bundle": app.bundle, "permissions": list(app.permissions), "created_at": app.created_at}
+    u = app.usage
+    usage = {
+        "datashare_bytes": u.datashare_bytes,
+        "kv_bytes": u.kv_bytes,
+        "udmf_bytes": u.udmf_bytes,
+        "total_bytes": u.total_bytes,
+        "quota_bytes": u.quota_bytes,
+    }
+    return {
+        "bundle": app.bundle,
+        "permissions": list(app.permissions),
+        "created_at": app.created_at,
+        "usage": usage,
+    }
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _usage(app) -> str:
+    """What the app stores against its quota, and of which kind: `1.2 MiB / 256.0 MiB (kv 1.2 MiB)`."""
+    u = app.usage
+    counts = (("datashare", u.datashare_bytes), ("kv", u.kv_bytes), ("udmf", u.udmf_bytes))
+    kinds = [(k, n) for k, n in counts if n]
+    detail = f"\n({', '.join(f'{k} {_size(n)}' for k, n in kinds)})" if kinds else ""
+    return f"{_size(u.total_bytes)} / {_size(u.quota_bytes)}{detail}"
 
 
 @click.group()
@@ -62,18 +91,19 @@ def remove(bundle: str, address: str | None) -> None:
 @json_option
 @handle_errors
 def list_(address: str | None, as_json: bool) -> None:
-    """List registered apps and their permissions."""
+    """List registered apps, their permissions and what they store (against storage.app_quota_bytes)."""
     with _client(address) as client:
         items = client.list_apps()
     if as_json:
         print_json([_app_dict(a) for a in items])
         return
-    table = Table("bundle", "permissions", "registered")
+    table = Table("bundle", "permissions", "registered", "storage / quota")
     for a in items:
         table.add_row(
             a.bundle,
             "\n".join(a.permissions) or "-",
             time.strftime("%Y-%m-%d %H:%M", time.localtime(a.created_at)),
+            _usage(a),
         )
     out.print(table)
 

@@ -41,6 +41,7 @@ from datamgr.datashare.tables import MIRROR_BUNDLE, HostedTable, ProviderRegistr
 from datamgr.errors import InvalidArgument, NotFound, TooLarge, Unavailable
 from datamgr.kv.storage import MAX_VALUE_LENGTH, KvStorage, StoreInfo, StoreKind, Value, VType
 from datamgr.kv.storage import Change as KvChange
+from datamgr.quota import Ledger
 from datamgr.sync.engine import SyncMode, SyncStatus
 
 log = logging.getLogger("datamgr.datashare")
@@ -63,6 +64,7 @@ class DistributedTables:
         self._kv, self._providers, self._feed = kv, providers, feed
         self._sync: Syncer | None = None
         self._pending: list[Change] = []  # the feed events of the remote batch being applied
+        self.usage: Ledger | None = None  # the providers' usage, measured again after a peer's rows
         kv.add_mirror(MIRROR_BUNDLE, self)
 
     def set_sync(self, sync: Syncer) -> None:
@@ -172,6 +174,8 @@ class DistributedTables:
                 "%d change(s) of %s, which mirrors no table here: skipped", len(changes), info.store_id
             )
             return
+        if self.usage is not None:
+            self.usage.forget(hosted.bundle)
         pk_type = hosted.spec.column(hosted.spec.primary_key).type
         rows: dict[Any, dict[str, Cell]] = {}
         deleted: dict[Any, None] = {}

@@ -181,6 +181,36 @@ def versions(
     return found
 
 
+def live_sizes(
+    conn: sa.Connection, store_id: str, device: str, keys: Sequence[bytes], overhead: int
+) -> dict[bytes, int]:
+    """The bytes each live key of `keys` takes (key, value and `overhead`); missing and deleted keys
+    are left out. One compiled statement per IN size, as `versions`."""
+    found: dict[bytes, int] = {}
+    for dev, part in _per_device((device, k) for k in keys):
+        size = next(n for n in _IN_SIZES if n >= len(part))
+        padded = [*part, *[part[-1]] * (size - len(part))]
+
+        def build(size: int = size) -> Any:
+            where = (E.store_id == sa.bindparam("store_id"), E.device == sa.bindparam("device"))
+            in_keys = E.key.in_([sa.bindparam(f"k{i}", type_=sa.LargeBinary) for i in range(size)])
+            return sa.select(E.key, sa.func.length(E.value)).where(*where, in_keys, E.value.is_not(None))
+
+        stmt = _statement(conn.dialect, f"live_sizes{size}", build)
+        values = {"store_id": store_id, "device": dev} | {f"k{i}": k for i, k in enumerate(padded)}
+        for key, n in conn.exec_driver_sql(stmt.sql, stmt.params(values)):
+            found[_bytes(key)] = overhead + len(key) + n
+    return found
+
+
+def bundle_bytes(conn: sa.Connection, bundle: str, overhead: int) -> int:
+    """The bytes of every live entry of `bundle`'s stores (keys, values and `overhead` each)."""
+    stores = sa.select(S.store_id).where(S.bundle == bundle).scalar_subquery()
+    size = sa.func.coalesce(sa.func.sum(sa.func.length(E.key) + sa.func.length(E.value) + overhead), 0)
+    where = (E.store_id.in_(stores), E.value.is_not(None))
+    return int(conn.execute(sa.select(size).where(*where)).scalar_one())
+
+
 _COLUMNS = ("store_id", "device", "key", "value", "vtype", "hlc", "origin", "seq")
 
 

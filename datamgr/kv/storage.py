@@ -55,7 +55,7 @@ import itertools
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Protocol
 
 import sqlalchemy as sa
@@ -82,6 +82,7 @@ from datamgr.kv._storage_types import (
     check_value,
     key_limit,
 )
+from datamgr.quota import ROW_OVERHEAD, Ledger
 from datamgr.sync.hlc import HLC
 from datamgr.sync.security import check_label, may_hold
 
@@ -130,6 +131,7 @@ class KvStorage:
             raise InvalidArgument("a device id is required")
         self.engine, self.device_id, self.clock = engine, device_id, clock
         self._mirrors: dict[str, Mirror] = {}
+        self.usage: Ledger | None = None  # the apps' usage: local writes report their bytes, exactly
         metadata.create_all(engine)
         with engine.connect() as conn:
             clock.observe(conn.execute(sa.select(sa.func.coalesce(sa.func.max(S.max_hlc), 0))).scalar_one())
@@ -182,10 +184,12 @@ class KvStorage:
     def delete_store(self, store_id: str) -> None:
         """Deletes the store, its entries and its peers' watermarks; NotFound if there is none."""
         with self.engine.begin() as conn:
-            sql.lock_store(conn, store_id)
+            info, _ = sql.lock_store(conn, store_id)
             conn.execute(sa.delete(entries_table).where(E.store_id == store_id))
             conn.execute(sa.delete(peers_table).where(P.store_id == store_id))
             conn.execute(sa.delete(stores_table).where(S.store_id == store_id))
+        if self.usage is not None:
+            self.usage.forget(info.bundle)
 
     # ---- data ----
 
@@ -196,7 +200,10 @@ class KvStorage:
         if len(puts) + len(deletes) > MAX_BATCH_SIZE:
             raise TooLarge(f"{len(puts) + len(deletes)} entries in one write; at most {MAX_BATCH_SIZE}")
         with self.engine.begin() as conn:
-            return self.write_in(conn, store_id, puts, deletes)
+            changes, bundle, delta = self._write_in(conn, store_id, puts, deletes)
+        if self.usage is not None and delta:
+            self.usage.add(bundle, delta)
+        return changes
 
     def write_in(
         self,
@@ -206,7 +213,19 @@ class KvStorage:
         deletes: Sequence[bytes] = (),
     ) -> list[Change]:
         """`write` inside the caller's transaction `conn`, with no limit on the number of entries
-        (for the daemon's mirrors, whose writes move with their own tables)."""
+        (for the daemon's mirrors, whose writes move with their own tables; they count in no app's
+        usage)."""
+        return self._write_in(conn, store_id, puts, deletes)[0]
+
+    def _write_in(
+        self,
+        conn: sa.Connection,
+        store_id: str,
+        puts: Sequence[tuple[bytes, Value]],
+        deletes: Sequence[bytes] = (),
+    ) -> tuple[list[Change], str, int]:
+        """The write in `conn`: its changes, the owner's bundle and the bytes it added (admitted
+        against the owner's quota before anything is written; the caller reports them after commit)."""
         info, last_seq = sql.lock_store(conn, store_id)
         limit = key_limit(info.kind)
         keys = [check_key(k, limit) for k, _ in puts] + [check_key(k, limit) for k in deletes]
@@ -215,10 +234,22 @@ class KvStorage:
         for _, value in puts:
             check_value(value)
         device = self.device_id if info.kind is StoreKind.DEVICE_COLLABORATION else ""
-        live = sql.live_keys(conn, store_id, device, deletes)
+        delta = 0
+        if self.usage is not None and not info.bundle.startswith(SYSTEM_BUNDLE_PREFIX):
+            old = sql.live_sizes(conn, store_id, device, keys, ROW_OVERHEAD)
+            live: Container[bytes] = old
+            delta = sum(ROW_OVERHEAD + len(k) + len(v.encode()) for k, v in puts) - sum(old.values())
+            self.usage.admit(conn, info.bundle, delta)
+        else:
+            live = sql.live_keys(conn, store_id, device, deletes)
         ops = [*puts, *((k, None) for k in deletes if k in live)]
         rows: list[sql.Row] = [(device, k, v, self.clock.now(), self.device_id) for k, v in ops]
-        return sql.put_rows(conn, store_id, last_seq, rows, self.clock.last)
+        return sql.put_rows(conn, store_id, last_seq, rows, self.clock.last), info.bundle, delta
+
+    @staticmethod
+    def bytes_of(conn: sa.Connection, bundle: str) -> int:
+        """What `bundle`'s KV data takes in its quota: keys and values of its live entries."""
+        return sql.bundle_bytes(conn, bundle, ROW_OVERHEAD)
 
     def add_mirror(self, bundle: str, mirror: Mirror) -> None:
         """Peer changes to the stores of system bundle `bundle` also go to `mirror` (module docstring)."""
@@ -308,6 +339,8 @@ class KvStorage:
             if mirror is not None and applied:
                 mirror.apply(conn, info, applied)
             sql.save_peer(conn, store_id, peer, peer_epoch=peer_epoch, received_seq=last_peer_seq)
+        if self.usage is not None and applied:
+            self.usage.forget(info.bundle)  # the owner's usage is measured again when next needed
         if mirror is not None and applied:
             mirror.committed(info, peer, applied)
         return applied

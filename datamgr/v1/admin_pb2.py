@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64\x61tamgr/v1/admin.proto\x12\ndatamgr.v1\">\n\x03\x41pp\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x13\n\x0bpermissions\x18\x02 \x03(\t\x12\x12\n\ncreated_at\x18\x03 \x01(\x01\"\x1f\n\rAddAppRequest\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\"=\n\x0e\x41\x64\x64\x41ppResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.datamgr.v1.App\x12\r\n\x05token\x18\x02 \x01(\t\"\"\n\x10RemoveAppRequest\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\"\x13\n\x11RemoveAppResponse\"\x11\n\x0fListAppsRequest\"1\n\x10ListAppsResponse\x12\x1d\n\x04\x61pps\x18\x01 \x03(\x0b\x32\x0f.datamgr.v1.App\">\n\x17GrantPermissionsRequest\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x13\n\x0bpermissions\x18\x02 \x03(\t\"8\n\x18GrantPermissionsResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.datamgr.v1.App\"?\n\x18RevokePermissionsRequest\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x13\n\x0bpermissions\x18\x02 \x03(\t\"9\n\x19RevokePermissionsResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.datamgr.v1.App2\xa1\x03\n\x0c\x41\x64minService\x12?\n\x06\x41\x64\x64\x41pp\x12\x19.datamgr.v1.AddAppRequest\x1a\x1a.datamgr.v1.AddAppResponse\x12H\n\tRemoveApp\x12\x1c.datamgr.v1.RemoveAppRequest\x1a\x1d.datamgr.v1.RemoveAppResponse\x12\x45\n\x08ListApps\x12\x1b.datamgr.v1.ListAppsRequest\x1a\x1c.datamgr.v1.ListAppsResponse\x12]\n\x10GrantPermissions\x12#.datamgr.v1.GrantPermissionsRequest\x1a$.datamgr.v1.GrantPermissionsResponse\x12`\n\x11RevokePermissions\x12$.datamgr.v1.RevokePermissionsRequest\x1a%.datamgr.v1.RevokePermissionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64\x61tamgr/v1/admin.proto\x12\ndatamgr.v1\"g\n\x03\x41pp\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x13\n\x0bpermissions\x18\x02 \x03(\t\x12\x12\n\ncreated_at\x18\x03 \x01(\x01\x12\'\n\x05usage\x18\x04 \x01(\x0b\x32\x18.datamgr.v1.StorageUsage\"w\n\x0cStorageUsage\x12\x17\n\x0f\x64\x61tashare_bytes\x18\x01 \x01(\x03\x12\x10\n\x08kv_bytes\x18\x02 \x01(\x03\x12\x12\n\nudmf_bytes\x18\x03 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x03\x12\x13\n\x0bquota_bytes\x18\x05 \x01(\x03\"\x1f\n\rAddAppRequest\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\"=\n\x0e\x41\x64\x64\x41ppResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.datamgr.v1.App\x12\r\n\x05token\x18\x02 \x01(\t\"\"\n\x10RemoveAppRequest\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\"\x13\n\x11RemoveAppResponse\"\x11\n\x0fListAppsRequest\"1\n\x10ListAppsResponse\x12\x1d\n\x04\x61pps\x18\x01 \x03(\x0b\x32\x0f.datamgr.v1.App\">\n\x17GrantPermissionsRequest\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x13\n\x0bpermissions\x18\x02 \x03(\t\"8\n\x18GrantPermissionsResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.datamgr.v1.App\"?\n\x18RevokePermissionsRequest\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x13\n\x0bpermissions\x18\x02 \x03(\t\"9\n\x19RevokePermissionsResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.datamgr.v1.App2\xa1\x03\n\x0c\x41\x64minService\x12?\n\x06\x41\x64\x64\x41pp\x12\x19.datamgr.v1.AddAppRequest\x1a\x1a.datamgr.v1.AddAppResponse\x12H\n\tRemoveApp\x12\x1c.datamgr.v1.RemoveAppRequest\x1a\x1d.datamgr.v1.RemoveAppResponse\x12\x45\n\x08ListApps\x12\x1b.datamgr.v1.ListAppsRequest\x1a\x1c.datamgr.v1.ListAppsResponse\x12]\n\x10GrantPermissions\x12#.datamgr.v1.GrantPermissionsRequest\x1a$.datamgr.v1.GrantPermissionsResponse\x12`\n\x11RevokePermissions\x12$.datamgr.v1.RevokePermissionsRequest\x1a%.datamgr.v1.RevokePermissionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,27 +32,29 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'datamgr.v1.admin_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_APP']._serialized_start=38
-  _globals['_APP']._serialized_end=100
-  _globals['_ADDAPPREQUEST']._serialized_start=102
-  _globals['_ADDAPPREQUEST']._serialized_end=133
-  _globals['_ADDAPPRESPONSE']._serialized_start=135
-  _globals['_ADDAPPRESPONSE']._serialized_end=196
-  _globals['_REMOVEAPPREQUEST']._serialized_start=198
-  _globals['_REMOVEAPPREQUEST']._serialized_end=232
-  _globals['_REMOVEAPPRESPONSE']._serialized_start=234
-  _globals['_REMOVEAPPRESPONSE']._serialized_end=253
-  _globals['_LISTAPPSREQUEST']._serialized_start=255
-  _globals['_LISTAPPSREQUEST']._serialized_end=272
-  _globals['_LISTAPPSRESPONSE']._serialized_start=274
-  _globals['_LISTAPPSRESPONSE']._serialized_end=323
-  _globals['_GRANTPERMISSIONSREQUEST']._serialized_start=325
-  _globals['_GRANTPERMISSIONSREQUEST']._serialized_end=387
-  _globals['_GRANTPERMISSIONSRESPONSE']._serialized_start=389
-  _globals['_GRANTPERMISSIONSRESPONSE']._serialized_end=445
-  _globals['_REVOKEPERMISSIONSREQUEST']._serialized_start=447
-  _globals['_REVOKEPERMISSIONSREQUEST']._serialized_end=510
-  _globals['_REVOKEPERMISSIONSRESPONSE']._serialized_start=512
-  _globals['_REVOKEPERMISSIONSRESPONSE']._serialized_end=569
-  _globals['_ADMINSERVICE']._serialized_start=572
-  _globals['_ADMINSERVICE']._serialized_end=989
+  _globals['_APP']._serialized_end=141
+  _globals['_STORAGEUSAGE']._serialized_start=143
+  _globals['_STORAGEUSAGE']._serialized_end=262
+  _globals['_ADDAPPREQUEST']._serialized_start=264
+  _globals['_ADDAPPREQUEST']._serialized_end=295
+  _globals['_ADDAPPRESPONSE']._serialized_start=297
+  _globals['_ADDAPPRESPONSE']._serialized_end=358
+  _globals['_REMOVEAPPREQUEST']._serialized_start=360
+  _globals['_REMOVEAPPREQUEST']._serialized_end=394
+  _globals['_REMOVEAPPRESPONSE']._serialized_start=396
+  _globals['_REMOVEAPPRESPONSE']._serialized_end=415
+  _globals['_LISTAPPSREQUEST']._serialized_start=417
+  _globals['_LISTAPPSREQUEST']._serialized_end=434
+  _globals['_LISTAPPSRESPONSE']._serialized_start=436
+  _globals['_LISTAPPSRESPONSE']._serialized_end=485
+  _globals['_GRANTPERMISSIONSREQUEST']._serialized_start=487
+  _globals['_GRANTPERMISSIONSREQUEST']._serialized_end=549
+  _globals['_GRANTPERMISSIONSRESPONSE']._serialized_start=551
+  _globals['_GRANTPERMISSIONSRESPONSE']._serialized_end=607
+  _globals['_REVOKEPERMISSIONSREQUEST']._serialized_start=609
+  _globals['_REVOKEPERMISSIONSREQUEST']._serialized_end=672
+  _globals['_REVOKEPERMISSIONSRESPONSE']._serialized_start=674
+  _globals['_REVOKEPERMISSIONSRESPONSE']._serialized_end=731
+  _globals['_ADMINSERVICE']._serialized_start=734
+  _globals['_ADMINSERVICE']._serialized_end=1151
 # @@protoc_insertion_point(module_scope)

@@ -7,14 +7,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class App(_message.Message):
-    __slots__ = ("bundle", "permissions", "created_at")
+    __slots__ = ("bundle", "permissions", "created_at", "usage")
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
     PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     bundle: str
     permissions: _containers.RepeatedScalarFieldContainer[str]
     created_at: float
-    def __init__(self, bundle: _Optional[str] = ..., permissions: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ...) -> None: ...
+    usage: StorageUsage
+    def __init__(self, bundle: _Optional[str] = ..., permissions: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ..., usage: _Optional[_Union[StorageUsage, _Mapping]] = ...) -> None: ...
+
+class StorageUsage(_message.Message):
+    __slots__ = ("datashare_bytes", "kv_bytes", "udmf_bytes", "total_bytes", "quota_bytes")
+    DATASHARE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KV_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UDMF_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    datashare_bytes: int
+    kv_bytes: int
+    udmf_bytes: int
+    total_bytes: int
+    quota_bytes: int
+    def __init__(self, datashare_bytes: _Optional[int] = ..., kv_bytes: _Optional[int] = ..., udmf_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., quota_bytes: _Optional[int] = ...) -> None: ...
 
 class AddAppRequest(_message.Message):
     __slots__ = ("bundle",)

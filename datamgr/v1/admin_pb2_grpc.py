@@ -83,7 +83,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListApps(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The registered apps with their permissions and storage usage.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
