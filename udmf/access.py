@@ -13,9 +13,22 @@ The rules (`udmf_service_impl.cpp`, `reference/openharmony.md` §2.2-2.4):
 * IN_APP data never reaches another app, whatever grant it holds.
 * Grants come from the system role: the admin token or an app holding MANAGE_UDMF_ACCESS.
 * CROSS_DEVICE data synced from another device (`origin`, its device id) is read here by the same
-  rules and the grants given here, but it is read-only: only its device updates or deletes it. That
-  device serves it to a paired device's reader (`may_serve_peer`) and consumes it there as a local
-  read would (`consumed_by_peer`); the paired device's daemon vouches for the grant.
+  rules and the grants given here, but it is read-only: only its device updates or deletes it.
+
+Across devices, a paired device is trusted to be paired, never to say which of its apps reads: the
+device holding the data decides from its own records alone (`leaves_device`, `may_serve_peer`,
+`consumed_by_peer`), and the bundle a peer names as its reader changes nothing:
+
+* Only DATA_HUB and DRAG data whose share option is CROSS_DEVICE and whose visibility is ALL leaves
+  the device (descriptor or fetch). IN_APP, CROSS_APP and OWN_PROCESS data never does: a peer that
+  claims to read for the writer gets NOT_FOUND, as for data that does not exist.
+* DATA_HUB data is public, so any paired device may read it; a read never consumes it.
+* DRAG data goes to whoever fetches it first and that fetch always consumes it (a "keep" asked for by
+  the peer is ignored): the drop target there was granted by that device's system role, which this
+  device cannot check, but read-once bounds what a lying peer gets to what a local target would get.
+* SYSTEM_SHARE, PICKER and MENU data is read by a reader the grant names. No record this device holds
+  can say that a bundle on another device is that reader, so this data never leaves the device,
+  whatever the peer claims (it would need grants that name a device, given here).
 """
 
 from __future__ import annotations
@@ -38,6 +51,9 @@ class ShareOptions(enum.Enum):
     IN_APP = "in_app"
     CROSS_APP = "cross_app"
     CROSS_DEVICE = "cross_device"
+
+
+_LEAVING = frozenset({Intention.DATA_HUB, Intention.DRAG})  # the channels whose data crosses devices
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,18 +111,25 @@ def consumed_after_read(rt: Runtime, caller: str) -> bool:
     return rt.intention is not Intention.DATA_HUB and not rt.grants.get(caller, False)
 
 
-def may_serve_peer(rt: Runtime, reader: str) -> bool:
-    """Whether this device hands its data to app `reader` of a paired device that asks for it: its
-    own CROSS_DEVICE data; DATA_HUB data only if the reader may see it, the other channels' because
-    the system role there granted the reader."""
-    if rt.origin or rt.share_options is not ShareOptions.CROSS_DEVICE:
-        return False
-    return rt.intention is not Intention.DATA_HUB or may_query(rt, reader)
+def leaves_device(rt: Runtime) -> bool:
+    """Whether this device's data may reach paired devices at all (its descriptor, a remote read):
+    CROSS_DEVICE DATA_HUB or DRAG data that is not OWN_PROCESS (module docstring)."""
+    return (
+        rt.share_options is ShareOptions.CROSS_DEVICE
+        and rt.visibility is Visibility.ALL
+        and rt.intention in _LEAVING
+    )
 
 
-def consumed_by_peer(rt: Runtime, keep: bool) -> bool:
-    """Whether a paired device's whole read consumes the data: as a local read, `keep` being its grant."""
-    return rt.intention is not Intention.DATA_HUB and not keep
+def may_serve_peer(rt: Runtime) -> bool:
+    """Whether this device hands its data to a paired device that asks: its own data that leaves the
+    device. Who the peer says reads does not count: a peer cannot prove it."""
+    return not rt.origin and leaves_device(rt)
+
+
+def consumed_by_peer(rt: Runtime) -> bool:
+    """Whether a paired device's whole read consumes the data: always, but for DATA_HUB data."""
+    return rt.intention is not Intention.DATA_HUB
 
 
 def may_grant(is_admin: bool, permissions: Collection[str]) -> bool:

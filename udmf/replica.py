@@ -9,9 +9,9 @@ udmf imports nothing of the daemon; the daemon's bridge (`datamgr.sync.udmf_brid
 - the bridge puts the data other devices describe into the store as remote rows (`UdmfStore.put_remote`,
   `delete_remote`, inside its own transaction): `DataRow.origin` names the device holding the data, and
   `copied` says its entries came along (small DATA_HUB data);
-- reads of a remote row that is not copied, and every read of remote data that a read consumes (drag and
-  the system channels), go to its device through `fetch`; that device answers with
-  `UdmfService.serve_peer`, which streams `serialize_read`-framed ReadResponses.
+- reads of a remote row that is not copied, and every read of a remote drag, go to its device through
+  `fetch`; that device answers with `UdmfService.serve_peer`, which streams `serialize_read`-framed
+  ReadResponses, deciding from its own records what leaves and what the read consumes.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ class Replication(Protocol):
     def after_commit(self) -> None:
         """A transaction that called `wrote` or `deleted` committed."""
 
-    def fetch(self, origin: str, key: str, reader: str, keep: bool) -> AsyncIterator[Any]:
-        """The ReadResponses of the data under `key` from device `origin`, for app `reader` here
-        (`keep`: its grant keeps the data). Raises a UdmfError: NotFound when the device no longer has
-        it, Unavailable when the device cannot be reached (then nothing was consumed)."""
+    def fetch(self, origin: str, key: str, reader: str) -> AsyncIterator[Any]:
+        """The ReadResponses of the data under `key` from device `origin`, for app `reader` here; that
+        device consumes a drag it serves. Raises a UdmfError: NotFound when the device no longer has
+        it (or does not let it leave), Unavailable when it cannot be reached (nothing was consumed)."""
         ...

@@ -14,6 +14,7 @@ import click
 from rich.table import Table
 
 from datamgr.cli._common import handle_errors, out, print_json
+from datamgr.cli.audit import audit
 from datamgr.cli.pairing import register as register_pairing
 
 address_option = click.option(
@@ -54,7 +55,8 @@ def devices() -> None:
     """Devices found on the local network (mDNS) and this device."""
 
 
-register_pairing(devices)  # pair, trusted, unpair, ping, identity
+register_pairing(devices)  # pair, trusted, set-level, unpair, ping, identity
+devices.add_command(audit)
 
 
 @devices.command("list")

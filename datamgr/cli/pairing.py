@@ -1,8 +1,11 @@
-"""`datamgr devices pair | trusted | unpair | ping | identity`: trust between devices (admin token).
+"""`datamgr devices pair | trusted | set-level | unpair | ping | identity`: trust between devices (admin
+token).
 
 Pairing needs both owners: on device B, `datamgr devices pair --show-code` opens a pairing window
 and shows a 6-digit code and B's pairing address; on device A, `datamgr devices pair ADDRESS --code
-CODE`. `register(group)` adds the commands to the `devices` group.
+CODE`. Each owner confirms the other device's security level (`--level`, or asked on a terminal once
+paired; default SL1): a device is not believed about its own. `register(group)` adds the commands to
+the `devices` group.
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ address_option = click.option(
     "--address", help="Daemon address (default: DATAMGR_ADDRESS or the Unix socket in the data directory)."
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+level_option = click.option(
+    "--level",
+    type=click.IntRange(1, 5),
+    help="The security level (1-5: SL1-SL5) you confirm for the other device: which data labels it "
+    "receives. Default: asked on a terminal once paired, else SL1. What it asserts is not used.",
+)
 
 
 def _level(security_level: int) -> str:
@@ -46,6 +55,7 @@ def trusted_dict(d: Any) -> dict[str, Any]:
         "name": d.name,
         "fingerprint": d.fingerprint,
         "security_level": _level(d.security_level),
+        "asserted_level": _level(d.asserted_level),
         "address": d.address,
         "paired_at": d.paired_at,
     }
@@ -55,30 +65,56 @@ def trusted_dict(d: Any) -> dict[str, Any]:
 @click.argument("peer", metavar="[ADDRESS:PORT]", required=False)
 @click.option("--code", help="The 6-digit code the other device shows.")
 @click.option("--show-code", is_flag=True, help="Open a pairing window here and show its code.")
+@level_option
 @address_option
 @json_option
 @handle_errors
-def pair(peer: str | None, code: str | None, show_code: bool, address: str | None, as_json: bool) -> None:
+def pair(
+    peer: str | None,
+    code: str | None,
+    show_code: bool,
+    level: int | None,
+    address: str | None,
+    as_json: bool,
+) -> None:
     """Pair with another device: `--show-code` on one, `ADDRESS:PORT --code CODE` on the other."""
     if show_code == bool(peer):
         raise click.UsageError("give either --show-code, or ADDRESS:PORT with --code")
     if show_code:
-        _show_code(address, as_json)
+        _show_code(address, level, as_json)
         return
     if not code:
         raise click.UsageError("--code is required: the code `datamgr devices pair --show-code` shows there")
     with _client(address) as client:
-        device = client.pair(peer, code)
-    if as_json:
-        print_json(trusted_dict(device))
-        return
-    out.print(f"paired with [bold]{device.name}[/] ({device.device_id})", highlight=False)
-    click.echo(f"its certificate: {_fingerprint(device.fingerprint)}")
+        device = client.pair(peer, code, level or 0)
+        if as_json:
+            print_json(trusted_dict(device))
+            return
+        _print_paired(client, device, level)
 
 
-def _show_code(address: str | None, as_json: bool) -> None:
+def _print_paired(client: Any, d: Any, level: int | None) -> None:
+    """The device just paired, and its level: asked for on a terminal unless --level gave it."""
+    out.print(f"paired with [bold]{d.name}[/] ({d.device_id})", highlight=False)
+    click.echo(f"its certificate: {_fingerprint(d.fingerprint)}")
+    says = f"it asserts {_level(d.asserted_level)}"
+    if level is None and sys.stdin.isatty():
+        asked = click.prompt(
+            f"{says}; the security level you confirm for it (1-5)",
+            type=click.IntRange(1, 5),
+            default=d.security_level,
+        )
+        if asked != d.security_level:
+            d = client.set_level(d.device_id, asked)
+    click.echo(
+        f"security level: {_level(d.security_level)} ({says}); change it with "
+        f"`datamgr devices set-level {d.device_id} LEVEL`"
+    )
+
+
+def _show_code(address: str | None, level: int | None, as_json: bool) -> None:
     with _client(address) as client:
-        events = client.open_window()
+        events = client.open_window(level or 0)
         try:
             for event in events:
                 kind = event.WhichOneof("event")
@@ -88,9 +124,7 @@ def _show_code(address: str | None, as_json: bool) -> None:
                     if as_json:
                         print_json({"paired": trusted_dict(event.paired)})
                     else:
-                        d = event.paired
-                        out.print(f"paired with [bold]{d.name}[/] ({d.device_id})", highlight=False)
-                        click.echo(f"its certificate: {_fingerprint(d.fingerprint)}")
+                        _print_paired(client, event.paired, level)
                     return
                 elif kind == "closed":
                     reason = {1: "expired", 2: "too many wrong codes", 3: "cancelled"}.get(
@@ -139,17 +173,37 @@ def trusted(address: str | None, as_json: bool) -> None:
     if as_json:
         print_json([trusted_dict(d) for d in items])
         return
-    table = Table("device", "name", "level", "address", "certificate", "paired")
+    table = Table("device", "name", "level", "asserted", "address", "certificate", "paired")
     for d in items:
         table.add_row(
             d.device_id,
             d.name,
             _level(d.security_level),
+            _level(d.asserted_level),
             d.address or "-",
             _fingerprint(d.fingerprint)[:19] + " ...",
             time.strftime("%Y-%m-%d %H:%M", time.localtime(d.paired_at)),
         )
     out.print(table)
+
+
+@click.command("set-level")
+@click.argument("device_id")
+@click.argument("level", type=click.IntRange(1, 5))
+@address_option
+@json_option
+@handle_errors
+def set_level(device_id: str, level: int, address: str | None, as_json: bool) -> None:
+    """Confirm security LEVEL (1-5: SL1-SL5) for paired device DEVICE_ID: which data labels it
+    receives (SL1: S1, SL2: up to S2, SL3: up to S3, SL4 and SL5: up to S4)."""
+    with _client(address) as client:
+        d = client.set_level(device_id, level)
+    if as_json:
+        print_json(trusted_dict(d))
+        return
+    click.echo(
+        f"{d.name} ({d.device_id}) is {_level(d.security_level)} (it asserts {_level(d.asserted_level)})"
+    )
 
 
 @click.command("unpair")
@@ -210,5 +264,5 @@ def identity(address: str | None, as_json: bool) -> None:
 
 def register(group: click.Group) -> None:
     """Adds the trust commands to `group` (the `devices` group)."""
-    for command in (pair, trusted, unpair, ping, identity):
+    for command in (pair, trusted, set_level, unpair, ping, identity):
         group.add_command(command)

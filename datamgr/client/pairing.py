@@ -1,4 +1,5 @@
-"""PairingClient: the device owner's trust operations (pair, list, unpair, ping), admin token."""
+"""PairingClient: the device owner's trust operations (pair, list, unpair, ping, levels, the audit log of
+cross-device reads), admin token."""
 
 from __future__ import annotations
 
@@ -23,10 +24,12 @@ class PairingClient:
         self._stub = pb_grpc.PairingServiceStub(self._channel)
         self._md = metadata(admin_token(token, token_path))
 
-    def open_window(self) -> Iterator[pb.OpenPairingWindowResponse]:
-        """Opens a pairing window: yields `opened` (with the code), then `paired` or `closed`.
-        Closing the iterator early closes the window."""
-        stream = self._stub.OpenPairingWindow(pb.OpenPairingWindowRequest(), metadata=self._md)
+    def open_window(self, level: int = 0) -> Iterator[pb.OpenPairingWindowResponse]:
+        """Opens a pairing window: yields `opened` (with the code), then `paired` or `closed`. The
+        device that pairs gets security `level` (1-5; 0: the daemon's default, SL1). Closing the
+        iterator early closes the window."""
+        req = pb.OpenPairingWindowRequest(security_level=level)  # type: ignore[arg-type]
+        stream = self._stub.OpenPairingWindow(req, metadata=self._md)
         try:
             yield from stream
         except grpc.RpcError as exc:
@@ -35,9 +38,10 @@ class PairingClient:
         finally:
             stream.cancel()
 
-    def pair(self, address: str, code: str) -> pb.TrustedDevice:
-        """Pairs with the device whose pairing address (host:port) and code its owner shows."""
-        req = pb.PairDeviceRequest(address=address, code=code)
+    def pair(self, address: str, code: str, level: int = 0) -> pb.TrustedDevice:
+        """Pairs with the device whose pairing address (host:port) and code its owner shows, giving
+        it security `level` (1-5; 0: the daemon's default, SL1), whatever it asserts."""
+        req = pb.PairDeviceRequest(address=address, code=code, security_level=level)  # type: ignore[arg-type]
         return call(self._stub.PairDevice, req, metadata=self._md).device
 
     def trusted(self) -> list[pb.TrustedDevice]:
@@ -54,6 +58,16 @@ class PairingClient:
         req = pb.PingDeviceRequest(device_id=device_id, address=address)
         resp = call(self._stub.PingDevice, req, metadata=self._md)
         return resp.device, resp.round_trip_ms
+
+    def set_level(self, device_id: str, level: int) -> pb.TrustedDevice:
+        """Confirms security `level` (1-5) for a trusted device."""
+        req = pb.SetDeviceLevelRequest(device_id=device_id, security_level=level)  # type: ignore[arg-type]
+        return call(self._stub.SetDeviceLevel, req, metadata=self._md).device
+
+    def peer_reads(self, device_id: str = "", limit: int = 100) -> list[pb.PeerRead]:
+        """The audit log of cross-device reads (of `device_id` only, if given), newest first."""
+        req = pb.ListPeerReadsRequest(device_id=device_id, limit=limit)
+        return list(call(self._stub.ListPeerReads, req, metadata=self._md).reads)
 
     def identity(self) -> pb.GetDeviceIdentityResponse:
         return call(self._stub.GetDeviceIdentity, pb.GetDeviceIdentityRequest(), metadata=self._md)

@@ -134,6 +134,7 @@ class PairingWindow:
     duration_s: float
     attempts: int = 3
     clock: Callable[[], float] = time.monotonic
+    level: int = 1  # the security level the owner confirms for the device that pairs through it
     code: str = field(default_factory=new_code)
     on_close: Callable[[PairingWindow], None] | None = None
     salt: bytes = field(default_factory=lambda: secrets.token_bytes(_SALT_BYTES))
@@ -229,13 +230,13 @@ class PairingDesk:
         self._clock = clock
         self._window: PairingWindow | None = None
 
-    def open(self, on_close: Callable[[PairingWindow], None] | None = None) -> PairingWindow:
+    def open(self, on_close: Callable[[PairingWindow], None] | None = None, level: int = 1) -> PairingWindow:
         if self._window is not None and self._window.state is WindowState.OPEN:
             raise AlreadyExists(
                 "a pairing window is already open on this device (another `datamgr devices pair "
                 "--show-code` shows its code); close it first"
             )
-        self._window = PairingWindow(self.duration_s, self.attempts, self._clock, on_close=on_close)
+        self._window = PairingWindow(self.duration_s, self.attempts, self._clock, level, on_close=on_close)
         return self._window
 
     def close(self) -> None:

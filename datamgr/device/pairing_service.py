@@ -3,7 +3,10 @@
 Opening a pairing window (this device is B, showing the code), pairing with another device (this
 device is A: it dials B's pairing port and runs the initiator's side of `pairing`), listing trusted
 devices, unpairing (local trust goes at once, then the peer is told if it can be reached) and a Hello
-over mutual TLS to check a trusted device end to end.
+over mutual TLS to check a trusted device end to end. Either way of pairing takes the security level
+the owner confirms for the other device (default SL1, `trust.DEFAULT_LEVEL`); what the device
+asserts is kept beside it, only to show. The owner changes the level later (SetDeviceLevel) and lists
+the audit log of cross-device reads (ListPeerReads).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from datamgr.device.peer import (
     open_peer_channel,
     split_address,
 )
-from datamgr.device.trust import TrustedDevice
+from datamgr.device.trust import DEFAULT_LEVEL, TrustedDevice
 from datamgr.errors import (
     DatamgrError,
     FailedPrecondition,
@@ -39,6 +42,8 @@ from datamgr.errors import (
     Unauthenticated,
     Unavailable,
 )
+from datamgr.sync.peer_reads import Direction, PeerRead, PeerReadLog
+from datamgr.sync.security import check_device_level
 from datamgr.v1 import pairing_pb2 as pb
 from datamgr.v1 import pairing_pb2_grpc as pb_grpc
 from datamgr.v1 import peer_pb2, peer_pb2_grpc
@@ -46,6 +51,10 @@ from datamgr.v1 import peer_pb2, peer_pb2_grpc
 log = logging.getLogger("datamgr.pairing")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PairingService"].full_name
+_DIRECTIONS = {
+    Direction.SERVED: pb.PEER_READ_DIRECTION_SERVED,
+    Direction.FETCHED: pb.PEER_READ_DIRECTION_FETCHED,
+}
 _CLOSE_REASONS = {
     WindowState.EXPIRED: pb.PAIRING_WINDOW_CLOSE_REASON_EXPIRED,
     WindowState.EXHAUSTED: pb.PAIRING_WINDOW_CLOSE_REASON_EXHAUSTED,
@@ -62,7 +71,25 @@ def trusted_message(device: TrustedDevice) -> pb.TrustedDevice:
         security_level=device.security_level,  # type: ignore[arg-type]
         address=device.address,
         paired_at=device.paired_at,
+        asserted_level=device.asserted_level,  # type: ignore[arg-type]
     )
+
+
+def read_message(read: PeerRead) -> pb.PeerRead:
+    return pb.PeerRead(
+        time=read.at,
+        direction=_DIRECTIONS[read.direction],
+        device_id=read.device_id,
+        bundle=read.bundle,
+        key=read.key,
+        bytes=read.bytes,
+        outcome=read.outcome,
+    )
+
+
+def confirmed_level(requested: int) -> int:
+    """The level an owner's request confirms: SL1-SL5, or `DEFAULT_LEVEL` when it names none."""
+    return check_device_level(requested) if requested else DEFAULT_LEVEL
 
 
 def _peer_error(exc: grpc.aio.AioRpcError, address: str) -> DatamgrError:
@@ -75,9 +102,10 @@ def _peer_error(exc: grpc.aio.AioRpcError, address: str) -> DatamgrError:
     return prefixed
 
 
-async def pair_with(peer: PeerServer, address: str, code: str) -> TrustedDevice:
+async def pair_with(peer: PeerServer, address: str, code: str, level: int = DEFAULT_LEVEL) -> TrustedDevice:
     """Pairs with the device whose pairing port is at `address` and which shows `code`; both trust
-    each other afterwards. The initiator's side of `datamgr.device.pairing`."""
+    each other afterwards, this one at the `level` its owner confirms. The initiator's side of
+    `datamgr.device.pairing`."""
     host, _ = split_address(address)
     check_code(code)
     timeout = peer.config.step_timeout_s
@@ -115,8 +143,9 @@ async def pair_with(peer: PeerServer, address: str, code: str) -> TrustedDevice:
         name=clean_name(done.device.name, device_id[:8]),
         fingerprint=fingerprint,
         cert_pem=canonical_pem,
-        security_level=clean_level(done.device.security_level),
+        security_level=level,
         address=join_address(host, done.device.peer_port) if done.device.peer_port else "",
+        asserted_level=clean_level(done.device.security_level),
     )
     trusted = await peer.db.write(peer.trust.add, trusted)
     log.info("paired with %s (%s) at %s, certificate %s", trusted.name, device_id, address, fingerprint)
@@ -168,10 +197,13 @@ async def unpair(peer: PeerServer, device_id: str) -> tuple[TrustedDevice, bool,
 
 
 class PairingService(pb_grpc.PairingServiceServicer):
-    def __init__(self, peer: PeerServer, check_admin: Callable[[str | None], None]) -> None:
+    def __init__(
+        self, peer: PeerServer, check_admin: Callable[[str | None], None], audit: PeerReadLog
+    ) -> None:
         """`check_admin` raises Unauthenticated unless the token is the admin token."""
         self._peer = peer
         self._check_admin = check_admin
+        self._audit = audit
 
     def add_to(self, server: Any) -> None:
         pb_grpc.add_PairingServiceServicer_to_server(self, server)
@@ -184,8 +216,9 @@ class PairingService(pb_grpc.PairingServiceServicer):
         self, request: pb.OpenPairingWindowRequest, context: Any
     ) -> AsyncIterator[pb.OpenPairingWindowResponse]:
         self._check(context)
+        level = confirmed_level(request.security_level)
         closed = asyncio.Event()
-        window = self._peer.desk.open(on_close=lambda _w: closed.set())
+        window = self._peer.desk.open(on_close=lambda _w: closed.set(), level=level)
         log.info("pairing window open for %.0f s", window.duration_s)
         try:
             yield pb.OpenPairingWindowResponse(
@@ -205,7 +238,8 @@ class PairingService(pb_grpc.PairingServiceServicer):
     @rpc
     async def PairDevice(self, request: pb.PairDeviceRequest, context: Any) -> pb.PairDeviceResponse:
         self._check(context)
-        device = await pair_with(self._peer, request.address, request.code)
+        level = confirmed_level(request.security_level)
+        device = await pair_with(self._peer, request.address, request.code, level)
         return pb.PairDeviceResponse(device=trusted_message(device))
 
     @rpc
@@ -227,6 +261,23 @@ class PairingService(pb_grpc.PairingServiceServicer):
         device = self._peer.trust.get(request.device_id)
         info, rtt_ms = await hello(self._peer, device, request.address)
         return pb.PingDeviceResponse(device=info, round_trip_ms=rtt_ms)
+
+    @rpc
+    async def SetDeviceLevel(
+        self, request: pb.SetDeviceLevelRequest, context: Any
+    ) -> pb.SetDeviceLevelResponse:
+        self._check(context)
+        level = check_device_level(request.security_level)
+        device = await self._peer.db.write(self._peer.trust.set_level, request.device_id, level)
+        log.info("the owner confirmed SL%d for %s (%s)", level, device.name, device.device_id)
+        return pb.SetDeviceLevelResponse(device=trusted_message(device))
+
+    @rpc
+    async def ListPeerReads(self, request: pb.ListPeerReadsRequest, context: Any) -> pb.ListPeerReadsResponse:
+        self._check(context)
+        limit = min(request.limit or 100, 10_000)
+        reads = await self._peer.db.read(self._audit.recent, request.device_id, limit)
+        return pb.ListPeerReadsResponse(reads=[read_message(r) for r in reads])
 
     @rpc
     async def GetDeviceIdentity(

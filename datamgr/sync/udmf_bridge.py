@@ -2,29 +2,31 @@
 
 - **Descriptors.** The system KV store `ohos.distributeddata.udmf/records` (SINGLE_VERSION, S1 like
   OpenHarmony's UDMF runtime store, created at start on every device) holds one descriptor per
-  CROSS_DEVICE UnifiedData (`datamgr.sync.udmf_records`): key = the UDMF key; value = its device,
+  UnifiedData that leaves the device (`udmf.access.leaves_device`: CROSS_DEVICE DATA_HUB or DRAG data,
+  not OWN_PROCESS; `datamgr.sync.udmf_records`): key = the UDMF key; value = its device,
   channel, writer, visibility, tag, extras, times, summary and, for DATA_HUB data up to
   `inline_bytes`, the data itself. The device holding the data writes the descriptor in the
   transaction of the UDMF write (`KvStorage.write_in`, through the `udmf.replica` hooks) and
   tombstones it in the transaction that deletes the data — deleted by its writer, consumed by a read
-  here or on a paired device, expired, or no longer CROSS_DEVICE. Only that device writes its keys, so
+  here or on a paired device, expired, or no longer leaving. Only that device writes its keys, so
   last-writer-wins never has a conflict to settle. Each such commit tells the sync scheduler, whose
   automatic push takes it to the reachable paired devices (and a device coming online is caught up).
-  IN_APP and CROSS_APP data never gets a descriptor: it does not leave its device.
+  Other data (IN_APP, CROSS_APP, OWN_PROCESS, the share channels) never gets a descriptor.
 - **Remote rows.** On a paired device the mirror (`KvStorage.add_mirror`) turns every descriptor that
   took effect into a remote row of the UDMF store, and every tombstone into its deletion, inside the
   transaction applying the peer's batch; a descriptor it cannot use is skipped and logged, and one
   never replaces that device's own data. Apps there see remote rows by the usual rules: DATA_HUB data
-  is listed and read (its summary at once); drag and system-channel data is granted to a target by
-  the system role there (GrantAccess, as for local data) and read once. Remote rows are read-only and
-  expire at their holder's `expires_at`.
+  is listed and read (its summary at once); drag data is granted to a target by the system role
+  there (GrantAccess, as for local data) and read once. Remote rows are read-only and expire at their
+  holder's `expires_at`.
 - **Reads from the holder.** A read that needs the data from its device — DATA_HUB data too large to
-  carry, and every read that consumes — goes to `UdmfPeerService.FetchData` on the peer port (mutual
+  carry, and every drag read — goes to `UdmfPeerService.FetchData` on the peer port (mutual
   TLS, paired devices only; `datamgr.sync.udmf_peer`). The holder streams the data as a local read
   would (the same parts, chunks and limits) and consumes it in its per-key turn: the first consumer on
   any device wins, and every later read anywhere is NOT_FOUND, the tombstone syncing everywhere. An
-  unreachable holder gives UNAVAILABLE and consumes nothing. The holder trusts a paired device's word
-  that its system role granted the reader.
+  unreachable holder gives UNAVAILABLE and consumes nothing. The holder decides from its own records
+  what it serves and that a drag's fetch consumes it, never from which app the peer says reads; both
+  devices log each such read in the audit log (`datamgr.sync.peer_reads`).
 - **Start.** Descriptors of this device whose data is gone (expired or lazy drags dropped by the UDMF
   store's recovery, which runs before the bridge attaches) are tombstoned.
 
@@ -126,8 +128,8 @@ class UdmfBridge:
         if self._notify is not None:
             self._notify(STORE_ID)
 
-    def fetch(self, origin: str, key: str, reader: str, keep: bool) -> AsyncIterator[Any]:
-        return self._fetcher.fetch(origin, key, reader, keep)
+    def fetch(self, origin: str, key: str, reader: str) -> AsyncIterator[Any]:
+        return self._fetcher.fetch(origin, key, reader)
 
     def _with_blobs(self, entries: Sequence[EntryRow]) -> list[EntryRow]:
         """The entries with their blob files read (small data: at most `inline_bytes`)."""

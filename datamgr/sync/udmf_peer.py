@@ -2,17 +2,19 @@
 holding the data) and `PeerFetcher` (the device whose app reads it).
 
 The servicer answers `datamgr.sync.v1.UdmfPeerService.FetchData` with `UdmfService.serve_peer` for the
-calling device, which the peer server's interceptor has already checked is paired. The fetcher keeps
-one pinned channel per paired device (renewed when its address or certificate changes) and relays the
-holder's ReadResponses as bytes, unparsed; a failed call becomes a udmf error that names the device.
-Cancelling a fetch cancels the call, so the holder consumes nothing.
+calling device, which the peer server's interceptor has already checked is paired. What leaves and
+what a fetch consumes is decided here from this device's records (`udmf.access.may_serve_peer`): the
+reader the peer names is logged, never believed. The fetcher keeps one pinned channel per paired
+device (renewed when its address or certificate changes) and relays the holder's ReadResponses as
+bytes, unparsed; a failed call becomes a udmf error that names the device. Cancelling a fetch cancels
+the call, so the holder consumes nothing. Both sides log every read in the audit log (`peer_reads`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -21,6 +23,7 @@ from datamgr.device.identity import Identity
 from datamgr.device.peer import calling_device, open_peer_channel
 from datamgr.device.trust import TrustStore
 from datamgr.errors import NotFound as DeviceNotFound
+from datamgr.sync.peer_reads import Direction, PeerRead, PeerReadLog
 from datamgr.sync.v1 import udmf_peer_pb2 as pb
 from udmf.errors import BY_CODE, NotFound, UdmfError, Unavailable
 from udmf.replica import serialize_read
@@ -37,15 +40,15 @@ _UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_
 class UdmfPeerServicer:
     """UdmfPeerService: this device's CROSS_DEVICE data for paired devices' readers."""
 
-    def __init__(self, udmf: UdmfService, trust: TrustStore, device_id: str) -> None:
-        self._udmf, self._trust, self._device_id = udmf, trust, device_id
+    def __init__(self, udmf: UdmfService, trust: TrustStore, device_id: str, audit: PeerReadLog) -> None:
+        self._udmf, self._trust, self._device_id, self._audit = udmf, trust, device_id, audit
 
     def add_to(self, server: grpc.aio.Server) -> None:
         """Registers FetchData; its chunks go out pre-encoded, as UdmfService's reads do."""
         handler = grpc.unary_stream_rpc_method_handler(
             self.FetchData,
             request_deserializer=pb.FetchDataRequest.FromString,
-            response_serializer=serialize_read,
+            response_serializer=bytes,  # FetchData serializes each message itself, to count its bytes
         )
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE_NAME, {"FetchData": handler}),)
@@ -58,20 +61,29 @@ class UdmfPeerServicer:
                 grpc.StatusCode.UNAUTHENTICATED, "the calling device is not paired with this one"
             )
         assert caller is not None
+        sent, outcome = 0, "CANCELLED"
         try:
-            async for msg in self._udmf.serve_peer(request.key, request.reader, request.keep):
+            async for msg in self._udmf.serve_peer(request.key, request.reader):
                 if isinstance(msg, udmf_pb2.ReadResponse) and msg.part.WhichOneof("part") == "header":
                     msg.part.header.device = self._device_id
-                yield msg
+                raw = serialize_read(msg)
+                sent += len(raw)
+                yield raw
+            outcome = "OK"
         except (grpc.aio.AbortError, GeneratorExit):
             raise
         except UdmfError as exc:
+            outcome = exc.code
             await context.abort(grpc.StatusCode[exc.code], exc.message)
         except Exception:
+            outcome = "INTERNAL"
             log.exception("bug in FetchData")
             await context.abort(
                 grpc.StatusCode.INTERNAL, "internal error in FetchData (details in the daemon log)"
             )
+        finally:
+            read = PeerRead(Direction.SERVED, caller.device_id, request.reader, request.key, sent, outcome)
+            self._audit.note(read)
         log.debug("udmf: %s (%s) read %s for %s", caller.name, caller.device_id, request.key, request.reader)
 
 
@@ -79,16 +91,37 @@ class PeerFetcher:
     """Reads a paired device's data through its UdmfPeerService. `address(device_id)` is where the
     device is now ("" when nowhere known), as `datamgr.sync.transport.PeerLinks.address`."""
 
-    def __init__(self, identity: Identity, trust: TrustStore, address: Callable[[str], str]) -> None:
-        self._identity, self._trust, self._address = identity, trust, address
+    def __init__(
+        self, identity: Identity, trust: TrustStore, address: Callable[[str], str], audit: PeerReadLog
+    ) -> None:
+        self._identity, self._trust, self._address, self._audit = identity, trust, address, audit
         self._channels: dict[str, tuple[str, str, grpc.aio.Channel]] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
-    async def fetch(self, origin: str, key: str, reader: str, keep: bool) -> AsyncIterator[bytes]:
-        """The holder's ReadResponses for `key`, serialized (see `udmf.replica.Replication.fetch`).
-        A cached channel that finds the holder unreachable is dropped (it would wait out gRPC's
+    async def fetch(self, origin: str, key: str, reader: str) -> AsyncIterator[bytes]:
+        """The holder's ReadResponses for `key`, serialized (see `udmf.replica.Replication.fetch`),
+        logged in the audit log."""
+        received, outcome = 0, "CANCELLED"
+        call = self._fetch(origin, key, reader)
+        try:
+            async for raw in call:
+                received += len(raw)
+                yield raw
+            outcome = "OK"
+        except UdmfError as exc:
+            outcome = exc.code
+            raise
+        except Exception:
+            outcome = "INTERNAL"
+            raise
+        finally:
+            await call.aclose()  # a reader that went away: the call ends now, the holder consumes nothing
+            self._audit.note(PeerRead(Direction.FETCHED, origin, reader, key, received, outcome))
+
+    async def _fetch(self, origin: str, key: str, reader: str) -> AsyncGenerator[bytes, None]:
+        """A cached channel that finds the holder unreachable is dropped (it would wait out gRPC's
         reconnect backoff), and the call is tried once more on a fresh one."""
-        request = pb.FetchDataRequest(key=key, reader=reader, keep=keep)
+        request = pb.FetchDataRequest(key=key, reader=reader)
         for retry in (True, False):
             name, channel, cached = self._channel(origin, key)
             call = channel.unary_stream(FETCH, request_serializer=pb.FetchDataRequest.SerializeToString)(

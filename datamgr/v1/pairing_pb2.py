@@ -26,45 +26,57 @@ from datamgr.v1 import devices_pb2 as datamgr_dot_v1_dot_devices__pb2
 from datamgr.v1 import peer_pb2 as datamgr_dot_v1_dot_peer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x64\x61tamgr/v1/pairing.proto\x12\ndatamgr.v1\x1a\x18\x64\x61tamgr/v1/devices.proto\x1a\x15\x64\x61tamgr/v1/peer.proto\"\xa2\x01\n\rTrustedDevice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x37\n\x0esecurity_level\x18\x04 \x01(\x0e\x32\x1f.datamgr.v1.DeviceSecurityLevel\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\x11\n\tpaired_at\x18\x06 \x01(\x01\"\x1a\n\x18OpenPairingWindowRequest\"\x8c\x01\n\x13PairingWindowOpened\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0c\x65xpires_in_s\x18\x02 \x01(\x01\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\x17\n\x0fpairing_address\x18\x04 \x01(\t\x12\x11\n\tdevice_id\x18\x05 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x06 \x01(\t\"K\n\x13PairingWindowClosed\x12\x34\n\x06reason\x18\x01 \x01(\x0e\x32$.datamgr.v1.PairingWindowCloseReason\"\xb7\x01\n\x19OpenPairingWindowResponse\x12\x31\n\x06opened\x18\x01 \x01(\x0b\x32\x1f.datamgr.v1.PairingWindowOpenedH\x00\x12+\n\x06paired\x18\x02 \x01(\x0b\x32\x19.datamgr.v1.TrustedDeviceH\x00\x12\x31\n\x06\x63losed\x18\x03 \x01(\x0b\x32\x1f.datamgr.v1.PairingWindowClosedH\x00\x42\x07\n\x05\x65vent\"2\n\x11PairDeviceRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"?\n\x12PairDeviceResponse\x12)\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x19.datamgr.v1.TrustedDevice\"\x1b\n\x19ListTrustedDevicesRequest\"H\n\x1aListTrustedDevicesResponse\x12*\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x19.datamgr.v1.TrustedDevice\"(\n\x13UnpairDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\"c\n\x14UnpairDeviceResponse\x12)\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x19.datamgr.v1.TrustedDevice\x12\x10\n\x08notified\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"7\n\x11PingDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"W\n\x12PingDeviceResponse\x12*\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x1a.datamgr.v1.PeerDeviceInfo\x12\x15\n\rround_trip_ms\x18\x02 \x01(\x01\"\x1a\n\x18GetDeviceIdentityRequest\"\xcc\x01\n\x19GetDeviceIdentityResponse\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x37\n\x0esecurity_level\x18\x04 \x01(\x0e\x32\x1f.datamgr.v1.DeviceSecurityLevel\x12\x11\n\tpeer_port\x18\x05 \x01(\r\x12\x14\n\x0cpairing_port\x18\x06 \x01(\r\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x07 \x01(\x0c*\xc6\x01\n\x18PairingWindowCloseReason\x12+\n\'PAIRING_WINDOW_CLOSE_REASON_UNSPECIFIED\x10\x00\x12\'\n#PAIRING_WINDOW_CLOSE_REASON_EXPIRED\x10\x01\x12)\n%PAIRING_WINDOW_CLOSE_REASON_EXHAUSTED\x10\x02\x12)\n%PAIRING_WINDOW_CLOSE_REASON_CANCELLED\x10\x03\x32\xa8\x04\n\x0ePairingService\x12\x62\n\x11OpenPairingWindow\x12$.datamgr.v1.OpenPairingWindowRequest\x1a%.datamgr.v1.OpenPairingWindowResponse0\x01\x12K\n\nPairDevice\x12\x1d.datamgr.v1.PairDeviceRequest\x1a\x1e.datamgr.v1.PairDeviceResponse\x12\x63\n\x12ListTrustedDevices\x12%.datamgr.v1.ListTrustedDevicesRequest\x1a&.datamgr.v1.ListTrustedDevicesResponse\x12Q\n\x0cUnpairDevice\x12\x1f.datamgr.v1.UnpairDeviceRequest\x1a .datamgr.v1.UnpairDeviceResponse\x12K\n\nPingDevice\x12\x1d.datamgr.v1.PingDeviceRequest\x1a\x1e.datamgr.v1.PingDeviceResponse\x12`\n\x11GetDeviceIdentity\x12$.datamgr.v1.GetDeviceIdentityRequest\x1a%.datamgr.v1.GetDeviceIdentityResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x64\x61tamgr/v1/pairing.proto\x12\ndatamgr.v1\x1a\x18\x64\x61tamgr/v1/devices.proto\x1a\x15\x64\x61tamgr/v1/peer.proto\"\xdb\x01\n\rTrustedDevice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x37\n\x0esecurity_level\x18\x04 \x01(\x0e\x32\x1f.datamgr.v1.DeviceSecurityLevel\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\x11\n\tpaired_at\x18\x06 \x01(\x01\x12\x37\n\x0e\x61sserted_level\x18\x07 \x01(\x0e\x32\x1f.datamgr.v1.DeviceSecurityLevel\"S\n\x18OpenPairingWindowRequest\x12\x37\n\x0esecurity_level\x18\x01 \x01(\x0e\x32\x1f.datamgr.v1.DeviceSecurityLevel\"\x8c\x01\n\x13PairingWindowOpened\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0c\x65xpires_in_s\x18\x02 \x01(\x01\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\x17\n\x0fpairing_address\x18\x04 \x01(\t\x12\x11\n\tdevice_id\x18\x05 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x06 \x01(\t\"K\n\x13PairingWindowClosed\x12\x34\n\x06reason\x18\x01 \x01(\x0e\x32$.datamgr.v1.PairingWindowCloseReason\"\xb7\x01\n\x19OpenPairingWindowResponse\x12\x31\n\x06opened\x18\x01 \x01(\x0b\x32\x1f.datamgr.v1.PairingWindowOpenedH\x00\x12+\n\x06paired\x18\x02 \x01(\x0b\x32\x19.datamgr.v1.TrustedDeviceH\x00\x12\x31\n\x06\x63losed\x18\x03 \x01(\x0b\x32\x1f.datamgr.v1.PairingWindowClosedH\x00\x42\x07\n\x05\x65vent\"k\n\x11PairDeviceRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x37\n\x0esecurity_level\x18\x03 \x01(\x0e\x32\x1f.datamgr.v1.DeviceSecurityLevel\"?\n\x12PairDeviceResponse\x12)\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x19.datamgr.v1.TrustedDevice\"\x1b\n\x19ListTrustedDevicesRequest\"H\n\x1aListTrustedDevicesResponse\x12*\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x19.datamgr.v1.TrustedDevice\"(\n\x13UnpairDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\"c\n\x14UnpairDeviceResponse\x12)\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x19.datamgr.v1.TrustedDevice\x12\x10\n\x08notified\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"7\n\x11PingDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"W\n\x12PingDeviceResponse\x12*\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x1a.datamgr.v1.PeerDeviceInfo\x12\x15\n\rround_trip_ms\x18\x02 \x01(\x01\"\x1a\n\x18GetDeviceIdentityRequest\"\xcc\x01\n\x19GetDeviceIdentityResponse\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x37\n\x0esecurity_level\x18\x04 \x01(\x0e\x32\x1f.datamgr.v1.DeviceSecurityLevel\x12\x11\n\tpeer_port\x18\x05 \x01(\r\x12\x14\n\x0cpairing_port\x18\x06 \x01(\r\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x07 \x01(\x0c\"c\n\x15SetDeviceLevelRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x37\n\x0esecurity_level\x18\x02 \x01(\x0e\x32\x1f.datamgr.v1.DeviceSecurityLevel\"C\n\x16SetDeviceLevelResponse\x12)\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x19.datamgr.v1.TrustedDevice\"\x9a\x01\n\x08PeerRead\x12\x0c\n\x04time\x18\x01 \x01(\x01\x12\x30\n\tdirection\x18\x02 \x01(\x0e\x32\x1d.datamgr.v1.PeerReadDirection\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12\x0e\n\x06\x62undle\x18\x04 \x01(\t\x12\x0b\n\x03key\x18\x05 \x01(\t\x12\r\n\x05\x62ytes\x18\x06 \x01(\x04\x12\x0f\n\x07outcome\x18\x07 \x01(\t\"8\n\x14ListPeerReadsRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"<\n\x15ListPeerReadsResponse\x12#\n\x05reads\x18\x01 \x03(\x0b\x32\x14.datamgr.v1.PeerRead*\xc6\x01\n\x18PairingWindowCloseReason\x12+\n\'PAIRING_WINDOW_CLOSE_REASON_UNSPECIFIED\x10\x00\x12\'\n#PAIRING_WINDOW_CLOSE_REASON_EXPIRED\x10\x01\x12)\n%PAIRING_WINDOW_CLOSE_REASON_EXHAUSTED\x10\x02\x12)\n%PAIRING_WINDOW_CLOSE_REASON_CANCELLED\x10\x03*y\n\x11PeerReadDirection\x12#\n\x1fPEER_READ_DIRECTION_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPEER_READ_DIRECTION_SERVED\x10\x01\x12\x1f\n\x1bPEER_READ_DIRECTION_FETCHED\x10\x02\x32\xd7\x05\n\x0ePairingService\x12\x62\n\x11OpenPairingWindow\x12$.datamgr.v1.OpenPairingWindowRequest\x1a%.datamgr.v1.OpenPairingWindowResponse0\x01\x12K\n\nPairDevice\x12\x1d.datamgr.v1.PairDeviceRequest\x1a\x1e.datamgr.v1.PairDeviceResponse\x12\x63\n\x12ListTrustedDevices\x12%.datamgr.v1.ListTrustedDevicesRequest\x1a&.datamgr.v1.ListTrustedDevicesResponse\x12Q\n\x0cUnpairDevice\x12\x1f.datamgr.v1.UnpairDeviceRequest\x1a .datamgr.v1.UnpairDeviceResponse\x12K\n\nPingDevice\x12\x1d.datamgr.v1.PingDeviceRequest\x1a\x1e.datamgr.v1.PingDeviceResponse\x12`\n\x11GetDeviceIdentity\x12$.datamgr.v1.GetDeviceIdentityRequest\x1a%.datamgr.v1.GetDeviceIdentityResponse\x12W\n\x0eSetDeviceLevel\x12!.datamgr.v1.SetDeviceLevelRequest\x1a\".datamgr.v1.SetDeviceLevelResponse\x12T\n\rListPeerReads\x12 .datamgr.v1.ListPeerReadsRequest\x1a!.datamgr.v1.ListPeerReadsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'datamgr.v1.pairing_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAIRINGWINDOWCLOSEREASON']._serialized_start=1433
-  _globals['_PAIRINGWINDOWCLOSEREASON']._serialized_end=1631
+  _globals['_PAIRINGWINDOWCLOSEREASON']._serialized_start=2051
+  _globals['_PAIRINGWINDOWCLOSEREASON']._serialized_end=2249
+  _globals['_PEERREADDIRECTION']._serialized_start=2251
+  _globals['_PEERREADDIRECTION']._serialized_end=2372
   _globals['_TRUSTEDDEVICE']._serialized_start=90
-  _globals['_TRUSTEDDEVICE']._serialized_end=252
-  _globals['_OPENPAIRINGWINDOWREQUEST']._serialized_start=254
-  _globals['_OPENPAIRINGWINDOWREQUEST']._serialized_end=280
-  _globals['_PAIRINGWINDOWOPENED']._serialized_start=283
-  _globals['_PAIRINGWINDOWOPENED']._serialized_end=423
-  _globals['_PAIRINGWINDOWCLOSED']._serialized_start=425
-  _globals['_PAIRINGWINDOWCLOSED']._serialized_end=500
-  _globals['_OPENPAIRINGWINDOWRESPONSE']._serialized_start=503
-  _globals['_OPENPAIRINGWINDOWRESPONSE']._serialized_end=686
-  _globals['_PAIRDEVICEREQUEST']._serialized_start=688
-  _globals['_PAIRDEVICEREQUEST']._serialized_end=738
-  _globals['_PAIRDEVICERESPONSE']._serialized_start=740
-  _globals['_PAIRDEVICERESPONSE']._serialized_end=803
-  _globals['_LISTTRUSTEDDEVICESREQUEST']._serialized_start=805
-  _globals['_LISTTRUSTEDDEVICESREQUEST']._serialized_end=832
-  _globals['_LISTTRUSTEDDEVICESRESPONSE']._serialized_start=834
-  _globals['_LISTTRUSTEDDEVICESRESPONSE']._serialized_end=906
-  _globals['_UNPAIRDEVICEREQUEST']._serialized_start=908
-  _globals['_UNPAIRDEVICEREQUEST']._serialized_end=948
-  _globals['_UNPAIRDEVICERESPONSE']._serialized_start=950
-  _globals['_UNPAIRDEVICERESPONSE']._serialized_end=1049
-  _globals['_PINGDEVICEREQUEST']._serialized_start=1051
-  _globals['_PINGDEVICEREQUEST']._serialized_end=1106
-  _globals['_PINGDEVICERESPONSE']._serialized_start=1108
-  _globals['_PINGDEVICERESPONSE']._serialized_end=1195
-  _globals['_GETDEVICEIDENTITYREQUEST']._serialized_start=1197
-  _globals['_GETDEVICEIDENTITYREQUEST']._serialized_end=1223
-  _globals['_GETDEVICEIDENTITYRESPONSE']._serialized_start=1226
-  _globals['_GETDEVICEIDENTITYRESPONSE']._serialized_end=1430
-  _globals['_PAIRINGSERVICE']._serialized_start=1634
-  _globals['_PAIRINGSERVICE']._serialized_end=2186
+  _globals['_TRUSTEDDEVICE']._serialized_end=309
+  _globals['_OPENPAIRINGWINDOWREQUEST']._serialized_start=311
+  _globals['_OPENPAIRINGWINDOWREQUEST']._serialized_end=394
+  _globals['_PAIRINGWINDOWOPENED']._serialized_start=397
+  _globals['_PAIRINGWINDOWOPENED']._serialized_end=537
+  _globals['_PAIRINGWINDOWCLOSED']._serialized_start=539
+  _globals['_PAIRINGWINDOWCLOSED']._serialized_end=614
+  _globals['_OPENPAIRINGWINDOWRESPONSE']._serialized_start=617
+  _globals['_OPENPAIRINGWINDOWRESPONSE']._serialized_end=800
+  _globals['_PAIRDEVICEREQUEST']._serialized_start=802
+  _globals['_PAIRDEVICEREQUEST']._serialized_end=909
+  _globals['_PAIRDEVICERESPONSE']._serialized_start=911
+  _globals['_PAIRDEVICERESPONSE']._serialized_end=974
+  _globals['_LISTTRUSTEDDEVICESREQUEST']._serialized_start=976
+  _globals['_LISTTRUSTEDDEVICESREQUEST']._serialized_end=1003
+  _globals['_LISTTRUSTEDDEVICESRESPONSE']._serialized_start=1005
+  _globals['_LISTTRUSTEDDEVICESRESPONSE']._serialized_end=1077
+  _globals['_UNPAIRDEVICEREQUEST']._serialized_start=1079
+  _globals['_UNPAIRDEVICEREQUEST']._serialized_end=1119
+  _globals['_UNPAIRDEVICERESPONSE']._serialized_start=1121
+  _globals['_UNPAIRDEVICERESPONSE']._serialized_end=1220
+  _globals['_PINGDEVICEREQUEST']._serialized_start=1222
+  _globals['_PINGDEVICEREQUEST']._serialized_end=1277
+  _globals['_PINGDEVICERESPONSE']._serialized_start=1279
+  _globals['_PINGDEVICERESPONSE']._serialized_end=1366
+  _globals['_GETDEVICEIDENTITYREQUEST']._serialized_start=1368
+  _globals['_GETDEVICEIDENTITYREQUEST']._serialized_end=1394
+  _globals['_GETDEVICEIDENTITYRESPONSE']._serialized_start=1397
+  _globals['_GETDEVICEIDENTITYRESPONSE']._serialized_end=1601
+  _globals['_SETDEVICELEVELREQUEST']._serialized_start=1603
+  _globals['_SETDEVICELEVELREQUEST']._serialized_end=1702
+  _globals['_SETDEVICELEVELRESPONSE']._serialized_start=1704
+  _globals['_SETDEVICELEVELRESPONSE']._serialized_end=1771
+  _globals['_PEERREAD']._serialized_start=1774
+  _globals['_PEERREAD']._serialized_end=1928
+  _globals['_LISTPEERREADSREQUEST']._serialized_start=1930
+  _globals['_LISTPEERREADSREQUEST']._serialized_end=1986
+  _globals['_LISTPEERREADSRESPONSE']._serialized_start=1988
+  _globals['_LISTPEERREADSRESPONSE']._serialized_end=2048
+  _globals['_PAIRINGSERVICE']._serialized_start=2375
+  _globals['_PAIRINGSERVICE']._serialized_end=3102
 # @@protoc_insertion_point(module_scope)

@@ -15,30 +15,43 @@ class PairingWindowCloseReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper
     PAIRING_WINDOW_CLOSE_REASON_EXPIRED: _ClassVar[PairingWindowCloseReason]
     PAIRING_WINDOW_CLOSE_REASON_EXHAUSTED: _ClassVar[PairingWindowCloseReason]
     PAIRING_WINDOW_CLOSE_REASON_CANCELLED: _ClassVar[PairingWindowCloseReason]
+
+class PeerReadDirection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PEER_READ_DIRECTION_UNSPECIFIED: _ClassVar[PeerReadDirection]
+    PEER_READ_DIRECTION_SERVED: _ClassVar[PeerReadDirection]
+    PEER_READ_DIRECTION_FETCHED: _ClassVar[PeerReadDirection]
 PAIRING_WINDOW_CLOSE_REASON_UNSPECIFIED: PairingWindowCloseReason
 PAIRING_WINDOW_CLOSE_REASON_EXPIRED: PairingWindowCloseReason
 PAIRING_WINDOW_CLOSE_REASON_EXHAUSTED: PairingWindowCloseReason
 PAIRING_WINDOW_CLOSE_REASON_CANCELLED: PairingWindowCloseReason
+PEER_READ_DIRECTION_UNSPECIFIED: PeerReadDirection
+PEER_READ_DIRECTION_SERVED: PeerReadDirection
+PEER_READ_DIRECTION_FETCHED: PeerReadDirection
 
 class TrustedDevice(_message.Message):
-    __slots__ = ("device_id", "name", "fingerprint", "security_level", "address", "paired_at")
+    __slots__ = ("device_id", "name", "fingerprint", "security_level", "address", "paired_at", "asserted_level")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     SECURITY_LEVEL_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PAIRED_AT_FIELD_NUMBER: _ClassVar[int]
+    ASSERTED_LEVEL_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     name: str
     fingerprint: str
     security_level: _devices_pb2.DeviceSecurityLevel
     address: str
     paired_at: float
-    def __init__(self, device_id: _Optional[str] = ..., name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., security_level: _Optional[_Union[_devices_pb2.DeviceSecurityLevel, str]] = ..., address: _Optional[str] = ..., paired_at: _Optional[float] = ...) -> None: ...
+    asserted_level: _devices_pb2.DeviceSecurityLevel
+    def __init__(self, device_id: _Optional[str] = ..., name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., security_level: _Optional[_Union[_devices_pb2.DeviceSecurityLevel, str]] = ..., address: _Optional[str] = ..., paired_at: _Optional[float] = ..., asserted_level: _Optional[_Union[_devices_pb2.DeviceSecurityLevel, str]] = ...) -> None: ...
 
 class OpenPairingWindowRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("security_level",)
+    SECURITY_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    security_level: _devices_pb2.DeviceSecurityLevel
+    def __init__(self, security_level: _Optional[_Union[_devices_pb2.DeviceSecurityLevel, str]] = ...) -> None: ...
 
 class PairingWindowOpened(_message.Message):
     __slots__ = ("code", "expires_in_s", "attempts", "pairing_address", "device_id", "fingerprint")
@@ -73,12 +86,14 @@ class OpenPairingWindowResponse(_message.Message):
     def __init__(self, opened: _Optional[_Union[PairingWindowOpened, _Mapping]] = ..., paired: _Optional[_Union[TrustedDevice, _Mapping]] = ..., closed: _Optional[_Union[PairingWindowClosed, _Mapping]] = ...) -> None: ...
 
 class PairDeviceRequest(_message.Message):
-    __slots__ = ("address", "code")
+    __slots__ = ("address", "code", "security_level")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_LEVEL_FIELD_NUMBER: _ClassVar[int]
     address: str
     code: str
-    def __init__(self, address: _Optional[str] = ..., code: _Optional[str] = ...) -> None: ...
+    security_level: _devices_pb2.DeviceSecurityLevel
+    def __init__(self, address: _Optional[str] = ..., code: _Optional[str] = ..., security_level: _Optional[_Union[_devices_pb2.DeviceSecurityLevel, str]] = ...) -> None: ...
 
 class PairDeviceResponse(_message.Message):
     __slots__ = ("device",)
@@ -149,3 +164,49 @@ class GetDeviceIdentityResponse(_message.Message):
     pairing_port: int
     certificate_pem: bytes
     def __init__(self, device_id: _Optional[str] = ..., fingerprint: _Optional[str] = ..., name: _Optional[str] = ..., security_level: _Optional[_Union[_devices_pb2.DeviceSecurityLevel, str]] = ..., peer_port: _Optional[int] = ..., pairing_port: _Optional[int] = ..., certificate_pem: _Optional[bytes] = ...) -> None: ...
+
+class SetDeviceLevelRequest(_message.Message):
+    __slots__ = ("device_id", "security_level")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    security_level: _devices_pb2.DeviceSecurityLevel
+    def __init__(self, device_id: _Optional[str] = ..., security_level: _Optional[_Union[_devices_pb2.DeviceSecurityLevel, str]] = ...) -> None: ...
+
+class SetDeviceLevelResponse(_message.Message):
+    __slots__ = ("device",)
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    device: TrustedDevice
+    def __init__(self, device: _Optional[_Union[TrustedDevice, _Mapping]] = ...) -> None: ...
+
+class PeerRead(_message.Message):
+    __slots__ = ("time", "direction", "device_id", "bundle", "key", "bytes", "outcome")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    time: float
+    direction: PeerReadDirection
+    device_id: str
+    bundle: str
+    key: str
+    bytes: int
+    outcome: str
+    def __init__(self, time: _Optional[float] = ..., direction: _Optional[_Union[PeerReadDirection, str]] = ..., device_id: _Optional[str] = ..., bundle: _Optional[str] = ..., key: _Optional[str] = ..., bytes: _Optional[int] = ..., outcome: _Optional[str] = ...) -> None: ...
+
+class ListPeerReadsRequest(_message.Message):
+    __slots__ = ("device_id", "limit")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    limit: int
+    def __init__(self, device_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListPeerReadsResponse(_message.Message):
+    __slots__ = ("reads",)
+    READS_FIELD_NUMBER: _ClassVar[int]
+    reads: _containers.RepeatedCompositeFieldContainer[PeerRead]
+    def __init__(self, reads: _Optional[_Iterable[_Union[PeerRead, _Mapping]]] = ...) -> None: ...

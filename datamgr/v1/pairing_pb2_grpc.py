@@ -66,6 +66,16 @@ class PairingServiceStub:
                 request_serializer=datamgr_dot_v1_dot_pairing__pb2.GetDeviceIdentityRequest.SerializeToString,
                 response_deserializer=datamgr_dot_v1_dot_pairing__pb2.GetDeviceIdentityResponse.FromString,
                 _registered_method=True)
+        self.SetDeviceLevel = channel.unary_unary(
+                '/datamgr.v1.PairingService/SetDeviceLevel',
+                request_serializer=datamgr_dot_v1_dot_pairing__pb2.SetDeviceLevelRequest.SerializeToString,
+                response_deserializer=datamgr_dot_v1_dot_pairing__pb2.SetDeviceLevelResponse.FromString,
+                _registered_method=True)
+        self.ListPeerReads = channel.unary_unary(
+                '/datamgr.v1.PairingService/ListPeerReads',
+                request_serializer=datamgr_dot_v1_dot_pairing__pb2.ListPeerReadsRequest.SerializeToString,
+                response_deserializer=datamgr_dot_v1_dot_pairing__pb2.ListPeerReadsResponse.FromString,
+                _registered_method=True)
 
 
 class PairingServiceServicer:
@@ -117,6 +127,22 @@ class PairingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetDeviceLevel(self, request, context):
+        """The owner confirms another security level for a trusted device; sync and UDMF use it at once.
+        NOT_FOUND if the device is not trusted, INVALID_ARGUMENT for a level outside SL1-SL5.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPeerReads(self, request, context):
+        """The audit log of cross-device reads (UDMF data served to paired devices and fetched from them),
+        newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PairingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +175,16 @@ def add_PairingServiceServicer_to_server(servicer, server):
                     servicer.GetDeviceIdentity,
                     request_deserializer=datamgr_dot_v1_dot_pairing__pb2.GetDeviceIdentityRequest.FromString,
                     response_serializer=datamgr_dot_v1_dot_pairing__pb2.GetDeviceIdentityResponse.SerializeToString,
+            ),
+            'SetDeviceLevel': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDeviceLevel,
+                    request_deserializer=datamgr_dot_v1_dot_pairing__pb2.SetDeviceLevelRequest.FromString,
+                    response_serializer=datamgr_dot_v1_dot_pairing__pb2.SetDeviceLevelResponse.SerializeToString,
+            ),
+            'ListPeerReads': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPeerReads,
+                    request_deserializer=datamgr_dot_v1_dot_pairing__pb2.ListPeerReadsRequest.FromString,
+                    response_serializer=datamgr_dot_v1_dot_pairing__pb2.ListPeerReadsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +351,60 @@ class PairingService:
             '/datamgr.v1.PairingService/GetDeviceIdentity',
             datamgr_dot_v1_dot_pairing__pb2.GetDeviceIdentityRequest.SerializeToString,
             datamgr_dot_v1_dot_pairing__pb2.GetDeviceIdentityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDeviceLevel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datamgr.v1.PairingService/SetDeviceLevel',
+            datamgr_dot_v1_dot_pairing__pb2.SetDeviceLevelRequest.SerializeToString,
+            datamgr_dot_v1_dot_pairing__pb2.SetDeviceLevelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPeerReads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datamgr.v1.PairingService/ListPeerReads',
+            datamgr_dot_v1_dot_pairing__pb2.ListPeerReadsRequest.SerializeToString,
+            datamgr_dot_v1_dot_pairing__pb2.ListPeerReadsResponse.FromString,
             options,
             channel_credentials,
             insecure,

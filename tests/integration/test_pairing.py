@@ -48,15 +48,19 @@ def two(tmp_path: Path) -> Iterator[tuple[Daemon, Daemon]]:
     b.stop()
 
 
-def _pair(a: Daemon, b: Daemon) -> None:
-    """B shows a code, A types it."""
+def _pair(a: Daemon, b: Daemon, level_a: int = 0, level_b: int = 0) -> None:
+    """B shows a code, A types it. Each owner confirms the other's security level: `level_a` (at B)
+    and `level_b` (at A), by default the level each device is configured with, as owners who know
+    their devices would."""
     with _owner(b) as owner_b, _owner(a) as owner_a:
-        events = owner_b.open_window()
+        level_a = level_a or owner_a.identity().security_level
+        level_b = level_b or owner_b.identity().security_level
+        events = owner_b.open_window(level_a)
         opened = next(events).opened
         assert (
             len(opened.code) == 6 and opened.pairing_address == f"127.0.0.1:{owner_b.identity().pairing_port}"
         )
-        device = owner_a.pair(opened.pairing_address, opened.code)
+        device = owner_a.pair(opened.pairing_address, opened.code, level_b)
         final = next(events)
         events.close()
     assert device.device_id == opened.device_id and device.fingerprint == opened.fingerprint
@@ -82,9 +86,10 @@ def test_pair_hello_both_ways_then_unpair(tmp_path: Path, two: tuple[Daemon, Dae
         id_a, id_b = owner_a.identity(), owner_b.identity()
         [b_at_a] = owner_a.trusted()
         [a_at_b] = owner_b.trusted()
-        # both trust each other, with the names and security levels each declared
+        # both trust each other, with the names each declared and the levels each owner confirmed
         assert (b_at_a.device_id, b_at_a.name, b_at_a.security_level) == (id_b.device_id, "bravo", 2)
         assert (a_at_b.device_id, a_at_b.name, a_at_b.security_level) == (id_a.device_id, "alpha", 4)
+        assert (b_at_a.asserted_level, a_at_b.asserted_level) == (2, 4)
         assert b_at_a.fingerprint == id_b.fingerprint and a_at_b.fingerprint == id_a.fingerprint
         assert b_at_a.address == _peer_address(b) and a_at_b.address == _peer_address(a)
         endpoint = a.endpoint()  # daemon.json names both ports
@@ -229,12 +234,15 @@ def test_pairing_through_the_cli(two: tuple[Daemon, Daemon]) -> None:
             assert line, shower.stderr.read() if shower.stderr else "no output"
             lines.append(line)
         opened = json.loads("".join(lines))
-        paired = _cli(a, "pair", opened["pairing_address"], "--code", opened["code"])
+        paired = _cli(a, "pair", opened["pairing_address"], "--code", opened["code"], "--level", "2")
         assert paired.returncode == 0, paired.stderr
         assert "paired with bravo" in paired.stdout
+        assert "security level: SL2 (it asserts SL2)" in paired.stdout
         rest, errors = shower.communicate(timeout=30)
         assert shower.returncode == 0, errors
-        assert json.loads(rest)["paired"]["name"] == "alpha"
+        # B's owner named no level (and has no terminal to be asked on): alpha, asserting SL4, is SL1
+        at_b = json.loads(rest)["paired"]
+        assert (at_b["name"], at_b["security_level"], at_b["asserted_level"]) == ("alpha", "SL1", "SL4")
     finally:
         if shower.poll() is None:
             shower.kill()
@@ -244,6 +252,12 @@ def test_pairing_through_the_cli(two: tuple[Daemon, Daemon]) -> None:
     assert listed.returncode == 0, listed.stderr
     [device] = json.loads(listed.stdout)
     assert device["device_id"] == opened["device_id"] and device["security_level"] == "SL2"
+    raised = _cli(b, "set-level", at_b["device_id"], "3")
+    assert raised.returncode == 0 and "is SL3 (it asserts SL4)" in raised.stdout, raised.stderr
+    [alpha] = json.loads(_cli(b, "trusted", "--json").stdout)
+    assert (alpha["security_level"], alpha["asserted_level"]) == ("SL3", "SL4")
+    bad = _cli(b, "set-level", at_b["device_id"], "6")
+    assert bad.returncode == 2 and "1<=x<=5" in bad.stderr
     ping = _cli(a, "ping", device["device_id"])
     assert ping.returncode == 0 and "bravo" in ping.stdout, ping.stderr
     gone = _cli(a, "unpair", device["device_id"])

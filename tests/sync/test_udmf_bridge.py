@@ -19,7 +19,7 @@ from datamgr.storage import Database, create_engine
 from datamgr.sync.hlc import HLC
 from datamgr.sync.udmf_bridge import UdmfBridge, UdmfSyncConfig
 from datamgr.sync.udmf_records import STORE_ID, encode
-from udmf.access import ShareOptions
+from udmf.access import ShareOptions, Visibility
 from udmf.config import UdmfConfig
 from udmf.errors import ResourceExhausted
 from udmf.keys import Intention, new_key
@@ -119,8 +119,12 @@ def test_only_cross_device_data_gets_a_descriptor_and_it_moves_with_the_data(
     shared = store.insert(_row(), _text("shared"))
     for share in (ShareOptions.CROSS_APP, ShareOptions.IN_APP):
         store.insert(_row(share=share), _text("home"))
+    store.insert(_row(visibility=Visibility.OWN_PROCESS), _text("the writer's only"))
+    for intention in (Intention.SYSTEM_SHARE, Intention.PICKER, Intention.MENU):
+        store.insert(_row(intention), _text("for a reader named here"))
     assert set(a.live()) == {shared.key.encode()}
     assert a.notified == [STORE_ID]  # after the one commit that wrote a descriptor
+
 
     # an update that makes it CROSS_APP takes the descriptor away; one back to CROSS_DEVICE restores it
     store.replace(dataclasses.replace(shared, share_options=ShareOptions.CROSS_APP), _text("home now"))
@@ -129,6 +133,11 @@ def test_only_cross_device_data_gets_a_descriptor_and_it_moves_with_the_data(
     assert set(a.live()) == {shared.key.encode()}
     store.delete([shared.key])
     assert a.live() == {} and len(a.notified) == 4
+
+    # made OWN_PROCESS, data leaves no more: its descriptor goes
+    hub = store.insert(_row(), _text("public"))
+    store.replace(dataclasses.replace(hub, visibility=Visibility.OWN_PROCESS), _text("mine now"))
+    assert a.live() == {} and len(a.notified) == 6
 
     # a descriptor that cannot sync refuses the write: nothing of it is stored
     fat = _row(extras={"big": {"stringValue": "z" * 4_200_000}})

@@ -209,11 +209,14 @@ def test_by_intention_and_cross_device(store: UdmfStore, clock: Clock) -> None:
     c = row(Intention.PICKER, share_options=ShareOptions.CROSS_DEVICE)
     d = row(Intention.DRAG, share_options=ShareOptions.CROSS_DEVICE, pending=True)
     e = row(Intention.DRAG, share_options=ShareOptions.IN_APP)
-    for r in (a, b, c, d, e):
+    f = row(share_options=ShareOptions.CROSS_DEVICE, visibility=Visibility.OWN_PROCESS)
+    g = row(Intention.DRAG, share_options=ShareOptions.CROSS_DEVICE)
+    for r in (a, b, c, d, e, f, g):
         store.insert(r, [])
-    assert [r.key for r in store.by_intention(Intention.DATA_HUB)] == [a.key, b.key]
+    assert [r.key for r in store.by_intention(Intention.DATA_HUB)] == [a.key, b.key, f.key]
     assert [r.key for r in store.by_intention(Intention.PICKER)] == [c.key]
-    assert {r.key for r in store.cross_device()} == {a.key, c.key}  # never IN_APP, never unloaded
+    # what leaves the device: never IN_APP, OWN_PROCESS or share-channel data, never unloaded
+    assert {r.key for r in store.cross_device()} == {a.key, g.key}
 
 
 def test_custom_types_persist(store: UdmfStore) -> None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from udmf.v1 import udmf_pb2 as udmf_dot_v1_dot_udmf__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64\x61tamgr/sync/v1/udmf_peer.proto\x12\x0f\x64\x61tamgr.sync.v1\x1a\x12udmf/v1/udmf.proto\"=\n\x10\x46\x65tchDataRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06reader\x18\x02 \x01(\t\x12\x0c\n\x04keep\x18\x03 \x01(\x08\"\xbd\x03\n\x0eUdmfDescriptor\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x11\n\tintention\x18\x03 \x01(\t\x12\x0e\n\x06writer\x18\x04 \x01(\t\x12\x12\n\nvisibility\x18\x05 \x01(\t\x12\x15\n\rshare_options\x18\x06 \x01(\t\x12\x0b\n\x03tag\x18\x07 \x01(\t\x12\x13\n\x0b\x65xtras_json\x18\x08 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\t \x01(\x03\x12\x12\n\ncreated_at\x18\n \x01(\x01\x12\x12\n\nexpires_at\x18\x0b \x01(\x01\x12\x14\n\x0crecord_count\x18\x0c \x01(\r\x12=\n\x07summary\x18\r \x03(\x0b\x32,.datamgr.sync.v1.UdmfDescriptor.SummaryEntry\x12\x12\n\ntotal_size\x18\x0e \x01(\x04\x12\x14\n\x0c\x63\x61rries_data\x18\x0f \x01(\x08\x12-\n\x07\x65ntries\x18\x10 \x03(\x0b\x32\x1c.datamgr.sync.v1.InlineEntry\x1a.\n\x0cSummaryEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x82\x01\n\x0bInlineEntry\x12\x0e\n\x06record\x18\x01 \x01(\r\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x11\n\tblob_size\x18\x04 \x01(\x04\x12\x12\n\nblob_field\x18\x05 \x01(\t\x12\x11\n\tblob_text\x18\x06 \x01(\x08\x12\x0c\n\x04\x62lob\x18\x07 \x01(\x0c\x32Z\n\x0fUdmfPeerService\x12G\n\tFetchData\x12!.datamgr.sync.v1.FetchDataRequest\x1a\x15.udmf.v1.ReadResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64\x61tamgr/sync/v1/udmf_peer.proto\x12\x0f\x64\x61tamgr.sync.v1\x1a\x12udmf/v1/udmf.proto\";\n\x10\x46\x65tchDataRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06reader\x18\x02 \x01(\tJ\x04\x08\x03\x10\x04R\x04keep\"\xbd\x03\n\x0eUdmfDescriptor\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x11\n\tintention\x18\x03 \x01(\t\x12\x0e\n\x06writer\x18\x04 \x01(\t\x12\x12\n\nvisibility\x18\x05 \x01(\t\x12\x15\n\rshare_options\x18\x06 \x01(\t\x12\x0b\n\x03tag\x18\x07 \x01(\t\x12\x13\n\x0b\x65xtras_json\x18\x08 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\t \x01(\x03\x12\x12\n\ncreated_at\x18\n \x01(\x01\x12\x12\n\nexpires_at\x18\x0b \x01(\x01\x12\x14\n\x0crecord_count\x18\x0c \x01(\r\x12=\n\x07summary\x18\r \x03(\x0b\x32,.datamgr.sync.v1.UdmfDescriptor.SummaryEntry\x12\x12\n\ntotal_size\x18\x0e \x01(\x04\x12\x14\n\x0c\x63\x61rries_data\x18\x0f \x01(\x08\x12-\n\x07\x65ntries\x18\x10 \x03(\x0b\x32\x1c.datamgr.sync.v1.InlineEntry\x1a.\n\x0cSummaryEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x82\x01\n\x0bInlineEntry\x12\x0e\n\x06record\x18\x01 \x01(\r\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x11\n\tblob_size\x18\x04 \x01(\x04\x12\x12\n\nblob_field\x18\x05 \x01(\t\x12\x11\n\tblob_text\x18\x06 \x01(\x08\x12\x0c\n\x04\x62lob\x18\x07 \x01(\x0c\x32Z\n\x0fUdmfPeerService\x12G\n\tFetchData\x12!.datamgr.sync.v1.FetchDataRequest\x1a\x15.udmf.v1.ReadResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,13 +35,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UDMFDESCRIPTOR_SUMMARYENTRY']._loaded_options = None
   _globals['_UDMFDESCRIPTOR_SUMMARYENTRY']._serialized_options = b'8\001'
   _globals['_FETCHDATAREQUEST']._serialized_start=72
-  _globals['_FETCHDATAREQUEST']._serialized_end=133
-  _globals['_UDMFDESCRIPTOR']._serialized_start=136
-  _globals['_UDMFDESCRIPTOR']._serialized_end=581
-  _globals['_UDMFDESCRIPTOR_SUMMARYENTRY']._serialized_start=535
-  _globals['_UDMFDESCRIPTOR_SUMMARYENTRY']._serialized_end=581
-  _globals['_INLINEENTRY']._serialized_start=584
-  _globals['_INLINEENTRY']._serialized_end=714
-  _globals['_UDMFPEERSERVICE']._serialized_start=716
-  _globals['_UDMFPEERSERVICE']._serialized_end=806
+  _globals['_FETCHDATAREQUEST']._serialized_end=131
+  _globals['_UDMFDESCRIPTOR']._serialized_start=134
+  _globals['_UDMFDESCRIPTOR']._serialized_end=579
+  _globals['_UDMFDESCRIPTOR_SUMMARYENTRY']._serialized_start=533
+  _globals['_UDMFDESCRIPTOR_SUMMARYENTRY']._serialized_end=579
+  _globals['_INLINEENTRY']._serialized_start=582
+  _globals['_INLINEENTRY']._serialized_end=712
+  _globals['_UDMFPEERSERVICE']._serialized_start=714
+  _globals['_UDMFPEERSERVICE']._serialized_end=804
 # @@protoc_insertion_point(module_scope)

@@ -8,14 +8,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class FetchDataRequest(_message.Message):
-    __slots__ = ("key", "reader", "keep")
+    __slots__ = ("key", "reader")
     KEY_FIELD_NUMBER: _ClassVar[int]
     READER_FIELD_NUMBER: _ClassVar[int]
-    KEEP_FIELD_NUMBER: _ClassVar[int]
     key: str
     reader: str
-    keep: bool
-    def __init__(self, key: _Optional[str] = ..., reader: _Optional[str] = ..., keep: _Optional[bool] = ...) -> None: ...
+    def __init__(self, key: _Optional[str] = ..., reader: _Optional[str] = ...) -> None: ...
 
 class UdmfDescriptor(_message.Message):
     __slots__ = ("version", "origin", "intention", "writer", "visibility", "share_options", "tag", "extras_json", "timestamp_ms", "created_at", "expires_at", "record_count", "summary", "total_size", "carries_data", "entries")

@@ -58,11 +58,13 @@ class UdmfPeerServiceServicer:
     """
 
     def FetchData(self, request, context):
-        """The data under `key`, this device's CROSS_DEVICE data, for app `reader` of the calling device, as
-        UdmfService.GetData streams it (the header's `device` names this device). DATA_HUB data stays and
-        is served only to a reader that may see it. Data of the other channels is consumed by the read, as
-        a local read would consume it, unless `keep`; fetches that consume one key take turns, so the
-        first wins and the next gets NOT_FOUND. NOT_FOUND too when there is no such data here.
+        """The data under `key` for the calling device, as UdmfService.GetData streams it (the header's
+        `device` names this device), if it leaves this device: CROSS_DEVICE DATA_HUB or DRAG data that is
+        not OWN_PROCESS (udmf/access.py). This device decides from its own records; the reader named
+        changes nothing. DATA_HUB data stays; a drag is consumed by the fetch, whatever the calling device
+        says of its grant, and fetches of one key take turns, so the first wins and the next gets
+        NOT_FOUND. NOT_FOUND for data that does not leave this device, as when there is no such data.
+        Every fetch is in this device's audit log of cross-device reads.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
