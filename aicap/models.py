@@ -13,7 +13,9 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import os
 import re
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,16 +54,26 @@ def check_name(name: str) -> str:
 
 
 def check_gguf(path: Path) -> None:
-    """InvalidArgument unless `path` is a readable file that starts with the GGUF magic."""
+    """InvalidArgument unless `path` is a readable regular file that starts with the GGUF magic.
+    Opened without blocking and checked to be a regular file before it is read: a FIFO or a device
+    would otherwise hold the thread forever (or feed it endless bytes)."""
     try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise InvalidArgument(f"model file {path} does not exist") from None
-    except IsADirectoryError:
-        raise InvalidArgument(f"model path {path} is a directory, not a GGUF file") from None
     except OSError as exc:
         raise InvalidArgument(f"cannot read model file {path}: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise InvalidArgument(f"model path {path} is a directory, not a GGUF file")
+        if not stat.S_ISREG(mode):
+            raise InvalidArgument(f"model path {path} is not a regular file (a FIFO, socket or device?)")
+        magic = os.read(fd, 4)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read model file {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     if magic != GGUF_MAGIC:
         raise InvalidArgument(f"{path} is not a GGUF model file (it does not start with 'GGUF')")
 

@@ -14,6 +14,7 @@ integer (the daemon numbers integer keys 1, 2, 3... on each device by itself): t
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Literal
 
 from pydantic import (
@@ -44,7 +45,7 @@ _PYTHON_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def _name(value: str, what: str) -> str:
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):
         raise ValueError(f"invalid {what} {value!r}: letters, digits and _ only, 1-64 characters")
     return value
 
@@ -80,7 +81,24 @@ class ColumnSpec(_Model):
     def _check_default(self) -> ColumnSpec:
         if self.default is not None and not value_fits(self.type, self.default):
             raise ValueError(f"default {self.default!r} of column {self.name!r} is not a {self.type}")
+        problem = _default_problem(self.type, self.default)
+        if problem:
+            raise ValueError(f"default of column {self.name!r} {problem}")
         return self
+
+
+def _default_problem(column_type: str, value: object) -> str | None:
+    """Why a default of the right type still cannot be stored as it is given, if it cannot."""
+    if column_type == "integer" and isinstance(value, int) and not -(1 << 63) <= value < 1 << 63:
+        return f"{value} is out of the 64-bit integer range"
+    if column_type == "real" and isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            finite = math.isfinite(float(value))
+        except OverflowError:
+            finite = False
+        if not finite:
+            return f"{value!r} is not a finite number"
+    return None
 
 
 DEFAULT_SECURITY_LEVEL = 2  # S2, the label of a distributed table that declares none
@@ -172,7 +190,7 @@ class Manifest(_Access):
     @field_validator("bundle")
     @classmethod
     def _check_bundle(cls, v: str) -> str:
-        if not (len(v) <= 128 and BUNDLE_RE.match(v)):
+        if not (len(v) <= 128 and BUNDLE_RE.fullmatch(v)):
             raise ValueError(f"invalid bundle name {v!r}")
         return v
 
@@ -218,12 +236,38 @@ def value_fits(column_type: str, value: object) -> bool:
     return isinstance(value, _PYTHON_TYPES[column_type])
 
 
+def _no_constant(name: str) -> Any:
+    raise InvalidArgument(f"manifest is not valid JSON: {name} is not a JSON number")
+
+
+def _check_strings(value: Any, where: str) -> None:
+    """InvalidArgument for a NUL character or a lone surrogate in any string (no database stores them)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidArgument(f"invalid manifest: {where} holds a NUL character (U+0000)")
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            message = f"invalid manifest: {where} is not valid Unicode (a lone surrogate)"
+            raise InvalidArgument(message) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_strings(key, f"{where}: a key")
+            _check_strings(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_strings(item, f"{where}.{i}")
+
+
 def parse_manifest(text: str) -> Manifest:
     """Parses and validates manifest JSON; raises InvalidArgument listing every problem."""
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant)
+        _check_strings(data, "manifest")
     except json.JSONDecodeError as exc:
         raise InvalidArgument(f"manifest is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidArgument("invalid manifest: it nests too deeply") from None
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:

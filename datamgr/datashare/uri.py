@@ -19,15 +19,21 @@ MAX_URI_BYTES = 4096
 
 
 def check_bundle(bundle: str) -> str:
-    if not (1 <= len(bundle) <= 128 and BUNDLE_RE.match(bundle)):
+    if not (1 <= len(bundle) <= 128 and BUNDLE_RE.fullmatch(bundle)):
         raise InvalidArgument(f"invalid bundle name {bundle!r}: expected e.g. com.example.notes")
     return bundle
 
 
 def check_name(name: str, what: str = "name") -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidArgument(f"invalid {what} {name!r}: letters, digits and _ only, 1-64 characters")
     return name
+
+
+def _check_printable(uri: str) -> None:
+    """Control characters anywhere are refused: urlsplit would silently drop a tab or newline."""
+    if not uri.isprintable():
+        raise InvalidArgument(f"uri {uri!r} holds a control character (a tab, a newline, ...)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +66,7 @@ def parse_uri(uri: str) -> DataShareUri:
         raise InvalidArgument("uri is empty")
     if len(uri.encode()) > MAX_URI_BYTES:
         raise InvalidArgument(f"uri longer than {MAX_URI_BYTES} bytes")
+    _check_printable(uri)
     parts = urlsplit(uri)
     # urlsplit forgives a leading space, an upper-case scheme and `datashare:/x`; the wire form is exact.
     if parts.scheme != "datashare" or not uri.startswith("datashare://"):
@@ -108,8 +115,9 @@ def parse_proxy_uri(uri: str) -> ProxyUri:
         raise InvalidArgument(f"malformed uri {uri!r}: expected datashareproxy://{{bundle}}/{{path}}")
     if len(uri.encode()) > 256 + len("datashareproxy://") + 128:
         raise InvalidArgument("datashareproxy uri too long")
+    _check_printable(uri)
     rest = uri[len("datashareproxy://") :]
     bundle, sep, path = rest.partition("/")
-    if not sep or not path or not _PROXY_PATH_RE.match(path) or "//" in path:
+    if not sep or not path or not _PROXY_PATH_RE.fullmatch(path) or "//" in path:
         raise InvalidArgument(f"malformed uri {uri!r}: expected datashareproxy://{{bundle}}/{{path}}")
     return ProxyUri(check_bundle(bundle), path)

@@ -134,6 +134,13 @@ MALFORMED_URIS = [
     "datashare:///com example/main/people",
     "datashare:///../main/people",
     "datashareproxy://com.example.contacts/main/people",
+    # control characters: urlsplit drops a tab or newline anywhere, so these once reached the table
+    "datashare:///com.example.contacts/main/peo\tple",
+    "datashare:///com.example.contacts/main/people\n",
+    "datashare:///com.example.con\ntacts/main/people",
+    "\tdatashare:///com.example.contacts/main/people",
+    "datashare:///com.example.contacts/ma\rin/people",
+    "datashare:///com.example.contacts/main/people\x00",
 ]
 
 
@@ -475,6 +482,39 @@ INVALID_MANIFESTS = {
     "unknown type": _manifest_with(columns=_columns({"name": "when", "type": "datetime"})),
     "default of the wrong type": _manifest_with(
         columns=_columns({"name": "n", "type": "integer", "default": "1"})
+    ),
+    "NUL in a text default": _manifest_with(
+        columns=_columns({"name": "n", "type": "text", "default": "a\x00b"})
+    ),
+    "lone surrogate in a text default": _manifest_with(
+        columns=_columns({"name": "n", "type": "text", "default": "\ud800"})
+    ),
+    "NUL in a permission": json.dumps(contacts_manifest(read_permission="com.example.READ\x00")),
+    "NaN default": _manifest_with(columns=_columns({"name": "n", "type": "real", "default": float("nan")})),
+    "Infinity default": _manifest_with(
+        columns=_columns({"name": "n", "type": "real", "default": float("inf")})
+    ),
+    "-Infinity default": _manifest_with(
+        columns=_columns({"name": "n", "type": "real", "default": float("-inf")})
+    ),
+    "1e999 default (overflows to infinity)": _manifest_with(
+        columns=_columns({"name": "n", "type": "real", "default": 1.0})
+    ).replace('"default": 1.0', '"default": 1e999'),
+    "integer default past 64 bits": _manifest_with(
+        columns=_columns({"name": "n", "type": "integer", "default": 1 << 63})
+    ),
+    "1e30 in an integer column": _manifest_with(
+        columns=_columns({"name": "n", "type": "integer", "default": 1.0})
+    ).replace('"default": 1.0', '"default": 1e30'),
+    "10**30 in an integer column": _manifest_with(
+        columns=_columns({"name": "n", "type": "integer", "default": 10**30})
+    ),
+    "real default past the float range": _manifest_with(
+        columns=_columns({"name": "n", "type": "real", "default": 10**400})
+    ),
+    "nested 1,500 deep": "[" * 1500 + "]" * 1500,
+    "column name with a trailing newline": _manifest_with(
+        columns=_columns({"name": "email\n", "type": "text"})
     ),
     "sql in a column name": _manifest_with(
         columns=_columns({"name": "x text); DROP TABLE ds_1; --", "type": "text"})
