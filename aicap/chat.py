@@ -40,11 +40,13 @@ def compile_template(source: str) -> jinja2.Template:
         raise InvalidArgument(f"invalid chat template: {exc}") from None
 
 
-def render_chat(template: str, messages: list[dict[str, str]], bos: str, eos: str) -> str:
-    """The prompt text for `messages`, ending with the assistant's turn opened."""
+def render_chat(
+    template: str, messages: list[dict[str, str]], bos: str, eos: str, generation_prompt: bool = True
+) -> str:
+    """The prompt text for `messages`, ending with the assistant's turn opened (`generation_prompt`)."""
     try:
         return compile_template(template).render(
-            messages=messages, bos_token=bos, eos_token=eos, add_generation_prompt=True
+            messages=messages, bos_token=bos, eos_token=eos, add_generation_prompt=generation_prompt
         )
     except jinja2.TemplateError as exc:
         raise InvalidArgument(f"the chat template failed on these messages: {exc}") from None

@@ -21,6 +21,19 @@ class ModelSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedPrefix:
+    """A prompt prefix the device owner declared shareable between `apps` ("*": every app): the
+    prefix cache's blocks wholly inside it are shared by those apps even when apps are isolated."""
+
+    name: str
+    text: str
+    apps: frozenset[str]
+
+    def for_app(self, app: str) -> bool:
+        return app in self.apps or "*" in self.apps
+
+
+@dataclass(frozen=True, slots=True)
 class SamplingDefaults:
     """What an unset SamplingParams field means (llama.cpp server's defaults)."""
 
@@ -47,12 +60,14 @@ class AiConfig:
     max_running: int = 16
     swap_budget_tokens: int = 16384
     prefix_cache_tokens: int = 2048
-    isolate_prefix_cache_per_app: bool = False
+    isolate_prefix_cache_per_app: bool = True
+    shared_prefixes: tuple[SharedPrefix, ...] = ()
     # protection
     max_concurrent_per_app: int = 8
     max_queued_per_app: int = 32
     max_waiting: int = 128
     max_tokens_limit: int = 1024
+    max_prompt_chars: int = 0  # characters of a prompt (chat: all messages); 0: 8 x the model's n_ctx
     max_n: int = 8
     max_stop_strings: int = 8
     max_stop_chars: int = 128

@@ -4,10 +4,13 @@ The daemon's composition root hands in what aicap must not import: `authenticate
 its bundle and permissions, or None), `is_admin` (the device owner's token), a ModelStore on the
 daemon's database and `run_db` to run its writes on the database writer.
 
-A generation request is checked whole before anything is queued; then it waits for one of its app's
-slots (AppLimiter), goes to the model's engine, and its tokens stream back one chunk per token and
-sample, with text made UTF-8-safe and cut at stop strings (SampleText). Leaving the stream early (a
-cancelled call, a passed deadline) aborts the request, which frees its KV within one engine step.
+A generation request is checked before anything is queued (its size in characters: nothing is
+tokenized on the event loop); then it waits for one of its app's slots (AppLimiter), is rendered and
+tokenized on the tokenizing pool (Prompts), goes to the model's engine, and its tokens stream back one
+chunk per token and sample, with text made UTF-8-safe and cut at stop strings (SampleText). Leaving
+the stream early (a cancelled call, a passed deadline) aborts the request, which frees its KV within
+one engine step. Each chunk is delivered only while the app still holds USE_AI, and `revoked` ends an
+app's open generations as soon as the owner revokes the permission or removes the app.
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
 
-from aicap.chat import ROLES, render_chat
+from aicap.chat import ROLES
 from aicap.config import USE_AI, AiConfig, ModelSpec
 from aicap.engine.async_engine import LatencyHistogram
 from aicap.engine.llm_engine import EngineStats
@@ -35,7 +38,8 @@ from aicap.errors import (
 )
 from aicap.limits import AppLimiter, Limits
 from aicap.metrics import make_registry, prometheus_text
-from aicap.models import Model, ModelRegistry, RunDb
+from aicap.models import Feed, Model, ModelRegistry, RunDb
+from aicap.prompts import Prompt, Prompts
 from aicap.sampling import Request, sampling
 from aicap.store import ModelStore
 from aicap.text import SampleText
@@ -58,6 +62,16 @@ _FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
 
 Authenticate = Callable[[str], tuple[str, frozenset[str]] | None]
 IsAdmin = Callable[[str], bool]
+
+
+class _Call:
+    """An open generation: its app's token (to re-check it) and its feed once in the engine."""
+
+    __slots__ = ("feed", "token")
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.feed: Feed | None = None
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, name: str) -> None:
@@ -131,6 +145,8 @@ class AiService(pb_grpc.AiServiceServicer):
             Limits(config.max_concurrent_per_app, config.max_queued_per_app, config.max_waiting)
         )
         self.metrics = make_registry(self._loaded_engines, self.limiter)
+        self.prompts = Prompts(config)
+        self._calls: dict[str, set[_Call]] = {}  # bundle → its open generations
         self._metrics_server: Any = None
         self._loading: asyncio.Task[None] | None = None
 
@@ -160,16 +176,25 @@ class AiService(pb_grpc.AiServiceServicer):
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
+        self.prompts.close()
 
     # ---- identity ----
 
     def _app(self, context: grpc.aio.ServicerContext, admin_ok: bool = False) -> str:
         """The calling app's bundle ("" for the admin when `admin_ok`); it must hold USE_AI."""
+        return self._caller(context, admin_ok)[0]
+
+    def _caller(self, context: grpc.aio.ServicerContext, admin_ok: bool = False) -> tuple[str, str]:
+        """The calling app's bundle and token (bundle "" for the admin when `admin_ok`)."""
         token = _token(context)
         if not token:
             raise Unauthenticated("no token: send 'authorization: Bearer <app token>'")
         if admin_ok and self._is_admin(token):
-            return ""
+            return "", token
+        return self._check(token), token
+
+    def _check(self, token: str) -> str:
+        """The token's app, if it (still) holds USE_AI."""
         found = self._authenticate(token)
         if found is None:
             raise Unauthenticated("unknown app token: ask the device owner for one (datamgr apps add BUNDLE)")
@@ -177,6 +202,16 @@ class AiService(pb_grpc.AiServiceServicer):
         if USE_AI not in permissions:
             raise PermissionDenied(f"app {bundle} lacks the permission {USE_AI}")
         return bundle
+
+    def revoked(self, bundle: str) -> None:
+        """The owner revoked a permission of `bundle` or removed it (on the loop): its generations
+        that may no longer run end now with PERMISSION_DENIED or UNAUTHENTICATED (KV freed)."""
+        for call in list(self._calls.get(bundle, ())):
+            try:
+                self._check(call.token)
+            except AicapError as exc:
+                if call.feed is not None:
+                    call.feed.kill(exc)
 
     def _admin(self, context: grpc.aio.ServicerContext) -> None:
         token = _token(context)
@@ -224,59 +259,63 @@ class AiService(pb_grpc.AiServiceServicer):
     async def Tokenize(self, request: pb.TokenizeRequest, context: Any) -> pb.TokenizeResponse:
         self._app(context, admin_ok=True)
         m = self.models.get(request.model)
-        self._check_text_size(request.text, m, "text")
+        self.prompts.check_chars(len(request.text), m.spec.n_ctx, m.name, "text")
         tok = await self.models.tokenizer(m)
-        return pb.TokenizeResponse(tokens=tok.tokenize(request.text, add_special=request.add_special))
+        tokens = await self.prompts.run(tok.tokenize, request.text, request.add_special)
+        return pb.TokenizeResponse(tokens=tokens)
 
     @_rpc
     async def Detokenize(self, request: pb.DetokenizeRequest, context: Any) -> pb.DetokenizeResponse:
         self._app(context, admin_ok=True)
         m = self.models.get(request.model)
+        if len(request.tokens) > m.spec.n_ctx:
+            raise InvalidArgument(
+                f"{len(request.tokens)} tokens are more than the context of model {m.name} holds "
+                f"({m.spec.n_ctx})"
+            )
         tok = await self.models.tokenizer(m)
         for t in request.tokens:
             if not tok.valid(t):
                 raise InvalidArgument(f"token {t} is not in the vocabulary of {m.name} (0-{tok.n_vocab - 1})")
-        return pb.DetokenizeResponse(text=tok.detokenize(list(request.tokens)))
-
-    def _check_text_size(self, text: str, m: Model, what: str) -> None:
-        # a token holds at least one character: a longer text cannot fit the context anyway
-        if len(text) > 64 * m.spec.n_ctx:
-            raise InvalidArgument(
-                f"the {what} ({len(text)} characters) is far longer than the context of {m.name}"
-            )
+        return pb.DetokenizeResponse(text=await self.prompts.run(tok.detokenize, list(request.tokens)))
 
     # ---- generation ----
 
     @_rpc
     async def Complete(self, request: pb.CompleteRequest, context: Any) -> AsyncIterator[pb.CompletionChunk]:
-        app = self._app(context)
+        app, token = self._caller(context)
         m = self.models.get(request.model)
         if not request.prompt:
             raise InvalidArgument("the prompt is empty")
-        self._check_text_size(request.prompt, m, "prompt")
+        self.prompts.check_chars(len(request.prompt), m.spec.n_ctx, m.name, "prompt")
         tok = await self.models.tokenizer(m)
-        prompt = tok.tokenize(request.prompt, add_special=True)
-        async for chunk in self._generate(app, m, prompt, self._request(request.params, len(prompt), m)):
+        prompt = functools.partial(self.prompts.completion, tok, request.prompt, app)
+        async for chunk in self._generate(app, token, m, prompt, request.params):
             yield chunk
 
     @_rpc
     async def Chat(self, request: pb.ChatRequest, context: Any) -> AsyncIterator[pb.CompletionChunk]:
-        app = self._app(context)
+        app, token = self._caller(context)
         m = self.models.get(request.model)
         if not request.messages:
             raise InvalidArgument("no messages")
+        if len(request.messages) > m.spec.n_ctx:  # each renders to a token or more
+            raise InvalidArgument(
+                f"{len(request.messages)} messages are more than the context of model {m.name} holds "
+                f"({m.spec.n_ctx} tokens)"
+            )
         for i, msg in enumerate(request.messages):
             if msg.role not in ROLES:
                 raise InvalidArgument(f"message {i} has role {msg.role!r}: use one of {', '.join(ROLES)}")
-        self._check_text_size("".join(msg.content for msg in request.messages), m, "messages")
+        chars = sum(len(msg.content) for msg in request.messages)
+        self.prompts.check_chars(chars, m.spec.n_ctx, m.name, "messages")
         tok = await self.models.tokenizer(m)
         template = m.chat_template()
         if not template:
             raise FailedPrecondition(f"model {m.name} has no chat template: add it with one (chat_template)")
         messages = [{"role": msg.role, "content": msg.content} for msg in request.messages]
-        text = render_chat(template, messages, tok.token_text(tok.bos), tok.token_text(tok.eos))
-        prompt = tok.tokenize(text, add_special=False, parse_special=True)
-        async for chunk in self._generate(app, m, prompt, self._request(request.params, len(prompt), m)):
+        prompt = functools.partial(self.prompts.chat, tok, template, messages, app)
+        async for chunk in self._generate(app, token, m, prompt, request.params):
             yield chunk
 
     def _request(self, params: pb.SamplingParams, prompt_tokens: int, m: Model) -> Request:
@@ -284,53 +323,76 @@ class AiService(pb_grpc.AiServiceServicer):
         return sampling(fields, self.config, prompt_tokens, m.spec.n_ctx, m.name)
 
     async def _generate(
-        self, app: str, m: Model, prompt: list[int], req: Request
+        self,
+        app: str,
+        token: str,
+        m: Model,
+        make_prompt: Callable[[], Awaitable[Prompt]],
+        params: pb.SamplingParams,
     ) -> AsyncIterator[pb.CompletionChunk]:
         engine = await self.models.engine(m)
         tok = m.tokenizer
         assert tok is not None
-        n = req.params.n
-        async with self.limiter.slot(app):
-            feed = m.open(engine.generate(prompt, req.params, app=app))
-            try:
-                texts = [SampleText(req.stops) for _ in range(n)]
-                counts = [0] * n
-                done: set[int] = set()
-                while len(done) < n:
-                    try:
-                        ev = await feed.next()
-                    except ValueError as exc:  # the engine refused it: cannot fit the context
-                        raise InvalidArgument(str(exc)) from None
-                    if ev is None:
-                        break
-                    i = ev.index
-                    if i in done:
-                        continue
-                    counts[i] += 1
-                    sample = texts[i]
-                    chunk = pb.CompletionChunk(
-                        index=i, text=sample.feed(tok.piece(ev.token)), token_ids=[ev.token]
-                    )
-                    if req.params.logprobs and ev.logprob is not None:
-                        chunk.logprobs.append(ev.logprob)
-                    if ev.finished and not sample.stopped:
-                        chunk.text += sample.finish()
-                    if sample.stopped or ev.finished:
-                        if sample.stopped:
-                            feed.stop(i)
-                        reason = "stop" if sample.stopped else ev.finish_reason or "length"
-                        chunk.finish_reason = _FINISH[reason]
-                        chunk.usage.CopyFrom(
-                            pb.Usage(
-                                prompt_tokens=len(prompt),
-                                completion_tokens=counts[i],
-                                cached_tokens=ev.cached_tokens,
-                            )
+        with self._tracked(app, token) as call:
+            async with self.limiter.slot(app):
+                self._check(token)  # it may have been revoked while it waited
+                prompt = await make_prompt()
+                req = self._request(params, len(prompt.tokens), m)
+                n = req.params.n
+                feed = call.feed = m.open(engine.generate(prompt.tokens, req.params, app, prompt.shared))
+                try:
+                    texts = [SampleText(req.stops) for _ in range(n)]
+                    counts = [0] * n
+                    done: set[int] = set()
+                    while len(done) < n:
+                        try:
+                            ev = await feed.next()
+                        except ValueError as exc:  # the engine refused it: cannot fit the context
+                            raise InvalidArgument(str(exc)) from None
+                        if ev is None:
+                            break
+                        i = ev.index
+                        if i in done:
+                            continue
+                        self._check(token)  # no chunk once its app lost USE_AI or was removed
+                        counts[i] += 1
+                        sample = texts[i]
+                        chunk = pb.CompletionChunk(
+                            index=i, text=sample.feed(tok.piece(ev.token)), token_ids=[ev.token]
                         )
-                        done.add(i)
-                    yield chunk
-            finally:
-                await m.close_feed(feed)
+                        if req.params.logprobs and ev.logprob is not None:
+                            chunk.logprobs.append(ev.logprob)
+                        if ev.finished and not sample.stopped:
+                            chunk.text += sample.finish()
+                        if sample.stopped or ev.finished:
+                            if sample.stopped:
+                                feed.stop(i)
+                            reason = "stop" if sample.stopped else ev.finish_reason or "length"
+                            chunk.finish_reason = _FINISH[reason]
+                            chunk.usage.CopyFrom(
+                                pb.Usage(
+                                    prompt_tokens=len(prompt.tokens),
+                                    completion_tokens=counts[i],
+                                    cached_tokens=ev.cached_tokens,
+                                )
+                            )
+                            done.add(i)
+                        yield chunk
+                finally:
+                    await m.close_feed(feed)
+
+    @contextlib.contextmanager
+    def _tracked(self, app: str, token: str) -> Iterator[_Call]:
+        """The app's generation, listed among its open ones (for `revoked`) while it runs."""
+        call = _Call(token)
+        calls = self._calls.setdefault(app, set())
+        calls.add(call)
+        try:
+            yield call
+        finally:
+            calls.discard(call)
+            if not calls:
+                del self._calls[app]
 
     # ---- statistics ----
 
@@ -339,11 +401,7 @@ class AiService(pb_grpc.AiServiceServicer):
 
     @_rpc
     async def GetStats(self, request: pb.GetStatsRequest, context: Any) -> pb.GetStatsResponse:
-        token = _token(context)
-        if not token:
-            raise Unauthenticated("no token: send 'authorization: Bearer <app token or admin token>'")
-        if not self._is_admin(token) and self._authenticate(token) is None:
-            raise Unauthenticated("unknown token: GetStats needs an app token or the admin token")
+        self._app(context, admin_ok=True)  # an app's view of the engine is for apps that use it
         models = [self.models.get(request.model)] if request.model else self.models.all()
         out = pb.GetStatsResponse(prometheus=prometheus_text(self.metrics))
         for m in models:

@@ -91,6 +91,7 @@ class _Request:
     prompt: list[int]
     params: SamplingParams
     app: str
+    shared: tuple[str, int]
     loop: asyncio.AbstractEventLoop | None
     out: asyncio.Queue[Any]
 
@@ -264,9 +265,13 @@ class AsyncEngine:
         if self._error is not None:
             raise self._error
 
-    def generate(self, prompt: list[int], params: SamplingParams, app: str = "") -> Generation:
-        """The sampled tokens of all `params.n` samples, as they come (see Generation)."""
-        return Generation(self, _Request(next(self._ids), list(prompt), params, app, None, asyncio.Queue()))
+    def generate(
+        self, prompt: list[int], params: SamplingParams, app: str = "", shared: tuple[str, int] = ("", 0)
+    ) -> Generation:
+        """The sampled tokens of all `params.n` samples, as they come (see Generation); `shared` as
+        LLMEngine.add takes it."""
+        req = _Request(next(self._ids), list(prompt), params, app, shared, None, asyncio.Queue())
+        return Generation(self, req)
 
     def stats(self) -> EngineStats:
         """The engine's figures after its last step (safe from any thread)."""
@@ -312,7 +317,7 @@ class AsyncEngine:
             return False
         if isinstance(item, _Request):
             try:
-                engine.add(item.seq_id, item.prompt, item.params, item.app)
+                engine.add(item.seq_id, item.prompt, item.params, item.app, item.shared)
                 requests[item.seq_id] = item
             except ValueError as exc:
                 self._fail(item, exc)

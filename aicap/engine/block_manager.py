@@ -1,8 +1,10 @@
 """KV cache accounting in fixed-size blocks, with reference counts and prefix caching (vLLM's design).
 
 llama.cpp keeps the KV cells; this module decides which logical blocks of cells each sequence owns.
-A full block is identified by a hash chained over its parent's hash, its tokens and (first block
-only) a salt, so one app can be kept from hitting another app's cached prompts. Blocks no sequence
+A full block is identified by a hash chained over its parent's hash, its tokens and a salt where the
+salt changes: a sequence's first `shared_tokens` (a prefix the owner declared shareable) hash with
+`shared_salt`, the rest with its app's `salt`, so no app hits another app's cached prompts except a
+declared prefix's blocks (see block_salt). Blocks no sequence
 uses stay cached in an LRU free queue and are evicted when a new block is needed, or when more than
 `max_cached_blocks` of them are kept: llama.cpp's attention walks every live cell, cached or not, so
 an unbounded cache slows every step once it has filled the context.
@@ -37,6 +39,8 @@ class _Seq:
     blocks: list[int]
     tokens: list[int]
     salt: str
+    shared_salt: str = ""
+    shared_blocks: int = 0  # leading full blocks inside a declared shared prefix
     num_hashed: int = 0  # leading full blocks whose hash is known
     last_hash: int | None = None  # hash of block num_hashed - 1
     hashes: list[int] = field(default_factory=list)
@@ -44,8 +48,16 @@ class _Seq:
 
 
 def block_hash(parent: int | None, token_ids: Sequence[int], salt: str = "") -> int:
-    """The chained hash of one full block: parent hash, the block's tokens, the salt on the first."""
-    return hash((parent, tuple(token_ids), salt if parent is None else ""))
+    """The chained hash of one full block: parent hash, the block's tokens and its salt."""
+    return hash((parent, tuple(token_ids), salt))
+
+
+def block_salt(index: int, salt: str, shared_salt: str, shared_blocks: int) -> str:
+    """The salt block `index` hashes with: the shared prefix's on its first block, the app's on the
+    first block after it (the chain carries either to every later block, so "" elsewhere)."""
+    if index == 0 and shared_blocks:
+        return shared_salt
+    return salt if index == shared_blocks else ""
 
 
 class BlockManager:
@@ -94,16 +106,25 @@ class BlockManager:
     # ---- allocation ----
 
     def allocate(
-        self, seq_id: int, prompt: Sequence[int], salt: str = "", use_cache: bool = True
+        self,
+        seq_id: int,
+        prompt: Sequence[int],
+        salt: str = "",
+        use_cache: bool = True,
+        shared_salt: str = "",
+        shared_tokens: int = 0,
     ) -> Allocation | None:
         """Blocks for a new sequence's prompt, reusing the longest cached prefix of whole blocks.
 
-        At least the last prompt token is always recomputed (it yields the first logits), so a
-        prompt that is cached entirely still recomputes its last block. A sequence swapped back in
-        passes use_cache=False: its saved state fills every block."""
+        The blocks wholly inside the prompt's first `shared_tokens` (a declared shared prefix) hash
+        with `shared_salt`, every later one with `salt`. At least the last prompt token is always
+        recomputed (it yields the first logits), so a prompt that is cached entirely still recomputes
+        its last block. A sequence swapped back in passes use_cache=False: its saved state fills
+        every block."""
         assert seq_id not in self._seqs and prompt
         bs = self.block_size
-        seq = _Seq([], list(prompt), salt)
+        shared_blocks = min(shared_tokens, len(prompt)) // bs if shared_salt else 0
+        seq = _Seq([], list(prompt), salt, shared_salt, shared_blocks)
         self._hash_full_blocks(seq)
         hits: list[int] = []
         if self.caching and use_cache:
@@ -189,7 +210,7 @@ class BlockManager:
         shared = parent.blocks[:full]
         for b in shared:
             self._touch(b)
-        child = _Seq(list(shared), list(parent.tokens), parent.salt)
+        child = _Seq(list(shared), list(parent.tokens), parent.salt, parent.shared_salt, parent.shared_blocks)
         self._hash_full_blocks(child)
         self._seqs[child_id] = child
         if not partial:
@@ -223,7 +244,8 @@ class BlockManager:
         bs = self.block_size
         while (seq.num_hashed + 1) * bs <= len(seq.tokens):
             i = seq.num_hashed
-            seq.last_hash = block_hash(seq.last_hash, seq.tokens[i * bs : (i + 1) * bs], seq.salt)
+            salt = block_salt(i, seq.salt, seq.shared_salt, seq.shared_blocks)
+            seq.last_hash = block_hash(seq.last_hash, seq.tokens[i * bs : (i + 1) * bs], salt)
             seq.hashes.append(seq.last_hash)
             seq.num_hashed += 1
 

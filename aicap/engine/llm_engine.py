@@ -34,7 +34,7 @@ class EngineConfig:
     max_batch_tokens: int = 512
     max_running: int = 8
     swap_budget_tokens: int = 8192
-    isolate_apps: bool = False  # salt the prefix cache per app: no app hits another app's prompts
+    isolate_apps: bool = False  # salt the prefix cache per app (the daemon's default: on)
     prefix_caching: bool = True
     prefix_cache_tokens: int = 2048  # unused cached blocks kept, in tokens (each costs attention time)
 
@@ -125,8 +125,19 @@ class LLMEngine:
 
     # ---- requests ----
 
-    def add(self, request_id: int, prompt: list[int], params: SamplingParams, app: str = "") -> None:
-        """Queues a request of `params.n` samples; refuses one that could never fit in the KV cache."""
+    def add(
+        self,
+        request_id: int,
+        prompt: list[int],
+        params: SamplingParams,
+        app: str = "",
+        shared: tuple[str, int] = ("", 0),
+    ) -> None:
+        """Queues a request of `params.n` samples; refuses one that could never fit in the KV cache.
+
+        `shared` is (salt, tokens) of a declared shared prefix the prompt starts with: its blocks are
+        cached under that salt, shared with every app that declares the same, even when apps are
+        isolated."""
         if not prompt:
             raise ValueError("empty prompt")
         if request_id in self._samples:
@@ -144,12 +155,23 @@ class LLMEngine:
             raise ValueError(f"token {bad[0]} is not in the vocabulary (0-{self.runner.n_vocab - 1})")
         stop = frozenset() if params.ignore_eos else self.runner.eog
         salt = app if self.config.isolate_apps else ""
+        shared_salt, shared_tokens = shared if self.config.isolate_apps else ("", 0)
         base_seed = params.seed if params.seed is not None else random.getrandbits(63)
         first: Sequence | None = None
         self._samples[request_id] = []
         for index in range(params.n):
             self._ids += 1
-            seq = Sequence(self._ids, app, list(prompt), params.max_tokens, salt, stop, after=first)
+            seq = Sequence(
+                self._ids,
+                app,
+                list(prompt),
+                params.max_tokens,
+                salt,
+                shared_salt,
+                shared_tokens,
+                stop,
+                after=first,
+            )
             first = first or seq
             self._seqs[seq.seq_id] = seq
             self._params[seq.seq_id] = params

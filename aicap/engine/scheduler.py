@@ -172,7 +172,9 @@ class Scheduler:
         """Blocks for every token of the sequence; a swapped-in one takes no prefix hits, since its
         saved state fills its cells (its num_computed is kept)."""
         swapped = seq.status == Status.SWAPPED
-        alloc = self.blocks.allocate(seq.seq_id, seq.tokens, seq.salt, use_cache=not swapped)
+        alloc = self.blocks.allocate(
+            seq.seq_id, seq.tokens, seq.salt, not swapped, seq.shared_salt, seq.shared_tokens
+        )
         if alloc is None:
             return False
         if swapped:

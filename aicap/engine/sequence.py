@@ -22,7 +22,9 @@ class Sequence:
     app: str
     prompt: list[int]
     max_tokens: int
-    salt: str = ""
+    salt: str = ""  # the prefix cache's salt of its blocks (its app's, when apps are isolated)
+    shared_salt: str = ""  # the salt of the declared shared prefix its prompt starts with, if any
+    shared_tokens: int = 0  # how many prompt tokens that prefix covers
     stop_tokens: frozenset[int] = frozenset()  # end-of-generation tokens (empty: ignore them)
     after: Sequence | None = None  # admit only once this one's prompt is computed (n > 1 samples)
     output: list[int] = field(default_factory=list)
