@@ -23,6 +23,9 @@ import sqlalchemy as sa
 from datamgr.errors import Cancelled, DatamgrError, DeadlineExceeded
 
 _PG_QUERY_CANCELED = "57014"  # SQLSTATE of a statement stopped by statement_timeout or a cancel
+# An interrupt reaches only a statement that is running; one that lands between two statements of a
+# step is lost, so a stopped step is interrupted again this often until it ends.
+_AGAIN_S = 0.02
 
 
 class Budget:
@@ -85,22 +88,24 @@ class Watchdog:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Budget]] = []
+        self._heap: list[tuple[float, int, Budget, float]] = []  # (when, seq, budget, its step's end)
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._closed = False
 
     @contextlib.contextmanager
-    def guard(self, conn: sa.Connection, budget: Budget | None) -> Iterator[None]:
-        """Runs the enclosed statements on `conn` under `budget` (None: unbounded)."""
+    def guard(self, conn: sa.Connection, budget: Budget | None, *, first: bool = True) -> Iterator[None]:
+        """Runs the enclosed statements on `conn` under `budget` (None: unbounded). On PostgreSQL the
+        `first` step of a transaction sets its statement_timeout, which holds for each later one."""
         if budget is None:
             yield
             return
         ends = budget._start()
         interrupt = None
         if conn.dialect.name == "postgresql":
-            ms = max(1, int((ends - time.monotonic()) * 1000))
-            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
+            if first:
+                ms = max(1, int((ends - time.monotonic()) * 1000))
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
         else:
             interrupt = conn.connection.dbapi_connection.interrupt  # type: ignore[union-attr]
         self._arm(budget, ends, interrupt)
@@ -120,12 +125,15 @@ class Watchdog:
             return
         with self._cond:
             budget._interrupt = interrupt
-            heapq.heappush(self._heap, (ends, next(self._seq), budget))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="db-watchdog", daemon=True)
-                self._thread.start()
-            elif self._heap[0][2] is budget:  # it ends before whatever the thread waits for
-                self._cond.notify()
+            self._push(ends, budget)
+
+    def _push(self, when: float, budget: Budget) -> None:
+        heapq.heappush(self._heap, (when, next(self._seq), budget, budget._ends))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="db-watchdog", daemon=True)
+            self._thread.start()
+        elif self._heap[0][2] is budget:  # it comes before whatever the thread waits for
+            self._cond.notify()
 
     def cancel(self, budget: Budget) -> None:
         """The caller went away: its running step stops now, and no later step starts."""
@@ -133,17 +141,19 @@ class Watchdog:
             budget.cancelled = True
             if budget._interrupt is not None:
                 budget._interrupt()
+                self._push(time.monotonic() + _AGAIN_S, budget)
 
     def _run(self) -> None:
         with self._cond:
             while not self._closed:
                 now = time.monotonic()
                 while self._heap and self._heap[0][0] <= now:
-                    ends, _, budget = heapq.heappop(self._heap)
+                    _, _, budget, ends = heapq.heappop(self._heap)
                     # a step that ended, or a later step of the same budget, has moved on
                     if budget._interrupt is not None and budget._ends == ends:
-                        budget.fired = budget._cause
+                        budget.fired = budget.fired or budget._cause
                         budget._interrupt()
+                        heapq.heappush(self._heap, (now + _AGAIN_S, next(self._seq), budget, ends))
                 self._cond.wait(self._heap[0][0] - now if self._heap else None)
 
     def close(self) -> None:

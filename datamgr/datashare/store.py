@@ -472,7 +472,8 @@ class SilentStore:
             with guard():
                 result = conn.execution_options(yield_per=page_rows).execute(stmt)
             names = list(result.keys())
-            return names, _guarded_pages(iter(result.partitions(page_rows)), guard), conn
+            later = functools.partial(guard, first=False)  # each FETCH runs under the same timeout
+            return names, _guarded_pages(iter(result.partitions(page_rows)), later), conn
         except BaseException:
             conn.close()
             raise

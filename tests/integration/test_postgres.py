@@ -277,6 +277,21 @@ def test_change_notification_in_commit_order(env: Env, ds: DataShareHelper) -> N
         assert seen == sorted(committed)  # ids come from one sequence in commit order
 
 
+def test_a_statement_past_its_budget_is_stopped(ds: DataShareHelper) -> None:
+    """PostgreSQL stops it by statement_timeout (datashare.max_statement_ms, 2000 ms by default): the
+    delete rolls back, a query's page is stopped as well, and the writer's connection goes on working."""
+    for _ in range(30):
+        ds.insert(PEOPLE_URI, {"name": "a" * 800_000})
+    patterns = ["%" + "a" * 126 + "b", "%" + "a" * 125 + "bb"]  # ~0.2 s a row each, within the limits
+    slow = P().unlike("name", patterns[0]).unlike("name", patterns[1])  # true for every row
+    err = error(ds.delete, PEOPLE_URI, slow)
+    assert err.code == "DEADLINE_EXCEEDED" and "datashare.max_statement_ms (2000 ms)" in err.message
+    assert len(ids(ds, None)) == 30
+    err = error(ids, ds, P().like("name", patterns[0]).or_().like("name", patterns[1]))
+    assert err.code == "DEADLINE_EXCEEDED" and "datashare.max_statement_ms" in err.message
+    assert ds.delete(PEOPLE_URI, P().not_equal_to("name", "")) == 30
+
+
 def test_migration_and_restart(env: Env, ds: DataShareHelper) -> None:
     ds.batch_insert(PEOPLE_URI, [{"name": f"m{i}", "age": i} for i in range(20)])
     manifest = contacts_manifest()
