@@ -73,8 +73,9 @@ def sampling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _sampling(options: dict[str, Any]) -> Sampling:
-    """The SDK's sampling keywords for the options given (unset ones are left to the daemon)."""
-    given = {k: options[k] for k in _SAMPLING_KEYS if options.get(k) not in (None, False, ())}
+    """The SDK's sampling keywords for the options given (unset ones are left to the daemon). A given
+    0 is sent: `--temperature 0` is greedy, `--seed 0` a seed (0 == False, so no `in (None, False)`)."""
+    given = {k: v for k in _SAMPLING_KEYS if (v := options.get(k)) is not None and v is not False and v != ()}
     if "stop" in given:
         given["stop"] = list(given["stop"])
     return given  # type: ignore[return-value]

@@ -255,6 +255,16 @@ def test_cli_complete_streams_text_and_json(cli: CliRunner) -> None:
     assert "logprob" in result.stderr and "-" in result.stderr
 
 
+def test_cli_temperature_0_is_greedy(cli: CliRunner, ai: AiClient) -> None:
+    """A 0 given on the command line is sent (it was dropped, so the daemon sampled at 0.8)."""
+    prompt = "Write a list of ten words at random:"
+    greedy = ai.complete(prompt, max_tokens=24, temperature=0, ignore_eos=True).text
+    args = ["complete", prompt, "--max-tokens", "24", "--ignore-eos", "--json"]
+    for extra in (["--temperature", "0"], ["--temperature", "0", "--seed", "0", "--top-k", "0"]):
+        sample = json.loads(run(cli, *args, *extra).stdout)["samples"][0]
+        assert sample["text"] == greedy
+
+
 def test_cli_chat_one_shot_stdin_and_interactive(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     result = run(cli, "chat", "Say hi.", "--system", "Be brief.", "--max-tokens", "4")
     assert result.stdout.strip()
