@@ -5,7 +5,8 @@ Run: .venv/bin/python benchmarks/datashare_bench.py [--rows 100000] [--batch 100
 Prints, from one run: single-row insert latency p50/p99 through the daemon; batch-insert and query
 rows/s through the daemon and directly with SQLAlchemy Core (the ceiling) and their ratio; change
 notification latency p50/p99 (write call start → subscriber, an upper bound of commit → subscriber),
-and the transport floor: a gRPC health check round trip on the same daemon.
+the transport floor: a gRPC health check round trip on the same daemon, and another app's single
+insert p50/p99 while one app keeps running the worst predicate the limits allow, beside idle.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from _machine import machine  # noqa: E402
 from harness import Daemon  # noqa: E402
 
-from datamgr.client import DataShareHelper  # noqa: E402
+from datamgr.client import DataShareHelper, DataSharePredicates  # noqa: E402
+from datamgr.errors import DatamgrError  # noqa: E402
 from datamgr.storage import create_engine  # noqa: E402
 
 BUNDLE = "com.bench.provider"
@@ -186,12 +188,58 @@ def through_daemon(d: Daemon, token: str, singles: int) -> dict[str, float]:
     return out
 
 
+EVIL = "com.bench.evil"
+EVIL_URI = f"datashare:///{EVIL}/main/blobs"
+
+
+def worst_predicate(d: Daemon, token: str, n: int) -> dict[str, float]:
+    """Another app's single-insert p50/p99 idle, then while an app loops the worst delete the limits
+    allow on its own table: two 128-character `%aaa…b` patterns (one wildcard each) over rows of 800 KB
+    of text, which datashare.max_statement_ms stops each time."""
+    evil = d.add_app(EVIL)
+    columns = [{"name": "id", "type": "integer"}, {"name": "body", "type": "text"}]
+    tables = [{"name": "blobs", "primary_key": "id", "columns": columns}]
+    with d.helper(evil) as h:
+        h.register_provider({"bundle": EVIL, "stores": [{"name": "main", "tables": tables}]})
+        for _ in range(16):
+            h.insert(EVIL_URI, {"body": "a" * 800_000})
+    preds = DataSharePredicates().unlike("body", "%" + "a" * 126 + "b").unlike("body", "%" + "a" * 125 + "bb")
+    out: dict[str, float] = {}
+    out["idle_p50_ms"], out["idle_p99_ms"] = single_insert_ms(d, token, n)
+    stop = threading.Event()
+    outcomes: dict[str, int] = {}
+
+    def attack() -> None:
+        with d.helper(evil) as h:
+            while not stop.is_set():
+                try:
+                    h.delete(EVIL_URI, preds)
+                    outcomes["OK"] = outcomes.get("OK", 0) + 1
+                except DatamgrError as exc:
+                    outcomes[exc.code] = outcomes.get(exc.code, 0) + 1
+
+    th = threading.Thread(target=attack, daemon=True)
+    th.start()
+    time.sleep(0.5)
+    try:
+        out["attacked_p50_ms"], out["attacked_p99_ms"] = single_insert_ms(d, token, n)
+    finally:
+        stop.set()
+        th.join(120)
+    out["attack_calls"] = sum(outcomes.values())
+    out["attack_stopped"] = outcomes.get("DEADLINE_EXCEEDED", 0)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--batch", type=int, default=10_000)
     ap.add_argument("--singles", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3, help="Interleaved rounds; medians are printed.")
+    ap.add_argument(
+        "--attacked", type=int, default=20, help="Single inserts measured while the worst predicate runs."
+    )
     args = ap.parse_args()
 
     steal0, total0 = cpu_times()
@@ -210,6 +258,7 @@ def main() -> None:
                     our_ins.append(ins)
                     our_q.append(q)
             ours = through_daemon(d, token, args.singles)
+            worst = worst_predicate(d, token, args.attacked)
         finally:
             d.stop()
             engine.dispose()
@@ -243,6 +292,14 @@ def main() -> None:
         f"{'gRPC health check p50 / p99 (ms)':<34}{ours['floor_p50_ms']:>8.3f} / {ours['floor_p99_ms']:.3f}"
     )
     print(f"{'notification p50 / p99 (ms)':<34}{ours['notify_p50_ms']:>8.3f} / {ours['notify_p99_ms']:.3f}")
+    print(
+        f"another app's insert p50 / p99 (ms), {args.attacked} inserts, while the worst predicate runs:"
+        f" {worst['attacked_p50_ms']:.1f} / {worst['attacked_p99_ms']:.1f}; idle:"
+        f" {worst['idle_p50_ms']:.3f} / {worst['idle_p99_ms']:.3f}; p99 ratio"
+        f" {worst['attacked_p99_ms'] / worst['idle_p99_ms']:.0f}x"
+        f" ({worst['attack_stopped']:.0f} of {worst['attack_calls']:.0f} attack calls stopped by"
+        " datashare.max_statement_ms)"
+    )
 
 
 if __name__ == "__main__":
