@@ -4,7 +4,8 @@ reports how its calls ended, by gRPC status code ("ok" for accepted).
 Attacks (issue 10): `subscribers` (DataShare and KV change streams that are never read), `flood` (1 MiB
 DATA_HUB records, 1 MiB KV values and ~800 KB DataShare rows as fast as the daemon takes them), `predicates`
 (Deletes and queries with long `like` patterns over ~800 KB rows), `prompts` (500,000-character prompts to
-Complete) and `preauth` (large messages with a token the daemon does not know).
+Complete) and `preauth` (large messages with a token the daemon does not know, to a DataShare method and to
+the health check that is open to anyone).
 """
 
 from __future__ import annotations
@@ -224,13 +225,33 @@ def _prompts(plan: Plan, stop: threading.Event, ready: Any, tally: Tally) -> Non
 
 
 def _preauth(plan: Plan, stop: threading.Event, ready: Any, tally: Tally) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     from datamgr.client import DataShareHelper
 
-    kind = f"unauthenticated DataShare insert, {plan.preauth_bytes // MiB} MiB"
-    with DataShareHelper.connect(plan.address, "not-a-token") as h:
+    mib = plan.preauth_bytes // MiB
+    bogus = (("authorization", "Bearer not-a-token"),)
+    with (
+        DataShareHelper.connect(plan.address, "not-a-token") as h,
+        grpc.insecure_channel(plan.address, options=[("grpc.max_send_message_length", -1)]) as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
         ready.set()
-        call = lambda: h.insert(BLOBS_URI, {"body": b"\0" * plan.preauth_bytes})  # noqa: E731
-        _threads(stop, [(_loop, (stop, tally, kind, call, 0, 0))] * plan.preauth_threads)
+
+        def insert() -> None:  # a method that needs a known token
+            h.insert(BLOBS_URI, {"body": b"\0" * plan.preauth_bytes})
+
+        def check() -> None:  # a method open to anyone
+            health.Check(health_pb2.HealthCheckRequest(service="a" * plan.preauth_bytes), metadata=bogus)
+
+        half = max(1, plan.preauth_threads // 2)
+        _threads(
+            stop,
+            [(_loop, (stop, tally, f"DataShare insert, unknown token, {mib} MiB", insert, 0, 0))] * half
+            + [(_loop, (stop, tally, f"Health check, unknown token, {mib} MiB", check, 0, 0))]
+            * max(1, plan.preauth_threads - half),
+        )
 
 
 def _threads(stop: threading.Event, targets: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
@@ -259,7 +280,14 @@ def run(attack: str, plan: Plan, stop: Any, ready: Any, results: Any) -> None:
         os.nice(plan.nice)  # the app's own CPU is the OS scheduler's business, not the daemon's
     tally, error = Tally(), ""
     local_stop = threading.Event()
-    threading.Thread(target=lambda: (stop.wait(), local_stop.set()), daemon=True).start()
+    parent = os.getppid()
+
+    def watch() -> None:  # stop when told, or when the bench itself is gone
+        while not stop.wait(1.0) and os.getppid() == parent:
+            pass
+        local_stop.set()
+
+    threading.Thread(target=watch, daemon=True).start()
     try:
         RUNNERS[attack](plan, local_stop, ready, tally)
     except Exception as exc:  # reported beside the counts, the bench goes on

@@ -9,6 +9,10 @@ from typing import Any
 from _hostile import MiB, Plan
 
 KV_MAX_VALUE = 4 * MiB  # datamgr.kv's MAX_VALUE_LENGTH (OpenHarmony's), not a setting
+COPIES = (
+    4  # of a written value in the daemon at once: received, decoded, bound to SQLite, sent to subscribers
+)
+SQLITE_CACHE = 2 * MiB  # SQLite's default cache_size (-2000 KiB) per connection; the daemon keeps the default
 PROMPT_BYTES_PER_CHAR = 16  # the text, its UTF-8 copy in the request and its token list, roughly
 
 
@@ -21,7 +25,7 @@ def _walk(model: Any, prefix: str = "") -> dict[str, Any]:
     from pydantic import BaseModel
 
     out: dict[str, Any] = {}
-    cls = model if isinstance(model, type) else type(model)
+    cls: Any = model if isinstance(model, type) else type(model)
     for name, field in cls.model_fields.items():
         value = field.default if isinstance(model, type) else getattr(model, name)
         if isinstance(value, BaseModel):
@@ -97,7 +101,8 @@ class Limits:
                 )
             )
         if "preauth" in counts:
-            limit_name = self.find("unauth", "preauth", "pre_auth")
+            known = "open_max_message_bytes"  # what a caller without a known token may send
+            limit_name = known if self.has(known) else self.find("unauth", "preauth", "pre_auth")
             if limit_name is not None:
                 size, how = self.get(limit_name), limit_name
             else:
@@ -114,9 +119,14 @@ class Limits:
             call = self.get("datashare.max_call_bytes", MiB)
             terms.append(
                 (
-                    "3 flood calls in flight, twice (1 MiB, 1 MiB, datashare.max_call_bytes)",
-                    2 * (2 * MiB + call),
+                    f"3 flood calls in flight, {COPIES} copies each (1 MiB, 1 MiB, datashare.max_call_bytes)",
+                    COPIES * (2 * MiB + call),
                 )
+            )
+        if "flood" in counts or "predicates" in counts:
+            conns = self.get("read_threads", 4) + 1
+            terms.append(
+                (f"SQLite's page cache full on {conns} connections (read_threads + 1)", conns * SQLITE_CACHE)
             )
         if "predicates" in counts:
             page = self.get("datashare.max_page_bytes", 2 * MiB)
