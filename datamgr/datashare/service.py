@@ -360,10 +360,16 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
                 _wire.encode_rows([], ncols, msg.page, declared)
                 yield msg
         finally:
-            if pending is not None:  # the client went away mid-stream: stop the fetch, let it end
-                self._db.watchdog.cancel(budget)
-                await asyncio.wait([pending])
+            if pending is not None:  # the client went away mid-stream
+                await self._stop_fetch(budget, pending)
             await self._db.read(conn.close)
+
+    async def _stop_fetch(self, budget: Budget, pending: asyncio.Future[Any]) -> None:
+        """Stops the page being fetched for a client that went away, and lets the fetch end."""
+        self._db.watchdog.cancel(budget)
+        await asyncio.wait([pending])
+        if not pending.cancelled():
+            pending.exception()  # retrieved: that the fetch was stopped is no news
 
     def _pages(self, rows: Sequence[Any], ncols: int, declared: list[int]) -> list[pb.QueryResponse]:
         """Encodes rows as one page, split in halves while a page is over the byte limit."""
