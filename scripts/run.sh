@@ -150,6 +150,10 @@ show datamgr apps list
 section "the provider shares its table ($MANIFEST)"
 show datamgr share provide "$MANIFEST" --token "$provider_token"
 
+section "the provider publishes data (an app publishes under its own bundle only)"
+show datamgr share publish "$PROVIDER" "datashareproxy://$PROVIDER/weather" '{"t": 21}' --token "$provider_token"
+show datamgr share published "$PROVIDER" --token "$provider_token"
+
 section "the dialer inserts two people"
 show datamgr share insert "$URI" '{"name": "Ada", "phone": "+44 20 7946 0018", "age": 36, "starred": false}' \
   --token "$consumer_token"
@@ -218,6 +222,7 @@ section "AI capability: the bundled SmolLM2-135M served to apps"
 register "$ASSISTANT"
 assistant_token="$TOKEN"
 show datamgr apps grant "$ASSISTANT" ohos.permission.USE_AI
+show datamgr health --service ai --wait 120  # SERVING once the default model is loaded
 show datamgr ai models
 show datamgr ai complete "The capital of France is" --max-tokens 16 --temperature 0 --token "$assistant_token"
 show datamgr ai chat "Name three primary colours." --max-tokens 48 --seed 7 --token "$assistant_token"

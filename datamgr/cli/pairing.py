@@ -64,7 +64,12 @@ def trusted_dict(d: Any) -> dict[str, Any]:
 @click.command("pair")
 @click.argument("peer", metavar="[ADDRESS:PORT]", required=False)
 @click.option("--code", help="The 6-digit code the other device shows.")
-@click.option("--show-code", is_flag=True, help="Open a pairing window here and show its code.")
+@click.option(
+    "--show-code",
+    is_flag=True,
+    help="Open a pairing window here, show its code and wait (the command blocks) until the other device "
+    "pairs, the window expires or Ctrl-C closes it; the window is open only while it runs.",
+)
 @level_option
 @address_option
 @json_option
@@ -77,7 +82,9 @@ def pair(
     address: str | None,
     as_json: bool,
 ) -> None:
-    """Pair with another device: `--show-code` on one, `ADDRESS:PORT --code CODE` on the other."""
+    """Pair with another device: `--show-code` on one, `ADDRESS:PORT --code CODE` on the other.
+    `--show-code` keeps running until the pairing is done (or the window closes): run the other side
+    from another terminal or device meanwhile."""
     if show_code == bool(peer):
         raise click.UsageError("give either --show-code, or ADDRESS:PORT with --code")
     if show_code:
@@ -157,6 +164,7 @@ def _print_opened(o: Any, as_json: bool) -> None:
         return
     out.print(f"pairing code: [bold]{o.code}[/]  (valid {o.expires_in_s:.0f} s, {o.attempts} attempts)")
     click.echo(f"on the other device run:  datamgr devices pair {o.pairing_address} --code {o.code}")
+    err.print("[dim]waiting for the other device (Ctrl-C closes the window)...[/]", highlight=False)
     click.echo(f"this device: {o.device_id}, certificate {_fingerprint(o.fingerprint)}")
     click.echo("waiting... (Ctrl-C closes the window)")
     sys.stdout.flush()
@@ -242,7 +250,8 @@ def ping(device_id: str, peer_address: str, address: str | None, as_json: bool) 
 @json_option
 @handle_errors
 def identity(address: str | None, as_json: bool) -> None:
-    """This device's id, certificate fingerprint and peer ports."""
+    """This device's id, certificate fingerprint and peer ports. The certificate is also the one the
+    TCP listener (`tcp`) serves: apps there pass `--tls-fingerprint sha256:...` (tls_fingerprint=)."""
     with _client(address) as client:
         me = client.identity()
     if as_json:
@@ -254,12 +263,14 @@ def identity(address: str | None, as_json: bool) -> None:
                 "security_level": _level(me.security_level),
                 "peer_port": me.peer_port,
                 "pairing_port": me.pairing_port,
+                "tls_fingerprint": f"sha256:{me.fingerprint}",
             }
         )
         return
     click.echo(f"device:      {me.device_id} ({me.name}, {_level(me.security_level)})")
     click.echo(f"certificate: {_fingerprint(me.fingerprint)}")
     click.echo(f"peer port:   {me.peer_port} (mutual TLS), pairing port {me.pairing_port}")
+    click.echo(f"TCP clients: --tls-fingerprint sha256:{me.fingerprint}")
 
 
 def register(group: click.Group) -> None:

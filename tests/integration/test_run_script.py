@@ -30,6 +30,8 @@ def test_run_script_demo_succeeds(tmp_path: Path) -> None:
     assert "hosting datashare:///com.example.contacts/main/people" in out
     assert '"type": "UPDATE"' in out  # the subscriber saw the committed update
     assert "PERMISSION_DENIED" in out  # the app without the permission was refused
+    assert "published datashareproxy://com.example.contacts/weather" in out  # with the provider's token
+    assert "aicap.v1.AiService: SERVING" in out  # health --service ai waited for the model
     assert "SmolLM2-135M-Instruct.Q4_1.gguf" in out  # the bundled model is in place
     assert "general.jpeg" in out and "Meet Ada at 10:00" in out  # UDMF: a type look-up, a DATA_HUB read
     assert "a second read is refused: NOT_FOUND" in out  # the drag data was read once
