@@ -72,6 +72,7 @@ def _env(tmp: Path, env: dict[str, str]) -> Iterator[Env]:
             yield Env(daemon, pb_grpc.DataShareServiceStub(channel), evil, notes)
     finally:
         daemon.stop()
+    assert "Traceback" not in daemon.log()
 
 
 @pytest.fixture(scope="module")
