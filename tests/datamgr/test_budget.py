@@ -52,11 +52,11 @@ def test_a_statement_past_its_budget_is_interrupted_and_rolled_back(
     engine: sa.Engine, watchdog: Watchdog
 ) -> None:
     budget = Budget(200, SETTING)
+    limit = rf"longer than {SETTING} \(200 ms\)"
     with engine.connect() as conn:
-        with pytest.raises(DeadlineExceeded, match=rf"longer than {SETTING} \(200 ms\)"):
-            with watchdog.guard(conn, budget):
-                slow_delete(conn)
-                conn.commit()
+        with pytest.raises(DeadlineExceeded, match=limit), watchdog.guard(conn, budget):
+            slow_delete(conn)
+            conn.commit()
         conn.rollback()
         assert budget.fired == "budget"
         # the same connection runs the next statement: no interrupt is left over
@@ -67,18 +67,18 @@ def test_a_statement_past_its_budget_is_interrupted_and_rolled_back(
 
 def test_the_calls_deadline_stops_it_when_sooner(engine: sa.Engine, watchdog: Watchdog) -> None:
     budget = Budget(60_000, SETTING, timeout_s=0.2)
-    with engine.connect() as conn, pytest.raises(DeadlineExceeded, match="the call's deadline passed"):
-        with watchdog.guard(conn, budget):
-            slow_delete(conn)
+    passed = pytest.raises(DeadlineExceeded, match="the call's deadline passed")
+    with engine.connect() as conn, passed, watchdog.guard(conn, budget):
+        slow_delete(conn)
     assert count(engine) == ROWS
 
 
 def test_a_deadline_already_passed_runs_nothing(engine: sa.Engine, watchdog: Watchdog) -> None:
     budget = Budget(60_000, SETTING, timeout_s=-1)
     ran = []
-    with engine.connect() as conn, pytest.raises(DeadlineExceeded, match="deadline passed"):
-        with watchdog.guard(conn, budget):
-            ran.append(1)
+    passed = pytest.raises(DeadlineExceeded, match="deadline passed")
+    with engine.connect() as conn, passed, watchdog.guard(conn, budget):
+        ran.append(1)
     assert ran == []
 
 
@@ -105,9 +105,8 @@ def test_cancel_interrupts_the_running_statement(engine: sa.Engine, watchdog: Wa
     assert not th.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], Cancelled), outcome
     assert count(engine) == ROWS
-    with engine.connect() as conn, pytest.raises(Cancelled):  # and no later step starts
-        with watchdog.guard(conn, budget):
-            pass
+    with engine.connect() as conn, pytest.raises(Cancelled), watchdog.guard(conn, budget):
+        pass  # no later step starts
 
 
 def test_quick_statements_pass_and_each_step_gets_the_whole_budget(
@@ -129,9 +128,9 @@ def test_quick_statements_pass_and_each_step_gets_the_whole_budget(
 
 
 def test_errors_other_than_the_interrupt_pass_through(engine: sa.Engine, watchdog: Watchdog) -> None:
-    with engine.connect() as conn, pytest.raises(sa.exc.OperationalError, match="no such table"):
-        with watchdog.guard(conn, Budget(60_000, SETTING)):
-            conn.exec_driver_sql("SELECT * FROM missing")
+    missing = pytest.raises(sa.exc.OperationalError, match="no such table")
+    with engine.connect() as conn, missing, watchdog.guard(conn, Budget(60_000, SETTING)):
+        conn.exec_driver_sql("SELECT * FROM missing")
 
 
 def test_no_budget_means_unguarded(engine: sa.Engine, watchdog: Watchdog) -> None:
