@@ -7,7 +7,9 @@ interceptor, rewraps each method's request deserializer: a unary request that do
 a length that lies, nesting past protobuf's recursion limit) reaches the behaviour as a marker the
 wrapper aborts on; in a stream the failure is raised as an `AbortError` (the servicers' mappings let
 those through untouched) and noted on the call, so the wrapper aborts with INVALID_ARGUMENT even when a
-servicer's reader task swallowed it and the call ended as if the stream had closed.
+servicer's reader task swallowed it and the call ended as if the stream had closed. Registered after
+the interceptors that refuse unknown callers (daemon: CallerGate; peer server: the trust check), so
+those answer first and every handler they pass on is guarded.
 """
 
 from __future__ import annotations
