@@ -75,12 +75,30 @@ def serve(config_file: Path | None, data_dir: Path | None, tcp: str | None) -> N
         sys.exit(2)
 
 
+# `datamgr health --service NAME`: short names of the daemon's services (tests pin them to daemon.SERVICES).
+HEALTH_SERVICES = {
+    "admin": "datamgr.v1.AdminService",
+    "datashare": "datamgr.v1.DataShareService",
+    "udmf": "udmf.v1.UdmfService",
+    "kv": "datamgr.v1.KvStoreService",
+    "devices": "datamgr.v1.DeviceService",
+    "pairing": "datamgr.v1.PairingService",
+    "ai": "aicap.v1.AiService",
+}
+
+
 @main.command()
 @click.option("--address", help="Daemon address (default: the Unix socket in the data directory).")
 @click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for an answer.")
 @click.option("--wait", "wait_s", default=0.0, help="Keep trying this many seconds until it is SERVING.")
-def health(address: str | None, timeout: float, wait_s: float) -> None:
-    """Exit 0 if the daemon answers SERVING to the standard gRPC health check."""
+@click.option(
+    "--service",
+    default="",
+    help=f"One service's health instead of the daemon's: {', '.join(HEALTH_SERVICES)} or a full name "
+    "(ai is SERVING once its default model is loaded).",
+)
+def health(address: str | None, timeout: float, wait_s: float, service: str) -> None:
+    """Exit 0 if the daemon (or --service) answers SERVING to the standard gRPC health check."""
     import time
 
     import grpc
@@ -90,17 +108,21 @@ def health(address: str | None, timeout: float, wait_s: float) -> None:
 
     deadline = time.monotonic() + wait_s
     target = address or default_address()
+    name = HEALTH_SERVICES.get(service, service)
     while True:
         try:
             with grpc.insecure_channel(target) as channel:
                 resp = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=timeout
+                    health_pb2.HealthCheckRequest(service=name), timeout=timeout
                 )
             status = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
         except grpc.RpcError as exc:
-            status = f"unreachable ({exc.code().name})"
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                status = f"{name} is not served by this daemon (NOT_FOUND)"  # e.g. ai with the AI service off
+            else:
+                status = f"unreachable ({exc.code().name})"
         if status == "SERVING" or time.monotonic() >= deadline:
             break
         time.sleep(0.2)
-    click.echo(f"{target}: {status}")
+    click.echo(f"{target}{' ' + name if name else ''}: {status}")
     sys.exit(0 if status == "SERVING" else 1)
