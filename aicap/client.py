@@ -7,7 +7,8 @@ with AiClient.connect(token=...) as ai:                  # address: DATAMGR_ADDR
 
 Errors raise the daemon's error classes (`datamgr.errors`: InvalidArgument, PermissionDenied, NotFound,
 ResourceExhausted, DeadlineExceeded, ...), as DataShare's SDK does: one tree for everything the daemon
-answers. Besides those classes the SDK needs nothing of datamgr but, when DATAMGR_ADDRESS is unset, its
+answers. Besides those classes the SDK needs of datamgr its client's channel plumbing (TLS pinned to
+`tls_fingerprint` for a TCP listener, as every datamgr SDK) and, when DATAMGR_ADDRESS is unset, its
 settings, to find the socket exactly where the daemon puts it.
 """
 
@@ -35,6 +36,7 @@ from aicap._messages import (
 )
 from aicap.v1 import aicap_pb2 as pb
 from aicap.v1 import aicap_pb2_grpc as pb_grpc
+from datamgr.client._conn import open_aio_channel, open_channel  # the channel plumbing, as udmf's
 from datamgr.errors import BY_CODE, DatamgrError, Unauthenticated
 
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
@@ -173,9 +175,12 @@ class AiClient:
         self._md = _metadata(token)
 
     @classmethod
-    def connect(cls, address: str | None = None, token: str | None = None) -> AiClient:
+    def connect(
+        cls, address: str | None = None, token: str | None = None, tls_fingerprint: str | None = None
+    ) -> AiClient:
+        """`tls_fingerprint` (or DATAMGR_TLS_FINGERPRINT): the certificate a TCP listener must present."""
         token = resolve_token(token)
-        return cls(grpc.insecure_channel(address or default_address(), options=_CHANNEL_OPTIONS), token)
+        return cls(open_channel(address or default_address(), tls_fingerprint, _CHANNEL_OPTIONS), token)
 
     def models(self, timeout: float | None = None) -> list[Model]:
         resp = _call(self._stub.ListModels, pb.ListModelsRequest(), metadata=self._md, timeout=timeout)
@@ -272,9 +277,11 @@ class AsyncAiClient:
         self._md = _metadata(token)
 
     @classmethod
-    def connect(cls, address: str | None = None, token: str | None = None) -> AsyncAiClient:
+    def connect(
+        cls, address: str | None = None, token: str | None = None, tls_fingerprint: str | None = None
+    ) -> AsyncAiClient:
         token = resolve_token(token)
-        return cls(grpc.aio.insecure_channel(address or default_address(), options=_CHANNEL_OPTIONS), token)
+        return cls(open_aio_channel(address or default_address(), tls_fingerprint, _CHANNEL_OPTIONS), token)
 
     async def models(self, timeout: float | None = None) -> list[Model]:
         req = pb.ListModelsRequest()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from datamgr import tenant
 from datamgr.errors import DatamgrError, Unauthenticated
 
 if TYPE_CHECKING:
@@ -37,11 +38,16 @@ STATUS: dict[str, grpc.StatusCode] = {
 }
 
 
-def bearer_token(context: grpc.aio.ServicerContext) -> str | None:
-    for key, value in context.invocation_metadata() or ():
+def token_in(metadata: Any) -> str | None:
+    """The bearer token in a call's metadata ('authorization: Bearer <token>'), None without one."""
+    for key, value in metadata or ():
         if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
             return value[len("Bearer ") :].strip()
     return None
+
+
+def bearer_token(context: grpc.aio.ServicerContext) -> str | None:
+    return token_in(context.invocation_metadata())
 
 
 def authenticate(apps: AppRegistry, context: grpc.aio.ServicerContext) -> App:
@@ -49,7 +55,9 @@ def authenticate(apps: AppRegistry, context: grpc.aio.ServicerContext) -> App:
     token = bearer_token(context)
     if token is None:
         raise Unauthenticated("no app token: send metadata 'authorization: Bearer <token>'")
-    return apps.authenticate(token)
+    app = apps.authenticate(token)
+    tenant.enter(app.bundle)  # the rest of the call is this app's (its turn on the database threads)
+    return app
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, name: str) -> None:

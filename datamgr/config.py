@@ -314,6 +314,28 @@ class KvSettings(BaseModel):
         le=64 * 1024 * 1024,
         description="GetEntries streams its entries in pages of about this many bytes.",
     )
+    max_query_ms: int = Field(
+        2000,
+        ge=10,
+        le=3_600_000,
+        description="Time one GetEntries or GetResultSize may spend reading and evaluating its query on a "
+        "reader thread before it is stopped with DEADLINE_EXCEEDED; the call's own gRPC deadline, when "
+        "sooner, also stops it, and so does cancelling the call.",
+    )
+    max_pattern_chars: int = Field(
+        128,
+        ge=1,
+        le=50_000,
+        description="Longest like/unlike pattern of a KV query, in characters: one match costs up to "
+        "pattern length x value length (INVALID_ARGUMENT beyond it).",
+    )
+    max_pattern_wildcards: int = Field(
+        16,
+        ge=0,
+        le=50_000,
+        description="Wildcards (% _) one like/unlike pattern of a KV query may hold (INVALID_ARGUMENT "
+        "beyond it).",
+    )
 
 
 class StorageSettings(BaseModel):

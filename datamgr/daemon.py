@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from aicap.v1 import aicap_pb2
+from datamgr import tenant
 from datamgr._decode import DecodeGuard
 from datamgr.admin import AdminService
 from datamgr.apps import AdminCredential, AppRegistry
@@ -120,6 +121,7 @@ def _authenticator(apps: AppRegistry) -> Callable[[str], tuple[str, frozenset[st
             app = apps.authenticate(token)
         except Unauthenticated:
             return None
+        tenant.enter(app.bundle)  # the rest of the call is this app's (its turn on the database threads)
         return app.bundle, app.permissions
 
     return authenticate

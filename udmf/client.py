@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from datamgr.client._conn import CHANNEL_OPTIONS, default_address
+from datamgr.client._conn import CHANNEL_OPTIONS, open_aio_channel, open_channel
 from udmf import _wire
 from udmf._drag_source import AsyncLazyDrag, AsyncLoader, LazyDrag, Loader, start_message
 from udmf._fastwire import decode_read
@@ -92,11 +92,16 @@ class UdmfClient(_Base):
         super().__init__(channel, token, blob_threshold, chunk_bytes)
 
     @classmethod
-    def connect(cls, address: str | None = None, token: str | None = None, **kwargs: int) -> UdmfClient:
+    def connect(
+        cls,
+        address: str | None = None,
+        token: str | None = None,
+        tls_fingerprint: str | None = None,
+        **kwargs: int,
+    ) -> UdmfClient:
+        """`tls_fingerprint` (or DATAMGR_TLS_FINGERPRINT): the certificate a TCP listener must present."""
         token = resolve_token(token)
-        return cls(
-            grpc.insecure_channel(address or default_address(), options=CHANNEL_OPTIONS), token, **kwargs
-        )
+        return cls(open_channel(address, tls_fingerprint, CHANNEL_OPTIONS), token, **kwargs)
 
     def _call(self, fn: Any, request: Any, timeout: float | None) -> Any:
         try:
@@ -274,10 +279,15 @@ class AsyncUdmfClient(_Base):
         super().__init__(channel, token, blob_threshold, chunk_bytes)
 
     @classmethod
-    def connect(cls, address: str | None = None, token: str | None = None, **kwargs: int) -> AsyncUdmfClient:
+    def connect(
+        cls,
+        address: str | None = None,
+        token: str | None = None,
+        tls_fingerprint: str | None = None,
+        **kwargs: int,
+    ) -> AsyncUdmfClient:
         token = resolve_token(token)
-        channel = grpc.aio.insecure_channel(address or default_address(), options=CHANNEL_OPTIONS)
-        return cls(channel, token, **kwargs)
+        return cls(open_aio_channel(address, tls_fingerprint, CHANNEL_OPTIONS), token, **kwargs)
 
     async def _call(self, fn: Any, request: Any, timeout: float | None) -> Any:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,28 @@ class _LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
+def _tls_fingerprint(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """`--tls-fingerprint` reaches every client of the command as DATAMGR_TLS_FINGERPRINT."""
+    if not value:
+        return
+    from datamgr.client._tls import FINGERPRINT_ENV, normalize_fingerprint
+
+    try:
+        os.environ[FINGERPRINT_ENV] = "sha256:" + normalize_fingerprint(value)
+    except DatamgrError as exc:
+        raise click.BadParameter(exc.message) from None
+
+
 @click.group(cls=_LazyGroup)
 @click.version_option(package_name="datamgr")
+@click.option(
+    "--tls-fingerprint",
+    callback=_tls_fingerprint,
+    expose_value=False,
+    is_eager=True,
+    help="For an --address on TCP: the daemon's certificate fingerprint (sha256:...), as its owner sees "
+    "it with `datamgr devices identity`. Default: DATAMGR_TLS_FINGERPRINT.",
+)
 def main() -> None:
     """datamgr: the distributed data service daemon and its tools."""
 
@@ -104,18 +125,20 @@ def health(address: str | None, timeout: float, wait_s: float, service: str) -> 
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from datamgr.client._conn import default_address
+    from datamgr.client._conn import default_address, open_channel
 
     deadline = time.monotonic() + wait_s
     target = address or default_address()
     name = HEALTH_SERVICES.get(service, service)
     while True:
         try:
-            with grpc.insecure_channel(target) as channel:
+            with open_channel(target) as channel:  # TLS to a TCP address: --tls-fingerprint
                 resp = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service=name), timeout=timeout
                 )
             status = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+        except DatamgrError as exc:  # no fingerprint for a remote address, another certificate, no TLS
+            status = f"{exc.code}: {exc.message}"
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 status = f"{name} is not served by this daemon (NOT_FOUND)"  # e.g. ai with the AI service off

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from datamgr.client import _tls
 from datamgr.errors import BY_CODE, DatamgrError
 
 T = TypeVar("T")
@@ -17,6 +18,33 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
 ]
+
+
+def open_channel(
+    address: str | None, tls_fingerprint: str | None = None, options: list[Any] | None = None
+) -> grpc.Channel:
+    """A blocking channel to the daemon at `address` (default: `default_address()`): the Unix socket,
+    or TCP; TLS pinned to `tls_fingerprint` (or DATAMGR_TLS_FINGERPRINT) when one is given, see
+    `datamgr.client._tls`. Plaintext TCP only to a loopback address."""
+    target = address or default_address()
+    credentials, extra = _tls.channel_args(target, tls_fingerprint)
+    opts = [*(CHANNEL_OPTIONS if options is None else options), *extra]
+    if credentials is None:
+        return grpc.insecure_channel(target, options=opts)
+    return grpc.secure_channel(target, credentials, options=opts)
+
+
+def open_aio_channel(
+    address: str | None, tls_fingerprint: str | None = None, options: list[Any] | None = None
+) -> grpc.aio.Channel:
+    """`open_channel` for asyncio. With a fingerprint it fetches the certificate first: a blocking
+    TLS handshake of a few milliseconds, at most 5 s."""
+    target = address or default_address()
+    credentials, extra = _tls.channel_args(target, tls_fingerprint)
+    opts = [*(CHANNEL_OPTIONS if options is None else options), *extra]
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=opts)
+    return grpc.aio.secure_channel(target, credentials, options=opts)
 
 
 def default_address() -> str:

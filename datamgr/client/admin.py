@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import grpc
-
-from datamgr.client._conn import CHANNEL_OPTIONS, admin_token, call, default_address, metadata
+from datamgr.client._conn import (
+    admin_token,
+    call,
+    metadata,
+    open_channel,
+)
 from datamgr.v1 import admin_pb2 as pb
 from datamgr.v1 import admin_pb2_grpc as pb_grpc
 
@@ -15,9 +18,13 @@ class AdminClient:
     """Blocking admin client; reads the admin token from the daemon's data directory by default."""
 
     def __init__(
-        self, address: str | None = None, token: str | None = None, token_path: Path | None = None
+        self,
+        address: str | None = None,
+        token: str | None = None,
+        token_path: Path | None = None,
+        tls_fingerprint: str | None = None,
     ) -> None:
-        self._channel = grpc.insecure_channel(address or default_address(), options=CHANNEL_OPTIONS)
+        self._channel = open_channel(address, tls_fingerprint)
         self._stub = pb_grpc.AdminServiceStub(self._channel)
         self._md = metadata(admin_token(token, token_path))
 

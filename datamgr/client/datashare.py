@@ -20,12 +20,12 @@ from typing import Any, Generic, TypeVar
 import grpc
 
 from datamgr.client._conn import (
-    CHANNEL_OPTIONS,
     acall,
     call,
-    default_address,
     error_from_rpc,
     metadata,
+    open_aio_channel,
+    open_channel,
     resolve_token,
 )
 from datamgr.client._sync import SyncMode, SyncResult, sync_results
@@ -171,10 +171,11 @@ class DataShareHelper:
         self._md = metadata(token)
 
     @classmethod
-    def connect(cls, address: str | None = None, token: str | None = None) -> DataShareHelper:
-        return cls(
-            grpc.insecure_channel(address or default_address(), options=CHANNEL_OPTIONS), resolve_token(token)
-        )
+    def connect(
+        cls, address: str | None = None, token: str | None = None, tls_fingerprint: str | None = None
+    ) -> DataShareHelper:
+        """`tls_fingerprint` (or DATAMGR_TLS_FINGERPRINT): the certificate a TCP listener must present."""
+        return cls(open_channel(address, tls_fingerprint), resolve_token(token))
 
     def register_provider(self, manifest: str | Path | Mapping[str, Any]) -> pb.RegisterProviderResponse:
         req = pb.RegisterProviderRequest(manifest_json=manifest_json(manifest))
@@ -298,9 +299,10 @@ class AsyncDataShareHelper:
         self._md = metadata(token)
 
     @classmethod
-    def connect(cls, address: str | None = None, token: str | None = None) -> AsyncDataShareHelper:
-        channel = grpc.aio.insecure_channel(address or default_address(), options=CHANNEL_OPTIONS)
-        return cls(channel, resolve_token(token))
+    def connect(
+        cls, address: str | None = None, token: str | None = None, tls_fingerprint: str | None = None
+    ) -> AsyncDataShareHelper:
+        return cls(open_aio_channel(address, tls_fingerprint), resolve_token(token))
 
     async def register_provider(
         self, manifest: str | Path | Mapping[str, Any]

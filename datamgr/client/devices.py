@@ -8,7 +8,13 @@ from pathlib import Path
 
 import grpc
 
-from datamgr.client._conn import CHANNEL_OPTIONS, admin_token, call, default_address, error_from_rpc, metadata
+from datamgr.client._conn import (
+    admin_token,
+    call,
+    error_from_rpc,
+    metadata,
+    open_channel,
+)
 from datamgr.v1 import devices_pb2 as pb
 from datamgr.v1 import devices_pb2_grpc as pb_grpc
 
@@ -18,10 +24,14 @@ class DeviceClient:
     ohos.permission.DISTRIBUTED_DATASYNC), else the admin token in the daemon's data directory."""
 
     def __init__(
-        self, address: str | None = None, token: str | None = None, token_path: Path | None = None
+        self,
+        address: str | None = None,
+        token: str | None = None,
+        token_path: Path | None = None,
+        tls_fingerprint: str | None = None,
     ) -> None:
         token = admin_token(token or os.environ.get("DATAMGR_TOKEN") or None, token_path)
-        self._channel = grpc.insecure_channel(address or default_address(), options=CHANNEL_OPTIONS)
+        self._channel = open_channel(address, tls_fingerprint)
         self._stub = pb_grpc.DeviceServiceStub(self._channel)
         self._md = metadata(token)
 

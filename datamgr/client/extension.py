@@ -28,7 +28,13 @@ from typing import Any
 
 import grpc
 
-from datamgr.client._conn import CHANNEL_OPTIONS, default_address, error_from_rpc, metadata, resolve_token
+from datamgr.client._conn import (
+    error_from_rpc,
+    metadata,
+    open_aio_channel,
+    open_channel,
+    resolve_token,
+)
 from datamgr.datashare import _wire
 from datamgr.datashare._wire import Cell
 from datamgr.datashare.predicates import DataSharePredicates
@@ -229,7 +235,7 @@ class DataShareExtension:
         md = metadata(resolve_token(token))
         outbox: queue.SimpleQueue[pb.ProviderMessage | None] = queue.SimpleQueue()
         pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="datashare-extension-call")
-        channel = grpc.insecure_channel(address or default_address(), options=CHANNEL_OPTIONS)
+        channel = open_channel(address)  # TLS to a TCP listener: DATAMGR_TLS_FINGERPRINT
         try:
             stream = pb_grpc.DataShareServiceStub(channel).AttachProvider(_outgoing(outbox), metadata=md)
             with self._lock:
@@ -315,9 +321,7 @@ class AsyncDataShareExtension:
             while (msg := await outbox.get()) is not None:
                 yield msg
 
-        async with grpc.aio.insecure_channel(
-            address or default_address(), options=CHANNEL_OPTIONS
-        ) as channel:
+        async with open_aio_channel(address) as channel:  # TLS: DATAMGR_TLS_FINGERPRINT
             stream = pb_grpc.DataShareServiceStub(channel).AttachProvider(outgoing(), metadata=md)
             try:
                 async for call in stream:

@@ -27,7 +27,14 @@ from typing import Any
 
 import grpc
 
-from datamgr.client._conn import CHANNEL_OPTIONS, acall, call, default_address, metadata, resolve_token
+from datamgr.client._conn import (
+    acall,
+    call,
+    metadata,
+    open_aio_channel,
+    open_channel,
+    resolve_token,
+)
 from datamgr.client._sync import SyncMode, SyncResult, sync_results
 from datamgr.client.datashare import AsyncSubscription, Subscription
 from datamgr.datashare._wire import from_value, set_value
@@ -294,9 +301,11 @@ class KvStoreClient:
         self._md = metadata(token)
 
     @classmethod
-    def connect(cls, address: str | None = None, token: str | None = None) -> KvStoreClient:
-        channel = grpc.insecure_channel(address or default_address(), options=CHANNEL_OPTIONS)
-        return cls(channel, resolve_token(token))
+    def connect(
+        cls, address: str | None = None, token: str | None = None, tls_fingerprint: str | None = None
+    ) -> KvStoreClient:
+        """`tls_fingerprint` (or DATAMGR_TLS_FINGERPRINT): the certificate a TCP listener must present."""
+        return cls(open_channel(address, tls_fingerprint), resolve_token(token))
 
     def get_kv_store(
         self,
@@ -423,9 +432,10 @@ class AsyncKvStoreClient:
         self._md = metadata(token)
 
     @classmethod
-    def connect(cls, address: str | None = None, token: str | None = None) -> AsyncKvStoreClient:
-        channel = grpc.aio.insecure_channel(address or default_address(), options=CHANNEL_OPTIONS)
-        return cls(channel, resolve_token(token))
+    def connect(
+        cls, address: str | None = None, token: str | None = None, tls_fingerprint: str | None = None
+    ) -> AsyncKvStoreClient:
+        return cls(open_aio_channel(address, tls_fingerprint), resolve_token(token))
 
     async def get_kv_store(
         self,

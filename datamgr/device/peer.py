@@ -1,6 +1,6 @@
 """The peer server (device-to-device gRPC over TCP) and the mutual-TLS channels to peers.
 
-Two ports, one server:
+Two ports, a grpc server each (grpc's message limits are per server):
 
 - the peer port: TLS with the device certificate, client certificates REQUIRED and verified against
   the trusted devices' certificates (plus our own, so the set is never empty). grpc checks a client
@@ -8,7 +8,9 @@ Two ports, one server:
   list: `grpc.dynamic_ssl_server_credentials` re-reads them before each new connection once the list
   has changed, and an unpaired device's next connection fails its handshake at once.
 - the pairing port: server-only TLS (a device that is not paired yet has no certificate the peer
-  port would accept). Only `Pair` may be called there, and only while a pairing window is open.
+  port would accept). Only `Pair` may be called there, and only while a pairing window is open:
+  with none open it is refused before its request is read, and messages are small
+  (`pairing_max_message_bytes`), as anyone may connect.
 
 Connections outlive the roots they were accepted with, so every call is checked too: an interceptor
 reads the client certificate from `context.auth_context()` and refuses (UNAUTHENTICATED) any method
@@ -40,11 +42,13 @@ from typing import Any
 import grpc
 from cryptography import x509
 
-from datamgr._grpc import rpc
+from datamgr._decode import DecodeGuard
+from datamgr._grpc import STATUS, rpc
 from datamgr.device.identity import PEER_HOSTNAME, Identity, certificate_info, fingerprint_of
 from datamgr.device.pairing import PairingDesk
 from datamgr.device.trust import TrustedDevice, TrustStore
-from datamgr.errors import DeadlineExceeded, InvalidArgument, Unauthenticated
+from datamgr.errors import DatamgrError, DeadlineExceeded, InvalidArgument, Unauthenticated
+from datamgr.gate import refusal
 from datamgr.storage import Database
 from datamgr.v1 import peer_pb2 as pb
 from datamgr.v1 import peer_pb2_grpc as pb_grpc
@@ -99,6 +103,8 @@ class PeerConfig:
     pairing_attempts: int = 3
     step_timeout_s: float = 30.0  # how long one pairing message or peer call may take
     keepalive: tuple[int, int] = KEEPALIVE  # the server's pings to its callers (every, timeout ms)
+    max_message_bytes: int = MAX_MESSAGE  # what the peer port reads (paired devices: sync batches)
+    pairing_max_message_bytes: int = 64 * 1024  # what the pairing port reads (pairing's are small)
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -176,6 +182,23 @@ class _TrustCheck(grpc.aio.ServerInterceptor):
             )
 
 
+class _WindowCheck(grpc.aio.ServerInterceptor):
+    """On the pairing port: while no pairing window is open, `Pair` is refused before anything is read."""
+
+    def __init__(self, desk: PairingDesk) -> None:
+        self._desk = desk
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None or details.method not in OPEN_METHODS:
+            return handler
+        try:
+            self._desk.current()
+        except DatamgrError as exc:
+            return refusal(STATUS.get(exc.code, grpc.StatusCode.FAILED_PRECONDITION), exc.message)
+        return handler
+
+
 def _guarded(handler: Any, check: Callable[[Any], Awaitable[None]]) -> Any:
     """`handler` with `check(context)` run before its behaviour, whatever kind of method it is."""
     kinds = (
@@ -230,14 +253,24 @@ class PeerServer:
         self.port = 0
         self.pairing_port = 0
         self.server = grpc.aio.server(
-            interceptors=[_TrustCheck(trust)],
+            interceptors=[_TrustCheck(trust), DecodeGuard()],  # trust first, then decoding
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE),
+                ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", MAX_MESSAGE),
                 *_keepalive_options(config.keepalive, server=True),
             ],
         )
+        # The pairing port is open to any device, so it has a server of its own with small limits.
+        self.pairing_server = grpc.aio.server(
+            interceptors=[_WindowCheck(self.desk), _TrustCheck(trust), DecodeGuard()],
+            options=[
+                ("grpc.max_receive_message_length", config.pairing_max_message_bytes),
+                ("grpc.max_send_message_length", config.pairing_max_message_bytes),
+                *_keepalive_options(config.keepalive, server=True),
+            ],
+        )
         pb_grpc.add_PeerServiceServicer_to_server(PeerServicer(self), self.server)
+        pb_grpc.add_PeerServiceServicer_to_server(PeerServicer(self), self.pairing_server)
         self._roots_version = -1
 
     def info(self) -> pb.PeerDeviceInfo:
@@ -279,8 +312,9 @@ class PeerServer:
         )
         self.port = self.server.add_secure_port(self.config.listen, mutual)
         server_only = grpc.ssl_server_credentials([(self.identity.key_pem, self.identity.cert_pem)])
-        self.pairing_port = self.server.add_secure_port(self.config.pairing_listen, server_only)
+        self.pairing_port = self.pairing_server.add_secure_port(self.config.pairing_listen, server_only)
         await self.server.start()
+        await self.pairing_server.start()
         log.info(
             "peer server: mutual TLS on %s:%d, pairing on %s; device %s, certificate %s",
             self.config.listen.rpartition(":")[0],
@@ -292,7 +326,7 @@ class PeerServer:
 
     async def stop(self, grace: float) -> None:
         self.desk.close()
-        await self.server.stop(grace)
+        await asyncio.gather(self.server.stop(grace), self.pairing_server.stop(grace))
 
 
 async def _read(context: Any, step: str, timeout: float) -> Any:

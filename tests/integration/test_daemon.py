@@ -174,13 +174,12 @@ def test_invalid_configuration_exits_2_with_a_clear_message(
 def test_tcp_listen_on_port_0(tmp_path: Path) -> None:
     d = Daemon(tmp_path / "data", env={"DATAMGR_TCP": "127.0.0.1:0"}).start()
     try:
-        port = d.endpoint()["tcp_port"]
+        port, fingerprint = d.endpoint()["tcp_port"], d.endpoint()["tls_fingerprint"]
         assert isinstance(port, int) and port > 0
-        assert f"127.0.0.1:{port}" in d.log()
+        assert f"127.0.0.1:{port} (TLS, certificate {fingerprint})" in d.log()
         token = with_people(d)
-        address = f"127.0.0.1:{port}"
-        assert health(address) == "SERVING"
-        with DataShareHelper.connect(address, token) as h:
+        address = f"127.0.0.1:{port}"  # TLS by default (test_tcp_tls.py): the client pins the certificate
+        with DataShareHelper.connect(address, token, tls_fingerprint=fingerprint) as h:
             row = h.insert(PEOPLE_URI, {"name": "over tcp"})
             with h.query(PEOPLE_URI, DataSharePredicates().equal_to("id", row), ["name"]) as rs:
                 assert [r["name"] for r in rs.rows()] == ["over tcp"]
