@@ -6,8 +6,11 @@ Pure and private to `datamgr.kv.query`, whose docstring states the semantics.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
+
+from datamgr.kv._like import Like, ascii_lower, unbounded
 
 Scalar = str | int | float | bool
 PATTERNS = ("LIKE", "UNLIKE")
@@ -20,6 +23,21 @@ class Cond:
     type: str
     path: tuple[str, ...]
     values: tuple[Scalar, ...]
+    # like/unlike: the compiled pattern; in_*/not_in_*: the values by kind (see `_kind`)
+    pattern: Like | None = field(default=None, compare=False, repr=False)
+    sets: dict[int, frozenset[Scalar]] | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, type_: str, path: tuple[str, ...], values: tuple[Scalar, ...]) -> Cond:
+        """A condition with what evaluating it on many entries needs prepared once."""
+        if type_ in PATTERNS:
+            return cls(type_, path, values, pattern=Like(str(values[0])))
+        if type_ in LISTS:
+            sets: dict[int, set[Scalar]] = {}
+            for v in values:
+                sets.setdefault(_kind(v), set()).add(v)
+            return cls(type_, path, values, sets={k: frozenset(s) for k, s in sets.items()})
+        return cls(type_, path, values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +55,12 @@ def _no_constants(name: str) -> Any:
 class Doc:
     """A value and, parsed once when first needed, the JSON object it holds (None if it holds none)."""
 
-    __slots__ = ("_doc", "value")
+    __slots__ = ("_doc", "_lower", "value")
 
     def __init__(self, value: object) -> None:
         self.value = value
         self._doc: Any = MISSING
+        self._lower: dict[tuple[str, ...], str] | None = None
 
     def doc(self) -> dict[str, Any] | None:
         if self._doc is MISSING:
@@ -65,6 +84,15 @@ class Doc:
             node = node[part]
         return node
 
+    def lowered(self, path: tuple[str, ...], text: str) -> str:
+        """`ascii_lower` of the string field at `path`, computed once for all patterns on it."""
+        if self._lower is None:
+            self._lower = {}
+        low = self._lower.get(path)
+        if low is None:
+            low = self._lower[path] = ascii_lower(text)
+        return low
+
 
 def _kind(v: Any) -> int:
     """Ordering and comparison class: null 0, boolean 1, number 2, string 3, object or array 4."""
@@ -84,39 +112,7 @@ def order_key(v: Any) -> tuple[int, Any]:
     return (kind, json.dumps(v, sort_keys=True)) if kind == 4 else (kind, v)
 
 
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-def _seg_at(text: str, seg: str, at: int) -> bool:
-    return len(text) - at >= len(seg) and all(c in ("_", text[at + j]) for j, c in enumerate(seg))
-
-
-def _seg_find(text: str, seg: str, start: int) -> int:
-    for at in range(start, len(text) - len(seg) + 1):
-        if _seg_at(text, seg, at):
-            return at
-    return -1
-
-
-def like(text: str, pattern: str) -> bool:
-    """SQL LIKE without backtracking: the `%`-separated parts match leftmost, in order."""
-    text, pattern = text.translate(_ASCII_LOWER), pattern.translate(_ASCII_LOWER)
-    parts = pattern.split("%")
-    if len(parts) == 1:
-        return len(text) == len(pattern) and _seg_at(text, pattern, 0)
-    first, *middle, last = parts
-    if not _seg_at(text, first, 0):
-        return False
-    pos = len(first)
-    for seg in middle:
-        found = _seg_find(text, seg, pos)
-        if found < 0:
-            return False
-        pos = found + len(seg)
-    return len(text) - pos >= len(last) and _seg_at(text, last, len(text) - len(last))
-
-
-def _test(cond: Cond, doc: Doc) -> bool:
+def _test(cond: Cond, doc: Doc, check: Callable[[], None]) -> bool:
     v = doc.field(cond.path)
     if v is MISSING:
         return False
@@ -128,12 +124,16 @@ def _test(cond: Cond, doc: Doc) -> bool:
     if t == "IS_NOT_NULL":
         return True
     if t in PATTERNS:
-        return isinstance(v, str) and like(v, str(cond.values[0])) == (t == "LIKE")
+        if not isinstance(v, str):
+            return False
+        pattern = cond.pattern or Like(str(cond.values[0]))
+        return pattern.match(v, check, doc.lowered(cond.path, v)) == (t == "LIKE")
     kind = _kind(v)
-    same = [x for x in cond.values if _kind(x) == kind]
     if t in LISTS:
-        found = any(v == x for x in same)
+        sets = cond.sets if cond.sets is not None else Cond.of(t, cond.path, cond.values).sets
+        found = kind != 4 and v in sets.get(kind, ())  # type: ignore[union-attr]
         return found if t.startswith("IN_") else not found
+    same = [x for x in cond.values if _kind(x) == kind]
     if t == "EQUAL_TO":
         return bool(same) and v == same[0]
     if t == "NOT_EQUAL_TO":
@@ -150,7 +150,8 @@ def _test(cond: Cond, doc: Doc) -> bool:
     return bool(v <= x)
 
 
-def evaluate(node: Node, doc: Doc) -> bool:
+def evaluate(node: Node, doc: Doc, check: Callable[[], None] = unbounded) -> bool:
+    """Whether `doc` passes `node`; `check` runs between the steps of long pattern matches."""
     if isinstance(node, Cond):
-        return _test(node, doc)
-    return any(all(evaluate(f, doc) for f in term) for term in node.terms)
+        return _test(node, doc, check)
+    return any(all(evaluate(f, doc, check) for f in term) for term in node.terms)

@@ -10,10 +10,10 @@ Semantics follow SQLite's `json_extract`, which OpenHarmony queries compile to, 
 values compare only within their kind (number, string, boolean), so `equal_to("f", 1)` does not match
 `"1"` or `true`. A missing field is null. Comparisons with null are false, `not_equal_to` and the
 `not_in_*` predicates are true for any non-null value that differs. `like` is SQL LIKE (`%`, `_`,
-ASCII case ignored). Conditions are ANDed unless `or_()` stands between them; AND binds tighter than
-OR; `begin_group()`/`end_group()` are parentheses. Ordering puts null first ascending, then booleans,
-numbers, strings, objects; ties keep key order. `limit(total, offset)` is SQLite's: a negative total
-means no limit.
+ASCII case ignored; `PatternLimits` bound a pattern). Conditions are ANDed unless `or_()` stands
+between them; AND binds tighter than OR; `begin_group()`/`end_group()` are parentheses. Ordering
+puts null first ascending, then booleans, numbers, strings, objects; ties keep key order.
+`limit(total, offset)` is SQLite's: a negative total means no limit.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from datamgr.errors import InvalidArgument
+from datamgr.kv._like import unbounded
 from datamgr.kv._match import LISTS, PATTERNS, Cond, Doc, Node, Or, Scalar, evaluate, order_key
 
 K = TypeVar("K", str, bytes)
@@ -31,8 +33,13 @@ K = TypeVar("K", str, bytes)
 MAX_CONDITIONS = 500
 MAX_GROUP_DEPTH = 32
 MAX_VALUES = 10_000
-MAX_PATTERN_CHARS = 1024
+# The defaults of kv.max_pattern_chars and kv.max_pattern_wildcards (as DataShare's): a match costs up
+# to pattern length x value length, and values hold up to 4 MB.
+MAX_PATTERN_CHARS = 128
+MAX_PATTERN_WILDCARDS = 16
 MAX_FIELD_CHARS = 1024
+# Entries evaluated between two checks of the query's budget (long matches also check within).
+_CHECK_EVERY = 16
 
 _COMPARE = (
     *("EQUAL_TO", "NOT_EQUAL_TO", "GREATER_THAN", "LESS_THAN"),
@@ -43,6 +50,14 @@ CONDITIONS = frozenset((*_COMPARE, *PATTERNS, *_NULLS, *LISTS))
 _CONNECTORS = frozenset(("AND", "OR", "BEGIN_GROUP", "END_GROUP"))
 _MODIFIERS = frozenset(("ORDER_BY_ASC", "ORDER_BY_DESC", "LIMIT", "PREFIX_KEY", "DEVICE_ID"))
 OP_TYPES = CONDITIONS | _CONNECTORS | _MODIFIERS
+
+
+@dataclass(frozen=True, slots=True)
+class PatternLimits:
+    """Bounds on one like/unlike pattern: its length and its wildcards (`%` and `_`)."""
+
+    chars: int = MAX_PATTERN_CHARS
+    wildcards: int = MAX_PATTERN_WILDCARDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,28 +241,45 @@ class CompiledQuery:
         """Whether a value passes the conditions (prefix, ordering and paging aside)."""
         return self.where is None or evaluate(self.where, Doc(value))
 
-    def select(self, entries: Iterable[tuple[K, object]]) -> list[tuple[K, object]]:
-        """The entries the query returns, in its order; keys (str or UTF-8 bytes) sort first by key."""
+    def select(
+        self, entries: Iterable[tuple[K, object]], check: Callable[[], None] = unbounded
+    ) -> list[tuple[K, object]]:
+        """The entries the query returns, in its order; keys (str or UTF-8 bytes) sort first by key.
+
+        `entries` may be a stream: only the matches are kept. `check` (the query's budget) runs every
+        few entries and within long matches; what it raises stops the query."""
         text, raw = self.prefix, self.prefix.encode()
-        rows = [
-            (k, Doc(v))
-            for k, v in sorted(entries, key=lambda e: e[0])
-            if k.startswith(raw if isinstance(k, bytes) else text)  # type: ignore[arg-type]
-        ]
-        if self.where is not None:
-            where = self.where
-            rows = [r for r in rows if evaluate(where, r[1])]
+        where = self.where
+        rows: list[tuple[K, Doc]] = []
+        for i, (k, v) in enumerate(entries):
+            if not i % _CHECK_EVERY:
+                check()
+            if not k.startswith(raw if isinstance(k, bytes) else text):  # type: ignore[arg-type]
+                continue
+            doc = Doc(v)
+            if where is None or evaluate(where, doc, check):
+                rows.append((k, doc))
+        rows.sort(key=itemgetter(0))
         for path, desc in reversed(self.order):  # stable sorts, least significant first
-            rows.sort(key=_sort_key(path), reverse=desc)
+            rows = _ordered(rows, path, desc, check)
         end = None if self.limit is None else self.offset + self.limit
         return [(k, d.value) for k, d in rows[self.offset : end]]
 
 
-def _sort_key(path: tuple[str, ...]) -> Callable[[tuple[Any, Doc]], tuple[int, Any]]:
-    return lambda row: order_key(row[1].field(path))
+def _ordered(
+    rows: list[tuple[K, Doc]], path: tuple[str, ...], desc: bool, check: Callable[[], None]
+) -> list[tuple[K, Doc]]:
+    """`rows` stably sorted by the field at `path`; the keys are computed with budget checks."""
+    keyed: list[tuple[tuple[int, Any], int]] = []
+    for i, row in enumerate(rows):
+        if not i % _CHECK_EVERY:
+            check()
+        keyed.append((order_key(row[1].field(path)), i))
+    keyed.sort(key=itemgetter(0), reverse=desc)
+    return [rows[i] for _, i in keyed]
 
 
-def compile_query(ops: Sequence[QueryOp]) -> CompiledQuery:
+def compile_query(ops: Sequence[QueryOp], patterns: PatternLimits = PatternLimits()) -> CompiledQuery:
     """Checks `ops` and builds the query; InvalidArgument names the first bad op (`ops[3]`)."""
     prefix = device = None
     limit: tuple[int, int] | None = None
@@ -284,7 +316,7 @@ def compile_query(ops: Sequence[QueryOp]) -> CompiledQuery:
     total_values = sum(len(op.values) for op in ops)
     if total_values > MAX_VALUES:
         raise InvalidArgument(f"a query may hold at most {MAX_VALUES} values, not {total_values}")
-    where_tree = _Parser(tokens).parse() if tokens else None
+    where_tree = _Parser(tokens, patterns).parse() if tokens else None
     total, offset = limit if limit is not None else (-1, 0)
     return CompiledQuery(
         prefix or "", device or "", where_tree, tuple(order), None if total < 0 else total, max(offset, 0)
@@ -296,7 +328,7 @@ def _no_values(op: QueryOp, where: str) -> None:
         raise InvalidArgument(f"{where}: takes no values")
 
 
-def _condition(i: int, op: QueryOp) -> Cond:
+def _condition(i: int, op: QueryOp, limits: PatternLimits) -> Cond:
     where = f"ops[{i}] {op.type.lower()}"
     path = _path(op.field, where)
     t, values = op.type, op.values
@@ -309,18 +341,26 @@ def _condition(i: int, op: QueryOp) -> Cond:
     elif t in PATTERNS:
         if not isinstance(values[0], str):
             raise InvalidArgument(f"{where}: the pattern must be a string")
-        if len(values[0]) > MAX_PATTERN_CHARS:
-            raise InvalidArgument(f"{where}: patterns are at most {MAX_PATTERN_CHARS} characters")
+        if len(values[0]) > limits.chars:
+            raise InvalidArgument(
+                f"{where}: pattern longer than {limits.chars} characters (kv.max_pattern_chars)"
+            )
+        if (n := values[0].count("%") + values[0].count("_")) > limits.wildcards:
+            raise InvalidArgument(
+                f"{where}: pattern with {n} wildcards, more than {limits.wildcards} "
+                "(kv.max_pattern_wildcards)"
+            )
     else:
         _scalar(values[0], f"{where}: the value")
-    return Cond(t, path, values)
+    return Cond.of(t, path, values)
 
 
 class _Parser:
     """expr := term (OR term)* ; term := factor (AND? factor)* ; factor := condition | ( expr )."""
 
-    def __init__(self, tokens: list[tuple[int, QueryOp]]) -> None:
+    def __init__(self, tokens: list[tuple[int, QueryOp]], patterns: PatternLimits) -> None:
         self._tokens = tokens
+        self._patterns = patterns
         self._pos = 0
 
     def parse(self) -> Or:
@@ -362,7 +402,7 @@ class _Parser:
         i, op = tok
         self._pos += 1
         if op.type != "BEGIN_GROUP":
-            return _condition(i, op)
+            return _condition(i, op, self._patterns)
         if op.field or op.values:
             raise InvalidArgument(f"ops[{i}] begin_group: takes no field or values")
         if depth >= MAX_GROUP_DEPTH:

@@ -3,8 +3,9 @@
 A store belongs to the app that created it (store id `{bundle}/{name}`), so another app never reaches
 it: it does not exist for them. Every request is checked before anything changes (`_checks`); a write
 is one storage transaction on the database writer thread, and its change goes to the subscribers from
-there right after the commit (`notify`). Queries run in Python (`query`) over the storage's scan, on
-a reader thread. Transactions are buffered here (`transactions`) until Commit writes them at once.
+there right after the commit (`notify`). Queries run in Python (`query`) over the storage's streamed
+scan, on a reader thread, within kv.max_query_ms and the call's deadline (`_run`). Transactions are
+buffered here (`transactions`) until Commit writes them at once.
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ from datamgr.kv._checks import (
     to_storage,
     value_size,
 )
+from datamgr.kv._run import QueryBudget, select
 from datamgr.kv.notify import KvNotifier, classify, remote_changes
-from datamgr.kv.query import CompiledQuery, compile_query
+from datamgr.kv.query import CompiledQuery, PatternLimits, compile_query
 from datamgr.kv.storage import MAX_BATCH_SIZE, Change, KvStorage, StoreInfo, Value
-from datamgr.kv.transactions import Pending, Transaction, Transactions, overlay
+from datamgr.kv.transactions import Pending, Transaction, Transactions
 from datamgr.storage import Database
 from datamgr.sync import calls
 from datamgr.sync.engine import SyncMode, SyncStatus
@@ -97,6 +99,7 @@ class KvService(pb_grpc.KvStoreServiceServicer):
             value_size,
         )
         self._stores: dict[str, StoreInfo] = {}  # store id -> info, of stores seen since start
+        self._patterns = PatternLimits(settings.max_pattern_chars, settings.max_pattern_wildcards)
         self._sweeper: asyncio.Task[None] | None = None
         self._sync: Syncer | None = None
 
@@ -173,7 +176,7 @@ class KvService(pb_grpc.KvStoreServiceServicer):
         which = request.WhichOneof("filter")
         if which == "query":
             check_query_size(request.query)
-            query = compile_query(_wire.query_ops(request.query))
+            query = compile_query(_wire.query_ops(request.query), self._patterns)
         else:
             query = CompiledQuery(prefix=request.prefix if which == "prefix" else "")
         device_id = request.device_id
@@ -268,14 +271,18 @@ class KvService(pb_grpc.KvStoreServiceServicer):
         tx = self._tx(app, store, tx_id)
         return dict(tx.ops) if tx is not None and device in (None, self._device_id) else None
 
-    def _select(
-        self, store: StoreInfo, query: CompiledQuery, device: str | None, pending: Pending[Value] | None
-    ) -> list[tuple[str, Any]]:
-        """On a reader thread: the scan, the transaction's writes over it, then the query."""
-        rows = [(k, v) for k, v, _ in self._storage.scan(store.store_id, query.prefix.encode(), device)]
-        if pending is not None:
-            rows = overlay(rows, pending)
-        return query.select([(k.decode(errors="replace"), v.data) for k, v in rows])
+    async def _select(self, app: App, store: StoreInfo, request: Any, context: Any) -> list[tuple[str, Any]]:
+        """The request's query, run on a reader thread within kv.max_query_ms and the call's deadline;
+        a cancelled call stops it at once."""
+        query, device = self._query(store, request)
+        pending = self._pending(app, store, request.transaction_id, device)
+        budget = QueryBudget(self._settings.max_query_ms, "kv.max_query_ms", context.time_remaining())
+        args = (self._storage, self._db.watchdog, budget, store.store_id, query, device, pending)
+        try:
+            return await self._db.read(select, *args)
+        except asyncio.CancelledError:
+            self._db.watchdog.cancel(budget)
+            raise
 
     @rpc
     async def GetEntries(
@@ -283,23 +290,15 @@ class KvService(pb_grpc.KvStoreServiceServicer):
     ) -> AsyncIterator[pb.GetEntriesResponse]:
         app = authenticate(self._apps, context)
         store = await self._store(app, request.store)
-        query, device = self._query(store, request)
-        pending = self._pending(app, store, request.transaction_id, device)
-
-        def select_and_encode() -> list[pb.GetEntriesResponse]:
-            return entry_pages(self._select(store, query, device, pending), self._settings.page_bytes)
-
-        for page in await self._db.read(select_and_encode):
+        rows = await self._select(app, store, request, context)
+        for page in await self._db.read(entry_pages, rows, self._settings.page_bytes):
             yield page
 
     @rpc
     async def GetResultSize(self, request: pb.GetResultSizeRequest, context: Any) -> pb.GetResultSizeResponse:
         app = authenticate(self._apps, context)
         store = await self._store(app, request.store)
-        query, device = self._query(store, request)
-        pending = self._pending(app, store, request.transaction_id, device)
-        rows = await self._db.read(self._select, store, query, device, pending)
-        return pb.GetResultSizeResponse(size=len(rows))
+        return pb.GetResultSizeResponse(size=len(await self._select(app, store, request, context)))
 
     # ---- stores ----
 

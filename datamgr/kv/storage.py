@@ -55,7 +55,7 @@ import itertools
 import re
 import time
 import uuid
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Container, Generator, Iterable, Mapping, Sequence
 from typing import Protocol
 
 import sqlalchemy as sa
@@ -110,6 +110,7 @@ __all__ = [
 STORE_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,128}")  # use with fullmatch: `$` would let "abc\n" through
 # The bundles of the daemon's own replicated stores; app registration refuses names under it.
 SYSTEM_BUNDLE_PREFIX = "ohos.distributeddata."
+_STREAM_ROWS = 256  # rows a streamed scan fetches at once
 
 
 class Mirror(Protocol):
@@ -279,6 +280,24 @@ class KvStorage:
                 q = q.where(E.key < end)
             rows = conn.execute(q.order_by(E.key).limit(limit)).all()
         return [(r.key, Value.decode(r.vtype, r.value), r.device) for r in rows]
+
+    def stream(
+        self, conn: sa.Connection, store_id: str, prefix: bytes = b"", device: str | None = None
+    ) -> Generator[tuple[bytes, Value], None, None]:
+        """`scan`'s live (key, value) on the caller's connection, fetched a few hundred at a time (a
+        query keeps only its matches); close the iterator to end the statement early."""
+        space = self._space(conn, store_id, device)
+        q = sa.select(E.key, E.vtype, E.value).where(
+            E.store_id == store_id, E.device == space, E.value.is_not(None), E.key >= prefix
+        )
+        if (end := sql.successor(prefix)) is not None:
+            q = q.where(E.key < end)
+        result = conn.execution_options(yield_per=_STREAM_ROWS).execute(q.order_by(E.key))
+        try:
+            for r in result:
+                yield r.key, Value.decode(r.vtype, r.value)
+        finally:
+            result.close()
 
     def changes_since(self, store_id: str, seq: int, limit: int) -> list[Change]:
         """Up to `limit` changes with a local seq above `seq`, tombstones included, in seq order."""

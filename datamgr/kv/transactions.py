@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -44,17 +44,6 @@ class Transaction(Generic[V]):
 
 
 Pending = dict[bytes, tuple[V | None, int]]
-
-
-def overlay(entries: Iterable[tuple[bytes, V]], pending: Pending[V]) -> list[tuple[bytes, V]]:
-    """Stored entries as a transaction sees them: its puts replace or add, its deletes remove."""
-    seen = dict(entries)
-    for key, (value, _) in pending.items():
-        if value is None:
-            seen.pop(key, None)
-        else:
-            seen[key] = value
-    return list(seen.items())
 
 
 class Transactions(Generic[V]):

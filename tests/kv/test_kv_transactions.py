@@ -1,11 +1,11 @@
-"""Open KV transactions: ownership, limits that leave a transaction unchanged, idle expiry, overlay."""
+"""Open KV transactions: ownership, limits that leave a transaction unchanged, idle expiry."""
 
 from __future__ import annotations
 
 import pytest
 
 from datamgr.errors import InvalidArgument, NotFound, ResourceExhausted, TooLarge
-from datamgr.kv.transactions import Transactions, overlay
+from datamgr.kv.transactions import Transactions
 
 
 class Clock:
@@ -110,9 +110,3 @@ def test_drop_store_rolls_back_its_transactions() -> None:
     assert txs.drop_store("a/s") == 1
     assert len(txs) == 1
 
-
-def test_overlay_applies_pending_writes() -> None:
-    stored = [(b"a", "1"), (b"b", "2"), (b"c", "3")]
-    pending: dict[bytes, tuple[str | None, int]] = {b"b": (None, 1), b"d": ("4", 2), b"a": ("x", 2)}
-    assert sorted(overlay(stored, pending)) == [(b"a", "x"), (b"c", "3"), (b"d", "4")]
-    assert overlay(stored, {}) == stored
