@@ -54,6 +54,8 @@ from udmf.validate import DataChecker, known_type
 
 log = logging.getLogger("udmf.service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["UdmfService"].full_name
+_LIST_PAGE = 64  # rows a QueryData or DeleteData of a whole channel reads at once
+_SWEEP_BATCH = 500  # expired data one write of the sweeper deletes
 
 Authenticate = Callable[[str], tuple[str, frozenset[str]] | None]
 IsAdmin = Callable[[str], bool]
@@ -153,10 +155,15 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
         self.lazy.end(bundle, Unauthenticated(f"app {bundle} was removed by the device owner"))
 
     async def sweep(self) -> int:
-        """Deletes expired data now; returns how many blob files that freed."""
-        freed = await self._write(self.store.sweep)
-        await self._remove_files(freed)
-        return len(freed)
+        """Deletes expired data now, `_SWEEP_BATCH` at a time: each batch is its own write, so other
+        writes go between however much expired at once. Returns how many blob files that freed."""
+        freed_files = 0
+        while True:
+            deleted, freed = await self._write(self.store.sweep_some, _SWEEP_BATCH)
+            await self._remove_files(freed)
+            freed_files += len(freed)
+            if deleted < _SWEEP_BATCH:
+                return freed_files
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -291,25 +298,36 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
 
     # ---- reads ----
 
-    async def _channel_rows(self, request: Any, op: str) -> list[DataRow]:
+    async def _channel_rows(self, request: Any, op: str, bundle: str, own: bool) -> AsyncIterator[DataRow]:
+        """The data the request names: its key's, or the DATA_HUB data `bundle` may see (`own`: wrote),
+        read a page at a time while the caller takes them, never all at once."""
         key = parse_key(request.key) if request.key else None
         access.check_channel_op(key, _parts.intention(request.intention), op)
-        if key is None:
-            return await self._read(self.store.by_intention, Intention.DATA_HUB)
-        row = await self._read(self.store.get, str(key))
-        return [] if row is None else [row]
+        if key is not None:
+            row = await self._read(self.store.get, str(key))
+            if row is not None:
+                yield row
+            return
+        after: tuple[float, str] | None = None
+        while page := await self._read(
+            self.store.listing, Intention.DATA_HUB, bundle, own, after, _LIST_PAGE
+        ):
+            for row in page:
+                yield row
+            if len(page) < _LIST_PAGE:
+                return
+            after = (page[-1].created_at, page[-1].key)
 
     @rpc
     async def QueryData(
         self, request: pb.QueryDataRequest, context: Context
     ) -> AsyncIterator[pb.ReadResponse]:
         bundle, _ = self._app(context)
-        rows = [
-            r for r in await self._channel_rows(request, "QueryData") if access.may_query(r.runtime(), bundle)
-        ]
-        if request.key and not rows:
-            raise _gone(parse_key(request.key))
-        for row in rows:
+        found = False
+        async for row in self._channel_rows(request, "QueryData", bundle, own=False):
+            if not access.may_query(row.runtime(), bundle):
+                continue
+            found = True
             if row.origin and not row.copied:  # a paired device's data, read from it
                 sent = False
                 try:
@@ -323,6 +341,8 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
             else:
                 async for msg in stream_data(row, self.store, self._read, self.config.chunk_bytes):
                     yield msg
+        if request.key and not found:
+            raise _gone(parse_key(request.key))
 
     @rpc
     async def DeleteData(
@@ -330,7 +350,7 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
     ) -> AsyncIterator[pb.ReadResponse]:
         """Each data is streamed whole and then deleted, so a cancelled call deletes only what it returned."""
         bundle, _ = self._app(context)
-        for row in await self._channel_rows(request, "DeleteData"):
+        async for row in self._channel_rows(request, "DeleteData", bundle, own=True):
             if access.may_delete(row.runtime(), bundle):
                 async for msg in stream_data(row, self.store, self._read, self.config.chunk_bytes):
                     yield msg

@@ -52,6 +52,8 @@ data_table = sa.Table(
     # a remote row: the device holding the data ("" this one); whether its entries were copied here
     sa.Column("origin", sa.String(128), nullable=False, server_default=""),
     sa.Column("copied", sa.Boolean, nullable=False, server_default=sa.false()),
+    # a listing walks one intention's data in (created_at, key) order, a page at a time
+    sa.Index("ix_udmf_data_listing", "intention", "created_at", "key"),
 )
 entries_table = sa.Table(
     "udmf_entries",
@@ -265,10 +267,16 @@ class UdmfStore:
 
     def sweep(self) -> list[str]:
         """Deletes the data whose time is up; returns the freed blob files."""
-        now = self._clock()
+        return self.sweep_some(None)[1]
+
+    def sweep_some(self, limit: int | None) -> tuple[int, list[str]]:
+        """Deletes at most `limit` (None: all) of the data whose time is up, the longest expired first,
+        so that one write stays short however much expired; returns how many and the freed blob files."""
+        t = data_table
         with self._engine.connect() as conn:
-            keys = list(conn.scalars(sa.select(data_table.c.key).where(data_table.c.expires_at <= now)))
-        return self.delete(keys)
+            q = sa.select(t.c.key).where(t.c.expires_at <= self._clock()).order_by(t.c.expires_at)
+            keys = list(conn.scalars(q.limit(limit)))
+        return len(keys), self.delete(keys)
 
     def recover(self) -> tuple[int, int]:
         """At start: drops lazy drags (their sources are gone), expired data and orphan blob files.
@@ -300,6 +308,24 @@ class UdmfStore:
 
     def by_intention(self, intention: Intention) -> list[DataRow]:
         return self._rows(data_table.c.intention == intention.value)
+
+    def listing(
+        self, intention: Intention, caller: str, own: bool, after: tuple[float, str] | None, limit: int
+    ) -> list[DataRow]:
+        """A page of at most `limit` rows of `intention` after `after` (created_at, key), in that order:
+        those `caller` wrote (`own`), or those it may see (`access._visible`, in SQL), so that a listing
+        never loads the data other apps hid from it, nor all of it at once."""
+        t = data_table
+        mine = t.c.writer == caller
+        shown = t.c.visibility == Visibility.ALL.value, t.c.share_options != ShareOptions.IN_APP.value
+        where = [t.c.intention == intention.value, mine if own else sa.or_(mine, sa.and_(*shown))]
+        if after is not None:
+            where.append(sa.tuple_(t.c.created_at, t.c.key) > sa.tuple_(*after))
+        with self._engine.connect() as conn:
+            q = sa.select(t).where(*where).order_by(t.c.created_at, t.c.key).limit(limit)
+            rows = conn.execute(q).all()
+            grants = _grants(conn, [r.key for r in rows])
+        return [_data_row(r, grants.get(r.key, {})) for r in rows]
 
     def cross_device(self) -> list[DataRow]:
         """This device's data that reaches paired devices (`access.leaves_device`), loaded."""
@@ -450,7 +476,8 @@ class UdmfStore:
 
     def _rows(self, *where: Any) -> list[DataRow]:
         with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(data_table).where(*where).order_by(data_table.c.created_at)).all()
+            t = data_table
+            rows = conn.execute(sa.select(t).where(*where).order_by(t.c.created_at, t.c.key)).all()
             grants = _grants(conn, [r.key for r in rows])
         return [_data_row(r, grants.get(r.key, {})) for r in rows]
 
@@ -508,13 +535,16 @@ def _data_row(r: Any, grants: Mapping[str, bool]) -> DataRow:
 
 
 def _add_columns(engine: sa.Engine) -> None:
-    """Adds the columns a database made by an older version lacks (each has a server default)."""
+    """Adds the columns and indexes a database made by an older version lacks (each column has a
+    server default)."""
     with engine.begin() as conn:
         present = {c["name"] for c in sa.inspect(conn).get_columns(data_table.name)}
         for column in data_table.columns:
             if column.name not in present:
                 ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
                 conn.execute(sa.text(f"ALTER TABLE {data_table.name} ADD COLUMN {ddl}"))
+        for index in data_table.indexes:
+            index.create(conn, checkfirst=True)
 
 
 def _grants(conn: sa.Connection, keys: list[str]) -> dict[str, dict[str, bool]]:

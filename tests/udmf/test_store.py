@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from udmf import access
 from udmf._blobs import BlobDir
 from udmf.access import ShareOptions, Visibility
 from udmf.keys import Intention, new_key
@@ -151,6 +152,19 @@ def test_expiry_with_an_injected_clock(store: UdmfStore, clock: Clock) -> None:
     assert store.get(late.key) is None
 
 
+def test_the_sweeper_deletes_in_bounded_batches_longest_expired_first(store: UdmfStore, clock: Clock) -> None:
+    rows = []
+    for _ in range(5):
+        rows.append(store.insert(row(), []))
+        clock.now += 1
+    clock.now += 100
+    assert store.sweep_some(2) == (2, [])
+    assert [store.get(r.key) is None for r in rows] == [True, True, False, False, False]
+    assert store.sweep_some(2)[0] == 2
+    assert store.sweep_some(2)[0] == 1
+    assert store.sweep_some(2)[0] == 0
+
+
 def test_lazy_rows_fill_once(store: UdmfStore) -> None:
     pending = row(
         Intention.DRAG, pending=True, record_count=2, summary={"general.plain-text": 10}, total_size=10
@@ -213,10 +227,40 @@ def test_by_intention_and_cross_device(store: UdmfStore, clock: Clock) -> None:
     g = row(Intention.DRAG, share_options=ShareOptions.CROSS_DEVICE)
     for r in (a, b, c, d, e, f, g):
         store.insert(r, [])
-    assert [r.key for r in store.by_intention(Intention.DATA_HUB)] == [a.key, b.key, f.key]
+    # in created_at order; these were all stored at one clock reading, so in key order
+    assert [r.key for r in store.by_intention(Intention.DATA_HUB)] == sorted([a.key, b.key, f.key])
     assert [r.key for r in store.by_intention(Intention.PICKER)] == [c.key]
     # what leaves the device: never IN_APP, OWN_PROCESS or share-channel data, never unloaded
     assert {r.key for r in store.cross_device()} == {a.key, g.key}
+
+
+
+def test_a_listing_pages_through_what_the_caller_may_see_or_wrote(store: UdmfStore, clock: Clock) -> None:
+    """The SQL filter of `listing` is `access.may_query` (or the caller's own data), page by page."""
+    other = "com.example.game"
+    rows = []
+    for i in range(40):
+        clock.now += i % 3  # some rows share a created_at: the key breaks ties
+        kw: dict[str, object] = {
+            "writer": (WRITER, other)[i % 2],
+            "visibility": (Visibility.ALL, Visibility.OWN_PROCESS)[i // 2 % 2],
+            "share_options": (ShareOptions.IN_APP, ShareOptions.CROSS_DEVICE, ShareOptions.CROSS_APP)[i % 3],
+        }
+        rows.append(store.insert(row(Intention.DATA_HUB, **kw), []))
+    store.insert(row(Intention.PICKER), [])
+    order = sorted(rows, key=lambda r: (r.created_at, r.key))
+    for caller in (WRITER, other, "com.example.third"):
+        for own in (False, True):
+            want = [
+                r.key for r in order if (r.writer == caller if own else access.may_query(r.runtime(), caller))
+            ]
+            got: list[str] = []
+            after = None
+            while page := store.listing(Intention.DATA_HUB, caller, own, after, 7):
+                got += [r.key for r in page]
+                after = (page[-1].created_at, page[-1].key)
+            assert got == want
+            assert want or caller == "com.example.third"
 
 
 def test_custom_types_persist(store: UdmfStore) -> None:
