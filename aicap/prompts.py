@@ -21,8 +21,8 @@ from typing import Literal, TypeVar
 
 from aicap.chat import render_chat
 from aicap.config import AiConfig, SharedPrefix
-from aicap.engine.tokenizer import Tokenizer
-from aicap.errors import InvalidArgument
+from aicap.engine.tokenizer import Tokenizer, TokenizerClosed
+from aicap.errors import InvalidArgument, Unavailable
 
 THREADS = 2  # tokenizing is milliseconds per bounded prompt; two threads leave the cores to inference
 CHARS_PER_TOKEN = 8  # max_prompt_chars 0: this many characters per context cell (typical text: 4-6)
@@ -76,7 +76,10 @@ class Prompts:
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """`fn(*args)` on the tokenizing pool."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except TokenizerClosed:
+            raise Unavailable("the model was removed") from None
 
     async def completion(self, tok: Tokenizer, text: str, app: str) -> Prompt:
         return await self.run(self._completion, tok, text, app)
@@ -87,13 +90,15 @@ class Prompts:
     # ---- on the pool ----
 
     def _completion(self, tok: Tokenizer, text: str, app: str) -> Prompt:
-        tokens = tok.tokenize(text, add_special=True)
-        return Prompt(tokens, self._shared(tok, tokens, app, "complete", ""))
+        with tok.using():
+            tokens = tok.tokenize(text, add_special=True)
+            return Prompt(tokens, self._shared(tok, tokens, app, "complete", ""))
 
     def _chat(self, tok: Tokenizer, template: str, messages: list[dict[str, str]], app: str) -> Prompt:
-        text = render_chat(template, messages, tok.token_text(tok.bos), tok.token_text(tok.eos))
-        tokens = tok.tokenize(text, add_special=False, parse_special=True)
-        return Prompt(tokens, self._shared(tok, tokens, app, "chat", template))
+        with tok.using():
+            text = render_chat(template, messages, tok.token_text(tok.bos), tok.token_text(tok.eos))
+            tokens = tok.tokenize(text, add_special=False, parse_special=True)
+            return Prompt(tokens, self._shared(tok, tokens, app, "chat", template))
 
     def _shared(
         self, tok: Tokenizer, tokens: list[int], app: str, kind: Kind, template: str

@@ -1,12 +1,16 @@
 """Tokenize, detokenize and the chat template, from a vocab-only load of the model.
 
 The vocabulary is immutable once loaded and owns no llama.cpp context, so a Tokenizer may be used
-from any thread (the event loop) while the inference thread owns the context.
+from any thread (the event loop, the tokenizing pool) while the inference thread owns the context.
+`close()` during a tokenize or detokenize on another thread frees the vocabulary when that ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import llama_cpp
@@ -14,8 +18,15 @@ import llama_cpp
 from aicap.engine.model_runner import quiet_llama_logs
 
 
+class TokenizerClosed(RuntimeError):
+    """The tokenizer was closed (its model removed) before the call began."""
+
+
 class Tokenizer:
     def __init__(self, model_path: Path) -> None:
+        self._lock = threading.Lock()
+        self._users = 0  # tokenize/detokenize calls running on other threads
+        self._closing = False
         quiet_llama_logs()
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
@@ -27,8 +38,27 @@ class Tokenizer:
         self.eos: int = llama_cpp.llama_vocab_eos(self._vocab)
         self.bos: int = llama_cpp.llama_vocab_bos(self._vocab)
 
+    @contextlib.contextmanager
+    def using(self) -> Iterator[None]:
+        """Keeps the vocabulary alive for the calls inside (TokenizerClosed if it was closed)."""
+        with self._lock:
+            if self._closing:
+                raise TokenizerClosed("the tokenizer was closed")
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                last = self._closing and not self._users
+            if last:
+                self._free()
+
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
-        data = text.encode()
+        with self.using():
+            return self._tokenize(text.encode(), add_special, parse_special)
+
+    def _tokenize(self, data: bytes, add_special: bool, parse_special: bool) -> list[int]:
         size = len(data) + 8
         while True:
             buf = (llama_cpp.llama_token * size)()
@@ -48,7 +78,8 @@ class Tokenizer:
         return buf.raw[:n]
 
     def detokenize(self, tokens: list[int], special: bool = False) -> str:
-        return b"".join(self.piece(t, special) for t in tokens).decode(errors="replace")
+        with self.using():
+            return b"".join(self.piece(t, special) for t in tokens).decode(errors="replace")
 
     def is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
@@ -67,6 +98,14 @@ class Tokenizer:
         return tmpl.decode() if tmpl else None
 
     def close(self) -> None:
+        """Frees the vocabulary now, or when the tokenize/detokenize calls running end."""
+        with self._lock:
+            self._closing = True
+            busy = self._users
+        if not busy:
+            self._free()
+
+    def _free(self) -> None:
         if self._model:
             llama_cpp.llama_model_free(self._model)
             self._model = None
