@@ -3,6 +3,11 @@
 All writes run on the single writer thread, so commits happen in one order and whatever a write does
 after its commit (notifying subscribers) happens in that same order. Reads run on a small pool; with
 SQLite in WAL mode they never wait for the writer. The event loop only awaits futures.
+
+Both are shared fairly between tenants (the calling app, `datamgr.tenant`): the writer takes the next
+job from the tenant that has used it least (`datamgr._fair`), so one app's flood or long writes wait
+behind the others' instead of in front; and one tenant holds at most about half of the readers at a
+time (it waits on the loop for a slot, holding no thread), so another's query always finds one.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +24,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from datamgr import tenant
+from datamgr._fair import FairQueue
 from datamgr.budget import Watchdog
 from datamgr.disk import as_resource_exhausted
 
@@ -63,10 +71,15 @@ class Database:
 
     def __init__(self, engine: Engine, read_threads: int = 4) -> None:
         self.engine = engine
-        self._writes: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._writes: FairQueue[_Write] = FairQueue()
+        self._lock = threading.Lock()  # guards _writes
+        self._bell: queue.SimpleQueue[bool] = queue.SimpleQueue()  # one True per queued job; False: close
         self._writer = threading.Thread(target=self._write_loop, name="db-writer", daemon=True)
         self._writer.start()
         self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="db-reader")
+        # readers one tenant may hold at once (None: any number, when there is only one)
+        self._tenant_readers = max(1, read_threads // 2) if read_threads > 1 else None
+        self._reading: dict[str, asyncio.Semaphore] = {}
         self._writer_conn: sa.Connection | None = None
         self.watchdog = Watchdog()  # stops statements that outrun their budget (datamgr.budget)
 
@@ -83,33 +96,57 @@ class Database:
         return self.engine.dialect.name
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Runs `fn(*args)` on the writer thread; `fn` opens and commits its own transaction.
+        """Runs `fn(*args)` on the writer thread, in the calling tenant's turn; `fn` opens and commits
+        its own transaction.
 
-        A plain queue and one thread-safe callback: half the hand-off cost of run_in_executor,
+        A lock, a deque and one thread-safe callback: half the hand-off cost of run_in_executor,
         which matters when the write itself takes a tenth of a millisecond."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._writes.put(_Write(loop, fut, fn, args))
+        job = _Write(loop, fut, fn, args)
+        with self._lock:
+            self._writes.push(tenant.current(), job)
+        self._bell.put(True)
         return await fut
 
     def _write_loop(self) -> None:
-        while (job := self._writes.get()) is not None:
+        used: tuple[str, float] | None = None  # the last job's tenant and time, charged with the next pop
+        closing = False
+        while True:
+            closing = closing or not self._bell.get()  # once closing, what is queued still runs
+            with self._lock:
+                if used is not None:
+                    self._writes.charge(*used)
+                if not self._writes:  # only when closing: every True rang for a queued job
+                    break
+                who, job = self._writes.pop()
+            started = time.perf_counter()
             result, error = None, None
             try:
                 result = job.fn(*job.args)
             except BaseException as exc:
                 error = as_resource_exhausted(exc)  # a full disk is RESOURCE_EXHAUSTED, not a bug
+            used = (who, time.perf_counter() - started)
             if job.loop is not None and not job.loop.is_closed():
                 job.loop.call_soon_threadsafe(_settle, job.fut, result, error)
+        if self._writer_conn is not None:
+            self._writer_conn.close()
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
+        """Runs `fn(*args)` on a reader thread, once the calling tenant holds fewer than its share."""
+        loop = asyncio.get_running_loop()
+        if self._tenant_readers is None:
+            return await loop.run_in_executor(self._readers, fn, *args)
+        who = tenant.current()
+        slots = self._reading.get(who)
+        if slots is None:
+            slots = self._reading[who] = asyncio.Semaphore(self._tenant_readers)
+        async with slots:
+            return await loop.run_in_executor(self._readers, fn, *args)
 
     def close(self) -> None:
         """Waits for queued writes to commit, then closes every connection."""
-        if self._writer_conn is not None:
-            self._writes.put(_Write(None, None, self._writer_conn.close, ()))
-        self._writes.put(None)
+        self._bell.put(False)
         self._writer.join()
         self._readers.shutdown(wait=True)
         self.watchdog.close()

@@ -38,6 +38,7 @@ from datamgr.datashare._wire import Cell
 from datamgr.datashare.changes import Change, Feed
 from datamgr.datashare.manifest import Manifest
 from datamgr.datashare.tables import MIRROR_BUNDLE, HostedTable, ProviderRegistry, mirror_store_id
+from datamgr.datashare.targets import WriteCounts
 from datamgr.errors import InvalidArgument, NotFound, TooLarge, Unavailable
 from datamgr.kv.storage import MAX_VALUE_LENGTH, KvStorage, StoreInfo, StoreKind, Value, VType
 from datamgr.kv.storage import Change as KvChange
@@ -64,6 +65,8 @@ class DistributedTables:
         self._kv, self._providers, self._feed = kv, providers, feed
         self._sync: Syncer | None = None
         self._pending: list[Change] = []  # the feed events of the remote batch being applied
+        self._applied: str | None = None  # the table the remote batch being applied writes
+        self.counts = WriteCounts()  # every hosted table's committed writes (datashare.targets)
         self.usage: Ledger | None = None  # the providers' usage, measured again after a peer's rows
         kv.add_mirror(MIRROR_BUNDLE, self)
 
@@ -167,7 +170,7 @@ class DistributedTables:
 
     def apply(self, conn: sa.Connection, info: StoreInfo, changes: list[KvChange]) -> None:
         """A peer's changes that won in `info`'s mirror go into its table, in the same transaction."""
-        self._pending = []
+        self._pending, self._applied = [], None
         hosted = self._providers.by_mirror(info.store_id)
         if hosted is None:
             log.warning(
@@ -204,6 +207,7 @@ class DistributedTables:
                 reason,
             )
         watched = self._feed.has_subscribers(hosted.uri)
+        self._applied = hosted.table.name
         try:
             with conn.begin_nested():
                 self._pending = self._write(conn, hosted, list(rows.values()), list(deleted), watched)
@@ -214,6 +218,9 @@ class DistributedTables:
     def committed(self, info: StoreInfo, peer: str, changes: list[KvChange]) -> None:
         """The applied rows go to the table's subscribers, as changes from `peer`."""
         events, self._pending = self._pending, []
+        if self._applied is not None:
+            self.counts.bump(self._applied)  # after the commit: finds on readers see it changed
+            self._applied = None
         for event in events:
             self._feed.publish(event.uri, [dataclasses.replace(event, device=peer)])
 

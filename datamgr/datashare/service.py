@@ -21,7 +21,7 @@ from datamgr.apps import DISTRIBUTED_DATASYNC, App, AppRegistry
 from datamgr.budget import Budget
 from datamgr.config import DataShareSettings
 from datamgr.datashare import _wire, policy
-from datamgr.datashare._compile import PatternLimits, compile_predicates
+from datamgr.datashare._compile import PatternLimits, build_where_for_write, compile_predicates
 from datamgr.datashare.changes import Change, Feed
 from datamgr.datashare.distributed import DistributedTables
 from datamgr.datashare.extension import ExtensionRouter
@@ -36,6 +36,7 @@ from datamgr.datashare.published import (
 )
 from datamgr.datashare.store import SilentStore, check_columns, check_values
 from datamgr.datashare.tables import HostedTable, ProviderRegistry
+from datamgr.datashare.targets import RETRIES, Targets, found_on_reader
 from datamgr.datashare.uri import DataShareUri, check_bundle, parse_proxy_uri, parse_table_uri, parse_uri
 from datamgr.errors import (
     InvalidArgument,
@@ -179,6 +180,32 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             self._db.watchdog.cancel(budget)
             raise
 
+    async def _write_found(
+        self,
+        budget: Budget,
+        ops: Sequence[tuple[HostedTable, Any, Sequence[str] | None]],
+        write: Callable[[Sequence[Targets | None], Budget], T | None],
+        nothing: T,
+    ) -> T:
+        """`write(found, budget)` on the writer, with the rows of the operations (table, WHERE, columns
+        set; None: deleted) that have a costly WHERE found on a reader first (`datashare.targets`), so
+        that the writer never evaluates it. Found again while a table changes in between, then run
+        as one statement on the writer. `nothing` is the result when no row matches."""
+        marks = found_on_reader([(h, w, s or ()) for h, w, s in ops])
+        if any(marks):
+            asked = [op if marked else None for op, marked in zip(ops, marks, strict=True)]
+            for _ in range(1 + RETRIES):
+                found = await self._read(budget, self._store.find, asked)
+                if all(f is not None and not f.keys for f in found):
+                    return nothing  # no row matched in a snapshot taken during the call
+                if all(f is None or f.at >= 0 for f in found):
+                    done = await self._write(budget, write, found)
+                    if done is not None:
+                        return done
+        done = await self._write(budget, write, [None] * len(ops))
+        assert done is not None, "a write with nothing found beforehand always runs"
+        return done
+
     # ---- providers ----
 
     @rpc
@@ -201,7 +228,15 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
                 "distributed tables need sync between devices, which is not running on this device"
             )
         register = self._distributed.register if self._distributed is not None else self._providers.register
-        uris, added = await self._db.write(register, manifest)
+
+        def register_and_count(manifest: Manifest) -> tuple[list[str], list[str]]:
+            """On the writer: new columns change what a table's rows hold (datashare.targets)."""
+            done = register(manifest)
+            for hosted in self._providers.tables(manifest.bundle):
+                self._store.counts.bump(hosted.table.name)
+            return done
+
+        uris, added = await self._db.write(register_and_count, manifest)
         log.info(
             "provider %s hosts %d table(s)%s", manifest.bundle, len(uris), f", added {added}" if added else ""
         )
@@ -250,10 +285,15 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         route = self._route(app, request.uri, "write")
         if route.hosted is None:
             return pb.UpdateResponse(count=(await self._extension(route, app, "update", request)).count)
-        values = check_values(route.hosted, _wire.from_bucket(request.values), inserting=False)
-        compiled = self._predicates(route.hosted, request.predicates)
-        budget = self._budget(context)
-        count = await self._write(budget, self._store.update, route.hosted, compiled, values)
+        hosted = route.hosted
+        values = check_values(hosted, _wire.from_bucket(request.values), inserting=False)
+        compiled = self._predicates(hosted, request.predicates)
+        where = build_where_for_write(hosted.table, compiled, hosted.pk)
+
+        def update(found: Sequence[Targets | None], budget: Budget) -> int | None:
+            return self._store.update(hosted, compiled, values, budget, found[0])
+
+        count = await self._write_found(self._budget(context), [(hosted, where, list(values))], update, 0)
         return pb.UpdateResponse(count=count)
 
     @rpc
@@ -263,9 +303,15 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         route = self._route(app, request.uri, "write")
         if route.hosted is None:
             return pb.DeleteResponse(count=(await self._extension(route, app, "delete", request)).count)
-        compiled = self._predicates(route.hosted, request.predicates)
-        budget = self._budget(context)
-        return pb.DeleteResponse(count=await self._write(budget, self._store.delete, route.hosted, compiled))
+        hosted = route.hosted
+        compiled = self._predicates(hosted, request.predicates)
+        where = build_where_for_write(hosted.table, compiled, hosted.pk)
+
+        def delete(found: Sequence[Targets | None], budget: Budget) -> int | None:
+            return self._store.delete(hosted, compiled, budget, found[0])
+
+        count = await self._write_found(self._budget(context), [(hosted, where, None)], delete, 0)
+        return pb.DeleteResponse(count=count)
 
     @rpc
     async def BatchUpdate(self, request: pb.BatchUpdateRequest, context: Any) -> pb.BatchUpdateResponse:
@@ -288,7 +334,12 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         results: dict[str, list[int]] = {}
         if silent:
             ops = [op for _, op in silent]
-            counts = await self._write(self._budget(context), self._store.batch_update, ops)
+            wheres = [(h, build_where_for_write(h.table, c, h.pk), list(v)) for h, c, v in ops]
+
+            def update(found: Sequence[Targets | None], budget: Budget) -> list[int] | None:
+                return self._store.batch_update(ops, budget, found)
+
+            counts = await self._write_found(self._budget(context), wheres, update, [0] * len(ops))
             for (uri, _), count in zip(silent, counts, strict=True):
                 results.setdefault(uri, []).append(count)
         for route, group in remote:

@@ -29,6 +29,7 @@ from datamgr.datashare.changes import Change, Feed
 from datamgr.datashare.distributed import DistributedTables
 from datamgr.datashare.manifest import value_fits
 from datamgr.datashare.tables import HostedTable
+from datamgr.datashare.targets import Targets, WriteCounts, find, key_chunks
 from datamgr.datashare.usage import insert_bytes, row_bytes, stored_bytes, values_bytes
 from datamgr.errors import AlreadyExists, InvalidArgument, TooLarge, Unavailable
 from datamgr.quota import Ledger
@@ -191,6 +192,9 @@ class SilentStore:
         self._engine = db.engine
         self._feed = feed
         self._distributed = distributed
+        # each hosted table's committed writes, bumped after every commit that writes it (with the
+        # distributed tables' own, which count the rows sync applies)
+        self.counts = distributed.counts if distributed is not None else WriteCounts()
         self._inserts: weakref.WeakKeyDictionary[sa.Table, sa.Insert] = weakref.WeakKeyDictionary()
         self._plans: weakref.WeakKeyDictionary[sa.Table, dict[tuple[str, ...], Any]] = (
             weakref.WeakKeyDictionary()
@@ -219,6 +223,8 @@ class SilentStore:
         self, conn: sa.Connection, changes: list[Change], written: Sequence[HostedTable] = ()
     ) -> None:
         conn.commit()
+        for hosted in written:
+            self.counts.bump(hosted.table.name)
         for change in changes:
             self._feed.publish(change.uri, [change])
         if self._distributed is not None:
@@ -354,7 +360,10 @@ class SilentStore:
         compiled: CompiledPredicates,
         values: dict[str, Cell],
         grown: dict[str, int] | None = None,
+        found: Targets | None = None,
     ) -> tuple[int, Change | None]:
+        """An UPDATE in the caller's transaction: of the rows its predicates select, or of the rows
+        `found` on a reader (by primary key)."""
         t = hosted.table
         mirrors = self._mirrored(hosted)
         if mirrors is not None and hosted.spec.primary_key in values:
@@ -363,14 +372,15 @@ class SilentStore:
                 f"cannot change (delete the row and insert it with the new {hosted.spec.primary_key})"
             )
         stmt = sa.update(t).values(values)
-        where = build_where_for_write(t, compiled, hosted.pk)
-        if where is not None:
-            stmt = stmt.where(where)
+        wheres = _wheres(hosted, compiled, found)
         if grown is not None and self._ledger is not None:
-            matched, old = stored_bytes(conn, hosted, where, list(values))
+            if found is None:
+                matched, old = stored_bytes(conn, hosted, wheres[0], list(values))
+            else:
+                matched, old = len(found.keys), found.size
             self._admit(conn, hosted, matched * values_bytes(values) - old, grown)
         try:
-            count, rows = self._execute_write(conn, hosted, stmt, mirrors is not None)
+            count, rows = self._execute_writes(conn, hosted, stmt, wheres, mirrors is not None)
             if hosted.spec.primary_key in values:
                 _sync_sequence(conn, hosted)
         except IntegrityError as exc:
@@ -385,10 +395,14 @@ class SilentStore:
         compiled: CompiledPredicates,
         values: dict[str, Cell],
         budget: Budget | None = None,
-    ) -> int:
+        found: Targets | None = None,
+    ) -> int | None:
+        """The rows updated; None (nothing done) if the table changed since the rows were `found`."""
+        if self._stale(found):
+            return None
         grown: dict[str, int] = {}
         with self._writing(budget) as conn:
-            count, change = self._update(conn, hosted, compiled, values, grown)
+            count, change = self._update(conn, hosted, compiled, values, grown, found)
             self._commit_and_notify(conn, [change] if change else [], [hosted] if count else [])
         self._added(grown)
         return count
@@ -397,13 +411,17 @@ class SilentStore:
         self,
         ops: Sequence[tuple[HostedTable, CompiledPredicates, dict[str, Cell]]],
         budget: Budget | None = None,
-    ) -> list[int]:
-        """Every operation in one transaction: all apply or none."""
+        found: Sequence[Targets | None] = (),
+    ) -> list[int] | None:
+        """Every operation in one transaction: all apply or none. An operation with rows `found` on a
+        reader updates those; None (nothing done) if a table changed since."""
+        if any(map(self._stale, found)):
+            return None
         counts, changes, written = [], [], {}
         grown: dict[str, int] = {}
         with self._writing(budget) as conn:
-            for hosted, compiled, values in ops:
-                count, change = self._update(conn, hosted, compiled, values, grown)
+            for (hosted, compiled, values), rows in zip(ops, found or repeat(None), strict=False):
+                count, change = self._update(conn, hosted, compiled, values, grown, rows)
                 counts.append(count)
                 if change:
                     changes.append(change)
@@ -413,17 +431,25 @@ class SilentStore:
         self._added(grown)
         return counts
 
-    def delete(self, hosted: HostedTable, compiled: CompiledPredicates, budget: Budget | None = None) -> int:
-        t = hosted.table
+    def delete(
+        self,
+        hosted: HostedTable,
+        compiled: CompiledPredicates,
+        budget: Budget | None = None,
+        found: Targets | None = None,
+    ) -> int | None:
+        """The rows deleted: those the predicates select, or those `found` on a reader (by primary
+        key); None (nothing done) if the table changed since they were found."""
+        if self._stale(found):
+            return None
         mirrors = self._mirrored(hosted)
-        stmt = sa.delete(t)
-        where = build_where_for_write(t, compiled, hosted.pk)
-        if where is not None:
-            stmt = stmt.where(where)
+        wheres = _wheres(hosted, compiled, found)
         with self._writing(budget) as conn:
-            grown = self._admit(conn, hosted, -stored_bytes(conn, hosted, where)[1]) if self._ledger else {}
+            freed = stored_bytes(conn, hosted, wheres[0])[1] if found is None and self._ledger else 0
+            grown = self._admit(conn, hosted, -(found.size if found is not None else freed))
             try:
-                count, rows = self._execute_write(conn, hosted, stmt, mirrors is not None)
+                stmt = sa.delete(hosted.table)
+                count, rows = self._execute_writes(conn, hosted, stmt, wheres, mirrors is not None)
             except IntegrityError as exc:
                 raise _integrity(hosted, exc) from None
             if mirrors is not None:
@@ -433,15 +459,48 @@ class SilentStore:
         self._added(grown)
         return count
 
-    def _execute_write(
-        self, conn: sa.Connection, hosted: HostedTable, stmt: sa.Update | sa.Delete, rows_needed: bool = False
+    def _execute_writes(
+        self,
+        conn: sa.Connection,
+        hosted: HostedTable,
+        stmt: sa.Update | sa.Delete,
+        wheres: Sequence[sa.ColumnElement[bool] | None],
+        rows_needed: bool = False,
     ) -> tuple[int, tuple[dict[str, Any], ...]]:
-        """Runs an UPDATE or DELETE: the row count and, only when someone subscribed (or they are
-        `rows_needed`), the rows."""
-        if not rows_needed and not self._feed.has_subscribers(hosted.uri):
-            return conn.execute(stmt).rowcount, ()
-        rows = tuple(r._asdict() for r in conn.execute(stmt.returning(*hosted.table.c)))
-        return len(rows), rows
+        """Runs an UPDATE or DELETE once per WHERE: the row count and, only when someone subscribed
+        (or they are `rows_needed`), the rows."""
+        returning = rows_needed or self._feed.has_subscribers(hosted.uri)
+        count = 0
+        rows: tuple[dict[str, Any], ...] = ()
+        for where in wheres:
+            one = stmt if where is None else stmt.where(where)
+            if not returning:
+                count += conn.execute(one).rowcount
+                continue
+            rows += tuple(r._asdict() for r in conn.execute(one.returning(*hosted.table.c)))
+        return (len(rows), rows) if returning else (count, ())
+
+    def _stale(self, found: Targets | None) -> bool:
+        """Whether rows were found on a reader in a snapshot that is not the table's state now."""
+        return found is not None and (found.at < 0 or self.counts.get(found.table) != found.at)
+
+    def find(
+        self,
+        ops: Sequence[tuple[HostedTable, sa.ColumnElement[bool] | None, Sequence[str] | None] | None],
+        budget: Budget | None = None,
+    ) -> list[Targets | None]:
+        """On a reader: the rows each (table, WHERE, columns it sets; None: it deletes) operation
+        selects, with their bytes for the quota; None where an operation is not found here."""
+        with self._engine.connect() as conn, self._db.watchdog.guard(conn, budget):
+            out: list[Targets | None] = []
+            for op in ops:
+                if op is None:
+                    out.append(None)
+                    continue
+                hosted, where, setting = op
+                self._mirrored(hosted)  # a distributed table while sync is off: Unavailable, as a write
+                out.append(find(conn, self.counts, hosted, where, setting, self._ledger is not None))
+            return out
 
     def query(
         self,
@@ -506,6 +565,15 @@ def _guarded_pages(
         if page is None:
             return
         yield page
+
+
+def _wheres(
+    hosted: HostedTable, compiled: CompiledPredicates, found: Targets | None
+) -> list[sa.ColumnElement[bool] | None]:
+    """The WHEREs an UPDATE or DELETE runs with: the predicates', or primary keys in chunks."""
+    if found is None:
+        return [build_where_for_write(hosted.table, compiled, hosted.pk)]
+    return list(key_chunks(hosted.pk, found.keys))
 
 
 def _runs(

@@ -94,6 +94,18 @@ def _sql_bytes(hosted: HostedTable, name: str, dialect: str) -> sa.ColumnElement
     return sa.case((c.is_(None), 0), else_=FIXED)
 
 
+def bytes_expr(
+    hosted: HostedTable, dialect: str, columns: Sequence[str] | None = None
+) -> sa.ColumnElement[Any]:
+    """SQL for the bytes of one stored row: of the named `columns`, or of the whole row (with its
+    overhead) when None."""
+    names = [c.name for c in hosted.spec.columns] if columns is None else list(columns)
+    size: sa.ColumnElement[Any] = sa.literal(ROW_OVERHEAD if columns is None else 0)
+    for name in names:
+        size = size + _sql_bytes(hosted, name, dialect)
+    return size
+
+
 def stored_bytes(
     conn: sa.Connection,
     hosted: HostedTable,
@@ -102,10 +114,7 @@ def stored_bytes(
 ) -> tuple[int, int]:
     """(rows, bytes) of the stored rows `where` selects (all rows when None): of the named
     `columns` only, or of whole rows (with their overhead) when None."""
-    names = [c.name for c in hosted.spec.columns] if columns is None else list(columns)
-    size: sa.ColumnElement[Any] = sa.literal(ROW_OVERHEAD if columns is None else 0)
-    for name in names:
-        size = size + _sql_bytes(hosted, name, conn.dialect.name)
+    size = bytes_expr(hosted, conn.dialect.name, columns)
     stmt = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(size), 0)).select_from(hosted.table)
     if where is not None:
         stmt = stmt.where(where)

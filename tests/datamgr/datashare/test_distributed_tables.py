@@ -322,8 +322,11 @@ def test_a_peers_writes_reach_the_table_and_its_subscribers(pair: tuple[Device, 
     sub = b.feed.subscribe("com.example.reader", URI)
     a.store.insert(ha, {"uid": "u1", "title": "milk", "photo": b"\x01"})
     a.store.insert(ha, {"uid": "u2", "title": "eggs"})
+    counted = b.tables.counts.get(b.hosted().table.name)
     assert len(ship(a, b)) == 2
     assert b.rows() == a.rows()
+    # rows found on a reader beforehand are known to be stale (datashare.targets)
+    assert b.tables.counts.get(b.hosted().table.name) == counted + 1
     [inserted] = events(b, sub)
     assert (inserted.type, inserted.device) == ("INSERT", "devA")
     assert sorted(r["uid"] for r in inserted.rows) == ["u1", "u2"]
