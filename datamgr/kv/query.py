@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from operator import itemgetter
 from typing import Any, TypeVar
 
@@ -39,7 +40,7 @@ MAX_PATTERN_CHARS = 128
 MAX_PATTERN_WILDCARDS = 16
 MAX_FIELD_CHARS = 1024
 # Entries evaluated between two checks of the query's budget (long matches also check within).
-_CHECK_EVERY = 16
+_CHECK_EVERY = 32
 
 _COMPARE = (
     *("EQUAL_TO", "NOT_EQUAL_TO", "GREATER_THAN", "LESS_THAN"),
@@ -251,14 +252,15 @@ class CompiledQuery:
         text, raw = self.prefix, self.prefix.encode()
         where = self.where
         rows: list[tuple[K, Doc]] = []
-        for i, (k, v) in enumerate(entries):
-            if not i % _CHECK_EVERY:
-                check()
-            if not k.startswith(raw if isinstance(k, bytes) else text):  # type: ignore[arg-type]
-                continue
-            doc = Doc(v)
-            if where is None or evaluate(where, doc, check):
-                rows.append((k, doc))
+        stream = iter(entries)
+        while batch := list(islice(stream, _CHECK_EVERY)):
+            check()
+            for k, v in batch:
+                if text and not k.startswith(raw if isinstance(k, bytes) else text):  # type: ignore[arg-type]
+                    continue
+                doc = Doc(v)
+                if where is None or evaluate(where, doc, check):
+                    rows.append((k, doc))
         rows.sort(key=itemgetter(0))
         for path, desc in reversed(self.order):  # stable sorts, least significant first
             rows = _ordered(rows, path, desc, check)
@@ -270,13 +272,12 @@ def _ordered(
     rows: list[tuple[K, Doc]], path: tuple[str, ...], desc: bool, check: Callable[[], None]
 ) -> list[tuple[K, Doc]]:
     """`rows` stably sorted by the field at `path`; the keys are computed with budget checks."""
-    keyed: list[tuple[tuple[int, Any], int]] = []
-    for i, row in enumerate(rows):
-        if not i % _CHECK_EVERY:
-            check()
-        keyed.append((order_key(row[1].field(path)), i))
-    keyed.sort(key=itemgetter(0), reverse=desc)
-    return [rows[i] for _, i in keyed]
+    keys: list[tuple[int, Any]] = []
+    for start in range(0, len(rows), _CHECK_EVERY):
+        check()
+        keys += [order_key(doc.field(path)) for _, doc in rows[start : start + _CHECK_EVERY]]
+    order = sorted(range(len(rows)), key=keys.__getitem__, reverse=desc)  # stable, as list.sort
+    return [rows[i] for i in order]
 
 
 def compile_query(ops: Sequence[QueryOp], patterns: PatternLimits = PatternLimits()) -> CompiledQuery:
