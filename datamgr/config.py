@@ -530,6 +530,14 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="Time in-flight calls get to finish on SIGTERM.")
     read_threads: int = Field(4, ge=1, le=64, description="Threads serving database reads.")
+    read_threads_per_app: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Reader threads one app's calls may hold at once; the others wait on the event "
+        "loop (holding no thread), so another app's read always finds a reader. 0: half of "
+        "read_threads or of the CPU cores, whichever is fewer (at least 1).",
+    )
     datashare: DataShareSettings = Field(DataShareSettings(), description="DataShare limits and tuning.")
     ai: AiSettings = Field(AiSettings(), description="The on-device LLM (aicap).")
     udmf: UdmfSettings = Field(UdmfSettings(), description="UDMF channels and their limits.")

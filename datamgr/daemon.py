@@ -362,7 +362,7 @@ async def run(  # noqa: PLR0915 - the composition root
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     engine = create_engine(settings.db_url, settings.sqlite_synchronous)
-    db = Database(engine, settings.read_threads)
+    db = Database(engine, settings.read_threads, settings.read_threads_per_app)
     trust = TrustStore(engine)
     admin = AdminCredential(settings.admin_token_path)
     apps = AppRegistry(engine)

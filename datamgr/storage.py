@@ -13,6 +13,8 @@ time (it waits on the loop for a slot, holding no thread), so another's query al
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import queue
 import threading
 import time
@@ -30,6 +32,8 @@ from datamgr.budget import Watchdog
 from datamgr.disk import as_resource_exhausted
 
 T = TypeVar("T")
+log = logging.getLogger("datamgr.storage")
+_CHECKPOINT_EVERY_S = 0.2  # while writes come in, SQLite's WAL is copied back this often
 
 
 def create_engine(url: str, sqlite_synchronous: str = "NORMAL") -> Engine:
@@ -69,16 +73,18 @@ def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) ->
 class Database:
     """An engine plus the threads that use it; `write` and `read` run a function off the loop."""
 
-    def __init__(self, engine: Engine, read_threads: int = 4) -> None:
+    def __init__(self, engine: Engine, read_threads: int = 4, read_threads_per_app: int = 0) -> None:
         self.engine = engine
+        self._checkpoints = _Checkpoints(engine) if _is_sqlite_file(engine) else None
         self._writes: FairQueue[_Write] = FairQueue()
         self._lock = threading.Lock()  # guards _writes
         self._bell: queue.SimpleQueue[bool] = queue.SimpleQueue()  # one True per queued job; False: close
         self._writer = threading.Thread(target=self._write_loop, name="db-writer", daemon=True)
         self._writer.start()
         self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="db-reader")
-        # readers one tenant may hold at once (None: any number, when there is only one)
-        self._tenant_readers = max(1, read_threads // 2) if read_threads > 1 else None
+        # readers one tenant may hold at once (None: any number)
+        share = read_threads_per_app or max(1, min(read_threads, os.cpu_count() or 1) // 2)
+        self._tenant_readers = share if share < read_threads else None
         self._reading: dict[str, asyncio.Semaphore] = {}
         self._writer_conn: sa.Connection | None = None
         self.watchdog = Watchdog()  # stops statements that outrun their budget (datamgr.budget)
@@ -129,6 +135,8 @@ class Database:
             used = (who, time.perf_counter() - started)
             if job.loop is not None and not job.loop.is_closed():
                 job.loop.call_soon_threadsafe(_settle, job.fut, result, error)
+            if self._checkpoints is not None:
+                self._checkpoints.due()
         if self._writer_conn is not None:
             self._writer_conn.close()
 
@@ -148,6 +156,63 @@ class Database:
         """Waits for queued writes to commit, then closes every connection."""
         self._bell.put(False)
         self._writer.join()
+        if self._checkpoints is not None:
+            self._checkpoints.close()
         self._readers.shutdown(wait=True)
         self.watchdog.close()
         self.engine.dispose()
+
+
+def _is_sqlite_file(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
+
+
+class _Checkpoints:
+    """SQLite's WAL checkpoints on a thread of their own. SQLite runs one (copying the WAL back into
+    the database and syncing both) inside the commit that fills the WAL past 1000 pages: ten times
+    the commit's own time, on the writer that every app waits for. Here each connection has automatic
+    checkpoints off, and this thread runs a PASSIVE one (it waits for no writer or reader) shortly
+    after writes, at most every _CHECKPOINT_EVERY_S."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._wake = threading.Event()
+        self._closed = False
+
+        @sa.event.listens_for(engine, "connect")
+        def _manual(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
+
+        self._thread = threading.Thread(target=self._run, name="db-checkpoint", daemon=True)
+        self._thread.start()
+
+    def due(self) -> None:
+        """A write committed (on the writer): the WAL has grown."""
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def _run(self) -> None:
+        conn: sa.Connection | None = None
+        while True:
+            self._wake.wait()
+            self._wake.clear()  # before looking at _closed: a close after this wakes the next wait
+            if self._closed:
+                break
+            time.sleep(_CHECKPOINT_EVERY_S)  # one checkpoint for the writes of a burst
+            try:
+                if conn is None:
+                    conn = self._engine.connect()
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                conn.rollback()
+            except Exception as exc:  # a full disk, say: the WAL keeps the data, the next try may do
+                log.warning("WAL checkpoint failed: %s", exc)
+                if conn is not None:
+                    conn.close()
+                    conn = None
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self._thread.join()

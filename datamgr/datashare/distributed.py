@@ -107,11 +107,14 @@ class DistributedTables:
 
     def remove(self, bundle: str) -> None:
         """Drops a removed app's tables and their mirrors."""
-        for hosted in self._providers.tables(bundle):
+        dropped = self._providers.tables(bundle)
+        for hosted in dropped:
             if hosted.mirror is not None:
                 with contextlib.suppress(NotFound):
                     self._kv.delete_store(hosted.mirror)
         self._providers.remove(bundle)
+        for hosted in dropped:  # rows found before are gone (a new table may take the name)
+            self.counts.bump(hosted.table.name)
 
     # ---- local writes: inside the write's transaction, then after its commit ----
 
