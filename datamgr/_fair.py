@@ -46,7 +46,10 @@ class FairQueue(Generic[T]):
         if not self._queues:
             raise IndexError("pop from an empty FairQueue")
         floor, vtime = self._floor, self._vtime
-        tenant = min(self._queues, key=lambda t: vtime.get(t, floor))
+        if len(self._queues) == 1:  # the common case: no choice to make
+            tenant = next(iter(self._queues))
+        else:
+            tenant = min(self._queues, key=lambda t: vtime.get(t, floor))
         self._floor = max(floor, vtime.get(tenant, floor))  # the least of the backlogged: it only rises
         queue = self._queues[tenant]
         job = queue.popleft()

@@ -192,8 +192,8 @@ class SilentStore:
         self._engine = db.engine
         self._feed = feed
         self._distributed = distributed
-        # each hosted table's committed writes, bumped after every commit that writes it (with the
-        # distributed tables' own, which count the rows sync applies)
+        # each hosted table's committed changes of existing rows, bumped after every commit that
+        # updates or deletes (with the distributed tables' own, which count the rows sync applies)
         self.counts = distributed.counts if distributed is not None else WriteCounts()
         self._inserts: weakref.WeakKeyDictionary[sa.Table, sa.Insert] = weakref.WeakKeyDictionary()
         self._plans: weakref.WeakKeyDictionary[sa.Table, dict[tuple[str, ...], Any]] = (
@@ -220,11 +220,16 @@ class SilentStore:
                 conn.rollback()
 
     def _commit_and_notify(
-        self, conn: sa.Connection, changes: list[Change], written: Sequence[HostedTable] = ()
+        self,
+        conn: sa.Connection,
+        changes: list[Change],
+        written: Sequence[HostedTable] = (),
+        inserted_only: bool = False,
     ) -> None:
         conn.commit()
-        for hosted in written:
-            self.counts.bump(hosted.table.name)
+        if not inserted_only:  # new rows leave the rows found before them as they were
+            for hosted in written:
+                self.counts.bump(hosted.table.name)
         for change in changes:
             self._feed.publish(change.uri, [change])
         if self._distributed is not None:
@@ -252,7 +257,8 @@ class SilentStore:
             grown = self._admit(conn, hosted, row_bytes(hosted, row._asdict()))
             if mirrors is not None:
                 mirrors.record(conn, hosted, [row._asdict()])
-            self._commit_and_notify(conn, [Change("INSERT", hosted.uri, (row._asdict(),))], [hosted])
+            change = Change("INSERT", hosted.uri, (row._asdict(),))
+            self._commit_and_notify(conn, [change], [hosted], inserted_only=True)
         self._added(grown)
         pk = row._mapping[hosted.spec.primary_key]
         return pk if isinstance(pk, int) and not isinstance(pk, bool) else -1
@@ -301,7 +307,7 @@ class SilentStore:
             elif mirrors is not None:
                 mirrors.record_batch(conn, hosted, names, columns, absent)
             changes = [Change("INSERT", hosted.uri, tuple(inserted))] if returning and inserted else []
-            self._commit_and_notify(conn, changes, [hosted])
+            self._commit_and_notify(conn, changes, [hosted], inserted_only=True)
         self._added(grown)
         return len(columns[0])
 

@@ -5,12 +5,14 @@ thread that every app's writes wait for, and SQLite checks an interrupt only bet
 over one 800 KB value cannot be cut short. So DataShare finds the target rows on a reader thread (under
 the call's budget) and the writer then changes exactly those rows by primary key.
 
-That is exact only if the table did not change in between. `WriteCounts` counts, per table, the
-commits that wrote it; the writer bumps a table's count after each such commit. The reader reads the
-count before and after its snapshot is taken: equal, the snapshot holds every commit up to that count
-(a commit counted later could at worst already be in it, which makes the two look different, never the
-same). The writer applies the change only if the count is still the same; otherwise the caller finds
-the rows again, and after a few tries runs the whole statement on the writer (under the budget).
+That is exact only if no row changed in between. `WriteCounts` counts, per table, the commits that
+changed or removed rows (updates, deletes, rows applied by sync, schema changes); the writer bumps a
+table's count after each such commit. New rows need no count: the write is then as if it came
+before their inserts (it writes rows they did not touch). The reader reads the count before and
+after its snapshot is taken: equal, the snapshot holds every change up to that count (a change
+counted later could at worst already be in it, which makes the two look different, never the same).
+The writer applies the change only if the count is still the same; otherwise the caller finds the
+rows again, and after a few tries runs the whole statement on the writer (under the budget).
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ _CHEAP_OPS = frozenset(
 
 
 class WriteCounts:
-    """Per table name: how many committed writes changed it since the daemon started. Bumped only by
-    the writer thread, after the commit; read from any thread."""
+    """Per table name: how many committed writes changed or removed its rows since the daemon
+    started. Bumped only by the writer thread, after the commit; read from any thread."""
 
     __slots__ = ("_counts",)
 

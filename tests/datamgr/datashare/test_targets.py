@@ -100,16 +100,28 @@ def test_a_snapshot_taken_while_the_table_changed_is_stale(env: Any) -> None:
         assert (racing.at, sorted(racing.keys), racing.size) == (-1, [1, 2, 3], 0)
 
 
-def test_the_writer_applies_found_rows_only_if_the_table_did_not_change(env: Any) -> None:
+def test_the_writer_applies_found_rows_only_if_no_row_changed(env: Any) -> None:
     store, hosted, db = env
     compiled = compile_predicates(P().less_than("n", 3), hosted.table)
-    [found] = store.find([(hosted, build_where_for_write(hosted.table, compiled, hosted.pk), None)])
+    where_ = build_where_for_write(hosted.table, compiled, hosted.pk)
+
+    def count() -> int:
+        with db.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(hosted.table)).scalar_one())
+
+    [found] = store.find([(hosted, where_, None)])
     assert found is not None and found.at == store.counts.get(hosted.table.name)
-    store.insert(hosted, {"title": "new", "n": 0})  # matches, but came after the snapshot
+    store.update(hosted, compile_predicates(P().equal_to("id", 9), hosted.table), {"n": 0})  # now matches
     assert store.delete(hosted, compiled, None, found) is None  # stale: nothing done
-    [found] = store.find([(hosted, build_where_for_write(hosted.table, compiled, hosted.pk), None)])
+    assert count() == 10
+    [found] = store.find([(hosted, where_, None)])
+    assert found is not None and sorted(found.keys) == [1, 2, 3, 9]
+    # a new matching row: as if the delete came first (it deletes the rows it found, not this one)
+    new = store.insert(hosted, {"title": "new", "n": 0})
+    assert store.counts.get(hosted.table.name) == found.at
     assert store.delete(hosted, compiled, None, found) == 4
+    assert count() == 7
     with db.engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(hosted.table)).scalar() == 7
+        assert conn.execute(sa.select(hosted.table.c.id).where(hosted.table.c.n < 3)).scalars().all() == [new]
     assert store.update(hosted, compiled, {"n": 9}, None, found) is None  # the delete counted
     assert store.counts.get(hosted.table.name) == found.at + 1
