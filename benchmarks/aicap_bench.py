@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _machine import machine  # noqa: E402
+from _machine import cpu_times, machine, proc_jiffies  # noqa: E402
 from llama_server import LlamaServer, find_binary  # noqa: E402
 
 from aicap.engine.model_runner import default_model_path, quiet_llama_logs  # noqa: E402
@@ -170,25 +170,6 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
-
-
-def cpu_times() -> tuple[int, int, int]:
-    """(steal, busy, total) jiffies of all CPUs."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    steal = fields[7] if len(fields) > 7 else 0
-    total = sum(fields[:8])
-    return steal, total - idle - steal, total
-
-
-def proc_jiffies(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            parts = f.read().rsplit(")", 1)[1].split()
-        return int(parts[11]) + int(parts[12])
-    except (OSError, IndexError, ValueError):
-        return 0
 
 
 class CpuWatch:

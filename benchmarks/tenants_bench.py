@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import _hostile  # noqa: E402
 from _hostile import ATTACKS, BUG_CODES, HOSTILE, MiB, Plan, code_of  # noqa: E402
 from _limits import Limits  # noqa: E402
-from _machine import machine  # noqa: E402
+from _machine import cpu_times, machine, proc_jiffies  # noqa: E402
 from harness import Daemon  # noqa: E402
 
 GOOD = "com.bench.good"
@@ -104,25 +104,6 @@ def proc_status(pid: int, key: str) -> int:
     return 0
 
 
-def cpu_busy() -> tuple[int, int, int]:
-    """(steal, busy, total) jiffies of all CPUs."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    steal = fields[7] if len(fields) > 7 else 0
-    total = sum(fields[:8])
-    return steal, total - idle - steal, total
-
-
-def proc_jiffies(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            parts = f.read().rsplit(")", 1)[1].split()
-        return int(parts[11]) + int(parts[12])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
 class CpuShares:
     """Shares of all CPU time during a phase: the daemon's, the bench's own processes', others' (noise)."""
 
@@ -132,7 +113,7 @@ class CpuShares:
         self.start = self.snap()
 
     def snap(self) -> tuple[int, int, int, int, int]:
-        return (*cpu_busy(), proc_jiffies(self.daemon), sum(proc_jiffies(p) for p in self.pids))
+        return (*cpu_times(), proc_jiffies(self.daemon), sum(proc_jiffies(p) for p in self.pids))
 
     def restart(self) -> None:
         self.start = self.snap()
