@@ -569,7 +569,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_tcp(self) -> Settings:
-        from datamgr.client._tls import is_loopback
+        from datamgr._address import is_loopback  # not datamgr.client: that imports grpc, SQLAlchemy
 
         if self.tcp_plaintext and self.tcp and not is_loopback(self.tcp):
             raise ValueError(

@@ -9,7 +9,6 @@ that certificate alone. grpc then checks the pin on every connection it makes.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 import socket
 import ssl
@@ -17,22 +16,12 @@ from typing import Any
 
 import grpc
 
+from datamgr._address import is_loopback
 from datamgr.errors import InvalidArgument, Unauthenticated, Unavailable
 
 FINGERPRINT_ENV = "DATAMGR_TLS_FINGERPRINT"
 SERVER_NAME = "datamgr-peer"  # the DNS name in every device certificate (datamgr.device.identity)
 _FETCH_TIMEOUT_S = 5.0
-
-
-def is_loopback(address: str) -> bool:
-    """Whether a HOST:PORT (or [v6]:PORT) address is on this machine's loopback interface."""
-    host = address.rpartition(":")[0].strip("[]") if ":" in address else address
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def normalize_fingerprint(text: str) -> str:

@@ -51,6 +51,7 @@ from datamgr.device.peer_table import DeviceEvent, DeviceEvents, EventKind, Peer
 log = logging.getLogger("datamgr.discovery")
 
 # DNS constants (RFC 1035)
+_TYPE_PTR = 12
 _TYPE_TXT = 16
 _TYPE_SRV = 33
 _CLASS_IN = 1
@@ -132,14 +133,14 @@ class Discovery(RecordUpdateListener):
     async def _async_probe(self) -> bool:
         """Probes that our name is free at RFC 6762 §8.1's pace, 0.75-1 s: a random 0-250 ms, then three
         probes 250 ms apart, and no conflicting answer by 250 ms after the third. (python-zeroconf's
-        `async_check_service` asks the same question but spaces its probes 500 ms: about 1.2 s.)"""
+        `async_check_service` asks the same question, as QU, but spaces its probes 500 ms: about 1.2 s.)"""
         assert self._aiozc is not None
         zc = self._aiozc.zeroconf
         await zc.async_wait_for_start()
         info = self._service_info()
         await asyncio.sleep(random.uniform(0, _PROBE_DELAY_S))  # spreads devices started at once
         for _ in range(_PROBES):
-            zc.async_send(zc.generate_service_query(info))  # QU, our PTR record as the proposed answer
+            zc.async_send(_probe(info))
             if await _conflict_within(zc, info, _PROBE_INTERVAL_S):
                 log.error(
                     "another device advertises our device id %s: not advertising (are two daemons using "
@@ -316,6 +317,19 @@ class Discovery(RecordUpdateListener):
         if len(self._logged) > _NOTES_REMEMBERED:
             self._logged.popitem(last=False)
         log.warning("mDNS advert %r: %s", name[:80], note)
+
+
+def _probe(info: ServiceInfo) -> DNSOutgoing:
+    """A probe for our name: the PTR question of our service type with our PTR record as the proposed
+    answer. A QM question, not QU (python-zeroconf's `generate_service_query`): a defender answers a QU
+    probe by unicast to port 5353 if it multicast its record lately (a quarter of its TTL), and with
+    several responders on one host (daemons on loopback) the kernel delivers that unicast to one of
+    their sockets only, seldom the prober's (RFC 6762 §15.1). A QM probe is answered by multicast at
+    once, which every responder receives."""
+    out = DNSOutgoing(_FLAGS_QUERY)
+    out.add_question(DNSQuestion(info.type, _TYPE_PTR, _CLASS_IN))
+    out.add_authorative_answer(info.dns_pointer())
+    return out
 
 
 async def _conflict_within(zc: Zeroconf, info: ServiceInfo, seconds: float) -> bool:

@@ -128,3 +128,43 @@ def test_a_name_another_responder_holds_is_not_advertised(caplog: pytest.LogCapt
     with caplog.at_level(logging.ERROR, logger="datamgr.discovery"):
         run(main)
     assert any("another device advertises our device id" in m for m in caplog.messages)
+
+
+def test_a_holder_heard_among_other_responders_on_this_host(caplog: pytest.LogCaptureFixture) -> None:
+    """The holder's announcements are over, so it answers a probe with the unicast-response bit (QU) by
+    unicast to port 5353 only (it multicast its record lately), and the kernel hands that to one of the
+    host's responders sharing the port, seldom the prober (RFC 6762 §15.1): probes ask for multicast
+    answers (QM), which every responder here receives."""
+
+    async def main() -> None:
+        device_id = unique("announced")
+        holder = AsyncZeroconf(interfaces=list(LOOPBACK))
+        bystanders = [AsyncZeroconf(interfaces=list(LOOPBACK)) for _ in range(3)]  # other daemons here
+        info = ServiceInfo(
+            SERVICE_TYPE,
+            instance_name(device_id),
+            port=1,
+            properties={"id": device_id, "pv": "1", "sl": "2"},
+            server=f"{device_id}-holder.local.",
+            parsed_addresses=list(LOOPBACK),
+        )
+        await (await holder.async_register_service(info))  # its announcements are over
+        d = discovery(device_id, port=7000)
+        await d.async_start()
+        sent = record_sent(d)
+        d.async_advertise()
+        try:
+            assert d._probing is not None and not await d._probing
+            probes = [out for _, out in sent if is_probe(out, instance_name(device_id))]
+            assert probes and not [q for out in probes for q in out.questions if q.unique]  # no QU
+            assert d._registering is not None
+            await d._registering
+            assert not d.advertising
+        finally:
+            await d.async_close()
+            for zc in (holder, *bystanders):
+                await zc.async_close()
+
+    with caplog.at_level(logging.ERROR, logger="datamgr.discovery"):
+        run(main)
+    assert any("another device advertises our device id" in m for m in caplog.messages)
