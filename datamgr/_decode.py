@@ -9,7 +9,8 @@ wrapper aborts on; in a stream the failure is raised as an `AbortError` (the ser
 those through untouched) and noted on the call, so the wrapper aborts with INVALID_ARGUMENT even when a
 servicer's reader task swallowed it and the call ended as if the stream had closed. Registered after
 the interceptors that refuse unknown callers (daemon: CallerGate; peer server: the trust check), so
-those answer first and every handler they pass on is guarded.
+those answer first and every handler they pass on is guarded. `meter`, if given, is told each request's
+size in bytes as it is decoded (the daemon's per-app ingress pacing, `datamgr.ingress`).
 """
 
 from __future__ import annotations
@@ -47,8 +48,12 @@ class UndecodableRequest(grpc.aio.AbortError):
         super().__init__(self.message)
 
 
-def _deserializer(method: str, decode: Callable[[bytes], Any], streaming: bool) -> Callable[[bytes], Any]:
+def _deserializer(
+    method: str, decode: Callable[[bytes], Any], streaming: bool, meter: Callable[[int], None] | None
+) -> Callable[[bytes], Any]:
     def deserialize(raw: bytes) -> Any:
+        if meter is not None:
+            meter(len(raw))
         try:
             return decode(raw)
         except (DecodeError, RecursionError) as exc:
@@ -120,7 +125,7 @@ def _stream_behaviour(inner: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def guard(method: str, handler: Any) -> Any:
+def guard(method: str, handler: Any, meter: Callable[[int], None] | None = None) -> Any:
     """`handler` with its request deserializer and behaviour wrapped as the module docstring says;
     unchanged if it is synchronous or takes raw bytes."""
     attr, make = _FACTORIES[bool(handler.request_streaming), bool(handler.response_streaming)]
@@ -132,7 +137,7 @@ def guard(method: str, handler: Any) -> Any:
     wrap = _stream_behaviour if streaming else _unary_behaviour
     return make(
         wrap(inner),
-        request_deserializer=_deserializer(method, handler.request_deserializer, streaming),
+        request_deserializer=_deserializer(method, handler.request_deserializer, streaming, meter),
         response_serializer=handler.response_serializer,
     )
 
@@ -140,8 +145,9 @@ def guard(method: str, handler: Any) -> Any:
 class DecodeGuard(grpc.aio.ServerInterceptor):
     """Applies `guard` to every method of the server (each handler wrapped once, then reused)."""
 
-    def __init__(self) -> None:
+    def __init__(self, meter: Callable[[int], None] | None = None) -> None:
         self._guarded: dict[str, tuple[Any, Any]] = {}
+        self._meter = meter
 
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: grpc.HandlerCallDetails
@@ -152,5 +158,5 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
         method: str = details.method  # type: ignore[attr-defined]
         cached = self._guarded.get(method)
         if cached is None or cached[0] is not handler:
-            cached = self._guarded[method] = (handler, guard(method, handler))
+            cached = self._guarded[method] = (handler, guard(method, handler, self._meter))
         return cached[1]

@@ -529,6 +529,15 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="Time in-flight calls get to finish on SIGTERM.")
+    app_ingress_bytes_per_s: int = Field(
+        32 * 1024 * 1024,
+        ge=0,
+        le=1 << 40,
+        description="Request bytes per second one app may make the daemon receive and decode, over all "
+        "its calls (accepted or refused); past a burst of one largest message (datashare.max_batch_bytes "
+        "+ 1 MiB) its next requests wait before they are read, or get RESOURCE_EXHAUSTED if the wait "
+        "would pass their deadline. The admin and the daemon's own work are not paced. 0: unpaced.",
+    )
     read_threads: int = Field(4, ge=1, le=64, description="Threads serving database reads.")
     read_threads_per_app: int = Field(
         0,

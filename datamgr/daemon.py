@@ -48,6 +48,7 @@ from datamgr.device.trust import TrustStore
 from datamgr.disk import DiskFloor
 from datamgr.errors import ResourceExhausted, Unauthenticated
 from datamgr.gate import CallerGate
+from datamgr.ingress import IngressPacer
 from datamgr.kv._storage_types import MAX_VALUE_LENGTH
 from datamgr.kv.service import SERVICE_NAME as KV_SERVICE
 from datamgr.kv.service import KvService
@@ -174,10 +175,17 @@ def _peer_max_message(settings: Settings) -> int:
     return max(settings.sync.batch_bytes, MAX_VALUE_LENGTH) + (1 << 20)
 
 
-def _known_caller(apps: AppRegistry, admin: AdminCredential) -> Callable[[str], bool]:
-    """Whether a token is an app's or the admin's: the gate's question before it reads a request."""
+def _known_caller(apps: AppRegistry, admin: AdminCredential) -> Callable[[str], str | None]:
+    """Whose a token is: an app's bundle, "" for the admin, None if unknown (the gate's question before
+    it reads a request; an app's token enters its tenant for the rest of the call)."""
     authenticate, is_admin = _authenticator(apps), _admin_check(admin)
-    return lambda token: authenticate(token) is not None or is_admin(token)
+
+    def caller(token: str) -> str | None:
+        if (app := authenticate(token)) is not None:
+            return app[0]
+        return tenant.DAEMON if is_admin(token) else None
+
+    return caller
 
 
 def _quotas(
@@ -384,13 +392,20 @@ async def run(  # noqa: PLR0915 - the composition root
         published.remove(bundle)
         kv.remove_app(bundle)
         quotas.forget(bundle)
+        if pacer is not None:
+            pacer.forget(bundle)
 
     max_msg = ds.max_batch_bytes + (1 << 20)
+    rate = settings.app_ingress_bytes_per_s  # per-app request bytes (datamgr.ingress); 0: unpaced
+    pacer = IngressPacer(rate, burst=max_msg) if rate else None
     server = grpc.aio.server(
         interceptors=[
-            # unknown callers: nothing big read (datamgr.gate)
-            CallerGate(_known_caller(apps, admin), OPEN_SERVICES, settings.open_max_message_bytes),
-            DecodeGuard(),  # undecodable requests: INVALID_ARGUMENT (datamgr._decode)
+            # unknown callers: nothing big read; apps in debt of request bytes wait (datamgr.gate)
+            CallerGate(
+                _known_caller(apps, admin), OPEN_SERVICES, settings.open_max_message_bytes, pacer=pacer
+            ),
+            # undecodable requests: INVALID_ARGUMENT (datamgr._decode); decoded ones charged to the app
+            DecodeGuard(pacer.charge_current if pacer is not None else None),
         ],
         options=[("grpc.max_receive_message_length", max_msg), ("grpc.max_send_message_length", max_msg)],
     )

@@ -13,6 +13,11 @@ read one at a time (one slot, each read given `read_timeout_s`), as bytes, and r
 `open_max_bytes` before they are decoded: between them they hold at most one message at a time
 (grpc's reading of a 100 MB one peaks at about 4x its size). The slot is held while a read waits, so
 an open stream left idle by an unknown caller ends after `read_timeout_s`.
+
+Known apps' requests are paced by bytes (`datamgr.ingress`): an app in debt has its next unary request
+read by the gate after a wait (bounded by the call's deadline; RESOURCE_EXHAUSTED naming
+`app_ingress_bytes_per_s` if the wait would pass it), and each message of a request stream waits the same
+way before it is read. An app not in debt gets its unary handler untouched (one dict lookup more).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from typing import Any
 
 import grpc
 
+from datamgr import tenant
 from datamgr._grpc import token_in
+from datamgr.ingress import SETTING, IngressPacer
 
 log = logging.getLogger("datamgr.gate")
 
@@ -56,12 +63,14 @@ class CallerGate(grpc.aio.ServerInterceptor):
 
     def __init__(
         self,
-        is_known: Callable[[str], bool],
+        caller: Callable[[str], str | None],
         open_services: Iterable[str],
         open_max_bytes: int,
         read_timeout_s: float = 5.0,
+        pacer: IngressPacer | None = None,
     ) -> None:
-        self._is_known = is_known
+        self._caller = caller  # a token's tenant (an app's bundle, "" for the admin), None if unknown
+        self._pacer = pacer
         self._open = frozenset(open_services)
         self._open_max_bytes = open_max_bytes
         self._read_timeout_s = read_timeout_s
@@ -70,7 +79,8 @@ class CallerGate(grpc.aio.ServerInterceptor):
             False: refusal(grpc.StatusCode.UNAUTHENTICATED, NO_TOKEN),
             True: refusal(grpc.StatusCode.UNAUTHENTICATED, UNKNOWN_TOKEN),
         }
-        self._paced: dict[str, tuple[Any, Any]] = {}
+        self._paced: dict[str, tuple[Any, Any]] = {}  # open methods, read for unknown callers
+        self._waiting: dict[str, tuple[Any, Any]] = {}  # any method, read for apps in debt
 
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: grpc.HandlerCallDetails
@@ -79,13 +89,20 @@ class CallerGate(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         token = token_in(details.invocation_metadata)  # type: ignore[attr-defined]
-        if token is not None and self._is_known(token):
-            return handler
         method: str = details.method  # type: ignore[attr-defined]
+        app = self._caller(token) if token is not None else None
+        if app is not None:
+            pacer = self._pacer
+            if not app or pacer is None or not (handler.request_streaming or pacer.delay(app)):
+                return handler
+            cached = self._waiting.get(method)
+            if cached is None or cached[0] is not handler:
+                cached = self._waiting[method] = (handler, self._paced_handler(handler, self._read_paced))
+            return cached[1]
         if method.split("/", 2)[1] in self._open:
             cached = self._paced.get(method)
             if cached is None or cached[0] is not handler:
-                cached = self._paced[method] = (handler, self._paced_handler(handler))
+                cached = self._paced[method] = (handler, self._paced_handler(handler, self._read))
             return cached[1]
         log.debug("refused %s before reading it: %s token", method, "unknown" if token else "no")
         return self._refusals[token is not None]
@@ -113,19 +130,40 @@ class CallerGate(grpc.aio.ServerInterceptor):
             )
         return deserialize(raw)
 
-    async def _messages(self, context: Any, deserialize: Callable[[bytes], Any]) -> AsyncIterator[Any]:
-        while (message := await self._read(context, deserialize)) is not grpc.aio.EOF:
+    async def _read_paced(
+        self, context: grpc.aio.ServicerContext, deserialize: Callable[[bytes], Any]
+    ) -> Any:
+        """The call's next request, read once its app is out of debt (`datamgr.ingress`): the wait is
+        bounded by the call's deadline, and refused at once if it would pass it."""
+        assert self._pacer is not None
+        app = tenant.current()  # the gate's caller lookup entered the call's tenant
+        while (wait := self._pacer.delay(app)) > 0:
+            remaining = context.time_remaining()
+            if remaining is not None and wait > remaining:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{app} sends requests faster than {self._pacer.rate:.0f} bytes/s "
+                    f"({SETTING}): the next may be read in {wait:.2f} s, past this call's deadline",
+                )
+            await asyncio.sleep(wait)
+        raw = await context.read()
+        return raw if raw is grpc.aio.EOF else deserialize(raw)
+
+    async def _messages(
+        self, context: Any, deserialize: Callable[[bytes], Any], read: Any
+    ) -> AsyncIterator[Any]:
+        while (message := await read(context, deserialize)) is not grpc.aio.EOF:
             yield message
 
-    async def _request(self, context: Any, deserialize: Callable[[bytes], Any]) -> Any:
-        message = await self._read(context, deserialize)
+    async def _request(self, context: Any, deserialize: Callable[[bytes], Any], read: Any) -> Any:
+        message = await read(context, deserialize)
         if message is grpc.aio.EOF:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call carried no request message")
         return message
 
-    def _paced_handler(self, handler: Any) -> Any:
-        """`handler` as a request-streaming handler whose messages are read by `_read` (the daemon's
-        open methods are all async)."""
+    def _paced_handler(self, handler: Any, read: Any) -> Any:
+        """`handler` as a request-streaming handler whose messages are read by `read` (`_read` or
+        `_read_paced`; the daemon's methods are all async)."""
         streaming = bool(handler.request_streaming)
         deserialize = handler.request_deserializer or (lambda raw: raw)
         if handler.response_streaming:
@@ -137,8 +175,8 @@ class CallerGate(grpc.aio.ServerInterceptor):
 
         async def request(context: Any) -> Any:
             if streaming:
-                return self._messages(context, deserialize)
-            return await self._request(context, deserialize)
+                return self._messages(context, deserialize, read)
+            return await self._request(context, deserialize, read)
 
         if inspect.isasyncgenfunction(inner):
 
