@@ -47,11 +47,20 @@ UNKNOWN_TOKEN = (
 )
 
 
-def refusal(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+def refusal(
+    code: grpc.StatusCode, message: str, read_first_s: float | None = None
+) -> grpc.RpcMethodHandler:
     """A handler that refuses the call without reading its request (a stream handler reads only when
-    asked), whatever the method's kind: on the wire every call is a stream."""
+    asked), whatever the method's kind: on the wire every call is a stream.
+
+    With `read_first_s`, it first waits that long for the first request message (as bytes, under the
+    server's receive limit), for callers that stream: an asyncio client whose first `write` meets a call
+    the server already ended gets INTERNAL ("Internal error from Core") instead of the refusal."""
 
     async def refuse(requests: Any, context: grpc.aio.ServicerContext) -> None:
+        if read_first_s is not None:
+            with contextlib.suppress(Exception):  # none sent, too large, the caller left: refuse anyway
+                await asyncio.wait_for(anext(aiter(requests)), read_first_s)
         await context.abort(code, message)
 
     return grpc.stream_unary_rpc_method_handler(refuse)

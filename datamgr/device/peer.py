@@ -183,10 +183,13 @@ class _TrustCheck(grpc.aio.ServerInterceptor):
 
 
 class _WindowCheck(grpc.aio.ServerInterceptor):
-    """On the pairing port: while no pairing window is open, `Pair` is refused before anything is read."""
+    """On the pairing port: while no pairing window is open, `Pair` is refused after reading no more than
+    its first message (bounded by the port's small receive limit), and waiting no longer than
+    `read_first_s` for it."""
 
-    def __init__(self, desk: PairingDesk) -> None:
+    def __init__(self, desk: PairingDesk, read_first_s: float = 2.0) -> None:
         self._desk = desk
+        self._read_first_s = read_first_s
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
@@ -195,7 +198,9 @@ class _WindowCheck(grpc.aio.ServerInterceptor):
         try:
             self._desk.current()
         except DatamgrError as exc:
-            return refusal(STATUS.get(exc.code, grpc.StatusCode.FAILED_PRECONDITION), exc.message)
+            # the first message is read (at most `pairing_max_message_bytes`): see `refusal`
+            code = STATUS.get(exc.code, grpc.StatusCode.FAILED_PRECONDITION)
+            return refusal(code, exc.message, read_first_s=self._read_first_s)
         return handler
 
 
