@@ -47,9 +47,7 @@ UNKNOWN_TOKEN = (
 )
 
 
-def refusal(
-    code: grpc.StatusCode, message: str, read_first_s: float | None = None
-) -> grpc.RpcMethodHandler:
+def refusal(code: grpc.StatusCode, message: str, read_first_s: float | None = None) -> grpc.RpcMethodHandler:
     """A handler that refuses the call without reading its request (a stream handler reads only when
     asked), whatever the method's kind: on the wire every call is a stream.
 
