@@ -164,10 +164,13 @@ class Model:
 
 
 class ModelRegistry:
-    def __init__(self, config: AiConfig, store: ModelStore, run_db: RunDb) -> None:
+    def __init__(
+        self, config: AiConfig, store: ModelStore, run_db: RunDb, host_busy: Callable[[], int] | None = None
+    ) -> None:
         self.config = config
         self._store = store
         self._run_db = run_db
+        self._host_busy = host_busy  # the host's CPU-heavy threads running now (ModelRunner)
         self._models: dict[str, Model] = {}
         self._adding: set[str] = set()
         self.closing = False
@@ -305,7 +308,7 @@ class ModelRegistry:
             raise FailedPrecondition(f"cannot load model {m.name} from {m.spec.path}: {exc}") from None
 
     def _make_engine(self, spec: ModelSpec) -> Callable[[], LLMEngine]:
-        return engine_factory(spec.path, spec.n_ctx, self.config)
+        return engine_factory(spec.path, spec.n_ctx, self.config, self._host_busy)
 
     async def _free(self, m: Model, reason: str) -> None:
         m.removed = True
@@ -327,7 +330,9 @@ class ModelRegistry:
                 m.tokenizer = None
 
 
-def engine_factory(path: Path, n_ctx: int, config: AiConfig) -> Callable[[], LLMEngine]:
+def engine_factory(
+    path: Path, n_ctx: int, config: AiConfig, host_busy: Callable[[], int] | None = None
+) -> Callable[[], LLMEngine]:
     """The callable (run on the inference thread) that loads the model at `path` into a ModelRunner
     and builds an LLMEngine on it with `config`'s engine settings."""
     c = config
@@ -341,7 +346,8 @@ def engine_factory(path: Path, n_ctx: int, config: AiConfig) -> Callable[[], LLM
                 n_batch=c.max_batch_tokens,
                 n_threads=c.n_threads,
                 flash_attn=c.flash_attn,
-            )
+            ),
+            host_busy,
         )
         try:
             return LLMEngine(

@@ -51,6 +51,7 @@ class Prompts:
         self._prefixes = config.shared_prefixes if config.isolate_prefix_cache_per_app else ()
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="aicap-tokenize")
         self._lock = threading.Lock()
+        self._running = 0  # jobs running on the pool now (busy)
         # a model's tokenizer → (prefix name, kind, chat template) → the prefix's tokens
         self._tokens: weakref.WeakKeyDictionary[Tokenizer, dict[tuple[str, Kind, str], list[int]]] = (
             weakref.WeakKeyDictionary()
@@ -74,10 +75,14 @@ class Prompts:
                 f"{model} (ai.max_prompt_chars{how}); it would not fit the context"
             )
 
+    def busy(self) -> int:
+        """How many tokenizing jobs run now (CPU the inference thread's team cannot have)."""
+        return self._running
+
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """`fn(*args)` on the tokenizing pool."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(self._pool, self._counted, fn, *args)
         except TokenizerClosed:
             raise Unavailable("the model was removed") from None
 
@@ -88,6 +93,15 @@ class Prompts:
         return await self.run(self._chat, tok, template, messages, app)
 
     # ---- on the pool ----
+
+    def _counted(self, fn: Callable[..., T], *args: object) -> T:
+        with self._lock:
+            self._running += 1
+        try:
+            return fn(*args)
+        finally:
+            with self._lock:
+                self._running -= 1
 
     def _completion(self, tok: Tokenizer, text: str, app: str) -> Prompt:
         with tok.using():

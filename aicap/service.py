@@ -136,11 +136,15 @@ class AiService(pb_grpc.AiServiceServicer):
         is_admin: IsAdmin,
         store: ModelStore,
         run_db: RunDb,
+        host_busy: Callable[[], int] | None = None,
     ) -> None:
+        """`host_busy`: how many of the host's threads run CPU-heavy work now (the daemon's database
+        statements): the model's inference uses fewer threads meanwhile (see ModelRunner)."""
         self.config = config
+        self._host_busy = host_busy
         self._authenticate = authenticate
         self._is_admin = is_admin
-        self.models = ModelRegistry(config, store, run_db)
+        self.models = ModelRegistry(config, store, run_db, self._busy)
         self.limiter = AppLimiter(
             Limits(config.max_concurrent_per_app, config.max_queued_per_app, config.max_waiting)
         )
@@ -149,6 +153,10 @@ class AiService(pb_grpc.AiServiceServicer):
         self._calls: dict[str, set[_Call]] = {}  # bundle → its open generations
         self._metrics_server: Any = None
         self._loading: asyncio.Task[None] | None = None
+
+    def _busy(self) -> int:
+        """The CPU-heavy threads running beside inference now: the host's and tokenizing's."""
+        return (self._host_busy() if self._host_busy is not None else 0) + self.prompts.busy()
 
     async def start(self) -> None:
         """Registers the models and starts loading the default one (`ready()` says when it is loaded)."""

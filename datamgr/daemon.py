@@ -293,7 +293,9 @@ async def _start_ai(
         sampling=SamplingDefaults(**ai.sampling.model_dump()),
         metrics_port=ai.metrics_port,
     )
-    service = AiService(config, _authenticator(apps), _admin_check(admin), ModelStore(engine), db.write)
+    service = AiService(
+        config, _authenticator(apps), _admin_check(admin), ModelStore(engine), db.write, host_busy=db.busy
+    )
     try:
         await service.start()  # the default model loads in the background; its health says when it is ready
     except (FileNotFoundError, AicapError) as exc:  # no built-in model package, a bad default_model

@@ -70,6 +70,9 @@ def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) ->
         fut.set_result(result)
 
 
+LONG_JOB_S = 0.005  # a job running this long is likely to run on (busy)
+
+
 class Database:
     """An engine plus the threads that use it; `write` and `read` run a function off the loop."""
 
@@ -88,6 +91,7 @@ class Database:
         self._tenant_readers = share if share < read_threads else None
         self._reading: dict[str, asyncio.Semaphore] = {}
         self._writer_conn: sa.Connection | None = None
+        self._running: dict[int, float] = {}  # thread -> when its job started, while it runs (busy)
         self.watchdog = Watchdog()  # stops statements that outrun their budget (datamgr.budget)
 
     def writer_connection(self) -> sa.Connection:
@@ -97,6 +101,21 @@ class Database:
         if conn is None or conn.closed or conn.invalidated:
             conn = self._writer_conn = self.engine.connect()
         return conn
+
+    def busy(self, longer_than_s: float = LONG_JOB_S) -> int:
+        """How many of the database's threads have run their job for `longer_than_s` now: CPU the
+        host's other work (the model's inference threads) cannot count on. Short jobs end before it
+        would matter."""
+        now = time.perf_counter()
+        return sum(now - t >= longer_than_s for t in list(self._running.values()))
+
+    def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        me = threading.get_ident()
+        self._running[me] = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            del self._running[me]
 
     @property
     def dialect(self) -> str:
@@ -132,7 +151,7 @@ class Database:
             started = time.perf_counter()
             result, error = None, None
             try:
-                result = job.fn(*job.args)
+                result = self._run(job.fn, *job.args)
             except BaseException as exc:
                 error = as_resource_exhausted(exc)  # a full disk is RESOURCE_EXHAUSTED, not a bug
             writes.charge(who, time.perf_counter() - started)
@@ -147,13 +166,13 @@ class Database:
         """Runs `fn(*args)` on a reader thread, once the calling tenant holds fewer than its share."""
         loop = asyncio.get_running_loop()
         if self._tenant_readers is None:
-            return await loop.run_in_executor(self._readers, fn, *args)
+            return await loop.run_in_executor(self._readers, self._run, fn, *args)
         who = tenant.current()
         slots = self._reading.get(who)
         if slots is None:
             slots = self._reading[who] = asyncio.Semaphore(self._tenant_readers)
         async with slots:
-            return await loop.run_in_executor(self._readers, fn, *args)
+            return await loop.run_in_executor(self._readers, self._run, fn, *args)
 
     def close(self) -> None:
         """Waits for queued writes to commit, then closes every connection."""

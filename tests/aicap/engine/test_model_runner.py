@@ -72,3 +72,29 @@ def test_swap_out_and_in_restores_the_state_exactly(runner: ModelRunner) -> None
     assert close(resumed[2], expected) and close(resumed[3], expected)
     for slot in (2, 3):
         runner.drop(slot)
+
+
+def test_decode_threads_give_way_to_the_hosts_busy_threads() -> None:
+    """Each CPU-heavy host thread running at decode time takes one decode thread, down to one; the
+    logits do not depend on it beyond llama.cpp's numerics."""
+    import llama_cpp
+
+    from aicap.engine.model_runner import usable_cores
+
+    busy = [0]
+    r = ModelRunner(RunnerConfig(default_model_path(), n_ctx=512, n_seq_max=2, n_threads=2), lambda: busy[0])
+    try:
+        tokens = r.tokenize("The capital of France is")
+        calm = r.decode([(0, tokens, 0)])[0]
+        assert r.threads == min(2, usable_cores())
+        r.drop(0)
+        busy[0] = usable_cores()  # every core taken: one thread still decodes
+        loaded = r.decode([(0, tokens, 0)])[0]
+        assert r.threads == 1 == llama_cpp.llama_n_threads(r._ctx)
+        assert close(calm, loaded)
+        r.drop(0)
+        busy[0] = 0
+        r.decode([(0, tokens, 0)])
+        assert r.threads == min(2, usable_cores()) == llama_cpp.llama_n_threads(r._ctx)
+    finally:
+        r.close()
