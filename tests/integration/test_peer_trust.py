@@ -16,9 +16,10 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from harness import Daemon
 from test_pairing import _owner
 from test_sync_daemons import DATASYNC, _start
-from test_udmf_cross_device import CROSS, Device, Pair, _descriptors, _device, _eventually, _granted
+from test_udmf_cross_device import CROSS, Device, Pair, _descriptors, _eventually, _granted, paired
 from test_udmf_service import CODE, SHARE, SOURCE, TARGET, THIRD, E, Read, collect, parts, status, text
 
 from datamgr.client.kv import KvStoreClient, KvStoreType, SecurityLevel, SyncMode
@@ -43,25 +44,17 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     """Alpha (SL4) and bravo (asserting SL5), paired with neither owner naming a level."""
     tmp = tmp_path_factory.mktemp("trust")
     env = {"DATAMGR_SYNC__AUTO": "true", "DATAMGR_UDMF__SYNC_INLINE_BYTES": "4096"}
-    a = _start(tmp, "alpha", 4, **env)
-    b = _start(tmp, "bravo", 5, **env)
-    try:
-        with _owner(b) as owner_b, _owner(a) as owner_a:
-            events = owner_b.open_window()
-            opened = next(events).opened
-            owner_a.pair(opened.pairing_address, opened.code)
-            assert next(events).WhichOneof("event") == "paired"
-            events.close()
-        p = Pair(_device(a), _device(b))
+    with paired(_start(tmp, "alpha", 4, **env), _start(tmp, "bravo", 5, **env), _pair_naming_no_level) as p:
         yield p
-        for dev in (p.a, p.b):
-            for u in (dev.source, dev.target, dev.third, dev.admin):
-                u.close()
-    finally:
-        for d in (a, b):
-            if d.proc is not None:
-                assert d.stop() == 0
-            assert "bug in" not in d.log(), d.log()[-3000:]
+
+
+def _pair_naming_no_level(a: Daemon, b: Daemon) -> None:
+    with _owner(b) as owner_b, _owner(a) as owner_a:
+        events = owner_b.open_window()
+        opened = next(events).opened
+        owner_a.pair(opened.pairing_address, opened.code)
+        assert next(events).WhichOneof("event") == "paired"
+        events.close()
 
 
 def _as_peer(holder: Device, caller: Device, key: str, reader: str, keep: bool = False) -> list[Read]:

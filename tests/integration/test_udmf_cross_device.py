@@ -7,6 +7,7 @@ that is not paired refused at the peer port, and the CLI's drop side."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sqlite3
@@ -86,16 +87,12 @@ def _device(d: Daemon) -> Device:
     )
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    """Alpha and bravo, paired, syncing automatically; alpha's peer port is fixed so that it can be
-    restarted where bravo knows it."""
-    tmp = tmp_path_factory.mktemp("udmf-x")
-    env = {"DATAMGR_SYNC__AUTO": "true", "DATAMGR_UDMF__SYNC_INLINE_BYTES": str(INLINE)}
-    a = _start(tmp, "alpha", 4, DATAMGR_PEER__LISTEN=f"127.0.0.1:{_free_port()}", **env)
-    b = _start(tmp, "bravo", 2, **env)
+@contextlib.contextmanager
+def paired(a: Daemon, b: Daemon, pair: Callable[[Daemon, Daemon], None] = _pair) -> Iterator[Pair]:
+    """Started alpha `a` and bravo `b`, paired by `pair`, as a Pair of devices; stopped afterwards,
+    with no bug in either log."""
     try:
-        _pair(a, b)
+        pair(a, b)
         p = Pair(_device(a), _device(b))
         yield p
         for dev in (p.a, p.b):
@@ -106,6 +103,17 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             if d.proc is not None:
                 assert d.stop() == 0
             assert "bug in" not in d.log(), d.log()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    """Alpha and bravo, paired, syncing automatically; alpha's peer port is fixed so that it can be
+    restarted where bravo knows it."""
+    tmp = tmp_path_factory.mktemp("udmf-x")
+    env = {"DATAMGR_SYNC__AUTO": "true", "DATAMGR_UDMF__SYNC_INLINE_BYTES": str(INLINE)}
+    a = _start(tmp, "alpha", 4, DATAMGR_PEER__LISTEN=f"127.0.0.1:{_free_port()}", **env)
+    with paired(a, _start(tmp, "bravo", 2, **env)) as p:
+        yield p
 
 
 def _eventually(fn: Callable[[], T | None], what: str, timeout: float = 15.0) -> T:
