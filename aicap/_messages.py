@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, TypedDict, Unpack
 
+from aicap.errors import InvalidArgument
 from aicap.v1 import aicap_pb2 as pb
-from datamgr.errors import InvalidArgument
 
 _FINISH = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length"}
 Messages = Iterable[Mapping[str, str] | Sequence[str]]

@@ -5,16 +5,15 @@ with AiClient.connect(token=...) as ai:                  # address: DATAMGR_ADDR
     for chunk in ai.stream_chat([("user", "Hi!")], max_tokens=32):
         print(chunk.text, end="", flush=True)            # leaving the loop early cancels the call
 
-Errors raise the daemon's error classes (`datamgr.errors`: InvalidArgument, PermissionDenied, NotFound,
-ResourceExhausted, DeadlineExceeded, ...), as DataShare's SDK does: one tree for everything the daemon
-answers. Besides those classes the SDK needs of datamgr its client's channel plumbing (TLS pinned to
-`tls_fingerprint` for a TCP listener, as every datamgr SDK) and, when DATAMGR_ADDRESS is unset, its
-settings, to find the socket exactly where the daemon puts it.
+Errors raise aicap's classes (`aicap.errors`: InvalidArgument, PermissionDenied, NotFound,
+ResourceExhausted, DeadlineExceeded, ...), each also datamgr's class of its status (the rule every SDK
+follows, in `datamgr.errors`), so `except datamgr.errors.NotFound` catches a missing model as it catches
+a missing table. The connection (address, token, TLS pinned to `tls_fingerprint` for a TCP listener,
+message limits) is every SDK's, `datamgr.connection`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, Unpack
 
@@ -34,50 +33,15 @@ from aicap._messages import (
     model_from_proto,
     stats_from_proto,
 )
+from aicap.errors import BY_CODE, AicapError
 from aicap.v1 import aicap_pb2 as pb
 from aicap.v1 import aicap_pb2_grpc as pb_grpc
-from datamgr.client._conn import open_aio_channel, open_channel  # the channel plumbing, as udmf's
-from datamgr.errors import BY_CODE, DatamgrError, Unauthenticated
+from datamgr.connection import ErrorClasses, metadata, open_aio_channel, open_channel, resolve_token
 
-_CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-
-
-# ---- connection: address, token, errors ----
-
-
-def default_address() -> str:
-    """`DATAMGR_ADDRESS`, else the daemon's Unix socket as its settings place it (DATAMGR_DATA_DIR, ...)."""
-    address = os.environ.get("DATAMGR_ADDRESS")
-    if address:
-        return address
-    from datamgr.config import load_settings  # where the daemon puts its socket is the daemon's setting
-
-    return f"unix:{load_settings().socket_path}"
-
-
-def resolve_token(token: str | None) -> str:
-    """`token`, else `DATAMGR_TOKEN`."""
-    token = token or os.environ.get("DATAMGR_TOKEN")
-    if not token:
-        raise Unauthenticated("no app token: pass token=... or set DATAMGR_TOKEN")
-    return token
-
-
-def _metadata(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
-
-
-def error_from_rpc(exc: grpc.RpcError) -> DatamgrError:
-    """The datamgr error class for a failed call's status: InvalidArgument for INVALID_ARGUMENT, ..."""
-    code = exc.code() if hasattr(exc, "code") else None
-    name = code.name if code is not None else "UNKNOWN"
-    details = exc.details() if hasattr(exc, "details") else None
-    # DaemonLocked, datamgr's FAILED_PRECONDITION class, is a local start-up error: aicap's failed
-    # preconditions (removing the default model, ...) are plain DatamgrErrors with that code
-    cls = DatamgrError if name == "FAILED_PRECONDITION" else BY_CODE.get(name, DatamgrError)
-    err = cls(details or name)
-    err.code = name
-    return err
+ERRORS = ErrorClasses(AicapError, BY_CODE)  # what the SDK raises, by status (the rule in datamgr.errors)
+error_from_rpc = ERRORS.from_rpc
+_call = ERRORS.call
+_acall = ERRORS.acall
 
 
 # ---- streams ----
@@ -151,20 +115,6 @@ class AsyncCompletionStream:
 # ---- clients ----
 
 
-def _call(fn: Any, request: Any, **kwargs: Any) -> Any:
-    try:
-        return fn(request, **kwargs)
-    except grpc.RpcError as exc:
-        raise error_from_rpc(exc) from None
-
-
-async def _acall(fn: Any, request: Any, **kwargs: Any) -> Any:
-    try:
-        return await fn(request, **kwargs)
-    except grpc.RpcError as exc:
-        raise error_from_rpc(exc) from None
-
-
 class AiClient:
     """Blocking aicap client. Create with `AiClient.connect(address, token)`; AddModel and RemoveModel
     need a client made with the admin token. `timeout=` (seconds) sets a call's deadline."""
@@ -172,15 +122,15 @@ class AiClient:
     def __init__(self, channel: grpc.Channel, token: str) -> None:
         self._channel = channel
         self._stub = pb_grpc.AiServiceStub(channel)
-        self._md = _metadata(token)
+        self._md = metadata(token)
 
     @classmethod
     def connect(
         cls, address: str | None = None, token: str | None = None, tls_fingerprint: str | None = None
     ) -> AiClient:
         """`tls_fingerprint` (or DATAMGR_TLS_FINGERPRINT): the certificate a TCP listener must present."""
-        token = resolve_token(token)
-        return cls(open_channel(address or default_address(), tls_fingerprint, _CHANNEL_OPTIONS), token)
+        token = resolve_token(token, ERRORS)
+        return cls(open_channel(address, tls_fingerprint, ERRORS), token)
 
     def models(self, timeout: float | None = None) -> list[Model]:
         resp = _call(self._stub.ListModels, pb.ListModelsRequest(), metadata=self._md, timeout=timeout)
@@ -274,14 +224,14 @@ class AsyncAiClient:
     def __init__(self, channel: grpc.aio.Channel, token: str) -> None:
         self._channel = channel
         self._stub = pb_grpc.AiServiceStub(channel)
-        self._md = _metadata(token)
+        self._md = metadata(token)
 
     @classmethod
     def connect(
         cls, address: str | None = None, token: str | None = None, tls_fingerprint: str | None = None
     ) -> AsyncAiClient:
-        token = resolve_token(token)
-        return cls(open_aio_channel(address or default_address(), tls_fingerprint, _CHANNEL_OPTIONS), token)
+        token = resolve_token(token, ERRORS)
+        return cls(open_aio_channel(address, tls_fingerprint, ERRORS), token)
 
     async def models(self, timeout: float | None = None) -> list[Model]:
         req = pb.ListModelsRequest()

@@ -10,54 +10,71 @@ The tree::
     ├── AlreadyExists                 a model name taken twice
     ├── FailedPrecondition            e.g. removing the default model, a model without a chat template
     ├── ResourceExhausted             a per-app or global request limit is reached
-    └── Unavailable                   the model was removed or the daemon is stopping mid-request
+    ├── Unavailable                   the model was removed or the daemon is stopping mid-request
+    ├── DeadlineExceeded              the call's deadline passed (the SDK's `timeout=`)
+    ├── Cancelled                     the call was cancelled
+    └── Unsupported                   UNIMPLEMENTED: a daemon without the method (or the AI service off)
 
-`code` is the gRPC status code name each maps to (the servicer's one table, `aicap.service.STATUS`).
+`code` is the gRPC status code name each maps to (the server edge answers it).
+
+The rule shared by every SDK (`datamgr.errors`): AicapError is a `datamgr.errors.DatamgrError`, and
+each class here also derives from datamgr's class of its status, so `except datamgr.errors.NotFound`
+catches aicap's NotFound as well as DataShare's and udmf's. The SDK raises the classes here; a status
+without one (UNKNOWN, INTERNAL, ...) raises AicapError with that `code`. `datamgr.errors` imports
+nothing, which keeps aicap free of datamgr's internals.
 """
 
 from __future__ import annotations
 
+from datamgr import errors as status
 
-class AicapError(Exception):
+
+class AicapError(status.DatamgrError):
     """Root of aicap's errors. `code` is the gRPC status code name it maps to."""
 
-    code = "UNKNOWN"
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class InvalidArgument(AicapError):
+class InvalidArgument(AicapError, status.InvalidArgument):
     code = "INVALID_ARGUMENT"
 
 
-class Unauthenticated(AicapError):
+class Unauthenticated(AicapError, status.Unauthenticated):
     code = "UNAUTHENTICATED"
 
 
-class PermissionDenied(AicapError):
+class PermissionDenied(AicapError, status.PermissionDenied):
     code = "PERMISSION_DENIED"
 
 
-class NotFound(AicapError):
+class NotFound(AicapError, status.NotFound):
     code = "NOT_FOUND"
 
 
-class AlreadyExists(AicapError):
+class AlreadyExists(AicapError, status.AlreadyExists):
     code = "ALREADY_EXISTS"
 
 
-class FailedPrecondition(AicapError):
+class FailedPrecondition(AicapError, status.FailedPrecondition):
     code = "FAILED_PRECONDITION"
 
 
-class ResourceExhausted(AicapError):
+class ResourceExhausted(AicapError, status.ResourceExhausted):
     code = "RESOURCE_EXHAUSTED"
 
 
-class Unavailable(AicapError):
+class Unavailable(AicapError, status.Unavailable):
     code = "UNAVAILABLE"
+
+
+class DeadlineExceeded(AicapError, status.DeadlineExceeded):
+    code = "DEADLINE_EXCEEDED"
+
+
+class Cancelled(AicapError, status.Cancelled):
+    code = "CANCELLED"
+
+
+class Unsupported(AicapError, status.Unsupported):
+    code = "UNIMPLEMENTED"
 
 
 BY_CODE: dict[str, type[AicapError]] = {
@@ -71,5 +88,8 @@ BY_CODE: dict[str, type[AicapError]] = {
         FailedPrecondition,
         ResourceExhausted,
         Unavailable,
+        DeadlineExceeded,
+        Cancelled,
+        Unsupported,
     )
 }

@@ -1,6 +1,6 @@
 """HOST:PORT addresses, with nothing heavy imported: the settings check their TCP listener with it at
-start, before `datamgr.launch` starts probing mDNS (the client SDK, where TLS needs it too, imports
-grpc, SQLAlchemy and every client)."""
+start, before `datamgr.launch` starts probing mDNS (`datamgr.connection`, where the SDKs' TLS needs it
+too, imports grpc)."""
 
 from __future__ import annotations
 

@@ -212,14 +212,3 @@ class AdminCredential:
     def check(self, token: str | None) -> None:
         if not token or not hmac.compare_digest(hash_token(token), self._hash):
             raise Unauthenticated(f"admin operations need the admin token from {self.path}")
-
-
-def read_admin_token(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        raise NotFound(
-            f"no admin token at {path}: has the daemon been started with this data directory?"
-        ) from None
-    except PermissionError:
-        raise Unauthenticated(f"cannot read the admin token {path}: run as the daemon's user") from None

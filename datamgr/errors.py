@@ -1,4 +1,4 @@
-"""Errors of the datamgr daemon and its SDK.
+"""Errors of the datamgr daemon and its SDKs, and the one rule every SDK's errors follow.
 
 The tree::
 
@@ -13,13 +13,23 @@ The tree::
     ├── Unavailable                   a provider process is not attached, or the daemon is stopping
     ├── DeadlineExceeded              a provider did not answer in time, a statement ran out of its budget
     ├── Cancelled                     the caller cancelled the call (its statement was stopped)
-    ├── Unsupported                   a provider's extension does not implement the operation
-    └── FailedPrecondition            the state does not allow it now: e.g. a sync session to restart
-        ├── ClockSkew                 a peer's clock is too far ahead of ours to trust its timestamps
-        └── DaemonLocked              another daemon already uses the data directory
+    ├── Unsupported                   UNIMPLEMENTED: a provider's extension does not implement the operation
+    ├── FailedPrecondition            the state does not allow it now: e.g. a sync session to restart
+    │   ├── ClockSkew                 a peer's clock is too far ahead of ours to trust its timestamps
+    │   └── DaemonLocked              another daemon already uses the data directory
+    ├── udmf.errors.UdmfError         udmf's root (its own tree in `udmf.errors`)
+    └── aicap.errors.AicapError       aicap's root (its own tree in `aicap.errors`)
 
-Domain code raises these; each servicer maps them to gRPC status codes in one table
-(`datamgr._grpc_errors`), and the SDK maps status codes back to them.
+`code` is the name of the gRPC status each maps to (the server edge answers it, `datamgr._edge`).
+
+The rule for the SDKs (datamgr.client, udmf.client, aicap.client): a failed call raises its own
+package's class for the status (`datamgr.errors.NotFound`, `udmf.errors.NotFound`,
+`aicap.errors.NotFound`), and each package's class of a status derives from the class of that status
+here, while its root derives from DatamgrError. So one `except` per status covers all three SDKs:
+`except datamgr.errors.NotFound` catches a missing table, UDMF key or model alike; `except
+DatamgrError` catches anything any SDK raises; `except udmf.errors.UdmfError` only udmf's. A status
+without a class (UNKNOWN, INTERNAL: a bug) raises the package's root with `code` set.
+`BY_CODE` holds one class per status that has one; it imports nothing, so udmf and aicap may build on it.
 """
 
 from __future__ import annotations

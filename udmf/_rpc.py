@@ -1,50 +1,28 @@
-"""What both UDMF clients share: the token, gRPC errors as udmf errors, checks, and results from messages."""
+"""What both UDMF clients share: udmf's error classes for a failed call, checks, and results from
+messages. The connection (address, token, channel) is every SDK's, `datamgr.connection`."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
-from datamgr.client import _conn
+from datamgr.connection import ErrorClasses
 from udmf import _wire, values
 from udmf._declarations import _LISTS, _TEXTS, KEYS
 from udmf.data import Intention, Summary, UnifiedData, UnifiedDataProperties
-from udmf.errors import BY_CODE, InvalidArgument, NotFound, UdmfError, Unauthenticated
+from udmf.errors import SDK_BY_CODE, Cancelled, InvalidArgument, NotFound, UdmfError
 from udmf.v1 import udmf_pb2 as pb
 
 SummaryResult = tuple[Summary, UnifiedDataProperties, Intention | None, str]
 
-metadata = _conn.metadata  # the call metadata carrying the token, as datamgr's clients send it
+ERRORS = ErrorClasses(UdmfError, SDK_BY_CODE)  # what the SDK raises, by status (the rule in datamgr.errors)
+error_from_rpc = ERRORS.from_rpc
 
 
-def resolve_token(token: str | None) -> str:
-    """`token`, else `DATAMGR_TOKEN`."""
-    token = token or os.environ.get("DATAMGR_TOKEN")
-    if not token:
-        raise Unauthenticated("no app token: pass token=... or set DATAMGR_TOKEN")
-    return token
-
-
-def error_from_rpc(exc: grpc.RpcError) -> UdmfError:
-    """The udmf error class of a failed call's status; a code without one (CANCELLED, INTERNAL,
-    DEADLINE_EXCEEDED, ...) gives a plain UdmfError whose `code` is the status's name."""
-    code = exc.code() if hasattr(exc, "code") else None
-    name = code.name if code is not None else "UNKNOWN"
-    details = exc.details() if hasattr(exc, "details") else None
-    error = BY_CODE.get(name, UdmfError)(details or name)
-    error.code = name
-    return error
-
-
-def cancelled(what: str) -> UdmfError:
-    error = UdmfError(f"{what} was cancelled")
-    error.code = "CANCELLED"
-    return error
+def cancelled(what: str) -> Cancelled:
+    return Cancelled(f"{what} was cancelled")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,10 @@ with UdmfClient.connect(token=...) as udmf:        # address: DATAMGR_ADDRESS or
 Data streams both ways in parts (`udmf._wire`), so a 100 MB value is never one message. `get_data`
 reports progress (0-100) to a callback and can save blobs straight to files (`out_dir`). Cancelling:
 the sync `get_data` takes a `cancel` threading.Event, which any thread may set (the call is cancelled
-and raises UdmfError with code CANCELLED; an exception raised by the progress callback also cancels
+and raises udmf.errors.Cancelled; an exception raised by the progress callback also cancels
 it, and propagates); the async one is cancelled with its task. Either way the daemon consumes nothing.
-Errors raise the `udmf.errors` classes by gRPC status code.
+Errors raise the `udmf.errors` classes by gRPC status code (the rule every SDK follows is in
+`datamgr.errors`); the connection is every SDK's, `datamgr.connection`.
 """
 
 from __future__ import annotations
@@ -22,21 +23,20 @@ from typing import Any
 
 import grpc
 
-from datamgr.client._conn import CHANNEL_OPTIONS, open_aio_channel, open_channel
+from datamgr.connection import metadata, open_aio_channel, open_channel, resolve_token
 from udmf import _wire
 from udmf._drag_source import AsyncLazyDrag, AsyncLoader, LazyDrag, Loader, start_message
 from udmf._fastwire import decode_read
 from udmf._rpc import (
+    ERRORS,
     SummaryResult,
     TypeInfo,
     cancelled,
     checked,
     declaration_to_proto,
     error_from_rpc,
-    metadata,
     one_data,
     query_types_request,
-    resolve_token,
     summary_result,
     type_info_from_proto,
     watch_cancel,
@@ -100,8 +100,8 @@ class UdmfClient(_Base):
         **kwargs: int,
     ) -> UdmfClient:
         """`tls_fingerprint` (or DATAMGR_TLS_FINGERPRINT): the certificate a TCP listener must present."""
-        token = resolve_token(token)
-        return cls(open_channel(address, tls_fingerprint, CHANNEL_OPTIONS), token, **kwargs)
+        token = resolve_token(token, ERRORS)
+        return cls(open_channel(address, tls_fingerprint, ERRORS), token, **kwargs)
 
     def _call(self, fn: Any, request: Any, timeout: float | None) -> Any:
         try:
@@ -286,8 +286,8 @@ class AsyncUdmfClient(_Base):
         tls_fingerprint: str | None = None,
         **kwargs: int,
     ) -> AsyncUdmfClient:
-        token = resolve_token(token)
-        return cls(open_aio_channel(address, tls_fingerprint, CHANNEL_OPTIONS), token, **kwargs)
+        token = resolve_token(token, ERRORS)
+        return cls(open_aio_channel(address, tls_fingerprint, ERRORS), token, **kwargs)
 
     async def _call(self, fn: Any, request: Any, timeout: float | None) -> Any:
         try:

@@ -11,60 +11,73 @@ The tree::
     ├── FailedPrecondition            e.g. unregistering a type another custom type still belongs to
     ├── ResourceExhausted             a size or count limit is reached (e.g. 200 custom types, 200 MB data)
     ├── Unavailable                   the daemon is stopping mid-request, a lazy drag source went away
-    └── DeadlineExceeded              a lazy drag source did not deliver its data in time
+    ├── DeadlineExceeded              a lazy drag source did not deliver its data in time
+    ├── Cancelled                     the SDK's call was cancelled (get_data's `cancel`)
+    └── Unsupported                   UNIMPLEMENTED: a daemon without the method
 
 `code` is the gRPC status code name each maps to; domain code never imports grpc.
+
+The rule shared by every SDK (`datamgr.errors`): UdmfError is a `datamgr.errors.DatamgrError`, and
+each class here also derives from datamgr's class of its status, so `except datamgr.errors.NotFound`
+catches udmf's NotFound as well as DataShare's and aicap's. The SDK raises the classes here; a status
+without one (UNKNOWN, INTERNAL, ...) raises UdmfError with that `code`. `datamgr.errors` imports
+nothing, which keeps udmf free of datamgr's internals.
 """
 
 from __future__ import annotations
 
+from datamgr import errors as status
 
-class UdmfError(Exception):
+
+class UdmfError(status.DatamgrError):
     """Root of udmf's errors. `code` is the gRPC status code name it maps to."""
 
-    code = "UNKNOWN"
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class InvalidArgument(UdmfError):
+class InvalidArgument(UdmfError, status.InvalidArgument):
     code = "INVALID_ARGUMENT"
 
 
-class Unauthenticated(UdmfError):
+class Unauthenticated(UdmfError, status.Unauthenticated):
     code = "UNAUTHENTICATED"
 
 
-class PermissionDenied(UdmfError):
+class PermissionDenied(UdmfError, status.PermissionDenied):
     code = "PERMISSION_DENIED"
 
 
-class NotFound(UdmfError):
+class NotFound(UdmfError, status.NotFound):
     code = "NOT_FOUND"
 
 
-class AlreadyExists(UdmfError):
+class AlreadyExists(UdmfError, status.AlreadyExists):
     code = "ALREADY_EXISTS"
 
 
-class FailedPrecondition(UdmfError):
+class FailedPrecondition(UdmfError, status.FailedPrecondition):
     code = "FAILED_PRECONDITION"
 
 
-class ResourceExhausted(UdmfError):
+class ResourceExhausted(UdmfError, status.ResourceExhausted):
     code = "RESOURCE_EXHAUSTED"
 
 
-class Unavailable(UdmfError):
+class Unavailable(UdmfError, status.Unavailable):
     code = "UNAVAILABLE"
 
 
-class DeadlineExceeded(UdmfError):
+class DeadlineExceeded(UdmfError, status.DeadlineExceeded):
     code = "DEADLINE_EXCEEDED"
 
 
+class Cancelled(UdmfError, status.Cancelled):
+    code = "CANCELLED"
+
+
+class Unsupported(UdmfError, status.Unsupported):
+    code = "UNIMPLEMENTED"
+
+
+# The statuses udmf's service answers on purpose (a peer's status is mapped back with it).
 BY_CODE: dict[str, type[UdmfError]] = {
     cls.code: cls
     for cls in (
@@ -79,3 +92,5 @@ BY_CODE: dict[str, type[UdmfError]] = {
         DeadlineExceeded,
     )
 }
+# What the SDK raises per status: the service's, and the two only grpc answers.
+SDK_BY_CODE: dict[str, type[UdmfError]] = {**BY_CODE, "CANCELLED": Cancelled, "UNIMPLEMENTED": Unsupported}

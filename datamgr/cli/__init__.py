@@ -27,7 +27,7 @@ _SUBCOMMANDS = {
 
 class _LazyGroup(click.Group):
     """A group that imports a subcommand's module (`_SUBCOMMANDS`, the command named like its module's
-    last part) the first time the subcommand is looked up."""
+    last part) the first time the subcommand is looked up, and prints the errors of all of them."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *_SUBCOMMANDS})
@@ -37,12 +37,24 @@ class _LazyGroup(click.Group):
             self.add_command(getattr(importlib.import_module(_SUBCOMMANDS[cmd_name]), cmd_name))
         return super().get_command(ctx, cmd_name)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """The one error handler of every command: an error any SDK raises (udmf's and aicap's are
+        DatamgrErrors too), or a missing file, is printed as `error: CODE: message` (exit 1) without
+        a traceback."""
+        try:
+            return super().invoke(ctx)
+        except (DatamgrError, FileNotFoundError) as exc:
+            from datamgr.cli._common import print_error
+
+            print_error(exc)
+            sys.exit(1)
+
 
 def _tls_fingerprint(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     """`--tls-fingerprint` reaches every client of the command as DATAMGR_TLS_FINGERPRINT."""
     if not value:
         return
-    from datamgr.client._tls import FINGERPRINT_ENV, normalize_fingerprint
+    from datamgr.connection import FINGERPRINT_ENV, normalize_fingerprint
 
     try:
         os.environ[FINGERPRINT_ENV] = "sha256:" + normalize_fingerprint(value)
@@ -125,7 +137,7 @@ def health(address: str | None, timeout: float, wait_s: float, service: str) -> 
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from datamgr.client._conn import default_address, open_channel
+    from datamgr.connection import default_address, open_channel
 
     deadline = time.monotonic() + wait_s
     target = address or default_address()

@@ -1,11 +1,9 @@
-"""What the `datamgr` subcommands share: consoles, error printing, JSON output."""
+"""What the `datamgr` subcommands share: consoles, the one way errors are printed, JSON output."""
 
 from __future__ import annotations
 
 import base64
-import functools
 import json
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -18,21 +16,12 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 
-def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Prints a DatamgrError as `error: CODE: message` and exits 1, without a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except DatamgrError as exc:
-            err.print(f"[bold red]error[/]: {exc.code}: {exc.message}", highlight=False)
-            sys.exit(1)
-        except FileNotFoundError as exc:
-            err.print(f"[bold red]error[/]: {exc}", highlight=False)
-            sys.exit(1)
-
-    return wrapper
+def print_error(exc: DatamgrError | OSError) -> None:
+    """`error: CODE: message` on stderr for an error of any SDK (udmf's and aicap's are DatamgrErrors
+    too), `error: <what the OS said>` for a file. Commands do not catch errors themselves: the `datamgr`
+    group prints what they raise with this and exits 1 (`datamgr.cli._LazyGroup.invoke`)."""
+    text = f"{exc.code}: {exc.message}" if isinstance(exc, DatamgrError) else str(exc)
+    err.print(f"[bold red]error[/]: {text}", highlight=False)
 
 
 def print_json(data: Any) -> None:

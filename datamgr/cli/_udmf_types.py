@@ -11,7 +11,6 @@ from rich.table import Table
 from datamgr.cli._common import out, print_json
 from datamgr.cli._udmf_common import (
     address_option,
-    handle_udmf_errors,
     json_option,
     token_option,
     udmf_client,
@@ -56,7 +55,6 @@ def _types_table(found: list[TypeInfo]) -> Table:
 @token_option
 @address_option
 @click.pass_context
-@handle_udmf_errors
 def types(
     ctx: click.Context,
     ext: str | None,
@@ -95,7 +93,6 @@ def _declarations(raw: Any) -> list[dict[str, Any]]:
 @click.argument("file", type=click.File(encoding="utf-8"))
 @token_option
 @address_option
-@handle_udmf_errors
 def types_register(file: Any, token: str | None, address: str | None) -> None:
     """Register this app's own types from a JSON FILE (ids prefixed with its bundle)."""
     try:
@@ -112,7 +109,6 @@ def types_register(file: Any, token: str | None, address: str | None) -> None:
 @click.argument("type_ids", nargs=-1, required=True)
 @token_option
 @address_option
-@handle_udmf_errors
 def types_unregister(type_ids: tuple[str, ...], token: str | None, address: str | None) -> None:
     """Remove this app's types TYPE_IDS."""
     with udmf_client(address, token) as client:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.table import Table
 
-from datamgr.cli._common import err, handle_errors, out, print_json
+from datamgr.cli._common import err, out, print_error, print_json
+from datamgr.connection import admin_token
 from datamgr.errors import DatamgrError, Unauthenticated
 
 if TYPE_CHECKING:
@@ -81,20 +82,13 @@ def _sampling(options: dict[str, Any]) -> Sampling:
     return given  # type: ignore[return-value]
 
 
-def _admin_token() -> str:
-    from datamgr.apps import read_admin_token
-    from datamgr.config import load_settings
-
-    return read_admin_token(load_settings().admin_token_path)
-
-
 def _client(address: str | None, token: str | None, admin_ok: bool = False) -> AiClient:
     """A client with the app token, else (for calls that take it) the admin token of the data directory."""
     from aicap.client import AiClient
 
     if not token and admin_ok:
         try:
-            token = _admin_token()
+            token = admin_token()
         except DatamgrError:
             raise Unauthenticated(
                 "no token: pass --token or set DATAMGR_TOKEN (the device owner's admin token is used "
@@ -196,7 +190,6 @@ def _run(stream_fn: Callable[..., Any], what: Any, options: dict[str, Any], as_j
 @json_option
 @token_option
 @address_option
-@handle_errors
 @interruptible
 def complete(prompt: str, as_json: bool, token: str | None, address: str | None, **options: Any) -> None:
     """Complete PROMPT, streaming the text to stdout as it is generated (- reads it from stdin)."""
@@ -214,7 +207,6 @@ def complete(prompt: str, as_json: bool, token: str | None, address: str | None,
 @json_option
 @token_option
 @address_option
-@handle_errors
 @interruptible
 def chat(
     message: str | None,
@@ -247,8 +239,8 @@ def chat(
             except KeyboardInterrupt:
                 err.print("[dim](stopped; not kept in the history)[/]", highlight=False)
                 continue
-            except DatamgrError as exc:
-                err.print(f"[bold red]error[/]: {exc.code}: {exc.message}", highlight=False)
+            except DatamgrError as exc:  # any turn may fail: the talk goes on
+                print_error(exc)
                 continue
             history += [("user", line), ("assistant", answer.text)]
 
@@ -263,7 +255,6 @@ def chat(
 @json_option
 @token_option
 @address_option
-@handle_errors
 def tokenize(
     text: str, special: bool, model: str | None, as_json: bool, token: str | None, address: str | None
 ) -> None:
@@ -281,7 +272,6 @@ def tokenize(
 @model_option
 @token_option
 @address_option
-@handle_errors
 def detokenize(ids: tuple[int, ...], model: str | None, token: str | None, address: str | None) -> None:
     """Print the text of token IDS."""
     with _client(address, token, admin_ok=True) as client:
@@ -296,7 +286,6 @@ def detokenize(ids: tuple[int, ...], model: str | None, token: str | None, addre
 @token_option
 @address_option
 @click.pass_context
-@handle_errors
 def models(ctx: click.Context, as_json: bool, token: str | None, address: str | None) -> None:
     """List the daemon's models; `models add` and `models remove` change them (admin token)."""
     if ctx.invoked_subcommand is not None:
@@ -329,13 +318,12 @@ def models(ctx: click.Context, as_json: bool, token: str | None, address: str | 
 )
 @address_option
 @json_option
-@handle_errors
 def models_add(
     name: str, path: Path, n_ctx: int, template_file: Any, address: str | None, as_json: bool
 ) -> None:
     """Register the GGUF model at PATH as NAME and load it."""
     template = template_file.read() if template_file is not None else ""
-    with _client(address, _admin_token()) as client:
+    with _client(address, admin_token()) as client:
         m = client.add_model(name, str(path.expanduser().resolve()), n_ctx=n_ctx, chat_template=template)
     if as_json:
         print_json(dataclasses.asdict(m))
@@ -346,10 +334,9 @@ def models_add(
 @models.command("remove")
 @click.argument("name")
 @address_option
-@handle_errors
 def models_remove(name: str, address: str | None) -> None:
     """Unload and unregister the model NAME."""
-    with _client(address, _admin_token()) as client:
+    with _client(address, admin_token()) as client:
         client.remove_model(name)
     out.print(f"removed model {name}", highlight=False)
 
@@ -367,7 +354,6 @@ def _ms(seconds: float) -> str:
 @click.option("--prometheus", is_flag=True, help="Print the Prometheus text exposition.")
 @token_option
 @address_option
-@handle_errors
 def stats(model: str | None, as_json: bool, prometheus: bool, token: str | None, address: str | None) -> None:
     """Engine statistics: KV cache, prefix cache, preemptions, queues, latencies."""
     if as_json and prometheus:

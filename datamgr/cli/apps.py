@@ -7,7 +7,7 @@ import time
 import click
 from rich.table import Table
 
-from datamgr.cli._common import handle_errors, out, print_json
+from datamgr.cli._common import out, print_json
 
 address_option = click.option(
     "--address", help="Daemon address (default: the Unix socket in the data directory)."
@@ -63,7 +63,6 @@ def apps() -> None:
 @click.argument("bundle")
 @address_option
 @json_option
-@handle_errors
 def add(bundle: str, address: str | None, as_json: bool) -> None:
     """Register BUNDLE and print its token (shown only this once)."""
     with _client(address) as client:
@@ -78,7 +77,6 @@ def add(bundle: str, address: str | None, as_json: bool) -> None:
 @apps.command("remove")
 @click.argument("bundle")
 @address_option
-@handle_errors
 def remove(bundle: str, address: str | None) -> None:
     """Remove BUNDLE, its token, permissions and the tables it provides."""
     with _client(address) as client:
@@ -89,7 +87,6 @@ def remove(bundle: str, address: str | None) -> None:
 @apps.command("list")
 @address_option
 @json_option
-@handle_errors
 def list_(address: str | None, as_json: bool) -> None:
     """List registered apps, their permissions and what they store (against storage.app_quota_bytes)."""
     with _client(address) as client:
@@ -112,7 +109,6 @@ def list_(address: str | None, as_json: bool) -> None:
 @click.argument("bundle")
 @click.argument("permissions", nargs=-1, required=True)
 @address_option
-@handle_errors
 def grant(bundle: str, permissions: tuple[str, ...], address: str | None) -> None:
     """Grant PERMISSIONS to BUNDLE."""
     with _client(address) as client:
@@ -124,7 +120,6 @@ def grant(bundle: str, permissions: tuple[str, ...], address: str | None) -> Non
 @click.argument("bundle")
 @click.argument("permissions", nargs=-1, required=True)
 @address_option
-@handle_errors
 def revoke(bundle: str, permissions: tuple[str, ...], address: str | None) -> None:
     """Revoke PERMISSIONS from BUNDLE."""
     with _client(address) as client:

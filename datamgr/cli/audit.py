@@ -14,7 +14,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from datamgr.cli._common import handle_errors, out, print_json
+from datamgr.cli._common import out, print_json
 
 _DIRECTIONS = {1: "served", 2: "fetched"}
 
@@ -38,7 +38,6 @@ def read_dict(r: Any) -> dict[str, Any]:
     "--address", help="Daemon address (default: DATAMGR_ADDRESS or the Unix socket in the data directory)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@handle_errors
 def audit(device_id: str, limit: int, address: str | None, as_json: bool) -> None:
     """List the cross-device reads, newest first: served to paired devices and fetched from them."""
     from datamgr.client.pairing import PairingClient

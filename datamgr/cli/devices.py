@@ -13,7 +13,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from datamgr.cli._common import handle_errors, out, print_json
+from datamgr.cli._common import out, print_json
 from datamgr.cli.audit import audit
 from datamgr.cli.pairing import register as register_pairing
 
@@ -64,7 +64,6 @@ devices.add_command(audit)
 @address_option
 @token_option
 @json_option
-@handle_errors
 def list_(online_only: bool, address: str | None, token: str | None, as_json: bool) -> None:
     """List the devices discovered, online or not."""
     with _client(address, token) as client:
@@ -93,7 +92,6 @@ def list_(online_only: bool, address: str | None, token: str | None, as_json: bo
 @address_option
 @token_option
 @json_option
-@handle_errors
 def watch(
     count: int | None, timeout: float | None, address: str | None, token: str | None, as_json: bool
 ) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from datamgr.cli._common import SYNC_MODES, handle_errors, out, print_json, show_sync_results, sync_options
+from datamgr.cli._common import SYNC_MODES, out, print_json, show_sync_results, sync_options
 from datamgr.errors import InvalidArgument
 from datamgr.kv.query import Query
 
@@ -138,7 +138,6 @@ def kv() -> None:
 @json_option
 @token_option
 @address_option
-@handle_errors
 def stores(as_json: bool, token: str, address: str | None) -> None:
     """List the app's stores."""
     with _client(address, token) as client:
@@ -160,7 +159,6 @@ def stores(as_json: bool, token: str, address: str | None) -> None:
 @click.option("--level", type=click.Choice(["S1", "S2", "S3", "S4"]), required=True, help="Security label.")
 @token_option
 @address_option
-@handle_errors
 def create(store: str, kind: str, level: str, token: str, address: str | None) -> None:
     """Create STORE (or open it, if it exists with these options)."""
     from datamgr.client.kv import KvStoreType, SecurityLevel
@@ -176,7 +174,6 @@ def create(store: str, kind: str, level: str, token: str, address: str | None) -
 @json_option
 @token_option
 @address_option
-@handle_errors
 def sync(
     store: str, devices: tuple[str, ...], mode: str, as_json: bool, token: str, address: str | None
 ) -> None:
@@ -192,7 +189,6 @@ def sync(
 @click.argument("store")
 @token_option
 @address_option
-@handle_errors
 def drop(store: str, token: str, address: str | None) -> None:
     """Delete STORE and all its data."""
     with _client(address, token) as client:
@@ -207,7 +203,6 @@ def drop(store: str, token: str, address: str | None) -> None:
 @click.option("--type", "type_", type=click.Choice(_TYPES), default="string", show_default=True)
 @token_option
 @address_option
-@handle_errors
 def put(store: str, key: str, value: str, type_: str, token: str, address: str | None) -> None:
     """Put VALUE under KEY (bytes given as base64)."""
     with _client(address, token) as client:
@@ -221,7 +216,6 @@ def put(store: str, key: str, value: str, type_: str, token: str, address: str |
 @json_option
 @token_option
 @address_option
-@handle_errors
 def get(store: str, key: str, device: str, as_json: bool, token: str, address: str | None) -> None:
     """Print KEY's value (bytes as base64); exit 1 with NOT_FOUND if it has none."""
     with _client(address, token) as client:
@@ -237,7 +231,6 @@ def get(store: str, key: str, device: str, as_json: bool, token: str, address: s
 @click.argument("keys", nargs=-1, required=True)
 @token_option
 @address_option
-@handle_errors
 def delete(store: str, keys: tuple[str, ...], token: str, address: str | None) -> None:
     """Delete KEYS (all at once)."""
     with _client(address, token) as client:
@@ -252,7 +245,6 @@ def delete(store: str, keys: tuple[str, ...], token: str, address: str | None) -
 @json_option
 @token_option
 @address_option
-@handle_errors
 def entries(
     *,
     store: str,
@@ -284,7 +276,6 @@ def entries(
 @click.option("--count", type=int, default=0, help="Exit after this many notifications (0: until Ctrl-C).")
 @token_option
 @address_option
-@handle_errors
 def watch(store: str, type_: str, count: int, token: str, address: str | None) -> None:
     """Print committed writes of STORE as JSON lines (one per notification)."""
     from datamgr.client.kv import SubscribeType

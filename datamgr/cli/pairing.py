@@ -17,7 +17,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from datamgr.cli._common import err, handle_errors, out, print_json
+from datamgr.cli._common import err, out, print_json
 
 address_option = click.option(
     "--address", help="Daemon address (default: DATAMGR_ADDRESS or the Unix socket in the data directory)."
@@ -73,7 +73,6 @@ def trusted_dict(d: Any) -> dict[str, Any]:
 @level_option
 @address_option
 @json_option
-@handle_errors
 def pair(
     peer: str | None,
     code: str | None,
@@ -173,7 +172,6 @@ def _print_opened(o: Any, as_json: bool) -> None:
 @click.command("trusted")
 @address_option
 @json_option
-@handle_errors
 def trusted(address: str | None, as_json: bool) -> None:
     """List the devices this device is paired with."""
     with _client(address) as client:
@@ -200,7 +198,6 @@ def trusted(address: str | None, as_json: bool) -> None:
 @click.argument("level", type=click.IntRange(1, 5))
 @address_option
 @json_option
-@handle_errors
 def set_level(device_id: str, level: int, address: str | None, as_json: bool) -> None:
     """Confirm security LEVEL (1-5: SL1-SL5) for paired device DEVICE_ID: which data labels it
     receives (SL1: S1, SL2: up to S2, SL3: up to S3, SL4 and SL5: up to S4)."""
@@ -217,7 +214,6 @@ def set_level(device_id: str, level: int, address: str | None, as_json: bool) ->
 @click.command("unpair")
 @click.argument("device_id")
 @address_option
-@handle_errors
 def unpair(device_id: str, address: str | None) -> None:
     """Stop trusting DEVICE_ID (at once), and tell it if it can be reached."""
     with _client(address) as client:
@@ -234,7 +230,6 @@ def unpair(device_id: str, address: str | None) -> None:
 )
 @address_option
 @json_option
-@handle_errors
 def ping(device_id: str, peer_address: str, address: str | None, as_json: bool) -> None:
     """Hello to a trusted device over mutual TLS."""
     with _client(address) as client:
@@ -248,7 +243,6 @@ def ping(device_id: str, peer_address: str, address: str | None, as_json: bool) 
 @click.command("identity")
 @address_option
 @json_option
-@handle_errors
 def identity(address: str | None, as_json: bool) -> None:
     """This device's id, certificate fingerprint and peer ports. The certificate is also the one the
     TCP listener (`tcp`) serves: apps there pass `--tls-fingerprint sha256:...` (tls_fingerprint=)."""

@@ -19,7 +19,6 @@ from rich.table import Table
 from datamgr.cli._common import (
     SYNC_MODES,
     err,
-    handle_errors,
     out,
     print_json,
     show_sync_results,
@@ -119,7 +118,6 @@ def share() -> None:
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
 @token_option
 @address_option
-@handle_errors
 def provide(manifest: str, token: str, address: str | None) -> None:
     """Register (or migrate) the tables declared in MANIFEST (JSON)."""
     with _helper(address, token) as helper:
@@ -135,7 +133,6 @@ def provide(manifest: str, token: str, address: str | None) -> None:
 @click.argument("values")
 @token_option
 @address_option
-@handle_errors
 def insert(uri: str, values: str, token: str, address: str | None) -> None:
     """Insert one row (VALUES as a JSON object); prints the row id."""
     with _helper(address, token) as helper:
@@ -147,7 +144,6 @@ def insert(uri: str, values: str, token: str, address: str | None) -> None:
 @click.argument("rows_file", type=click.File())
 @token_option
 @address_option
-@handle_errors
 def batch_insert(uri: str, rows_file: Any, token: str, address: str | None) -> None:
     """Insert the rows in ROWS_FILE (a JSON list of objects, - for stdin) in one transaction."""
     rows = json.load(rows_file)
@@ -163,7 +159,6 @@ def batch_insert(uri: str, rows_file: Any, token: str, address: str | None) -> N
 @where_option
 @token_option
 @address_option
-@handle_errors
 def update(uri: str, values: str, where: str | None, token: str, address: str | None) -> None:
     """Update the rows matching --where (all rows without it); prints the count."""
     with _helper(address, token) as helper:
@@ -175,7 +170,6 @@ def update(uri: str, values: str, where: str | None, token: str, address: str | 
 @where_option
 @token_option
 @address_option
-@handle_errors
 def delete(uri: str, where: str | None, token: str, address: str | None) -> None:
     """Delete the rows matching --where (all rows without it); prints the count."""
     with _helper(address, token) as helper:
@@ -189,7 +183,6 @@ def delete(uri: str, where: str | None, token: str, address: str | None) -> None
 @json_option
 @token_option
 @address_option
-@handle_errors
 def query(
     uri: str, where: str | None, columns: str | None, as_json: bool, token: str, address: str | None
 ) -> None:
@@ -215,7 +208,6 @@ def query(
 @click.option("--count", type=int, default=0, help="Exit after this many changes (0: run until Ctrl-C).")
 @token_option
 @address_option
-@handle_errors
 def subscribe(uri: str, count: int, token: str, address: str | None) -> None:
     """Print committed changes of URI as JSON lines, in commit order."""
     with _helper(address, token) as helper, helper.subscribe(uri) as sub:
@@ -239,7 +231,6 @@ def subscribe(uri: str, count: int, token: str, address: str | None) -> None:
 @json_option
 @token_option
 @address_option
-@handle_errors
 def sync(
     uri: str, devices: tuple[str, ...], mode: str, as_json: bool, token: str, address: str | None
 ) -> None:
@@ -265,7 +256,6 @@ def _item_json(item: Any) -> dict[str, Any]:
 @click.option("--blob", is_flag=True, help="DATA is base64; publish the decoded bytes instead of text.")
 @token_option
 @address_option
-@handle_errors
 def publish(
     *,
     bundle: str,
@@ -299,7 +289,6 @@ def publish(
 @json_option
 @token_option
 @address_option
-@handle_errors
 def published(bundle: str, as_json: bool, token: str, address: str | None) -> None:
     """List the data BUNDLE has published (bytes shown as base64 in JSON)."""
     with _helper(address, token) as helper:
@@ -322,7 +311,6 @@ def published(bundle: str, as_json: bool, token: str, address: str | None) -> No
 @click.option("--count", type=int, default=0, help="Exit after this many changes (0: run until Ctrl-C).")
 @token_option
 @address_option
-@handle_errors
 def subscribe_published(
     *, uris: tuple[str, ...], subscriber_id: str, count: int, token: str, address: str | None
 ) -> None:

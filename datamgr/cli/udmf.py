@@ -23,14 +23,13 @@ from rich.table import Table
 from datamgr.cli._common import err, out, print_json
 from datamgr.cli._udmf_common import (
     address_option,
-    admin_token,
-    handle_udmf_errors,
     json_option,
     token_option,
     udmf_client,
 )
 from datamgr.cli._udmf_show import ProgressBar, data_json, print_data, size
 from datamgr.cli._udmf_types import types
+from datamgr.connection import admin_token
 
 if TYPE_CHECKING:
     from udmf import UdmfClient, UnifiedData
@@ -159,7 +158,6 @@ def _insert(client: UdmfClient, data: UnifiedData, opts: dict[str, Any]) -> str:
 @write_options
 @token_option
 @address_option
-@handle_udmf_errors
 def put_text(text: str, html: bool, token: str | None, address: str | None, **opts: Any) -> None:
     """Write TEXT (- reads stdin) into a channel; prints its key."""
     if text == "-":
@@ -173,7 +171,6 @@ def put_text(text: str, html: bool, token: str | None, address: str | None, **op
 @write_options
 @token_option
 @address_option
-@handle_udmf_errors
 def put_file(path: Path, token: str | None, address: str | None, **opts: Any) -> None:
     """Write the file at PATH (typed by its extension) into a channel; prints its key."""
     with udmf_client(address, token) as client, file_data(client, path) as data:
@@ -191,7 +188,6 @@ def put_file(path: Path, token: str | None, address: str | None, **opts: Any) ->
 @json_option
 @token_option
 @address_option
-@handle_udmf_errors
 def list_(intention: str, as_json: bool, token: str | None, address: str | None) -> None:
     """The data in a channel this app may see (DATA_HUB)."""
     from udmf import Intention
@@ -236,7 +232,6 @@ def read_and_print(client: UdmfClient, key: str, out_dir: Path | None, as_json: 
 @json_option
 @token_option
 @address_option
-@handle_udmf_errors
 def get(key: str, out_dir: Path | None, as_json: bool, token: str | None, address: str | None) -> None:
     """Read the data under KEY: text is printed, blobs and bytes go to --out DIR."""
     with udmf_client(address, token) as client:
@@ -248,7 +243,6 @@ def get(key: str, out_dir: Path | None, as_json: bool, token: str | None, addres
 @json_option
 @token_option
 @address_option
-@handle_udmf_errors
 def summary(key: str, as_json: bool, token: str | None, address: str | None) -> None:
     """The types and sizes of the data under KEY, without the data."""
     with udmf_client(address, token) as client:
@@ -274,7 +268,6 @@ def summary(key: str, as_json: bool, token: str | None, address: str | None) -> 
 )
 @token_option
 @address_option
-@handle_udmf_errors
 def delete(key: str | None, intention: str | None, token: str | None, address: str | None) -> None:
     """Delete this app's data under KEY, or in a channel (--intention); prints the keys deleted."""
     from udmf import Intention
@@ -308,7 +301,6 @@ def delete(key: str | None, intention: str | None, token: str | None, address: s
 @click.option("--to-token", help="The drop target's token: read the data as the target right away.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="With --to-token.")
 @address_option
-@handle_udmf_errors
 def drag(
     text: str | None,
     path: Path | None,
@@ -357,7 +349,6 @@ def drag(
 )
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Save blobs here.")
 @address_option
-@handle_udmf_errors
 def drop(
     key: str, to_bundle: str, to_token: str, wait_s: float, out_dir: Path | None, address: str | None
 ) -> None:

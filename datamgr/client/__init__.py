@@ -1,4 +1,7 @@
-"""The Python SDK of the DatamgrService: DataShare consumers and providers, KV stores, the admin client."""
+"""The Python SDK of the DatamgrService: DataShare consumers and providers, KV stores, the admin client.
+
+Its errors are `datamgr.errors` (where the rule all three SDKs follow is written); it reaches the
+daemon through `datamgr.connection`, as `udmf.client` and `aicap.client` do."""
 
 from datamgr.client.admin import AdminClient
 from datamgr.client.datashare import (
@@ -28,7 +31,7 @@ from datamgr.client.kv import (
 from datamgr.client.pairing import PairingClient
 from datamgr.client.resultset import DataShareResultSet, DataType
 from datamgr.datashare.predicates import DataSharePredicates
-from datamgr.datashare.published import OperationResult, PublishedItem
+from datamgr.datashare.published_items import OperationResult, PublishedItem
 from datamgr.kv.query import Query
 
 __all__ = [

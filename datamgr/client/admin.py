@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamgr.client._conn import (
+from datamgr.connection import (
     admin_token,
     call,
     metadata,

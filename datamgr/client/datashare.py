@@ -19,7 +19,9 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from datamgr.client._conn import (
+from datamgr.client._sync import SyncMode, SyncResult, sync_results
+from datamgr.client.resultset import DataShareResultSet
+from datamgr.connection import (
     acall,
     call,
     error_from_rpc,
@@ -28,12 +30,10 @@ from datamgr.client._conn import (
     open_channel,
     resolve_token,
 )
-from datamgr.client._sync import SyncMode, SyncResult, sync_results
-from datamgr.client.resultset import DataShareResultSet
 from datamgr.datashare import _wire
 from datamgr.datashare._wire import Cell
 from datamgr.datashare.predicates import DataSharePredicates
-from datamgr.datashare.published import OperationResult, PublishedItem
+from datamgr.datashare.published_items import OperationResult, PublishedItem
 from datamgr.v1 import datashare_pb2 as pb
 from datamgr.v1 import datashare_pb2_grpc as pb_grpc
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 
-from datamgr.client._conn import (
+from datamgr.connection import (
     admin_token,
     call,
     error_from_rpc,

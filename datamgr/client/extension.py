@@ -28,7 +28,7 @@ from typing import Any
 
 import grpc
 
-from datamgr.client._conn import (
+from datamgr.connection import (
     error_from_rpc,
     metadata,
     open_aio_channel,

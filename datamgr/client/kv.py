@@ -27,7 +27,9 @@ from typing import Any
 
 import grpc
 
-from datamgr.client._conn import (
+from datamgr.client._sync import SyncMode, SyncResult, sync_results
+from datamgr.client.datashare import AsyncSubscription, Subscription
+from datamgr.connection import (
     acall,
     call,
     metadata,
@@ -35,8 +37,6 @@ from datamgr.client._conn import (
     open_channel,
     resolve_token,
 )
-from datamgr.client._sync import SyncMode, SyncResult, sync_results
-from datamgr.client.datashare import AsyncSubscription, Subscription
 from datamgr.datashare._wire import from_value, set_value
 from datamgr.errors import DatamgrError, InvalidArgument
 from datamgr.kv._wire import query_to_proto

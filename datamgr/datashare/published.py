@@ -17,18 +17,19 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from datamgr.datashare.changes import Feed
+from datamgr.datashare.published_items import (  # the SDK's half, without SQLAlchemy
+    INVALID_ITEM,
+    MAX_ITEMS,
+    MAX_SUBSCRIBER_ID,
+    OK,
+    PERMISSION_DENIED,
+    URI_INVALID,
+    VERSION_NOT_NEWER,
+    OperationResult,
+    PublishedItem,
+)
 from datamgr.datashare.uri import parse_proxy_uri
 from datamgr.errors import InvalidArgument
-
-MAX_ITEMS = 32  # items per publish call, as OpenHarmony's DataProxy (≤32 URIs per call)
-MAX_SUBSCRIBER_ID = 128
-
-# Per-item result codes: OpenHarmony's DataShare service codes where one fits, its universal ones else.
-OK = 0
-PERMISSION_DENIED = 201  # the key names another app's data
-INVALID_ITEM = 401  # no data, or a subscriber id that is too long
-VERSION_NOT_NEWER = 1045  # E_VERSION_NOT_NEWER: a newer version is stored
-URI_INVALID = 1048  # E_URI_NOT_EXIST: the key is not a datashareproxy URI
 
 _BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 metadata = sa.MetaData()
@@ -43,28 +44,6 @@ published_table = sa.Table(
     sa.Column("blob", sa.LargeBinary, nullable=True),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class PublishedItem:
-    """One published item: its URI, its data (text or bytes) and the subscriber id it is meant for."""
-
-    key: str
-    data: str | bytes
-    subscriber_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class OperationResult:
-    """The outcome of one item of a publish: `result` 0 on success, else a code explained by `message`."""
-
-    key: str
-    result: int
-    message: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.result == OK
 
 
 @dataclass(frozen=True, slots=True)

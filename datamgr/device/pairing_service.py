@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from datamgr._grpc import bearer_token, rpc
-from datamgr.client._conn import error_from_rpc
+from datamgr.connection import error_from_rpc
 from datamgr.device.identity import certificate_info
 from datamgr.device.pairing import Initiator, PairingWindow, WindowState, check_code
 from datamgr.device.peer import (

@@ -4,7 +4,7 @@ The servicer takes the sender from the connection's certificate (`calling_device
 proto to the engine's message, and answers with `SyncEngine.handle`; a DatamgrError becomes its status
 through `datamgr._grpc`'s table. `GrpcPeerLink` is the initiator's `PeerLink`: one pinned channel to a
 trusted peer, a deadline per request, and a failed call turned back into the responder's DatamgrError
-(`datamgr.client._conn.acall`), so the engine sees the same errors as over the simulated network.
+(`datamgr.connection.acall`), so the engine sees the same errors as over the simulated network.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from datamgr._grpc import rpc
-from datamgr.client._conn import acall
+from datamgr.connection import acall
 from datamgr.device.identity import Identity
 from datamgr.device.peer import calling_device, join_address, peer_channel
 from datamgr.device.peer_table import Peer

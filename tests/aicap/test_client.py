@@ -27,9 +27,10 @@ from aicap._messages import (
     sampling_params,
     stats_from_proto,
 )
-from aicap.client import AiClient, AsyncAiClient, default_address
+from aicap.client import AiClient, AsyncAiClient
 from aicap.v1 import aicap_pb2 as pb
 from aicap.v1 import aicap_pb2_grpc as pb_grpc
+from datamgr.connection import default_address
 from datamgr.errors import DeadlineExceeded, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
 # ---- sampling keywords → SamplingParams ----

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from datamgr.client._tls import check_plaintext, is_loopback, normalize_fingerprint
 from datamgr.config import Settings
+from datamgr.connection import check_plaintext, is_loopback, normalize_fingerprint
 from datamgr.errors import InvalidArgument
 
 HEX = "5a3f09c1" * 8

@@ -15,7 +15,7 @@ import pytest
 from harness import CONTACTS, PEOPLE_URI, READ, WRITE, Daemon, contacts_manifest
 
 from datamgr.client import DataShareHelper, DataSharePredicates
-from datamgr.client._conn import metadata
+from datamgr.connection import metadata
 from datamgr.datashare.predicates import PredicateOp
 from datamgr.errors import DatamgrError
 from datamgr.v1 import datashare_pb2 as pb

@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from harness import CONTACTS, PEOPLE_URI, READ, WRITE, Daemon, contacts_manifest
 
 from datamgr.client import DataShareHelper, DataSharePredicates
-from datamgr.client._conn import metadata
+from datamgr.connection import metadata
 from datamgr.errors import DatamgrError
 from datamgr.v1 import datashare_pb2 as pb
 from datamgr.v1 import datashare_pb2_grpc as pb_grpc

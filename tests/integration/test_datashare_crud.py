@@ -14,7 +14,7 @@ import pytest
 from harness import CONTACTS, PEOPLE, PEOPLE_URI, READ, WRITE, Daemon, contacts_manifest
 
 from datamgr.client import DataShareHelper, DataSharePredicates, DataType
-from datamgr.client._conn import metadata
+from datamgr.connection import metadata
 from datamgr.errors import DatamgrError
 from datamgr.v1 import datashare_pb2 as pb
 from datamgr.v1 import datashare_pb2_grpc as pb_grpc

@@ -16,7 +16,7 @@ import pytest
 from harness import Daemon
 
 from datamgr.client import KvStoreClient, SecurityLevel
-from datamgr.client._conn import metadata
+from datamgr.connection import metadata
 from datamgr.v1 import kv_pb2 as pb
 from datamgr.v1 import kv_pb2_grpc as pb_grpc
 from datamgr.v1 import types_pb2

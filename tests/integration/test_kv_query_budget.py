@@ -22,7 +22,7 @@ import pytest
 from harness import Daemon
 
 from datamgr.client import KvStoreClient, KvStoreType, Query, SecurityLevel
-from datamgr.client._conn import metadata
+from datamgr.connection import metadata
 from datamgr.kv._wire import query_to_proto
 from datamgr.v1 import kv_pb2 as pb
 from datamgr.v1 import kv_pb2_grpc as pb_grpc

@@ -33,7 +33,7 @@ from datamgr.client import (
     SubscribeType,
     Subscription,
 )
-from datamgr.client._conn import metadata
+from datamgr.connection import metadata
 from datamgr.device.identity import load_identity
 from datamgr.errors import DatamgrError, InvalidArgument, NotFound, ResourceExhausted
 from datamgr.v1 import kv_pb2 as pb

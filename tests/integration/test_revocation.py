@@ -18,7 +18,7 @@ from harness import CONTACTS, PEOPLE_URI, READ, WRITE, Daemon, contacts_manifest
 
 from datamgr.apps import DISTRIBUTED_DATASYNC
 from datamgr.client import KvStoreClient, PublishedItem, SecurityLevel
-from datamgr.client._conn import metadata
+from datamgr.connection import metadata
 from datamgr.errors import DatamgrError
 from datamgr.v1 import datashare_pb2 as ds_pb
 from datamgr.v1 import datashare_pb2_grpc as ds_grpc

@@ -18,7 +18,7 @@ import pytest
 from harness import CONTACTS, PEOPLE_URI, READ, Daemon, contacts_manifest
 
 from datamgr.client import DataSharePredicates, KvStoreClient, SecurityLevel
-from datamgr.client._conn import metadata
+from datamgr.connection import metadata
 from datamgr.v1 import datashare_pb2 as ds_pb
 from datamgr.v1 import datashare_pb2_grpc as ds_grpc
 from datamgr.v1 import kv_pb2 as kv_pb

@@ -197,7 +197,7 @@ def test_device_collaboration_and_security_labels(pair_factory) -> None:  # type
 
 def _put_into(store: SingleKVStore, device_id: str) -> None:
     """A put into `device_id`'s key space (the SDK never sends one; the wire can)."""
-    from datamgr.client._conn import call
+    from datamgr.connection import call
     from datamgr.v1 import kv_pb2
 
     value = store._put("k", "forged").value

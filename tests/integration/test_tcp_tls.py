@@ -19,7 +19,7 @@ from harness import CONTACTS, PEOPLE_URI, Daemon, contacts_manifest
 
 from datamgr.cli import main
 from datamgr.client import AdminClient, AsyncDataShareHelper, DataShareHelper, PairingClient
-from datamgr.client._tls import SERVER_NAME
+from datamgr.connection import SERVER_NAME
 from datamgr.device.identity import PEER_HOSTNAME
 from datamgr.errors import InvalidArgument, Unauthenticated
 from udmf import UdmfClient
