@@ -1,4 +1,8 @@
-"""The plain values the AI service runs with; the daemon builds them from its settings (`ai` section)."""
+"""The plain values aicap runs with, and the one place each default is defined.
+
+The daemon's settings (`ai` section) take their defaults from these dataclasses and build them; the
+engine gets `RunnerConfig` (one llama.cpp context) and `EngineConfig` (scheduling and the KV cache).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,32 @@ from pathlib import Path
 
 DEFAULT_MODEL = "smollm2-135m"
 USE_AI = "ohos.permission.USE_AI"
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerConfig:
+    """One model's llama.cpp context. model_path None: the built-in model."""
+
+    model_path: Path | None = None
+    n_ctx: int = 8192  # KV cells
+    n_seq_max: int = 64  # llama.cpp seq ids: the engine's running slots, then prefix-cache holders
+    n_batch: int = 512  # the most tokens one llama_decode takes (the engine's max_batch_tokens fit)
+    n_threads: int = 2
+    kv_unified: bool = True  # one cell pool for all seq ids: needed to share cells between them
+    flash_attn: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """What the engine schedules and caches on a context."""
+
+    block_size: int = 8  # tokens per KV block
+    max_batch_tokens: int = 512  # tokens per step (one llama_decode)
+    max_running: int = 16  # sequences decoding at once (at most the context's n_seq_max)
+    swap_budget_tokens: int = 16384  # KV of preempted sequences kept in host memory; beyond: recompute
+    prefix_caching: bool = True
+    prefix_cache_tokens: int = 2048  # unused cached blocks kept, in tokens (each costs attention time)
+    isolate_apps: bool = True  # salt the prefix cache per app (declared shared prefixes excepted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +65,7 @@ class SharedPrefix:
 
 @dataclass(frozen=True, slots=True)
 class SamplingDefaults:
-    """What an unset SamplingParams field means (llama.cpp server's defaults)."""
+    """What an unset field of a request's sampling parameters means (llama.cpp server's defaults)."""
 
     max_tokens: int = 256
     temperature: float = 0.8
@@ -50,17 +80,8 @@ class SamplingDefaults:
 class AiConfig:
     default_model: str = DEFAULT_MODEL  # the model of requests that name none
     models: tuple[ModelSpec, ...] = ()  # from the daemon's configuration
-    # engine
-    n_ctx: int = 8192
-    n_seq_max: int = 64
-    n_threads: int = 2
-    flash_attn: bool = True
-    block_size: int = 16
-    max_batch_tokens: int = 512
-    max_running: int = 16
-    swap_budget_tokens: int = 16384
-    prefix_cache_tokens: int = 2048
-    isolate_prefix_cache_per_app: bool = True
+    runner: RunnerConfig = RunnerConfig()  # every model's context (its path, and n_ctx if it sets one)
+    engine: EngineConfig = EngineConfig()
     shared_prefixes: tuple[SharedPrefix, ...] = ()
     # protection
     max_concurrent_per_app: int = 8

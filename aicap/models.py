@@ -1,15 +1,15 @@
 """The model registry: name → GGUF file, context size and chat template, each served by its own engine.
 
-Every model gets one AsyncEngine (its own inference thread) and one Tokenizer, loaded once and shared
-by all apps: the default model at start, others on first use. Models come from the built-in default
-(SmolLM2-135M-Instruct, always present), the daemon's configuration, and AddModel (persisted through
-the `ModelStore`). Removing a model stops its in-flight requests (UNAVAILABLE) before freeing it.
+Every model gets one AsyncEngine (all run on the one inference thread) and one Tokenizer, loaded
+once and shared by all apps: the default model at start, others on first use. Models come from the
+built-in default (SmolLM2-135M-Instruct, always present), the daemon's configuration, and AddModel
+(persisted through the `ModelStore`). Removing a model stops its in-flight requests (UNAVAILABLE)
+before freeing it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import logging
@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aicap.config import DEFAULT_MODEL, AiConfig, ModelSpec
-from aicap.engine.async_engine import AsyncEngine, Generation
-from aicap.engine.llm_engine import EngineConfig, LLMEngine, TokenEvent
-from aicap.engine.model_runner import ModelRunner, RunnerConfig, default_model_path
+from aicap.engine.async_engine import AsyncEngine
+from aicap.engine.generation import Generation
+from aicap.engine.llm_engine import LLMEngine
+from aicap.engine.model_runner import ModelRunner, default_model_path
 from aicap.engine.tokenizer import Tokenizer
 from aicap.errors import (
     AlreadyExists,
@@ -39,7 +40,6 @@ log = logging.getLogger("aicap.models")
 GGUF_MAGIC = b"GGUF"
 MAX_N_CTX = 1 << 20
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
-_END = object()
 
 # Runs a function on the daemon's database writer: `await run_db(fn, *args)`.
 RunDb = Callable[..., Awaitable[Any]]
@@ -78,67 +78,13 @@ def check_gguf(path: Path) -> None:
         raise InvalidArgument(f"{path} is not a GGUF model file (it does not start with 'GGUF')")
 
 
-class Feed:
-    """One request's token events, pumped from its Generation by a task of its own so that the model's
-    removal (or the daemon's stop) can end the request at once with an error, wherever it waits."""
-
-    def __init__(self, gen: Generation) -> None:
-        self._gen = gen
-        self._items: collections.deque[Any] = collections.deque()
-        self._wake = asyncio.Event()
-        self.closed = asyncio.Event()
-        self._task = asyncio.create_task(self._pump())
-
-    async def _pump(self) -> None:
-        try:
-            async with contextlib.aclosing(self._gen):
-                async for ev in self._gen:
-                    self._put(ev)
-            self._put(_END)
-        except Exception as exc:
-            self._put(exc)
-
-    def _put(self, item: Any) -> None:
-        self._items.append(item)
-        self._wake.set()
-
-    async def next(self) -> TokenEvent | None:
-        """The next event; None when every sample has finished."""
-        while not self._items:
-            self._wake.clear()
-            await self._wake.wait()
-        item = self._items.popleft()
-        if item is _END:
-            self._items.appendleft(_END)
-            return None
-        if isinstance(item, BaseException):
-            raise item
-        return item  # type: ignore[no-any-return]
-
-    def stop(self, index: int) -> None:
-        self._gen.stop(index)
-
-    def kill(self, error: Exception) -> None:
-        """Ends the request with `error` and aborts it in the engine."""
-        self._items.clear()
-        self._put(error)
-        self._task.cancel()
-
-    async def aclose(self) -> None:
-        """Aborts the request if still running (its KV is freed within one engine step)."""
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self.closed.set()
-
-
 @dataclass(eq=False)
 class Model:
     spec: ModelSpec  # n_ctx resolved
     origin: Literal["builtin", "config", "added"]
     tokenizer: Tokenizer | None = None
     engine: AsyncEngine | None = None
-    feeds: set[Feed] = field(default_factory=set)
+    generations: set[Generation] = field(default_factory=set)  # open: ended at once if it goes
     removed: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -151,16 +97,16 @@ class Model:
             return self.spec.chat_template
         return (self.tokenizer.chat_template() if self.tokenizer else None) or ""
 
-    def open(self, gen: Generation) -> Feed:
+    def open(self, gen: Generation) -> Generation:
+        """Tracks a generation of this model, so that its removal can end it with an error."""
         if self.removed:
             raise Unavailable(f"model {self.name} was removed")
-        feed = Feed(gen)
-        self.feeds.add(feed)
-        return feed
+        self.generations.add(gen)
+        return gen
 
-    async def close_feed(self, feed: Feed) -> None:
-        await feed.aclose()
-        self.feeds.discard(feed)
+    async def close_generation(self, gen: Generation) -> None:
+        await gen.aclose()
+        self.generations.discard(gen)
 
 
 class ModelRegistry:
@@ -248,10 +194,9 @@ class ModelRegistry:
             raise AlreadyExists(f"a model named {spec.name} already exists; remove it first")
         if not spec.path.is_absolute():
             raise InvalidArgument(f"model path {spec.path} must be absolute (the daemon resolves no cwd)")
-        if spec.n_ctx and not 4 * self.config.block_size <= spec.n_ctx <= MAX_N_CTX:
-            raise InvalidArgument(
-                f"n_ctx {spec.n_ctx} is out of range: {4 * self.config.block_size}-{MAX_N_CTX} (0: default)"
-            )
+        low = 4 * self.config.engine.block_size
+        if spec.n_ctx and not low <= spec.n_ctx <= MAX_N_CTX:
+            raise InvalidArgument(f"n_ctx {spec.n_ctx} is out of range: {low}-{MAX_N_CTX} (0: default)")
         if spec.chat_template:
             from aicap.chat import compile_template
 
@@ -292,7 +237,7 @@ class ModelRegistry:
     # ---- internals ----
 
     def _resolve(self, spec: ModelSpec) -> ModelSpec:
-        return dataclasses.replace(spec, n_ctx=spec.n_ctx or self.config.n_ctx)
+        return dataclasses.replace(spec, n_ctx=spec.n_ctx or self.config.runner.n_ctx)
 
     def _check_alive(self, m: Model) -> None:
         if m.removed:
@@ -312,10 +257,10 @@ class ModelRegistry:
 
     async def _free(self, m: Model, reason: str) -> None:
         m.removed = True
-        for feed in list(m.feeds):
-            feed.kill(Unavailable(reason))
+        for gen in list(m.generations):
+            gen.kill(Unavailable(reason))
         async with m.lock:  # a load in progress completes first
-            waiting = [asyncio.ensure_future(f.closed.wait()) for f in m.feeds]
+            waiting = [asyncio.ensure_future(g.closed.wait()) for g in m.generations]
             done = True
             if waiting:
                 _, pending = await asyncio.wait(waiting, timeout=5.0)
@@ -334,33 +279,16 @@ def engine_factory(
     path: Path, n_ctx: int, config: AiConfig, host_busy: Callable[[], int] | None = None
 ) -> Callable[[], LLMEngine]:
     """The callable (run on the inference thread) that loads the model at `path` into a ModelRunner
-    and builds an LLMEngine on it with `config`'s engine settings."""
-    c = config
+    with `config`'s context settings (n_ctx cells, one llama_decode of max_batch_tokens) and builds an
+    LLMEngine on it with its engine settings."""
+    runner_config = dataclasses.replace(
+        config.runner, model_path=path, n_ctx=n_ctx, n_batch=config.engine.max_batch_tokens
+    )
 
     def make() -> LLMEngine:  # on the inference thread
-        runner = ModelRunner(
-            RunnerConfig(
-                path,
-                n_ctx=n_ctx,
-                n_seq_max=c.n_seq_max,
-                n_batch=c.max_batch_tokens,
-                n_threads=c.n_threads,
-                flash_attn=c.flash_attn,
-            ),
-            host_busy,
-        )
+        runner = ModelRunner(runner_config, host_busy)
         try:
-            return LLMEngine(
-                runner,
-                EngineConfig(
-                    block_size=c.block_size,
-                    max_batch_tokens=c.max_batch_tokens,
-                    max_running=c.max_running,
-                    swap_budget_tokens=c.swap_budget_tokens,
-                    prefix_cache_tokens=c.prefix_cache_tokens,
-                    isolate_apps=c.isolate_prefix_cache_per_app,
-                ),
-            )
+            return LLMEngine(runner, config.engine)
         except BaseException:
             runner.close()
             raise

@@ -48,7 +48,7 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class Prompts:
     def __init__(self, config: AiConfig) -> None:
         self.config = config
-        self._prefixes = config.shared_prefixes if config.isolate_prefix_cache_per_app else ()
+        self._prefixes = config.shared_prefixes if config.engine.isolate_apps else ()
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="aicap-tokenize")
         self._lock = threading.Lock()
         self._running = 0  # jobs running on the pool now (busy)

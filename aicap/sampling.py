@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aicap.config import AiConfig
-from aicap.engine.llm_engine import SamplingParams
+from aicap.engine.sampler import SamplingParams
 from aicap.errors import InvalidArgument
 
 
@@ -29,7 +29,8 @@ def sampling(p: dict[str, Any], config: AiConfig, prompt_tokens: int, n_ctx: int
     InvalidArgument naming the first bad field (nothing is queued then)."""
     d = config.sampling
     limit = config.max_tokens_limit
-    capacity = n_ctx // config.block_size * config.block_size  # what the engine's KV blocks hold
+    bs = config.engine.block_size
+    capacity = n_ctx // bs * bs  # what the engine's KV blocks hold
     if prompt_tokens >= capacity:
         raise InvalidArgument(
             f"the prompt ({prompt_tokens} tokens) does not fit the context of model {model} "

@@ -28,6 +28,7 @@ import grpc
 from aicap.chat import ROLES
 from aicap.config import USE_AI, AiConfig, ModelSpec
 from aicap.engine.async_engine import LatencyHistogram
+from aicap.engine.generation import Generation
 from aicap.engine.llm_engine import EngineStats
 from aicap.errors import (
     AicapError,
@@ -38,7 +39,7 @@ from aicap.errors import (
 )
 from aicap.limits import AppLimiter, Limits
 from aicap.metrics import make_registry, prometheus_text
-from aicap.models import Feed, Model, ModelRegistry, RunDb
+from aicap.models import Model, ModelRegistry, RunDb
 from aicap.prompts import Prompt, Prompts
 from aicap.sampling import Request, sampling
 from aicap.store import ModelStore
@@ -65,13 +66,13 @@ IsAdmin = Callable[[str], bool]
 
 
 class _Call:
-    """An open generation: its app's token (to re-check it) and its feed once in the engine."""
+    """An open generation: its app's token (to re-check it) and its queue once in the engine."""
 
     __slots__ = ("feed", "token")
 
     def __init__(self, token: str) -> None:
         self.token = token
-        self.feed: Feed | None = None
+        self.feed: Generation | None = None
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, name: str) -> None:
@@ -387,7 +388,7 @@ class AiService(pb_grpc.AiServiceServicer):
                             done.add(i)
                         yield chunk
                 finally:
-                    await m.close_feed(feed)
+                    await m.close_generation(feed)
 
     @contextlib.contextmanager
     def _tracked(self, app: str, token: str) -> Iterator[_Call]:

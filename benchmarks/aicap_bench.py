@@ -363,21 +363,22 @@ class InProcess:
     """aicap's AsyncEngine with the daemon's configuration, driven from an event loop in this process."""
 
     def __init__(self, model_path: Path, cfg: Any) -> None:
-        from aicap.config import AiConfig
+        from aicap.config import AiConfig, EngineConfig, RunnerConfig
         from aicap.engine.async_engine import AsyncEngine
         from aicap.models import engine_factory
 
         config = AiConfig(  # the engine settings of the daemon's AiConfig
-            n_ctx=cfg.n_ctx,
-            n_seq_max=cfg.n_seq_max,
-            n_threads=cfg.n_threads,
-            flash_attn=cfg.flash_attn,
-            block_size=cfg.block_size,
-            max_batch_tokens=cfg.max_batch_tokens,
-            max_running=cfg.max_running,
-            swap_budget_tokens=cfg.swap_budget_tokens,
-            prefix_cache_tokens=cfg.prefix_cache_tokens,
-            isolate_prefix_cache_per_app=cfg.isolate_prefix_cache_per_app,
+            runner=RunnerConfig(
+                n_ctx=cfg.n_ctx, n_seq_max=cfg.n_seq_max, n_threads=cfg.n_threads, flash_attn=cfg.flash_attn
+            ),
+            engine=EngineConfig(
+                block_size=cfg.block_size,
+                max_batch_tokens=cfg.max_batch_tokens,
+                max_running=cfg.max_running,
+                swap_budget_tokens=cfg.swap_budget_tokens,
+                prefix_cache_tokens=cfg.prefix_cache_tokens,
+                isolate_apps=cfg.isolate_prefix_cache_per_app,
+            ),
         )
         self.engine = AsyncEngine(engine_factory(model_path, cfg.n_ctx, config))
 
@@ -387,7 +388,7 @@ class InProcess:
             self.engine.engine.runner.close()
 
     def params(self, max_tokens: int) -> Any:
-        from aicap.engine.llm_engine import SamplingParams
+        from aicap.engine.sampler import SamplingParams
 
         return SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
 

@@ -266,23 +266,24 @@ async def _start_ai(
     except ImportError as exc:
         log.error("AI service disabled: %s (install the 'ai' extra: llama-cpp-python)", exc)
         return None
-    from aicap.config import AiConfig, ModelSpec, SamplingDefaults, SharedPrefix
+    from aicap.config import AiConfig, EngineConfig, ModelSpec, RunnerConfig, SamplingDefaults, SharedPrefix
     from aicap.errors import AicapError
     from aicap.store import ModelStore
 
     config = AiConfig(
         default_model=ai.default_model,
         models=tuple(ModelSpec(m.name, m.path, m.n_ctx, m.chat_template) for m in ai.models),
-        n_ctx=ai.n_ctx,
-        n_seq_max=ai.n_seq_max,
-        n_threads=ai.n_threads,
-        flash_attn=ai.flash_attn,
-        block_size=ai.block_size,
-        max_batch_tokens=ai.max_batch_tokens,
-        max_running=ai.max_running,
-        swap_budget_tokens=ai.swap_budget_tokens,
-        prefix_cache_tokens=ai.prefix_cache_tokens,
-        isolate_prefix_cache_per_app=ai.isolate_prefix_cache_per_app,
+        runner=RunnerConfig(
+            n_ctx=ai.n_ctx, n_seq_max=ai.n_seq_max, n_threads=ai.n_threads, flash_attn=ai.flash_attn
+        ),
+        engine=EngineConfig(
+            block_size=ai.block_size,
+            max_batch_tokens=ai.max_batch_tokens,
+            max_running=ai.max_running,
+            swap_budget_tokens=ai.swap_budget_tokens,
+            prefix_cache_tokens=ai.prefix_cache_tokens,
+            isolate_apps=ai.isolate_prefix_cache_per_app,
+        ),
         shared_prefixes=tuple(SharedPrefix(p.name, p.text, frozenset(p.apps)) for p in ai.shared_prefixes),
         max_concurrent_per_app=ai.max_concurrent_per_app,
         max_queued_per_app=ai.max_queued_per_app,

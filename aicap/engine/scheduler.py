@@ -15,15 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from aicap.config import EngineConfig
 from aicap.engine.block_manager import BlockManager
 from aicap.engine.sequence import Sequence, Status
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerConfig:
-    max_batch_tokens: int = 512
-    max_running: int = 16
-    swap_budget_tokens: int = 0  # tokens of KV state that may sit in host memory
 
 
 @dataclass(slots=True)
@@ -42,7 +36,8 @@ class Batch:
 
 
 class Scheduler:
-    def __init__(self, config: SchedulerConfig, blocks: BlockManager) -> None:
+    def __init__(self, config: EngineConfig, blocks: BlockManager) -> None:
+        """Uses config's max_batch_tokens, max_running and swap_budget_tokens."""
         self.config = config
         self.blocks = blocks
         self.waiting: list[Sequence] = []  # kept in arrival order
@@ -116,7 +111,8 @@ class Scheduler:
 
     def _reserve(self, seq: Sequence, batch: Batch) -> bool:
         """KV slots for the tokens the sequence got since its last step, preempting if needed."""
-        new = seq.tokens[self.blocks.num_tokens(seq.seq_id) :]
+        known = self.blocks.num_tokens(seq.seq_id)
+        new = seq.span(known, seq.num_tokens - known)
         while not self.blocks.append_slots(seq.seq_id, new):
             victim = self.running[-1]
             self._preempt(victim, batch)

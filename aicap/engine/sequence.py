@@ -1,4 +1,5 @@
-"""One generation request as the engine sees it: tokens, how many are in the KV cache, its state."""
+"""One sample of a generation request as the engine sees it: its tokens, how many are in the KV cache,
+its state, and how its tokens are drawn (sampling parameters and its own random generator)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import enum
 import itertools
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from aicap.engine.sampler import SamplingParams
+
 _arrivals = itertools.count()
+_GREEDY = SamplingParams(max_tokens=0)  # of a sequence built without parameters (its max_tokens rules)
 
 
 class Status(enum.Enum):
@@ -21,12 +27,16 @@ class Sequence:
     seq_id: int
     app: str
     prompt: list[int]
-    max_tokens: int
+    max_tokens: int  # the scheduler's copy of params.max_tokens
     salt: str = ""  # the prefix cache's salt of its blocks (its app's, when apps are isolated)
     shared_salt: str = ""  # the salt of the declared shared prefix its prompt starts with, if any
     shared_tokens: int = 0  # how many prompt tokens that prefix covers
     stop_tokens: frozenset[int] = frozenset()  # end-of-generation tokens (empty: ignore them)
     after: Sequence | None = None  # admit only once this one's prompt is computed (n > 1 samples)
+    params: SamplingParams = _GREEDY
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    request_id: int = 0  # the request it samples for
+    index: int = 0  # which of the request's n samples it is
     output: list[int] = field(default_factory=list)
     status: Status = Status.WAITING
     num_computed: int = 0  # leading tokens whose KV is in the cache
@@ -36,6 +46,15 @@ class Sequence:
     @property
     def tokens(self) -> list[int]:
         return self.prompt + self.output
+
+    def span(self, start: int, n: int) -> list[int]:
+        """Tokens [start, start + n), without building `tokens` (a decode step takes one)."""
+        p = len(self.prompt)
+        if start >= p:
+            return self.output[start - p : start - p + n]
+        if start + n <= p:
+            return self.prompt[start : start + n]
+        return self.prompt[start:] + self.output[: start + n - p]
 
     @property
     def num_tokens(self) -> int:

@@ -101,7 +101,9 @@ def test_prompts_are_tokenized_off_the_event_loop_and_share_only_a_declared_pref
 
 
 def test_nothing_is_shared_when_apps_are_not_isolated(tok: Tokenizer) -> None:
-    prompts = Prompts(dataclasses.replace(CONFIG, isolate_prefix_cache_per_app=False))
+    prompts = Prompts(
+        dataclasses.replace(CONFIG, engine=dataclasses.replace(CONFIG.engine, isolate_apps=False))
+    )
     try:
         p = asyncio.run(prompts.completion(tok, SYSTEM + " Where?", "com.a"))
         assert p.shared == ("", 0)  # every block is shared anyway, under one salt

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aicap.engine.llm_engine import EngineConfig, LLMEngine, SamplingParams
+from aicap.config import EngineConfig
+from aicap.engine.llm_engine import LLMEngine
+from aicap.engine.sampler import SamplingParams
 from tests.aicap.engine.fake_runner import FakeRunner, reference
 
 PREFIXES = [[3] * 20, [4, 5] * 12, [6, 7, 8] * 9, []]
@@ -102,8 +104,8 @@ def test_any_mix_of_operations_keeps_the_bookkeeping_exact(
     assert engine.blocks.num_free_blocks == len(engine.blocks.blocks)
     assert all(not engine._samples for _ in [0])
     held = {seq for _, _, seqs in runner.cells.values() for seq in seqs}
-    assert held <= set(engine._holders)
-    assert len(runner.cells) == len(engine._holder_of) * engine.blocks.block_size
+    assert held <= set(engine.cells.holders)
+    assert len(runner.cells) == len(engine.cells.holder_of) * engine.blocks.block_size
 
 
 def test_a_shared_prefix_is_computed_once() -> None:

@@ -16,8 +16,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from aicap.engine.llm_engine import EngineConfig, LLMEngine, SamplingParams
-from aicap.engine.model_runner import ModelRunner, RunnerConfig, default_model_path
+from aicap.config import EngineConfig, RunnerConfig
+from aicap.engine.llm_engine import LLMEngine
+from aicap.engine.model_runner import ModelRunner, default_model_path
+from aicap.engine.sampler import SamplingParams
 
 pytestmark = pytest.mark.slow
 MIN_CORR = 0.998
@@ -77,7 +79,7 @@ def assert_match(solo: ModelRunner, requests: dict[int, list[int]], result: dict
 
 def engine_for(runner: ModelRunner, **kw: int) -> LLMEngine:
     runner.drop(-1)  # every seq id: a fresh cache
-    cfg = {"block_size": 16, "max_batch_tokens": 256, "max_running": 4, **kw}
+    cfg = {"block_size": 16, "max_batch_tokens": 256, "max_running": 4, "isolate_apps": False, **kw}
     return LLMEngine(runner, EngineConfig(**cfg))  # type: ignore[arg-type]
 
 

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from aicap.engine.llm_engine import EngineConfig, LLMEngine, SamplingParams
-from aicap.engine.model_runner import ModelRunner, RunnerConfig, default_model_path
+from aicap.config import EngineConfig, RunnerConfig
+from aicap.engine.llm_engine import LLMEngine
+from aicap.engine.model_runner import ModelRunner, default_model_path
+from aicap.engine.sampler import SamplingParams
 
 pytestmark = pytest.mark.slow
 PROMPTS = [

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from aicap.engine.model_runner import ModelRunner, RunnerConfig, default_model_path
+from aicap.config import RunnerConfig
+from aicap.engine.model_runner import ModelRunner, default_model_path
 
 pytestmark = pytest.mark.slow
 TOL = 0.05  # max absolute logit difference; observed differences here are ~0 to 1e-3, logits ~20

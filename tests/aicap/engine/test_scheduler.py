@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aicap.config import EngineConfig
 from aicap.engine.block_manager import BlockManager
-from aicap.engine.scheduler import Batch, Scheduler, SchedulerConfig
+from aicap.engine.scheduler import Batch, Scheduler
 from aicap.engine.sequence import Sequence, Status
 
 
@@ -33,7 +34,7 @@ def run_all(sched: Scheduler, max_steps: int = 10_000) -> list[Batch]:
 
 
 def test_chunked_prefill_respects_the_token_budget() -> None:
-    sched = Scheduler(SchedulerConfig(max_batch_tokens=8), BlockManager(64, 4))
+    sched = Scheduler(EngineConfig(max_batch_tokens=8), BlockManager(64, 4))
     seq = Sequence(1, "com.a", list(range(20)), max_tokens=2)
     sched.add(seq)
     batches = run_all(sched)
@@ -42,7 +43,7 @@ def test_chunked_prefill_respects_the_token_budget() -> None:
 
 
 def test_decodes_go_first_then_new_prefills() -> None:
-    sched = Scheduler(SchedulerConfig(max_batch_tokens=10), BlockManager(64, 4))
+    sched = Scheduler(EngineConfig(max_batch_tokens=10), BlockManager(64, 4))
     first = Sequence(1, "com.a", [1, 2, 3], max_tokens=5)
     sched.add(first)
     fake_step(sched, sched.schedule())  # prefill of `first`
@@ -53,7 +54,7 @@ def test_decodes_go_first_then_new_prefills() -> None:
 
 
 def test_one_apps_flood_does_not_starve_another() -> None:
-    sched = Scheduler(SchedulerConfig(max_batch_tokens=64, max_running=4), BlockManager(256, 4))
+    sched = Scheduler(EngineConfig(max_batch_tokens=64, max_running=4), BlockManager(256, 4))
     flood = [Sequence(i, "com.flood", [i] * 8, max_tokens=40 + i) for i in range(20)]
     for s in flood:
         sched.add(s)
@@ -75,7 +76,7 @@ def test_one_apps_flood_does_not_starve_another() -> None:
 
 def test_out_of_blocks_preempts_the_newest_and_keeps_its_output() -> None:
     bm = BlockManager(num_blocks=6, block_size=4)
-    sched = Scheduler(SchedulerConfig(max_batch_tokens=64, swap_budget_tokens=0), bm)
+    sched = Scheduler(EngineConfig(max_batch_tokens=64, swap_budget_tokens=0), bm)
     seqs = [Sequence(i, "com.a", [i] * 7, max_tokens=12) for i in range(3)]
     for s in seqs:
         sched.add(s)
@@ -93,7 +94,7 @@ def test_out_of_blocks_preempts_the_newest_and_keeps_its_output() -> None:
 
 def test_swap_is_preferred_within_the_budget() -> None:
     bm = BlockManager(num_blocks=6, block_size=4)
-    sched = Scheduler(SchedulerConfig(max_batch_tokens=64, swap_budget_tokens=1000), bm)
+    sched = Scheduler(EngineConfig(max_batch_tokens=64, swap_budget_tokens=1000), bm)
     seqs = [Sequence(i, "com.a", [i] * 7, max_tokens=12) for i in range(3)]
     for s in seqs:
         sched.add(s)
@@ -111,7 +112,7 @@ def test_swap_is_preferred_within_the_budget() -> None:
 
 def test_abort_frees_blocks_at_once() -> None:
     bm = BlockManager(num_blocks=8, block_size=4)
-    sched = Scheduler(SchedulerConfig(), bm)
+    sched = Scheduler(EngineConfig(), bm)
     seq = Sequence(1, "com.a", list(range(10)), max_tokens=100)
     sched.add(seq)
     fake_step(sched, sched.schedule())
@@ -135,7 +136,7 @@ def test_every_request_finishes_with_exactly_its_tokens(
     requests: list[tuple[str, int, int]], budget: int, num_blocks: int, swap: int
 ) -> None:
     bm = BlockManager(num_blocks=num_blocks, block_size=4)
-    sched = Scheduler(SchedulerConfig(max_batch_tokens=budget, max_running=4, swap_budget_tokens=swap), bm)
+    sched = Scheduler(EngineConfig(max_batch_tokens=budget, max_running=4, swap_budget_tokens=swap), bm)
     seqs = []
     for i, (app, plen, max_tokens) in enumerate(requests):
         if -(-(plen + max_tokens) // 4) > num_blocks:
