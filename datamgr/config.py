@@ -18,8 +18,6 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from aicap.config import AiConfig, SamplingDefaults
-
 DEFAULT_DATA_DIR = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "datamgr"
 
 
@@ -98,10 +96,6 @@ class DataShareSettings(BaseModel):
     )
 
 
-_AI = AiConfig()  # aicap's defaults: the `ai` section's, defined there once
-_SAMPLING = SamplingDefaults()
-
-
 class AiModelSettings(BaseModel):
     """A model served besides the built-in one."""
 
@@ -114,21 +108,13 @@ class AiModelSettings(BaseModel):
 class AiSamplingSettings(BaseModel):
     """What an unset sampling field of a request means (llama.cpp server's defaults)."""
 
-    max_tokens: int = Field(
-        _SAMPLING.max_tokens, ge=1, description="Tokens to generate (capped by ai.max_tokens_limit)."
-    )
-    temperature: float = Field(_SAMPLING.temperature, ge=0, description="0 samples greedily.")
-    top_k: int = Field(_SAMPLING.top_k, ge=0, description="Keep the k most likely tokens; 0 keeps all.")
-    top_p: float = Field(_SAMPLING.top_p, ge=0, le=1, description="Nucleus sampling threshold.")
-    min_p: float = Field(
-        _SAMPLING.min_p, ge=0, le=1, description="Drop tokens below min_p times the top probability."
-    )
-    repeat_penalty: float = Field(
-        _SAMPLING.repeat_penalty, gt=0, description="Penalty for repeated tokens; 1 is off."
-    )
-    repeat_last_n: int = Field(
-        _SAMPLING.repeat_last_n, ge=0, description="Tokens the repeat penalty looks back on."
-    )
+    max_tokens: int = Field(256, ge=1, description="Tokens to generate (capped by ai.max_tokens_limit).")
+    temperature: float = Field(0.8, ge=0, description="0 samples greedily.")
+    top_k: int = Field(40, ge=0, description="Keep the k most likely tokens; 0 keeps all.")
+    top_p: float = Field(0.95, ge=0, le=1, description="Nucleus sampling threshold.")
+    min_p: float = Field(0.05, ge=0, le=1, description="Drop tokens below min_p times the top probability.")
+    repeat_penalty: float = Field(1.0, gt=0, description="Penalty for repeated tokens; 1 is off.")
+    repeat_last_n: int = Field(64, ge=0, description="Tokens the repeat penalty looks back on.")
 
 
 class AiSharedPrefixSettings(BaseModel):
@@ -164,54 +150,41 @@ class AiSettings(BaseModel):
 
     enabled: bool = Field(True, description="Serve the AI capability (loads the default model at start).")
     default_model: str = Field(
-        _AI.default_model,
-        min_length=1,
-        description="The model of requests that name none (built in or listed).",
+        "smollm2-135m", min_length=1, description="The model of requests that name none (built in or listed)."
     )
     models: list[AiModelSettings] = Field([], description="Models served besides the built-in smollm2-135m.")
-    n_ctx: int = Field(
-        _AI.runner.n_ctx, ge=64, le=1 << 20, description="Context (KV cells) of each model by default."
-    )
+    n_ctx: int = Field(8192, ge=64, le=1 << 20, description="Context (KV cells) of each model by default.")
     n_seq_max: int = Field(
-        _AI.runner.n_seq_max,
+        64,
         ge=2,
         le=256,
         description="llama.cpp sequence ids per context: max_running for sequences, the rest hold the cells "
         "of cached prefix blocks (more holders: more distinct prefixes cached).",
     )
-    n_threads: int = Field(
-        _AI.runner.n_threads, ge=1, le=256, description="CPU threads each model's inference uses."
-    )
+    n_threads: int = Field(2, ge=1, le=256, description="CPU threads each model's inference uses.")
     flash_attn: bool = Field(
-        _AI.runner.flash_attn,
+        True,
         description="llama.cpp's flash attention: it skips the cells of other sequences and of the prefix "
         "cache (off, every decode step attends over all of them); off, logits do not depend on the batch.",
     )
     block_size: int = Field(
-        _AI.engine.block_size,
-        ge=1,
-        le=1024,
-        description="Tokens per KV block (a sequence wastes at most block_size - 1 cells).",
+        8, ge=1, le=1024, description="Tokens per KV block (a sequence wastes at most block_size - 1 cells)."
     )
-    max_batch_tokens: int = Field(
-        _AI.engine.max_batch_tokens, ge=16, le=8192, description="Tokens per engine step (llama_decode)."
-    )
-    max_running: int = Field(
-        _AI.engine.max_running, ge=1, le=256, description="Sequences decoding at once per model."
-    )
+    max_batch_tokens: int = Field(512, ge=16, le=8192, description="Tokens per engine step (llama_decode).")
+    max_running: int = Field(16, ge=1, le=256, description="Sequences decoding at once per model.")
     swap_budget_tokens: int = Field(
-        _AI.engine.swap_budget_tokens,
+        16384,
         ge=0,
         description="KV of preempted sequences kept in host memory, in tokens; beyond: recompute.",
     )
     prefix_cache_tokens: int = Field(
-        _AI.engine.prefix_cache_tokens,
+        2048,
         ge=0,
         description="Tokens of cached prefix blocks no request uses kept in the KV cache (the least recently "
         "used are evicted beyond): llama.cpp's attention walks every live cell, so each costs step time.",
     )
     isolate_prefix_cache_per_app: bool = Field(
-        _AI.engine.isolate_apps,
+        True,
         description="Salt the prefix cache per app, so no app can probe another's prompts (through "
         "usage.cached_tokens or timing); only ai.shared_prefixes are shared. Off: every app hits every "
         "app's cached prompts.",
@@ -219,34 +192,23 @@ class AiSettings(BaseModel):
     shared_prefixes: list[AiSharedPrefixSettings] = Field(
         [], description="Prompt prefixes shared between the apps listed (the prefix cache is per app)."
     )
-    max_concurrent_per_app: int = Field(
-        _AI.max_concurrent_per_app, ge=1, description="Requests of one app in the engine at once."
-    )
-    max_queued_per_app: int = Field(
-        _AI.max_queued_per_app, ge=0, description="Requests of one app waiting for a slot."
-    )
-    max_waiting: int = Field(
-        _AI.max_waiting, ge=0, description="Requests waiting for a slot, all apps together."
-    )
-    max_tokens_limit: int = Field(
-        _AI.max_tokens_limit, ge=1, description="Largest max_tokens an app may ask for."
-    )
+    max_concurrent_per_app: int = Field(8, ge=1, description="Requests of one app in the engine at once.")
+    max_queued_per_app: int = Field(32, ge=0, description="Requests of one app waiting for a slot.")
+    max_waiting: int = Field(128, ge=0, description="Requests waiting for a slot, all apps together.")
+    max_tokens_limit: int = Field(1024, ge=1, description="Largest max_tokens an app may ask for.")
     max_prompt_chars: int = Field(
-        _AI.max_prompt_chars,
+        0,
         ge=0,
         le=1 << 26,
         description="Longest prompt in characters (Chat: all messages; Tokenize: the text), refused before "
         "tokenizing; 0: 8 x the model's n_ctx (a token holds several characters: longer never fits).",
     )
-    max_n: int = Field(_AI.max_n, ge=1, le=64, description="Most parallel samples (n) per request.")
+    max_n: int = Field(8, ge=1, le=64, description="Most parallel samples (n) per request.")
     sampling: AiSamplingSettings = Field(
         AiSamplingSettings(), description="Defaults of unset sampling fields."
     )
     metrics_port: int | None = Field(
-        _AI.metrics_port,
-        ge=0,
-        le=65535,
-        description="Serve Prometheus /metrics on 127.0.0.1:PORT (0 picks one).",
+        None, ge=0, le=65535, description="Serve Prometheus /metrics on 127.0.0.1:PORT (0 picks one)."
     )
 
     @model_validator(mode="after")
