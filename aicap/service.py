@@ -1,8 +1,9 @@
 """The AiService gRPC servicer: authentication, permission, validation, per-app limits, streaming.
 
-The daemon's composition root hands in what aicap must not import: `authenticate` (an app token →
-its bundle and permissions, or None), `is_admin` (the device owner's token), a ModelStore on the
-daemon's database and `run_db` to run its writes on the database writer.
+The daemon's composition root hands in what aicap must not import (`aicap._host`): `identify` (a call
+→ its caller: bundle, permissions, whether it is the device owner) and the daemon's database (models
+are stored with its engine and written on its writer). Errors are aicap's own, carrying their status
+code: the server's edge maps them.
 
 A generation request is checked before anything is queued (its size in characters: nothing is
 tokenized on the event loop); then it waits for one of its app's slots (AppLimiter), is rendered and
@@ -18,28 +19,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
 
+from aicap._host import Caller, Database, Identify
 from aicap.chat import ROLES
 from aicap.config import USE_AI, AiConfig, ModelSpec
 from aicap.engine.async_engine import LatencyHistogram
 from aicap.engine.generation import Generation
 from aicap.engine.llm_engine import EngineStats
-from aicap.errors import (
-    AicapError,
-    FailedPrecondition,
-    InvalidArgument,
-    PermissionDenied,
-    Unauthenticated,
-)
+from aicap.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated
 from aicap.limits import AppLimiter, Limits
 from aicap.metrics import make_registry, prometheus_text
-from aicap.models import Model, ModelRegistry, RunDb
+from aicap.models import Model, ModelRegistry
 from aicap.prompts import Prompt, Prompts
 from aicap.sampling import Request, sampling
 from aicap.store import ModelStore
@@ -49,73 +44,17 @@ from aicap.v1 import aicap_pb2_grpc as pb_grpc
 
 log = logging.getLogger("aicap.service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AiService"].full_name
-STATUS: dict[str, grpc.StatusCode] = {
-    "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
-    "UNAUTHENTICATED": grpc.StatusCode.UNAUTHENTICATED,
-    "PERMISSION_DENIED": grpc.StatusCode.PERMISSION_DENIED,
-    "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
-    "ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
-    "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
-    "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
-}
 _FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
-
-Authenticate = Callable[[str], tuple[str, frozenset[str]] | None]
-IsAdmin = Callable[[str], bool]
 
 
 class _Call:
-    """An open generation: its app's token (to re-check it) and its queue once in the engine."""
+    """An open generation: its call (to re-check its caller) and its queue once in the engine."""
 
-    __slots__ = ("feed", "token")
+    __slots__ = ("context", "feed")
 
-    def __init__(self, token: str) -> None:
-        self.token = token
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self.context = context
         self.feed: Generation | None = None
-
-
-async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, name: str) -> None:
-    if isinstance(exc, AicapError):
-        await context.abort(STATUS.get(exc.code, grpc.StatusCode.UNKNOWN), exc.message)
-    log.error("bug in %s", name, exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {name} (details in the daemon log)")
-
-
-def _rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Maps aicap errors to statuses (anything else is a bug: INTERNAL) for unary and streaming methods."""
-    name = fn.__name__
-    if inspect.isasyncgenfunction(fn):
-
-        @functools.wraps(fn)
-        async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                async for item in fn(self, request, context):
-                    yield item
-            except (grpc.aio.AbortError, GeneratorExit):
-                raise
-            except Exception as exc:
-                await _abort(context, exc, name)
-
-        return stream
-
-    @functools.wraps(fn)
-    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await fn(self, request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await _abort(context, exc, name)
-
-    return unary
-
-
-def _token(context: grpc.aio.ServicerContext) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            return value[len("Bearer ") :].strip()
-    return None
 
 
 def _histogram(h: LatencyHistogram) -> pb.Histogram:
@@ -133,19 +72,16 @@ class AiService(pb_grpc.AiServiceServicer):
     def __init__(
         self,
         config: AiConfig,
-        authenticate: Authenticate,
-        is_admin: IsAdmin,
-        store: ModelStore,
-        run_db: RunDb,
+        identify: Identify,
+        db: Database,
         host_busy: Callable[[], int] | None = None,
     ) -> None:
         """`host_busy`: how many of the host's threads run CPU-heavy work now (the daemon's database
         statements): the model's inference uses fewer threads meanwhile (see ModelRunner)."""
         self.config = config
         self._host_busy = host_busy
-        self._authenticate = authenticate
-        self._is_admin = is_admin
-        self.models = ModelRegistry(config, store, run_db, self._busy)
+        self._identify = identify
+        self.models = ModelRegistry(config, ModelStore(db.engine), db.write, self._busy)
         self.limiter = AppLimiter(
             Limits(config.max_concurrent_per_app, config.max_queued_per_app, config.max_waiting)
         )
@@ -154,6 +90,9 @@ class AiService(pb_grpc.AiServiceServicer):
         self._calls: dict[str, set[_Call]] = {}  # bundle → its open generations
         self._metrics_server: Any = None
         self._loading: asyncio.Task[None] | None = None
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_AiServiceServicer_to_server(self, server)
 
     def _busy(self) -> int:
         """The CPU-heavy threads running beside inference now: the host's and tokenizing's."""
@@ -191,44 +130,34 @@ class AiService(pb_grpc.AiServiceServicer):
 
     def _app(self, context: grpc.aio.ServicerContext, admin_ok: bool = False) -> str:
         """The calling app's bundle ("" for the admin when `admin_ok`); it must hold USE_AI."""
-        return self._caller(context, admin_ok)[0]
+        caller = self._identify(context)
+        return "" if admin_ok and caller.is_admin else self._using_ai(caller)
 
-    def _caller(self, context: grpc.aio.ServicerContext, admin_ok: bool = False) -> tuple[str, str]:
-        """The calling app's bundle and token (bundle "" for the admin when `admin_ok`)."""
-        token = _token(context)
-        if not token:
-            raise Unauthenticated("no token: send 'authorization: Bearer <app token>'")
-        if admin_ok and self._is_admin(token):
-            return "", token
-        return self._check(token), token
-
-    def _check(self, token: str) -> str:
-        """The token's app, if it (still) holds USE_AI."""
-        found = self._authenticate(token)
-        if found is None:
+    def _using_ai(self, caller: Caller) -> str:
+        """The caller's bundle, if it is an app that (still) holds USE_AI."""
+        if caller.is_admin:
             raise Unauthenticated("unknown app token: ask the device owner for one (datamgr apps add BUNDLE)")
-        bundle, permissions = found
-        if USE_AI not in permissions:
-            raise PermissionDenied(f"app {bundle} lacks the permission {USE_AI}")
-        return bundle
+        if USE_AI not in caller.permissions:
+            raise PermissionDenied(f"app {caller.bundle} lacks the permission {USE_AI}")
+        return caller.bundle
+
+    def _check(self, context: grpc.aio.ServicerContext) -> None:
+        """The call's app still exists and holds USE_AI (its generation may go on)."""
+        self._using_ai(self._identify(context))
 
     def revoked(self, bundle: str) -> None:
         """The owner revoked a permission of `bundle` or removed it (on the loop): its generations
         that may no longer run end now with PERMISSION_DENIED or UNAUTHENTICATED (KV freed)."""
         for call in list(self._calls.get(bundle, ())):
             try:
-                self._check(call.token)
-            except AicapError as exc:
+                self._check(call.context)
+            except Exception as exc:  # aicap's PermissionDenied, or the daemon's UNAUTHENTICATED
                 if call.feed is not None:
                     call.feed.kill(exc)
 
     def _admin(self, context: grpc.aio.ServicerContext) -> None:
-        token = _token(context)
-        if token and self._is_admin(token):
-            return
-        if token and self._authenticate(token) is not None:
+        if not self._identify(context).is_admin:
             raise PermissionDenied("model changes need the device owner's admin token, not an app token")
-        raise Unauthenticated("model changes need the device owner's admin token")
 
     # ---- models ----
 
@@ -242,12 +171,10 @@ class AiService(pb_grpc.AiServiceServicer):
             loaded=m.engine is not None,
         )
 
-    @_rpc
     async def ListModels(self, request: pb.ListModelsRequest, context: Any) -> pb.ListModelsResponse:
         self._app(context, admin_ok=True)
         return pb.ListModelsResponse(models=[self._model_message(m) for m in self.models.all()])
 
-    @_rpc
     async def AddModel(self, request: pb.AddModelRequest, context: Any) -> pb.AddModelResponse:
         self._admin(context)
         from pathlib import Path
@@ -256,7 +183,6 @@ class AiService(pb_grpc.AiServiceServicer):
         m = await self.models.add(spec)
         return pb.AddModelResponse(model=self._model_message(m))
 
-    @_rpc
     async def RemoveModel(self, request: pb.RemoveModelRequest, context: Any) -> pb.RemoveModelResponse:
         self._admin(context)
         await self.models.remove(request.name)
@@ -264,7 +190,6 @@ class AiService(pb_grpc.AiServiceServicer):
 
     # ---- tokens ----
 
-    @_rpc
     async def Tokenize(self, request: pb.TokenizeRequest, context: Any) -> pb.TokenizeResponse:
         self._app(context, admin_ok=True)
         m = self.models.get(request.model)
@@ -273,7 +198,6 @@ class AiService(pb_grpc.AiServiceServicer):
         tokens = await self.prompts.run(tok.tokenize, request.text, request.add_special)
         return pb.TokenizeResponse(tokens=tokens)
 
-    @_rpc
     async def Detokenize(self, request: pb.DetokenizeRequest, context: Any) -> pb.DetokenizeResponse:
         self._app(context, admin_ok=True)
         m = self.models.get(request.model)
@@ -290,21 +214,19 @@ class AiService(pb_grpc.AiServiceServicer):
 
     # ---- generation ----
 
-    @_rpc
     async def Complete(self, request: pb.CompleteRequest, context: Any) -> AsyncIterator[pb.CompletionChunk]:
-        app, token = self._caller(context)
+        app = self._app(context)
         m = self.models.get(request.model)
         if not request.prompt:
             raise InvalidArgument("the prompt is empty")
         self.prompts.check_chars(len(request.prompt), m.spec.n_ctx, m.name, "prompt")
         tok = await self.models.tokenizer(m)
         prompt = functools.partial(self.prompts.completion, tok, request.prompt, app)
-        async for chunk in self._generate(app, token, m, prompt, request.params):
+        async for chunk in self._generate(app, context, m, prompt, request.params):
             yield chunk
 
-    @_rpc
     async def Chat(self, request: pb.ChatRequest, context: Any) -> AsyncIterator[pb.CompletionChunk]:
-        app, token = self._caller(context)
+        app = self._app(context)
         m = self.models.get(request.model)
         if not request.messages:
             raise InvalidArgument("no messages")
@@ -324,7 +246,7 @@ class AiService(pb_grpc.AiServiceServicer):
             raise FailedPrecondition(f"model {m.name} has no chat template: add it with one (chat_template)")
         messages = [{"role": msg.role, "content": msg.content} for msg in request.messages]
         prompt = functools.partial(self.prompts.chat, tok, template, messages, app)
-        async for chunk in self._generate(app, token, m, prompt, request.params):
+        async for chunk in self._generate(app, context, m, prompt, request.params):
             yield chunk
 
     def _request(self, params: pb.SamplingParams, prompt_tokens: int, m: Model) -> Request:
@@ -334,7 +256,7 @@ class AiService(pb_grpc.AiServiceServicer):
     async def _generate(
         self,
         app: str,
-        token: str,
+        context: grpc.aio.ServicerContext,
         m: Model,
         make_prompt: Callable[[], Awaitable[Prompt]],
         params: pb.SamplingParams,
@@ -342,9 +264,9 @@ class AiService(pb_grpc.AiServiceServicer):
         engine = await self.models.engine(m)
         tok = m.tokenizer
         assert tok is not None
-        with self._tracked(app, token) as call:
+        with self._tracked(app, context) as call:
             async with self.limiter.slot(app):
-                self._check(token)  # it may have been revoked while it waited
+                self._check(context)  # it may have been revoked while it waited
                 prompt = await make_prompt()
                 req = self._request(params, len(prompt.tokens), m)
                 n = req.params.n
@@ -363,7 +285,7 @@ class AiService(pb_grpc.AiServiceServicer):
                         i = ev.index
                         if i in done:
                             continue
-                        self._check(token)  # no chunk once its app lost USE_AI or was removed
+                        self._check(context)  # no chunk once its app lost USE_AI or was removed
                         counts[i] += 1
                         sample = texts[i]
                         chunk = pb.CompletionChunk(
@@ -391,9 +313,9 @@ class AiService(pb_grpc.AiServiceServicer):
                     await m.close_generation(feed)
 
     @contextlib.contextmanager
-    def _tracked(self, app: str, token: str) -> Iterator[_Call]:
+    def _tracked(self, app: str, context: grpc.aio.ServicerContext) -> Iterator[_Call]:
         """The app's generation, listed among its open ones (for `revoked`) while it runs."""
-        call = _Call(token)
+        call = _Call(context)
         calls = self._calls.setdefault(app, set())
         calls.add(call)
         try:
@@ -408,7 +330,6 @@ class AiService(pb_grpc.AiServiceServicer):
     def _loaded_engines(self) -> list[tuple[str, Any]]:
         return [(m.name, m.engine) for m in self.models.all() if m.engine is not None]
 
-    @_rpc
     async def GetStats(self, request: pb.GetStatsRequest, context: Any) -> pb.GetStatsResponse:
         self._app(context, admin_ok=True)  # an app's view of the engine is for apps that use it
         models = [self.models.get(request.model)] if request.model else self.models.all()

@@ -6,8 +6,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from datamgr._grpc import bearer_token, rpc
-from datamgr.apps import AdminCredential, App, AppRegistry
+import grpc
+
+from datamgr.apps import App, AppRegistry
+from datamgr.caller import Identify
 from datamgr.quota import Quotas
 from datamgr.storage import Database
 from datamgr.v1 import admin_pb2 as pb
@@ -25,26 +27,27 @@ class AdminService(pb_grpc.AdminServiceServicer):
         self,
         db: Database,
         apps: AppRegistry,
-        admin: AdminCredential,
+        identify: Identify,
         on_remove: Callable[[str], None],
         quotas: Quotas | None = None,
     ) -> None:
         self._db = db
         self._quotas = quotas
         self._apps = apps
-        self._admin = admin
+        self._identify = identify
         self._on_remove = on_remove
 
-    @rpc
+    def add_to(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_AdminServiceServicer_to_server(self, server)
+
     async def AddApp(self, request: pb.AddAppRequest, context: Any) -> pb.AddAppResponse:
-        self._admin.check(bearer_token(context))
+        self._identify.owner(context)
         app, token = await self._db.write(self._apps.add, request.bundle)
         log.info("app %s registered", app.bundle)
         return pb.AddAppResponse(app=app_message(app), token=token)
 
-    @rpc
     async def RemoveApp(self, request: pb.RemoveAppRequest, context: Any) -> pb.RemoveAppResponse:
-        self._admin.check(bearer_token(context))
+        self._identify.owner(context)
         self._apps.get(request.bundle)
 
         def remove() -> None:
@@ -55,9 +58,8 @@ class AdminService(pb_grpc.AdminServiceServicer):
         log.info("app %s removed with its tables and published data", request.bundle)
         return pb.RemoveAppResponse()
 
-    @rpc
     async def ListApps(self, request: pb.ListAppsRequest, context: Any) -> pb.ListAppsResponse:
-        self._admin.check(bearer_token(context))
+        self._identify.owner(context)
         apps = self._apps.all()
         messages = [app_message(a) for a in apps]
         if self._quotas is not None:
@@ -76,20 +78,18 @@ class AdminService(pb_grpc.AdminServiceServicer):
                 )
         return pb.ListAppsResponse(apps=messages)
 
-    @rpc
     async def GrantPermissions(
         self, request: pb.GrantPermissionsRequest, context: Any
     ) -> pb.GrantPermissionsResponse:
-        self._admin.check(bearer_token(context))
+        self._identify.owner(context)
         app = await self._db.write(self._apps.grant, request.bundle, list(request.permissions))
         log.info("granted %s to %s", ", ".join(request.permissions), app.bundle)
         return pb.GrantPermissionsResponse(app=app_message(app))
 
-    @rpc
     async def RevokePermissions(
         self, request: pb.RevokePermissionsRequest, context: Any
     ) -> pb.RevokePermissionsResponse:
-        self._admin.check(bearer_token(context))
+        self._identify.owner(context)
         app = await self._db.write(self._apps.revoke, request.bundle, list(request.permissions))
         log.info("revoked %s from %s", ", ".join(request.permissions), app.bundle)
         return pb.RevokePermissionsResponse(app=app_message(app))

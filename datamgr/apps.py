@@ -47,9 +47,12 @@ _PERMISSION_MAX = 256
 
 @dataclass(frozen=True, slots=True)
 class App:
+    """A caller of the daemon: a registered app, or the device owner (`datamgr.caller.OWNER`)."""
+
     bundle: str
     permissions: frozenset[str]
     created_at: float
+    is_admin: bool = False
 
 
 def hash_token(token: str) -> str:

@@ -16,19 +16,19 @@ import logging
 import os
 import signal
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from aicap.v1 import aicap_pb2
-from datamgr import tenant
-from datamgr._decode import DecodeGuard
+from datamgr._edge import Edge
 from datamgr.admin import AdminService
 from datamgr.apps import AdminCredential, AppRegistry
+from datamgr.caller import Identify
 from datamgr.config import AiSettings, Settings, UdmfSettings
 from datamgr.datashare.changes import Change, Feed
 from datamgr.datashare.distributed import DistributedTables
@@ -46,7 +46,7 @@ from datamgr.device.service import SERVICE_NAME as DEVICE_SERVICE
 from datamgr.device.service import DeviceService
 from datamgr.device.trust import TrustStore
 from datamgr.disk import DiskFloor
-from datamgr.errors import ResourceExhausted, Unauthenticated
+from datamgr.errors import ResourceExhausted
 from datamgr.gate import CallerGate
 from datamgr.ingress import IngressPacer
 from datamgr.kv._storage_types import MAX_VALUE_LENGTH
@@ -63,7 +63,7 @@ from datamgr.sync.scheduler import AutoSync, SyncScheduler
 from datamgr.sync.transport import PeerLinks, SyncServicer
 from datamgr.sync.udmf_bridge import UdmfBridge, UdmfSyncConfig
 from datamgr.sync.udmf_peer import PeerFetcher, UdmfPeerServicer
-from datamgr.v1 import admin_pb2, admin_pb2_grpc, datashare_pb2, datashare_pb2_grpc
+from datamgr.v1 import admin_pb2, datashare_pb2
 from udmf import errors as udmf_errors
 from udmf.config import UdmfConfig
 from udmf.service import SERVICE_NAME as UDMF_SERVICE
@@ -71,6 +71,7 @@ from udmf.service import UdmfService
 from udmf.store import UdmfStore
 
 log = logging.getLogger("datamgr.daemon")
+T = TypeVar("T")
 SERVICES = (
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     datashare_pb2.DESCRIPTOR.services_by_name["DataShareService"].full_name,
@@ -107,25 +108,14 @@ class HealthServicer(health.aio.HealthServicer):
         statuses = {name: health_pb2.HealthCheckResponse(status=s) for name, s in self._server_status.items()}
         return health_pb2.HealthListResponse(statuses=statuses)
 
+    def add_to(self, server: grpc.aio.Server) -> None:
+        health_pb2_grpc.add_HealthServicer_to_server(self, server)
+
     async def shutdown(self) -> None:
         """NOT_SERVING to every watcher, then their streams end."""
         await self.enter_graceful_shutdown()
         await asyncio.sleep(0.05)  # lets the watchers write NOT_SERVING before their streams end
         self._stopping.set()
-
-
-def _authenticator(apps: AppRegistry) -> Callable[[str], tuple[str, frozenset[str]] | None]:
-    """What the package services get instead of the app registry: a token's bundle and permissions."""
-
-    def authenticate(token: str) -> tuple[str, frozenset[str]] | None:
-        try:
-            app = apps.authenticate(token)
-        except Unauthenticated:
-            return None
-        tenant.enter(app.bundle)  # the rest of the call is this app's (its turn on the database threads)
-        return app.bundle, app.permissions
-
-    return authenticate
 
 
 def _on_revoke(apps: AppRegistry, loop: asyncio.AbstractEventLoop, *listeners: Callable[[str], None]) -> None:
@@ -141,17 +131,6 @@ def _on_revoke(apps: AppRegistry, loop: asyncio.AbstractEventLoop, *listeners: C
 
 def _if_removed(apps: AppRegistry, listener: Callable[[str], None]) -> Callable[[str], None]:
     return lambda bundle: None if apps.exists(bundle) else listener(bundle)
-
-
-def _admin_check(admin: AdminCredential) -> Callable[[str], bool]:
-    def is_admin(token: str) -> bool:
-        try:
-            admin.check(token)
-        except Unauthenticated:
-            return False
-        return True
-
-    return is_admin
 
 
 def _listen_tcp(server: grpc.aio.Server, settings: Settings, identity: Identity) -> int:
@@ -175,19 +154,6 @@ def _peer_max_message(settings: Settings) -> int:
     return max(settings.sync.batch_bytes, MAX_VALUE_LENGTH) + (1 << 20)
 
 
-def _known_caller(apps: AppRegistry, admin: AdminCredential) -> Callable[[str], str | None]:
-    """Whose a token is: an app's bundle, "" for the admin, None if unknown (the gate's question before
-    it reads a request; an app's token enters its tenant for the rest of the call)."""
-    authenticate, is_admin = _authenticator(apps), _admin_check(admin)
-
-    def caller(token: str) -> str | None:
-        if (app := authenticate(token)) is not None:
-            return app[0]
-        return tenant.DAEMON if is_admin(token) else None
-
-    return caller
-
-
 def _quotas(
     settings: Settings, providers: ProviderRegistry, kv: KvStorage, distributed: DistributedTables
 ) -> Quotas:
@@ -206,24 +172,26 @@ def _quotas(
     return quotas
 
 
-def _udmf_runner(run: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """The database runner UDMF gets: a full disk (datamgr's ResourceExhausted) as udmf's own error,
-    which its servicer maps to RESOURCE_EXHAUSTED."""
+class _UdmfDatabase:
+    """The database as UDMF gets it (`udmf._host.Database`): a full disk (datamgr's ResourceExhausted)
+    is udmf's own error on its writes, which udmf expects (its sweeper retries it)."""
 
-    async def runner(fn: Callable[..., Any], *args: Any) -> Any:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.engine = db.engine
+        self.read = db.read
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
         try:
-            return await run(fn, *args)
+            return await self._db.write(fn, *args)
         except ResourceExhausted as exc:
             raise udmf_errors.ResourceExhausted(exc.message) from None
-
-    return runner
 
 
 async def _start_udmf(
     udmf: UdmfSettings,
     data_dir: Path,
-    apps: AppRegistry,
-    admin: AdminCredential,
+    identify: Identify,
     db: Database,
     quotas: Quotas,
 ) -> UdmfService:
@@ -241,34 +209,24 @@ async def _start_udmf(
         max_tag_bytes=udmf.max_tag_bytes,
         max_extras_bytes=udmf.max_extras_bytes,
     )
-    write = _udmf_runner(db.write)
-    service = UdmfService(config, _authenticator(apps), _admin_check(admin), db.engine, write, db.read)
+    service = UdmfService(config, identify, _UdmfDatabase(db))
     # blobs reach the disk before the commit: the floor is checked while they stream in (room)
     service.store.usage = quotas.ledger("udmf", floor_at_commit=False)
     await service.start()
     return service
 
 
-async def _start_ai(
-    ai: AiSettings,
-    apps: AppRegistry,
-    admin: AdminCredential,
-    engine: Any,
-    db: Database,
-    server: grpc.aio.Server,
-) -> Any:
-    """The AI servicer, started (its default model loading) and added to `server`, or None when it
-    cannot run (logged). It gets what aicap may not import: app authentication, the admin check, the
-    database. Imported only when enabled: llama-cpp-python is an optional dependency."""
+async def _start_ai(ai: AiSettings, identify: Identify, db: Database) -> Any:
+    """The AI servicer, started (its default model loading), or None when it cannot run (logged). It
+    gets what aicap may not import: who calls, the database. Imported only when enabled:
+    llama-cpp-python is an optional dependency."""
     try:
         from aicap.service import AiService
-        from aicap.v1 import aicap_pb2_grpc
     except ImportError as exc:
         log.error("AI service disabled: %s (install the 'ai' extra: llama-cpp-python)", exc)
         return None
     from aicap.config import AiConfig, EngineConfig, ModelSpec, RunnerConfig, SamplingDefaults, SharedPrefix
     from aicap.errors import AicapError
-    from aicap.store import ModelStore
 
     config = AiConfig(
         default_model=ai.default_model,
@@ -294,15 +252,12 @@ async def _start_ai(
         sampling=SamplingDefaults(**ai.sampling.model_dump()),
         metrics_port=ai.metrics_port,
     )
-    service = AiService(
-        config, _authenticator(apps), _admin_check(admin), ModelStore(engine), db.write, host_busy=db.busy
-    )
+    service = AiService(config, identify, db, host_busy=db.busy)
     try:
         await service.start()  # the default model loads in the background; its health says when it is ready
     except (FileNotFoundError, AicapError) as exc:  # no built-in model package, a bad default_model
         log.error("AI service disabled: %s", exc)
         return None
-    aicap_pb2_grpc.add_AiServiceServicer_to_server(service, server)
     return service
 
 
@@ -375,8 +330,8 @@ async def run(  # noqa: PLR0915 - the composition root
     engine = create_engine(settings.db_url, settings.sqlite_synchronous)
     db = Database(engine, settings.read_threads, settings.read_threads_per_app)
     trust = TrustStore(engine)
-    admin = AdminCredential(settings.admin_token_path)
     apps = AppRegistry(engine)
+    identify = Identify(apps, AdminCredential(settings.admin_token_path))  # who calls, for every servicer
     providers = ProviderRegistry(engine)
     ds = settings.datashare
     caps = (ds.subscriber_queue, ds.subscriber_bytes, ds.app_subscriber_bytes)
@@ -386,7 +341,7 @@ async def run(  # noqa: PLR0915 - the composition root
     published_feed: Feed[PublishedBatch] = Feed(loop, ds.max_subscriptions_per_app, *caps, ledger=ledger)
     published = PublishedStore(engine, published_feed)
     kv_storage = KvStorage(engine, identity.device_id, HLC(max_skew_ms=settings.sync.max_skew_ms))
-    kv = KvService(settings.kv, db, apps, kv_storage, loop)
+    kv = KvService(settings.kv, db, apps, kv_storage, loop, identify)
     distributed = DistributedTables(kv_storage, providers, feed)  # DataShare tables that sync
     quotas = _quotas(settings, providers, kv_storage, distributed)
 
@@ -404,29 +359,22 @@ async def run(  # noqa: PLR0915 - the composition root
     server = grpc.aio.server(
         interceptors=[
             # unknown callers: nothing big read; apps in debt of request bytes wait (datamgr.gate)
-            CallerGate(
-                _known_caller(apps, admin), OPEN_SERVICES, settings.open_max_message_bytes, pacer=pacer
-            ),
-            # undecodable requests: INVALID_ARGUMENT (datamgr._decode); decoded ones charged to the app
-            DecodeGuard(pacer.charge_current if pacer is not None else None),
+            CallerGate(identify.lookup, OPEN_SERVICES, settings.open_max_message_bytes, pacer=pacer),
+            # errors to statuses (datamgr._edge); undecodable requests INVALID_ARGUMENT, decoded ones
+            # charged to the app (datamgr._decode)
+            Edge(pacer.charge_current if pacer is not None else None),
         ],
         options=[("grpc.max_receive_message_length", max_msg), ("grpc.max_send_message_length", max_msg)],
     )
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminService(db, apps, admin, on_remove=on_remove, quotas=quotas), server
-    )
+    admin = AdminService(db, apps, identify, on_remove=on_remove, quotas=quotas)
     datashare = DataShareService(
-        ds, db, apps, providers, feed, extensions, published, published_feed, distributed,
+        ds, db, apps, identify, providers, feed, extensions, published, published_feed, distributed,
         quotas.ledger("datashare"),
     )
-    datashare_pb2_grpc.add_DataShareServiceServicer_to_server(datashare, server)
-    udmf = await _start_udmf(settings.udmf, settings.data_dir, apps, admin, db, quotas)
-    udmf.add_to(server)
-    kv.add_to(server)
+    udmf = await _start_udmf(settings.udmf, settings.data_dir, identify, db, quotas)
     await kv.start()
-    ai = await _start_ai(settings.ai, apps, admin, engine, db, server) if settings.ai.enabled else None
-    devices = DeviceService(discovery, _authenticator(apps), _admin_check(admin))
-    devices.add_to(server)
+    ai = await _start_ai(settings.ai, identify, db) if settings.ai.enabled else None
+    devices = DeviceService(discovery, identify)
     udmf_removed = _if_removed(apps, udmf.app_removed)
     ai_revoked = [ai.revoked] if ai is not None else []  # ends the app's generations
     _on_revoke(apps, loop, datashare.revoked, kv.revoked, devices.revoked, udmf_removed, *ai_revoked)
@@ -452,9 +400,10 @@ async def run(  # noqa: PLR0915 - the composition root
     kv.set_sync(sync)
     audit = PeerReadLog(db, AuditConfig(p.audit_max_entries, p.audit_max_age_days * 86_400))
     udmf_sync = await _start_udmf_sync(settings, identity, trust, kv_storage, udmf, db, sync, peer, audit)
-    PairingService(peer, admin.check, audit).add_to(server)
     health_servicer = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    pairing = PairingService(peer, identify, audit)
+    for servicer in (admin, datashare, udmf, kv, devices, pairing, health_servicer, *([ai] if ai else [])):
+        servicer.add_to(server)  # each registers its methods; the server's edge maps their errors
     services = (*SERVICES, AI_SERVICE) if ai is not None else SERVICES
     reflection.enable_server_reflection((*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 

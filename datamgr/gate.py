@@ -32,19 +32,11 @@ from typing import Any
 import grpc
 
 from datamgr import tenant
-from datamgr._grpc import token_in
+from datamgr.apps import App
+from datamgr.caller import NO_TOKEN, UNKNOWN_TOKEN, token_in
 from datamgr.ingress import SETTING, IngressPacer
 
 log = logging.getLogger("datamgr.gate")
-
-NO_TOKEN = (
-    "no token: send metadata 'authorization: Bearer <token>' (an app token from the device owner, "
-    "or the admin token for admin calls)"
-)
-UNKNOWN_TOKEN = (
-    "unknown token: neither an app's token nor the admin token (the device owner issues app tokens: "
-    "datamgr apps add BUNDLE)"
-)
 
 
 def refusal(code: grpc.StatusCode, message: str, read_first_s: float | None = None) -> grpc.RpcMethodHandler:
@@ -70,13 +62,13 @@ class CallerGate(grpc.aio.ServerInterceptor):
 
     def __init__(
         self,
-        caller: Callable[[str], str | None],
+        caller: Callable[[str], App | None],
         open_services: Iterable[str],
         open_max_bytes: int,
         read_timeout_s: float = 5.0,
         pacer: IngressPacer | None = None,
     ) -> None:
-        self._caller = caller  # a token's tenant (an app's bundle, "" for the admin), None if unknown
+        self._caller = caller  # a token's caller (an app, or the owner), None if unknown: Identify.lookup
         self._pacer = pacer
         self._open = frozenset(open_services)
         self._open_max_bytes = open_max_bytes
@@ -97,9 +89,9 @@ class CallerGate(grpc.aio.ServerInterceptor):
             return None
         token = token_in(details.invocation_metadata)  # type: ignore[attr-defined]
         method: str = details.method  # type: ignore[attr-defined]
-        app = self._caller(token) if token is not None else None
-        if app is not None:
-            pacer = self._pacer
+        caller = self._caller(token) if token is not None else None
+        if caller is not None:
+            app, pacer = caller.bundle, self._pacer
             if not app or pacer is None or not (handler.request_streaming or pacer.delay(app)):
                 return handler
             cached = self._waiting.get(method)

@@ -1,12 +1,13 @@
 """The UdmfService gRPC servicer: identity, the channel rules (`udmf.access`), streamed writes and reads.
 
-The daemon's composition root hands in what udmf must not import: `authenticate` (an app token → its
-bundle and permissions, or None), `is_admin` (the device owner's token), the database engine and the
-database's `write`/`read` runners. Writes are read part by part into rows and blob files
-(`udmf._ingest`) and committed in one transaction; reads stream from the store (`udmf._reads`).
-Data that a read consumes is deleted only after its last part was sent; a cancelled read consumes
-nothing; consuming reads of one key take turns (`udmf._once`), so the first wins and the next finds
-nothing. Expired data is swept at start and every `sweep_interval_s`.
+The daemon's composition root hands in what udmf must not import (`udmf._host`): `identify` (a call →
+its caller: bundle, permissions, whether it is the device owner) and the database (its engine and its
+`write`/`read` runners). Errors are udmf's own, carrying their status code: the server's edge maps
+them. Writes are read part by part into rows and blob files (`udmf._ingest`) and committed in one
+transaction; reads stream from the store (`udmf._reads`). Data that a read consumes is deleted only
+after its last part was sent; a cancelled read consumes nothing; consuming reads of one key take turns
+(`udmf._once`), so the first wins and the next finds nothing. Expired data is swept at start and every
+`sweep_interval_s`.
 
 With `replicate` (`udmf.replica`), CROSS_DEVICE data reaches paired devices: their data shows here as
 remote rows, read by the same rules; a remote row's data comes from its device when it is not copied
@@ -21,21 +22,20 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeAlias
 
 import grpc
-import sqlalchemy as sa
 
 from udmf import _ingest, _parts, access
 from udmf._blobs import BlobDir
 from udmf._catalog import TypeCatalog
 from udmf._fastwire import serialize_read
+from udmf._host import Database, Identify
 from udmf._ingest import Ingested, ingest
 from udmf._lazy_drags import LazyDrags
 from udmf._once import KeyLocks
 from udmf._reads import stream_data
-from udmf._status import bearer_token, rpc
 from udmf.config import MANAGE_UDMF_ACCESS, UdmfConfig
 from udmf.errors import (
     InvalidArgument,
@@ -57,9 +57,6 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["UdmfService"].full_name
 _LIST_PAGE = 64  # rows a QueryData or DeleteData of a whole channel reads at once
 _SWEEP_BATCH = 500  # expired data one write of the sweeper deletes
 
-Authenticate = Callable[[str], tuple[str, frozenset[str]] | None]
-IsAdmin = Callable[[str], bool]
-RunDb = Callable[..., Awaitable[Any]]
 Context: TypeAlias = grpc.aio.ServicerContext
 
 
@@ -89,21 +86,17 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
     def __init__(
         self,
         config: UdmfConfig,
-        authenticate: Authenticate,
-        is_admin: IsAdmin,
-        engine: sa.Engine,
-        write: RunDb,
-        read: RunDb,
+        identify: Identify,
+        db: Database,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self._authenticate = authenticate
-        self._is_admin = is_admin
-        self._write = write
-        self._read = read
+        self._identify = identify
+        self._write = db.write
+        self._read = db.read
         self.blobs = BlobDir(config.blob_dir)
-        self.store = UdmfStore(engine, self.blobs, config.entry_ttl_s, clock)
-        self.types = TypeCatalog(self.store, write)
+        self.store = UdmfStore(db.engine, self.blobs, config.entry_ttl_s, clock)
+        self.types = TypeCatalog(self.store, db.write)
         self.lazy = LazyDrags(config.lazy_load_timeout_s, self._fill_lazy)
         self._sweeper: asyncio.Task[None] | None = None
         self._once = KeyLocks()
@@ -177,18 +170,11 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
 
     # ---- identity ----
 
-    def _app(self, context: Context) -> tuple[str, frozenset[str]]:
-        token = bearer_token(context)
-        if not token:
-            raise Unauthenticated("no token: send 'authorization: Bearer <app token>'")
-        found = self._authenticate(token)
-        if found is None:
-            if self._is_admin(token):
-                raise PermissionDenied(
-                    "UDMF data calls need an app token; the admin token only grants access"
-                )
-            raise Unauthenticated("unknown app token: ask the device owner for one (datamgr apps add BUNDLE)")
-        return found
+    def _app(self, context: Context) -> str:
+        """The calling app's bundle: data calls are apps' (the device owner's token only grants)."""
+        if (caller := self._identify(context)).is_admin:
+            raise PermissionDenied("UDMF data calls need an app token; the admin token only grants access")
+        return caller.bundle
 
     # ---- the stores ----
 
@@ -243,10 +229,9 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
 
     # ---- writes ----
 
-    @rpc
     async def InsertData(self, request_iterator: AsyncIterator[pb.WriteRequest], context: Context) -> Any:
         first, incoming = await _ingest.first(request_iterator)
-        bundle, _ = self._app(context)
+        bundle = self._app(context)
         options, parts = _ingest.write_stream(first, incoming)
         intention = access.check_insert_intention(_parts.intention(options.intention, "options.intention"))
         visibility = _parts.visibility(options.visibility)
@@ -257,10 +242,9 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
         await self._commit(self.store.insert, self._row(key, bundle, data, visibility), data)
         return pb.InsertDataResponse(key=str(key))
 
-    @rpc
     async def UpdateData(self, request_iterator: AsyncIterator[pb.WriteRequest], context: Context) -> Any:
         first, incoming = await _ingest.first(request_iterator)
-        bundle, _ = self._app(context)
+        bundle = self._app(context)
         options, parts = _ingest.write_stream(first, incoming)
         key = access.check_update_target(
             parse_key(options.key) if options.key else None, _parts.intention(options.intention)
@@ -283,10 +267,9 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
         await self._remove_files(freed)
         return pb.UpdateDataResponse()
 
-    @rpc
     async def SetDragData(self, request_iterator: AsyncIterator[pb.WriteRequest], context: Context) -> Any:
         first, incoming = await _ingest.first(request_iterator)
-        bundle, _ = self._app(context)
+        bundle = self._app(context)
         options, parts = _ingest.write_stream(first, incoming, options_required=False)
         access.check_drag_intention(_parts.intention(options.intention, "options.intention"))
         if options.key:
@@ -318,11 +301,10 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
                 return
             after = (page[-1].created_at, page[-1].key)
 
-    @rpc
     async def QueryData(
         self, request: pb.QueryDataRequest, context: Context
     ) -> AsyncIterator[pb.ReadResponse]:
-        bundle, _ = self._app(context)
+        bundle = self._app(context)
         found = False
         async for row in self._channel_rows(request, "QueryData", bundle, own=False):
             if not access.may_query(row.runtime(), bundle):
@@ -344,21 +326,19 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
         if request.key and not found:
             raise _gone(parse_key(request.key))
 
-    @rpc
     async def DeleteData(
         self, request: pb.DeleteDataRequest, context: Context
     ) -> AsyncIterator[pb.ReadResponse]:
         """Each data is streamed whole and then deleted, so a cancelled call deletes only what it returned."""
-        bundle, _ = self._app(context)
+        bundle = self._app(context)
         async for row in self._channel_rows(request, "DeleteData", bundle, own=True):
             if access.may_delete(row.runtime(), bundle):
                 async for msg in stream_data(row, self.store, self._read, self.config.chunk_bytes):
                     yield msg
                 await self._delete([row.key])
 
-    @rpc
     async def GetData(self, request: pb.GetDataRequest, context: Context) -> AsyncIterator[pb.ReadResponse]:
-        bundle, _ = self._app(context)
+        bundle = self._app(context)
         key = parse_key(request.key)
 
         def check(row: DataRow) -> DataRow:
@@ -424,9 +404,8 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
             await self._delete([row.key])
             raise _gone(parse_key(row.key)) from None
 
-    @rpc
     async def GetSummary(self, request: pb.GetSummaryRequest, context: Context) -> pb.GetSummaryResponse:
-        bundle, _ = self._app(context)
+        bundle = self._app(context)
         row = await self._get(parse_key(request.key))
         if not access.may_read_summary(row.runtime(), bundle):
             raise _refusal(row, bundle)
@@ -434,12 +413,11 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
 
     # ---- lazy drag ----
 
-    @rpc
     async def StartLazyDrag(
         self, request_iterator: AsyncIterator[pb.LazySourceMessage], context: Context
     ) -> AsyncIterator[pb.LazySourceEvent]:
         first, incoming = await _ingest.first(request_iterator)
-        bundle, _ = self._app(context)
+        bundle = self._app(context)
         if first is None or first.WhichOneof("msg") != "start":
             raise InvalidArgument("a lazy drag source opens the stream with LazySourceMessage{start}")
         row = self._lazy_row(new_key(Intention.DRAG, bundle), bundle, first.start)
@@ -487,16 +465,9 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
 
     # ---- grants ----
 
-    @rpc
     async def GrantAccess(self, request: pb.GrantAccessRequest, context: Context) -> pb.GrantAccessResponse:
-        token = bearer_token(context)
-        if not token:
-            raise Unauthenticated("no token: GrantAccess needs the admin token or a system app's token")
-        admin = self._is_admin(token)
-        found = None if admin else self._authenticate(token)
-        if not admin and found is None:
-            raise Unauthenticated("unknown token: GrantAccess needs the admin token or a system app's token")
-        if not access.may_grant(admin, found[1] if found else frozenset()):
+        caller = self._identify(context)
+        if not access.may_grant(caller.is_admin, caller.permissions):
             raise PermissionDenied(
                 f"GrantAccess is the system role's: the admin token or an app holding {MANAGE_UDMF_ACCESS}"
             )
@@ -509,23 +480,20 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
 
     # ---- types ----
 
-    @rpc
     async def QueryTypes(self, request: pb.QueryTypesRequest, context: Context) -> pb.QueryTypesResponse:
         self._app(context)
         return pb.QueryTypesResponse(types=self.types.query(request))
 
-    @rpc
     async def RegisterTypes(
         self, request: pb.RegisterTypesRequest, context: Context
     ) -> pb.RegisterTypesResponse:
-        bundle, _ = self._app(context)
+        bundle = self._app(context)
         await self.types.register(request.types, bundle)
         return pb.RegisterTypesResponse()
 
-    @rpc
     async def UnregisterTypes(
         self, request: pb.UnregisterTypesRequest, context: Context
     ) -> pb.UnregisterTypesResponse:
-        bundle, _ = self._app(context)
+        bundle = self._app(context)
         await self.types.unregister(request.type_ids, bundle)
         return pb.UnregisterTypesResponse()

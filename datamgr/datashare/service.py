@@ -16,9 +16,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from datamgr._grpc import authenticate, rpc
+import grpc
+
 from datamgr.apps import DISTRIBUTED_DATASYNC, App, AppRegistry
 from datamgr.budget import Budget
+from datamgr.caller import Identify, app_of
 from datamgr.config import DataShareSettings
 from datamgr.datashare import _wire, policy
 from datamgr.datashare._compile import PatternLimits, build_where_for_write, compile_predicates
@@ -95,6 +97,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         settings: DataShareSettings,
         db: Database,
         apps: AppRegistry,
+        identify: Identify,
         providers: ProviderRegistry,
         feed: Feed[Change],
         extensions: ExtensionRouter,
@@ -106,6 +109,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         self._settings = settings
         self._db = db
         self._apps = apps
+        self._identify = identify
         self._providers = providers
         self._distributed = distributed
         self._store = SilentStore(db, feed, distributed, ledger)
@@ -114,6 +118,9 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         self._published = published
         self._published_feed = published_feed
         self._patterns = PatternLimits(settings.max_pattern_chars, settings.max_pattern_wildcards)
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_DataShareServiceServicer_to_server(self, server)
 
     # ---- helpers ----
 
@@ -208,11 +215,10 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
 
     # ---- providers ----
 
-    @rpc
     async def RegisterProvider(
         self, request: pb.RegisterProviderRequest, context: Any
     ) -> pb.RegisterProviderResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         self._limit(request, self._settings.max_call_bytes, "the manifest")
         manifest: Manifest = parse_manifest(request.manifest_json)
         if manifest.bundle != app.bundle:
@@ -244,9 +250,8 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
 
     # ---- CRUD ----
 
-    @rpc
     async def Insert(self, request: pb.InsertRequest, context: Any) -> pb.InsertResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         self._limit(request, self._settings.max_call_bytes, "the insert")
         route = self._route(app, request.uri, "write")
         if route.hosted is None:
@@ -255,9 +260,8 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         row_id = await self._write(self._budget(context), self._store.insert, route.hosted, values)
         return pb.InsertResponse(row_id=row_id)
 
-    @rpc
     async def BatchInsert(self, request: pb.BatchInsertRequest, context: Any) -> pb.BatchInsertResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         self._limit(request, self._settings.max_batch_bytes, "the batch")
         route = self._route(app, request.uri, "write")
         if route.hosted is None:
@@ -278,9 +282,8 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
 
         return pb.BatchInsertResponse(count=await self._write(self._budget(context), decode_check_insert))
 
-    @rpc
     async def Update(self, request: pb.UpdateRequest, context: Any) -> pb.UpdateResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         self._limit(request, self._settings.max_call_bytes, "the update")
         route = self._route(app, request.uri, "write")
         if route.hosted is None:
@@ -296,9 +299,8 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         count = await self._write_found(self._budget(context), [(hosted, where, list(values))], update, 0)
         return pb.UpdateResponse(count=count)
 
-    @rpc
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         self._limit(request, self._settings.max_call_bytes, "the delete")
         route = self._route(app, request.uri, "write")
         if route.hosted is None:
@@ -313,10 +315,9 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         count = await self._write_found(self._budget(context), [(hosted, where, None)], delete, 0)
         return pb.DeleteResponse(count=count)
 
-    @rpc
     async def BatchUpdate(self, request: pb.BatchUpdateRequest, context: Any) -> pb.BatchUpdateResponse:
         """Hosted tables change in one transaction (all or nothing); extension URIs go to their providers."""
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         self._limit(request, self._settings.max_call_bytes, "the batch update")
         if sum(len(u.operations) for u in request.operations) > 4000:
             raise InvalidArgument("a batch update may hold at most 4000 operations")
@@ -352,9 +353,8 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             results=[pb.UriUpdateResults(uri=u, counts=c) for u, c in results.items()]
         )
 
-    @rpc
     async def Query(self, request: pb.QueryRequest, context: Any) -> AsyncIterator[pb.QueryResponse]:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         self._limit(request, self._settings.max_batch_bytes, "the query")
         route = self._route(app, request.uri, "read")
         page_rows = request.page_rows or self._settings.page_rows
@@ -433,11 +433,10 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
 
     # ---- change notification ----
 
-    @rpc
     async def Subscribe(
         self, request: pb.SubscribeRequest, context: Any
     ) -> AsyncIterator[pb.SubscribeResponse]:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         self._limit(request, self._settings.max_call_bytes, "the subscription")
         uri = parse_table_uri(request.uri)
         route = self._route(app, request.uri, "read")
@@ -467,9 +466,8 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
 
     # ---- sync of distributed tables ----
 
-    @rpc
     async def Sync(self, request: pb.SyncRequest, context: Any) -> pb.SyncResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         self._limit(request, self._settings.max_call_bytes, "the sync")
         if DISTRIBUTED_DATASYNC not in app.permissions:
             raise PermissionDenied(f"{app.bundle} lacks {DISTRIBUTED_DATASYNC}, which sync needs")
@@ -503,9 +501,8 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             app.bundle, app.permissions, bundle, permission, None, "read", f"the published data of {bundle}"
         )
 
-    @rpc
     async def Publish(self, request: pb.PublishRequest, context: Any) -> pb.PublishResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         self._limit(request, self._settings.max_call_bytes, "the publish")
         bundle = self._publisher(request.bundle)
         if app.bundle != bundle:
@@ -518,17 +515,15 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             results=[pb.OperationResult(key=r.key, result=r.result, message=r.message) for r in results]
         )
 
-    @rpc
     async def GetPublishedData(
         self, request: pb.GetPublishedDataRequest, context: Any
     ) -> pb.GetPublishedDataResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         self._limit(request, self._settings.max_call_bytes, "the request")
         self._check_published_read(app, request.bundle)
         items = await self._db.read(self._published.get, request.bundle)
         return pb.GetPublishedDataResponse(items=[_item_to_proto(i) for i in items])
 
-    @rpc
     async def SubscribePublishedData(
         self, request: pb.SubscribePublishedDataRequest, context: Any
     ) -> AsyncIterator[pb.SubscribePublishedDataResponse]:
@@ -537,7 +532,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         One subscription covers one publisher. The read permission is checked again before each change
         and when the owner revokes one: losing it ends the stream with PERMISSION_DENIED.
         """
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         self._limit(request, self._settings.max_call_bytes, "the subscription")
         if not request.uris:
             raise InvalidArgument("subscribe to at least one datashareproxy:// uri")
@@ -592,7 +587,6 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
 
     # ---- extension mode ----
 
-    @rpc
     async def AttachProvider(
         self, request_iterator: AsyncIterator[pb.ProviderMessage], context: Any
     ) -> AsyncIterator[pb.ProviderCall]:
@@ -602,7 +596,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         writing its first message makes grpc report "Internal error from Core" instead of our status."""
         incoming = aiter(request_iterator)
         first = await anext(incoming, None)
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         if first is None or first.WhichOneof("msg") != "hello":
             raise InvalidArgument("a provider opens the stream with ProviderMessage{hello}")
         async for call in self._extensions.attach(app.bundle, incoming, self._apps.guard(app)):

@@ -15,12 +15,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
-from datamgr._grpc import bearer_token, rpc
+from datamgr.caller import Identify
 from datamgr.connection import error_from_rpc
 from datamgr.device.identity import certificate_info
 from datamgr.device.pairing import Initiator, PairingWindow, WindowState, check_code
@@ -197,25 +197,18 @@ async def unpair(peer: PeerServer, device_id: str) -> tuple[TrustedDevice, bool,
 
 
 class PairingService(pb_grpc.PairingServiceServicer):
-    def __init__(
-        self, peer: PeerServer, check_admin: Callable[[str | None], None], audit: PeerReadLog
-    ) -> None:
-        """`check_admin` raises Unauthenticated unless the token is the admin token."""
+    def __init__(self, peer: PeerServer, identify: Identify, audit: PeerReadLog) -> None:
         self._peer = peer
-        self._check_admin = check_admin
+        self._identify = identify
         self._audit = audit
 
     def add_to(self, server: Any) -> None:
         pb_grpc.add_PairingServiceServicer_to_server(self, server)
 
-    def _check(self, context: Any) -> None:
-        self._check_admin(bearer_token(context))
-
-    @rpc
     async def OpenPairingWindow(
         self, request: pb.OpenPairingWindowRequest, context: Any
     ) -> AsyncIterator[pb.OpenPairingWindowResponse]:
-        self._check(context)
+        self._identify.owner(context)
         level = confirmed_level(request.security_level)
         closed = asyncio.Event()
         window = self._peer.desk.open(on_close=lambda _w: closed.set(), level=level)
@@ -235,55 +228,48 @@ class PairingService(pb_grpc.PairingServiceServicer):
         finally:
             window.cancel()  # the owner left (or the daemon stops): nobody may pair through it now
 
-    @rpc
     async def PairDevice(self, request: pb.PairDeviceRequest, context: Any) -> pb.PairDeviceResponse:
-        self._check(context)
+        self._identify.owner(context)
         level = confirmed_level(request.security_level)
         device = await pair_with(self._peer, request.address, request.code, level)
         return pb.PairDeviceResponse(device=trusted_message(device))
 
-    @rpc
     async def ListTrustedDevices(
         self, request: pb.ListTrustedDevicesRequest, context: Any
     ) -> pb.ListTrustedDevicesResponse:
-        self._check(context)
+        self._identify.owner(context)
         return pb.ListTrustedDevicesResponse(devices=[trusted_message(d) for d in self._peer.trust.all()])
 
-    @rpc
     async def UnpairDevice(self, request: pb.UnpairDeviceRequest, context: Any) -> pb.UnpairDeviceResponse:
-        self._check(context)
+        self._identify.owner(context)
         device, notified, detail = await unpair(self._peer, request.device_id)
         return pb.UnpairDeviceResponse(device=trusted_message(device), notified=notified, detail=detail)
 
-    @rpc
     async def PingDevice(self, request: pb.PingDeviceRequest, context: Any) -> pb.PingDeviceResponse:
-        self._check(context)
+        self._identify.owner(context)
         device = self._peer.trust.get(request.device_id)
         info, rtt_ms = await hello(self._peer, device, request.address)
         return pb.PingDeviceResponse(device=info, round_trip_ms=rtt_ms)
 
-    @rpc
     async def SetDeviceLevel(
         self, request: pb.SetDeviceLevelRequest, context: Any
     ) -> pb.SetDeviceLevelResponse:
-        self._check(context)
+        self._identify.owner(context)
         level = check_device_level(request.security_level)
         device = await self._peer.db.write(self._peer.trust.set_level, request.device_id, level)
         log.info("the owner confirmed SL%d for %s (%s)", level, device.name, device.device_id)
         return pb.SetDeviceLevelResponse(device=trusted_message(device))
 
-    @rpc
     async def ListPeerReads(self, request: pb.ListPeerReadsRequest, context: Any) -> pb.ListPeerReadsResponse:
-        self._check(context)
+        self._identify.owner(context)
         limit = min(request.limit or 100, 10_000)
         reads = await self._peer.db.read(self._audit.recent, request.device_id, limit)
         return pb.ListPeerReadsResponse(reads=[read_message(r) for r in reads])
 
-    @rpc
     async def GetDeviceIdentity(
         self, request: pb.GetDeviceIdentityRequest, context: Any
     ) -> pb.GetDeviceIdentityResponse:
-        self._check(context)
+        self._identify.owner(context)
         peer = self._peer
         return pb.GetDeviceIdentityResponse(
             device_id=peer.identity.device_id,

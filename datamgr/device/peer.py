@@ -42,8 +42,7 @@ from typing import Any
 import grpc
 from cryptography import x509
 
-from datamgr._decode import DecodeGuard
-from datamgr._grpc import STATUS, rpc
+from datamgr._edge import Edge, status_of
 from datamgr.device.identity import PEER_HOSTNAME, Identity, certificate_info, fingerprint_of
 from datamgr.device.pairing import PairingDesk
 from datamgr.device.trust import TrustedDevice, TrustStore
@@ -199,7 +198,7 @@ class _WindowCheck(grpc.aio.ServerInterceptor):
             self._desk.current()
         except DatamgrError as exc:
             # the first message is read (at most `pairing_max_message_bytes`): see `refusal`
-            code = STATUS.get(exc.code, grpc.StatusCode.FAILED_PRECONDITION)
+            code = status_of(exc) or grpc.StatusCode.FAILED_PRECONDITION
             return refusal(code, exc.message, read_first_s=self._read_first_s)
         return handler
 
@@ -258,7 +257,7 @@ class PeerServer:
         self.port = 0
         self.pairing_port = 0
         self.server = grpc.aio.server(
-            interceptors=[_TrustCheck(trust), DecodeGuard()],  # trust first, then decoding
+            interceptors=[_TrustCheck(trust), Edge()],  # trust first, then the edge (errors, decoding)
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -267,7 +266,7 @@ class PeerServer:
         )
         # The pairing port is open to any device, so it has a server of its own with small limits.
         self.pairing_server = grpc.aio.server(
-            interceptors=[_WindowCheck(self.desk), _TrustCheck(trust), DecodeGuard()],
+            interceptors=[_WindowCheck(self.desk), _TrustCheck(trust), Edge()],
             options=[
                 ("grpc.max_receive_message_length", config.pairing_max_message_bytes),
                 ("grpc.max_send_message_length", config.pairing_max_message_bytes),
@@ -350,7 +349,6 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
     def __init__(self, peer: PeerServer) -> None:
         self._peer = peer
 
-    @rpc
     async def Pair(self, request_iterator: Any, context: Any) -> None:
         peer = self._peer
         timeout = peer.config.step_timeout_s
@@ -389,14 +387,12 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         log.info("paired with %s (%s), certificate %s", device.name, device.device_id, fingerprint)
         await context.write(pb.PairResponse(done=pb.PairDone(proof=our_proof, device=peer.info())))
 
-    @rpc
     async def Hello(self, request: pb.HelloRequest, context: Any) -> pb.HelloResponse:
         caller = calling_device(context, self._peer.trust)
         assert caller is not None  # the interceptor let only trusted devices through
         log.debug("hello from %s (%s)", caller.name, caller.device_id)
         return pb.HelloResponse(device=self._peer.info(), time=time.time())
 
-    @rpc
     async def Unpair(self, request: pb.UnpairRequest, context: Any) -> pb.UnpairResponse:
         caller = calling_device(context, self._peer.trust)
         assert caller is not None

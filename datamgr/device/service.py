@@ -7,11 +7,11 @@ permission OpenHarmony asks of apps that list devices to sync with.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from datamgr._grpc import bearer_token, rpc
-from datamgr.apps import DISTRIBUTED_DATASYNC
+from datamgr.apps import DISTRIBUTED_DATASYNC, App
+from datamgr.caller import Identify
 from datamgr.device.advert import Advert
 from datamgr.device.discovery import Discovery
 from datamgr.device.peer_table import DeviceWatch, EventKind, Peer
@@ -20,7 +20,6 @@ from datamgr.errors import (
     FailedPrecondition,
     PermissionDenied,
     ResourceExhausted,
-    Unauthenticated,
     Unavailable,
 )
 from datamgr.v1 import devices_pb2 as pb
@@ -53,47 +52,33 @@ def _device_message(
 
 
 class DeviceService(pb_grpc.DeviceServiceServicer):
-    def __init__(
-        self,
-        discovery: Discovery,
-        authenticate: Callable[[str], tuple[str, frozenset[str]] | None],
-        is_admin: Callable[[str], bool],
-    ) -> None:
+    def __init__(self, discovery: Discovery, identify: Identify) -> None:
         self._discovery = discovery
-        self._authenticate = authenticate
-        self._is_admin = is_admin
-        self._watchers: dict[DeviceWatch, tuple[str, str]] = {}  # open app watches: bundle, token
+        self._identify = identify
+        self._watchers: dict[DeviceWatch, tuple[str, Any]] = {}  # open app watches: bundle, call context
         self._ended: dict[DeviceWatch, DatamgrError] = {}  # watches ended by a revoke, and why
 
     def add_to(self, server: Any) -> None:
         pb_grpc.add_DeviceServiceServicer_to_server(self, server)
 
-    def _check(self, context: Any) -> tuple[str, str] | None:
-        """The caller's (bundle, token) if it is an app allowed to list devices; None for the owner."""
-        token = bearer_token(context)
-        if not token:
-            raise Unauthenticated("no token: pass the admin token or an app token (authorization: Bearer)")
-        if self._is_admin(token):
-            return None
-        return self._check_app(token), token
+    def _check(self, context: Any) -> tuple[str, Any] | None:
+        """The caller's (bundle, context) if it is an app allowed to list devices; None for the owner."""
+        caller = self._identify(context)
+        return None if caller.is_admin else (self._allowed(caller), context)
 
-    def _check_app(self, token: str) -> str:
-        app = self._authenticate(token)
-        if app is None:
-            raise Unauthenticated("unknown token: the app was removed, or ask the device owner for one")
-        bundle, permissions = app
-        if DISTRIBUTED_DATASYNC not in permissions:
-            raise PermissionDenied(f"{bundle} lacks {DISTRIBUTED_DATASYNC}, which listing devices needs")
-        return bundle
+    def _allowed(self, app: App) -> str:
+        if DISTRIBUTED_DATASYNC not in app.permissions:
+            raise PermissionDenied(f"{app.bundle} lacks {DISTRIBUTED_DATASYNC}, which listing devices needs")
+        return app.bundle
 
     def revoked(self, bundle: str) -> None:
         """The owner revoked a permission of `bundle` or removed it (on the loop): its watches that
         may no longer list devices end now."""
-        for watch, (owner, token) in list(self._watchers.items()):
+        for watch, (owner, context) in list(self._watchers.items()):
             if owner != bundle:
                 continue
             try:
-                self._check_app(token)
+                self._check(context)
             except DatamgrError as exc:
                 self._ended[watch] = exc
                 del self._watchers[watch]
@@ -107,7 +92,6 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
         last_seen = time.time() - (self._discovery.clock() - peer.last_seen)
         return _device_message(peer.advert, peer.addresses, peer.port, peer.online, last_seen)
 
-    @rpc
     async def GetLocalDevice(
         self, request: pb.GetLocalDeviceRequest, context: Any
     ) -> pb.GetLocalDeviceResponse:
@@ -116,7 +100,6 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
         device = _device_message(d.local, d.addresses, d.port, d.advertising)
         return pb.GetLocalDeviceResponse(device=device)
 
-    @rpc
     async def ListDevices(self, request: pb.ListDevicesRequest, context: Any) -> pb.ListDevicesResponse:
         self._check(context)
         self._running()
@@ -125,7 +108,6 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
             devices=[self._device(p) for p in peers if p.online or not request.online_only]
         )
 
-    @rpc
     async def WatchDevices(
         self, request: pb.WatchDevicesRequest, context: Any
     ) -> AsyncIterator[pb.WatchDevicesResponse]:
@@ -140,7 +122,7 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
             yield pb.WatchDevicesResponse(snapshot=snapshot)
             async for event in watch:
                 if caller is not None:
-                    self._check_app(caller[1])  # still allowed: a dict lookup per (rare) event
+                    self._check(caller[1])  # still allowed: a token lookup per (rare) event
                 message = pb.DeviceEvent(type=_EVENT_TYPES[event.kind], device=self._device(event.peer))
                 yield pb.WatchDevicesResponse(event=message)
             if watch in self._ended:

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 import grpc
 
-from datamgr._grpc import authenticate, rpc
 from datamgr.apps import DISTRIBUTED_DATASYNC, App, AppRegistry
+from datamgr.caller import Identify, app_of
 from datamgr.config import KvSettings
 from datamgr.errors import (
     DatamgrError,
@@ -77,8 +77,10 @@ class KvService(pb_grpc.KvStoreServiceServicer):
         apps: AppRegistry,
         storage: KvStorage,
         loop: asyncio.AbstractEventLoop,
+        identify: Identify,
     ) -> None:
         self._settings = settings
+        self._identify = identify
         self._db = db
         self._apps = apps
         self._storage = storage
@@ -218,39 +220,34 @@ class KvService(pb_grpc.KvStoreServiceServicer):
         elif staged_puts or staged_deletes:
             await self._db.write(self._apply, store, list(staged_puts.items()), staged_deletes)
 
-    @rpc
     async def Put(self, request: pb.PutRequest, context: Any) -> pb.PutResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         await self._write(app, request, puts=[(request.key, request.value)])
         return pb.PutResponse()
 
-    @rpc
     async def PutBatch(self, request: pb.PutBatchRequest, context: Any) -> pb.PutBatchResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         check_batch(len(request.entries))
         await self._write(app, request, puts=[(e.key, e.value) for e in request.entries])
         return pb.PutBatchResponse()
 
-    @rpc
     async def Delete(
         self, request: pb.KvStoreServiceDeleteRequest, context: Any
     ) -> pb.KvStoreServiceDeleteResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         await self._write(app, request, deletes=[request.key])
         return pb.KvStoreServiceDeleteResponse()
 
-    @rpc
     async def DeleteBatch(self, request: pb.DeleteBatchRequest, context: Any) -> pb.DeleteBatchResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         check_batch(len(request.keys))
         await self._write(app, request, deletes=list(request.keys))
         return pb.DeleteBatchResponse()
 
     # ---- reads ----
 
-    @rpc
     async def Get(self, request: pb.GetRequest, context: Any) -> pb.GetResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         store = await self._store(app, request.store)
         key = check_key(store, request.key)
         device = read_device(store, self._device_id, request.device_id)
@@ -284,27 +281,24 @@ class KvService(pb_grpc.KvStoreServiceServicer):
             self._db.watchdog.cancel(budget)
             raise
 
-    @rpc
     async def GetEntries(
         self, request: pb.GetEntriesRequest, context: Any
     ) -> AsyncIterator[pb.GetEntriesResponse]:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         store = await self._store(app, request.store)
         rows = await self._select(app, store, request, context)
         for page in await self._db.read(entry_pages, rows, self._settings.page_bytes):
             yield page
 
-    @rpc
     async def GetResultSize(self, request: pb.GetResultSizeRequest, context: Any) -> pb.GetResultSizeResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         store = await self._store(app, request.store)
         return pb.GetResultSizeResponse(size=len(await self._select(app, store, request, context)))
 
     # ---- stores ----
 
-    @rpc
     async def GetKvStore(self, request: pb.GetKvStoreRequest, context: Any) -> pb.GetKvStoreResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         name = store_name(request.store)
         if request.kind not in (0, *KINDS):
             raise InvalidArgument(f"unknown store kind {request.kind}")
@@ -332,17 +326,15 @@ class KvService(pb_grpc.KvStoreServiceServicer):
         self._stores[store_id] = store
         return pb.GetKvStoreResponse(store=store_info(store), local_device_id=self._device_id)
 
-    @rpc
     async def CloseKvStore(self, request: pb.CloseKvStoreRequest, context: Any) -> pb.CloseKvStoreResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         store = await self._store(app, request.store)
         self._txs.drop_store(store.store_id, app.bundle)
         self._notifier.end(store.store_id, app.bundle)
         return pb.CloseKvStoreResponse()
 
-    @rpc
     async def DeleteKvStore(self, request: pb.DeleteKvStoreRequest, context: Any) -> pb.DeleteKvStoreResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         store = await self._store(app, request.store)
         await self._db.write(self._storage.delete_store, store.store_id)
         self._stores.pop(store.store_id, None)
@@ -351,46 +343,41 @@ class KvService(pb_grpc.KvStoreServiceServicer):
         log.info("%s deleted KV store %s", app.bundle, store.name)
         return pb.DeleteKvStoreResponse()
 
-    @rpc
     async def ListKvStores(self, request: pb.ListKvStoresRequest, context: Any) -> pb.ListKvStoresResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         stores = await self._db.read(self._storage.list_stores, app.bundle)
         return pb.ListKvStoresResponse(stores=[store_info(s) for s in sorted(stores, key=lambda s: s.name)])
 
     # ---- transactions ----
 
-    @rpc
     async def StartTransaction(
         self, request: pb.StartTransactionRequest, context: Any
     ) -> pb.StartTransactionResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         store = await self._store(app, request.store)
         return pb.StartTransactionResponse(transaction_id=self._txs.start(app.bundle, store.store_id).id)
 
-    @rpc
     async def Commit(self, request: pb.CommitRequest, context: Any) -> pb.CommitResponse:
         """Applies the transaction in one write; if that fails, nothing of it is applied and it ends."""
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         store = await self._store(app, request.store)
         tx = self._txs.take(app.bundle, store.store_id, request.transaction_id)
         if tx.ops:
             await self._db.write(self._apply, store, tx.puts(), tx.deletes())
         return pb.CommitResponse(applied=len(tx.ops))
 
-    @rpc
     async def Rollback(self, request: pb.RollbackRequest, context: Any) -> pb.RollbackResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         store = await self._store(app, request.store)
         self._txs.take(app.bundle, store.store_id, request.transaction_id)
         return pb.RollbackResponse()
 
     # ---- change notification ----
 
-    @rpc
     async def Subscribe(
         self, request: pb.KvStoreServiceSubscribeRequest, context: Any
     ) -> AsyncIterator[pb.KvStoreServiceSubscribeResponse]:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         store = await self._store(app, request.store)
         kind = request.type or pb.SUBSCRIBE_TYPE_ALL
         if kind not in (pb.SUBSCRIBE_TYPE_LOCAL, pb.SUBSCRIBE_TYPE_REMOTE, pb.SUBSCRIBE_TYPE_ALL):
@@ -411,11 +398,10 @@ class KvService(pb_grpc.KvStoreServiceServicer):
 
     # ---- sync ----
 
-    @rpc
     async def Sync(
         self, request: pb.KvStoreServiceSyncRequest, context: Any
     ) -> pb.KvStoreServiceSyncResponse:
-        app = authenticate(self._apps, context)
+        app = app_of(self._identify(context))
         if DISTRIBUTED_DATASYNC not in app.permissions:
             raise PermissionDenied(f"{app.bundle} lacks {DISTRIBUTED_DATASYNC}, which sync needs")
         store = await self._store(app, request.store)

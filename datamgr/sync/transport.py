@@ -2,9 +2,10 @@
 
 The servicer takes the sender from the connection's certificate (`calling_device`), converts the
 proto to the engine's message, and answers with `SyncEngine.handle`; a DatamgrError becomes its status
-through `datamgr._grpc`'s table. `GrpcPeerLink` is the initiator's `PeerLink`: one pinned channel to a
-trusted peer, a deadline per request, and a failed call turned back into the responder's DatamgrError
-(`datamgr.connection.acall`), so the engine sees the same errors as over the simulated network.
+at the peer server's edge (`datamgr._edge`). `GrpcPeerLink` is the initiator's `PeerLink`: one pinned
+channel to a trusted peer, a deadline per request, and a failed call turned back into the responder's
+DatamgrError (`datamgr.connection.acall`), so the engine sees the same errors as over the simulated
+network.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 import grpc
 
-from datamgr._grpc import rpc
 from datamgr.connection import acall
 from datamgr.device.identity import Identity
 from datamgr.device.peer import calling_device, join_address, peer_channel
@@ -165,17 +165,14 @@ class SyncServicer(pb_grpc.SyncServiceServicer):
             raise Unauthenticated("the calling device is not paired with this device")
         return device.device_id
 
-    @rpc
     async def Handshake(self, request: pb.HandshakeRequest, context: Any) -> pb.HandshakeResponse:
         sender = self._sender(context)
         return reply_to_proto(await self._engine.handle(sender, handshake_from_proto(request)))  # type: ignore[no-any-return]
 
-    @rpc
     async def Push(self, request: pb.PushRequest, context: Any) -> pb.PushResponse:
         sender = self._sender(context)
         return reply_to_proto(await self._engine.handle(sender, push_from_proto(request)))  # type: ignore[no-any-return]
 
-    @rpc
     async def Pull(self, request: pb.PullRequest, context: Any) -> pb.PullResponse:
         sender = self._sender(context)
         return reply_to_proto(await self._engine.handle(sender, pull_from_proto(request)))  # type: ignore[no-any-return]

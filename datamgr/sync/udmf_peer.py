@@ -70,17 +70,14 @@ class UdmfPeerServicer:
                 sent += len(raw)
                 yield raw
             outcome = "OK"
-        except (grpc.aio.AbortError, GeneratorExit):
-            raise
-        except UdmfError as exc:
+        except UdmfError as exc:  # its status is the edge's (datamgr._edge), as is a bug's
             outcome = exc.code
-            await context.abort(grpc.StatusCode[exc.code], exc.message)
+            raise
+        except grpc.aio.AbortError:
+            raise
         except Exception:
             outcome = "INTERNAL"
-            log.exception("bug in FetchData")
-            await context.abort(
-                grpc.StatusCode.INTERNAL, "internal error in FetchData (details in the daemon log)"
-            )
+            raise
         finally:
             read = PeerRead(Direction.SERVED, caller.device_id, request.reader, request.key, sent, outcome)
             self._audit.note(read)

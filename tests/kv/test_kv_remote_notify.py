@@ -8,7 +8,8 @@ from pathlib import Path
 
 import grpc
 
-from datamgr.apps import AppRegistry
+from datamgr.apps import AdminCredential, AppRegistry
+from datamgr.caller import Identify
 from datamgr.client import (
     AsyncKvStoreClient,
     ChangeNotification,
@@ -53,7 +54,8 @@ async def _scenario(tmp_path: Path) -> None:
     apps = AppRegistry(engine)
     _, token = apps.add("com.example.app")
     storage = KvStorage(engine, "this-device", HLC())
-    service = KvService(KvSettings(), db, apps, storage, asyncio.get_running_loop())
+    identify = Identify(apps, AdminCredential(tmp_path / "admin.token"))
+    service = KvService(KvSettings(), db, apps, storage, asyncio.get_running_loop(), identify)
     server = grpc.aio.server()
     service.add_to(server)
     address = f"unix:{tmp_path / 'kv.sock'}"

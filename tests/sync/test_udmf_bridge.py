@@ -63,9 +63,7 @@ def _device(tmp: Path, name: str, start: bool = True) -> Device:
     engine = create_engine(f"sqlite:///{tmp / name}.db")
     db = Database(engine, 1)
     kv = KvStorage(engine, name, HLC())
-    udmf = UdmfService(
-        UdmfConfig(data_dir=tmp / name), lambda t: None, lambda t: False, engine, db.write, db.read
-    )
+    udmf = UdmfService(UdmfConfig(data_dir=tmp / name), lambda context: None, db)
     bridge = UdmfBridge(UdmfSyncConfig(INLINE), kv, udmf, db, NoFetch())  # type: ignore[arg-type]
     dev = Device(name, kv, udmf, db, bridge)
     if start:
@@ -124,7 +122,6 @@ def test_only_cross_device_data_gets_a_descriptor_and_it_moves_with_the_data(
         store.insert(_row(intention), _text("for a reader named here"))
     assert set(a.live()) == {shared.key.encode()}
     assert a.notified == [STORE_ID]  # after the one commit that wrote a descriptor
-
 
     # an update that makes it CROSS_APP takes the descriptor away; one back to CROSS_DEVICE restores it
     store.replace(dataclasses.replace(shared, share_options=ShareOptions.CROSS_APP), _text("home now"))

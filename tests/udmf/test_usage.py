@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -114,7 +115,9 @@ def test_start_and_the_sweeper_survive_a_full_disk(tmp_path: Path, caplog: pytes
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     write = FullDisk()
     config = UdmfConfig(data_dir=tmp_path, sweep_interval_s=0.01, entry_ttl_s=0.01)
-    service = UdmfService(config, lambda t: None, lambda t: False, engine, write, write)
+    service = UdmfService(
+        config, lambda context: None, SimpleNamespace(engine=engine, write=write, read=write)
+    )
     service.store.insert(data(A, 10), entries(10))
 
     async def main() -> None:
