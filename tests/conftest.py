@@ -1,4 +1,7 @@
-"""Shared fixtures. `postgres_url` starts a real, throwaway PostgreSQL server for the session."""
+"""Shared fixtures. `postgres_url` starts a real, throwaway PostgreSQL server for the session.
+
+Also the `model` marker's guard: a test that loads a GGUF model without the marker fails, so
+`-m "not model"` cannot silently keep one."""
 
 from __future__ import annotations
 
@@ -7,13 +10,15 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
+MODEL_LOADS = pytest.StashKey[list[bytes]]()  # the model files llama.cpp loaded during a test
 PG_DATABASE = "datamgr_test"
 PG_START_TIMEOUT_S = 30.0
 
@@ -88,3 +93,49 @@ def postgres_url() -> Iterator[str]:
         if started:
             pg("pg_ctl", "-D", str(data), "-m", "fast", "stop", server=True)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Notes every model file llama.cpp loads while the test (with its fixtures) runs, on any thread.
+
+    `llama_model_load_from_file` is where every GGUF load ends (the runner's and the tokenizer's).
+    A test whose modules have not imported llama.cpp cannot load a model through it."""
+    llama = sys.modules.get("llama_cpp")
+    if llama is None:
+        return (yield)
+    loads = item.stash.setdefault(MODEL_LOADS, [])
+    load = llama.llama_model_load_from_file
+
+    def noting(path: bytes, params: object) -> object:
+        loads.append(path)
+        return load(path, params)
+
+    llama.llama_model_load_from_file = noting
+    try:
+        return (yield)
+    finally:
+        llama.llama_model_load_from_file = load
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, object, object]:
+    """Fails the teardown of a test that loaded a model but is not marked `model`."""
+    report = yield
+    assert isinstance(report, pytest.TestReport)
+    loads = item.stash.get(MODEL_LOADS, [])
+    if call.when == "teardown" and loads and item.get_closest_marker("model") is None and report.passed:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} loaded {b', '.join(loads).decode(errors='replace')} but is not marked `model`: "
+            'add @pytest.mark.model (or the module\'s pytestmark), so that -m "not model" leaves it out'
+        )
+    return report
+
+
+@pytest.fixture
+def model_loads(request: pytest.FixtureRequest) -> list[bytes]:
+    """The model files llama.cpp loaded during this test so far (what the `model` guard sees)."""
+    return request.node.stash.setdefault(MODEL_LOADS, [])

@@ -72,6 +72,7 @@ def test_the_character_bound_is_checked_without_tokenizing_and_names_its_setting
         prompts.close()
 
 
+@pytest.mark.model
 def test_prompts_are_tokenized_off_the_event_loop_and_share_only_a_declared_prefix(tok: Tokenizer) -> None:
     rec = Recording(tok)
     prompts = Prompts(CONFIG)
@@ -100,6 +101,7 @@ def test_prompts_are_tokenized_off_the_event_loop_and_share_only_a_declared_pref
         prompts.close()
 
 
+@pytest.mark.model
 def test_nothing_is_shared_when_apps_are_not_isolated(tok: Tokenizer) -> None:
     prompts = Prompts(
         dataclasses.replace(CONFIG, engine=dataclasses.replace(CONFIG.engine, isolate_apps=False))
@@ -111,6 +113,7 @@ def test_nothing_is_shared_when_apps_are_not_isolated(tok: Tokenizer) -> None:
         prompts.close()
 
 
+@pytest.mark.model
 def test_a_tokenizer_closed_while_in_use_is_freed_when_the_use_ends() -> None:
     t = Tokenizer(default_model_path())
     with t.using():

@@ -1,4 +1,4 @@
-"""Fixtures that start real daemon processes."""
+"""Fixtures that start real daemon processes; every test here is marked `integration`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 from harness import CONTACTS, READ, WRITE, Daemon, contacts_manifest
 
-pytestmark = pytest.mark.integration
+HERE = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test under tests/integration `integration`, so a new file cannot miss the mark.
+
+    (A `pytestmark` in a conftest marks nothing; this hook sees the whole session's items.)"""
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture

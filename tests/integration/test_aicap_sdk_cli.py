@@ -26,7 +26,7 @@ from datamgr.errors import (
     Unauthenticated,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.model]
 
 USE_AI = "ohos.permission.USE_AI"
 MODEL = "smollm2-135m"

@@ -18,7 +18,7 @@ from harness import CONTACTS, PEOPLE_URI, WRITE, Daemon, contacts_manifest
 from aicap.v1 import aicap_pb2 as pb
 from aicap.v1 import aicap_pb2_grpc as pb_grpc
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.model]
 
 USE_AI = "ohos.permission.USE_AI"
 AI_SERVICE = "aicap.v1.AiService"

@@ -22,7 +22,7 @@ from datamgr.device.identity import PEER_HOSTNAME
 from datamgr.v1 import admin_pb2, datashare_pb2, devices_pb2, kv_pb2, pairing_pb2, pairing_pb2_grpc, peer_pb2
 from udmf.v1 import udmf_pb2
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.model]
 
 USE_AI = "ohos.permission.USE_AI"
 AI_SERVICE = "aicap.v1.AiService"

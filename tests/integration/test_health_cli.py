@@ -14,7 +14,7 @@ from harness import Daemon
 from datamgr.cli import HEALTH_SERVICES
 from datamgr.daemon import AI_SERVICE, SERVICES
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.model]
 
 
 def health(d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,7 @@ from aicap.engine.llm_engine import LLMEngine
 from aicap.engine.model_runner import ModelRunner, default_model_path
 from aicap.engine.sampler import SamplingParams
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.model]
 MIN_CORR = 0.998
 TEXT = (
     "The history of the printing press begins in the fifteenth century, when Johannes Gutenberg "

@@ -12,7 +12,7 @@ from aicap.engine.llm_engine import LLMEngine
 from aicap.engine.model_runner import ModelRunner, default_model_path
 from aicap.engine.sampler import SamplingParams
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.model]
 PROMPTS = [
     "The capital of France is",
     "Once upon a time, in a land far away,",

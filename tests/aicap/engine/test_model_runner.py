@@ -12,7 +12,7 @@ import pytest
 from aicap.config import RunnerConfig
 from aicap.engine.model_runner import ModelRunner, default_model_path
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.model]
 TOL = 0.05  # max absolute logit difference; observed differences here are ~0 to 1e-3, logits ~20
 
 
