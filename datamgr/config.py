@@ -296,6 +296,13 @@ class KvSettings(BaseModel):
         description="Bytes of changes buffered for all of one app's KV subscriptions together; "
         "the subscriber that passes it is closed with RESOURCE_EXHAUSTED.",
     )
+    max_batch_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=1024,
+        le=1 << 40,
+        description="Largest PutBatch (all its messages together, as on the wire), so 128 entries of up "
+        "to 4 MiB are not all held at once; a batch that passes it is refused with RESOURCE_EXHAUSTED.",
+    )
     transaction_idle_s: float = Field(
         60.0, gt=0, le=86_400, description="A transaction idle longer than this is rolled back."
     )
@@ -518,6 +525,15 @@ class Settings(BaseSettings):
         le=16 * 1024 * 1024,
         description="Largest request a caller without a known token may send to the methods open to "
         "anyone (health checking, reflection); every other method refuses such a caller unread.",
+    )
+    max_message_bytes: int = Field(
+        5 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1 << 30,
+        description="Largest single request message the app-facing server receives (grpc refuses a "
+        "larger one by its length, before reading it: RESOURCE_EXHAUSTED). Default: a KV value's 4 MiB "
+        "maximum + 1 MiB. Larger batches (DataShare BatchInsert, KV PutBatch) stream in several messages; "
+        "Query predicates are bounded by it.",
     )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default SQLite at {data_dir}/datamgr.db. PostgreSQL works too."

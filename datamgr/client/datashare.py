@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
+from datamgr import _stream
 from datamgr.client._conn import (
     acall,
     call,
@@ -99,12 +100,22 @@ def insert_request(uri: str, values: Mapping[str, Cell]) -> pb.InsertRequest:
     return req
 
 
-def batch_insert_request(uri: str, rows: Sequence[Mapping[str, Cell]]) -> pb.BatchInsertRequest:
+def batch_insert_requests(uri: str, rows: Sequence[Mapping[str, Cell]]) -> list[pb.BatchInsertRequest]:
+    """The messages of a batch insert: one when it fits `_stream.SEND_BYTES`, else slices of rows (the
+    daemon takes one message of at most max_message_bytes; a batch streams in several)."""
     names, columns, absent = _wire.rows_to_columns(rows)
-    req = pb.BatchInsertRequest(uri=uri, columns=names)
-    _wire.encode_page(columns, req.rows, absent=absent)
-    req.rows.row_count = len(rows)
-    return req
+
+    def build(lo: int, hi: int) -> pb.BatchInsertRequest:
+        req = pb.BatchInsertRequest(uri=uri, columns=names)
+        if lo == 0 and hi == len(rows):
+            _wire.encode_page(columns, req.rows, absent=absent)
+        else:
+            part = [[i - lo for i in a if lo <= i < hi] for a in absent]
+            _wire.encode_page([c[lo:hi] for c in columns], req.rows, absent=part)
+        req.rows.row_count = hi - lo
+        return req
+
+    return _stream.split(build, len(rows))
 
 
 def update_request(
@@ -185,7 +196,7 @@ class DataShareHelper:
         return call(self._stub.Insert, insert_request(uri, values), metadata=self._md).row_id
 
     def batch_insert(self, uri: str, rows: Sequence[Mapping[str, Cell]]) -> int:
-        return call(self._stub.BatchInsert, batch_insert_request(uri, rows), metadata=self._md).count
+        return call(self._stub.BatchInsert, iter(batch_insert_requests(uri, rows)), metadata=self._md).count
 
     def update(self, uri: str, predicates: DataSharePredicates | None, values: Mapping[str, Cell]) -> int:
         return call(self._stub.Update, update_request(uri, predicates, values), metadata=self._md).count
@@ -314,7 +325,8 @@ class AsyncDataShareHelper:
         return (await acall(self._stub.Insert, insert_request(uri, values), metadata=self._md)).row_id
 
     async def batch_insert(self, uri: str, rows: Sequence[Mapping[str, Cell]]) -> int:
-        return (await acall(self._stub.BatchInsert, batch_insert_request(uri, rows), metadata=self._md)).count
+        requests = batch_insert_requests(uri, rows)
+        return (await acall(self._stub.BatchInsert, iter(requests), metadata=self._md)).count
 
     async def update(
         self, uri: str, predicates: DataSharePredicates | None, values: Mapping[str, Cell]

@@ -27,6 +27,7 @@ from typing import Any
 
 import grpc
 
+from datamgr import _stream
 from datamgr.client._conn import (
     acall,
     call,
@@ -182,8 +183,16 @@ class _StoreBase:
     def _put(self, key: str, value: KvValue) -> pb.PutRequest:
         return pb.PutRequest(store=self.name, key=key, value=_value(value), transaction_id=self._tx)
 
-    def _put_batch(self, entries: Any) -> pb.PutBatchRequest:
-        return pb.PutBatchRequest(store=self.name, entries=_entries(entries), transaction_id=self._tx)
+    def _put_batch(self, entries: Any) -> list[pb.PutBatchRequest]:
+        """The messages of a batch: one when it fits `_stream.SEND_BYTES`, else slices of entries."""
+        items = _entries(entries)
+        if len(items) <= 1:
+            return [pb.PutBatchRequest(store=self.name, entries=items, transaction_id=self._tx)]
+
+        def build(lo: int, hi: int) -> pb.PutBatchRequest:
+            return pb.PutBatchRequest(store=self.name, entries=items[lo:hi], transaction_id=self._tx)
+
+        return _stream.split(build, len(items))
 
     def _get(self, key: str, device_id: str) -> pb.GetRequest:
         return pb.GetRequest(store=self.name, key=key, device_id=device_id, transaction_id=self._tx)
@@ -220,7 +229,7 @@ class SingleKVStore(_StoreBase):
 
     def put_batch(self, entries: Mapping[str, KvValue] | Iterable[tuple[str, KvValue] | KvEntry]) -> None:
         """At most 128 entries, written all or none."""
-        call(self._stub.PutBatch, self._put_batch(entries), metadata=self._md)
+        call(self._stub.PutBatch, iter(self._put_batch(entries)), metadata=self._md)
 
     def get(self, key: str, device_id: str = "") -> KvValue:
         """The key's value; NotFound if it has none. `device_id`: a peer's data (DEVICE_COLLABORATION)."""
@@ -352,7 +361,7 @@ class AsyncSingleKVStore(_StoreBase):
     async def put_batch(
         self, entries: Mapping[str, KvValue] | Iterable[tuple[str, KvValue] | KvEntry]
     ) -> None:
-        await acall(self._stub.PutBatch, self._put_batch(entries), metadata=self._md)
+        await acall(self._stub.PutBatch, iter(self._put_batch(entries)), metadata=self._md)
 
     async def get(self, key: str, device_id: str = "") -> KvValue:
         resp = await acall(self._stub.Get, self._get(key, device_id), metadata=self._md)

@@ -370,13 +370,13 @@ BAD: dict[str, tuple[str, Callable[[str], Any], str, str]] = {
     ),
     "batch of 129": (
         "PutBatch",
-        lambda s: pb.PutBatchRequest(store=s, entries=[_entry(f"b{i}") for i in range(129)]),
+        lambda s: iter([pb.PutBatchRequest(store=s, entries=[_entry(f"b{i}") for i in range(129)])]),
         "RESOURCE_EXHAUSTED",
         "at most 128",
     ),
     "one bad entry": (
         "PutBatch",
-        lambda s: pb.PutBatchRequest(store=s, entries=[_entry("fine"), _entry("")]),
+        lambda s: iter([pb.PutBatchRequest(store=s, entries=[_entry("fine"), _entry("")])]),
         "INVALID_ARGUMENT",
         "empty",
     ),
