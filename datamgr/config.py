@@ -550,7 +550,7 @@ class Settings(BaseSettings):
         ge=0,
         le=1 << 40,
         description="Request bytes per second one app may make the daemon receive and decode, over all "
-        "its calls (accepted or refused); past a burst of one largest message (datashare.max_batch_bytes "
+        "its calls (accepted or refused); past a burst of one largest batch (datashare.max_batch_bytes "
         "+ 1 MiB) its next requests wait before they are read, or get RESOURCE_EXHAUSTED if the wait "
         "would pass their deadline. The admin and the daemon's own work are not paced. 0: unpaced.",
     )

@@ -310,7 +310,7 @@ def test_device_collaboration_keeps_one_key_space_per_device(env: Env) -> None:
             pb.PutRequest(store=store.name, key="k", value=types_pb2.Value(int_value=1), device_id="peer"),
             env.stub.Put,
         ),
-        (pb.PutBatchRequest(store=store.name, device_id="peer"), env.stub.PutBatch),
+        (iter([pb.PutBatchRequest(store=store.name, device_id="peer")]), env.stub.PutBatch),
         (pb.KvStoreServiceDeleteRequest(store=store.name, key="k", device_id="peer"), env.stub.Delete),
         (pb.DeleteBatchRequest(store=store.name, keys=["k"], device_id="peer"), env.stub.DeleteBatch),
     ]:
