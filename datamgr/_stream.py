@@ -50,7 +50,8 @@ async def rest(
         yield message
 
 
-SEND_BYTES = 4 * 1024 * 1024  # what the SDKs put in one message: under the daemon's default 5 MiB
+MESSAGE_BYTES = 5 * 1024 * 1024  # the daemon's max_message_bytes by default
+SEND_BYTES = 4 * 1024 * 1024  # what the SDKs put in one message of a batch: under MESSAGE_BYTES
 
 
 def split(build: Callable[[int, int], M], n: int, target: int = SEND_BYTES) -> list[M]:
