@@ -30,7 +30,8 @@ class DataShareSettings(BaseModel):
     max_batch_bytes: int = Field(
         128 * 1024 * 1024,
         ge=1024,
-        description="Largest batch insert or query predicates, as OpenHarmony's 128 MB.",
+        description="Largest batch insert, all its messages together (a batch past max_message_bytes "
+        "streams in several), as OpenHarmony's 128 MB. Query predicates are bounded by max_message_bytes.",
     )
     page_rows: int = Field(1000, ge=1, le=100_000, description="Rows per streamed query page by default.")
     max_page_bytes: int = Field(
@@ -533,7 +534,7 @@ class Settings(BaseSettings):
         description="Largest single request message the app-facing server receives (grpc refuses a "
         "larger one by its length, before reading it: RESOURCE_EXHAUSTED). Default: a KV value's 4 MiB "
         "maximum + 1 MiB. Larger batches (DataShare BatchInsert, KV PutBatch) stream in several messages; "
-        "Query predicates are bounded by it.",
+        "Query predicates, AI prompts (ai.max_prompt_chars) and a provider's query results must fit one.",
     )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default SQLite at {data_dir}/datamgr.db. PostgreSQL works too."
