@@ -126,16 +126,30 @@ def update_request(
     return req
 
 
-def batch_update_request(
+def batch_update_requests(
     operations: Mapping[str, Sequence[tuple[Mapping[str, Cell], DataSharePredicates | None]]],
-) -> pb.BatchUpdateRequest:
-    req = pb.BatchUpdateRequest()
+) -> list[pb.BatchUpdateRequest]:
+    """The messages of a batch update: one when it fits `_stream.SEND_BYTES`, else slices of operations."""
+    flat: list[tuple[str, pb.UpdateOperation | None]] = []  # None: a URI without operations
     for uri, ops in operations.items():
-        group = req.operations.add(uri=uri)
+        if not ops:
+            flat.append((uri, None))
         for values, predicates in ops:
-            op = group.operations.add(predicates=_preds(predicates))
+            op = pb.UpdateOperation(predicates=_preds(predicates))
             _wire.to_bucket(values, op.values)
-    return req
+            flat.append((uri, op))
+
+    def build(lo: int, hi: int) -> pb.BatchUpdateRequest:
+        req = pb.BatchUpdateRequest()
+        group = None
+        for uri, op in flat[lo:hi]:
+            if group is None or group.uri != uri or op is None:
+                group = req.operations.add(uri=uri)
+            if op is not None:
+                group.operations.append(op)
+        return req
+
+    return _stream.split(build, len(flat))
 
 
 def query_request(
@@ -209,7 +223,7 @@ class DataShareHelper:
         self, operations: Mapping[str, Sequence[tuple[Mapping[str, Cell], DataSharePredicates | None]]]
     ) -> dict[str, list[int]]:
         """`{uri: [(values, predicates), ...]}` → `{uri: [count, ...]}`."""
-        resp = call(self._stub.BatchUpdate, batch_update_request(operations), metadata=self._md)
+        resp = call(self._stub.BatchUpdate, iter(batch_update_requests(operations)), metadata=self._md)
         return {r.uri: list(r.counts) for r in resp.results}
 
     def query(
@@ -342,7 +356,7 @@ class AsyncDataShareHelper:
     async def batch_update(
         self, operations: Mapping[str, Sequence[tuple[Mapping[str, Cell], DataSharePredicates | None]]]
     ) -> dict[str, list[int]]:
-        resp = await acall(self._stub.BatchUpdate, batch_update_request(operations), metadata=self._md)
+        resp = await acall(self._stub.BatchUpdate, iter(batch_update_requests(operations)), metadata=self._md)
         return {r.uri: list(r.counts) for r in resp.results}
 
     async def query_rows(

@@ -360,15 +360,27 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         return pb.DeleteResponse(count=count)
 
     @rpc
-    async def BatchUpdate(self, request: pb.BatchUpdateRequest, context: Any) -> pb.BatchUpdateResponse:
-        """Hosted tables change in one transaction (all or nothing); extension URIs go to their providers."""
+    async def BatchUpdate(self, requests: Any, context: Any) -> pb.BatchUpdateResponse:
+        """Hosted tables change in one transaction (all or nothing); extension URIs go to their providers.
+        A client stream: operations past the first message follow in more (`datamgr._stream`)."""
+        request, others = await _stream.first(requests)
         app = authenticate(self._apps, context)
-        self._limit(request, self._settings.max_call_bytes, "the batch update")
-        if sum(len(u.operations) for u in request.operations) > 4000:
+        limit = self._settings.max_call_bytes
+        self._limit(request, limit, "the batch update")
+        groups = list(request.operations)
+        n_ops = sum(len(u.operations) for u in groups)
+        if n_ops > 4000:
             raise InvalidArgument("a batch update may hold at most 4000 operations")
+        routes = [self._route(app, group.uri, "write") for group in groups]  # before the rest is read
+        setting = "datashare.max_call_bytes"
+        async for more in _stream.rest(request, others, limit, setting, "the batch update"):
+            n_ops += sum(len(u.operations) for u in more.operations)
+            if n_ops > 4000:
+                raise InvalidArgument("a batch update may hold at most 4000 operations")
+            groups.extend(more.operations)
+            routes.extend(self._route(app, group.uri, "write") for group in more.operations)
         silent, remote = [], []
-        for group in request.operations:
-            route = self._route(app, group.uri, "write")
+        for group, route in zip(groups, routes, strict=True):
             if route.hosted is None:
                 remote.append((route, group))
                 continue

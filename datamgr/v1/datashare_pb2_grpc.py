@@ -63,7 +63,7 @@ class DataShareServiceStub:
                 request_serializer=datamgr_dot_v1_dot_datashare__pb2.DeleteRequest.SerializeToString,
                 response_deserializer=datamgr_dot_v1_dot_datashare__pb2.DeleteResponse.FromString,
                 _registered_method=True)
-        self.BatchUpdate = channel.unary_unary(
+        self.BatchUpdate = channel.stream_unary(
                 '/datamgr.v1.DataShareService/BatchUpdate',
                 request_serializer=datamgr_dot_v1_dot_datashare__pb2.BatchUpdateRequest.SerializeToString,
                 response_deserializer=datamgr_dot_v1_dot_datashare__pb2.BatchUpdateResponse.FromString,
@@ -145,8 +145,10 @@ class DataShareServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def BatchUpdate(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def BatchUpdate(self, request_iterator, context):
+        """Operations past one message (max_message_bytes) follow in more messages; up to
+        datashare.max_call_bytes in all.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -229,7 +231,7 @@ def add_DataShareServiceServicer_to_server(servicer, server):
                     request_deserializer=datamgr_dot_v1_dot_datashare__pb2.DeleteRequest.FromString,
                     response_serializer=datamgr_dot_v1_dot_datashare__pb2.DeleteResponse.SerializeToString,
             ),
-            'BatchUpdate': grpc.unary_unary_rpc_method_handler(
+            'BatchUpdate': grpc.stream_unary_rpc_method_handler(
                     servicer.BatchUpdate,
                     request_deserializer=datamgr_dot_v1_dot_datashare__pb2.BatchUpdateRequest.FromString,
                     response_serializer=datamgr_dot_v1_dot_datashare__pb2.BatchUpdateResponse.SerializeToString,
@@ -420,7 +422,7 @@ class DataShareService:
             _registered_method=True)
 
     @staticmethod
-    def BatchUpdate(request,
+    def BatchUpdate(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -430,8 +432,8 @@ class DataShareService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_unary(
+            request_iterator,
             target,
             '/datamgr.v1.DataShareService/BatchUpdate',
             datamgr_dot_v1_dot_datashare__pb2.BatchUpdateRequest.SerializeToString,

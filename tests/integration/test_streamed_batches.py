@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
 MAX_BATCH = 24 * MiB  # datashare.max_batch_bytes here (128 MiB by default)
+MAX_CALL = 12 * MiB  # datashare.max_call_bytes here, the bound of a batch update (900 KB by default)
 VALUE = 4194303  # the largest KV value
 
 
@@ -44,6 +45,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             "DATAMGR_AI__ENABLED": "false",
             "DATAMGR_DISCOVERY__ENABLED": "false",
             "DATAMGR_DATASHARE__MAX_BATCH_BYTES": str(MAX_BATCH),
+            "DATAMGR_DATASHARE__MAX_CALL_BYTES": str(MAX_CALL),
         },
     ).start()
     try:
@@ -59,6 +61,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 def people(env: Env) -> int:
     return len(list(env.helper.query(PEOPLE_URI, None, ["id"]).rows()))
+
+
+def photos(env: Env) -> dict[int, int]:
+    return {r["id"]: len(r["photo"]) for r in env.helper.query(PEOPLE_URI, None, ["id", "photo"]).rows()}
 
 
 def clear(env: Env) -> None:
@@ -104,6 +110,34 @@ def test_a_failing_row_in_the_last_message_leaves_nothing_inserted(env: Env) -> 
     with pytest.raises(InvalidArgument, match="may not be null"):
         env.helper.batch_insert(PEOPLE_URI, batch)
     assert people(env) == 0
+
+
+def test_a_batch_update_past_one_message_streams_atomically(env: Env) -> None:
+    clear(env)
+    env.helper.batch_insert(PEOPLE_URI, rows(3, 1, 10))
+    photo = b"p" * (3 * MiB)
+    ops = [({"photo": photo}, DataSharePredicates().equal_to("id", i)) for i in (1, 2)]
+    bad = [*ops, ({"name": None}, DataSharePredicates().equal_to("id", 3))]  # not nullable
+    with pytest.raises(InvalidArgument, match="null"):
+        env.helper.batch_update({PEOPLE_URI: bad})
+    assert photos(env) == {1: 10, 2: 10, 3: 10}
+    assert env.helper.batch_update({PEOPLE_URI: ops}) == {PEOPLE_URI: [1, 1]}
+    assert photos(env) == {1: 3 * MiB, 2: 3 * MiB, 3: 10}
+    clear(env)
+
+
+def test_a_batch_update_stream_past_max_call_bytes_is_refused_naming_it(env: Env) -> None:
+    clear(env)
+    env.helper.batch_insert(PEOPLE_URI, rows(1, 1, 10))
+    op = pb.UpdateOperation()
+    op.values["photo"].bytes_value = b"p" * (4 * MiB)
+    message = pb.BatchUpdateRequest(operations=[pb.UriUpdateOperations(uri=PEOPLE_URI, operations=[op])])
+    stub = pb_grpc.DataShareServiceStub(env.channel)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.BatchUpdate(iter([message] * 4), metadata=metadata(env.token), timeout=60)  # 16 MiB
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
+    assert "datashare.max_call_bytes" in (info.value.details() or "")
+    assert photos(env) == {1: 10}
 
 
 def test_a_kv_put_batch_of_six_4mb_values_streams_atomically(env: Env) -> None:
