@@ -42,9 +42,9 @@ async def rest(
 ) -> AsyncIterator[Any]:
     """The messages after `head`, counted with it; RESOURCE_EXHAUSTED naming `setting` once their bytes
     pass `limit` (the message that passes it is the last one read)."""
-    total = head.ByteSize()
+    total = -1  # the head's size, counted only when a second message comes (a one-message batch: free)
     async for message in others:
-        total += message.ByteSize()
+        total = (head.ByteSize() if total < 0 else total) + message.ByteSize()
         if total > limit:
             raise TooLarge(f"{what} passed {limit} bytes ({setting}) in its messages; none of it was applied")
         yield message
