@@ -187,12 +187,31 @@ def _sync_request(uri: str, devices: Sequence[str], mode: SyncMode) -> pb.SyncRe
     return pb.SyncRequest(uri=uri, device_ids=list(devices), mode=int(mode))  # type: ignore[arg-type]
 
 
+class _Stub(pb_grpc.DataShareServiceStub):
+    """The generated stub, and the batch methods as unary calls: a batch that fits one message is sent as
+    one, as before it streamed (a stream call of the blocking client spends a thread on each call)."""
+
+    def __init__(self, channel: Any) -> None:
+        super().__init__(channel)
+        service = "/datamgr.v1.DataShareService/"
+        self.BatchInsertOne = channel.unary_unary(
+            service + "BatchInsert",
+            request_serializer=pb.BatchInsertRequest.SerializeToString,
+            response_deserializer=pb.BatchInsertResponse.FromString,
+        )
+        self.BatchUpdateOne = channel.unary_unary(
+            service + "BatchUpdate",
+            request_serializer=pb.BatchUpdateRequest.SerializeToString,
+            response_deserializer=pb.BatchUpdateResponse.FromString,
+        )
+
+
 class DataShareHelper:
     """Blocking DataShare client. Create with `DataShareHelper.connect(address, token)`."""
 
     def __init__(self, channel: grpc.Channel, token: str) -> None:
         self._channel = channel
-        self._stub = pb_grpc.DataShareServiceStub(channel)
+        self._stub = _Stub(channel)
         self._md = metadata(token)
 
     @classmethod
@@ -210,7 +229,10 @@ class DataShareHelper:
         return call(self._stub.Insert, insert_request(uri, values), metadata=self._md).row_id
 
     def batch_insert(self, uri: str, rows: Sequence[Mapping[str, Cell]]) -> int:
-        return call(self._stub.BatchInsert, iter(batch_insert_requests(uri, rows)), metadata=self._md).count
+        requests = batch_insert_requests(uri, rows)
+        if len(requests) == 1:
+            return call(self._stub.BatchInsertOne, requests[0], metadata=self._md).count
+        return call(self._stub.BatchInsert, iter(requests), metadata=self._md).count
 
     def update(self, uri: str, predicates: DataSharePredicates | None, values: Mapping[str, Cell]) -> int:
         return call(self._stub.Update, update_request(uri, predicates, values), metadata=self._md).count
@@ -223,7 +245,11 @@ class DataShareHelper:
         self, operations: Mapping[str, Sequence[tuple[Mapping[str, Cell], DataSharePredicates | None]]]
     ) -> dict[str, list[int]]:
         """`{uri: [(values, predicates), ...]}` → `{uri: [count, ...]}`."""
-        resp = call(self._stub.BatchUpdate, iter(batch_update_requests(operations)), metadata=self._md)
+        requests = batch_update_requests(operations)
+        if len(requests) == 1:
+            resp = call(self._stub.BatchUpdateOne, requests[0], metadata=self._md)
+        else:
+            resp = call(self._stub.BatchUpdate, iter(requests), metadata=self._md)
         return {r.uri: list(r.counts) for r in resp.results}
 
     def query(
@@ -320,7 +346,7 @@ class AsyncDataShareHelper:
 
     def __init__(self, channel: grpc.aio.Channel, token: str) -> None:
         self._channel = channel
-        self._stub = pb_grpc.DataShareServiceStub(channel)
+        self._stub = _Stub(channel)
         self._md = metadata(token)
 
     @classmethod
@@ -340,6 +366,8 @@ class AsyncDataShareHelper:
 
     async def batch_insert(self, uri: str, rows: Sequence[Mapping[str, Cell]]) -> int:
         requests = batch_insert_requests(uri, rows)
+        if len(requests) == 1:
+            return (await acall(self._stub.BatchInsertOne, requests[0], metadata=self._md)).count
         return (await acall(self._stub.BatchInsert, iter(requests), metadata=self._md)).count
 
     async def update(
@@ -356,7 +384,11 @@ class AsyncDataShareHelper:
     async def batch_update(
         self, operations: Mapping[str, Sequence[tuple[Mapping[str, Cell], DataSharePredicates | None]]]
     ) -> dict[str, list[int]]:
-        resp = await acall(self._stub.BatchUpdate, iter(batch_update_requests(operations)), metadata=self._md)
+        requests = batch_update_requests(operations)
+        if len(requests) == 1:
+            resp = await acall(self._stub.BatchUpdateOne, requests[0], metadata=self._md)
+        else:
+            resp = await acall(self._stub.BatchUpdate, iter(requests), metadata=self._md)
         return {r.uri: list(r.counts) for r in resp.results}
 
     async def query_rows(

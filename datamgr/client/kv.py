@@ -49,6 +49,19 @@ from datamgr.v1 import types_pb2
 KvValue = str | bytes | int | float | bool
 
 
+class _Stub(pb_grpc.KvStoreServiceStub):
+    """The generated stub, and PutBatch as a unary call: a batch that fits one message is sent as one,
+    as before it streamed (a stream call of the blocking client spends a thread on each call)."""
+
+    def __init__(self, channel: Any) -> None:
+        super().__init__(channel)
+        self.PutBatchOne = channel.unary_unary(
+            "/datamgr.v1.KvStoreService/PutBatch",
+            request_serializer=pb.PutBatchRequest.SerializeToString,
+            response_deserializer=pb.PutBatchResponse.FromString,
+        )
+
+
 class KvStoreType(enum.IntEnum):
     DEVICE_COLLABORATION = pb.KV_STORE_TYPE_DEVICE_COLLABORATION
     SINGLE_VERSION = pb.KV_STORE_TYPE_SINGLE_VERSION
@@ -153,7 +166,7 @@ def _get_store_request(
 class _StoreBase:
     """What both store flavours share: identity, transaction state, request building."""
 
-    def __init__(self, stub: pb_grpc.KvStoreServiceStub, md: Any, resp: pb.GetKvStoreResponse) -> None:
+    def __init__(self, stub: _Stub, md: Any, resp: pb.GetKvStoreResponse) -> None:
         self._stub = stub
         self._md = md
         self.info = _info(resp.store)
@@ -229,7 +242,11 @@ class SingleKVStore(_StoreBase):
 
     def put_batch(self, entries: Mapping[str, KvValue] | Iterable[tuple[str, KvValue] | KvEntry]) -> None:
         """At most 128 entries, written all or none."""
-        call(self._stub.PutBatch, iter(self._put_batch(entries)), metadata=self._md)
+        requests = self._put_batch(entries)
+        if len(requests) == 1:
+            call(self._stub.PutBatchOne, requests[0], metadata=self._md)
+        else:
+            call(self._stub.PutBatch, iter(requests), metadata=self._md)
 
     def get(self, key: str, device_id: str = "") -> KvValue:
         """The key's value; NotFound if it has none. `device_id`: a peer's data (DEVICE_COLLABORATION)."""
@@ -306,7 +323,7 @@ class KvStoreClient:
 
     def __init__(self, channel: grpc.Channel, token: str) -> None:
         self._channel = channel
-        self._stub = pb_grpc.KvStoreServiceStub(channel)
+        self._stub = _Stub(channel)
         self._md = metadata(token)
 
     @classmethod
@@ -361,7 +378,11 @@ class AsyncSingleKVStore(_StoreBase):
     async def put_batch(
         self, entries: Mapping[str, KvValue] | Iterable[tuple[str, KvValue] | KvEntry]
     ) -> None:
-        await acall(self._stub.PutBatch, iter(self._put_batch(entries)), metadata=self._md)
+        requests = self._put_batch(entries)
+        if len(requests) == 1:
+            await acall(self._stub.PutBatchOne, requests[0], metadata=self._md)
+        else:
+            await acall(self._stub.PutBatch, iter(requests), metadata=self._md)
 
     async def get(self, key: str, device_id: str = "") -> KvValue:
         resp = await acall(self._stub.Get, self._get(key, device_id), metadata=self._md)
@@ -437,7 +458,7 @@ class AsyncKvStoreClient:
 
     def __init__(self, channel: grpc.aio.Channel, token: str) -> None:
         self._channel = channel
-        self._stub = pb_grpc.KvStoreServiceStub(channel)
+        self._stub = _Stub(channel)
         self._md = metadata(token)
 
     @classmethod
