@@ -100,7 +100,19 @@ class Limits:
                     held + n * change,
                 )
             )
-        if "preauth" in counts:
+        if "preauth" in counts and self.has("max_message_bytes"):
+            # every other method refuses an unknown caller unread; the open ones (health, reflection) read
+            # its messages one at a time, each up to the server's one-message limit (grpc refuses a larger
+            # one by its length), and grpc's reading of a message peaks at about 4x its size
+            size = min(self.get("max_message_bytes"), plan.preauth_bytes)
+            terms.append(
+                (
+                    "one unauthenticated open-method message at a time, ~4x for grpc's reading "
+                    "(max_message_bytes)",
+                    4 * size,
+                )
+            )
+        elif "preauth" in counts:
             known = "open_max_message_bytes"  # what a caller without a known token may send
             limit_name = known if self.has(known) else self.find("unauth", "preauth", "pre_auth")
             if limit_name is not None:

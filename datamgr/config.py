@@ -30,7 +30,8 @@ class DataShareSettings(BaseModel):
     max_batch_bytes: int = Field(
         128 * 1024 * 1024,
         ge=1024,
-        description="Largest batch insert or query predicates, as OpenHarmony's 128 MB.",
+        description="Largest batch insert, all its messages together (a batch past max_message_bytes "
+        "streams in several), as OpenHarmony's 128 MB. Query predicates are bounded by max_message_bytes.",
     )
     page_rows: int = Field(1000, ge=1, le=100_000, description="Rows per streamed query page by default.")
     max_page_bytes: int = Field(
@@ -296,6 +297,13 @@ class KvSettings(BaseModel):
         description="Bytes of changes buffered for all of one app's KV subscriptions together; "
         "the subscriber that passes it is closed with RESOURCE_EXHAUSTED.",
     )
+    max_batch_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=1024,
+        le=1 << 40,
+        description="Largest PutBatch (all its messages together, as on the wire), so 128 entries of up "
+        "to 4 MiB are not all held at once; a batch that passes it is refused with RESOURCE_EXHAUSTED.",
+    )
     transaction_idle_s: float = Field(
         60.0, gt=0, le=86_400, description="A transaction idle longer than this is rolled back."
     )
@@ -519,6 +527,15 @@ class Settings(BaseSettings):
         description="Largest request a caller without a known token may send to the methods open to "
         "anyone (health checking, reflection); every other method refuses such a caller unread.",
     )
+    max_message_bytes: int = Field(
+        5 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1 << 30,
+        description="Largest single request message the app-facing server receives (grpc refuses a "
+        "larger one by its length, before reading it: RESOURCE_EXHAUSTED). Default: a KV value's 4 MiB "
+        "maximum + 1 MiB. Larger batches (DataShare BatchInsert, KV PutBatch) stream in several messages; "
+        "Query predicates, AI prompts (ai.max_prompt_chars) and a provider's query results must fit one.",
+    )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default SQLite at {data_dir}/datamgr.db. PostgreSQL works too."
     )
@@ -534,7 +551,7 @@ class Settings(BaseSettings):
         ge=0,
         le=1 << 40,
         description="Request bytes per second one app may make the daemon receive and decode, over all "
-        "its calls (accepted or refused); past a burst of one largest message (datashare.max_batch_bytes "
+        "its calls (accepted or refused); past a burst of one largest batch (datashare.max_batch_bytes "
         "+ 1 MiB) its next requests wait before they are read, or get RESOURCE_EXHAUSTED if the wait "
         "would pass their deadline. The admin and the daemon's own work are not paced. 0: unpaced.",
     )

@@ -353,9 +353,11 @@ async def run(  # noqa: PLR0915 - the composition root
         if pacer is not None:
             pacer.forget(bundle)
 
-    max_msg = ds.max_batch_bytes + (1 << 20)
+    # one request message: batches larger than it stream in several (issue 10: an unknown caller's
+    # health check is refused by its length prefix, before grpc reads it)
+    max_msg = settings.max_message_bytes
     rate = settings.app_ingress_bytes_per_s  # per-app request bytes (datamgr.ingress); 0: unpaced
-    pacer = IngressPacer(rate, burst=max_msg) if rate else None
+    pacer = IngressPacer(rate, burst=ds.max_batch_bytes + (1 << 20)) if rate else None
     server = grpc.aio.server(
         interceptors=[
             # unknown callers: nothing big read; apps in debt of request bytes wait (datamgr.gate)
@@ -364,11 +366,24 @@ async def run(  # noqa: PLR0915 - the composition root
             # charged to the app (datamgr._decode)
             Edge(pacer.charge_current if pacer is not None else None),
         ],
-        options=[("grpc.max_receive_message_length", max_msg), ("grpc.max_send_message_length", max_msg)],
+        options=[
+            ("grpc.max_receive_message_length", max_msg),
+            # replies: a provider call forwards a whole batch (datashare.max_batch_bytes)
+            ("grpc.max_send_message_length", max(max_msg, ds.max_batch_bytes + (1 << 20))),
+        ],
     )
     admin = AdminService(db, apps, identify, on_remove=on_remove, quotas=quotas)
     datashare = DataShareService(
-        ds, db, apps, identify, providers, feed, extensions, published, published_feed, distributed,
+        ds,
+        db,
+        apps,
+        identify,
+        providers,
+        feed,
+        extensions,
+        published,
+        published_feed,
+        distributed,
         quotas.ledger("datashare"),
     )
     udmf = await _start_udmf(settings.udmf, settings.data_dir, identify, db, quotas)

@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
+from datamgr import _stream
 from datamgr.client._sync import SyncMode, SyncResult, sync_results
 from datamgr.client.resultset import DataShareResultSet
 from datamgr.connection import (
@@ -99,12 +100,22 @@ def insert_request(uri: str, values: Mapping[str, Cell]) -> pb.InsertRequest:
     return req
 
 
-def batch_insert_request(uri: str, rows: Sequence[Mapping[str, Cell]]) -> pb.BatchInsertRequest:
+def batch_insert_requests(uri: str, rows: Sequence[Mapping[str, Cell]]) -> list[pb.BatchInsertRequest]:
+    """The messages of a batch insert: one when it fits `_stream.SEND_BYTES`, else slices of rows (the
+    daemon takes one message of at most max_message_bytes; a batch streams in several)."""
     names, columns, absent = _wire.rows_to_columns(rows)
-    req = pb.BatchInsertRequest(uri=uri, columns=names)
-    _wire.encode_page(columns, req.rows, absent=absent)
-    req.rows.row_count = len(rows)
-    return req
+
+    def build(lo: int, hi: int) -> pb.BatchInsertRequest:
+        req = pb.BatchInsertRequest(uri=uri, columns=names)
+        if lo == 0 and hi == len(rows):
+            _wire.encode_page(columns, req.rows, absent=absent)
+        else:
+            part = [[i - lo for i in a if lo <= i < hi] for a in absent]
+            _wire.encode_page([c[lo:hi] for c in columns], req.rows, absent=part)
+        req.rows.row_count = hi - lo
+        return req
+
+    return _stream.split(build, len(rows))
 
 
 def update_request(
@@ -115,16 +126,30 @@ def update_request(
     return req
 
 
-def batch_update_request(
+def batch_update_requests(
     operations: Mapping[str, Sequence[tuple[Mapping[str, Cell], DataSharePredicates | None]]],
-) -> pb.BatchUpdateRequest:
-    req = pb.BatchUpdateRequest()
+) -> list[pb.BatchUpdateRequest]:
+    """The messages of a batch update: one when it fits `_stream.SEND_BYTES`, else slices of operations."""
+    flat: list[tuple[str, pb.UpdateOperation | None]] = []  # None: a URI without operations
     for uri, ops in operations.items():
-        group = req.operations.add(uri=uri)
+        if not ops:
+            flat.append((uri, None))
         for values, predicates in ops:
-            op = group.operations.add(predicates=_preds(predicates))
+            op = pb.UpdateOperation(predicates=_preds(predicates))
             _wire.to_bucket(values, op.values)
-    return req
+            flat.append((uri, op))
+
+    def build(lo: int, hi: int) -> pb.BatchUpdateRequest:
+        req = pb.BatchUpdateRequest()
+        group = None
+        for uri, op in flat[lo:hi]:
+            if group is None or group.uri != uri or op is None:
+                group = req.operations.add(uri=uri)
+            if op is not None:
+                group.operations.append(op)
+        return req
+
+    return _stream.split(build, len(flat))
 
 
 def query_request(
@@ -162,12 +187,31 @@ def _sync_request(uri: str, devices: Sequence[str], mode: SyncMode) -> pb.SyncRe
     return pb.SyncRequest(uri=uri, device_ids=list(devices), mode=int(mode))  # type: ignore[arg-type]
 
 
+class _Stub(pb_grpc.DataShareServiceStub):
+    """The generated stub, and the batch methods as unary calls: a batch that fits one message is sent as
+    one, as before it streamed (a stream call of the blocking client spends a thread on each call)."""
+
+    def __init__(self, channel: Any) -> None:
+        super().__init__(channel)
+        service = "/datamgr.v1.DataShareService/"
+        self.BatchInsertOne = channel.unary_unary(
+            service + "BatchInsert",
+            request_serializer=pb.BatchInsertRequest.SerializeToString,
+            response_deserializer=pb.BatchInsertResponse.FromString,
+        )
+        self.BatchUpdateOne = channel.unary_unary(
+            service + "BatchUpdate",
+            request_serializer=pb.BatchUpdateRequest.SerializeToString,
+            response_deserializer=pb.BatchUpdateResponse.FromString,
+        )
+
+
 class DataShareHelper:
     """Blocking DataShare client. Create with `DataShareHelper.connect(address, token)`."""
 
     def __init__(self, channel: grpc.Channel, token: str) -> None:
         self._channel = channel
-        self._stub = pb_grpc.DataShareServiceStub(channel)
+        self._stub = _Stub(channel)
         self._md = metadata(token)
 
     @classmethod
@@ -185,7 +229,10 @@ class DataShareHelper:
         return call(self._stub.Insert, insert_request(uri, values), metadata=self._md).row_id
 
     def batch_insert(self, uri: str, rows: Sequence[Mapping[str, Cell]]) -> int:
-        return call(self._stub.BatchInsert, batch_insert_request(uri, rows), metadata=self._md).count
+        requests = batch_insert_requests(uri, rows)
+        if len(requests) == 1:
+            return call(self._stub.BatchInsertOne, requests[0], metadata=self._md).count
+        return call(self._stub.BatchInsert, iter(requests), metadata=self._md).count
 
     def update(self, uri: str, predicates: DataSharePredicates | None, values: Mapping[str, Cell]) -> int:
         return call(self._stub.Update, update_request(uri, predicates, values), metadata=self._md).count
@@ -198,7 +245,11 @@ class DataShareHelper:
         self, operations: Mapping[str, Sequence[tuple[Mapping[str, Cell], DataSharePredicates | None]]]
     ) -> dict[str, list[int]]:
         """`{uri: [(values, predicates), ...]}` → `{uri: [count, ...]}`."""
-        resp = call(self._stub.BatchUpdate, batch_update_request(operations), metadata=self._md)
+        requests = batch_update_requests(operations)
+        if len(requests) == 1:
+            resp = call(self._stub.BatchUpdateOne, requests[0], metadata=self._md)
+        else:
+            resp = call(self._stub.BatchUpdate, iter(requests), metadata=self._md)
         return {r.uri: list(r.counts) for r in resp.results}
 
     def query(
@@ -295,7 +346,7 @@ class AsyncDataShareHelper:
 
     def __init__(self, channel: grpc.aio.Channel, token: str) -> None:
         self._channel = channel
-        self._stub = pb_grpc.DataShareServiceStub(channel)
+        self._stub = _Stub(channel)
         self._md = metadata(token)
 
     @classmethod
@@ -314,7 +365,10 @@ class AsyncDataShareHelper:
         return (await acall(self._stub.Insert, insert_request(uri, values), metadata=self._md)).row_id
 
     async def batch_insert(self, uri: str, rows: Sequence[Mapping[str, Cell]]) -> int:
-        return (await acall(self._stub.BatchInsert, batch_insert_request(uri, rows), metadata=self._md)).count
+        requests = batch_insert_requests(uri, rows)
+        if len(requests) == 1:
+            return (await acall(self._stub.BatchInsertOne, requests[0], metadata=self._md)).count
+        return (await acall(self._stub.BatchInsert, iter(requests), metadata=self._md)).count
 
     async def update(
         self, uri: str, predicates: DataSharePredicates | None, values: Mapping[str, Cell]
@@ -330,7 +384,11 @@ class AsyncDataShareHelper:
     async def batch_update(
         self, operations: Mapping[str, Sequence[tuple[Mapping[str, Cell], DataSharePredicates | None]]]
     ) -> dict[str, list[int]]:
-        resp = await acall(self._stub.BatchUpdate, batch_update_request(operations), metadata=self._md)
+        requests = batch_update_requests(operations)
+        if len(requests) == 1:
+            resp = await acall(self._stub.BatchUpdateOne, requests[0], metadata=self._md)
+        else:
+            resp = await acall(self._stub.BatchUpdate, iter(requests), metadata=self._md)
         return {r.uri: list(r.counts) for r in resp.results}
 
     async def query_rows(

@@ -28,6 +28,7 @@ from typing import Any
 
 import grpc
 
+from datamgr import _stream
 from datamgr.connection import (
     error_from_rpc,
     metadata,
@@ -38,7 +39,7 @@ from datamgr.connection import (
 from datamgr.datashare import _wire
 from datamgr.datashare._wire import Cell
 from datamgr.datashare.predicates import DataSharePredicates
-from datamgr.errors import DatamgrError, Unavailable, Unsupported
+from datamgr.errors import DatamgrError, TooLarge, Unavailable, Unsupported
 from datamgr.v1 import datashare_pb2 as pb
 from datamgr.v1 import datashare_pb2_grpc as pb_grpc
 
@@ -101,6 +102,11 @@ def _reply(call_id: int, op: str, result: Any) -> pb.ProviderReply:
         reply.query.columns.extend(
             pb.ColumnInfo(name=n, type=c.type) for n, c in zip(names, reply.query.page.columns, strict=True)
         )
+        if (size := reply.ByteSize()) > _stream.MESSAGE_BYTES - 1024:  # else the daemon ends the stream
+            raise TooLarge(
+                f"the query result is {size} bytes, over one message of the daemon (max_message_bytes, "
+                f"{_stream.MESSAGE_BYTES} by default): the consumer should ask for fewer rows"
+            )
     else:
         for uri, counts in dict(result).items():
             reply.batch_update.results.add(uri=uri, counts=[_int(c, op) for c in counts])

@@ -27,6 +27,7 @@ from typing import Any
 
 import grpc
 
+from datamgr import _stream
 from datamgr.client._sync import SyncMode, SyncResult, sync_results
 from datamgr.client.datashare import AsyncSubscription, Subscription
 from datamgr.connection import (
@@ -46,6 +47,19 @@ from datamgr.v1 import kv_pb2_grpc as pb_grpc
 from datamgr.v1 import types_pb2
 
 KvValue = str | bytes | int | float | bool
+
+
+class _Stub(pb_grpc.KvStoreServiceStub):
+    """The generated stub, and PutBatch as a unary call: a batch that fits one message is sent as one,
+    as before it streamed (a stream call of the blocking client spends a thread on each call)."""
+
+    def __init__(self, channel: Any) -> None:
+        super().__init__(channel)
+        self.PutBatchOne = channel.unary_unary(
+            "/datamgr.v1.KvStoreService/PutBatch",
+            request_serializer=pb.PutBatchRequest.SerializeToString,
+            response_deserializer=pb.PutBatchResponse.FromString,
+        )
 
 
 class KvStoreType(enum.IntEnum):
@@ -152,7 +166,7 @@ def _get_store_request(
 class _StoreBase:
     """What both store flavours share: identity, transaction state, request building."""
 
-    def __init__(self, stub: pb_grpc.KvStoreServiceStub, md: Any, resp: pb.GetKvStoreResponse) -> None:
+    def __init__(self, stub: _Stub, md: Any, resp: pb.GetKvStoreResponse) -> None:
         self._stub = stub
         self._md = md
         self.info = _info(resp.store)
@@ -182,8 +196,16 @@ class _StoreBase:
     def _put(self, key: str, value: KvValue) -> pb.PutRequest:
         return pb.PutRequest(store=self.name, key=key, value=_value(value), transaction_id=self._tx)
 
-    def _put_batch(self, entries: Any) -> pb.PutBatchRequest:
-        return pb.PutBatchRequest(store=self.name, entries=_entries(entries), transaction_id=self._tx)
+    def _put_batch(self, entries: Any) -> list[pb.PutBatchRequest]:
+        """The messages of a batch: one when it fits `_stream.SEND_BYTES`, else slices of entries."""
+        items = _entries(entries)
+        if len(items) <= 1:
+            return [pb.PutBatchRequest(store=self.name, entries=items, transaction_id=self._tx)]
+
+        def build(lo: int, hi: int) -> pb.PutBatchRequest:
+            return pb.PutBatchRequest(store=self.name, entries=items[lo:hi], transaction_id=self._tx)
+
+        return _stream.split(build, len(items))
 
     def _get(self, key: str, device_id: str) -> pb.GetRequest:
         return pb.GetRequest(store=self.name, key=key, device_id=device_id, transaction_id=self._tx)
@@ -220,7 +242,11 @@ class SingleKVStore(_StoreBase):
 
     def put_batch(self, entries: Mapping[str, KvValue] | Iterable[tuple[str, KvValue] | KvEntry]) -> None:
         """At most 128 entries, written all or none."""
-        call(self._stub.PutBatch, self._put_batch(entries), metadata=self._md)
+        requests = self._put_batch(entries)
+        if len(requests) == 1:
+            call(self._stub.PutBatchOne, requests[0], metadata=self._md)
+        else:
+            call(self._stub.PutBatch, iter(requests), metadata=self._md)
 
     def get(self, key: str, device_id: str = "") -> KvValue:
         """The key's value; NotFound if it has none. `device_id`: a peer's data (DEVICE_COLLABORATION)."""
@@ -297,7 +323,7 @@ class KvStoreClient:
 
     def __init__(self, channel: grpc.Channel, token: str) -> None:
         self._channel = channel
-        self._stub = pb_grpc.KvStoreServiceStub(channel)
+        self._stub = _Stub(channel)
         self._md = metadata(token)
 
     @classmethod
@@ -352,7 +378,11 @@ class AsyncSingleKVStore(_StoreBase):
     async def put_batch(
         self, entries: Mapping[str, KvValue] | Iterable[tuple[str, KvValue] | KvEntry]
     ) -> None:
-        await acall(self._stub.PutBatch, self._put_batch(entries), metadata=self._md)
+        requests = self._put_batch(entries)
+        if len(requests) == 1:
+            await acall(self._stub.PutBatchOne, requests[0], metadata=self._md)
+        else:
+            await acall(self._stub.PutBatch, iter(requests), metadata=self._md)
 
     async def get(self, key: str, device_id: str = "") -> KvValue:
         resp = await acall(self._stub.Get, self._get(key, device_id), metadata=self._md)
@@ -428,7 +458,7 @@ class AsyncKvStoreClient:
 
     def __init__(self, channel: grpc.aio.Channel, token: str) -> None:
         self._channel = channel
-        self._stub = pb_grpc.KvStoreServiceStub(channel)
+        self._stub = _Stub(channel)
         self._md = metadata(token)
 
     @classmethod

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from datamgr import _stream
 from datamgr.apps import DISTRIBUTED_DATASYNC, App, AppRegistry
 from datamgr.budget import Budget
 from datamgr.caller import Identify, app_of
@@ -77,6 +78,36 @@ class _Route:
 
     uri: DataShareUri
     hosted: HostedTable | None
+
+
+def _extend(
+    columns: list[list[Any]], absent: list[list[int]], cols: list[list[Any]], gaps: list[list[int]]
+) -> tuple[list[list[Any]], list[list[int]]]:
+    """A streamed batch's columns and absent rows so far, with one more message's appended."""
+    if not columns:
+        return cols, gaps
+    offset = len(columns[0])
+    for whole, part in zip(columns, cols, strict=True):
+        whole.extend(part)
+    for whole_gaps, part_gaps in zip(absent, gaps, strict=True):
+        whole_gaps.extend(offset + i for i in part_gaps)
+    return columns, absent
+
+
+def _joined(chunks: Sequence[pb.BatchInsertRequest]) -> pb.BatchInsertRequest:
+    """A streamed batch as one request (for an extension provider, which takes one message)."""
+    columns: list[list[Any]] = []
+    absent: list[list[int]] = []
+    for chunk in chunks:
+        if len(chunk.rows.columns) != len(chunks[0].columns):
+            raise InvalidArgument(
+                f"{len(chunks[0].columns)} column names for {len(chunk.rows.columns)} columns of values"
+            )
+        cols = _wire.decode_page(chunk.rows)
+        columns, absent = _extend(columns, absent, cols, _wire.page_absent(chunk.rows))
+    whole = pb.BatchInsertRequest(uri=chunks[0].uri, columns=chunks[0].columns)
+    _wire.encode_page(columns, whole.rows, absent=absent)
+    return whole
 
 
 def _item_from_proto(msg: pb.PublishedItem) -> PublishedItem:
@@ -260,13 +291,24 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         row_id = await self._write(self._budget(context), self._store.insert, route.hosted, values)
         return pb.InsertResponse(row_id=row_id)
 
-    async def BatchInsert(self, request: pb.BatchInsertRequest, context: Any) -> pb.BatchInsertResponse:
+    async def BatchInsert(self, requests: Any, context: Any) -> pb.BatchInsertResponse:
+        """A client stream: rows past the first message follow in more (`datamgr._stream`); all of
+        them in one transaction, as one message's."""
+        request, others = await _stream.first(requests)
         app = app_of(self._identify(context))
-        self._limit(request, self._settings.max_batch_bytes, "the batch")
-        route = self._route(app, request.uri, "write")
+        limit = self._settings.max_batch_bytes
+        self._limit(request, limit, "the batch")
+        route = self._route(app, request.uri, "write")  # permission before the rest is read
+        chunks = [request]
+        async for more in _stream.rest(request, others, limit, "datashare.max_batch_bytes", "the batch"):
+            _stream.same("uri", request.uri, more.uri)
+            if more.columns and list(more.columns) != list(request.columns):
+                raise InvalidArgument("a later message of the batch names other columns than the first")
+            chunks.append(more)
         if route.hosted is None:
+            whole = request if len(chunks) == 1 else _joined(chunks)
             return pb.BatchInsertResponse(
-                count=(await self._extension(route, app, "batch_insert", request)).count
+                count=(await self._extension(route, app, "batch_insert", whole)).count
             )
         hosted = route.hosted
         max_text = self._settings.max_text_chars
@@ -275,9 +317,13 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             """On the writer thread: decoding and checking a large batch takes milliseconds of CPU
             that would otherwise stall every other call on the event loop."""
             names = list(request.columns)
-            columns = _wire.decode_page(request.rows)
-            absent = _wire.page_absent(request.rows)
-            check_columns(hosted, names, columns, [c.type for c in request.rows.columns], absent, max_text)
+            columns: list[list[Any]] = []
+            absent: list[list[int]] = []
+            for chunk in chunks:
+                cols = _wire.decode_page(chunk.rows)
+                gaps = _wire.page_absent(chunk.rows)
+                check_columns(hosted, names, cols, [c.type for c in chunk.rows.columns], gaps, max_text)
+                columns, absent = _extend(columns, absent, cols, gaps)
             return self._store.batch_insert(hosted, names, columns, absent, budget)
 
         return pb.BatchInsertResponse(count=await self._write(self._budget(context), decode_check_insert))
@@ -315,15 +361,27 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         count = await self._write_found(self._budget(context), [(hosted, where, None)], delete, 0)
         return pb.DeleteResponse(count=count)
 
-    async def BatchUpdate(self, request: pb.BatchUpdateRequest, context: Any) -> pb.BatchUpdateResponse:
-        """Hosted tables change in one transaction (all or nothing); extension URIs go to their providers."""
+    async def BatchUpdate(self, requests: Any, context: Any) -> pb.BatchUpdateResponse:
+        """Hosted tables change in one transaction (all or nothing); extension URIs go to their providers.
+        A client stream: operations past the first message follow in more (`datamgr._stream`)."""
+        request, others = await _stream.first(requests)
         app = app_of(self._identify(context))
-        self._limit(request, self._settings.max_call_bytes, "the batch update")
-        if sum(len(u.operations) for u in request.operations) > 4000:
+        limit = self._settings.max_call_bytes
+        self._limit(request, limit, "the batch update")
+        groups = list(request.operations)
+        n_ops = sum(len(u.operations) for u in groups)
+        if n_ops > 4000:
             raise InvalidArgument("a batch update may hold at most 4000 operations")
+        routes = [self._route(app, group.uri, "write") for group in groups]  # before the rest is read
+        setting = "datashare.max_call_bytes"
+        async for more in _stream.rest(request, others, limit, setting, "the batch update"):
+            n_ops += sum(len(u.operations) for u in more.operations)
+            if n_ops > 4000:
+                raise InvalidArgument("a batch update may hold at most 4000 operations")
+            groups.extend(more.operations)
+            routes.extend(self._route(app, group.uri, "write") for group in more.operations)
         silent, remote = [], []
-        for group in request.operations:
-            route = self._route(app, group.uri, "write")
+        for group, route in zip(groups, routes, strict=True):
             if route.hosted is None:
                 remote.append((route, group))
                 continue

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from datamgr import _stream
 from datamgr.apps import DISTRIBUTED_DATASYNC, App, AppRegistry
 from datamgr.caller import Identify, app_of
 from datamgr.config import KvSettings
@@ -225,10 +226,22 @@ class KvService(pb_grpc.KvStoreServiceServicer):
         await self._write(app, request, puts=[(request.key, request.value)])
         return pb.PutResponse()
 
-    async def PutBatch(self, request: pb.PutBatchRequest, context: Any) -> pb.PutBatchResponse:
+    async def PutBatch(self, requests: Any, context: Any) -> pb.PutBatchResponse:
+        """A client stream: entries past the first message follow in more (`datamgr._stream`); all of
+        them written at once, as one message's."""
+        request, others = await _stream.first(requests)
         app = app_of(self._identify(context))
         check_batch(len(request.entries))
-        await self._write(app, request, puts=[(e.key, e.value) for e in request.entries])
+        await self._store(app, request.store)  # the caller's own store, before the rest is read
+        entries = [(e.key, e.value) for e in request.entries]
+        limit = self._settings.max_batch_bytes
+        async for more in _stream.rest(request, others, limit, "kv.max_batch_bytes", "the batch"):
+            _stream.same("store", request.store, more.store)
+            _stream.same("transaction_id", request.transaction_id, more.transaction_id)
+            _stream.same("device_id", request.device_id, more.device_id)
+            check_batch(len(entries) + len(more.entries))
+            entries.extend((e.key, e.value) for e in more.entries)
+        await self._write(app, request, puts=entries)
         return pb.PutBatchResponse()
 
     async def Delete(

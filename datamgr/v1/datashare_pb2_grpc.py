@@ -48,7 +48,7 @@ class DataShareServiceStub:
                 request_serializer=datamgr_dot_v1_dot_datashare__pb2.InsertRequest.SerializeToString,
                 response_deserializer=datamgr_dot_v1_dot_datashare__pb2.InsertResponse.FromString,
                 _registered_method=True)
-        self.BatchInsert = channel.unary_unary(
+        self.BatchInsert = channel.stream_unary(
                 '/datamgr.v1.DataShareService/BatchInsert',
                 request_serializer=datamgr_dot_v1_dot_datashare__pb2.BatchInsertRequest.SerializeToString,
                 response_deserializer=datamgr_dot_v1_dot_datashare__pb2.BatchInsertResponse.FromString,
@@ -63,7 +63,7 @@ class DataShareServiceStub:
                 request_serializer=datamgr_dot_v1_dot_datashare__pb2.DeleteRequest.SerializeToString,
                 response_deserializer=datamgr_dot_v1_dot_datashare__pb2.DeleteResponse.FromString,
                 _registered_method=True)
-        self.BatchUpdate = channel.unary_unary(
+        self.BatchUpdate = channel.stream_unary(
                 '/datamgr.v1.DataShareService/BatchUpdate',
                 request_serializer=datamgr_dot_v1_dot_datashare__pb2.BatchUpdateRequest.SerializeToString,
                 response_deserializer=datamgr_dot_v1_dot_datashare__pb2.BatchUpdateResponse.FromString,
@@ -125,8 +125,9 @@ class DataShareServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def BatchInsert(self, request, context):
-        """All rows in one transaction: all are inserted or none.
+    def BatchInsert(self, request_iterator, context):
+        """All rows in one transaction: all are inserted or none. Rows past one message (max_message_bytes)
+        follow in more messages of the same uri (empty or equal) and columns; up to max_batch_bytes in all.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,8 +145,10 @@ class DataShareServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def BatchUpdate(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def BatchUpdate(self, request_iterator, context):
+        """Operations past one message (max_message_bytes) follow in more messages; up to
+        datashare.max_call_bytes in all.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -213,7 +216,7 @@ def add_DataShareServiceServicer_to_server(servicer, server):
                     request_deserializer=datamgr_dot_v1_dot_datashare__pb2.InsertRequest.FromString,
                     response_serializer=datamgr_dot_v1_dot_datashare__pb2.InsertResponse.SerializeToString,
             ),
-            'BatchInsert': grpc.unary_unary_rpc_method_handler(
+            'BatchInsert': grpc.stream_unary_rpc_method_handler(
                     servicer.BatchInsert,
                     request_deserializer=datamgr_dot_v1_dot_datashare__pb2.BatchInsertRequest.FromString,
                     response_serializer=datamgr_dot_v1_dot_datashare__pb2.BatchInsertResponse.SerializeToString,
@@ -228,7 +231,7 @@ def add_DataShareServiceServicer_to_server(servicer, server):
                     request_deserializer=datamgr_dot_v1_dot_datashare__pb2.DeleteRequest.FromString,
                     response_serializer=datamgr_dot_v1_dot_datashare__pb2.DeleteResponse.SerializeToString,
             ),
-            'BatchUpdate': grpc.unary_unary_rpc_method_handler(
+            'BatchUpdate': grpc.stream_unary_rpc_method_handler(
                     servicer.BatchUpdate,
                     request_deserializer=datamgr_dot_v1_dot_datashare__pb2.BatchUpdateRequest.FromString,
                     response_serializer=datamgr_dot_v1_dot_datashare__pb2.BatchUpdateResponse.SerializeToString,
@@ -338,7 +341,7 @@ class DataShareService:
             _registered_method=True)
 
     @staticmethod
-    def BatchInsert(request,
+    def BatchInsert(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -348,8 +351,8 @@ class DataShareService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_unary(
+            request_iterator,
             target,
             '/datamgr.v1.DataShareService/BatchInsert',
             datamgr_dot_v1_dot_datashare__pb2.BatchInsertRequest.SerializeToString,
@@ -419,7 +422,7 @@ class DataShareService:
             _registered_method=True)
 
     @staticmethod
-    def BatchUpdate(request,
+    def BatchUpdate(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -429,8 +432,8 @@ class DataShareService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_unary(
+            request_iterator,
             target,
             '/datamgr.v1.DataShareService/BatchUpdate',
             datamgr_dot_v1_dot_datashare__pb2.BatchUpdateRequest.SerializeToString,

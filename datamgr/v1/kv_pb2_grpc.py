@@ -70,7 +70,7 @@ class KvStoreServiceStub:
                 request_serializer=datamgr_dot_v1_dot_kv__pb2.PutRequest.SerializeToString,
                 response_deserializer=datamgr_dot_v1_dot_kv__pb2.PutResponse.FromString,
                 _registered_method=True)
-        self.PutBatch = channel.unary_unary(
+        self.PutBatch = channel.stream_unary(
                 '/datamgr.v1.KvStoreService/PutBatch',
                 request_serializer=datamgr_dot_v1_dot_kv__pb2.PutBatchRequest.SerializeToString,
                 response_deserializer=datamgr_dot_v1_dot_kv__pb2.PutBatchResponse.FromString,
@@ -175,8 +175,10 @@ class KvStoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def PutBatch(self, request, context):
-        """All entries in one transaction: all are written or none.
+    def PutBatch(self, request_iterator, context):
+        """All entries in one transaction: all are written or none. Entries past one message
+        (max_message_bytes) follow in more messages whose store, transaction_id and device_id are empty
+        or the first's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -282,7 +284,7 @@ def add_KvStoreServiceServicer_to_server(servicer, server):
                     request_deserializer=datamgr_dot_v1_dot_kv__pb2.PutRequest.FromString,
                     response_serializer=datamgr_dot_v1_dot_kv__pb2.PutResponse.SerializeToString,
             ),
-            'PutBatch': grpc.unary_unary_rpc_method_handler(
+            'PutBatch': grpc.stream_unary_rpc_method_handler(
                     servicer.PutBatch,
                     request_deserializer=datamgr_dot_v1_dot_kv__pb2.PutBatchRequest.FromString,
                     response_serializer=datamgr_dot_v1_dot_kv__pb2.PutBatchResponse.SerializeToString,
@@ -495,7 +497,7 @@ class KvStoreService:
             _registered_method=True)
 
     @staticmethod
-    def PutBatch(request,
+    def PutBatch(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -505,8 +507,8 @@ class KvStoreService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_unary(
+            request_iterator,
             target,
             '/datamgr.v1.KvStoreService/PutBatch',
             datamgr_dot_v1_dot_kv__pb2.PutBatchRequest.SerializeToString,

@@ -421,7 +421,7 @@ def test_malformed_batch_messages_are_invalid_argument(env: Env, ds: DataShareHe
         stub = pb_grpc.DataShareServiceStub(ch)
         for req in bad:
             with pytest.raises(grpc.RpcError) as info:
-                stub.BatchInsert(req, metadata=metadata(env.dialer_token))
+                stub.BatchInsert(iter([req]), metadata=metadata(env.dialer_token))
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (req, info.value.details())
 
 

@@ -24,6 +24,7 @@ from datamgr.errors import (
     DeadlineExceeded,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
     Unsupported,
@@ -176,6 +177,17 @@ def test_a_mixed_type_column_survives_repaging(ext: Ext) -> None:
         h.query(URI, page_rows=2) as rs,
     ):
         assert list(rs.rows()) == rows
+
+
+def test_a_provider_result_over_one_message_is_refused_and_the_provider_stays(ext: Ext) -> None:
+    """The daemon reads one message of at most max_message_bytes (5 MiB), a provider's reply too: the SDK
+    refuses a larger result with RESOURCE_EXHAUSTED instead of sending it (which would end its stream)."""
+    big = Table(["photo"], [{"photo": b"x" * (1 << 20)} for _ in range(6)])
+    with big.start(ext.daemon.address, ext.provider), ext.daemon.helper(ext.consumer) as h:
+        with pytest.raises(ResourceExhausted, match="max_message_bytes"):
+            list(h.query(URI).rows())
+        big.rows = big.rows[:2]
+        assert len(list(h.query(URI).rows())) == 2  # still attached
 
 
 def test_an_extension_read_permission_is_enforced(ext: Ext) -> None:

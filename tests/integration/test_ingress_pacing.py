@@ -146,3 +146,26 @@ def test_an_app_alone_on_the_daemon_is_not_paced(daemon: Daemon) -> None:
     lone_channel.close()
     # paced, it would get the burst and the rate over the window; alone, it takes what the daemon gives
     assert received > (BURST + window * RATE) // MiB + 6, received
+
+
+def test_each_message_of_a_streamed_batch_is_paced(daemon: Daemon) -> None:
+    """PutBatch is a client stream (batches past one message): an app that runs into debt inside its
+    batch has the next message wait like a next call, and past the deadline the batch is refused whole."""
+    hostile, hostile_md, hostile_channel = new_app(daemon, "streaming")
+    good, good_md, good_channel = new_app(daemon, "neighbour")
+    good.Put(put(STORE, "first", 10), metadata=good_md, timeout=5)  # contention: pacing applies
+    for i in range(2):  # the 2 MiB burst, spent
+        hostile.Put(put(STORE, f"k{i}", MiB), metadata=hostile_md, timeout=30)
+    value = types_pb2.Value(string_value="x" * MiB)
+    batch = [
+        pb.PutBatchRequest(store=STORE, entries=[pb.KvEntry(key=f"s{i}", value=value)]) for i in range(2)
+    ]
+    with pytest.raises(grpc.RpcError) as info:  # the first message is read, the second owes 1 s
+        hostile.PutBatch(iter(batch), metadata=hostile_md, timeout=0.3)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
+    assert "app_ingress_bytes_per_s" in (info.value.details() or "")
+    with pytest.raises(grpc.RpcError) as missing:
+        hostile.Get(pb.GetRequest(store=STORE, key="s0"), metadata=hostile_md, timeout=30)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND  # nothing of the batch was written
+    hostile_channel.close()
+    good_channel.close()

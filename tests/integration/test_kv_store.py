@@ -310,7 +310,7 @@ def test_device_collaboration_keeps_one_key_space_per_device(env: Env) -> None:
             pb.PutRequest(store=store.name, key="k", value=types_pb2.Value(int_value=1), device_id="peer"),
             env.stub.Put,
         ),
-        (pb.PutBatchRequest(store=store.name, device_id="peer"), env.stub.PutBatch),
+        (iter([pb.PutBatchRequest(store=store.name, device_id="peer")]), env.stub.PutBatch),
         (pb.KvStoreServiceDeleteRequest(store=store.name, key="k", device_id="peer"), env.stub.Delete),
         (pb.DeleteBatchRequest(store=store.name, keys=["k"], device_id="peer"), env.stub.DeleteBatch),
     ]:
@@ -370,13 +370,13 @@ BAD: dict[str, tuple[str, Callable[[str], Any], str, str]] = {
     ),
     "batch of 129": (
         "PutBatch",
-        lambda s: pb.PutBatchRequest(store=s, entries=[_entry(f"b{i}") for i in range(129)]),
+        lambda s: iter([pb.PutBatchRequest(store=s, entries=[_entry(f"b{i}") for i in range(129)])]),
         "RESOURCE_EXHAUSTED",
         "at most 128",
     ),
     "one bad entry": (
         "PutBatch",
-        lambda s: pb.PutBatchRequest(store=s, entries=[_entry("fine"), _entry("")]),
+        lambda s: iter([pb.PutBatchRequest(store=s, entries=[_entry("fine"), _entry("")])]),
         "INVALID_ARGUMENT",
         "empty",
     ),

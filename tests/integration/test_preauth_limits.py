@@ -21,7 +21,7 @@ from datamgr.v1 import datashare_pb2, peer_pb2
 pytestmark = pytest.mark.integration
 
 MB = 1024 * 1024
-BIG = 100 * MB  # under the daemon's default limit (datashare.max_batch_bytes + 1 MiB, 129 MiB)
+BIG = 100 * MB  # over the daemon's one-message limit (max_message_bytes, 5 MiB), once under it
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,19 @@ def test_unknown_callers_of_open_methods_are_read_one_at_a_time(daemon: Daemon) 
         stub = health_pb2_grpc.HealthStub(ch)
         resp = stub.Check(health_pb2.HealthCheckRequest(service="datamgr.v1.DataShareService"), timeout=10)
     assert resp.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_64mb_health_check_is_refused_by_its_length(daemon: Daemon) -> None:
+    """With one receive limit per server of 129 MiB (the largest DataShare batch in one message), grpc
+    read a 64 MiB health check from an unknown caller whole before the gate could refuse it: about
+    +256 MiB at its peak. The limit is now one message (max_message_bytes, 5 MiB; batches stream), so
+    grpc refuses it by its length prefix, unread."""
+    payload = health_pb2.HealthCheckRequest(service="x" * (64 * MB)).SerializeToString()
+    rss_before, _ = memory(daemon, reset=True)
+    code = send_raw(daemon.address, "/grpc.health.v1.Health/Check", payload, token="dmapp_made_up")
+    _, peak = memory(daemon)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert peak - rss_before < 32 * MB, f"peak grew by {(peak - rss_before) // MB} MB"
 
 
 def _pair_start(daemon: Daemon, size: int) -> Callable[[], grpc.StatusCode]:
