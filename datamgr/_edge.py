@@ -59,9 +59,28 @@ async def abort(context: grpc.aio.ServicerContext, exc: Exception, name: str) ->
     code = status_of(exc)
     if code is not None:
         message = getattr(exc, "message", None)
+        exc.__traceback__ = None  # see _ended
         await context.abort(code, message if isinstance(message, str) else str(exc))
     log.error("bug in %s", name, exc_info=exc)
+    exc.__traceback__ = None
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {name} (details in the daemon log)")
+
+
+async def _ended(context: grpc.aio.ServicerContext, exc: Exception, name: str) -> grpc.aio.AbortError:
+    """The AbortError that ends the call for `exc` (see `abort`), holding no frame.
+
+    grpc keeps the AbortError in the call's state, which its traceback's frames reference (through
+    `context`): a reference cycle, freed only by the garbage collector, that held every frame the error
+    passed through and so the call's request. Under a flood of refused 1 MiB writes the daemon grew by
+    150 MiB between full collections; with no frames in it the request goes when the call does."""
+    try:
+        if isinstance(exc, grpc.aio.AbortError):
+            raise exc
+        await abort(context, exc, name)
+    except grpc.aio.AbortError as aborted:
+        aborted.__traceback__ = aborted.__context__ = aborted.__cause__ = None
+        return aborted
+    raise AssertionError("abort returned")
 
 
 def _answering(inner: Callable[..., AsyncIterator[Any]], name: str, decoded: bool) -> Any:
@@ -69,15 +88,16 @@ def _answering(inner: Callable[..., AsyncIterator[Any]], name: str, decoded: boo
     is refused first, in the same frame)."""
 
     async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        if decoded and type(request) is UndecodableRequest:
-            await refuse(context, request)
         try:
+            if decoded and type(request) is UndecodableRequest:
+                await refuse(context, request)
             async for item in inner(request, context):
                 yield item
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await abort(context, exc, name)
+            return
+        except Exception as exc:  # AbortError included
+            ended = await _ended(context, exc, name)
+        del request  # this frame is in the error's traceback
+        raise ended
 
     return stream
 
@@ -86,14 +106,14 @@ def _returning(inner: Callable[..., Awaitable[Any]], name: str, decoded: bool) -
     """A coroutine behaviour with errors mapped (`decoded`: as `_answering`)."""
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if decoded and type(request) is UndecodableRequest:
-            await refuse(context, request)
         try:
+            if decoded and type(request) is UndecodableRequest:
+                await refuse(context, request)
             return await inner(request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await abort(context, exc, name)
+        except Exception as exc:  # AbortError included
+            ended = await _ended(context, exc, name)
+        del request  # this frame is in the error's traceback
+        raise ended
 
     return call
 

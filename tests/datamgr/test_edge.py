@@ -252,3 +252,45 @@ def test_status_of_reads_the_code_by_shape() -> None:
     assert status_of(datamgr_errors.DatamgrError("root")) == S.UNKNOWN
     assert status_of(Coded("DATA_LOSS", "a peer's")) == S.UNKNOWN
     assert status_of(ValueError("plain")) is None
+
+
+@pytest.mark.parametrize("method", ["UnaryUnary", "UnaryStream"])
+@pytest.mark.parametrize("how", ["error", "abort", "bug"])
+def test_a_refused_request_is_freed_with_its_call_not_by_the_garbage_collector(
+    tmp_path: Path, method: str, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """grpc keeps a call's AbortError in the call's state, which the error's traceback frames refer to:
+    a cycle that held each refused request until a full collection (+150 MiB under a flood of refused
+    1 MiB writes). With the collector off, 20 refused 1 MiB requests must leave (almost) nothing."""
+    import gc
+    import tracemalloc
+
+    path = f"/{SERVICE}/{method}"
+
+    async def scenario(channel: grpc.aio.Channel, b: Behaviour) -> None:
+        if how == "abort":
+            b.abort = (S.NOT_FOUND, "gone")
+        else:
+            b.error = Coded("NOT_FOUND", "gone") if how == "error" else KeyError("a bug")
+        payload = bytes(1 << 20)
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(20):
+            with pytest.raises(grpc.aio.AioRpcError):
+                if method == "UnaryUnary":
+                    await channel.unary_unary(path)(payload)
+                else:
+                    async for _item in channel.unary_stream(path)(payload):
+                        pass
+        await asyncio.sleep(0.1)  # the server's call objects go after the client's
+        held = tracemalloc.get_traced_memory()[0] - base
+        assert held < 8 << 20, f"{held >> 20} MiB held after 20 refused 1 MiB requests"
+
+    gc.disable()
+    tracemalloc.start()
+    try:
+        with caplog.at_level(logging.CRITICAL, logger="datamgr.rpc"):
+            serve(tmp_path, scenario)
+    finally:
+        tracemalloc.stop()
+        gc.enable()
