@@ -471,7 +471,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         finally:
             if pending is not None:  # the client went away mid-stream
                 await self._stop_fetch(budget, pending)
-            await self._db.read(conn.close)
+            await self._db.read(_close_query, pages, conn, budget)
 
     async def _stop_fetch(self, budget: Budget, pending: asyncio.Future[Any]) -> None:
         """Stops the page being fetched for a client that went away, and lets the fetch end."""
@@ -667,3 +667,13 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         self._published_feed.recheck(bundle)
         if self._apps.current(bundle) is None:
             self._extensions.end(bundle, Unauthenticated(f"app {bundle} was removed by the device owner"))
+
+
+def _close_query(pages: Any, conn: Any, budget: Budget) -> None:
+    """Ends a query's cursor, then its connection. A connection the watchdog interrupted is not reused:
+    an interrupt that lands as a step finishes stays set in SQLite while a statement is active on the
+    connection, and stopped the next call's statement there (INTERNAL "interrupted")."""
+    pages.close()  # finalizes the statement (see store._tuple_pages)
+    if budget.cancelled or budget.fired is not None:
+        conn.invalidate()
+    conn.close()

@@ -549,6 +549,18 @@ def _tuple_pages(
 ) -> Iterator[Sequence[Any]]:
     """Pages of row tuples from a DBAPI cursor, with result processors applied column-wise."""
     todo = [(i, p) for i, p in enumerate(procs) if p is not None]
+    try:
+        yield from _tuple_pages_of(cursor, page_rows, todo, guard)
+    finally:
+        cursor.close()
+
+
+def _tuple_pages_of(
+    cursor: Any,
+    page_rows: int,
+    todo: list[tuple[int, Any]],
+    guard: Callable[[], AbstractContextManager[None]],
+) -> Iterator[Sequence[Any]]:
     while True:
         with guard():
             rows = cursor.fetchmany(page_rows)

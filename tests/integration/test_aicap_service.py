@@ -183,7 +183,8 @@ def test_cancelling_or_a_passed_deadline_frees_the_kv(ai: Ai) -> None:
     next(call)
     call.cancel()
     wait_idle(ai)
-    call = ai.stream("Count from one to one hundred:", max_tokens=60, ignore_eos=True, timeout=0.5)
+    # a deadline that passes mid-generation (60 tokens can take under 0.5 s: a CI failure)
+    call = ai.stream("Count from one to one hundred:", max_tokens=60, ignore_eos=True, timeout=0.1)
     code, _ = code_of(lambda: list(call))
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     wait_idle(ai)
