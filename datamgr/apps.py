@@ -18,9 +18,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from datamgr.datashare.uri import check_bundle
+from datamgr.bundles import SYSTEM_BUNDLE_PREFIX, check_bundle
 from datamgr.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
-from datamgr.kv.storage import SYSTEM_BUNDLE_PREFIX
 
 log = logging.getLogger("datamgr.apps")
 DISTRIBUTED_DATASYNC = "ohos.permission.DISTRIBUTED_DATASYNC"  # what OpenHarmony's sync() asks of an app

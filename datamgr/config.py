@@ -373,6 +373,16 @@ def _hostname() -> str:
     return name if name.isprintable() and name else "datamgr"
 
 
+MAX_DEVICE_NAME_BYTES = 63
+
+
+def check_device_name(name: str) -> str:
+    """A device name: 1-63 UTF-8 bytes of printable characters (the settings and the mDNS advert)."""
+    if not name or len(name.encode()) > MAX_DEVICE_NAME_BYTES or not name.isprintable():
+        raise ValueError(f"device name {name!r}: 1-{MAX_DEVICE_NAME_BYTES} bytes of printable characters")
+    return name
+
+
 class DiscoverySettings(BaseModel):
     """Device discovery over mDNS (`_datamgr._tcp.local.`): only on the interfaces listed here."""
 
@@ -404,8 +414,6 @@ class DiscoverySettings(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> DiscoverySettings:
         import ipaddress
-
-        from datamgr.device.advert import check_device_name
 
         check_device_name(self.device_name)
         for text in self.interfaces:

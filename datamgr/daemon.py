@@ -29,8 +29,8 @@ from datamgr._edge import Edge
 from datamgr.admin import AdminService
 from datamgr.apps import AdminCredential, AppRegistry
 from datamgr.caller import Identify
+from datamgr.changefeed import Change, Feed
 from datamgr.config import AiSettings, Settings, UdmfSettings
-from datamgr.datashare.changes import Change, Feed
 from datamgr.datashare.distributed import DistributedTables
 from datamgr.datashare.extension import ExtensionRouter
 from datamgr.datashare.published import PublishedBatch, PublishedStore
@@ -41,13 +41,15 @@ from datamgr.device.discovery import Discovery
 from datamgr.device.identity import Identity
 from datamgr.device.pairing_service import SERVICE_NAME as PAIRING_SERVICE
 from datamgr.device.pairing_service import PairingService
-from datamgr.device.peer import PeerConfig, PeerServer
+from datamgr.device.peer_reads import AuditConfig, PeerReadLog
+from datamgr.device.peer_server import PeerConfig, PeerServer
 from datamgr.device.service import SERVICE_NAME as DEVICE_SERVICE
 from datamgr.device.service import DeviceService
 from datamgr.device.trust import TrustStore
 from datamgr.disk import DiskFloor
 from datamgr.errors import ResourceExhausted
 from datamgr.gate import CallerGate
+from datamgr.hlc import HLC
 from datamgr.ingress import IngressPacer
 from datamgr.kv._storage_types import MAX_VALUE_LENGTH
 from datamgr.kv.service import SERVICE_NAME as KV_SERVICE
@@ -57,12 +59,10 @@ from datamgr.quota import Quotas, StorageLimits
 from datamgr.storage import Database, create_engine
 from datamgr.sync.engine import SyncEngine, SyncOptions
 from datamgr.sync.gc import TombstoneCollector
-from datamgr.sync.hlc import HLC
-from datamgr.sync.peer_reads import AuditConfig, PeerReadLog
 from datamgr.sync.scheduler import AutoSync, SyncScheduler
 from datamgr.sync.transport import PeerLinks, SyncServicer
-from datamgr.sync.udmf_bridge import UdmfBridge, UdmfSyncConfig
-from datamgr.sync.udmf_peer import PeerFetcher, UdmfPeerServicer
+from datamgr.udmf_bridge.bridge import UdmfBridge, UdmfSyncConfig
+from datamgr.udmf_bridge.peer import PeerFetcher, UdmfPeerServicer
 from datamgr.v1 import admin_pb2, datashare_pb2
 from udmf import errors as udmf_errors
 from udmf.config import UdmfConfig

@@ -1,6 +1,6 @@
 """The hooks through which the daemon carries CROSS_DEVICE data to paired devices.
 
-udmf imports nothing of the daemon; the daemon's bridge (`datamgr.sync.udmf_bridge`) implements
+udmf imports nothing of the daemon; the daemon's bridge (`datamgr.udmf_bridge.bridge`) implements
 `Replication` and hands it to `UdmfService.replicate`. Then:
 
 - the store calls `wrote` / `deleted` inside the transaction of every local write and delete (insert,

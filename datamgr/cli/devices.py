@@ -15,6 +15,7 @@ from rich.table import Table
 
 from datamgr.cli._common import out, print_json
 from datamgr.cli.audit import audit
+from datamgr.cli.pairing import LEVELS as _LEVELS
 from datamgr.cli.pairing import register as register_pairing
 
 address_option = click.option(
@@ -25,7 +26,6 @@ token_option = click.option(
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
-_LEVELS = {0: "?", 1: "SL1", 2: "SL2", 3: "SL3", 4: "SL4", 5: "SL5"}
 _EVENTS = {1: "online", 2: "offline", 3: "updated"}
 
 

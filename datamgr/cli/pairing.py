@@ -31,10 +31,11 @@ level_option = click.option(
 )
 
 
-def _level(security_level: int) -> str:
-    from datamgr.cli.devices import _LEVELS  # datamgr.cli.devices imports this module: import on use
+LEVELS = {0: "?", 1: "SL1", 2: "SL2", 3: "SL3", 4: "SL4", 5: "SL5"}  # a device's security level, shown
 
-    return _LEVELS.get(security_level, "?")
+
+def _level(security_level: int) -> str:
+    return LEVELS.get(security_level, "?")
 
 
 def _client(address: str | None) -> Any:

@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 
 from datamgr import _stream
+from datamgr import values as codec
 from datamgr.client._sync import SyncMode, SyncResult, sync_results
 from datamgr.client.resultset import DataShareResultSet
 from datamgr.connection import (
@@ -31,12 +32,11 @@ from datamgr.connection import (
     open_channel,
     resolve_token,
 )
-from datamgr.datashare import _wire
-from datamgr.datashare._wire import Cell
 from datamgr.datashare.predicates import DataSharePredicates
 from datamgr.datashare.published_items import OperationResult, PublishedItem
 from datamgr.v1 import datashare_pb2 as pb
 from datamgr.v1 import datashare_pb2_grpc as pb_grpc
+from datamgr.values import Cell
 
 T = TypeVar("T")
 _CHANGE_NAMES = {
@@ -61,7 +61,7 @@ def change_info(msg: pb.ChangeInfo) -> ChangeInfo:
     return ChangeInfo(
         _CHANGE_NAMES.get(msg.type, "UNSPECIFIED"),
         msg.uri,
-        [_wire.from_bucket(b.values) for b in msg.values],
+        [codec.from_bucket(b.values) for b in msg.values],
         msg.device_id,
     )
 
@@ -96,22 +96,22 @@ def _preds(predicates: DataSharePredicates | None) -> pb.Predicates:
 
 def insert_request(uri: str, values: Mapping[str, Cell]) -> pb.InsertRequest:
     req = pb.InsertRequest(uri=uri)
-    _wire.to_bucket(values, req.values)
+    codec.to_bucket(values, req.values)
     return req
 
 
 def batch_insert_requests(uri: str, rows: Sequence[Mapping[str, Cell]]) -> list[pb.BatchInsertRequest]:
     """The messages of a batch insert: one when it fits `_stream.SEND_BYTES`, else slices of rows (the
     daemon takes one message of at most max_message_bytes; a batch streams in several)."""
-    names, columns, absent = _wire.rows_to_columns(rows)
+    names, columns, absent = codec.rows_to_columns(rows)
 
     def build(lo: int, hi: int) -> pb.BatchInsertRequest:
         req = pb.BatchInsertRequest(uri=uri, columns=names)
         if lo == 0 and hi == len(rows):
-            _wire.encode_page(columns, req.rows, absent=absent)
+            codec.encode_page(columns, req.rows, absent=absent)
         else:
             part = [[i - lo for i in a if lo <= i < hi] for a in absent]
-            _wire.encode_page([c[lo:hi] for c in columns], req.rows, absent=part)
+            codec.encode_page([c[lo:hi] for c in columns], req.rows, absent=part)
         req.rows.row_count = hi - lo
         return req
 
@@ -122,7 +122,7 @@ def update_request(
     uri: str, predicates: DataSharePredicates | None, values: Mapping[str, Cell]
 ) -> pb.UpdateRequest:
     req = pb.UpdateRequest(uri=uri, predicates=_preds(predicates))
-    _wire.to_bucket(values, req.values)
+    codec.to_bucket(values, req.values)
     return req
 
 
@@ -136,7 +136,7 @@ def batch_update_requests(
             flat.append((uri, None))
         for values, predicates in ops:
             op = pb.UpdateOperation(predicates=_preds(predicates))
-            _wire.to_bucket(values, op.values)
+            codec.to_bucket(values, op.values)
             flat.append((uri, op))
 
     def build(lo: int, hi: int) -> pb.BatchUpdateRequest:
@@ -405,7 +405,7 @@ class AsyncDataShareHelper:
             async for msg in stream:
                 if msg.columns:
                     names = [c.name for c in msg.columns]
-                for row in zip(*_wire.decode_page(msg.page), strict=True):
+                for row in zip(*codec.decode_page(msg.page), strict=True):
                     yield dict(zip(names, row, strict=True))
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None

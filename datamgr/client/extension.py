@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 
 from datamgr import _stream
+from datamgr import values as codec
 from datamgr.connection import (
     error_from_rpc,
     metadata,
@@ -36,12 +37,11 @@ from datamgr.connection import (
     open_channel,
     resolve_token,
 )
-from datamgr.datashare import _wire
-from datamgr.datashare._wire import Cell
 from datamgr.datashare.predicates import DataSharePredicates
 from datamgr.errors import DatamgrError, TooLarge, Unavailable, Unsupported
 from datamgr.v1 import datashare_pb2 as pb
 from datamgr.v1 import datashare_pb2_grpc as pb_grpc
+from datamgr.values import Cell
 
 QueryResult = tuple[Sequence[str], Sequence[Sequence[Cell] | Mapping[str, Cell]]]
 BatchUpdateOperations = dict[str, list[tuple[dict[str, Cell], DataSharePredicates]]]
@@ -56,13 +56,13 @@ def _arguments(call: pb.ProviderCall) -> tuple[str, tuple[Any, ...]]:
     op = call.WhichOneof("op")
     req: Any = getattr(call, op) if op else None
     if op == "insert":
-        return op, (req.uri, _wire.from_bucket(req.values))
+        return op, (req.uri, codec.from_bucket(req.values))
     if op == "batch_insert":
-        columns = _wire.decode_page(req.rows)
+        columns = codec.decode_page(req.rows)
         rows = [dict(zip(req.columns, row, strict=True)) for row in zip(*columns, strict=True)]
         return op, (req.uri, rows if columns else [{} for _ in range(req.rows.row_count)])
     if op == "update":
-        return op, (req.uri, DataSharePredicates.from_proto(req.predicates), _wire.from_bucket(req.values))
+        return op, (req.uri, DataSharePredicates.from_proto(req.predicates), codec.from_bucket(req.values))
     if op == "delete":
         return op, (req.uri, DataSharePredicates.from_proto(req.predicates))
     if op == "query":
@@ -71,7 +71,7 @@ def _arguments(call: pb.ProviderCall) -> tuple[str, tuple[Any, ...]]:
         operations: BatchUpdateOperations = {}
         for group in req.operations:
             operations.setdefault(group.uri, []).extend(
-                (_wire.from_bucket(o.values), DataSharePredicates.from_proto(o.predicates))
+                (codec.from_bucket(o.values), DataSharePredicates.from_proto(o.predicates))
                 for o in group.operations
             )
         return op, (operations,)
@@ -98,7 +98,7 @@ def _reply(call_id: int, op: str, result: Any) -> pb.ProviderReply:
         for i, row in enumerate(cells):
             if len(row) != len(names):
                 raise TypeError(f"query() row {i} has {len(row)} values for {len(names)} columns")
-        _wire.encode_rows(cells, len(names), reply.query.page)
+        codec.encode_rows(cells, len(names), reply.query.page)
         reply.query.columns.extend(
             pb.ColumnInfo(name=n, type=c.type) for n, c in zip(names, reply.query.page.columns, strict=True)
         )

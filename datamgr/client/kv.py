@@ -38,13 +38,13 @@ from datamgr.connection import (
     open_channel,
     resolve_token,
 )
-from datamgr.datashare._wire import from_value, set_value
 from datamgr.errors import DatamgrError, InvalidArgument
 from datamgr.kv._wire import query_to_proto
 from datamgr.kv.query import Query
 from datamgr.v1 import kv_pb2 as pb
 from datamgr.v1 import kv_pb2_grpc as pb_grpc
 from datamgr.v1 import types_pb2
+from datamgr.values import from_value, set_value
 
 KvValue = str | bytes | int | float | bool
 

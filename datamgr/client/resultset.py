@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from enum import IntEnum
 from typing import Any
 
-from datamgr.datashare import _wire
+from datamgr import values as codec
 from datamgr.errors import DatamgrError, InvalidArgument
 from datamgr.v1 import datashare_pb2 as pb
 from datamgr.v1 import types_pb2
@@ -48,7 +48,7 @@ class DataShareResultSet:
     # ---- loading ----
 
     def _add(self, msg: pb.QueryResponse) -> None:
-        for store, values in zip(self._columns, _wire.decode_page(msg.page), strict=True):
+        for store, values in zip(self._columns, codec.decode_page(msg.page), strict=True):
             store.extend(values)
 
     def _loaded(self) -> int:
@@ -122,7 +122,7 @@ class DataShareResultSet:
         value = self._value(index)
         if value is None:
             return DataType.TYPE_NULL
-        return DataType(_wire.data_type_of(value))
+        return DataType(codec.data_type_of(value))
 
     def _value(self, index: int) -> Any:
         self._check_open()

@@ -22,9 +22,9 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
-from datamgr.datashare._wire import Cell
 from datamgr.datashare.manifest import TableSpec, value_fits
 from datamgr.kv.storage import MAX_KEY_LENGTH
+from datamgr.values import Cell
 
 MAX_KEY_BYTES = MAX_KEY_LENGTH - 1  # a primary key's encoded bytes, after the tag byte
 _INT64 = range(-(1 << 63), 1 << 63)

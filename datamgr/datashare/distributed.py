@@ -33,17 +33,17 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from datamgr.changefeed import Change, Feed
 from datamgr.datashare._rowcodec import MAX_KEY_BYTES, decode_key, decode_row, encode_key, encode_row, fit_row
-from datamgr.datashare._wire import Cell
-from datamgr.datashare.changes import Change, Feed
 from datamgr.datashare.manifest import Manifest
 from datamgr.datashare.tables import MIRROR_BUNDLE, HostedTable, ProviderRegistry, mirror_store_id
 from datamgr.datashare.targets import WriteCounts
 from datamgr.errors import InvalidArgument, NotFound, TooLarge, Unavailable
 from datamgr.kv.storage import MAX_VALUE_LENGTH, KvStorage, StoreInfo, StoreKind, Value, VType
 from datamgr.kv.storage import Change as KvChange
+from datamgr.kv.sync_api import SyncMode, SyncStatus
 from datamgr.quota import Ledger
-from datamgr.sync.engine import SyncMode, SyncStatus
+from datamgr.values import Cell
 
 log = logging.getLogger("datamgr.datashare")
 _CHUNK = 400  # primary keys per IN (...) list

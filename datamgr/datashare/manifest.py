@@ -27,7 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-from datamgr.datashare.uri import BUNDLE_RE, NAME_RE
+from datamgr.bundles import BUNDLE_RE
+from datamgr.datashare.uri import NAME_RE
 from datamgr.errors import InvalidArgument
 
 ColumnType = Literal["integer", "real", "text", "blob", "boolean"]

@@ -12,9 +12,9 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from datamgr.datashare._wire import Cell, data_type_of, from_value, set_value
 from datamgr.errors import InvalidArgument
 from datamgr.v1 import datashare_pb2
+from datamgr.values import Cell, data_type_of, from_value, set_value
 
 _PREFIX = "PREDICATE_OP_TYPE_"
 _ENUM = datashare_pb2.PredicateOpType

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from datamgr.datashare.changes import Feed
+from datamgr.changefeed import Feed
 from datamgr.datashare.published_items import (  # the SDK's half, without SQLAlchemy
     INVALID_ITEM,
     MAX_ITEMS,

@@ -19,13 +19,15 @@ from typing import Any, TypeVar
 import grpc
 
 from datamgr import _stream
+from datamgr import values as codec
 from datamgr.apps import DISTRIBUTED_DATASYNC, App, AppRegistry
 from datamgr.budget import Budget
+from datamgr.bundles import check_bundle
 from datamgr.caller import Identify, app_of
+from datamgr.changefeed import Change, Feed
 from datamgr.config import DataShareSettings
-from datamgr.datashare import _wire, policy
+from datamgr.datashare import policy
 from datamgr.datashare._compile import PatternLimits, build_where_for_write, compile_predicates
-from datamgr.datashare.changes import Change, Feed
 from datamgr.datashare.distributed import DistributedTables
 from datamgr.datashare.extension import ExtensionRouter
 from datamgr.datashare.manifest import Manifest, parse_manifest
@@ -40,7 +42,7 @@ from datamgr.datashare.published import (
 from datamgr.datashare.store import SilentStore, check_columns, check_values
 from datamgr.datashare.tables import HostedTable, ProviderRegistry
 from datamgr.datashare.targets import RETRIES, Targets, found_on_reader
-from datamgr.datashare.uri import DataShareUri, check_bundle, parse_proxy_uri, parse_table_uri, parse_uri
+from datamgr.datashare.uri import DataShareUri, parse_proxy_uri, parse_table_uri, parse_uri
 from datamgr.errors import (
     InvalidArgument,
     NotFound,
@@ -49,9 +51,9 @@ from datamgr.errors import (
     Unauthenticated,
     Unavailable,
 )
+from datamgr.kv import sync_api
 from datamgr.quota import Ledger
 from datamgr.storage import Database
-from datamgr.sync import calls
 from datamgr.v1 import datashare_pb2 as pb
 from datamgr.v1 import datashare_pb2_grpc as pb_grpc
 from datamgr.v1 import types_pb2
@@ -103,10 +105,10 @@ def _joined(chunks: Sequence[pb.BatchInsertRequest]) -> pb.BatchInsertRequest:
             raise InvalidArgument(
                 f"{len(chunks[0].columns)} column names for {len(chunk.rows.columns)} columns of values"
             )
-        cols = _wire.decode_page(chunk.rows)
-        columns, absent = _extend(columns, absent, cols, _wire.page_absent(chunk.rows))
+        cols = codec.decode_page(chunk.rows)
+        columns, absent = _extend(columns, absent, cols, codec.page_absent(chunk.rows))
     whole = pb.BatchInsertRequest(uri=chunks[0].uri, columns=chunks[0].columns)
-    _wire.encode_page(columns, whole.rows, absent=absent)
+    codec.encode_page(columns, whole.rows, absent=absent)
     return whole
 
 
@@ -287,7 +289,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         route = self._route(app, request.uri, "write")
         if route.hosted is None:
             return pb.InsertResponse(row_id=(await self._extension(route, app, "insert", request)).row_id)
-        values = check_values(route.hosted, _wire.from_bucket(request.values), inserting=True)
+        values = check_values(route.hosted, codec.from_bucket(request.values), inserting=True)
         row_id = await self._write(self._budget(context), self._store.insert, route.hosted, values)
         return pb.InsertResponse(row_id=row_id)
 
@@ -320,8 +322,8 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             columns: list[list[Any]] = []
             absent: list[list[int]] = []
             for chunk in chunks:
-                cols = _wire.decode_page(chunk.rows)
-                gaps = _wire.page_absent(chunk.rows)
+                cols = codec.decode_page(chunk.rows)
+                gaps = codec.page_absent(chunk.rows)
                 check_columns(hosted, names, cols, [c.type for c in chunk.rows.columns], gaps, max_text)
                 columns, absent = _extend(columns, absent, cols, gaps)
             return self._store.batch_insert(hosted, names, columns, absent, budget)
@@ -335,7 +337,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         if route.hosted is None:
             return pb.UpdateResponse(count=(await self._extension(route, app, "update", request)).count)
         hosted = route.hosted
-        values = check_values(hosted, _wire.from_bucket(request.values), inserting=False)
+        values = check_values(hosted, codec.from_bucket(request.values), inserting=False)
         compiled = self._predicates(hosted, request.predicates)
         where = build_where_for_write(hosted.table, compiled, hosted.pk)
 
@@ -386,7 +388,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
                 remote.append((route, group))
                 continue
             for op in group.operations:
-                values = check_values(route.hosted, _wire.from_bucket(op.values), inserting=False)
+                values = check_values(route.hosted, codec.from_bucket(op.values), inserting=False)
                 silent.append(
                     (group.uri, (route.hosted, self._predicates(route.hosted, op.predicates), values))
                 )
@@ -419,7 +421,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         if route.hosted is None:
             reply = await self._extension(route, app, "query", request)
             columns = list(reply.query.columns)
-            values = _wire.decode_page(reply.query.page)
+            values = codec.decode_page(reply.query.page)
             rows = list(zip(*values, strict=True))
             types: list[int] = [c.type for c in columns]
             first = True
@@ -466,7 +468,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
                     yield msg
             if not sent_header:
                 msg = pb.QueryResponse(columns=header)
-                _wire.encode_rows([], ncols, msg.page, declared)
+                codec.encode_rows([], ncols, msg.page, declared)
                 yield msg
         finally:
             if pending is not None:  # the client went away mid-stream
@@ -483,7 +485,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
     def _pages(self, rows: Sequence[Any], ncols: int, declared: list[int]) -> list[pb.QueryResponse]:
         """Encodes rows as one page, split in halves while a page is over the byte limit."""
         msg = pb.QueryResponse()
-        _wire.encode_rows(rows, ncols, msg.page, declared)
+        codec.encode_rows(rows, ncols, msg.page, declared)
         if len(rows) > 1 and msg.page.ByteSize() > self._settings.max_page_bytes:
             half = len(rows) // 2
             return self._pages(rows[:half], ncols, declared) + self._pages(rows[half:], ncols, declared)
@@ -517,7 +519,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
                         type=_CHANGE_TYPES[change.type], uri=change.uri, device_id=change.device
                     )
                     for row in change.rows[start : start + chunk]:
-                        _wire.to_bucket(row, info.values.add().values)
+                        codec.to_bucket(row, info.values.add().values)
                     yield pb.SubscribeResponse(change=info)
         finally:
             self._feed.unsubscribe(sub)
@@ -534,11 +536,11 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             raise InvalidArgument(
                 f"{route.uri} is served by the provider's extension; only hosted tables sync"
             )
-        mode, devices = calls.requested(request.mode, request.device_ids)
+        mode, devices = sync_api.requested(request.mode, request.device_ids)
         if self._distributed is None:
             raise Unavailable("sync between devices is not running on this device")
         statuses = await self._distributed.sync(route.hosted, devices, mode)
-        return pb.SyncResponse(statuses=calls.statuses(statuses))
+        return pb.SyncResponse(statuses=sync_api.statuses(statuses))
 
     # ---- published data ----
 

@@ -23,9 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from datamgr.budget import Budget
+from datamgr.changefeed import Change, Feed
 from datamgr.datashare._compile import CompiledPredicates, build_select, build_where_for_write
-from datamgr.datashare._wire import Cell
-from datamgr.datashare.changes import Change, Feed
 from datamgr.datashare.distributed import DistributedTables
 from datamgr.datashare.manifest import value_fits
 from datamgr.datashare.tables import HostedTable
@@ -35,6 +34,7 @@ from datamgr.errors import AlreadyExists, InvalidArgument, TooLarge, Unavailable
 from datamgr.quota import Ledger
 from datamgr.storage import Database
 from datamgr.v1.types_pb2 import DataType as DT
+from datamgr.values import Cell
 
 _TYPE_NAMES = {bool: "boolean", int: "integer", float: "real", str: "text", bytes: "blob", type(None): "null"}
 # SQLite would silently store NaN as NULL (PostgreSQL keeps it), and predicates cannot compare it.

@@ -49,7 +49,7 @@ SQL_TYPES: dict[str, sa.types.TypeEngine] = {
 }
 
 
-# The system bundle (datamgr.kv.storage.SYSTEM_BUNDLE_PREFIX) of the distributed tables' mirror stores.
+# The system bundle (datamgr.bundles.SYSTEM_BUNDLE_PREFIX) of the distributed tables' mirror stores.
 MIRROR_BUNDLE = "ohos.distributeddata.datashare"
 
 

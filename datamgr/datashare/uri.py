@@ -11,17 +11,11 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from datamgr.bundles import check_bundle
 from datamgr.errors import InvalidArgument
 
-BUNDLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_URI_BYTES = 4096
-
-
-def check_bundle(bundle: str) -> str:
-    if not (1 <= len(bundle) <= 128 and BUNDLE_RE.fullmatch(bundle)):
-        raise InvalidArgument(f"invalid bundle name {bundle!r}: expected e.g. com.example.notes")
-    return bundle
 
 
 def check_name(name: str, what: str = "name") -> str:

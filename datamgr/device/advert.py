@@ -18,12 +18,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from datamgr.config import check_device_name
+
 SERVICE_TYPE = "_datamgr._tcp.local."
 TXT_VERSION = "1"
 PROTOCOL_VERSION = 1
 
 MAX_ID = 64
-MAX_NAME_BYTES = 63
 MAX_FINGERPRINT = 128
 MAX_CAPABILITIES = 32
 MAX_ITEM_BYTES = 255  # one TXT item (`key=value`) has a one-byte length prefix
@@ -54,13 +55,6 @@ class Advert:
 def instance_name(device_id: str) -> str:
     """The mDNS service instance name of a device: its id (cut to a DNS label's 63 bytes)."""
     return f"{device_id[:63]}.{SERVICE_TYPE}"
-
-
-def check_device_name(name: str) -> str:
-    """A device name: 1-63 UTF-8 bytes of printable characters."""
-    if not name or len(name.encode()) > MAX_NAME_BYTES or not name.isprintable():
-        raise ValueError(f"device name {name!r}: 1-{MAX_NAME_BYTES} bytes of printable characters")
-    return name
 
 
 def encode_txt(advert: Advert) -> tuple[dict[str, str], list[str]]:

@@ -24,16 +24,15 @@ from datamgr.caller import Identify
 from datamgr.connection import error_from_rpc
 from datamgr.device.identity import certificate_info
 from datamgr.device.pairing import Initiator, PairingWindow, WindowState, check_code
-from datamgr.device.peer import (
+from datamgr.device.peer_channel import (
     CHANNEL_OPTIONS,
-    PeerServer,
-    clean_level,
-    clean_name,
     fetch_certificate,
     join_address,
     open_peer_channel,
     split_address,
 )
+from datamgr.device.peer_reads import Direction, PeerRead, PeerReadLog
+from datamgr.device.peer_server import PeerServer, clean_level, clean_name
 from datamgr.device.trust import DEFAULT_LEVEL, TrustedDevice
 from datamgr.errors import (
     DatamgrError,
@@ -42,8 +41,7 @@ from datamgr.errors import (
     Unauthenticated,
     Unavailable,
 )
-from datamgr.sync.peer_reads import Direction, PeerRead, PeerReadLog
-from datamgr.sync.security import check_device_level
+from datamgr.security_levels import check_device_level
 from datamgr.v1 import pairing_pb2 as pb
 from datamgr.v1 import pairing_pb2_grpc as pb_grpc
 from datamgr.v1 import peer_pb2, peer_pb2_grpc

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import sqlalchemy as sa
 
 from datamgr.errors import NotFound
-from datamgr.sync.security import check_device_level
+from datamgr.security_levels import check_device_level
 
 log = logging.getLogger("datamgr.device")
 DEFAULT_LEVEL = 1  # what a paired device gets unless its owner confirms another level

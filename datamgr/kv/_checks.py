@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from datamgr.datashare._wire import set_value
 from datamgr.errors import InvalidArgument, TooLarge
 from datamgr.kv.notify import KvChange
 from datamgr.kv.storage import (
@@ -25,6 +24,7 @@ from datamgr.kv.storage import (
 )
 from datamgr.v1 import kv_pb2 as pb
 from datamgr.v1 import types_pb2
+from datamgr.values import set_value
 
 MAX_QUERY_BYTES = 512_000  # OpenHarmony's MAX_QUERY_LENGTH
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from datamgr.errors import InvalidArgument, PermissionDenied, TooLarge
-from datamgr.sync.hlc import MAX_HLC, check_timestamp
+from datamgr.hlc import MAX_HLC, check_timestamp
 
 MAX_KEY_LENGTH = 1024  # OpenHarmony's MAX_KEY_LENGTH
 MAX_KEY_LENGTH_DEVICE = 896  # MAX_KEY_LENGTH_DEVICE: OH prefixes keys of device stores with the device

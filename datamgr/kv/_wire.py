@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datamgr.datashare._wire import from_value, set_value
 from datamgr.kv.query import Query, QueryOp
 from datamgr.v1 import kv_pb2
+from datamgr.values import from_value, set_value
 
 _PREFIX = "KV_QUERY_OP_TYPE_"
 _ENUM = kv_pb2.KvQueryOpType

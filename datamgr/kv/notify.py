@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from datamgr.datashare.changes import Feed, Subscription
+from datamgr.changefeed import Feed, Subscription
 from datamgr.errors import DatamgrError, ResourceExhausted
 
 Entry = tuple[bytes, Any]  # key, storage Value (None: unknown)

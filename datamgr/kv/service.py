@@ -30,7 +30,7 @@ from datamgr.errors import (
     Unauthenticated,
     Unavailable,
 )
-from datamgr.kv import _wire
+from datamgr.kv import _wire, sync_api
 from datamgr.kv._checks import (
     KINDS,
     check_batch,
@@ -50,10 +50,9 @@ from datamgr.kv._run import QueryBudget, select
 from datamgr.kv.notify import KvNotifier, classify, remote_changes
 from datamgr.kv.query import CompiledQuery, PatternLimits, compile_query
 from datamgr.kv.storage import MAX_BATCH_SIZE, Change, KvStorage, StoreInfo, Value
+from datamgr.kv.sync_api import SyncMode, SyncStatus
 from datamgr.kv.transactions import Pending, Transaction, Transactions
 from datamgr.storage import Database
-from datamgr.sync import calls
-from datamgr.sync.engine import SyncMode, SyncStatus
 from datamgr.v1 import kv_pb2 as pb
 from datamgr.v1 import kv_pb2_grpc as pb_grpc
 from datamgr.v1 import types_pb2
@@ -418,8 +417,8 @@ class KvService(pb_grpc.KvStoreServiceServicer):
         if DISTRIBUTED_DATASYNC not in app.permissions:
             raise PermissionDenied(f"{app.bundle} lacks {DISTRIBUTED_DATASYNC}, which sync needs")
         store = await self._store(app, request.store)
-        mode, devices = calls.requested(request.mode, request.device_ids)
+        mode, devices = sync_api.requested(request.mode, request.device_ids)
         if self._sync is None:
             raise Unavailable("sync between devices is not running on this device")
         statuses = await self._sync.sync(store.store_id, devices, mode)
-        return pb.KvStoreServiceSyncResponse(statuses=calls.statuses(statuses))
+        return pb.KvStoreServiceSyncResponse(statuses=sync_api.statuses(statuses))

@@ -60,8 +60,9 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
-from datamgr.datashare.uri import check_bundle
+from datamgr.bundles import SYSTEM_BUNDLE_PREFIX, check_bundle
 from datamgr.errors import FailedPrecondition, InvalidArgument, TooLarge
+from datamgr.hlc import HLC
 from datamgr.kv import _storage_sql as sql
 from datamgr.kv._storage_sql import E, P, S, entries_table, metadata, peers_table, stores_table
 from datamgr.kv._storage_types import (
@@ -83,8 +84,7 @@ from datamgr.kv._storage_types import (
     key_limit,
 )
 from datamgr.quota import ROW_OVERHEAD, Ledger
-from datamgr.sync.hlc import HLC
-from datamgr.sync.security import check_label, may_hold
+from datamgr.security_levels import check_label, may_hold
 
 __all__ = [
     "MAX_BATCH_SIZE",
@@ -93,7 +93,6 @@ __all__ = [
     "MAX_KEY_LENGTH_DEVICE",
     "MAX_VALUE_LENGTH",
     "STORE_NAME_RE",
-    "SYSTEM_BUNDLE_PREFIX",
     "Change",
     "KvStorage",
     "Mirror",
@@ -108,8 +107,6 @@ __all__ = [
 ]
 
 STORE_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,128}")  # use with fullmatch: `$` would let "abc\n" through
-# The bundles of the daemon's own replicated stores; app registration refuses names under it.
-SYSTEM_BUNDLE_PREFIX = "ohos.distributeddata."
 _STREAM_ROWS = 256  # rows a streamed scan fetches at once
 
 

@@ -18,12 +18,12 @@ batches respect both sides' limits. Storage calls run on the database's threads,
 from __future__ import annotations
 
 import asyncio
-import enum
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from datamgr import security_levels as security
 from datamgr.errors import (
     DatamgrError,
     FailedPrecondition,
@@ -33,8 +33,8 @@ from datamgr.errors import (
     TooLarge,
 )
 from datamgr.kv.storage import Change, KvStorage, PeerState, StoreInfo, StoreKind
+from datamgr.kv.sync_api import SyncCode, SyncMode, SyncStatus
 from datamgr.storage import Database
-from datamgr.sync import security
 from datamgr.sync.messages import (
     PROTOCOL_VERSION,
     Handshake,
@@ -49,29 +49,6 @@ from datamgr.sync.messages import (
     change_size,
     cut_batch,
 )
-
-
-class SyncMode(enum.IntEnum):
-    """OpenHarmony's distributedKVStore.SyncMode values."""
-
-    PULL_ONLY = 0
-    PUSH_ONLY = 1
-    PUSH_PULL = 2
-
-
-class SyncCode(enum.StrEnum):
-    OK = "OK"  # everything asked for was done
-    PARTIAL = "PARTIAL"  # some of it was done; the message says what stopped the rest
-    SKIPPED = "SKIPPED"  # nothing was done: the security rule does not allow it
-    ERROR = "ERROR"  # nothing was done: the message says why
-
-
-@dataclass(frozen=True, slots=True)
-class SyncStatus:
-    code: SyncCode
-    message: str = ""
-    pushed: int = 0  # our changes that took effect on the peer
-    pulled: int = 0  # the peer's changes that took effect here
 
 
 @dataclass(frozen=True, slots=True)

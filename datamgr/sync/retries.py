@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from datamgr.sync.engine import SyncCode, SyncMode, SyncStatus
+from datamgr.kv.sync_api import SyncCode, SyncMode, SyncStatus
 
 _TRANSIENT = ("UNAVAILABLE:", "DEADLINE_EXCEEDED:")
 

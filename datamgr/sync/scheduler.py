@@ -23,8 +23,9 @@ from datamgr.device.peer_table import DeviceEvents, EventKind
 from datamgr.device.trust import TrustStore
 from datamgr.errors import InvalidArgument, NotFound
 from datamgr.kv.storage import KvStorage
+from datamgr.kv.sync_api import SyncCode, SyncMode, SyncStatus
 from datamgr.storage import Database
-from datamgr.sync.engine import SyncCode, SyncEngine, SyncMode, SyncStatus
+from datamgr.sync.engine import SyncEngine
 from datamgr.sync.retries import Retries, RetryPolicy, transient
 from datamgr.sync.transport import PeerLinks
 

@@ -19,7 +19,8 @@ import grpc
 
 from datamgr.connection import acall
 from datamgr.device.identity import Identity
-from datamgr.device.peer import calling_device, join_address, peer_channel
+from datamgr.device.peer_channel import join_address, peer_channel
+from datamgr.device.peer_server import calling_device
 from datamgr.device.peer_table import Peer
 from datamgr.device.trust import TrustStore
 from datamgr.errors import InvalidArgument, NotFound, Unauthenticated, Unavailable

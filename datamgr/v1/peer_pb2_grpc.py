@@ -33,7 +33,7 @@ class PeerServiceStub:
     while the owner has a pairing window open (FAILED_PRECONDITION otherwise).
 
     New peer RPCs (sync) go here too: the trust check covers every method of every service on the
-    peer server except those listed as open in datamgr/device/peer.py (Pair).
+    peer server except those listed as open in datamgr/device/peer_server.py (Pair).
     """
 
     def __init__(self, channel):
@@ -67,7 +67,7 @@ class PeerServiceServicer:
     while the owner has a pairing window open (FAILED_PRECONDITION otherwise).
 
     New peer RPCs (sync) go here too: the trust check covers every method of every service on the
-    peer server except those listed as open in datamgr/device/peer.py (Pair).
+    peer server except those listed as open in datamgr/device/peer_server.py (Pair).
     """
 
     def Pair(self, request_iterator, context):
@@ -127,7 +127,7 @@ class PeerService:
     while the owner has a pairing window open (FAILED_PRECONDITION otherwise).
 
     New peer RPCs (sync) go here too: the trust check covers every method of every service on the
-    peer server except those listed as open in datamgr/device/peer.py (Pair).
+    peer server except those listed as open in datamgr/device/peer_server.py (Pair).
     """
 
     @staticmethod

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from harness import Daemon
 
-from datamgr.datashare._wire import Cell
 from datamgr.errors import DatamgrError
+from datamgr.values import Cell
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
 

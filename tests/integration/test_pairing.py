@@ -17,7 +17,7 @@ from harness import Daemon
 
 from datamgr.client.pairing import PairingClient
 from datamgr.device.identity import load_identity
-from datamgr.device.peer import open_peer_channel
+from datamgr.device.peer_channel import open_peer_channel
 from datamgr.errors import AlreadyExists, FailedPrecondition, NotFound, Unauthenticated
 from datamgr.v1 import peer_pb2, peer_pb2_grpc
 

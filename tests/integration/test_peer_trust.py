@@ -25,10 +25,10 @@ from test_udmf_service import CODE, SHARE, SOURCE, TARGET, THIRD, E, Read, colle
 from datamgr.client.kv import KvStoreClient, KvStoreType, SecurityLevel, SyncMode
 from datamgr.client.pairing import PairingClient
 from datamgr.device.identity import load_identity
-from datamgr.device.peer import open_peer_channel
+from datamgr.device.peer_channel import open_peer_channel
 from datamgr.errors import Unauthenticated
-from datamgr.sync.udmf_peer import FETCH
 from datamgr.sync.v1 import udmf_peer_pb2
+from datamgr.udmf_bridge.peer import FETCH
 from datamgr.v1 import pairing_pb2
 from udmf.v1 import udmf_pb2 as pb
 

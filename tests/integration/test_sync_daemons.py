@@ -30,7 +30,7 @@ from datamgr.client.kv import (
     SyncMode,
 )
 from datamgr.device.identity import load_identity
-from datamgr.device.peer import open_peer_channel
+from datamgr.device.peer_channel import open_peer_channel
 from datamgr.errors import DatamgrError, NotFound
 from datamgr.sync.v1 import sync_pb2, sync_pb2_grpc
 

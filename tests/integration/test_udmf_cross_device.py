@@ -28,9 +28,9 @@ from test_sync_daemons import _side, _start
 from test_udmf_service import CODE, DRAG, HUB, SOURCE, TARGET, THIRD, E, Read, Udmf, parts, status, text
 
 from datamgr.device.identity import load_identity
-from datamgr.device.peer import open_peer_channel
-from datamgr.sync.udmf_records import STORE_ID
+from datamgr.device.peer_channel import open_peer_channel
 from datamgr.sync.v1 import udmf_peer_pb2, udmf_peer_pb2_grpc
+from datamgr.udmf_bridge.records import STORE_ID
 from udmf import (
     NotFound,
     PlainText,

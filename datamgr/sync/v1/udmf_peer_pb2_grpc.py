@@ -27,7 +27,7 @@ if _version_not_supported:
 
 
 class UdmfPeerServiceStub:
-    """UDMF's CROSS_DEVICE data between paired devices (datamgr/sync/udmf_bridge.py). Each such UnifiedData
+    """UDMF's CROSS_DEVICE data between paired devices (datamgr/udmf_bridge/bridge.py). Each such UnifiedData
     has a descriptor (UdmfDescriptor) in the system KV store `ohos.distributeddata.udmf/records`, which
     SyncService replicates like any SINGLE_VERSION store; only the device holding the data writes it. The
     data stays on that device (small DATA_HUB data also rides in the descriptor) and is read from there
@@ -49,7 +49,7 @@ class UdmfPeerServiceStub:
 
 
 class UdmfPeerServiceServicer:
-    """UDMF's CROSS_DEVICE data between paired devices (datamgr/sync/udmf_bridge.py). Each such UnifiedData
+    """UDMF's CROSS_DEVICE data between paired devices (datamgr/udmf_bridge/bridge.py). Each such UnifiedData
     has a descriptor (UdmfDescriptor) in the system KV store `ohos.distributeddata.udmf/records`, which
     SyncService replicates like any SINGLE_VERSION store; only the device holding the data writes it. The
     data stays on that device (small DATA_HUB data also rides in the descriptor) and is read from there
@@ -87,7 +87,7 @@ def add_UdmfPeerServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class UdmfPeerService:
-    """UDMF's CROSS_DEVICE data between paired devices (datamgr/sync/udmf_bridge.py). Each such UnifiedData
+    """UDMF's CROSS_DEVICE data between paired devices (datamgr/udmf_bridge/bridge.py). Each such UnifiedData
     has a descriptor (UdmfDescriptor) in the system KV store `ohos.distributeddata.udmf/records`, which
     SyncService replicates like any SINGLE_VERSION store; only the device holding the data writes it. The
     data stays on that device (small DATA_HUB data also rides in the descriptor) and is read from there

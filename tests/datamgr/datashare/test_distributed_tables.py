@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from datamgr.bundles import SYSTEM_BUNDLE_PREFIX
+from datamgr.changefeed import Change, Feed, Subscription
 from datamgr.datashare import _rowcodec
 from datamgr.datashare._compile import compile_predicates
-from datamgr.datashare.changes import Change, Feed, Subscription
 from datamgr.datashare.distributed import DistributedTables
 from datamgr.datashare.manifest import parse_manifest
 from datamgr.datashare.predicates import DataSharePredicates
@@ -26,10 +27,10 @@ from datamgr.datashare.store import SilentStore, check_values
 from datamgr.datashare.tables import MIRROR_BUNDLE, HostedTable, ProviderRegistry, mirror_store_id
 from datamgr.datashare.uri import parse_uri
 from datamgr.errors import AlreadyExists, InvalidArgument, Unavailable
-from datamgr.kv.storage import STORE_NAME_RE, SYSTEM_BUNDLE_PREFIX, KvStorage, Value, VType
+from datamgr.hlc import HLC, pack
+from datamgr.kv.storage import STORE_NAME_RE, KvStorage, Value, VType
 from datamgr.kv.storage import Change as KvChange
 from datamgr.storage import Database, create_engine
-from datamgr.sync.hlc import HLC, pack
 
 BUNDLE = "com.example.notes"
 URI = f"datashare:///{BUNDLE}/main/notes"

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from datamgr.bundles import check_bundle
 from datamgr.datashare.manifest import parse_manifest
-from datamgr.datashare.uri import check_bundle, check_name, parse_proxy_uri, parse_uri
+from datamgr.datashare.uri import check_name, parse_proxy_uri, parse_uri
 from datamgr.errors import InvalidArgument
 
 

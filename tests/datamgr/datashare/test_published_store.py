@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from datamgr.changefeed import Feed
 from datamgr.datashare import published as p
-from datamgr.datashare.changes import Feed
 from datamgr.datashare.published import OperationResult, PublishedBatch, PublishedItem, PublishedStore
 from datamgr.storage import create_engine
 

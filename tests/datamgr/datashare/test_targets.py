@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from datamgr.changefeed import Feed
 from datamgr.datashare._compile import build_where_for_write, compile_predicates
-from datamgr.datashare.changes import Feed
 from datamgr.datashare.manifest import parse_manifest
 from datamgr.datashare.predicates import DataSharePredicates
 from datamgr.datashare.store import SilentStore

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from datamgr.device.peer_reads import AuditConfig, Direction, PeerRead, PeerReadLog
 from datamgr.storage import Database, create_engine
-from datamgr.sync.peer_reads import AuditConfig, Direction, PeerRead, PeerReadLog
 
 
 def _log(tmp_path: Path, **config: float) -> tuple[PeerReadLog, Database]:

@@ -3,7 +3,7 @@
 - **Descriptors.** The system KV store `ohos.distributeddata.udmf/records` (SINGLE_VERSION, S1 like
   OpenHarmony's UDMF runtime store, created at start on every device) holds one descriptor per
   UnifiedData that leaves the device (`udmf.access.leaves_device`: CROSS_DEVICE DATA_HUB or DRAG data,
-  not OWN_PROCESS; `datamgr.sync.udmf_records`): key = the UDMF key; value = its device,
+  not OWN_PROCESS; `datamgr.udmf_bridge.records`): key = the UDMF key; value = its device,
   channel, writer, visibility, tag, extras, times, summary and, for DATA_HUB data up to
   `inline_bytes`, the data itself. The device holding the data writes the descriptor in the
   transaction of the UDMF write (`KvStorage.write_in`, through the `udmf.replica` hooks) and
@@ -21,12 +21,12 @@
   holder's `expires_at`.
 - **Reads from the holder.** A read that needs the data from its device — DATA_HUB data too large to
   carry, and every drag read — goes to `UdmfPeerService.FetchData` on the peer port (mutual
-  TLS, paired devices only; `datamgr.sync.udmf_peer`). The holder streams the data as a local read
+  TLS, paired devices only; `datamgr.udmf_bridge.peer`). The holder streams the data as a local read
   would (the same parts, chunks and limits) and consumes it in its per-key turn: the first consumer on
   any device wins, and every later read anywhere is NOT_FOUND, the tombstone syncing everywhere. An
   unreachable holder gives UNAVAILABLE and consumes nothing. The holder decides from its own records
   what it serves and that a drag's fetch consumes it, never from which app the peer says reads; both
-  devices log each such read in the audit log (`datamgr.sync.peer_reads`).
+  devices log each such read in the audit log (`datamgr.device.peer_reads`).
 - **Start.** Descriptors of this device whose data is gone (expired or lazy drags dropped by the UDMF
   store's recovery, which runs before the bridge attaches) are tombstoned.
 
@@ -46,8 +46,8 @@ import sqlalchemy as sa
 from datamgr.errors import InvalidArgument
 from datamgr.kv.storage import Change, KvStorage, StoreInfo, StoreKind, Value, VType
 from datamgr.storage import Database
-from datamgr.sync.udmf_peer import PeerFetcher
-from datamgr.sync.udmf_records import (
+from datamgr.udmf_bridge.peer import PeerFetcher
+from datamgr.udmf_bridge.records import (
     STORE_BUNDLE,
     STORE_ID,
     STORE_LABEL,

@@ -16,7 +16,8 @@ from test_convergence import expected, rows, sync_until_quiet
 
 from datamgr.errors import DatamgrError, DeadlineExceeded, InvalidArgument
 from datamgr.kv.storage import Change, Value
-from datamgr.sync.engine import SyncCode, SyncEngine, SyncOptions, SyncStatus
+from datamgr.kv.sync_api import SyncCode, SyncStatus
+from datamgr.sync.engine import SyncEngine, SyncOptions
 from datamgr.sync.messages import PushBatch, Reply, Request
 
 PIPELINED = SyncOptions(batch_size=5, push_window=2)

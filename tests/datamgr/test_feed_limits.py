@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from datamgr.datashare.changes import Change, Feed, Subscription
+from datamgr.changefeed import Change, Feed, Subscription
 from datamgr.errors import PermissionDenied, ResourceExhausted
 
 URI = "datashare:///com.a/main/t"

@@ -18,9 +18,10 @@ from datamgr.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
+from datamgr.hlc import pack
 from datamgr.kv.storage import Change, StoreKind, Value
-from datamgr.sync.engine import SyncCode, SyncOptions
-from datamgr.sync.hlc import pack
+from datamgr.kv.sync_api import SyncCode
+from datamgr.sync.engine import SyncOptions
 from datamgr.sync.messages import PullReply, PushAck, PushBatch, Reply, Request
 
 

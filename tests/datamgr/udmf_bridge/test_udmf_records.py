@@ -10,8 +10,8 @@ import pytest
 
 from datamgr.errors import InvalidArgument
 from datamgr.kv.storage import MAX_VALUE_LENGTH
-from datamgr.sync.udmf_records import carries_data, decode, encode
 from datamgr.sync.v1 import udmf_peer_pb2 as pb
+from datamgr.udmf_bridge.records import carries_data, decode, encode
 from udmf.access import ShareOptions, Visibility
 from udmf.errors import ResourceExhausted
 from udmf.keys import Intention, new_key

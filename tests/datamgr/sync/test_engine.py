@@ -11,9 +11,10 @@ import pytest
 from simnet import SimNet
 from sync_helpers import BOTH, DC, PULL, PUSH, SV, S, epoch, live, put, run, sync, with_store
 
+from datamgr import security_levels as security
 from datamgr.errors import DeadlineExceeded, FailedPrecondition, NotFound, PermissionDenied, Unavailable
-from datamgr.sync import security
-from datamgr.sync.engine import SyncCode, SyncMode, SyncOptions, SyncStatus
+from datamgr.kv.sync_api import SyncCode, SyncMode, SyncStatus
+from datamgr.sync.engine import SyncOptions
 from datamgr.sync.messages import (
     PROTOCOL_VERSION,
     Handshake,

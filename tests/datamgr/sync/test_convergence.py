@@ -16,7 +16,7 @@ from simnet import Faults, Replica, SimNet
 from sync_helpers import BOTH, DC, PULL, PUSH, SV, S
 
 from datamgr.kv.storage import Change, StoreKind, Value
-from datamgr.sync.engine import SyncCode
+from datamgr.kv.sync_api import SyncCode
 
 NAMES = ("A", "B", "C")
 KEYS = (b"a", b"b", b"c", b"d")

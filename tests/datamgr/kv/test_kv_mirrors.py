@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from datamgr.bundles import SYSTEM_BUNDLE_PREFIX
 from datamgr.errors import InvalidArgument
-from datamgr.kv.storage import SYSTEM_BUNDLE_PREFIX, Change, KvStorage, StoreInfo, StoreKind, Value
+from datamgr.hlc import HLC, pack
+from datamgr.kv.storage import Change, KvStorage, StoreInfo, StoreKind, Value
 from datamgr.storage import create_engine
-from datamgr.sync.hlc import HLC, pack
 
 BUNDLE = SYSTEM_BUNDLE_PREFIX + "test"
 STORE = f"{BUNDLE}/rows"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from simnet import SimNet
 from sync_helpers import S, live, put, with_store
 
-from datamgr.sync.engine import SyncCode, SyncMode, SyncStatus
+from datamgr.kv.sync_api import SyncCode, SyncMode, SyncStatus
 from datamgr.sync.retries import Retries, RetryPolicy, transient
 from datamgr.sync.scheduler import AutoSync, SyncScheduler
 

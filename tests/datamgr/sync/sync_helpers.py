@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from simnet import Replica, SimNet
 
 from datamgr.kv.storage import StoreKind, Value
-from datamgr.sync.engine import SyncMode, SyncStatus
+from datamgr.kv.sync_api import SyncMode, SyncStatus
 
 T = TypeVar("T")
 S = "com.example.notes/notes"

@@ -1,5 +1,5 @@
 """UDMF descriptors: what the system KV store `ohos.distributeddata.udmf/records` holds per CROSS_DEVICE
-UnifiedData, encoded and decoded (pure; the rules of `datamgr.sync.udmf_bridge` that need no I/O).
+UnifiedData, encoded and decoded (pure; the rules of `datamgr.udmf_bridge.bridge` that need no I/O).
 
 The key is the UDMF key (UTF-8); the value is a serialized `datamgr.sync.v1.UdmfDescriptor` (bytes):
 its device (`origin`), channel, writer, visibility, tag, extras, times and summary, and — DATA_HUB data
@@ -20,8 +20,9 @@ from collections.abc import Sequence
 
 from google.protobuf.message import DecodeError
 
+from datamgr.bundles import SYSTEM_BUNDLE_PREFIX
 from datamgr.errors import InvalidArgument
-from datamgr.kv.storage import MAX_VALUE_LENGTH, SYSTEM_BUNDLE_PREFIX
+from datamgr.kv.storage import MAX_VALUE_LENGTH
 from datamgr.sync.v1 import udmf_peer_pb2 as pb
 from udmf.access import ShareOptions, Visibility
 from udmf.errors import ResourceExhausted, UdmfError

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from datamgr.hlc import HLC
 from datamgr.kv.storage import Change, KvStorage, Value
 from datamgr.storage import Database, create_engine
-from datamgr.sync.hlc import HLC
-from datamgr.sync.udmf_bridge import UdmfBridge, UdmfSyncConfig
-from datamgr.sync.udmf_records import STORE_ID, encode
+from datamgr.udmf_bridge.bridge import UdmfBridge, UdmfSyncConfig
+from datamgr.udmf_bridge.records import STORE_ID, encode
 from udmf.access import ShareOptions, Visibility
 from udmf.config import UdmfConfig
 from udmf.errors import ResourceExhausted

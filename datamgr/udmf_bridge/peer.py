@@ -20,10 +20,11 @@ from typing import Any
 import grpc
 
 from datamgr.device.identity import Identity
-from datamgr.device.peer import calling_device, open_peer_channel
+from datamgr.device.peer_channel import open_peer_channel
+from datamgr.device.peer_reads import Direction, PeerRead, PeerReadLog
+from datamgr.device.peer_server import calling_device
 from datamgr.device.trust import TrustStore
 from datamgr.errors import NotFound as DeviceNotFound
-from datamgr.sync.peer_reads import Direction, PeerRead, PeerReadLog
 from datamgr.sync.v1 import udmf_peer_pb2 as pb
 from udmf.errors import BY_CODE, NotFound, UdmfError, Unavailable
 from udmf.replica import serialize_read

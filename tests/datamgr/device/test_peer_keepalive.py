@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 from test_peer_server import Scenario
 
-from datamgr.device.peer import open_peer_channel
+from datamgr.device.peer_channel import open_peer_channel
 
 FAST = (500, 500)  # ping every 0.5 s, dead after 0.5 s without an answer
 

@@ -18,6 +18,7 @@ from datamgr.errors import (
     PermissionDenied,
     TooLarge,
 )
+from datamgr.hlc import HLC, pack, unpack
 from datamgr.kv.storage import (
     MAX_BATCH_SIZE,
     MAX_KEY_LENGTH,
@@ -31,7 +32,6 @@ from datamgr.kv.storage import (
     metadata,
 )
 from datamgr.storage import create_engine
-from datamgr.sync.hlc import HLC, pack, unpack
 
 T0 = 1_800_000_000_000
 DC, SV = StoreKind.DEVICE_COLLABORATION, StoreKind.SINGLE_VERSION

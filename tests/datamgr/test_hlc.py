@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from datamgr.errors import ClockSkew, FailedPrecondition, InvalidArgument
-from datamgr.sync.hlc import HLC, LOGICAL_MASK, MAX_HLC, pack, unpack
+from datamgr.hlc import HLC, LOGICAL_MASK, MAX_HLC, pack, unpack
 
 T0 = 1_800_000_000_000  # ms
 physical = st.integers(0, MAX_HLC >> 16)

@@ -14,11 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from datamgr.errors import DatamgrError, InvalidArgument
+from datamgr.hlc import HLC, MAX_HLC
 from datamgr.kv import _storage_sql as sql
 from datamgr.kv._storage_types import check_change, check_changes
 from datamgr.kv.storage import MAX_VALUE_LENGTH, Change, KvStorage, StoreKind, Value, VType
 from datamgr.storage import create_engine
-from datamgr.sync.hlc import HLC, MAX_HLC
 
 DC, SV = StoreKind.DEVICE_COLLABORATION, StoreKind.SINGLE_VERSION
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datamgr.errors import BY_CODE, DatamgrError, DeadlineExceeded, Unavailable
+from datamgr.hlc import HLC
 from datamgr.kv.storage import Change, KvStorage
 from datamgr.storage import Database, create_engine
 from datamgr.sync.engine import SyncEngine, SyncOptions
-from datamgr.sync.hlc import HLC
 from datamgr.sync.messages import Reply, Request
 
 

@@ -12,7 +12,8 @@ import grpc
 import pytest
 
 from datamgr.device.identity import Identity, load_identity
-from datamgr.device.peer import PeerConfig, PeerServer, calling_device, open_peer_channel, peer_channel
+from datamgr.device.peer_channel import open_peer_channel, peer_channel
+from datamgr.device.peer_server import PeerConfig, PeerServer, calling_device
 from datamgr.device.trust import TrustedDevice, TrustStore
 from datamgr.errors import Unauthenticated
 from datamgr.storage import Database, create_engine

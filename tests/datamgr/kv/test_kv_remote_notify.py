@@ -19,11 +19,11 @@ from datamgr.client import (
     SubscribeType,
 )
 from datamgr.config import KvSettings
+from datamgr.hlc import HLC
 from datamgr.kv.notify import remote_changes
 from datamgr.kv.service import KvService
 from datamgr.kv.storage import Change, KvStorage, Value, VType
 from datamgr.storage import Database, create_engine
-from datamgr.sync.hlc import HLC
 
 PEER = "peer-device"
 

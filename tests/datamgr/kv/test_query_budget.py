@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 
 from datamgr.budget import Watchdog
 from datamgr.errors import Cancelled, DeadlineExceeded, InvalidArgument
+from datamgr.hlc import HLC
 from datamgr.kv import _like
 from datamgr.kv._like import Like
 from datamgr.kv._run import QueryBudget, select
 from datamgr.kv.query import MAX_PATTERN_CHARS, MAX_PATTERN_WILDCARDS, PatternLimits, Query, compile_query
 from datamgr.kv.storage import KvStorage, StoreKind, Value
 from datamgr.storage import create_engine
-from datamgr.sync.hlc import HLC
 
 STORE = "com.evil.kv/blobs"
 

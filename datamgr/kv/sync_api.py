@@ -1,14 +1,42 @@
-"""The wire of the apps' Sync calls: KvStoreService.Sync and DataShareService.Sync share KvSyncMode and
-KvDeviceSyncStatus. What a request asks for, checked, and the statuses its answer carries."""
+"""What an app's Sync call asks and answers: the modes, the per-device status, and their wire form
+(KvStoreService.Sync and DataShareService.Sync share KvSyncMode and KvDeviceSyncStatus).
+
+Defined here, beside the stores, so that the KV and DataShare services call the daemon's sync (handed
+to them as a function) without importing it: `datamgr.sync` depends on `datamgr.kv`, never back."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from datamgr.errors import InvalidArgument
 from datamgr.kv.storage import MAX_DEVICE_ID_LENGTH
-from datamgr.sync.engine import SyncCode, SyncMode, SyncStatus
 from datamgr.v1 import kv_pb2 as pb
+
+
+class SyncMode(enum.IntEnum):
+    """OpenHarmony's distributedKVStore.SyncMode values."""
+
+    PULL_ONLY = 0
+    PUSH_ONLY = 1
+    PUSH_PULL = 2
+
+
+class SyncCode(enum.StrEnum):
+    OK = "OK"  # everything asked for was done
+    PARTIAL = "PARTIAL"  # some of it was done; the message says what stopped the rest
+    SKIPPED = "SKIPPED"  # nothing was done: the security rule does not allow it
+    ERROR = "ERROR"  # nothing was done: the message says why
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatus:
+    code: SyncCode
+    message: str = ""
+    pushed: int = 0  # our changes that took effect on the peer
+    pulled: int = 0  # the peer's changes that took effect here
+
 
 _MODES = {
     pb.KV_SYNC_MODE_UNSPECIFIED: SyncMode.PUSH_PULL,
