@@ -18,7 +18,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -238,3 +238,31 @@ class _Checkpoints:
         self._closed = True
         self._wake.set()
         self._thread.join()
+
+
+async def prefetched(
+    read: Callable[[Callable[[], T | None]], Awaitable[T | None]],
+    fetch: Callable[[], T | None],
+    stop: Callable[[], None],
+) -> AsyncGenerator[T, None]:
+    """What `fetch()` returns, until None, each call run by `read` (on a reader thread) while the
+    previous result is on its way. A consumer that goes away, closed or cancelled, calls `stop()` (say,
+    interrupts the statement) and waits here until the fetch in flight has left its thread: only then
+    may the cursor it reads be closed, on whichever thread (a generator still running on one thread
+    cannot be closed from another). Use it under `contextlib.aclosing`."""
+    pending: asyncio.Future[T | None] | None = asyncio.ensure_future(read(fetch))
+    try:
+        while pending is not None:
+            # shielded: cancelling the caller must not cancel the future of a thread that goes on
+            got = await asyncio.shield(pending)
+            pending = None
+            if got is None:
+                return
+            pending = asyncio.ensure_future(read(fetch))
+            yield got
+    finally:
+        if pending is not None:
+            stop()
+            await asyncio.wait([pending])
+            if not pending.cancelled():
+                pending.exception()  # retrieved: a fetch stopped for a consumer that left is no news

@@ -11,8 +11,10 @@ request, needs ohos.permission.DISTRIBUTED_DATASYNC (OpenHarmony's setDistribute
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -53,7 +55,7 @@ from datamgr.errors import (
 )
 from datamgr.kv import sync_api
 from datamgr.quota import Ledger
-from datamgr.storage import Database
+from datamgr.storage import Database, prefetched
 from datamgr.v1 import datashare_pb2 as pb
 from datamgr.v1 import datashare_pb2_grpc as pb_grpc
 from datamgr.v1 import types_pb2
@@ -435,10 +437,9 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         hosted = route.hosted
         compiled = self._predicates(hosted, request.predicates)
         budget = self._budget(context)
-        names, pages, conn = await self._read(
-            budget, self._store.query, hosted, compiled, list(request.columns) or None, page_rows
+        names, pages, conn = await self._open_query(
+            budget, hosted, compiled, list(request.columns) or None, page_rows
         )
-        pending: asyncio.Future[list[pb.QueryResponse] | None] | None = None
         try:
             declared = [_DECLARED[hosted.spec.column(n).type] for n in names]
             header = [
@@ -453,34 +454,39 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
                 return None if page is None else self._pages(page, ncols, declared)
 
             # one page is fetched and encoded while the previous one is on its way to the client
-            pending = asyncio.ensure_future(self._db.read(encode_next))
             sent_header = False
-            while pending is not None:
-                msgs = await pending
-                pending = None
-                if msgs is None:
-                    break
-                pending = asyncio.ensure_future(self._db.read(encode_next))
-                for msg in msgs:
-                    if not sent_header:
-                        msg.columns.extend(header)
-                        sent_header = True
-                    yield msg
+            stop = functools.partial(self._db.watchdog.cancel, budget)
+            async with contextlib.aclosing(prefetched(self._db.read, encode_next, stop)) as batches:
+                async for msgs in batches:
+                    for msg in msgs:
+                        if not sent_header:
+                            msg.columns.extend(header)
+                            sent_header = True
+                        yield msg
             if not sent_header:
                 msg = pb.QueryResponse(columns=header)
                 codec.encode_rows([], ncols, msg.page, declared)
                 yield msg
         finally:
-            if pending is not None:  # the client went away mid-stream
-                await self._stop_fetch(budget, pending)
             await self._db.read(_close_query, pages, conn, budget)
 
-    async def _stop_fetch(self, budget: Budget, pending: asyncio.Future[Any]) -> None:
-        """Stops the page being fetched for a client that went away, and lets the fetch end."""
-        self._db.watchdog.cancel(budget)
-        await asyncio.wait([pending])
-        if not pending.cancelled():
-            pending.exception()  # retrieved: that the fetch was stopped is no news
+    async def _open_query(
+        self, budget: Budget, hosted: HostedTable, compiled: Any, columns: list[str] | None, page_rows: int
+    ) -> tuple[list[str], Iterator[Sequence[Any]], Any]:
+        """Opens a query's cursor on a reader thread. A call cancelled meanwhile stops the statement,
+        and the cursor it may still have opened is closed before the cancellation goes on."""
+        opening = asyncio.ensure_future(
+            self._db.read(self._store.query, hosted, compiled, columns, page_rows, budget)
+        )
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            self._db.watchdog.cancel(budget)
+            await asyncio.wait([opening])
+            if not opening.cancelled() and opening.exception() is None:
+                _, pages, conn = opening.result()
+                await self._db.read(_close_query, pages, conn, budget)
+            raise
 
     def _pages(self, rows: Sequence[Any], ncols: int, declared: list[int]) -> list[pb.QueryResponse]:
         """Encodes rows as one page, split in halves while a page is over the byte limit."""

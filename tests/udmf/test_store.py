@@ -234,7 +234,6 @@ def test_by_intention_and_cross_device(store: UdmfStore, clock: Clock) -> None:
     assert {r.key for r in store.cross_device()} == {a.key, g.key}
 
 
-
 def test_a_listing_pages_through_what_the_caller_may_see_or_wrote(store: UdmfStore, clock: Clock) -> None:
     """The SQL filter of `listing` is `access.may_query` (or the caller's own data), page by page."""
     other = "com.example.game"

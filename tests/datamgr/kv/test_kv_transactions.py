@@ -109,4 +109,3 @@ def test_drop_store_rolls_back_its_transactions() -> None:
         txs.get("a", "a/s", a1.id)
     assert txs.drop_store("a/s") == 1
     assert len(txs) == 1
-
