@@ -24,6 +24,10 @@ class RunnerConfig:
     n_threads: int = 2
     kv_unified: bool = True  # one cell pool for all seq ids: needed to share cells between them
     flash_attn: bool = True
+    cache_type: str = "f16"  # the KV cells' type: "f16" or "q8_0" (half the bytes; V needs flash_attn)
+
+
+CACHE_TYPES = ("f16", "q8_0")  # the KV cache types a context may use (llama.cpp's GGML type names)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
-from aicap.config import RunnerConfig
+from aicap.config import CACHE_TYPES, RunnerConfig
+from aicap.kv_state import model_digest
 
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -42,6 +43,10 @@ def _quiet(level: int, text: bytes, data: ctypes.c_void_p) -> None:
     """llama.cpp logs every load and context detail to stderr; the engine reports what matters."""
 
 
+GGML_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0}
+assert set(GGML_TYPES) == set(CACHE_TYPES)
+
+
 def quiet_llama_logs() -> None:
     llama_cpp.llama_log_set(_quiet, ctypes.c_void_p())
     llama_cpp.llama_backend_init()
@@ -63,9 +68,13 @@ class ModelRunner:
     an 8-token completion 3.3x slower at the median and 10x at p99; 1 thread, 1.2x and 1.15x."""
 
     def __init__(self, config: RunnerConfig, host_busy: Callable[[], int] | None = None) -> None:
+        if config.cache_type not in GGML_TYPES:
+            raise ValueError(f"cache_type {config.cache_type!r} is not one of {', '.join(GGML_TYPES)}")
+        if config.cache_type != "f16" and not config.flash_attn:
+            raise ValueError(f"a {config.cache_type} KV cache needs flash attention (llama.cpp's V cache)")
         quiet_llama_logs()
         mparams = llama_cpp.llama_model_default_params()
-        path = config.model_path or default_model_path()
+        path = self.model_path = config.model_path or default_model_path()
         self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
         if not self._model:
             raise FileNotFoundError(f"cannot load model {path}")
@@ -84,6 +93,8 @@ class ModelRunner:
         # token's logits depend a little on what else is in the batch (max |d| 0.3-0.5, correlation
         # 0.9993); off, batched and alone agree exactly.
         cparams.flash_attn_type = 1 if config.flash_attn else 0
+        # q8_0 halves the KV bytes (a cached, swapped or exported token) at a small cost in logits
+        cparams.type_k = cparams.type_v = GGML_TYPES[config.cache_type]
         cparams.no_perf = True
         self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
         if not self._ctx:
@@ -98,6 +109,12 @@ class ModelRunner:
         self._host_busy = host_busy
         self._cores = usable_cores()
         self.threads = config.n_threads  # what the next decode uses
+
+    @property
+    def digest(self) -> str:
+        """The model file's sha256 (hex), which a KV state must carry to be restored here; computed
+        on first use (a second or so per GB), then cached per file."""
+        return model_digest(self.model_path)
 
     def fit_threads(self, busy: int) -> int:
         """Sets the decode threads for `busy` other CPU-heavy threads on the host; returns the count."""
@@ -161,15 +178,19 @@ class ModelRunner:
         llama_cpp.llama_memory_seq_rm(self._mem, slot, p0, p1)
 
     def save(self, slot: int) -> bytes:
-        """A slot's KV state, for swapping it out to host memory."""
+        """A slot's KV state (its cells' positions, K and V), for swapping it out to host memory or
+        exporting it (kv_state.py); ~22.5 KB a token in f16 for the built-in model."""
         size = llama_cpp.llama_state_seq_get_size(self._ctx, slot)
         buf = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(self._ctx, buf, size, slot)
-        return bytes(buf[:written])
+        return ctypes.string_at(buf, written)  # one copy (slicing a ctypes array builds a list of ints)
 
     def restore(self, slot: int, state: bytes) -> None:
+        """Loads `save`'s bytes into a slot (its old cells go); RuntimeError if llama.cpp refuses
+        them (no room for the cells, another model or cache type) and the slot is left empty."""
         buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
         if llama_cpp.llama_state_seq_set_data(self._ctx, buf, len(state), slot) != len(state):
+            self.drop(slot)
             raise RuntimeError(f"could not restore the KV state of slot {slot}")
 
     def close(self) -> None:
