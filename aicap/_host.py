@@ -3,16 +3,20 @@
 `Identify(context)` is the call's caller: an app (its bundle and permissions) or the device owner
 (`is_admin`); it raises an error carrying UNAUTHENTICATED for a call without a known token, which the
 server's edge turns into that status. `Database` is the daemon's database: its engine, and the runner
-of writes (on the one writer thread, committed).
+of writes (on the one writer thread, committed). `Peers` are the paired devices generations may be
+offloaded to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Protocol, TypeVar
 
 import grpc
 import sqlalchemy as sa
+
+from aicap.engine.llm_engine import TokenEvent
+from aicap.placement import Load
 
 T = TypeVar("T")
 
@@ -36,3 +40,25 @@ class Database(Protocol):
     def engine(self) -> sa.Engine: ...
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+
+class Peers(Protocol):
+    """Paired devices that may run this device's generations (`datamgr.ai_bridge`): only those the
+    owner allows prompts to reach (confirmed security level at least `ai.offload_min_level`) that serve
+    this device and hold the model file with `digest`. Their errors are aicap's (Unavailable when a
+    device cannot be reached or was lost mid-stream)."""
+
+    @property
+    def device_id(self) -> str: ...
+
+    async def loads(self, digest: str, device: str = "") -> list[Load]:
+        """The eligible devices' loads (fresh within about a second); `device`: only that one, or an
+        error saying why it cannot run the request."""
+        ...
+
+    def generate(
+        self, device: str, app: str, digest: str, tokens: list[int], params: Any
+    ) -> AsyncGenerator[TokenEvent, None]:
+        """Runs the request (`params` an aicap.v1.SamplingParams) on `device` and yields its events;
+        closing the generator ends it there and frees its KV."""
+        ...

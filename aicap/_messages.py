@@ -21,6 +21,8 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    device: str = ""  # the id of the device that generated the sample's last tokens
+    migrations: int = 0  # devices lost mid-stream (the generation replayed on another)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,11 @@ def chunk_from_proto(msg: pb.CompletionChunk) -> CompletionChunk:
         list(msg.token_ids),
         list(msg.logprobs),
         _FINISH.get(msg.finish_reason),
-        Usage(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) if usage else None,
+        Usage(
+            usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.device, usage.migrations
+        )
+        if usage
+        else None,
     )
 
 
@@ -239,11 +245,31 @@ def chat_messages(messages: Messages) -> list[pb.ChatMessage]:
     return out
 
 
-def complete_request(prompt: str, model: str | None, sampling: Sampling) -> pb.CompleteRequest:
-    return pb.CompleteRequest(model=model or "", prompt=prompt, params=sampling_params(**sampling))
+def placement_fields(placement: str | None) -> dict[str, Any]:
+    """`placement`: None (the device owner's choice), "local", "auto", or a paired device's id."""
+    if not placement:
+        return {}
+    if placement.lower() == "local":
+        return {"placement": pb.PLACEMENT_LOCAL}
+    if placement.lower() == "auto":
+        return {"placement": pb.PLACEMENT_AUTO}
+    return {"device": placement}
 
 
-def chat_request(messages: Messages, model: str | None, sampling: Sampling) -> pb.ChatRequest:
+def complete_request(
+    prompt: str, model: str | None, sampling: Sampling, placement: str | None = None
+) -> pb.CompleteRequest:
+    return pb.CompleteRequest(
+        model=model or "", prompt=prompt, params=sampling_params(**sampling), **placement_fields(placement)
+    )
+
+
+def chat_request(
+    messages: Messages, model: str | None, sampling: Sampling, placement: str | None = None
+) -> pb.ChatRequest:
     return pb.ChatRequest(
-        model=model or "", messages=chat_messages(messages), params=sampling_params(**sampling)
+        model=model or "",
+        messages=chat_messages(messages),
+        params=sampling_params(**sampling),
+        **placement_fields(placement),
     )

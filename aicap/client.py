@@ -142,9 +142,10 @@ class AiClient:
         model: str | None = None,
         *,
         timeout: float | None = None,
+        placement: str | None = None,
         **sampling: Unpack[Sampling],
     ) -> CompletionStream:
-        req = complete_request(prompt, model, sampling)
+        req = complete_request(prompt, model, sampling, placement)
         return CompletionStream(self._stub.Complete(req, metadata=self._md, timeout=timeout))
 
     def complete(
@@ -153,9 +154,10 @@ class AiClient:
         model: str | None = None,
         *,
         timeout: float | None = None,
+        placement: str | None = None,
         **sampling: Unpack[Sampling],
     ) -> Completion:
-        with self.stream_complete(prompt, model, timeout=timeout, **sampling) as stream:
+        with self.stream_complete(prompt, model, timeout=timeout, placement=placement, **sampling) as stream:
             return stream.completion()
 
     def stream_chat(
@@ -164,9 +166,10 @@ class AiClient:
         model: str | None = None,
         *,
         timeout: float | None = None,
+        placement: str | None = None,
         **sampling: Unpack[Sampling],
     ) -> CompletionStream:
-        req = chat_request(messages, model, sampling)
+        req = chat_request(messages, model, sampling, placement)
         return CompletionStream(self._stub.Chat(req, metadata=self._md, timeout=timeout))
 
     def chat(
@@ -175,9 +178,10 @@ class AiClient:
         model: str | None = None,
         *,
         timeout: float | None = None,
+        placement: str | None = None,
         **sampling: Unpack[Sampling],
     ) -> Completion:
-        with self.stream_chat(messages, model, timeout=timeout, **sampling) as stream:
+        with self.stream_chat(messages, model, timeout=timeout, placement=placement, **sampling) as stream:
             return stream.completion()
 
     def tokenize(
@@ -244,9 +248,10 @@ class AsyncAiClient:
         model: str | None = None,
         *,
         timeout: float | None = None,
+        placement: str | None = None,
         **sampling: Unpack[Sampling],
     ) -> AsyncCompletionStream:
-        req = complete_request(prompt, model, sampling)
+        req = complete_request(prompt, model, sampling, placement)
         return AsyncCompletionStream(self._stub.Complete(req, metadata=self._md, timeout=timeout))
 
     async def complete(
@@ -255,9 +260,12 @@ class AsyncAiClient:
         model: str | None = None,
         *,
         timeout: float | None = None,
+        placement: str | None = None,
         **sampling: Unpack[Sampling],
     ) -> Completion:
-        async with self.stream_complete(prompt, model, timeout=timeout, **sampling) as stream:
+        async with self.stream_complete(
+            prompt, model, timeout=timeout, placement=placement, **sampling
+        ) as stream:
             return await stream.completion()
 
     def stream_chat(
@@ -266,9 +274,10 @@ class AsyncAiClient:
         model: str | None = None,
         *,
         timeout: float | None = None,
+        placement: str | None = None,
         **sampling: Unpack[Sampling],
     ) -> AsyncCompletionStream:
-        req = chat_request(messages, model, sampling)
+        req = chat_request(messages, model, sampling, placement)
         return AsyncCompletionStream(self._stub.Chat(req, metadata=self._md, timeout=timeout))
 
     async def chat(
@@ -277,9 +286,12 @@ class AsyncAiClient:
         model: str | None = None,
         *,
         timeout: float | None = None,
+        placement: str | None = None,
         **sampling: Unpack[Sampling],
     ) -> Completion:
-        async with self.stream_chat(messages, model, timeout=timeout, **sampling) as stream:
+        async with self.stream_chat(
+            messages, model, timeout=timeout, placement=placement, **sampling
+        ) as stream:
             return await stream.completion()
 
     async def tokenize(

@@ -97,4 +97,8 @@ class AiConfig:
     max_stop_strings: int = 8
     max_stop_chars: int = 128
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+    # paired devices (datamgr.ai_bridge)
+    offload: bool = False  # AUTO placement by default, and requests naming a paired device, allowed
+    offload_min_level: int = 3  # the least confirmed security level of a device a prompt may reach
+    max_migrations: int = 3  # devices lost by one generation before it fails UNAVAILABLE
     metrics_port: int | None = None  # serve /metrics on 127.0.0.1:port

@@ -34,6 +34,7 @@ from aicap.errors import (
     NotFound,
     Unavailable,
 )
+from aicap.kv_state import model_digest
 from aicap.store import ModelStore
 
 log = logging.getLogger("aicap.models")
@@ -87,6 +88,7 @@ class Model:
     generations: set[Generation] = field(default_factory=set)  # open: ended at once if it goes
     removed: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    digest: str = ""  # the file's sha256, once computed (placement.model_digest)
 
     @property
     def name(self) -> str:
@@ -161,6 +163,23 @@ class ModelRegistry:
         if m is None:
             raise NotFound(f"no model {name!r}: see ListModels")
         return m
+
+    async def digest(self, m: Model) -> str:
+        """The sha256 of `m`'s file (computed once, off the loop): what paired devices compare."""
+        if not m.digest:
+            m.digest = await self._load(m, model_digest, m.spec.path)
+        return m.digest
+
+    async def by_digest(self, digest: str) -> Model:
+        """The model whose file has `digest`; FAILED_PRECONDITION when this device has none."""
+        for m in self.all():
+            with contextlib.suppress(FailedPrecondition):
+                if not m.removed and await self.digest(m) == digest:
+                    return m
+        raise FailedPrecondition(
+            f"this device has no model file with digest {digest[:16]}...: "
+            "offload needs the same GGUF file on both devices"
+        )
 
     def all(self) -> list[Model]:
         return list(self._models.values())

@@ -18,23 +18,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
 
-from aicap._host import Caller, Database, Identify
+from aicap._host import Caller, Database, Identify, Peers
 from aicap.chat import ROLES
 from aicap.config import USE_AI, AiConfig, ModelSpec
 from aicap.engine.async_engine import LatencyHistogram
 from aicap.engine.generation import Generation
-from aicap.engine.llm_engine import EngineStats
-from aicap.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated
+from aicap.engine.llm_engine import EngineStats, TokenEvent
+from aicap.engine.sampler import SamplingParams
+from aicap.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 from aicap.limits import AppLimiter, Limits
 from aicap.metrics import make_registry, prometheus_text
 from aicap.models import Model, ModelRegistry
+from aicap.placement import LOCAL, Load, choose
 from aicap.prompts import Prompt, Prompts
 from aicap.sampling import Request, sampling
 from aicap.store import ModelStore
@@ -48,13 +52,162 @@ _FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
 
 
 class _Call:
-    """An open generation: its call (to re-check its caller) and its queue once in the engine."""
+    """An open generation: its call (to re-check its caller) and its run once started."""
 
-    __slots__ = ("context", "feed")
+    __slots__ = ("context", "run")
 
     def __init__(self, context: grpc.aio.ServicerContext) -> None:
         self.context = context
-        self.feed: Generation | None = None
+        self.run: _Run | None = None
+
+
+class _LocalSource:
+    """A generation on this device's engine."""
+
+    local = True
+
+    def __init__(self, device: str, feed: Generation, m: Model, prefilling: dict[str, int], n: int) -> None:
+        self.device, self.feed, self._m = device, feed, m
+        self._prefilling, self._n = prefilling, n  # prompt tokens not yet prefilled, per model
+        prefilling[m.name] = prefilling.get(m.name, 0) + n
+
+    def _prefilled(self) -> None:
+        if self._n:
+            self._prefilling[self._m.name] -= self._n
+            self._n = 0
+
+    async def next(self) -> TokenEvent | None:
+        try:
+            ev = await self.feed.next()
+        except ValueError as exc:  # the engine refused it: cannot fit the context
+            raise InvalidArgument(str(exc)) from None
+        self._prefilled()
+        return ev
+
+    def stop(self, index: int) -> None:
+        self.feed.stop(index)
+
+    def kill(self, error: BaseException) -> None:
+        self.feed.kill(error)
+
+    async def aclose(self) -> None:
+        self._prefilled()
+        await self._m.close_generation(self.feed)
+
+
+class _PeerSource:
+    """A generation on a paired device: its events pumped into a queue, so that `kill` can end it
+    wherever its reader waits."""
+
+    local = False
+
+    def __init__(self, device: str, events: AsyncGenerator[TokenEvent, None]) -> None:
+        self.device = device
+        self._events = events
+        self._queue: asyncio.Queue[TokenEvent | BaseException | None] = asyncio.Queue()
+        self._pump = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async for ev in self._events:
+                self._queue.put_nowait(ev)
+            self._queue.put_nowait(None)
+        except Exception as exc:
+            self._queue.put_nowait(exc)
+        finally:
+            await self._events.aclose()  # the call ends: the device frees the generation's KV
+
+    async def next(self) -> TokenEvent | None:
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def stop(self, index: int) -> None:
+        """Nothing to tell: the device stops a sample at the same stop string (serve_peer)."""
+
+    def kill(self, error: BaseException) -> None:
+        self._pump.cancel()
+        self._queue.put_nowait(error)
+
+    async def aclose(self) -> None:
+        self._pump.cancel()
+        await asyncio.gather(self._pump, return_exceptions=True)
+
+
+_Source = _LocalSource | _PeerSource
+
+
+class _Run:
+    """One app generation wherever it runs now. A paired device lost mid-stream (Unavailable) hands a
+    single-sample generation to another device or this one: its prompt and the tokens streamed so far
+    are replayed there, and the stream goes on with no token lost or repeated (Petals' and Dynamo's
+    replay), at most `max_migrations` times."""
+
+    def __init__(
+        self, start: Callable[[list[int], set[str]], Awaitable[_Source]], n: int, max_migrations: int
+    ) -> None:
+        self._start, self._n, self._max = start, n, max_migrations
+        self.source: _Source | None = None
+        self.emitted: list[int] = []  # tokens of sample 0 returned so far
+        self.lost: set[str] = set()
+        self.migrations = 0
+        self._error: BaseException | None = None
+
+    @property
+    def device(self) -> str:
+        return self.source.device if self.source is not None else ""
+
+    async def begin(self) -> None:
+        self.source = await self._start([], self.lost)
+
+    async def next(self) -> TokenEvent | None:
+        while True:
+            if self._error is not None:
+                raise self._error
+            assert self.source is not None
+            try:
+                ev = await self.source.next()
+            except Unavailable as exc:
+                if self.source.local or self._n != 1 or self._error is not None:
+                    raise
+                await self._move(exc)
+                continue
+            if ev is not None and ev.index == 0:
+                self.emitted.append(ev.token)
+            return ev
+
+    async def _move(self, exc: Unavailable) -> None:
+        assert self.source is not None
+        self.migrations += 1
+        if self.migrations > self._max:
+            raise Unavailable(
+                f"the generation was lost by {self.migrations} devices (ai.max_migrations {self._max}): {exc}"
+            ) from None
+        lost = self.source.device
+        self.lost.add(lost)
+        await self.source.aclose()
+        self.source = await self._start(list(self.emitted), self.lost)
+        log.info(
+            "generation moved from device %s to %s after %d tokens: %s",
+            lost,
+            self.device,
+            len(self.emitted),
+            exc,
+        )
+
+    def stop(self, index: int) -> None:
+        if self.source is not None:
+            self.source.stop(index)
+
+    def kill(self, error: BaseException) -> None:
+        self._error = error
+        if self.source is not None:
+            self.source.kill(error)
+
+    async def aclose(self) -> None:
+        if self.source is not None:
+            await self.source.aclose()
 
 
 def _histogram(h: LatencyHistogram) -> pb.Histogram:
@@ -88,6 +241,9 @@ class AiService(pb_grpc.AiServiceServicer):
         self.metrics = make_registry(self._loaded_engines, self.limiter)
         self.prompts = Prompts(config)
         self._calls: dict[str, set[_Call]] = {}  # bundle → its open generations
+        self.peers: Peers | None = None  # paired devices to offload to (set by the host)
+        self._speeds: dict[str, tuple[float, float]] = {}  # model → (prefill tokens/s, decode step s)
+        self._prefilling: dict[str, int] = {}  # model → prompt tokens started, not yet prefilled
         self._metrics_server: Any = None
         self._loading: asyncio.Task[None] | None = None
 
@@ -101,7 +257,7 @@ class AiService(pb_grpc.AiServiceServicer):
     async def start(self) -> None:
         """Registers the models and starts loading the default one (`ready()` says when it is loaded)."""
         await self.models.start()
-        self._loading = asyncio.create_task(self.models.load_default())
+        self._loading = asyncio.create_task(self._load_default())
         if self.config.metrics_port is not None:
             from prometheus_client import start_http_server
 
@@ -109,6 +265,12 @@ class AiService(pb_grpc.AiServiceServicer):
                 self.config.metrics_port, addr="127.0.0.1", registry=self.metrics
             )
             log.info("AI metrics on http://127.0.0.1:%d/metrics", self._metrics_server.server_port)
+
+    async def _load_default(self) -> None:
+        await self.models.load_default()
+        m = self.models.get("")
+        await self.models.digest(m)
+        await self._calibrate(m)
 
     async def ready(self) -> None:
         """Returns once the default model is loaded (requests before then wait for it)."""
@@ -152,8 +314,8 @@ class AiService(pb_grpc.AiServiceServicer):
             try:
                 self._check(call.context)
             except Exception as exc:  # aicap's PermissionDenied, or the daemon's UNAUTHENTICATED
-                if call.feed is not None:
-                    call.feed.kill(exc)
+                if call.run is not None:
+                    call.run.kill(exc)
 
     def _admin(self, context: grpc.aio.ServicerContext) -> None:
         if not self._identify(context).is_admin:
@@ -222,7 +384,7 @@ class AiService(pb_grpc.AiServiceServicer):
         self.prompts.check_chars(len(request.prompt), m.spec.n_ctx, m.name, "prompt")
         tok = await self.models.tokenizer(m)
         prompt = functools.partial(self.prompts.completion, tok, request.prompt, app)
-        async for chunk in self._generate(app, context, m, prompt, request.params):
+        async for chunk in self._generate(app, context, m, prompt, request):
             yield chunk
 
     async def Chat(self, request: pb.ChatRequest, context: Any) -> AsyncIterator[pb.CompletionChunk]:
@@ -246,7 +408,7 @@ class AiService(pb_grpc.AiServiceServicer):
             raise FailedPrecondition(f"model {m.name} has no chat template: add it with one (chat_template)")
         messages = [{"role": msg.role, "content": msg.content} for msg in request.messages]
         prompt = functools.partial(self.prompts.chat, tok, template, messages, app)
-        async for chunk in self._generate(app, context, m, prompt, request.params):
+        async for chunk in self._generate(app, context, m, prompt, request):
             yield chunk
 
     def _request(self, params: pb.SamplingParams, prompt_tokens: int, m: Model) -> Request:
@@ -259,58 +421,213 @@ class AiService(pb_grpc.AiServiceServicer):
         context: grpc.aio.ServicerContext,
         m: Model,
         make_prompt: Callable[[], Awaitable[Prompt]],
-        params: pb.SamplingParams,
+        request: pb.CompleteRequest | pb.ChatRequest,
     ) -> AsyncIterator[pb.CompletionChunk]:
-        engine = await self.models.engine(m)
-        tok = m.tokenizer
-        assert tok is not None
+        where = self._placement(request)
+        if where is None:
+            await self.models.engine(m)  # loading: requests wait for the model, not for a slot
         with self._tracked(app, context) as call:
             async with self.limiter.slot(app):
                 self._check(context)  # it may have been revoked while it waited
                 prompt = await make_prompt()
-                req = self._request(params, len(prompt.tokens), m)
-                n = req.params.n
-                feed = call.feed = m.open(engine.generate(prompt.tokens, req.params, app, prompt.shared))
+                req = self._request(request.params, len(prompt.tokens), m)
+
+                async def start(done: list[int], lost: set[str]) -> _Source:
+                    return await self._start(m, app, prompt, req, request.params, where, done, lost)
+
+                run = call.run = _Run(start, req.params.n, self.config.max_migrations)
                 try:
-                    texts = [SampleText(req.stops) for _ in range(n)]
-                    counts = [0] * n
-                    done: set[int] = set()
-                    while len(done) < n:
-                        try:
-                            ev = await feed.next()
-                        except ValueError as exc:  # the engine refused it: cannot fit the context
-                            raise InvalidArgument(str(exc)) from None
-                        if ev is None:
-                            break
-                        i = ev.index
-                        if i in done:
-                            continue
-                        self._check(context)  # no chunk once its app lost USE_AI or was removed
-                        counts[i] += 1
-                        sample = texts[i]
-                        chunk = pb.CompletionChunk(
-                            index=i, text=sample.feed(tok.piece(ev.token)), token_ids=[ev.token]
-                        )
-                        if req.params.logprobs and ev.logprob is not None:
-                            chunk.logprobs.append(ev.logprob)
-                        if ev.finished and not sample.stopped:
-                            chunk.text += sample.finish()
-                        if sample.stopped or ev.finished:
-                            if sample.stopped:
-                                feed.stop(i)
-                            reason = "stop" if sample.stopped else ev.finish_reason or "length"
-                            chunk.finish_reason = _FINISH[reason]
-                            chunk.usage.CopyFrom(
-                                pb.Usage(
-                                    prompt_tokens=len(prompt.tokens),
-                                    completion_tokens=counts[i],
-                                    cached_tokens=ev.cached_tokens,
-                                )
-                            )
-                            done.add(i)
+                    await run.begin()
+                    async for chunk in self._samples(
+                        run, m, len(prompt.tokens), req, lambda: self._check(context)
+                    ):
                         yield chunk
                 finally:
-                    await m.close_generation(feed)
+                    await run.aclose()
+
+    def _placement(self, request: pb.CompleteRequest | pb.ChatRequest) -> str | None:
+        """Where the request may run: None here only, "auto", or a paired device's id."""
+        offload = self.peers is not None and self.config.offload
+        if request.device:
+            if request.placement == pb.PLACEMENT_LOCAL:
+                raise InvalidArgument("a request that names a device cannot also ask for LOCAL placement")
+            if self.peers is not None and request.device == self.peers.device_id:
+                return None
+            if not offload:
+                raise FailedPrecondition(
+                    "this device does not offload generations to paired devices (ai.offload is off)"
+                )
+            return request.device
+        if request.placement == pb.PLACEMENT_LOCAL or not offload:
+            return None  # AUTO on a device whose owner keeps prompts home runs here
+        return "auto"
+
+    async def _start(
+        self,
+        m: Model,
+        app: str,
+        prompt: Prompt,
+        req: Request,
+        params: pb.SamplingParams,
+        where: str | None,
+        done: list[int],
+        lost: set[str],
+    ) -> _Source:
+        """The generation started where `where` says ("auto": the earliest expected first token among
+        this device and the eligible peers not `lost`); `done`, tokens already streamed, are replayed
+        after the prompt, with max_tokens less as many."""
+        tokens = prompt.tokens + done
+        if where is not None and self.peers is not None:
+            digest = await self.models.digest(m)
+            if where == "auto" or where in lost:
+                peers = [p for p in await self.peers.loads(digest) if p.device not in lost]
+                local = self.load(m) if not m.removed else None
+                where = choose(local, peers, len(tokens), self.config.engine.max_batch_tokens).device or None
+            else:
+                await self.peers.loads(digest, where)  # raises why the device cannot, if it cannot
+            if where is not None:
+                sent = pb.SamplingParams()
+                sent.CopyFrom(params)
+                sent.max_tokens = req.params.max_tokens - len(done)
+                return _PeerSource(where, self.peers.generate(where, app, digest, tokens, sent))
+        engine = await self.models.engine(m)
+        sp = dataclasses.replace(req.params, max_tokens=req.params.max_tokens - len(done))
+        feed = m.open(engine.generate(tokens, sp, app, prompt.shared))
+        return _LocalSource(self.device_id, feed, m, self._prefilling, len(tokens))
+
+    async def _samples(
+        self, run: _Run, m: Model, prompt_tokens: int, req: Request, check: Callable[[], None]
+    ) -> AsyncIterator[pb.CompletionChunk]:
+        """The run's tokens as chunks, made UTF-8-safe and cut at stop strings."""
+        tok = m.tokenizer
+        assert tok is not None
+        n = req.params.n
+        texts = [SampleText(req.stops) for _ in range(n)]
+        counts = [0] * n
+        done: set[int] = set()
+        while len(done) < n:
+            ev = await run.next()
+            if ev is None:
+                break
+            i = ev.index
+            if i in done:
+                continue
+            check()  # no chunk once its app lost USE_AI or was removed
+            counts[i] += 1
+            sample = texts[i]
+            chunk = pb.CompletionChunk(index=i, text=sample.feed(tok.piece(ev.token)), token_ids=[ev.token])
+            if req.params.logprobs and ev.logprob is not None:
+                chunk.logprobs.append(ev.logprob)
+            if ev.finished and not sample.stopped:
+                chunk.text += sample.finish()
+            if sample.stopped or ev.finished:
+                if sample.stopped:
+                    run.stop(i)
+                reason = "stop" if sample.stopped else ev.finish_reason or "length"
+                chunk.finish_reason = _FINISH[reason]
+                chunk.usage.CopyFrom(
+                    pb.Usage(
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=counts[i],
+                        cached_tokens=ev.cached_tokens,
+                        device=run.device,
+                        migrations=run.migrations,
+                    )
+                )
+                done.add(i)
+            yield chunk
+
+    # ---- for paired devices ----
+
+    @property
+    def device_id(self) -> str:
+        return self.peers.device_id if self.peers is not None else ""
+
+    def load(self, m: Model) -> Load:
+        """This device's load and speed for `m` (its engine's figures, the speeds measured at load)."""
+        stats = m.engine.stats() if m.engine is not None else EngineStats()
+        speed = self._speeds.get(m.name, (0.0, 0.0))
+        return Load(
+            device=LOCAL,
+            name=m.name,
+            waiting=stats.requests_waiting,
+            running=stats.requests_running,
+            max_running=self.config.engine.max_running,
+            tokens_waiting=self._prefilling.get(m.name, 0),
+            prefill_tokens_per_s=speed[0],
+            decode_step_s=speed[1],
+        )
+
+    async def serve_peer(
+        self, device: str, app: str, digest: str, tokens: list[int], params: pb.SamplingParams
+    ) -> AsyncIterator[TokenEvent]:
+        """A paired device's generation (its app's permission checked there): the model with the file
+        `digest`, the prompt's token ids, and each event as it comes. The caller applies per-device
+        limits; stop strings end a sample here too, where the origin finds them in the same tokens."""
+        m = await self.models.by_digest(digest)
+        tok = await self.models.tokenizer(m)
+        if not tokens:
+            raise InvalidArgument("the prompt is empty")
+        if len(tokens) >= m.spec.n_ctx:
+            raise InvalidArgument(
+                f"{len(tokens)} prompt tokens do not fit the context of {m.name} ({m.spec.n_ctx})"
+            )
+        for t in tokens:
+            if not tok.valid(t):
+                raise InvalidArgument(f"token {t} is not in the vocabulary of {m.name}")
+        req = self._request(params, len(tokens), m)
+        engine = await self.models.engine(m)
+        source = _LocalSource(
+            self.device_id,
+            m.open(engine.generate(tokens, req.params, f"{device}/{app}")),
+            m,
+            self._prefilling,
+            len(tokens),
+        )
+        texts = [SampleText(req.stops) for _ in range(req.params.n)]
+        ended: set[int] = set()
+        try:
+            while len(ended) < req.params.n:
+                ev = await source.next()
+                if ev is None or ev.index in ended:
+                    if ev is None:
+                        return
+                    continue
+                sample = texts[ev.index]
+                sample.feed(tok.piece(ev.token))
+                if sample.stopped and not ev.finished:
+                    source.stop(ev.index)
+                    ev = dataclasses.replace(ev, finished=True, finish_reason="stop")
+                if ev.finished:
+                    ended.add(ev.index)
+                yield ev
+        finally:
+            await source.aclose()
+
+    async def _calibrate(self, m: Model) -> None:
+        """Measures `m`'s prefill speed and decode step on this device (what placement compares):
+        one 64-token prompt and 8 tokens, run like any request, at load."""
+        engine = await self.models.engine(m)
+        tok = await self.models.tokenizer(m)
+        tokens = (
+            await self.prompts.run(tok.tokenize, "The quick brown fox jumps over the lazy dog. " * 8, True)
+        )[:64]
+        params = SamplingParams(max_tokens=8, ignore_eos=True)  # greedy
+        gen = engine.generate(tokens, params, "")
+        t0 = time.perf_counter()
+        stamps: list[float] = []
+        try:
+            while await gen.next() is not None:
+                stamps.append(time.perf_counter())
+        finally:
+            await gen.aclose()
+        if len(stamps) >= 2:
+            step = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+            prefill = len(tokens) / max(stamps[0] - t0 - step, 1e-3)
+            self._speeds[m.name] = (prefill, step)
+            log.info(
+                "model %s: prefill %.0f tokens/s, decode step %.1f ms here", m.name, prefill, step * 1000
+            )
 
     @contextlib.contextmanager
     def _tracked(self, app: str, context: grpc.aio.ServicerContext) -> Iterator[_Call]:

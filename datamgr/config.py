@@ -217,6 +217,35 @@ class AiSettings(BaseModel):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Serve Prometheus /metrics on 127.0.0.1:PORT (0 picks one)."
     )
+    # paired devices (datamgr.ai_bridge)
+    offload: bool = Field(
+        False,
+        description="Let generations run on paired devices: AUTO placement becomes the default and apps "
+        "may name a device. Off: every prompt stays on this device.",
+    )
+    offload_min_level: int = Field(
+        3,
+        ge=1,
+        le=5,
+        description="The least security level (confirmed at pairing by this device's owner) of a device "
+        "a prompt may be sent to.",
+    )
+    max_migrations: int = Field(
+        3, ge=0, le=16, description="Devices one generation may lose mid-stream before it fails UNAVAILABLE."
+    )
+    serve_peers: Literal["off", "paired"] | list[str] = Field(
+        "off",
+        description="Run generations for paired devices' apps: off, every paired device, or a list of "
+        "device ids.",
+    )
+    peer_max_concurrent: int = Field(
+        4, ge=1, le=256, description="Generations one paired device may run here at once."
+    )
+    peer_tokens_per_minute: int = Field(
+        20_000,
+        ge=1,
+        description="Tokens (prompt and generated) one paired device may have processed here per minute.",
+    )
 
     @model_validator(mode="after")
     def _unique_prefix_names(self) -> AiSettings:

@@ -18,7 +18,7 @@ import signal
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -41,6 +41,7 @@ from datamgr.device.discovery import Discovery
 from datamgr.device.identity import Identity
 from datamgr.device.pairing_service import SERVICE_NAME as PAIRING_SERVICE
 from datamgr.device.pairing_service import PairingService
+from datamgr.device.peer_channel import PeerChannels
 from datamgr.device.peer_reads import AuditConfig, PeerReadLog
 from datamgr.device.peer_server import PeerConfig, PeerServer
 from datamgr.device.service import SERVICE_NAME as DEVICE_SERVICE
@@ -69,6 +70,10 @@ from udmf.config import UdmfConfig
 from udmf.service import SERVICE_NAME as UDMF_SERVICE
 from udmf.service import UdmfService
 from udmf.store import UdmfStore
+
+if TYPE_CHECKING:  # aicap needs llama-cpp-python, an optional dependency: imported when the AI is on
+    from aicap.service import AiService
+    from datamgr.ai_bridge.peers import AiPeers
 
 log = logging.getLogger("datamgr.daemon")
 T = TypeVar("T")
@@ -232,7 +237,11 @@ async def _start_ai(ai: AiSettings, identify: Identify, db: Database) -> Any:
         default_model=ai.default_model,
         models=tuple(ModelSpec(m.name, m.path, m.n_ctx, m.chat_template) for m in ai.models),
         runner=RunnerConfig(
-            n_ctx=ai.n_ctx, n_seq_max=ai.n_seq_max, n_threads=ai.n_threads, flash_attn=ai.flash_attn
+            n_ctx=ai.n_ctx,
+            n_seq_max=ai.n_seq_max,
+            n_threads=ai.n_threads,
+            flash_attn=ai.flash_attn,
+            cache_type=ai.cache_type,
         ),
         engine=EngineConfig(
             block_size=ai.block_size,
@@ -251,6 +260,9 @@ async def _start_ai(ai: AiSettings, identify: Identify, db: Database) -> Any:
         max_n=ai.max_n,
         sampling=SamplingDefaults(**ai.sampling.model_dump()),
         metrics_port=ai.metrics_port,
+        offload=ai.offload,
+        offload_min_level=ai.offload_min_level,
+        max_migrations=ai.max_migrations,
     )
     service = AiService(config, identify, db, host_busy=db.busy)
     try:
@@ -318,6 +330,27 @@ async def _start_udmf_sync(
     await bridge.start(sync.written)
     UdmfPeerServicer(udmf, trust, identity.device_id, audit).add_to(peer.server)
     return bridge
+
+
+def _ai_across_devices(
+    settings: Settings,
+    identity: Identity,
+    trust: TrustStore,
+    ai: AiService,
+    sync: SyncScheduler,
+    peer: PeerServer,
+    audit: PeerReadLog,
+) -> AiPeers:
+    """The model across paired devices: this device's generations offloaded to them (placement in
+    aicap), and theirs run here if the owner serves them (AiPeerService on the peer port)."""
+    from datamgr.ai_bridge.peers import AiPeers
+    from datamgr.ai_bridge.servicer import AiPeerServicer
+
+    channels = PeerChannels(identity, trust, sync.links.address)
+    peers = AiPeers(identity.device_id, trust, channels, settings.ai.offload_min_level, audit)
+    ai.peers = peers
+    AiPeerServicer(ai, trust, settings.ai, audit).add_to(peer.server)
+    return peers
 
 
 async def run(  # noqa: PLR0915 - the composition root
@@ -415,6 +448,9 @@ async def run(  # noqa: PLR0915 - the composition root
     kv.set_sync(sync)
     audit = PeerReadLog(db, AuditConfig(p.audit_max_entries, p.audit_max_age_days * 86_400))
     udmf_sync = await _start_udmf_sync(settings, identity, trust, kv_storage, udmf, db, sync, peer, audit)
+    ai_peers = (
+        _ai_across_devices(settings, identity, trust, ai, sync, peer, audit) if ai is not None else None
+    )
     health_servicer = HealthServicer()
     pairing = PairingService(peer, identify, audit)
     for servicer in (admin, datashare, udmf, kv, devices, pairing, health_servicer, *([ai] if ai else [])):
@@ -467,6 +503,8 @@ async def run(  # noqa: PLR0915 - the composition root
     await tombstones.close()
     await sync.close()  # automatic syncs stop (they resume from the last ack next time)
     await udmf_sync.close()  # channels to peers for UDMF reads close
+    if ai_peers is not None:
+        await ai_peers.close()
     await peer.stop(settings.shutdown_grace_s)  # peer calls end, an open pairing window closes
     feed.close()
     published_feed.close()

@@ -24,15 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61icap/v1/aicap.proto\x12\x08\x61icap.v1\"m\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\r\n\x05n_ctx\x18\x03 \x01(\r\x12\x15\n\rchat_template\x18\x04 \x01(\t\x12\x12\n\nis_default\x18\x05 \x01(\x08\x12\x0e\n\x06loaded\x18\x06 \x01(\x08\"\x13\n\x11ListModelsRequest\"5\n\x12ListModelsResponse\x12\x1f\n\x06models\x18\x01 \x03(\x0b\x32\x0f.aicap.v1.Model\"\xf5\x02\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x12\n\x05min_p\x18\x05 \x01(\x02H\x04\x88\x01\x01\x12\x1b\n\x0erepeat_penalty\x18\x06 \x01(\x02H\x05\x88\x01\x01\x12\x1a\n\rrepeat_last_n\x18\x07 \x01(\rH\x06\x88\x01\x01\x12\x11\n\x04seed\x18\x08 \x01(\x04H\x07\x88\x01\x01\x12\x0c\n\x04stop\x18\t \x03(\t\x12\t\n\x01n\x18\n \x01(\r\x12\x10\n\x08logprobs\x18\x0b \x01(\x08\x12\x12\n\nignore_eos\x18\x0c \x01(\x08\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x08\n\x06_min_pB\x11\n\x0f_repeat_penaltyB\x10\n\x0e_repeat_last_nB\x07\n\x05_seed\"Z\n\x0f\x43ompleteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12(\n\x06params\x18\x03 \x01(\x0b\x32\x18.aicap.v1.SamplingParams\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"o\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x08messages\x18\x02 \x03(\x0b\x32\x15.aicap.v1.ChatMessage\x12(\n\x06params\x18\x03 \x01(\x0b\x32\x18.aicap.v1.SamplingParams\"P\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x15\n\rcached_tokens\x18\x03 \x01(\r\"\xa2\x01\n\x0f\x43ompletionChunk\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\x05\x12\x10\n\x08logprobs\x18\x04 \x03(\x02\x12-\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x16.aicap.v1.FinishReason\x12\x1e\n\x05usage\x18\x06 \x01(\x0b\x32\x0f.aicap.v1.Usage\"C\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0b\x61\x64\x64_special\x18\x03 \x01(\x08\"\"\n\x10TokenizeResponse\x12\x0e\n\x06tokens\x18\x01 \x03(\x05\"2\n\x11\x44\x65tokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\x05\"\"\n\x12\x44\x65tokenizeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\" \n\x0fGetStatsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"a\n\tHistogram\x12\x0e\n\x06\x62ounds\x18\x01 \x03(\x01\x12\x0e\n\x06\x63ounts\x18\x02 \x03(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x0b\n\x03sum\x18\x04 \x01(\x01\x12\x0b\n\x03p50\x18\x05 \x01(\x01\x12\x0b\n\x03p99\x18\x06 \x01(\x01\"\x85\x04\n\x0b\x45ngineStats\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0fkv_blocks_total\x18\x02 \x01(\r\x12\x16\n\x0ekv_blocks_used\x18\x03 \x01(\r\x12\x15\n\rkv_block_size\x18\x04 \x01(\r\x12\x10\n\x08kv_usage\x18\x05 \x01(\x01\x12\x10\n\x08kv_waste\x18\x06 \x01(\x01\x12\x1c\n\x14prefix_cache_queries\x18\x07 \x01(\x04\x12\x19\n\x11prefix_cache_hits\x18\x08 \x01(\x04\x12\x18\n\x10preemptions_swap\x18\t \x01(\x04\x12\x1d\n\x15preemptions_recompute\x18\n \x01(\x04\x12\x18\n\x10requests_waiting\x18\x0b \x01(\r\x12\x18\n\x10requests_running\x18\x0c \x01(\r\x12\x18\n\x10requests_swapped\x18\r \x01(\r\x12\x1b\n\x13prompt_tokens_total\x18\x0e \x01(\x04\x12\x1f\n\x17generation_tokens_total\x18\x0f \x01(\x04\x12\x19\n\x11requests_finished\x18\x10 \x01(\x04\x12\x30\n\x13time_to_first_token\x18\x11 \x01(\x0b\x32\x13.aicap.v1.Histogram\x12\x30\n\x13inter_token_latency\x18\x12 \x01(\x0b\x32\x13.aicap.v1.Histogram\"N\n\x10GetStatsResponse\x12&\n\x07\x65ngines\x18\x01 \x03(\x0b\x32\x15.aicap.v1.EngineStats\x12\x12\n\nprometheus\x18\x02 \x01(\t\"S\n\x0f\x41\x64\x64ModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\r\n\x05n_ctx\x18\x03 \x01(\r\x12\x15\n\rchat_template\x18\x04 \x01(\t\"2\n\x10\x41\x64\x64ModelResponse\x12\x1e\n\x05model\x18\x01 \x01(\x0b\x32\x0f.aicap.v1.Model\"\"\n\x12RemoveModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13RemoveModelResponse*_\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x32\xb2\x04\n\tAiService\x12G\n\nListModels\x12\x1b.aicap.v1.ListModelsRequest\x1a\x1c.aicap.v1.ListModelsResponse\x12\x42\n\x08\x43omplete\x12\x19.aicap.v1.CompleteRequest\x1a\x19.aicap.v1.CompletionChunk0\x01\x12:\n\x04\x43hat\x12\x15.aicap.v1.ChatRequest\x1a\x19.aicap.v1.CompletionChunk0\x01\x12\x41\n\x08Tokenize\x12\x19.aicap.v1.TokenizeRequest\x1a\x1a.aicap.v1.TokenizeResponse\x12G\n\nDetokenize\x12\x1b.aicap.v1.DetokenizeRequest\x1a\x1c.aicap.v1.DetokenizeResponse\x12\x41\n\x08GetStats\x12\x19.aicap.v1.GetStatsRequest\x1a\x1a.aicap.v1.GetStatsResponse\x12\x41\n\x08\x41\x64\x64Model\x12\x19.aicap.v1.AddModelRequest\x1a\x1a.aicap.v1.AddModelResponse\x12J\n\x0bRemoveModel\x12\x1c.aicap.v1.RemoveModelRequest\x1a\x1d.aicap.v1.RemoveModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61icap/v1/aicap.proto\x12\x08\x61icap.v1\"m\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\r\n\x05n_ctx\x18\x03 \x01(\r\x12\x15\n\rchat_template\x18\x04 \x01(\t\x12\x12\n\nis_default\x18\x05 \x01(\x08\x12\x0e\n\x06loaded\x18\x06 \x01(\x08\"\x13\n\x11ListModelsRequest\"5\n\x12ListModelsResponse\x12\x1f\n\x06models\x18\x01 \x03(\x0b\x32\x0f.aicap.v1.Model\"\xf5\x02\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x12\n\x05min_p\x18\x05 \x01(\x02H\x04\x88\x01\x01\x12\x1b\n\x0erepeat_penalty\x18\x06 \x01(\x02H\x05\x88\x01\x01\x12\x1a\n\rrepeat_last_n\x18\x07 \x01(\rH\x06\x88\x01\x01\x12\x11\n\x04seed\x18\x08 \x01(\x04H\x07\x88\x01\x01\x12\x0c\n\x04stop\x18\t \x03(\t\x12\t\n\x01n\x18\n \x01(\r\x12\x10\n\x08logprobs\x18\x0b \x01(\x08\x12\x12\n\nignore_eos\x18\x0c \x01(\x08\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x08\n\x06_min_pB\x11\n\x0f_repeat_penaltyB\x10\n\x0e_repeat_last_nB\x07\n\x05_seed\"\x92\x01\n\x0f\x43ompleteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12(\n\x06params\x18\x03 \x01(\x0b\x32\x18.aicap.v1.SamplingParams\x12&\n\tplacement\x18\x04 \x01(\x0e\x32\x13.aicap.v1.Placement\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xa7\x01\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x08messages\x18\x02 \x03(\x0b\x32\x15.aicap.v1.ChatMessage\x12(\n\x06params\x18\x03 \x01(\x0b\x32\x18.aicap.v1.SamplingParams\x12&\n\tplacement\x18\x04 \x01(\x0e\x32\x13.aicap.v1.Placement\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\"t\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x15\n\rcached_tokens\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x12\n\nmigrations\x18\x05 \x01(\r\"\xa2\x01\n\x0f\x43ompletionChunk\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\x05\x12\x10\n\x08logprobs\x18\x04 \x03(\x02\x12-\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x16.aicap.v1.FinishReason\x12\x1e\n\x05usage\x18\x06 \x01(\x0b\x32\x0f.aicap.v1.Usage\"C\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0b\x61\x64\x64_special\x18\x03 \x01(\x08\"\"\n\x10TokenizeResponse\x12\x0e\n\x06tokens\x18\x01 \x03(\x05\"2\n\x11\x44\x65tokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\x05\"\"\n\x12\x44\x65tokenizeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\" \n\x0fGetStatsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"a\n\tHistogram\x12\x0e\n\x06\x62ounds\x18\x01 \x03(\x01\x12\x0e\n\x06\x63ounts\x18\x02 \x03(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x0b\n\x03sum\x18\x04 \x01(\x01\x12\x0b\n\x03p50\x18\x05 \x01(\x01\x12\x0b\n\x03p99\x18\x06 \x01(\x01\"\x85\x04\n\x0b\x45ngineStats\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0fkv_blocks_total\x18\x02 \x01(\r\x12\x16\n\x0ekv_blocks_used\x18\x03 \x01(\r\x12\x15\n\rkv_block_size\x18\x04 \x01(\r\x12\x10\n\x08kv_usage\x18\x05 \x01(\x01\x12\x10\n\x08kv_waste\x18\x06 \x01(\x01\x12\x1c\n\x14prefix_cache_queries\x18\x07 \x01(\x04\x12\x19\n\x11prefix_cache_hits\x18\x08 \x01(\x04\x12\x18\n\x10preemptions_swap\x18\t \x01(\x04\x12\x1d\n\x15preemptions_recompute\x18\n \x01(\x04\x12\x18\n\x10requests_waiting\x18\x0b \x01(\r\x12\x18\n\x10requests_running\x18\x0c \x01(\r\x12\x18\n\x10requests_swapped\x18\r \x01(\r\x12\x1b\n\x13prompt_tokens_total\x18\x0e \x01(\x04\x12\x1f\n\x17generation_tokens_total\x18\x0f \x01(\x04\x12\x19\n\x11requests_finished\x18\x10 \x01(\x04\x12\x30\n\x13time_to_first_token\x18\x11 \x01(\x0b\x32\x13.aicap.v1.Histogram\x12\x30\n\x13inter_token_latency\x18\x12 \x01(\x0b\x32\x13.aicap.v1.Histogram\"N\n\x10GetStatsResponse\x12&\n\x07\x65ngines\x18\x01 \x03(\x0b\x32\x15.aicap.v1.EngineStats\x12\x12\n\nprometheus\x18\x02 \x01(\t\"S\n\x0f\x41\x64\x64ModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\r\n\x05n_ctx\x18\x03 \x01(\r\x12\x15\n\rchat_template\x18\x04 \x01(\t\"2\n\x10\x41\x64\x64ModelResponse\x12\x1e\n\x05model\x18\x01 \x01(\x0b\x32\x0f.aicap.v1.Model\"\"\n\x12RemoveModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13RemoveModelResponse*O\n\tPlacement\x12\x19\n\x15PLACEMENT_UNSPECIFIED\x10\x00\x12\x13\n\x0fPLACEMENT_LOCAL\x10\x01\x12\x12\n\x0ePLACEMENT_AUTO\x10\x02*_\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x32\xb2\x04\n\tAiService\x12G\n\nListModels\x12\x1b.aicap.v1.ListModelsRequest\x1a\x1c.aicap.v1.ListModelsResponse\x12\x42\n\x08\x43omplete\x12\x19.aicap.v1.CompleteRequest\x1a\x19.aicap.v1.CompletionChunk0\x01\x12:\n\x04\x43hat\x12\x15.aicap.v1.ChatRequest\x1a\x19.aicap.v1.CompletionChunk0\x01\x12\x41\n\x08Tokenize\x12\x19.aicap.v1.TokenizeRequest\x1a\x1a.aicap.v1.TokenizeResponse\x12G\n\nDetokenize\x12\x1b.aicap.v1.DetokenizeRequest\x1a\x1c.aicap.v1.DetokenizeResponse\x12\x41\n\x08GetStats\x12\x19.aicap.v1.GetStatsRequest\x1a\x1a.aicap.v1.GetStatsResponse\x12\x41\n\x08\x41\x64\x64Model\x12\x19.aicap.v1.AddModelRequest\x1a\x1a.aicap.v1.AddModelResponse\x12J\n\x0bRemoveModel\x12\x1c.aicap.v1.RemoveModelRequest\x1a\x1d.aicap.v1.RemoveModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aicap.v1.aicap_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=2217
-  _globals['_FINISHREASON']._serialized_end=2312
+  _globals['_PLACEMENT']._serialized_start=2367
+  _globals['_PLACEMENT']._serialized_end=2446
+  _globals['_FINISHREASON']._serialized_start=2448
+  _globals['_FINISHREASON']._serialized_end=2543
   _globals['_MODEL']._serialized_start=34
   _globals['_MODEL']._serialized_end=143
   _globals['_LISTMODELSREQUEST']._serialized_start=145
@@ -41,40 +43,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMODELSRESPONSE']._serialized_end=219
   _globals['_SAMPLINGPARAMS']._serialized_start=222
   _globals['_SAMPLINGPARAMS']._serialized_end=595
-  _globals['_COMPLETEREQUEST']._serialized_start=597
-  _globals['_COMPLETEREQUEST']._serialized_end=687
-  _globals['_CHATMESSAGE']._serialized_start=689
-  _globals['_CHATMESSAGE']._serialized_end=733
-  _globals['_CHATREQUEST']._serialized_start=735
-  _globals['_CHATREQUEST']._serialized_end=846
-  _globals['_USAGE']._serialized_start=848
-  _globals['_USAGE']._serialized_end=928
-  _globals['_COMPLETIONCHUNK']._serialized_start=931
-  _globals['_COMPLETIONCHUNK']._serialized_end=1093
-  _globals['_TOKENIZEREQUEST']._serialized_start=1095
-  _globals['_TOKENIZEREQUEST']._serialized_end=1162
-  _globals['_TOKENIZERESPONSE']._serialized_start=1164
-  _globals['_TOKENIZERESPONSE']._serialized_end=1198
-  _globals['_DETOKENIZEREQUEST']._serialized_start=1200
-  _globals['_DETOKENIZEREQUEST']._serialized_end=1250
-  _globals['_DETOKENIZERESPONSE']._serialized_start=1252
-  _globals['_DETOKENIZERESPONSE']._serialized_end=1286
-  _globals['_GETSTATSREQUEST']._serialized_start=1288
-  _globals['_GETSTATSREQUEST']._serialized_end=1320
-  _globals['_HISTOGRAM']._serialized_start=1322
-  _globals['_HISTOGRAM']._serialized_end=1419
-  _globals['_ENGINESTATS']._serialized_start=1422
-  _globals['_ENGINESTATS']._serialized_end=1939
-  _globals['_GETSTATSRESPONSE']._serialized_start=1941
-  _globals['_GETSTATSRESPONSE']._serialized_end=2019
-  _globals['_ADDMODELREQUEST']._serialized_start=2021
-  _globals['_ADDMODELREQUEST']._serialized_end=2104
-  _globals['_ADDMODELRESPONSE']._serialized_start=2106
-  _globals['_ADDMODELRESPONSE']._serialized_end=2156
-  _globals['_REMOVEMODELREQUEST']._serialized_start=2158
-  _globals['_REMOVEMODELREQUEST']._serialized_end=2192
-  _globals['_REMOVEMODELRESPONSE']._serialized_start=2194
-  _globals['_REMOVEMODELRESPONSE']._serialized_end=2215
-  _globals['_AISERVICE']._serialized_start=2315
-  _globals['_AISERVICE']._serialized_end=2877
+  _globals['_COMPLETEREQUEST']._serialized_start=598
+  _globals['_COMPLETEREQUEST']._serialized_end=744
+  _globals['_CHATMESSAGE']._serialized_start=746
+  _globals['_CHATMESSAGE']._serialized_end=790
+  _globals['_CHATREQUEST']._serialized_start=793
+  _globals['_CHATREQUEST']._serialized_end=960
+  _globals['_USAGE']._serialized_start=962
+  _globals['_USAGE']._serialized_end=1078
+  _globals['_COMPLETIONCHUNK']._serialized_start=1081
+  _globals['_COMPLETIONCHUNK']._serialized_end=1243
+  _globals['_TOKENIZEREQUEST']._serialized_start=1245
+  _globals['_TOKENIZEREQUEST']._serialized_end=1312
+  _globals['_TOKENIZERESPONSE']._serialized_start=1314
+  _globals['_TOKENIZERESPONSE']._serialized_end=1348
+  _globals['_DETOKENIZEREQUEST']._serialized_start=1350
+  _globals['_DETOKENIZEREQUEST']._serialized_end=1400
+  _globals['_DETOKENIZERESPONSE']._serialized_start=1402
+  _globals['_DETOKENIZERESPONSE']._serialized_end=1436
+  _globals['_GETSTATSREQUEST']._serialized_start=1438
+  _globals['_GETSTATSREQUEST']._serialized_end=1470
+  _globals['_HISTOGRAM']._serialized_start=1472
+  _globals['_HISTOGRAM']._serialized_end=1569
+  _globals['_ENGINESTATS']._serialized_start=1572
+  _globals['_ENGINESTATS']._serialized_end=2089
+  _globals['_GETSTATSRESPONSE']._serialized_start=2091
+  _globals['_GETSTATSRESPONSE']._serialized_end=2169
+  _globals['_ADDMODELREQUEST']._serialized_start=2171
+  _globals['_ADDMODELREQUEST']._serialized_end=2254
+  _globals['_ADDMODELRESPONSE']._serialized_start=2256
+  _globals['_ADDMODELRESPONSE']._serialized_end=2306
+  _globals['_REMOVEMODELREQUEST']._serialized_start=2308
+  _globals['_REMOVEMODELREQUEST']._serialized_end=2342
+  _globals['_REMOVEMODELRESPONSE']._serialized_start=2344
+  _globals['_REMOVEMODELRESPONSE']._serialized_end=2365
+  _globals['_AISERVICE']._serialized_start=2546
+  _globals['_AISERVICE']._serialized_end=3108
 # @@protoc_insertion_point(module_scope)

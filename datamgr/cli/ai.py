@@ -50,6 +50,13 @@ _SAMPLING_OPTIONS = [
     click.option("--logprobs", is_flag=True, help="Show the log-probability of each token."),
     click.option("--ignore-eos", is_flag=True, help="Keep generating past the end token until --max-tokens."),
     click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Deadline in seconds."),
+    click.option(
+        "--placement",
+        type=click.Choice(["local", "auto"]),
+        help="Where it runs: here, or the device (this or a paired one) with the earliest expected first "
+        "token (default: the owner's choice, ai.offload).",
+    ),
+    click.option("--device", help="Run on this paired device (its id; needs ai.offload here)."),
 ]
 _SAMPLING_KEYS = (
     "max_tokens",
@@ -158,8 +165,12 @@ def _print_summary(completion: Completion, chunks: list[CompletionChunk] | None)
         u = s.usage
         tokens = f", {u.prompt_tokens} prompt + {u.completion_tokens} completion tokens" if u else ""
         cached = f" ({u.cached_tokens} cached)" if u and u.cached_tokens else ""
+        where = f", on device {u.device}" if u and u.device else ""
+        moved = f" (moved {u.migrations}x)" if u and u.migrations else ""
         label = f"sample {s.index}: " if len(completion.samples) > 1 else ""
-        err.print(f"[dim]{label}finish {s.finish_reason or '?'}{tokens}{cached}[/]", highlight=False)
+        err.print(
+            f"[dim]{label}finish {s.finish_reason or '?'}{tokens}{cached}{where}{moved}[/]", highlight=False
+        )
     if chunks is not None:
         table = Table("sample", "token", "text", "logprob")
         for chunk in sorted(chunks, key=lambda c: c.index):  # stable: each sample's tokens in order
@@ -173,7 +184,11 @@ def _print_summary(completion: Completion, chunks: list[CompletionChunk] | None)
 def _run(stream_fn: Callable[..., Any], what: Any, options: dict[str, Any], as_json: bool) -> Completion:
     """Runs one completion or chat call and prints it; returns the whole completion."""
     sampling = _sampling(options)
-    with stream_fn(what, options.get("model"), timeout=options.get("timeout"), **sampling) as stream:
+    if options.get("device") and options.get("placement"):
+        raise click.UsageError("--device and --placement: one or the other")
+    placement = options.get("device") or options.get("placement")
+    timeout = options.get("timeout")
+    with stream_fn(what, options.get("model"), timeout=timeout, placement=placement, **sampling) as stream:
         if as_json:
             completion: Completion = stream.completion()
             print_json(_completion_json(completion))

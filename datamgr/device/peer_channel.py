@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 
 from datamgr.device.identity import PEER_HOSTNAME, Identity
-from datamgr.device.trust import TrustStore
+from datamgr.device.trust import TrustedDevice, TrustStore
 from datamgr.errors import InvalidArgument, Unauthenticated
 
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -234,3 +234,46 @@ def peer_channel(
     if not address:
         raise InvalidArgument(f"no address is known for device {device.device_id}: pass one")
     return open_peer_channel(address, identity, device.cert_pem)
+
+
+class PeerChannels:
+    """One pinned channel per paired device, renewed when its address or certificate changes; a channel
+    that found its device unreachable is dropped (it would wait out gRPC's reconnect backoff).
+    `address(device_id)` is where the device is now ("" when nowhere known), as
+    `datamgr.sync.transport.PeerLinks.address` says."""
+
+    def __init__(self, identity: Identity, trust: TrustStore, address: Callable[[str], str]) -> None:
+        self._identity, self._trust, self._address = identity, trust, address
+        self._channels: dict[str, tuple[str, str, grpc.aio.Channel]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def get(self, device_id: str) -> tuple[TrustedDevice, grpc.aio.Channel, bool]:
+        """The paired device, a channel to it and whether that channel was cached. NotFound when the
+        device is not paired; LookupError when it has not been seen anywhere."""
+        device = self._trust.get(device_id)
+        address = self._address(device_id)
+        if not address:
+            raise LookupError(f"device {device.name} ({device_id}), which has not been seen online")
+        cached = self._channels.get(device_id)
+        if cached is not None and cached[:2] == (address, device.fingerprint):
+            return device, cached[2], True
+        if cached is not None:
+            self._close_later(cached[2])
+        channel = open_peer_channel(address, self._identity, device.cert_pem)
+        self._channels[device_id] = (address, device.fingerprint, channel)
+        return device, channel, False
+
+    def drop(self, device_id: str, channel: grpc.aio.Channel) -> None:
+        cached = self._channels.get(device_id)
+        if cached is not None and cached[2] is channel:
+            del self._channels[device_id]
+            self._close_later(channel)
+
+    def _close_later(self, channel: grpc.aio.Channel) -> None:
+        task = asyncio.ensure_future(channel.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        channels, self._channels = [c for _, _, c in self._channels.values()], {}
+        await asyncio.gather(*(c.close() for c in channels), *self._closing, return_exceptions=True)

@@ -12,7 +12,6 @@ the call, so the holder consumes nothing. Both sides log every read in the audit
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import grpc
 
 from datamgr.device.identity import Identity
-from datamgr.device.peer_channel import open_peer_channel
+from datamgr.device.peer_channel import PeerChannels
 from datamgr.device.peer_reads import Direction, PeerRead, PeerReadLog
 from datamgr.device.peer_server import calling_device
 from datamgr.device.trust import TrustStore
@@ -92,9 +91,8 @@ class PeerFetcher:
     def __init__(
         self, identity: Identity, trust: TrustStore, address: Callable[[str], str], audit: PeerReadLog
     ) -> None:
-        self._identity, self._trust, self._address, self._audit = identity, trust, address, audit
-        self._channels: dict[str, tuple[str, str, grpc.aio.Channel]] = {}
-        self._closing: set[asyncio.Task[None]] = set()
+        self._channels = PeerChannels(identity, trust, address)
+        self._audit = audit
 
     async def fetch(self, origin: str, key: str, reader: str) -> AsyncIterator[bytes]:
         """The holder's ReadResponses for `key`, serialized (see `udmf.replica.Replication.fetch`),
@@ -143,40 +141,20 @@ class PeerFetcher:
     def _channel(self, origin: str, key: str) -> tuple[str, grpc.aio.Channel, bool]:
         """The device's name, a channel to it and whether that channel was cached."""
         try:
-            device = self._trust.get(origin)
+            device, channel, cached = self._channels.get(origin)
         except DeviceNotFound:
             raise Unavailable(
                 f"{key} is held by device {origin}, which is not paired with this device (any more)"
             ) from None
-        address = self._address(origin)
-        if not address:
-            raise Unavailable(
-                f"{key} is held by device {device.name} ({origin}), which has not been seen online: "
-                "nothing was read or consumed"
-            )
-        cached = self._channels.get(origin)
-        if cached is not None and cached[:2] == (address, device.fingerprint):
-            return device.name, cached[2], True
-        if cached is not None:
-            self._close_later(cached[2])
-        channel = open_peer_channel(address, self._identity, device.cert_pem)
-        self._channels[origin] = (address, device.fingerprint, channel)
-        return device.name, channel, False
+        except LookupError as exc:
+            raise Unavailable(f"{key} is held by {exc}: nothing was read or consumed") from None
+        return device.name, channel, cached
 
     def _drop(self, origin: str, channel: grpc.aio.Channel) -> None:
-        cached = self._channels.get(origin)
-        if cached is not None and cached[2] is channel:
-            del self._channels[origin]
-            self._close_later(channel)
-
-    def _close_later(self, channel: grpc.aio.Channel) -> None:
-        task = asyncio.ensure_future(channel.close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._channels.drop(origin, channel)
 
     async def close(self) -> None:
-        channels, self._channels = [c for _, _, c in self._channels.values()], {}
-        await asyncio.gather(*(c.close() for c in channels), *self._closing, return_exceptions=True)
+        await self._channels.close()
 
 
 def _error(exc: grpc.aio.AioRpcError, device: str, key: str) -> UdmfError:

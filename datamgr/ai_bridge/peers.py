@@ -1,0 +1,181 @@
+"""The paired devices this device's apps may offload generations to (`aicap._host.Peers`).
+
+A device is asked only if the owner confirmed its security level at `ai.offload_min_level` or above and
+it has been seen where it can be reached. Its load (AiPeerService.GetLoad) is asked for at most once a
+`LOAD_TTL_S` and within `LOAD_TIMEOUT_S`; a device that does not serve this device, lacks the model
+file or does not answer is left out of AUTO placement, and named by an app it is an error that says
+which of these it is. A generation runs as one streamed call; a device that drops it (killed, cut off:
+the channel's keepalive notices within seconds) is aicap's Unavailable, from which aicap replays the
+generation elsewhere. Every offloaded generation is in the audit log (key `ai:<model digest>`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable
+
+import grpc
+
+from aicap.engine.llm_engine import TokenEvent
+from aicap.errors import BY_CODE, AicapError, FailedPrecondition, PermissionDenied, Unavailable
+from aicap.placement import Load
+from aicap.v1 import aicap_pb2
+from datamgr.device.peer_channel import PeerChannels
+from datamgr.device.peer_reads import Direction, PeerRead, PeerReadLog
+from datamgr.device.trust import TrustedDevice, TrustStore
+from datamgr.errors import NotFound as DeviceNotFound
+from datamgr.sync.v1 import ai_peer_pb2 as pb
+from datamgr.sync.v1 import ai_peer_pb2_grpc as pb_grpc
+
+log = logging.getLogger("datamgr.ai_bridge")
+
+LOAD_TTL_S = 1.0
+LOAD_TIMEOUT_S = 1.0
+_LOST = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
+_FINISH = {1: "stop", 2: "length"}
+
+
+class AiPeers:
+    def __init__(
+        self,
+        device_id: str,
+        trust: TrustStore,
+        channels: PeerChannels,
+        min_level: int,
+        audit: PeerReadLog,
+        online: Callable[[str], bool] = lambda _: True,
+    ) -> None:
+        self._device_id, self._trust, self._channels = device_id, trust, channels
+        self._min_level, self._audit, self._online = min_level, audit, online
+        self._loads: dict[str, tuple[float, pb.PeerLoad | BaseException, float]] = {}  # id → (at, load, rtt)
+        # prompt tokens sent to each device since its load was last asked for: counted as waiting there,
+        # so that requests placed within one load's lifetime do not all herd to the same device
+        self._sent: dict[str, int] = {}
+
+    @property
+    def device_id(self) -> str:
+        return self._device_id
+
+    async def loads(self, digest: str, device: str = "") -> list[Load]:
+        if device:
+            return [await self._eligible(self._named(device), digest)]
+        candidates = [
+            d for d in self._trust.all() if d.security_level >= self._min_level and self._online(d.device_id)
+        ]
+        found = await asyncio.gather(*(self._eligible(d, digest) for d in candidates), return_exceptions=True)
+        return [f for f in found if isinstance(f, Load)]
+
+    def _named(self, device_id: str) -> TrustedDevice:
+        try:
+            device = self._trust.get(device_id)
+        except DeviceNotFound:
+            raise FailedPrecondition(f"device {device_id} is not paired with this device") from None
+        if device.security_level < self._min_level:
+            raise PermissionDenied(
+                f"device {device.name} ({device_id}) holds security level SL{device.security_level}, below "
+                f"ai.offload_min_level SL{self._min_level}: prompts do not go there"
+            )
+        return device
+
+    async def _eligible(self, device: TrustedDevice, digest: str) -> Load:
+        """The device's load, if it can run a generation of the model with `digest` for this device."""
+        load, rtt = await self._load(device)
+        who = f"device {device.name} ({device.device_id})"
+        if not load.serves:
+            raise PermissionDenied(f"{who} does not run generations for this device (its ai.serve_peers)")
+        if not any(m.digest == digest for m in load.models):
+            raise FailedPrecondition(f"{who} has no model file with digest {digest[:16]}... (the same GGUF)")
+        return Load(
+            device=device.device_id,
+            name=device.name,
+            waiting=load.requests_waiting,
+            running=load.requests_running,
+            max_running=load.max_running or 1,
+            tokens_waiting=load.tokens_waiting + self._sent.get(device.device_id, 0),
+            prefill_tokens_per_s=load.prefill_tokens_per_s,
+            decode_step_s=load.decode_step_s,
+            rtt_s=rtt,
+        )
+
+    async def _load(self, device: TrustedDevice) -> tuple[pb.PeerLoad, float]:
+        now = time.monotonic()
+        cached = self._loads.get(device.device_id)
+        if cached is not None and now - cached[0] < LOAD_TTL_S:
+            _, found, rtt = cached
+        else:
+            found, rtt = await self._ask_load(device)
+            self._loads[device.device_id] = (now, found, rtt)
+            self._sent.pop(device.device_id, None)
+        if isinstance(found, BaseException):
+            raise found
+        return found, rtt
+
+    async def _ask_load(self, device: TrustedDevice) -> tuple[pb.PeerLoad | BaseException, float]:
+        try:
+            _, channel, _ = self._channels.get(device.device_id)
+        except (LookupError, DeviceNotFound) as exc:
+            return Unavailable(f"{exc}: the generation cannot go there"), 0.0
+        started = time.monotonic()
+        try:
+            load = await pb_grpc.AiPeerServiceStub(channel).GetLoad(
+                pb.GetLoadRequest(), timeout=LOAD_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _LOST:
+                self._channels.drop(device.device_id, channel)
+            return _error(exc, f"device {device.name} ({device.device_id})"), 0.0
+        return load, time.monotonic() - started
+
+    async def generate(
+        self, device: str, app: str, digest: str, tokens: list[int], params: aicap_pb2.SamplingParams
+    ) -> AsyncGenerator[TokenEvent, None]:
+        named = self._named(device)
+        who = f"device {named.name} ({device})"
+        try:
+            _, channel, _ = self._channels.get(device)
+        except LookupError as exc:
+            raise Unavailable(f"{exc}: the generation cannot go there") from None
+        request = pb.PeerGenerateRequest(app=app, model_digest=digest, tokens=tokens, params=params)
+        call = pb_grpc.AiPeerServiceStub(channel).Generate(request)
+        self._sent[device] = self._sent.get(device, 0) + len(tokens)
+        received, outcome = 0, "CANCELLED"
+        try:
+            async for msg in call:
+                for t in msg.tokens:
+                    received += 1
+                    yield TokenEvent(
+                        seq_id=0,
+                        token=t.token,
+                        finished=t.finish_reason != 0,
+                        index=t.index,
+                        logprob=t.logprob if t.HasField("logprob") else None,
+                        finish_reason=_FINISH.get(t.finish_reason),
+                        cached_tokens=t.cached_tokens,
+                    )
+            outcome = "OK"
+        except grpc.aio.AioRpcError as exc:
+            outcome = exc.code().name
+            if exc.code() in _LOST:
+                self._channels.drop(device, channel)
+                self._loads.pop(device, None)
+            raise _error(exc, who) from None
+        finally:
+            call.cancel()  # the app went away: the device ends the generation and frees its KV
+            self._audit.note(
+                PeerRead(Direction.FETCHED, device, app, f"ai:{digest[:16]}", 4 * received, outcome)
+            )
+
+    async def close(self) -> None:
+        await self._channels.close()
+
+
+def _error(exc: grpc.aio.AioRpcError, who: str) -> AicapError:
+    """A failed peer call as aicap's error: Unavailable when the device cannot be reached or was lost
+    (aicap replays the generation elsewhere), else the device's own status, naming it."""
+    code, details = exc.code(), exc.details() or exc.code().name
+    if code in _LOST or code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unavailable(f"{who} was lost: {details}")
+    cls = BY_CODE.get(code.name, Unavailable)
+    return cls(f"{who}: {details}")

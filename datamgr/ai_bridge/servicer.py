@@ -1,0 +1,104 @@
+"""AiPeerService: this device's model for paired devices' apps, if its owner lets it (`ai.serve_peers`).
+
+The peer server's interceptor has already checked that the caller is a paired device; this servicer
+checks that the owner serves it, applies its per-device limits (`limits.DeviceLimits`) and runs the
+generation with `AiService.serve_peer`. The app the device names is logged and counted, never believed:
+the device's own limits are what bound it. Every generation served is in the audit log of
+cross-device reads (key `ai:<model digest>`, bytes: the tokens sent back, 4 each).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from aicap.service import AiService
+from aicap.v1 import aicap_pb2
+from datamgr.ai_bridge.limits import DeviceLimits
+from datamgr.config import AiSettings
+from datamgr.device.peer_reads import Direction, PeerRead, PeerReadLog
+from datamgr.device.peer_server import calling_device
+from datamgr.device.trust import TrustedDevice, TrustStore
+from datamgr.errors import PermissionDenied
+from datamgr.sync.v1 import ai_peer_pb2 as pb
+from datamgr.sync.v1 import ai_peer_pb2_grpc as pb_grpc
+
+log = logging.getLogger("datamgr.ai_bridge")
+_FINISH = {"stop": aicap_pb2.FINISH_REASON_STOP, "length": aicap_pb2.FINISH_REASON_LENGTH}
+
+
+def serves(setting: str | list[str], device_id: str) -> bool:
+    """Whether `ai.serve_peers` lets this device run generations for the (paired) device."""
+    if isinstance(setting, list):
+        return device_id in setting
+    return setting == "paired"
+
+
+class AiPeerServicer(pb_grpc.AiPeerServiceServicer):
+    def __init__(self, ai: AiService, trust: TrustStore, settings: AiSettings, audit: PeerReadLog) -> None:
+        self._ai, self._trust, self._settings, self._audit = ai, trust, settings, audit
+        self.limits = DeviceLimits(settings.peer_max_concurrent, settings.peer_tokens_per_minute)
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_AiPeerServiceServicer_to_server(self, server)
+
+    def _caller(self, context: Any) -> TrustedDevice:
+        caller = calling_device(context, self._trust)
+        if caller is None:  # the interceptor refuses these first; unpaired between the two checks
+            raise PermissionDenied("the calling device is not paired with this one")
+        return caller
+
+    async def Generate(self, request: pb.PeerGenerateRequest, context: Any) -> AsyncIterator[pb.PeerTokens]:
+        caller = self._caller(context)
+        if not serves(self._settings.serve_peers, caller.device_id):
+            raise PermissionDenied(
+                f"this device does not run generations for device {caller.name} (ai.serve_peers)"
+            )
+        sent, outcome = 0, "CANCELLED"
+        try:
+            with self.limits.admit(caller.device_id, caller.name, len(request.tokens)):
+                tokens = list(request.tokens)
+                events = self._ai.serve_peer(
+                    caller.device_id, request.app, request.model_digest, tokens, request.params
+                )
+                async for ev in events:
+                    self.limits.charge(caller.device_id, 1)
+                    sent += 1
+                    token = pb.PeerToken(index=ev.index, token=ev.token, cached_tokens=ev.cached_tokens)
+                    if ev.logprob is not None:
+                        token.logprob = ev.logprob
+                    if ev.finished:
+                        token.finish_reason = _FINISH[ev.finish_reason or "length"]
+                    yield pb.PeerTokens(tokens=[token])
+            outcome = "OK"
+        except Exception as exc:
+            outcome = getattr(exc, "code", None) or "INTERNAL"
+            raise
+        finally:
+            key = f"ai:{request.model_digest[:16]}"
+            self._audit.note(
+                PeerRead(Direction.SERVED, caller.device_id, request.app, key, 4 * sent, outcome)
+            )
+
+    async def GetLoad(self, request: pb.GetLoadRequest, context: Any) -> pb.PeerLoad:
+        caller = self._caller(context)
+        out = pb.PeerLoad(
+            serves=serves(self._settings.serve_peers, caller.device_id),
+            peer_running=self.limits.running(caller.device_id),
+            peer_max_concurrent=self.limits.max_concurrent,
+        )
+        models = self._ai.models
+        for m in models.all():
+            out.models.add(name=m.name, digest=m.digest, n_ctx=m.spec.n_ctx, loaded=m.engine is not None)
+        default = models.get("")
+        load = self._ai.load(default)
+        out.requests_waiting, out.requests_running = load.waiting, load.running
+        out.max_running, out.tokens_waiting = load.max_running, load.tokens_waiting
+        out.prefill_tokens_per_s, out.decode_step_s = load.prefill_tokens_per_s, load.decode_step_s
+        if default.engine is not None:
+            s = default.engine.stats()
+            out.kv_free = 1.0 - s.kv_usage
+        return out
