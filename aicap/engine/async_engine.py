@@ -21,6 +21,8 @@ from typing import Any
 from aicap.engine.generation import Generation, Request
 from aicap.engine.llm_engine import EngineStats, LLMEngine, TokenEvent
 from aicap.engine.sampler import SamplingParams
+from aicap.errors import AicapError
+from aicap.kv_state import KvState
 
 _STOP = object()
 _START = object()
@@ -182,18 +184,38 @@ class AsyncEngine:
         self._stats = EngineStats()
         self.ttft = LatencyHistogram()  # seconds from generate() to a sample's first token
         self.itl = LatencyHistogram()  # seconds between a sample's consecutive tokens
+        self.prefill_time = LatencyHistogram()  # seconds from prefill() to its KV state
         self._worker = _InferenceThread.attach(self)
         self._ready.wait()
         if self._error is not None:
             raise self._error
 
     def generate(
-        self, prompt: list[int], params: SamplingParams, app: str = "", shared: tuple[str, int] = ("", 0)
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        app: str = "",
+        shared: tuple[str, int] = ("", 0),
+        imported: KvState | None = None,
     ) -> Generation:
-        """The sampled tokens of all `params.n` samples, as they come (see Generation); `shared` as
-        LLMEngine.add takes it."""
-        req = Request(next(self._ids), list(prompt), params, app, shared, None, asyncio.Queue())
+        """The sampled tokens of all `params.n` samples, as they come (see Generation); `shared` and
+        `imported` (the KV of the prompt's first tokens, from `prefill`) as LLMEngine.add takes
+        them: a state that does not fit this model or prompt is the stream's first error."""
+        req = Request(next(self._ids), list(prompt), params, app, shared, None, asyncio.Queue(), imported)
         return Generation(req, self._inbox.put, self.ttft, self.itl)
+
+    async def prefill(self, tokens: list[int], app: str = "", shared: tuple[str, int] = ("", 0)) -> KvState:
+        """The KV state of `tokens` but the last, computed on the inference thread beside the running
+        requests (LLMEngine.prefill); cancelling the call aborts the prefill and frees its KV."""
+        params = SamplingParams(max_tokens=0)
+        req = Request(
+            next(self._ids), list(tokens), params, app, shared, None, asyncio.Queue(), prefill_only=True
+        )
+        gen = Generation(req, self._inbox.put, self.prefill_time, self.prefill_time)
+        async with contextlib.aclosing(gen):
+            ev = await gen.next()
+        assert ev is not None and ev.state is not None
+        return ev.state
 
     def stats(self) -> EngineStats:
         """The engine's figures after its last step (safe from any thread)."""
@@ -239,9 +261,12 @@ class AsyncEngine:
             return False
         if isinstance(item, Request):
             try:
-                engine.add(item.seq_id, item.prompt, item.params, item.app, item.shared)
+                if item.prefill_only:
+                    engine.prefill(item.seq_id, item.prompt, item.app, item.shared)
+                else:
+                    engine.add(item.seq_id, item.prompt, item.params, item.app, item.shared, item.imported)
                 requests[item.seq_id] = item
-            except ValueError as exc:
+            except (ValueError, AicapError) as exc:  # a refusal: nothing was queued
                 self._fail(item, exc)
         elif item[0] == "stop":  # ("stop", request id, sample index)
             engine.stop(item[1], item[2])

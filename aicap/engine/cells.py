@@ -7,11 +7,13 @@ its cells are tagged with a holder that has no cell at that block's positions ye
 cells never collide); a new sequence that hits the block gets the holder's cells with
 llama_memory_seq_cp (no copy); when the block manager evicts the block, its cells are removed from
 the holder. A block that finds no holder with room is simply not cached. Swapped-out sequences keep
-their KV bytes here, in host memory, until they are swapped in or end.
+their KV bytes here, in host memory, until they are swapped in or end; an imported state
+(kv_state.py) is restored into a new sequence's slot the same way.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from aicap.engine.block_manager import BlockManager
@@ -20,6 +22,9 @@ from aicap.engine.sequence import Sequence
 
 if TYPE_CHECKING:
     from aicap.engine.model_runner import ModelRunner
+    from aicap.kv_state import KvState
+
+log = logging.getLogger("aicap.engine")
 
 Work = tuple[int, list[int], int]  # (slot, tokens, position of the first) for one llama_decode
 
@@ -50,6 +55,8 @@ class Cells:
             self.release(seq.seq_id)
         for seq in batch.swap_in:
             self.runner.restore(self._take_slot(seq.seq_id), self._swapped.pop(seq.seq_id))
+        for seq, state in batch.restore:
+            self._import(seq, state)
         work = []
         for seq, n in batch.scheduled:
             if seq.seq_id not in self._slots and seq.num_computed:
@@ -101,6 +108,16 @@ class Cells:
         if slot is None:
             slot = self._slots[seq_id] = self._free.pop()
         return slot
+
+    def _import(self, seq: Sequence, state: KvState) -> None:
+        """Restores an imported state into a newly admitted sequence's slot. If llama.cpp refuses it
+        (no run of free cells long enough: the cache is fragmented), the sequence computes those
+        tokens instead, from its first: its blocks cover them, and this step's tokens still fit."""
+        try:
+            self.runner.restore(self._take_slot(seq.seq_id), state.data)
+        except RuntimeError:
+            log.warning("an imported KV state of %d tokens did not fit; computing them", len(state.tokens))
+            seq.num_computed = 0
 
     def _copy_cached_prefix(self, seq: Sequence) -> None:
         """Gives a newly admitted sequence the cells of its cached prefix blocks."""

@@ -19,6 +19,7 @@ from aicap.engine.sampler import SamplingParams
 
 if TYPE_CHECKING:
     from aicap.engine.async_engine import LatencyHistogram
+    from aicap.kv_state import KvState
 
 _WAKE = object()  # wakes a reader to read the error `kill` left
 
@@ -34,6 +35,8 @@ class Request:
     shared: tuple[str, int]
     loop: asyncio.AbstractEventLoop | None
     out: asyncio.Queue[Any]
+    imported: KvState | None = None  # the KV of the prompt's first tokens (LLMEngine.add)
+    prefill_only: bool = False  # LLMEngine.prefill: one event, carrying the prompt's KV state
 
 
 class Generation:

@@ -6,6 +6,10 @@ cached prefixes: cells.py), one llama_decode computes the batch, each sequence t
 draws a token (sampler.py), and postprocess records it and ends finished samples. Parallel samples
 (n > 1) are sequences admitted after the first one's prompt is computed, so they take its blocks from
 the prefix cache and recompute only its last partial block.
+
+KV moves between engines (devices) as a KvState (kv_state.py): `prefill` computes a prompt but its
+last token and exports the KV; `add(..., imported=state)` restores it into a new request's first
+cells and computes only the rest.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from aicap.engine.model_runner import DecodeError, ModelRunner
 from aicap.engine.sampler import SamplingParams, sample
 from aicap.engine.scheduler import Batch, Scheduler
 from aicap.engine.sequence import Sequence
+from aicap.errors import InvalidArgument
+from aicap.kv_state import KvState
 
 log = logging.getLogger("aicap.engine")
 
@@ -39,6 +45,7 @@ class TokenEvent:
     logprob: float | None = None  # when asked for: log-probability under the model's distribution
     finish_reason: str | None = None  # "stop" (end-of-generation token) or "length"
     cached_tokens: int = 0  # prompt tokens this sample took from the prefix cache
+    state: KvState | None = None  # a prefill's result (its only event: token -1, finish_reason "prefilled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +102,29 @@ class LLMEngine:
         params: SamplingParams,
         app: str = "",
         shared: tuple[str, int] = ("", 0),
+        imported: KvState | None = None,
+        prefill_only: bool = False,
     ) -> None:
         """Queues a request of `params.n` samples; refuses one that could never fit in the KV cache.
 
         `shared` is (salt, tokens) of a declared shared prefix the prompt starts with: its blocks are
         cached under that salt, shared with every app that declares the same, even when apps are
-        isolated."""
+        isolated. `imported` is the KV of the prompt's first tokens, computed elsewhere (`prefill`
+        on another engine): FailedPrecondition if it is of another model file or cache type,
+        InvalidArgument unless its tokens begin the prompt and leave at least one to compute.
+        Either refusal changes nothing. `prefill_only`: see `prefill`."""
         if not prompt:
             raise ValueError("empty prompt")
+        if imported is not None:
+            imported.check(self.runner.digest, self.runner.config.cache_type)
+            k = len(imported.tokens)
+            if k >= len(prompt) or tuple(prompt[:k]) != imported.tokens:
+                raise InvalidArgument(
+                    f"the imported KV state's {k} tokens are not a proper prefix of the "
+                    f"{len(prompt)}-token prompt"
+                )
+        if prefill_only and params.n != 1:
+            raise ValueError("a prefill has one sample")
         if request_id in self._samples:
             raise ValueError(f"request {request_id} exists")
         if params.n < 1:
@@ -138,11 +160,25 @@ class LLMEngine:
                 rng=np.random.default_rng(base_seed + index),
                 request_id=request_id,
                 index=index,
+                prefill_only=prefill_only,
+                imported=imported if first is None else None,  # the others hit the first's blocks
             )
             first = first or seq
             samples.append(seq)
             self.scheduler.add(seq)
         self._prompt_tokens += len(prompt)
+
+    def prefill(
+        self, request_id: int, tokens: list[int], app: str = "", shared: tuple[str, int] = ("", 0)
+    ) -> None:
+        """Queues a prefill-only request: it computes `tokens` but the last (batched with the running
+        sequences, using the prefix cache) and ends with one event whose `state` holds their KV, to
+        be `imported` by a request of these tokens, on this engine or another of the same model and
+        cache type. The last token is left to the importer, whose first decode yields the logits
+        it samples from (as MLC's microserving splits prefill from decode)."""
+        if len(tokens) < 2:
+            raise InvalidArgument("a prefill needs at least 2 tokens (the last is left to the importer)")
+        self.add(request_id, tokens[:-1], SamplingParams(max_tokens=0), app, shared, prefill_only=True)
 
     def abort(self, request_id: int) -> None:
         """Stops every sample of a request and frees their KV."""
@@ -204,7 +240,7 @@ class LLMEngine:
         """A token for each scheduled sequence whose every token is now computed."""
         out: Sampled = []
         for seq, n in batch.scheduled:
-            if seq.num_computed + n == seq.num_tokens:
+            if seq.num_computed + n == seq.num_tokens and not seq.prefill_only:
                 lg = logits[self.cells.slot(seq.seq_id)]
                 tok, logprob = sample(seq, lg)
                 out.append((seq, tok, logprob))
@@ -217,7 +253,7 @@ class LLMEngine:
         and returns their tokens as events."""
         finished = self.scheduler.postprocess(batch, {seq.seq_id: tok for seq, tok, _ in sampled})
         self.cells.keep_cached()
-        events = []
+        events = [self._export_prefill(seq) for seq in finished if seq.prefill_only]
         for seq, tok, logprob in sampled:
             reason = None
             if seq in finished:
@@ -231,6 +267,20 @@ class LLMEngine:
         return events
 
     # ---- internals ----
+
+    def _export_prefill(self, seq: Sequence) -> TokenEvent:
+        """Ends a prefill whose prompt is computed; its event carries the prompt's KV state."""
+        data = self.runner.save(self.cells.slot(seq.seq_id))
+        state = KvState(self.runner.digest, self.runner.config.cache_type, tuple(seq.prompt), data)
+        self._end(seq)
+        return TokenEvent(
+            seq.request_id,
+            -1,
+            True,
+            finish_reason="prefilled",
+            cached_tokens=seq.cached_tokens or 0,
+            state=state,
+        )
 
     def _count_waste(self) -> None:
         used = len(self.blocks.blocks) - self.blocks.num_free_blocks

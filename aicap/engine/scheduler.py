@@ -7,6 +7,10 @@ first, so one app's flood cannot starve another. When a running sequence needs a
 free, the most recently admitted sequence is preempted: swapped out while the swap budget holds its
 tokens, else dropped for recompute. Output tokens are never taken back.
 
+A sequence with an imported KV state (kv_state.py) skips the prefix cache when admitted: the state
+fills its first cells, and it computes only the rest. A prefill-only sequence ends when its prompt is
+computed, sampling nothing.
+
 The engine must refuse a request whose prompt plus max_tokens needs more blocks than exist: alone
 it could never finish, and it would be preempted forever.
 """
@@ -14,21 +18,27 @@ it could never finish, and it would be preempted forever.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aicap.config import EngineConfig
 from aicap.engine.block_manager import BlockManager
 from aicap.engine.sequence import Sequence, Status
 
+if TYPE_CHECKING:
+    from aicap.kv_state import KvState
+
 
 @dataclass(slots=True)
 class Batch:
     """One step: (sequence, tokens to compute) pairs, and the state moves the runner must do first,
-    in this order: save and drop `swap_out`, drop `recompute`, restore `swap_in`, then decode."""
+    in this order: save and drop `swap_out`, drop `recompute`, restore `swap_in` and the imported
+    states of `restore`, then decode."""
 
     scheduled: list[tuple[Sequence, int]] = field(default_factory=list)
     swap_out: list[Sequence] = field(default_factory=list)
     swap_in: list[Sequence] = field(default_factory=list)
     recompute: list[Sequence] = field(default_factory=list)  # their KV must be dropped
+    restore: list[tuple[Sequence, KvState]] = field(default_factory=list)  # admitted with an imported state
 
     @property
     def num_tokens(self) -> int:
@@ -99,8 +109,9 @@ class Scheduler:
             self.blocks.cache_computed(seq.seq_id, seq.num_computed)
             if seq.num_computed < seq.num_tokens:
                 continue  # a chunk of a longer prefill: no token yet
-            seq.output.append(sampled[seq.seq_id])
-            if seq.done:
+            if not seq.prefill_only:
+                seq.output.append(sampled[seq.seq_id])
+            if seq.done or seq.prefill_only:
                 self.running.remove(seq)
                 self.blocks.free(seq.seq_id)
                 seq.status = Status.FINISHED
@@ -166,10 +177,12 @@ class Scheduler:
 
     def _admit(self, seq: Sequence, batch: Batch) -> bool:
         """Blocks for every token of the sequence; a swapped-in one takes no prefix hits, since its
-        saved state fills its cells (its num_computed is kept)."""
+        saved state fills its cells (its num_computed is kept), nor does one with an imported state,
+        which fills its first cells."""
         swapped = seq.status == Status.SWAPPED
+        use_cache = not swapped and seq.imported is None
         alloc = self.blocks.allocate(
-            seq.seq_id, seq.tokens, seq.salt, not swapped, seq.shared_salt, seq.shared_tokens
+            seq.seq_id, seq.tokens, seq.salt, use_cache, seq.shared_salt, seq.shared_tokens
         )
         if alloc is None:
             return False
@@ -177,6 +190,11 @@ class Scheduler:
             self.swapped.remove(seq)
             self.swapped_tokens -= seq.num_computed
             batch.swap_in.append(seq)
+        elif seq.imported is not None:  # once: recomputed after a preemption, it computes every token
+            self.waiting.remove(seq)
+            seq.num_computed = len(seq.imported.tokens)
+            batch.restore.append((seq, seq.imported))
+            seq.imported = None
         else:
             self.waiting.remove(seq)
             seq.num_computed = alloc.num_cached_tokens

@@ -6,10 +6,14 @@ from __future__ import annotations
 import enum
 import itertools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aicap.engine.sampler import SamplingParams
+
+if TYPE_CHECKING:
+    from aicap.kv_state import KvState
 
 _arrivals = itertools.count()
 _GREEDY = SamplingParams(max_tokens=0)  # of a sequence built without parameters (its max_tokens rules)
@@ -37,6 +41,8 @@ class Sequence:
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
     request_id: int = 0  # the request it samples for
     index: int = 0  # which of the request's n samples it is
+    prefill_only: bool = False  # ends once its prompt is computed, sampling nothing (its KV is exported)
+    imported: KvState | None = None  # the KV of its first tokens, restored into its slot at admission
     output: list[int] = field(default_factory=list)
     status: Status = Status.WAITING
     num_computed: int = 0  # leading tokens whose KV is in the cache

@@ -24,6 +24,7 @@ class FakeConfig:
     n_seq_max: int
     n_batch: int = 512
     kv_unified: bool = True
+    cache_type: str = "f16"
 
 
 def logits_for(history: Sequence[int]) -> np.ndarray:
@@ -54,6 +55,8 @@ class FakeRunner:
         self.cells: dict[int, tuple[int, int, set[int]]] = {}  # cell → (pos, token, seq ids)
         self._next = 0
         self.fail_next_decode = False  # inject llama_decode's "no KV slot" once
+        self.refuse_restore = False  # llama.cpp finds no run of free cells for a state
+        self.digest = "fa" * 32  # the model file's sha256
 
     def _visible(self, slot: int) -> list[int]:
         mine = sorted((pos, tok) for pos, tok, seqs in self.cells.values() if slot in seqs)
@@ -102,6 +105,8 @@ class FakeRunner:
         return pickle.dumps([(pos, tok) for pos, tok, seqs in self.cells.values() if slot in seqs])
 
     def restore(self, slot: int, state: bytes) -> None:
+        if self.refuse_restore:
+            raise RuntimeError(f"could not restore the KV state of slot {slot}")
         cells = pickle.loads(state)
         assert len(cells) <= self.config.n_ctx - len(self.cells), "no room to restore"
         for pos, tok in cells:

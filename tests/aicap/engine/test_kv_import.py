@@ -1,0 +1,166 @@
+"""Prefill on one engine, import on another, against the fake runner (fake_runner.py), whose logits
+depend on exactly the tokens a sequence's cells hold: an imported request generates what running its
+prompt alone does, the exported state holds the prompt but its last token, refusals change nothing,
+and the bookkeeping (blocks, cells, the prefix cache) stays exact."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+
+import pytest
+
+from aicap.config import EngineConfig
+from aicap.engine.llm_engine import LLMEngine, TokenEvent
+from aicap.engine.sampler import SamplingParams
+from aicap.errors import FailedPrecondition, InvalidArgument
+from aicap.kv_state import KvState
+from tests.aicap.engine.fake_runner import FakeRunner, reference
+
+PROMPT = [3, 4, 5, 6, 7, 8, 9, 10] * 3 + [11, 12, 13]  # 27 tokens: three full blocks and a partial one
+GREEDY = SamplingParams(max_tokens=12, ignore_eos=True)
+
+
+def make(n_ctx: int = 256, **kw: object) -> LLMEngine:
+    cfg = {"block_size": 8, "max_batch_tokens": 64, "max_running": 4, **kw}
+    return LLMEngine(FakeRunner(n_ctx, 12), EngineConfig(**cfg))  # type: ignore[arg-type]
+
+
+def drain(engine: LLMEngine) -> list[TokenEvent]:
+    events: list[TokenEvent] = []
+    while engine.has_work():
+        events += engine.step()
+        engine.blocks.check_invariants()
+    return events
+
+
+def prefill(engine: LLMEngine, tokens: list[int], request_id: int = 100) -> KvState:
+    engine.prefill(request_id, tokens)
+    (ev,) = [e for e in drain(engine) if e.seq_id == request_id]
+    assert (ev.token, ev.finished, ev.finish_reason) == (-1, True, "prefilled")
+    assert ev.state is not None
+    return ev.state
+
+
+def tokens_of(events: list[TokenEvent], request_id: int) -> list[int]:
+    return [e.token for e in events if e.seq_id == request_id]
+
+
+def idle(engine: LLMEngine) -> bool:
+    runner: FakeRunner = engine.runner  # type: ignore[assignment]
+    holders = set(engine.cells.holders)
+    private = [c for c in runner.cells.values() if not c[2] <= holders]  # cells a slot still holds
+    return not engine.has_work() and not private and not engine._samples
+
+
+def test_an_imported_request_generates_what_the_prompt_alone_does() -> None:
+    a, b = make(), make()
+    state = prefill(a, PROMPT)
+    assert state.tokens == tuple(PROMPT[:-1])
+    assert state.model_digest == "fa" * 32 and state.cache_type == "f16"
+    assert sorted(pickle.loads(state.data)) == list(enumerate(PROMPT[:-1]))  # positions 0..k-1
+    assert idle(a)
+    b.add(1, PROMPT, GREEDY, imported=state)
+    events = drain(b)
+    assert tokens_of(events, 1) == reference(PROMPT, 12, False)
+    assert events[0].cached_tokens == 0
+    assert idle(b)
+
+
+def test_the_import_computes_only_the_tokens_after_the_state() -> None:
+    b = make()
+    state = prefill(make(), PROMPT[:20])  # the state holds 19 tokens
+    decoded: list[int] = []
+    real = b.runner.decode
+
+    def counting(work):  # type: ignore[no-untyped-def]
+        decoded.extend(len(t) for _, t, _ in work)
+        return real(work)
+
+    b.runner.decode = counting  # type: ignore[method-assign]
+    b.add(1, PROMPT, SamplingParams(max_tokens=1), imported=state)
+    assert tokens_of(drain(b), 1) == reference(PROMPT, 1, False)
+    assert decoded == [len(PROMPT) - 19]
+
+
+def test_a_prefill_is_batched_with_running_requests_and_uses_the_prefix_cache() -> None:
+    a = make(isolate_apps=False)
+    a.add(1, [*PROMPT, 20, 21], GREEDY)
+    first = a.step()  # request 1's prompt is computed and its full blocks cached
+    a.prefill(2, PROMPT)
+    events = a.step()
+    assert sorted((e.seq_id, e.token == -1) for e in events) == [(1, False), (2, True)]  # one decode
+    (done,) = [e for e in events if e.seq_id == 2]
+    assert done.cached_tokens == 24  # three blocks from request 1
+    state = done.state
+    assert state is not None and sorted(pickle.loads(state.data)) == list(enumerate(PROMPT[:-1]))
+    rest = drain(a)
+    assert tokens_of(first + events + rest, 1) == reference([*PROMPT, 20, 21], 12, False)
+    b = make()
+    b.add(3, PROMPT, GREEDY, imported=state)
+    assert tokens_of(drain(b), 3) == reference(PROMPT, 12, False)
+
+
+def test_n_samples_import_once_and_share_through_the_prefix_cache() -> None:
+    b = make()
+    state = prefill(make(), PROMPT)
+    params = SamplingParams(max_tokens=6, n=3, temperature=1.0, seed=3, ignore_eos=True)
+    b.add(1, PROMPT, params, imported=state)
+    samples = b._samples[1]
+    assert samples[0].imported is state and samples[1].imported is None is samples[2].imported
+    events = drain(b)
+    assert len(tokens_of(events, 1)) == 18
+    assert b.blocks.prefix_hits >= 2 * 24  # samples 1 and 2 took the imported blocks from the cache
+    assert idle(b)
+
+
+def test_a_state_llama_cpp_refuses_is_computed_instead() -> None:
+    b = make()
+    state = prefill(make(), PROMPT)
+    b.runner.refuse_restore = True  # type: ignore[attr-defined]
+    b.add(1, PROMPT, GREEDY, imported=state)
+    assert tokens_of(drain(b), 1) == reference(PROMPT, 12, False)
+    assert idle(b)
+
+
+def test_an_import_preempted_for_recompute_computes_every_token() -> None:
+    # 64 cells: the import (27 + 30 tokens) and a rival of the same size cannot both finish
+    b = make(n_ctx=64, swap_budget_tokens=0, max_batch_tokens=32)
+    state = prefill(make(), PROMPT)
+    b.add(1, PROMPT, SamplingParams(max_tokens=30, ignore_eos=True), imported=state)
+    b.add(2, [9] * 27, SamplingParams(max_tokens=30, ignore_eos=True))
+    events = drain(b)
+    assert b.scheduler.preemptions["recompute"] > 0
+    assert tokens_of(events, 1) == reference(PROMPT, 30, False)
+    assert tokens_of(events, 2) == reference([9] * 27, 30, False)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"model_digest": "ab" * 32}, FailedPrecondition, "another model"),
+        ({"cache_type": "q8_0"}, FailedPrecondition, "cache type is q8_0"),
+        ({"tokens": (*PROMPT[:5], 99)}, InvalidArgument, "not a proper prefix"),
+        ({"tokens": tuple(PROMPT)}, InvalidArgument, "not a proper prefix"),  # nothing left to compute
+    ],
+)
+def test_a_state_that_does_not_fit_is_refused_and_changes_nothing(
+    change: dict[str, object], error: type[Exception], message: str
+) -> None:
+    b = make()
+    state = dataclasses.replace(prefill(make(), PROMPT), **change)  # type: ignore[arg-type]
+    free = b.blocks.num_free_blocks
+    with pytest.raises(error, match=message):
+        b.add(1, PROMPT, GREEDY, imported=state)
+    assert idle(b) and b.blocks.num_free_blocks == free and not b.runner.cells  # type: ignore[attr-defined]
+    b.add(1, PROMPT, GREEDY)  # the request id is still free
+    assert tokens_of(drain(b), 1) == reference(PROMPT, 12, False)
+
+
+def test_a_prefill_needs_a_token_to_leave_and_can_be_aborted() -> None:
+    a = make()
+    with pytest.raises(InvalidArgument, match="at least 2 tokens"):
+        a.prefill(1, [5])
+    a.prefill(1, PROMPT)
+    a.abort(1)  # before it ran
+    assert idle(a) and drain(a) == []
