@@ -189,12 +189,14 @@ def test_devices_that_do_not_serve_or_offload_say_so(devices: Devices) -> None:
 def test_a_device_past_its_limit_is_refused_naming_it(devices: Devices) -> None:
     alpha, bravo = devices.alpha, devices.bravo
     streams: list[CompletionStream] = []
+    readers = []  # each stream's iterator: dropping one cancels its call
     try:
         for _ in range(2):  # bravo runs 2 of alpha's generations at once (ai.peer_max_concurrent)
             s = alpha.app.stream_complete(
                 "Once upon a time", max_tokens=200, ignore_eos=True, placement=bravo.device_id
             )
-            next(iter(s))  # running there
+            readers.append(iter(s))
+            next(readers[-1])  # running there
             streams.append(s)
         code, message = _code(alpha.app.complete, "Hi", max_tokens=2, placement=bravo.device_id)
         assert code == "RESOURCE_EXHAUSTED" and "ai.peer_max_concurrent" in message

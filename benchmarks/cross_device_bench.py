@@ -1,0 +1,205 @@
+"""The model across devices: a weak device (a quarter of a core, cgroup v1 `cpu.cfs_quota_us`) paired
+with a strong one (the rest of the machine), both real daemons with the real model, in one run.
+
+Run (as root, cgroup v1): .venv/bin/python benchmarks/cross_device_bench.py [--clients 8] [--requests 2]
+
+- Offload: `--clients` apps' threads on the weak device each send `--requests` completions back to back
+  (distinct ~60-token prompts, 64 tokens out, greedy, EOS ignored), first with placement LOCAL (the
+  baseline: the weak device alone), then AUTO (the daemon places each request by expected first token).
+  Printed: tok/s and TTFT p50/p99 of each, the ratio (target: AUTO at least 3x LOCAL's tok/s), and where
+  AUTO's requests ran.
+- Migration (unplanned): a request from the weak device runs on the strong one; after 10 tokens the
+  strong daemon is killed (-9). Printed: the gap between the last token before the kill and the next
+  one (detection + replay of prompt and streamed tokens on the weak device; target at most 3 s), and
+  tokens lost or repeated (the stream must hold exactly max_tokens; target 0 and 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+from _machine import machine  # noqa: E402
+from harness import Daemon  # noqa: E402
+from test_pairing import _owner, _pair  # noqa: E402
+
+from aicap import AiClient  # noqa: E402
+
+CPU_CGROUP = Path("/sys/fs/cgroup/cpu")
+USE_AI = "ohos.permission.USE_AI"
+APP = "com.bench.ai"
+ENV = {"DATAMGR_AI__ENABLED": "true", "DATAMGR_DISCOVERY__ENABLED": "false", "DATAMGR_SYNC__AUTO": "false"}
+MAX_TOKENS = 64
+
+
+@contextlib.contextmanager
+def weak_cgroup(quota: float) -> Iterator[Path]:
+    """A cpu cgroup limited to `quota` of one core; processes forked while this process is in it stay."""
+    group = CPU_CGROUP / f"datamgr-weak-{os.getpid()}"
+    group.mkdir()
+    try:
+        period = int((group / "cpu.cfs_period_us").read_text())
+        (group / "cpu.cfs_quota_us").write_text(str(int(period * quota)))
+        yield group
+    finally:
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):
+                (CPU_CGROUP / "cgroup.procs").write_text(pid)
+        group.rmdir()
+
+
+def start_in(group: Path | None, daemon: Daemon) -> Daemon:
+    """Starts `daemon` inside `group` (this process joins it for the fork, then leaves)."""
+    if group is not None:
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+    try:
+        daemon.start(wait=False)
+    finally:
+        if group is not None:
+            (CPU_CGROUP / "cgroup.procs").write_text(str(os.getpid()))
+    daemon.wait_healthy(300, service="aicap.v1.AiService")
+    return daemon
+
+
+def prompt(client: int, request: int) -> str:
+    return (
+        f"Client {client}, request {request}: write a short paragraph about the history of the number "
+        f"{client * 100 + request}, its properties, and where it appears in everyday life."
+    )
+
+
+def offload_phase(
+    address: str, token: str, clients: int, requests: int, placement: str
+) -> tuple[float, list[float], dict[str, int]]:
+    """tok/s over the phase, each request's TTFT, and how many requests each device served."""
+    ttfts: list[float] = []
+    where: dict[str, int] = {}
+    tokens = [0]
+    lock = threading.Lock()
+
+    def run(c: int) -> None:
+        with AiClient.connect(address, token) as ai:
+            for r in range(requests):
+                t0 = time.perf_counter()
+                first = None
+                n = 0
+                device = "?"
+                for chunk in ai.stream_complete(
+                    prompt(c, r), max_tokens=MAX_TOKENS, temperature=0, ignore_eos=True, placement=placement
+                ):
+                    if first is None:
+                        first = time.perf_counter() - t0
+                    n += len(chunk.token_ids)
+                    if chunk.usage is not None:
+                        device = chunk.usage.device
+                with lock:
+                    ttfts.append(first or 0.0)
+                    tokens[0] += n
+                    where[device] = where.get(device, 0) + 1
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return tokens[0] / (time.perf_counter() - t0), ttfts, where
+
+
+def migration(address: str, token: str, strong: Daemon, strong_id: str) -> tuple[float, int, int]:
+    """(gap in s, tokens received, max_tokens) for a stream whose device is killed after 10 tokens."""
+    stamps: list[float] = []
+    got: list[int] = []
+    with AiClient.connect(address, token) as ai:
+        stream = ai.stream_complete(
+            "Once upon a time, in a city by the sea,",
+            max_tokens=MAX_TOKENS,
+            temperature=0,
+            ignore_eos=True,
+            placement=strong_id,
+        )
+        killed_at = 0
+        for chunk in stream:
+            got.extend(chunk.token_ids)
+            stamps.append(time.perf_counter())
+            if len(got) == 10:
+                strong.kill9()
+                killed_at = len(stamps)
+    gap = stamps[killed_at] - stamps[killed_at - 1] if len(stamps) > killed_at else float("inf")
+    return gap, len(got), MAX_TOKENS
+
+
+def p(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=2)
+    parser.add_argument("--quota", type=float, default=0.25, help="The weak device's share of one core.")
+    args = parser.parse_args()
+    if not (CPU_CGROUP / "cgroup.procs").exists() or os.geteuid() != 0:
+        raise SystemExit("needs root and cgroup v1's cpu hierarchy at /sys/fs/cgroup/cpu")
+
+    with tempfile.TemporaryDirectory(prefix="xdev-bench-") as tmp, weak_cgroup(args.quota) as group:
+        root = Path(tmp)
+        strong = Daemon(
+            root / "strong",
+            env={**ENV, "DATAMGR_DISCOVERY__DEVICE_NAME": "strong", "DATAMGR_AI__SERVE_PEERS": "paired"},
+        )
+        weak = Daemon(
+            root / "weak",
+            env={**ENV, "DATAMGR_DISCOVERY__DEVICE_NAME": "weak", "DATAMGR_AI__OFFLOAD": "true"},
+        )
+        start_in(None, strong)
+        start_in(group, weak)
+        try:
+            _pair(weak, strong)
+            with _owner(strong) as owner:
+                strong_id = owner.identity().device_id
+            with _owner(weak) as owner:
+                weak_id = owner.identity().device_id
+            token = weak.add_app(APP, USE_AI)
+            local = offload_phase(weak.address, token, args.clients, args.requests, "local")
+            auto = offload_phase(weak.address, token, args.clients, args.requests, "auto")
+            gap, got, wanted = migration(weak.address, token, strong, strong_id)
+        finally:
+            weak.stop()
+            if strong.proc is not None:
+                strong.stop()
+
+    print(f"machine: {machine()}")
+    print(f"weak device: {args.quota:g} of a core (cgroup cpu.cfs_quota_us); strong: the rest of the machine")
+    print(
+        f"{args.clients} clients on the weak device x {args.requests} requests, ~60-token prompts, "
+        f"{MAX_TOKENS} tokens out, greedy"
+    )
+    print(f"{'placement':12} {'tok/s':>8} {'TTFT p50 (s)':>13} {'TTFT p99 (s)':>13}  served by")
+    names = {weak_id: "weak", strong_id: "strong"}
+    for name, (tps, ttfts, where) in (("LOCAL", local), ("AUTO", auto)):
+        served = ", ".join(f"{names.get(d, d)} {n}" for d, n in sorted(where.items()))
+        print(f"{name:12} {tps:8.1f} {statistics.median(ttfts):13.2f} {p(ttfts, 0.99):13.2f}  {served}")
+    ratio = auto[0] / local[0]
+    print(f"AUTO / LOCAL tok/s: {ratio:.2f}x (target >= 3x: {'met' if ratio >= 3 else 'NOT met'})")
+    print(
+        f"migration after kill -9 of the serving device: gap {gap:.2f} s (target <= 3 s: "
+        f"{'met' if gap <= 3 else 'NOT met'}); tokens {got} of {wanted}: lost {max(0, wanted - got)}, "
+        f"repeated {max(0, got - wanted)}"
+    )
+
+
+if __name__ == "__main__":
+    main()
