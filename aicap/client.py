@@ -211,6 +211,12 @@ class AiClient:
         """Unloads and unregisters a model (admin token)."""
         _call(self._stub.RemoveModel, pb.RemoveModelRequest(name=name), metadata=self._md, timeout=timeout)
 
+    def drain(self, resume: bool = False, timeout: float | None = None) -> int:
+        """Hands paired devices' generations running here back to their devices (they go on elsewhere)
+        and refuses new ones; `resume` serves them again (admin token). Returns how many moved."""
+        req = pb.DrainRequest(resume=resume)
+        return int(_call(self._stub.Drain, req, metadata=self._md, timeout=timeout).moved)
+
     def close(self) -> None:
         self._channel.close()
 
@@ -321,6 +327,10 @@ class AsyncAiClient:
     async def remove_model(self, name: str, timeout: float | None = None) -> None:
         req = pb.RemoveModelRequest(name=name)
         await _acall(self._stub.RemoveModel, req, metadata=self._md, timeout=timeout)
+
+    async def drain(self, resume: bool = False, timeout: float | None = None) -> int:
+        req = pb.DrainRequest(resume=resume)
+        return int((await _acall(self._stub.Drain, req, metadata=self._md, timeout=timeout)).moved)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 
 LOCAL = ""  # the device id that means this device
-PREFER_LOCAL = 1.5  # a peer must be expected this many times sooner than this device to be chosen
+PREFER_LOCAL = 2.0  # a peer must be expected this many times sooner than this device to be chosen
 
 
 @dataclass(frozen=True, slots=True)

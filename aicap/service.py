@@ -34,7 +34,15 @@ from aicap.engine.async_engine import LatencyHistogram
 from aicap.engine.generation import Generation
 from aicap.engine.llm_engine import EngineStats, TokenEvent
 from aicap.engine.sampler import SamplingParams
-from aicap.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
+from aicap.errors import (
+    AicapError,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 from aicap.limits import AppLimiter, Limits
 from aicap.metrics import make_registry, prometheus_text
 from aicap.models import Model, ModelRegistry
@@ -145,9 +153,15 @@ class _Run:
     replay), at most `max_migrations` times."""
 
     def __init__(
-        self, start: Callable[[list[int], set[str]], Awaitable[_Source]], n: int, max_migrations: int
+        self,
+        start: Callable[[list[int], set[str]], Awaitable[_Source]],
+        n: int,
+        max_migrations: int,
+        auto: bool = False,
     ) -> None:
         self._start, self._n, self._max = start, n, max_migrations
+        self.auto = auto  # placed by AUTO: a device that refuses it at once (full) hands it on too
+        self._received = False  # the current source sent an event
         self.source: _Source | None = None
         self.emitted: list[int] = []  # tokens of sample 0 returned so far
         self.lost: set[str] = set()
@@ -168,18 +182,24 @@ class _Run:
             assert self.source is not None
             try:
                 ev = await self.source.next()
-            except Unavailable as exc:
+            except (Unavailable, ResourceExhausted) as exc:
+                busy = isinstance(exc, ResourceExhausted)  # refused at once: full for this device now
+                if busy and not (self.auto and not self._received):
+                    raise
                 if self.source.local or self._n != 1 or self._error is not None:
                     raise
-                await self._move(exc)
+                await self._move(exc, counted=not busy)
                 continue
+            self._received = True
             if ev is not None and ev.index == 0:
                 self.emitted.append(ev.token)
             return ev
 
-    async def _move(self, exc: Unavailable) -> None:
+    async def _move(self, exc: AicapError, counted: bool = True) -> None:
+        """To the next device: a move of a started generation counts against max_migrations; a
+        placement a full device refused at once does not."""
         assert self.source is not None
-        self.migrations += 1
+        self.migrations += counted
         if self.migrations > self._max:
             raise Unavailable(
                 f"the generation was lost by {self.migrations} devices (ai.max_migrations {self._max}): {exc}"
@@ -188,6 +208,7 @@ class _Run:
         self.lost.add(lost)
         await self.source.aclose()
         self.source = await self._start(list(self.emitted), self.lost)
+        self._received = False
         log.info(
             "generation moved from device %s to %s after %d tokens: %s",
             lost,
@@ -244,6 +265,8 @@ class AiService(pb_grpc.AiServiceServicer):
         self.peers: Peers | None = None  # paired devices to offload to (set by the host)
         self._speeds: dict[str, tuple[float, float]] = {}  # model → (prefill tokens/s, decode step s)
         self._prefilling: dict[str, int] = {}  # model → prompt tokens started, not yet prefilled
+        self._served: set[_LocalSource] = set()  # paired devices' generations running here
+        self.draining = False  # paired devices' generations are handed back, new ones refused
         self._metrics_server: Any = None
         self._loading: asyncio.Task[None] | None = None
 
@@ -276,6 +299,28 @@ class AiService(pb_grpc.AiServiceServicer):
         """Returns once the default model is loaded (requests before then wait for it)."""
         assert self._loading is not None, "start() first"
         await asyncio.shield(self._loading)
+
+    def drain(self, resume: bool = False) -> int:
+        """Hands paired devices' generations back (they end UNAVAILABLE, and their devices replay them
+        elsewhere) and refuses new ones; `resume` serves them again. Returns how many were handed back."""
+        self.draining = not resume
+        if resume:
+            return 0
+        moved = list(self._served)
+        for source in moved:
+            source.kill(Unavailable("this device is draining: the generation moves to another device"))
+        return len(moved)
+
+    async def Drain(self, request: pb.DrainRequest, context: Any) -> pb.DrainResponse:
+        self._admin(context)
+        moved = self.drain(request.resume)
+        if moved or request.resume:
+            log.info(
+                "AI %s: %d paired devices' generations handed back",
+                "resumed" if request.resume else "draining",
+                moved,
+            )
+        return pb.DrainResponse(moved=moved, draining=self.draining)
 
     async def close(self) -> None:
         """Ends in-flight generations with UNAVAILABLE and frees every model."""
@@ -435,7 +480,7 @@ class AiService(pb_grpc.AiServiceServicer):
                 async def start(done: list[int], lost: set[str]) -> _Source:
                     return await self._start(m, app, prompt, req, request.params, where, done, lost)
 
-                run = call.run = _Run(start, req.params.n, self.config.max_migrations)
+                run = call.run = _Run(start, req.params.n, self.config.max_migrations, auto=where == "auto")
                 try:
                     await run.begin()
                     async for chunk in self._samples(
@@ -564,6 +609,8 @@ class AiService(pb_grpc.AiServiceServicer):
         """A paired device's generation (its app's permission checked there): the model with the file
         `digest`, the prompt's token ids, and each event as it comes. The caller applies per-device
         limits; stop strings end a sample here too, where the origin finds them in the same tokens."""
+        if self.draining:
+            raise Unavailable("this device is draining: it runs no generations for paired devices now")
         m = await self.models.by_digest(digest)
         tok = await self.models.tokenizer(m)
         if not tokens:
@@ -586,6 +633,7 @@ class AiService(pb_grpc.AiServiceServicer):
         )
         texts = [SampleText(req.stops) for _ in range(req.params.n)]
         ended: set[int] = set()
+        self._served.add(source)
         try:
             while len(ended) < req.params.n:
                 ev = await source.next()
@@ -602,31 +650,38 @@ class AiService(pb_grpc.AiServiceServicer):
                     ended.add(ev.index)
                 yield ev
         finally:
+            self._served.discard(source)
             await source.aclose()
 
-    async def _calibrate(self, m: Model) -> None:
-        """Measures `m`'s prefill speed and decode step on this device (what placement compares):
-        one 64-token prompt and 8 tokens, run like any request, at load."""
+    async def _calibrate(self, m: Model, rounds: int = 3) -> None:
+        """Measures `m`'s prefill speed and decode step on this device (what placement compares), at
+        load: a 64-token prompt (another each round: no prefix-cache hit) and 8 tokens, run like any
+        request; the best of `rounds`, so that a moment of contention does not make a device look slow."""
         engine = await self.models.engine(m)
         tok = await self.models.tokenizer(m)
-        tokens = (
-            await self.prompts.run(tok.tokenize, "The quick brown fox jumps over the lazy dog. " * 8, True)
-        )[:64]
-        params = SamplingParams(max_tokens=8, ignore_eos=True)  # greedy
-        gen = engine.generate(tokens, params, "")
-        t0 = time.perf_counter()
-        stamps: list[float] = []
-        try:
-            while await gen.next() is not None:
-                stamps.append(time.perf_counter())
-        finally:
-            await gen.aclose()
-        if len(stamps) >= 2:
-            step = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
-            prefill = len(tokens) / max(stamps[0] - t0 - step, 1e-3)
-            self._speeds[m.name] = (prefill, step)
+        best_prefill, best_step = 0.0, float("inf")
+        for i in range(rounds):
+            text = f"Round {i}. " + "The quick brown fox jumps over the lazy dog. " * 8
+            tokens = (await self.prompts.run(tok.tokenize, text, True))[:64]
+            gen = engine.generate(tokens, SamplingParams(max_tokens=8, ignore_eos=True), "")  # greedy
+            t0 = time.perf_counter()
+            stamps: list[float] = []
+            try:
+                while await gen.next() is not None:
+                    stamps.append(time.perf_counter())
+            finally:
+                await gen.aclose()
+            if len(stamps) >= 2:
+                step = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+                best_step = min(best_step, step)
+                best_prefill = max(best_prefill, len(tokens) / max(stamps[0] - t0 - step, 1e-3))
+        if best_prefill:
+            self._speeds[m.name] = (best_prefill, best_step)
             log.info(
-                "model %s: prefill %.0f tokens/s, decode step %.1f ms here", m.name, prefill, step * 1000
+                "model %s: prefill %.0f tokens/s, decode step %.1f ms here",
+                m.name,
+                best_prefill,
+                best_step * 1000,
             )
 
     @contextlib.contextmanager

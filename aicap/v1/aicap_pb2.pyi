@@ -25,6 +25,20 @@ FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
 
+class DrainRequest(_message.Message):
+    __slots__ = ("resume",)
+    RESUME_FIELD_NUMBER: _ClassVar[int]
+    resume: bool
+    def __init__(self, resume: _Optional[bool] = ...) -> None: ...
+
+class DrainResponse(_message.Message):
+    __slots__ = ("moved", "draining")
+    MOVED_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    moved: int
+    draining: bool
+    def __init__(self, moved: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
+
 class Model(_message.Message):
     __slots__ = ("name", "path", "n_ctx", "chat_template", "is_default", "loaded")
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -77,6 +77,11 @@ class AiServiceStub:
                 request_serializer=aicap_dot_v1_dot_aicap__pb2.RemoveModelRequest.SerializeToString,
                 response_deserializer=aicap_dot_v1_dot_aicap__pb2.RemoveModelResponse.FromString,
                 _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/aicap.v1.AiService/Drain',
+                request_serializer=aicap_dot_v1_dot_aicap__pb2.DrainRequest.SerializeToString,
+                response_deserializer=aicap_dot_v1_dot_aicap__pb2.DrainResponse.FromString,
+                _registered_method=True)
 
 
 class AiServiceServicer:
@@ -135,6 +140,15 @@ class AiServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Drain(self, request, context):
+        """Admin: stop running paired devices' generations here (planned migration): the ones running end
+        at once with UNAVAILABLE "draining", and their devices replay them elsewhere, the stream going on;
+        new ones are refused until Drain with resume. SIGTERM drains first too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AiServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +191,11 @@ def add_AiServiceServicer_to_server(servicer, server):
                     servicer.RemoveModel,
                     request_deserializer=aicap_dot_v1_dot_aicap__pb2.RemoveModelRequest.FromString,
                     response_serializer=aicap_dot_v1_dot_aicap__pb2.RemoveModelResponse.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=aicap_dot_v1_dot_aicap__pb2.DrainRequest.FromString,
+                    response_serializer=aicap_dot_v1_dot_aicap__pb2.DrainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +417,33 @@ class AiService:
             '/aicap.v1.AiService/RemoveModel',
             aicap_dot_v1_dot_aicap__pb2.RemoveModelRequest.SerializeToString,
             aicap_dot_v1_dot_aicap__pb2.RemoveModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aicap.v1.AiService/Drain',
+            aicap_dot_v1_dot_aicap__pb2.DrainRequest.SerializeToString,
+            aicap_dot_v1_dot_aicap__pb2.DrainResponse.FromString,
             options,
             channel_credentials,
             insecure,

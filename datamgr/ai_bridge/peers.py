@@ -19,7 +19,14 @@ from collections.abc import AsyncGenerator, Callable
 import grpc
 
 from aicap.engine.llm_engine import TokenEvent
-from aicap.errors import BY_CODE, AicapError, FailedPrecondition, PermissionDenied, Unavailable
+from aicap.errors import (
+    BY_CODE,
+    AicapError,
+    FailedPrecondition,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
 from aicap.placement import Load
 from aicap.v1 import aicap_pb2
 from datamgr.device.peer_channel import PeerChannels
@@ -53,6 +60,7 @@ class AiPeers:
         # prompt tokens sent to each device since its load was last asked for: counted as waiting there,
         # so that requests placed within one load's lifetime do not all herd to the same device
         self._sent: dict[str, int] = {}
+        self._running: dict[str, int] = {}  # this device's generations running on each device now
 
     @property
     def device_id(self) -> str:
@@ -87,6 +95,12 @@ class AiPeers:
             raise PermissionDenied(f"{who} does not run generations for this device (its ai.serve_peers)")
         if not any(m.digest == digest for m in load.models):
             raise FailedPrecondition(f"{who} has no model file with digest {digest[:16]}... (the same GGUF)")
+        running = self._running.get(device.device_id, 0)
+        if load.peer_max_concurrent and running >= load.peer_max_concurrent:
+            raise ResourceExhausted(
+                f"{who} already runs {running} of this device's generations, its limit "
+                f"(its ai.peer_max_concurrent {load.peer_max_concurrent})"
+            )
         return Load(
             device=device.device_id,
             name=device.name,
@@ -140,6 +154,7 @@ class AiPeers:
         request = pb.PeerGenerateRequest(app=app, model_digest=digest, tokens=tokens, params=params)
         call = pb_grpc.AiPeerServiceStub(channel).Generate(request)
         self._sent[device] = self._sent.get(device, 0) + len(tokens)
+        self._running[device] = self._running.get(device, 0) + 1
         received, outcome = 0, "CANCELLED"
         try:
             async for msg in call:
@@ -162,6 +177,9 @@ class AiPeers:
                 self._loads.pop(device, None)
             raise _error(exc, who) from None
         finally:
+            self._running[device] -= 1
+            if not self._running[device]:
+                del self._running[device]
             call.cancel()  # the app went away: the device ends the generation and frees its KV
             self._audit.note(
                 PeerRead(Direction.FETCHED, device, app, f"ai:{digest[:16]}", 4 * received, outcome)

@@ -86,7 +86,7 @@ class AiPeerServicer(pb_grpc.AiPeerServiceServicer):
     async def GetLoad(self, request: pb.GetLoadRequest, context: Any) -> pb.PeerLoad:
         caller = self._caller(context)
         out = pb.PeerLoad(
-            serves=serves(self._settings.serve_peers, caller.device_id),
+            serves=serves(self._settings.serve_peers, caller.device_id) and not self._ai.draining,
             peer_running=self.limits.running(caller.device_id),
             peer_max_concurrent=self.limits.max_concurrent,
         )

@@ -356,6 +356,20 @@ def models_remove(name: str, address: str | None) -> None:
     out.print(f"removed model {name}", highlight=False)
 
 
+@ai.command()
+@click.option("--resume", is_flag=True, help="Run paired devices' generations again.")
+@address_option
+def drain(resume: bool, address: str | None) -> None:
+    """Hand paired devices' generations running here back to them (their streams go on elsewhere) and
+    run no new ones until --resume (as the device owner). SIGTERM drains first too."""
+    with _client(address, admin_token()) as client:
+        moved = client.drain(resume)
+    if resume:
+        out.print("serving paired devices' generations again", highlight=False)
+    else:
+        out.print(f"draining: {moved} generation(s) handed back to their devices", highlight=False)
+
+
 # ---- statistics ----
 
 

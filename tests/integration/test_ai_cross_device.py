@@ -248,6 +248,28 @@ def test_an_unpaired_device_is_refused_at_the_peer_port(devices: Devices) -> Non
     assert asyncio.run(call()) == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_a_drained_device_hands_its_generations_back_and_takes_no_new_ones(devices: Devices) -> None:
+    alpha, bravo = devices.alpha, devices.bravo
+    chunks = []
+    with alpha.app.stream_complete(
+        "Once upon a time", max_tokens=40, temperature=0, ignore_eos=True, placement=bravo.device_id
+    ) as stream:
+        for chunk in stream:
+            chunks.append(chunk)
+            if len(chunks) == 8:
+                assert bravo.admin.drain() == 1
+    try:
+        assert sum(len(c.token_ids) for c in chunks) == 40  # none lost, none repeated
+        usage = chunks[-1].usage
+        assert usage is not None and usage.migrations == 1 and usage.device == alpha.device_id
+        out = alpha.app.complete("Hi", max_tokens=2, placement="auto")
+        assert out.samples[0].usage is not None and out.samples[0].usage.device == alpha.device_id
+    finally:
+        bravo.admin.drain(resume=True)
+    out = alpha.app.complete("Hi", max_tokens=2, placement=bravo.device_id)
+    assert out.samples[0].usage is not None and out.samples[0].usage.device == bravo.device_id
+
+
 def test_a_generation_survives_its_device_being_killed(devices: Devices) -> None:
     """Last: bravo is killed. The stream goes on here from the tokens already streamed."""
     alpha, bravo = devices.alpha, devices.bravo
