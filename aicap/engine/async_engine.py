@@ -50,6 +50,24 @@ def _dispatch(engine: LLMEngine, requests: dict[int, Request], events: list[Toke
             loop.call_soon_threadsafe(_deliver, items)
 
 
+def _settle(
+    done: asyncio.Future[tuple[KvState, list[int]]],
+    gen: Generation,
+    result: tuple[KvState, list[int]] | None,
+    exc: BaseException | None,
+) -> None:
+    """An export's outcome, on its caller's loop: the generation ends if its request was handed over,
+    even when the caller has stopped waiting."""
+    if exc is None:
+        gen.end()
+    if done.done():
+        return
+    if exc is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(result)  # type: ignore[arg-type]
+
+
 class EngineClosed(RuntimeError):
     """The engine stopped (its model was unloaded or the daemon is shutting down)."""
 
@@ -217,6 +235,14 @@ class AsyncEngine:
         assert ev is not None and ev.state is not None
         return ev.state
 
+    async def export(self, generation: Generation) -> tuple[KvState, list[int]]:
+        """Hands a running generation's request over (LLMEngine.export, on the inference thread): its
+        KV state and all its tokens; the generation then ends (its reader's next() returns None)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[KvState, list[int]]] = loop.create_future()
+        self._inbox.put(("export", generation.request_id, generation, loop, done))
+        return await done
+
     def stats(self) -> EngineStats:
         """The engine's figures after its last step (safe from any thread)."""
         return self._stats
@@ -268,6 +294,16 @@ class AsyncEngine:
                 requests[item.seq_id] = item
             except (ValueError, AicapError) as exc:  # a refusal: nothing was queued
                 self._fail(item, exc)
+        elif item[0] == "export":  # ("export", request id, generation, its loop, future)
+            _, rid, gen, loop, done = item
+            result, error = None, None
+            try:
+                result = engine.export(rid)
+                requests.pop(rid, None)
+            except AicapError as exc:
+                error = exc
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(_settle, done, gen, result, error)
         elif item[0] == "stop":  # ("stop", request id, sample index)
             engine.stop(item[1], item[2])
             if not engine.has_request(item[1]):

@@ -89,6 +89,11 @@ class Cells:
                 self._holder_rows[holder].discard(i)
         self.blocks.evicted.clear()
 
+    def save(self, seq_id: int) -> bytes:
+        """A sequence's KV state: saved from its slot, or the bytes it was swapped out with."""
+        swapped = self._swapped.get(seq_id)
+        return swapped if swapped is not None else self.runner.save(self._slots[seq_id])
+
     def release(self, seq_id: int) -> None:
         """Drops a sequence's cells and frees its slot (cells a holder shares stay)."""
         slot = self._slots.pop(seq_id, None)

@@ -128,6 +128,12 @@ class Generation:
         self._error = error
         self._req.out.put_nowait(_WAKE)
 
+    def end(self) -> None:
+        """Ends the stream without an error: its request went to another engine (AsyncEngine.export,
+        whose tokens include any still queued here); the reader's next() returns None."""
+        self._done = True
+        self._req.out.put_nowait(_WAKE)
+
     async def aclose(self) -> None:
         self._abort()
         self.closed.set()

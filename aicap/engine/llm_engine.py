@@ -27,8 +27,8 @@ from aicap.engine.cells import Cells
 from aicap.engine.model_runner import DecodeError, ModelRunner
 from aicap.engine.sampler import SamplingParams, sample
 from aicap.engine.scheduler import Batch, Scheduler
-from aicap.engine.sequence import Sequence
-from aicap.errors import InvalidArgument
+from aicap.engine.sequence import Sequence, Status
+from aicap.errors import FailedPrecondition, InvalidArgument, NotFound
 from aicap.kv_state import KvState
 
 log = logging.getLogger("aicap.engine")
@@ -180,6 +180,28 @@ class LLMEngine:
             raise InvalidArgument("a prefill needs at least 2 tokens (the last is left to the importer)")
         self.add(request_id, tokens[:-1], SamplingParams(max_tokens=0), app, shared, prefill_only=True)
 
+    def export(self, request_id: int) -> tuple[KvState, list[int]]:
+        """Hands a single-sample request over to another engine (a planned migration) and ends it
+        here, freeing its KV: returns the KV state of every token computed so far (all but the last
+        sampled one, between steps) and all its tokens, prompt and output. The receiver continues it
+        with add(tokens, params with max_tokens less the output, imported=state): its first decode
+        computes the last sampled token. (A seeded draw does not continue the same random stream.)
+
+        NotFound if the request has ended; InvalidArgument for a prefill or n > 1;
+        FailedPrecondition while it has no KV (waiting to start or for a recompute): send its tokens."""
+        samples = self._samples.get(request_id)
+        if not samples:
+            raise NotFound(f"request {request_id} is not in the engine (it ended)")
+        seq = samples[0]
+        if seq.prefill_only or seq.params.n != 1:
+            raise InvalidArgument("only a generation of one sample can be exported")
+        if seq.status not in (Status.RUNNING, Status.SWAPPED) or seq.num_computed == 0:
+            raise FailedPrecondition(f"request {request_id} has no KV yet; send its tokens instead")
+        state = self._state(seq, seq.num_computed)
+        tokens = seq.tokens
+        self._end(seq, aborted=True)
+        return state, tokens
+
     def abort(self, request_id: int) -> None:
         """Stops every sample of a request and frees their KV."""
         for seq in list(self._samples.get(request_id, ())):
@@ -270,8 +292,7 @@ class LLMEngine:
 
     def _export_prefill(self, seq: Sequence) -> TokenEvent:
         """Ends a prefill whose prompt is computed; its event carries the prompt's KV state."""
-        data = self.runner.save(self.cells.slot(seq.seq_id))
-        state = KvState(self.runner.digest, self.runner.config.cache_type, tuple(seq.prompt), data)
+        state = self._state(seq, len(seq.prompt))
         self._end(seq)
         return TokenEvent(
             seq.request_id,
@@ -281,6 +302,10 @@ class LLMEngine:
             cached_tokens=seq.cached_tokens or 0,
             state=state,
         )
+
+    def _state(self, seq: Sequence, n_tokens: int) -> KvState:
+        data = self.cells.save(seq.seq_id)
+        return KvState(self.runner.digest, self.runner.config.cache_type, tuple(seq.span(0, n_tokens)), data)
 
     def _count_waste(self) -> None:
         used = len(self.blocks.blocks) - self.blocks.num_free_blocks

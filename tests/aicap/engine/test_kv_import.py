@@ -13,7 +13,7 @@ import pytest
 from aicap.config import EngineConfig
 from aicap.engine.llm_engine import LLMEngine, TokenEvent
 from aicap.engine.sampler import SamplingParams
-from aicap.errors import FailedPrecondition, InvalidArgument
+from aicap.errors import FailedPrecondition, InvalidArgument, NotFound
 from aicap.kv_state import KvState
 from tests.aicap.engine.fake_runner import FakeRunner, reference
 
@@ -164,3 +164,69 @@ def test_a_prefill_needs_a_token_to_leave_and_can_be_aborted() -> None:
     a.prefill(1, PROMPT)
     a.abort(1)  # before it ran
     assert idle(a) and drain(a) == []
+
+
+def continue_elsewhere(source: LLMEngine, rid: int, max_tokens: int) -> list[int]:
+    """Exports request `rid` from `source` and runs it to the end on a new engine; all its output."""
+    state, tokens = source.export(rid)
+    assert state.tokens == tuple(tokens[:-1])  # every token but the last sampled one
+    assert not source.has_request(rid)
+    output = tokens[len(PROMPT) :]
+    target = make()
+    target.add(
+        rid, tokens, SamplingParams(max_tokens=max_tokens - len(output), ignore_eos=True), imported=state
+    )
+    return output + tokens_of(drain(target), rid)
+
+
+def test_an_exported_generation_continues_on_another_engine() -> None:
+    a = make()
+    a.add(1, PROMPT, GREEDY)
+    a.add(2, [7] * 9, GREEDY)  # a neighbour that keeps running here
+    events = a.step() + a.step() + a.step()
+    assert len(tokens_of(events, 1)) == 3
+    assert continue_elsewhere(a, 1, 12) == reference(PROMPT, 12, False)
+    assert tokens_of(events + drain(a), 2) == reference([7] * 9, 12, False)
+    assert idle(a)
+
+
+def test_a_swapped_out_generation_exports_its_saved_state() -> None:
+    a = make(n_ctx=64, swap_budget_tokens=1000, max_batch_tokens=32)
+    a.add(1, PROMPT, SamplingParams(max_tokens=30, ignore_eos=True))
+    a.add(2, [9] * 27, SamplingParams(max_tokens=30, ignore_eos=True))
+    events: list[TokenEvent] = []
+    while not a.scheduler.swapped:
+        events += a.step()
+    (swapped,) = a.scheduler.swapped
+    rid = swapped.request_id
+    prompt = PROMPT if rid == 1 else [9] * 27
+    state, tokens = a.export(rid)
+    assert state.tokens == tuple(tokens[: len(state.tokens)]) and tokens[: len(prompt)] == prompt
+    target = make()
+    out = tokens[len(prompt) :]
+    target.add(rid, tokens, SamplingParams(max_tokens=30 - len(out), ignore_eos=True), imported=state)
+    assert out + tokens_of(drain(target), rid) == reference(prompt, 30, False)
+    other = 3 - rid
+    assert tokens_of(events + drain(a), other) == reference(PROMPT if other == 1 else [9] * 27, 30, False)
+    assert idle(a) and not a.scheduler.swapped_tokens
+
+
+def test_what_cannot_be_exported_is_refused_and_keeps_running() -> None:
+    a = make(max_running=1)
+    a.add(1, PROMPT, GREEDY)
+    a.add(2, PROMPT, GREEDY)
+    a.step()
+    with pytest.raises(NotFound):
+        a.export(9)
+    with pytest.raises(FailedPrecondition, match="no KV yet"):
+        a.export(2)  # waiting for the one running slot
+    events = drain(a)
+    assert tokens_of(events, 1)[-11:] == reference(PROMPT, 12, False)[-11:]
+    assert tokens_of(events, 2) == reference(PROMPT, 12, False)
+    a.add(3, PROMPT, SamplingParams(max_tokens=4, n=2, temperature=1.0, ignore_eos=True))
+    a.step()
+    with pytest.raises(InvalidArgument, match="one sample"):
+        a.export(3)
+    a.prefill(4, PROMPT)
+    with pytest.raises(InvalidArgument, match="one sample"):
+        a.export(4)

@@ -183,12 +183,27 @@ def test_a_state_that_does_not_fit_is_refused_and_changes_nothing(runners: dict[
         assert not engine.has_work() and not engine.has_request(9) and engine.blocks.num_free_blocks == free
 
 
+def test_an_exported_generation_continues_on_b_as_if_alone(runners: dict[str, ModelRunner]) -> None:
+    a, b = engine_on(runners["a"]), engine_on(runners["b"])
+    prompt = runners["a"].tokenize(TEXT)
+    a.add(1, prompt, GREEDY)
+    a.add(2, runners["a"].tokenize(RIVAL), GREEDY)
+    while len(a._samples[1][0].output) < 6:
+        a.step()
+    state, tokens = a.export(1)
+    assert tokens[: len(prompt)] == prompt and len(tokens) == len(prompt) + 6
+    assert state.tokens == tuple(tokens[:-1]) and not a.has_request(1)
+    rest, logits = imported(b, tokens, state, rid=3)
+    diff, _ = worst(logits, alone(runners["solo"], tokens, rest))
+    assert diff <= TOL, f"logits after the migration differ by {diff}"
+
+
 def test_the_runners_digest_is_the_model_files_sha256(runners: dict[str, ModelRunner]) -> None:
     assert runners["a"].digest == hashlib.sha256(default_model_path().read_bytes()).hexdigest()
     assert runners["q"].digest == runners["a"].digest  # the cache type is checked on its own
 
 
-def test_the_async_engine_prefills_and_imports_on_its_inference_thread() -> None:
+def test_the_async_engine_prefills_imports_and_exports_on_its_inference_thread() -> None:
     def make() -> LLMEngine:
         return engine_on(make_runner(n_seq_max=4))
 
@@ -197,7 +212,22 @@ def test_the_async_engine_prefills_and_imports_on_its_inference_thread() -> None
         assert engines[0].engine is not None
         prompt = engines[0].engine.runner.tokenize(TEXT)
 
+        async def migrate() -> tuple[list[int], list[int]]:
+            """3 tokens on engine 0, then the rest on engine 1; the stream on 0 just ends."""
+            params = SamplingParams(max_tokens=8, ignore_eos=True)
+            first = engines[0].generate(prompt, params)
+            head = [(await first.next()).token for _ in range(3)]  # type: ignore[union-attr]
+            state, tokens = await engines[0].export(first)
+            assert await first.next() is None
+            out = tokens[len(prompt) :]
+            assert out[:3] == head
+            left = SamplingParams(max_tokens=8 - len(out), ignore_eos=True)
+            out += [ev.token async for ev in engines[1].generate(tokens, left, imported=state)]
+            return out, [ev.token async for ev in engines[1].generate(prompt, params)]
+
         async def main() -> tuple[list[int], list[int]]:
+            moved, here = await migrate()
+            assert len(moved) == 8 and moved[:4] == here[:4]
             state = await engines[0].prefill(prompt, app="com.a")
             got = [ev.token async for ev in engines[1].generate(prompt, GREEDY, imported=state)]
             local = [ev.token async for ev in engines[1].generate(prompt, GREEDY)]
@@ -208,7 +238,8 @@ def test_the_async_engine_prefills_and_imports_on_its_inference_thread() -> None
 
         got, local = asyncio.run(main())
         assert got[:4] == local[:4]  # greedy text may part later on batch numerics; logits are tested above
-        assert engines[0].prefill_time.count == 1 and engines[1].ttft.count == 2
+        assert engines[0].prefill_time.count == 1 and engines[1].ttft.count == 4
+        assert not engines[0].has_work()
     finally:
         for e in engines:
             e.close()
