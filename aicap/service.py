@@ -674,7 +674,8 @@ class AiService(pb_grpc.AiServiceServicer):
             if len(stamps) >= 2:
                 step = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
                 best_step = min(best_step, step)
-                best_prefill = max(best_prefill, len(tokens) / max(stamps[0] - t0 - step, 1e-3))
+                # the first token comes out of the prompt's own step: its time is the prefill's
+                best_prefill = max(best_prefill, len(tokens) / max(stamps[0] - t0, 1e-3))
         if best_prefill:
             self._speeds[m.name] = (best_prefill, best_step)
             log.info(
