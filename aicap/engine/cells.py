@@ -22,7 +22,6 @@ from aicap.engine.sequence import Sequence
 
 if TYPE_CHECKING:
     from aicap.engine.model_runner import ModelRunner
-    from aicap.kv_state import KvState
 
 log = logging.getLogger("aicap.engine")
 
@@ -54,9 +53,9 @@ class Cells:
         for seq in batch.recompute:
             self.release(seq.seq_id)
         for seq in batch.swap_in:
-            self.runner.restore(self._take_slot(seq.seq_id), self._swapped.pop(seq.seq_id))
+            self._restore(seq, self._swapped.pop(seq.seq_id))
         for seq, state in batch.restore:
-            self._import(seq, state)
+            self._restore(seq, state.data)
         work = []
         for seq, n in batch.scheduled:
             if seq.seq_id not in self._slots and seq.num_computed:
@@ -114,14 +113,15 @@ class Cells:
             slot = self._slots[seq_id] = self._free.pop()
         return slot
 
-    def _import(self, seq: Sequence, state: KvState) -> None:
-        """Restores an imported state into a newly admitted sequence's slot. If llama.cpp refuses it
-        (no run of free cells long enough: the cache is fragmented), the sequence computes those
-        tokens instead, from its first: its blocks cover them, and this step's tokens still fit."""
+    def _restore(self, seq: Sequence, data: bytes) -> None:
+        """Restores a swapped-out or imported state into an admitted sequence's slot. If llama.cpp
+        refuses it (no run of free cells long enough: the cache is fragmented), the sequence computes
+        those tokens instead, from its first: its blocks cover them, and this step's tokens still
+        fit (it samples again only once every token is computed)."""
         try:
-            self.runner.restore(self._take_slot(seq.seq_id), state.data)
+            self.runner.restore(self._take_slot(seq.seq_id), data)
         except RuntimeError:
-            log.warning("an imported KV state of %d tokens did not fit; computing them", len(state.tokens))
+            log.warning("a KV state of %d tokens did not fit; computing them", seq.num_computed)
             seq.num_computed = 0
 
     def _copy_cached_prefix(self, seq: Sequence) -> None:

@@ -9,6 +9,8 @@ import dataclasses
 import pickle
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aicap.config import EngineConfig
 from aicap.engine.llm_engine import LLMEngine, TokenEvent
@@ -230,3 +232,104 @@ def test_what_cannot_be_exported_is_refused_and_keeps_running() -> None:
     a.prefill(4, PROMPT)
     with pytest.raises(InvalidArgument, match="one sample"):
         a.export(4)
+
+
+prompt_st = st.tuples(
+    st.sampled_from([PROMPT[:9], PROMPT, [4, 5] * 12]), st.lists(st.integers(1, 31), max_size=6)
+)
+kv_op = st.one_of(
+    st.tuples(st.just("add"), prompt_st, st.integers(1, 20)),
+    st.tuples(st.just("prefill"), prompt_st, st.integers(1, 20)),
+    st.tuples(st.just("step"), st.integers(1, 5), st.integers(0, 3).map(lambda x: x == 0)),  # 1/4 refused
+    st.tuples(st.just("migrate"), st.integers(0, 30)),
+)
+
+
+class Chains:
+    """Requests whose output may come in links: a prefill's state imported by a new request, a
+    generation exported and continued by a new request (on the same engine: any engine of the
+    model imports). What each whole chain must produce is its first prompt's reference output."""
+
+    def __init__(self, engine: LLMEngine) -> None:
+        self.engine = engine
+        self.wanted: dict[int, tuple[list[int], int]] = {}  # first link → (prompt, max_tokens)
+        self.then: dict[int, int] = {}  # link → the request that continues it
+        self.first: dict[int, int] = {}  # link → its chain's first link
+        self.prefills: dict[int, tuple[list[int], int]] = {}  # prefill → what imports its state
+        self.out: dict[int, list[int]] = {}
+        self.ids = 0
+
+    def add(self, prompt: list[int], max_tokens: int, imported: KvState | None = None) -> None:
+        self.ids += 1
+        params = SamplingParams(max_tokens=max_tokens, ignore_eos=True)
+        self.engine.add(self.ids, prompt, params, imported=imported)
+        self.wanted[self.ids] = (prompt, max_tokens)
+        self.first[self.ids] = self.ids
+
+    def prefill(self, prompt: list[int], max_tokens: int) -> None:
+        self.ids += 1
+        self.engine.prefill(self.ids, prompt)
+        self.prefills[self.ids] = (prompt, max_tokens)
+
+    def step(self) -> None:
+        for ev in self.engine.step():
+            if ev.state is None:
+                self.out.setdefault(ev.seq_id, []).append(ev.token)
+            else:
+                self.add(*self.prefills.pop(ev.seq_id), imported=ev.state)
+        self.engine.blocks.check_invariants()
+
+    def migrate(self, pick: int) -> None:
+        live = sorted(r for r in self.engine._samples if r in self.first)
+        if not live:
+            return
+        old = live[pick % len(live)]
+        try:
+            state, tokens = self.engine.export(old)
+        except FailedPrecondition:
+            return  # not started: it stays
+        first = self.first[old]
+        prompt, max_tokens = self.wanted[first]
+        self.ids += 1
+        left = SamplingParams(max_tokens=max_tokens - (len(tokens) - len(prompt)), ignore_eos=True)
+        self.engine.add(self.ids, tokens, left, imported=state)
+        self.then[old], self.first[self.ids] = self.ids, first
+
+    def check(self) -> None:
+        for r, (prompt, max_tokens) in self.wanted.items():
+            got, link = list(self.out.get(r, [])), r
+            while link in self.then:
+                link = self.then[link]
+                got += self.out.get(link, [])
+            assert got == reference(prompt, max_tokens, False), r
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ops=st.lists(kv_op, max_size=30), swap=st.sampled_from([0, 64, 10_000]), n_ctx=st.sampled_from([96, 256])
+)
+def test_prefills_imports_and_migrations_in_any_order_keep_every_output(
+    ops: list, swap: int, n_ctx: int
+) -> None:
+    """Interleaved with steps under preemption (swap and recompute) and refused restores, every chain
+    of prefill, import, export and continuation produces exactly its prompt's tokens alone, and
+    nothing is left behind: no block, no slot's cell, no request."""
+    engine = make(n_ctx=n_ctx, swap_budget_tokens=swap, max_running=3)
+    runner: FakeRunner = engine.runner  # type: ignore[assignment]
+    chains = Chains(engine)
+    for o in ops:
+        if o[0] in ("add", "prefill"):
+            (base, suffix), max_tokens = o[1], o[2]
+            (chains.add if o[0] == "add" else chains.prefill)(base + suffix, max_tokens)
+        elif o[0] == "step":
+            runner.refuse_restore = o[2]
+            for _ in range(o[1]):
+                chains.step()
+            runner.refuse_restore = False
+        else:
+            chains.migrate(o[1])
+    while engine.has_work():
+        chains.step()
+    chains.check()
+    assert engine.blocks.num_free_blocks == len(engine.blocks.blocks) and not engine._samples
+    assert {s for _, _, seqs in runner.cells.values() for s in seqs} <= set(engine.cells.holders)
