@@ -1,7 +1,7 @@
 """KV state between devices: what a prefilled prompt's KV costs to ship and to import, per cache type,
 against computing the prompt again (the baseline an importer would otherwise pay).
 
-Run: .venv/bin/python benchmarks/kv_state_bench.py [--tokens 1000] [--reps 3]
+Run: .venv/bin/python benchmarks/kv_state_bench.py [--tokens 1000] [--reps 3] [--threads 2]
 
 For f16 and q8_0 KV caches, in one process on the bundled model, on the same prompt (`--tokens` tokens of
 English prose):
@@ -17,6 +17,7 @@ Medians of --reps runs.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -53,8 +54,10 @@ PROBES = [
 ]
 
 
-def engine_for(cache_type: str, n_ctx: int) -> LLMEngine:
-    cfg = RunnerConfig(default_model_path(), n_ctx=n_ctx, n_seq_max=8, n_batch=512, cache_type=cache_type)
+def engine_for(cache_type: str, n_ctx: int, threads: int) -> LLMEngine:
+    cfg = RunnerConfig(
+        default_model_path(), n_ctx=n_ctx, n_seq_max=8, n_batch=512, n_threads=threads, cache_type=cache_type
+    )
     return LLMEngine(ModelRunner(cfg), EngineConfig(block_size=16, max_batch_tokens=512, max_running=4))
 
 
@@ -97,8 +100,8 @@ def alone(runner: ModelRunner, tokens: list[int]) -> np.ndarray:
     return out
 
 
-def measure(cache_type: str, n_tokens: int, reps: int) -> dict[str, float]:
-    engine = engine_for(cache_type, n_ctx=max(1024, 2 * n_tokens + 64))
+def measure(cache_type: str, n_tokens: int, reps: int, threads: int) -> dict[str, float]:
+    engine = engine_for(cache_type, max(1024, 2 * n_tokens + 64), threads)
     runner = engine.runner
     prompt = (runner.tokenize(PROSE * (n_tokens // 60 + 2)))[: n_tokens + 1]
     runner.digest  # noqa: B018  (computed once per file, outside the timings)
@@ -183,10 +186,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=1000, help="prompt tokens prefilled and shipped")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2, help="decode threads (the daemon's ai.n_threads)")
     args = ap.parse_args()
     print(f"kv_state_bench {time.strftime('%Y-%m-%d %H:%M')}, {machine()}")
-    print(f"model {default_model_path().name}, prompt {args.tokens} tokens, medians of {args.reps}\n")
-    res = {ct: measure(ct, args.tokens, args.reps) for ct in CACHE_TYPES}
+    print(f"model {default_model_path().name}, prompt {args.tokens} tokens, {args.threads} threads, ", end="")
+    print(f"medians of {args.reps}, load average {os.getloadavg()[0]:.1f} at start\n")
+    res = {ct: measure(ct, args.tokens, args.reps, args.threads) for ct in CACHE_TYPES}
     f, q = res["f16"], res["q8_0"]
     rows = [
         ("state bytes / token", "bytes_per_token", "{:,.0f}"),

@@ -115,9 +115,10 @@ class Cells:
 
     def _restore(self, seq: Sequence, data: bytes) -> None:
         """Restores a swapped-out or imported state into an admitted sequence's slot. If llama.cpp
-        refuses it (no run of free cells long enough: the cache is fragmented), the sequence computes
-        those tokens instead, from its first: its blocks cover them, and this step's tokens still
-        fit (it samples again only once every token is computed)."""
+        refuses it (too few free cells, though the blocks said there were; a state from another
+        llama.cpp build), the sequence computes those tokens instead, from its first: its blocks cover
+        them, and this step's tokens still fit (it samples again once every token is computed).
+        Free cells need not be contiguous: a 60-token state restored into runs of 16 (measured)."""
         try:
             self.runner.restore(self._take_slot(seq.seq_id), data)
         except RuntimeError:

@@ -55,7 +55,7 @@ class FakeRunner:
         self.cells: dict[int, tuple[int, int, set[int]]] = {}  # cell → (pos, token, seq ids)
         self._next = 0
         self.fail_next_decode = False  # inject llama_decode's "no KV slot" once
-        self.refuse_restore = False  # llama.cpp finds no run of free cells for a state
+        self.refuse_restore = False  # llama.cpp refuses a state (no room for its cells)
         self.digest = "fa" * 32  # the model file's sha256
 
     def _visible(self, slot: int) -> list[int]:
