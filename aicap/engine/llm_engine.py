@@ -43,7 +43,7 @@ class TokenEvent:
     finished: bool  # this sample is done (the request is done when all n samples are)
     index: int = 0  # which of the request's n samples
     logprob: float | None = None  # when asked for: log-probability under the model's distribution
-    finish_reason: str | None = None  # "stop" (end-of-generation token) or "length"
+    finish_reason: str | None = None  # "stop" (end-of-generation token), "length" or "prefilled"
     cached_tokens: int = 0  # prompt tokens this sample took from the prefix cache
     state: KvState | None = None  # a prefill's result (its only event: token -1, finish_reason "prefilled")
 
