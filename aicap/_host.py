@@ -16,6 +16,7 @@ import grpc
 import sqlalchemy as sa
 
 from aicap.engine.llm_engine import TokenEvent
+from aicap.kv_state import KvState
 from aicap.placement import Load
 
 T = TypeVar("T")
@@ -61,4 +62,8 @@ class Peers(Protocol):
     ) -> AsyncGenerator[TokenEvent, None]:
         """Runs the request (`params` an aicap.v1.SamplingParams) on `device` and yields its events;
         closing the generator ends it there and frees its KV."""
+        ...
+
+    async def prefill(self, device: str, app: str, digest: str, tokens: list[int]) -> KvState:
+        """The KV state of `tokens` but the last, computed on `device`."""
         ...

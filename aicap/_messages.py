@@ -246,13 +246,16 @@ def chat_messages(messages: Messages) -> list[pb.ChatMessage]:
 
 
 def placement_fields(placement: str | None) -> dict[str, Any]:
-    """`placement`: None (the device owner's choice), "local", "auto", or a paired device's id."""
+    """`placement`: None (the device owner's choice), "local", "auto", "split" (prefill on a paired
+    device, decode here), or a paired device's id."""
     if not placement:
         return {}
     if placement.lower() == "local":
         return {"placement": pb.PLACEMENT_LOCAL}
     if placement.lower() == "auto":
         return {"placement": pb.PLACEMENT_AUTO}
+    if placement.lower() == "split":
+        return {"placement": pb.PLACEMENT_SPLIT}
     return {"device": placement}
 
 

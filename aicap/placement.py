@@ -37,6 +37,7 @@ class Load:
     prefill_tokens_per_s: float = 0.0  # 0: not measured yet
     decode_step_s: float = 0.0
     rtt_s: float = 0.0  # the round trip to it (0 here)
+    cache_type: str = ""  # its KV cache type: KV state moves only between devices with the same
 
     def expected_first_token_s(self, prompt_tokens: int, max_batch_tokens: int = 512) -> float:
         """Seconds until a new request's first token there; inf when the speeds are unknown."""

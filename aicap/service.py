@@ -43,6 +43,7 @@ from aicap.errors import (
     Unauthenticated,
     Unavailable,
 )
+from aicap.kv_state import KvState
 from aicap.limits import AppLimiter, Limits
 from aicap.metrics import make_registry, prometheus_text
 from aicap.models import Model, ModelRegistry
@@ -504,8 +505,8 @@ class AiService(pb_grpc.AiServiceServicer):
                 )
             return request.device
         if request.placement == pb.PLACEMENT_LOCAL or not offload:
-            return None  # AUTO on a device whose owner keeps prompts home runs here
-        return "auto"
+            return None  # AUTO or SPLIT on a device whose owner keeps prompts home run here
+        return "split" if request.placement == pb.PLACEMENT_SPLIT else "auto"
 
     async def _start(
         self,
@@ -522,6 +523,8 @@ class AiService(pb_grpc.AiServiceServicer):
         this device and the eligible peers not `lost`); `done`, tokens already streamed, are replayed
         after the prompt, with max_tokens less as many."""
         tokens = prompt.tokens + done
+        if where == "split" and self.peers is not None:
+            return await self._split(m, app, prompt, req)
         if where is not None and self.peers is not None:
             digest = await self.models.digest(m)
             if where == "auto" or where in lost:
@@ -539,6 +542,58 @@ class AiService(pb_grpc.AiServiceServicer):
         sp = dataclasses.replace(req.params, max_tokens=req.params.max_tokens - len(done))
         feed = m.open(engine.generate(tokens, sp, app, prompt.shared))
         return _LocalSource(self.device_id, feed, m, self._prefilling, len(tokens))
+
+    async def _split(self, m: Model, app: str, prompt: Prompt, req: Request) -> _Source:
+        """Prefill on the paired device expected to prefill soonest, decode here from the KV state it
+        sends back (Splitwise); all here when no device is sooner or the prefill there fails."""
+        assert self.peers is not None
+        digest = await self.models.digest(m)
+        tokens = prompt.tokens
+        engine = await self.models.engine(m)
+        cache_type = self.config.runner.cache_type
+        peers = [p for p in await self.peers.loads(digest) if p.cache_type == cache_type]
+        state = None
+        best = choose(self.load(m), peers, len(tokens), self.config.engine.max_batch_tokens)
+        if best.device != LOCAL and len(tokens) > 1:
+            try:
+                state = await self.peers.prefill(best.device, app, digest, tokens)
+                state.check(digest, cache_type)
+            except AicapError as exc:
+                log.info("prefill on %s failed (%s): prefilling here", best.device, exc)
+                state = None
+        feed = m.open(engine.generate(tokens, req.params, app, prompt.shared, imported=state))
+        return _LocalSource(
+            self.device_id,
+            feed,
+            m,
+            self._prefilling,
+            len(tokens) - len(state.tokens) if state else len(tokens),
+        )
+
+    async def prefill_for_peer(self, device: str, app: str, digest: str, tokens: list[int]) -> KvState:
+        """The KV state of a paired device's prompt but its last token (Splitwise's prefill)."""
+        if self.draining:
+            raise Unavailable("this device is draining: it runs no prefills for paired devices now")
+        m = await self.models.by_digest(digest)
+        await self._check_tokens(m, tokens)
+        engine = await self.models.engine(m)
+        self._prefilling[m.name] = self._prefilling.get(m.name, 0) + len(tokens)
+        try:
+            return await engine.prefill(tokens, f"{device}/{app}")
+        finally:
+            self._prefilling[m.name] -= len(tokens)
+
+    async def _check_tokens(self, m: Model, tokens: list[int]) -> None:
+        tok = await self.models.tokenizer(m)
+        if not tokens:
+            raise InvalidArgument("the prompt is empty")
+        if len(tokens) >= m.spec.n_ctx:
+            raise InvalidArgument(
+                f"{len(tokens)} prompt tokens do not fit the context of {m.name} ({m.spec.n_ctx})"
+            )
+        for t in tokens:
+            if not tok.valid(t):
+                raise InvalidArgument(f"token {t} is not in the vocabulary of {m.name}")
 
     async def _samples(
         self, run: _Run, m: Model, prompt_tokens: int, req: Request, check: Callable[[], None]
@@ -601,6 +656,7 @@ class AiService(pb_grpc.AiServiceServicer):
             tokens_waiting=self._prefilling.get(m.name, 0),
             prefill_tokens_per_s=speed[0],
             decode_step_s=speed[1],
+            cache_type=self.config.runner.cache_type,
         )
 
     async def serve_peer(
@@ -612,16 +668,9 @@ class AiService(pb_grpc.AiServiceServicer):
         if self.draining:
             raise Unavailable("this device is draining: it runs no generations for paired devices now")
         m = await self.models.by_digest(digest)
-        tok = await self.models.tokenizer(m)
-        if not tokens:
-            raise InvalidArgument("the prompt is empty")
-        if len(tokens) >= m.spec.n_ctx:
-            raise InvalidArgument(
-                f"{len(tokens)} prompt tokens do not fit the context of {m.name} ({m.spec.n_ctx})"
-            )
-        for t in tokens:
-            if not tok.valid(t):
-                raise InvalidArgument(f"token {t} is not in the vocabulary of {m.name}")
+        await self._check_tokens(m, tokens)
+        tok = m.tokenizer
+        assert tok is not None
         req = self._request(params, len(tokens), m)
         engine = await self.models.engine(m)
         source = _LocalSource(

@@ -8,6 +8,9 @@ Run (as root, cgroup v1): .venv/bin/python benchmarks/cross_device_bench.py [--c
   baseline: the weak device alone), then AUTO (the daemon places each request by expected first token).
   Printed: tok/s and TTFT p50/p99 of each, the ratio (target: AUTO at least 3x LOCAL's tok/s), and where
   AUTO's requests ran.
+- Split (Splitwise): a ~1,000-token prompt's time to first token on the weak device alone, against
+  prefill on the strong device and decode on the weak one from the KV state it sends (target at most
+  0.3x); the bytes shipped.
 - Migration (unplanned): a request from the weak device runs on the strong one; after 10 tokens the
   strong daemon is killed (-9). Printed: the gap between the last token before the kill and the next
   one (detection + replay of prompt and streamed tokens on the weak device; target at most 3 s), and
@@ -140,6 +143,16 @@ def migration(address: str, token: str, strong: Daemon, strong_id: str) -> tuple
     return gap, len(got), MAX_TOKENS
 
 
+def long_prompt_ttft(address: str, token: str, placement: str, i: int) -> float:
+    """Seconds to the first token of a ~1,000-token prompt (another each call: no prefix-cache hit)."""
+    text = f"Document {i}. " + "The tide comes in over the old harbour wall, and the boats lift. " * 70
+    with AiClient.connect(address, token) as ai:
+        t0 = time.perf_counter()
+        for _chunk in ai.stream_complete(text, max_tokens=1, temperature=0, placement=placement):
+            return time.perf_counter() - t0
+    return float("nan")
+
+
 def p(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
@@ -162,7 +175,13 @@ def main() -> None:
         )
         weak = Daemon(
             root / "weak",
-            env={**ENV, "DATAMGR_DISCOVERY__DEVICE_NAME": "weak", "DATAMGR_AI__OFFLOAD": "true"},
+            # one decode thread: a quarter of a core cannot run a team of two
+            env={
+                **ENV,
+                "DATAMGR_DISCOVERY__DEVICE_NAME": "weak",
+                "DATAMGR_AI__OFFLOAD": "true",
+                "DATAMGR_AI__N_THREADS": "1",
+            },
         )
         start_in(None, strong)
         start_in(group, weak)
@@ -175,6 +194,12 @@ def main() -> None:
             token = weak.add_app(APP, USE_AI)
             local = offload_phase(weak.address, token, args.clients, args.requests, "local")
             auto = offload_phase(weak.address, token, args.clients, args.requests, "auto")
+            split_local = [long_prompt_ttft(weak.address, token, "local", i) for i in range(2)]
+            split = [long_prompt_ttft(weak.address, token, "split", 10 + i) for i in range(2)]
+            with _owner(weak) as owner:
+                shipped = [
+                    r.bytes for r in owner.peer_reads(strong_id, 10) if r.key.startswith("ai-prefill:")
+                ]
             gap, got, wanted = migration(weak.address, token, strong, strong_id)
         finally:
             weak.stop()
@@ -194,6 +219,13 @@ def main() -> None:
         print(f"{name:12} {tps:8.1f} {statistics.median(ttfts):13.2f} {p(ttfts, 0.99):13.2f}  {served}")
     ratio = auto[0] / local[0]
     print(f"AUTO / LOCAL tok/s: {ratio:.2f}x (target >= 3x: {'met' if ratio >= 3 else 'NOT met'})")
+    here, there = statistics.median(split_local), statistics.median(split)
+    kib = statistics.median(shipped) / 1024 if shipped else float("nan")
+    print(
+        f"a ~1,000-token prompt from the weak device, TTFT: prefill and decode there {here:.2f} s; "
+        f"prefill on the strong device, decode on the weak (split) {there:.2f} s = {there / here:.2f}x "
+        f"(target <= 0.3x: {'met' if there / here <= 0.3 else 'NOT met'}); KV state shipped {kib:,.0f} KiB"
+    )
     print(
         f"migration after kill -9 of the serving device: gap {gap:.2f} s (target <= 3 s: "
         f"{'met' if gap <= 3 else 'NOT met'}); tokens {got} of {wanted}: lost {max(0, wanted - got)}, "

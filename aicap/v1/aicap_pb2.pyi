@@ -12,6 +12,7 @@ class Placement(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PLACEMENT_UNSPECIFIED: _ClassVar[Placement]
     PLACEMENT_LOCAL: _ClassVar[Placement]
     PLACEMENT_AUTO: _ClassVar[Placement]
+    PLACEMENT_SPLIT: _ClassVar[Placement]
 
 class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -21,6 +22,7 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 PLACEMENT_UNSPECIFIED: Placement
 PLACEMENT_LOCAL: Placement
 PLACEMENT_AUTO: Placement
+PLACEMENT_SPLIT: Placement
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason

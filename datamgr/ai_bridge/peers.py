@@ -27,6 +27,7 @@ from aicap.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from aicap.kv_state import KvState
 from aicap.placement import Load
 from aicap.v1 import aicap_pb2
 from datamgr.device.peer_channel import PeerChannels
@@ -67,8 +68,8 @@ class AiPeers:
         return self._device_id
 
     async def loads(self, digest: str, device: str = "") -> list[Load]:
-        if device:
-            return [await self._eligible(self._named(device), digest)]
+        if device:  # asked afresh: an app naming a device should not get a second-old refusal
+            return [await self._eligible(self._named(device), digest, fresh=True)]
         candidates = [
             d for d in self._trust.all() if d.security_level >= self._min_level and self._online(d.device_id)
         ]
@@ -87,9 +88,9 @@ class AiPeers:
             )
         return device
 
-    async def _eligible(self, device: TrustedDevice, digest: str) -> Load:
+    async def _eligible(self, device: TrustedDevice, digest: str, fresh: bool = False) -> Load:
         """The device's load, if it can run a generation of the model with `digest` for this device."""
-        load, rtt = await self._load(device)
+        load, rtt = await self._load(device, fresh)
         who = f"device {device.name} ({device.device_id})"
         if not load.serves:
             raise PermissionDenied(f"{who} does not run generations for this device (its ai.serve_peers)")
@@ -111,12 +112,13 @@ class AiPeers:
             prefill_tokens_per_s=load.prefill_tokens_per_s,
             decode_step_s=load.decode_step_s,
             rtt_s=rtt,
+            cache_type=load.cache_type,
         )
 
-    async def _load(self, device: TrustedDevice) -> tuple[pb.PeerLoad, float]:
+    async def _load(self, device: TrustedDevice, fresh: bool = False) -> tuple[pb.PeerLoad, float]:
         now = time.monotonic()
         cached = self._loads.get(device.device_id)
-        if cached is not None and now - cached[0] < LOAD_TTL_S:
+        if cached is not None and now - cached[0] < LOAD_TTL_S and not fresh:
             _, found, rtt = cached
         else:
             found, rtt = await self._ask_load(device)
@@ -184,6 +186,34 @@ class AiPeers:
             self._audit.note(
                 PeerRead(Direction.FETCHED, device, app, f"ai:{digest[:16]}", 4 * received, outcome)
             )
+
+    async def prefill(self, device: str, app: str, digest: str, tokens: list[int]) -> KvState:
+        named = self._named(device)
+        who = f"device {named.name} ({device})"
+        try:
+            _, channel, _ = self._channels.get(device)
+        except LookupError as exc:
+            raise Unavailable(f"{exc}: the prefill cannot go there") from None
+        request = pb.PeerPrefillRequest(app=app, model_digest=digest, tokens=tokens)
+        call = pb_grpc.AiPeerServiceStub(channel).Prefill(request)
+        chunks: list[bytes] = []
+        outcome = "CANCELLED"
+        try:
+            async for msg in call:
+                chunks.append(msg.data)
+            outcome = "OK"
+        except grpc.aio.AioRpcError as exc:
+            outcome = exc.code().name
+            if exc.code() in _LOST:
+                self._channels.drop(device, channel)
+            raise _error(exc, who) from None
+        finally:
+            call.cancel()
+            received = sum(len(c) for c in chunks)
+            self._audit.note(
+                PeerRead(Direction.FETCHED, device, app, f"ai-prefill:{digest[:16]}", received, outcome)
+            )
+        return KvState.from_chunks(chunks)
 
     async def close(self) -> None:
         await self._channels.close()

@@ -83,6 +83,29 @@ class AiPeerServicer(pb_grpc.AiPeerServiceServicer):
                 PeerRead(Direction.SERVED, caller.device_id, request.app, key, 4 * sent, outcome)
             )
 
+    async def Prefill(self, request: pb.PeerPrefillRequest, context: Any) -> AsyncIterator[pb.KvChunk]:
+        caller = self._caller(context)
+        if not serves(self._settings.serve_peers, caller.device_id):
+            raise PermissionDenied(
+                f"this device does not run prefills for device {caller.name} (ai.serve_peers)"
+            )
+        sent, outcome = 0, "CANCELLED"
+        try:
+            with self.limits.admit(caller.device_id, caller.name, len(request.tokens)):
+                state = await self._ai.prefill_for_peer(
+                    caller.device_id, request.app, request.model_digest, list(request.tokens)
+                )
+            for data in state.to_chunks():
+                sent += len(data)
+                yield pb.KvChunk(data=data)
+            outcome = "OK"
+        except Exception as exc:
+            outcome = getattr(exc, "code", None) or "INTERNAL"
+            raise
+        finally:
+            key = f"ai-prefill:{request.model_digest[:16]}"
+            self._audit.note(PeerRead(Direction.SERVED, caller.device_id, request.app, key, sent, outcome))
+
     async def GetLoad(self, request: pb.GetLoadRequest, context: Any) -> pb.PeerLoad:
         caller = self._caller(context)
         out = pb.PeerLoad(
@@ -98,6 +121,7 @@ class AiPeerServicer(pb_grpc.AiPeerServiceServicer):
         out.requests_waiting, out.requests_running = load.waiting, load.running
         out.max_running, out.tokens_waiting = load.max_running, load.tokens_waiting
         out.prefill_tokens_per_s, out.decode_step_s = load.prefill_tokens_per_s, load.decode_step_s
+        out.cache_type = load.cache_type
         if default.engine is not None:
             s = default.engine.stats()
             out.kv_free = 1.0 - s.kv_usage

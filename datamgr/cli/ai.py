@@ -52,9 +52,10 @@ _SAMPLING_OPTIONS = [
     click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Deadline in seconds."),
     click.option(
         "--placement",
-        type=click.Choice(["local", "auto"]),
-        help="Where it runs: here, or the device (this or a paired one) with the earliest expected first "
-        "token (default: the owner's choice, ai.offload).",
+        type=click.Choice(["local", "auto", "split"]),
+        help="Where it runs: here, the device (this or a paired one) with the earliest expected first "
+        "token, or split: prefill on the soonest paired device, decode here (default: the owner's "
+        "choice, ai.offload).",
     ),
     click.option("--device", help="Run on this paired device (its id; needs ai.offload here)."),
 ]

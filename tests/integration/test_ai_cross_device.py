@@ -32,7 +32,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.model, pyte
 
 USE_AI = "ohos.permission.USE_AI"
 APP = "com.example.notes"
-AI = {"DATAMGR_AI__ENABLED": "true"}
+# one decode thread each: three daemons' OpenMP teams of two on 2 cores wait at every barrier for a
+# descheduled member (a calibration step took seconds)
+AI = {"DATAMGR_AI__ENABLED": "true", "DATAMGR_AI__N_THREADS": "1"}
 
 
 @dataclass
@@ -163,6 +165,37 @@ def test_auto_goes_to_the_device_with_the_earliest_first_token(devices: Devices)
             s.close()
         for r in readers:
             r.join(30)
+
+
+def test_split_prefills_on_the_device_and_decodes_here_from_its_kv_state(devices: Devices) -> None:
+    alpha, bravo = devices.alpha, devices.bravo
+    # alpha busy prefilling long prompts: bravo is expected to prefill sooner, and sends back the KV
+    long_prompt = "Tell me a long story about the sea. " * 120
+    streams = [
+        alpha.app.stream_complete(long_prompt + str(i), max_tokens=8, placement="local") for i in range(4)
+    ]
+    readers = [threading.Thread(target=lambda s=s: list(s), daemon=True) for s in streams]
+    for r in readers:
+        r.start()
+    prompt = "A haiku about the autumn moon and the river, in five words or so. " * 12
+    before = sum(e.prompt_tokens_total for e in bravo.admin.stats().engines)
+    try:
+        time.sleep(0.3)
+        split = alpha.app.complete(prompt, max_tokens=6, temperature=0, ignore_eos=True, placement="split")
+    finally:
+        for s in streams:
+            s.close()
+        for r in readers:
+            r.join(30)
+    here = alpha.app.complete(prompt, max_tokens=6, temperature=0, ignore_eos=True, placement="local")
+    usage = split.samples[0].usage
+    assert usage is not None and usage.device == alpha.device_id  # decoded here
+    n = usage.prompt_tokens
+    assert (
+        sum(e.prompt_tokens_total for e in bravo.admin.stats().engines) - before == n - 1
+    )  # prefilled there
+    # the first tokens come from the imported KV: they agree with a run that prefilled here
+    assert split.samples[0].tokens[:3] == here.samples[0].tokens[:3]
 
 
 def test_a_device_below_the_offload_level_gets_no_prompt(devices: Devices) -> None:

@@ -7,6 +7,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PeerPrefillRequest(_message.Message):
+    __slots__ = ("app", "model_digest", "tokens")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    model_digest: str
+    tokens: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, app: _Optional[str] = ..., model_digest: _Optional[str] = ..., tokens: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class KvChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
 class PeerGenerateRequest(_message.Message):
     __slots__ = ("app", "model_digest", "tokens", "params")
     APP_FIELD_NUMBER: _ClassVar[int]
@@ -56,7 +72,7 @@ class PeerModel(_message.Message):
     def __init__(self, name: _Optional[str] = ..., digest: _Optional[str] = ..., n_ctx: _Optional[int] = ..., loaded: _Optional[bool] = ...) -> None: ...
 
 class PeerLoad(_message.Message):
-    __slots__ = ("serves", "models", "requests_waiting", "requests_running", "max_running", "tokens_waiting", "kv_free", "prefill_tokens_per_s", "decode_step_s", "recent_tokens_per_s", "peer_running", "peer_max_concurrent")
+    __slots__ = ("serves", "models", "requests_waiting", "requests_running", "max_running", "tokens_waiting", "kv_free", "prefill_tokens_per_s", "decode_step_s", "recent_tokens_per_s", "peer_running", "peer_max_concurrent", "cache_type")
     SERVES_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_WAITING_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +85,7 @@ class PeerLoad(_message.Message):
     RECENT_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     PEER_RUNNING_FIELD_NUMBER: _ClassVar[int]
     PEER_MAX_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
+    CACHE_TYPE_FIELD_NUMBER: _ClassVar[int]
     serves: bool
     models: _containers.RepeatedCompositeFieldContainer[PeerModel]
     requests_waiting: int
@@ -81,4 +98,5 @@ class PeerLoad(_message.Message):
     recent_tokens_per_s: float
     peer_running: int
     peer_max_concurrent: int
-    def __init__(self, serves: _Optional[bool] = ..., models: _Optional[_Iterable[_Union[PeerModel, _Mapping]]] = ..., requests_waiting: _Optional[int] = ..., requests_running: _Optional[int] = ..., max_running: _Optional[int] = ..., tokens_waiting: _Optional[int] = ..., kv_free: _Optional[float] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_step_s: _Optional[float] = ..., recent_tokens_per_s: _Optional[float] = ..., peer_running: _Optional[int] = ..., peer_max_concurrent: _Optional[int] = ...) -> None: ...
+    cache_type: str
+    def __init__(self, serves: _Optional[bool] = ..., models: _Optional[_Iterable[_Union[PeerModel, _Mapping]]] = ..., requests_waiting: _Optional[int] = ..., requests_running: _Optional[int] = ..., max_running: _Optional[int] = ..., tokens_waiting: _Optional[int] = ..., kv_free: _Optional[float] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_step_s: _Optional[float] = ..., recent_tokens_per_s: _Optional[float] = ..., peer_running: _Optional[int] = ..., peer_max_concurrent: _Optional[int] = ..., cache_type: _Optional[str] = ...) -> None: ...

@@ -49,6 +49,11 @@ class AiPeerServiceStub:
                 request_serializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.GetLoadRequest.SerializeToString,
                 response_deserializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.PeerLoad.FromString,
                 _registered_method=True)
+        self.Prefill = channel.unary_stream(
+                '/datamgr.sync.v1.AiPeerService/Prefill',
+                request_serializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.PeerPrefillRequest.SerializeToString,
+                response_deserializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.KvChunk.FromString,
+                _registered_method=True)
 
 
 class AiPeerServiceServicer:
@@ -76,6 +81,16 @@ class AiPeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Prefill(self, request, context):
+        """Computes the KV of the prompt's tokens but the last (Splitwise: prefill here, decode there; the
+        calling device decodes the last token itself and samples from its logits) and streams it as an
+        aicap KV state (aicap/kv_state.py: a header with the model digest, cache type and tokens, then the
+        data in chunks). Same limits and refusals as Generate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AiPeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -88,6 +103,11 @@ def add_AiPeerServiceServicer_to_server(servicer, server):
                     servicer.GetLoad,
                     request_deserializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.GetLoadRequest.FromString,
                     response_serializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.PeerLoad.SerializeToString,
+            ),
+            'Prefill': grpc.unary_stream_rpc_method_handler(
+                    servicer.Prefill,
+                    request_deserializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.PeerPrefillRequest.FromString,
+                    response_serializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.KvChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -149,6 +169,33 @@ class AiPeerService:
             '/datamgr.sync.v1.AiPeerService/GetLoad',
             datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.GetLoadRequest.SerializeToString,
             datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.PeerLoad.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Prefill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/datamgr.sync.v1.AiPeerService/Prefill',
+            datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.PeerPrefillRequest.SerializeToString,
+            datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.KvChunk.FromString,
             options,
             channel_credentials,
             insecure,
