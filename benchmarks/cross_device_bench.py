@@ -11,6 +11,8 @@ Run (as root, cgroup v1): .venv/bin/python benchmarks/cross_device_bench.py [--c
 - Split (Splitwise): a ~1,000-token prompt's time to first token on the weak device alone, against
   prefill on the strong device and decode on the weak one from the KV state it sends (target at most
   0.3x); the bytes shipped.
+- Migration (planned): the same, but the strong device's owner drains it (`datamgr ai drain`) after
+  10 tokens: the gap (target at most 1 s), tokens lost and repeated.
 - Migration (unplanned): a request from the weak device runs on the strong one; after 10 tokens the
   strong daemon is killed (-9). Printed: the gap between the last token before the kill and the next
   one (detection + replay of prompt and streamed tokens on the weak device; target at most 3 s), and
@@ -120,6 +122,31 @@ def offload_phase(
     return tokens[0] / (time.perf_counter() - t0), ttfts, where
 
 
+def drained(address: str, token: str, strong: Daemon, strong_id: str) -> tuple[float, int, int]:
+    """(gap in s, tokens received, max_tokens) for a stream whose device is drained after 10 tokens."""
+    admin = (strong.data_dir / "admin.token").read_text().strip()
+    stamps: list[float] = []
+    got: list[int] = []
+    with AiClient.connect(address, token) as ai, AiClient.connect(strong.address, admin) as owner:
+        stream = ai.stream_complete(
+            "Once upon a time, by a river,",
+            max_tokens=MAX_TOKENS,
+            temperature=0,
+            ignore_eos=True,
+            placement=strong_id,
+        )
+        drained_at = 0
+        for chunk in stream:
+            got.extend(chunk.token_ids)
+            stamps.append(time.perf_counter())
+            if len(got) == 10:
+                owner.drain()
+                drained_at = len(stamps)
+        owner.drain(resume=True)
+    gap = stamps[drained_at] - stamps[drained_at - 1] if len(stamps) > drained_at else float("inf")
+    return gap, len(got), MAX_TOKENS
+
+
 def migration(address: str, token: str, strong: Daemon, strong_id: str) -> tuple[float, int, int]:
     """(gap in s, tokens received, max_tokens) for a stream whose device is killed after 10 tokens."""
     stamps: list[float] = []
@@ -200,6 +227,7 @@ def main() -> None:
                 shipped = [
                     r.bytes for r in owner.peer_reads(strong_id, 10) if r.key.startswith("ai-prefill:")
                 ]
+            d_gap, d_got, _ = drained(weak.address, token, strong, strong_id)
             gap, got, wanted = migration(weak.address, token, strong, strong_id)
         finally:
             weak.stop()
@@ -225,6 +253,11 @@ def main() -> None:
         f"a ~1,000-token prompt from the weak device, TTFT: prefill and decode there {here:.2f} s; "
         f"prefill on the strong device, decode on the weak (split) {there:.2f} s = {there / here:.2f}x "
         f"(target <= 0.3x: {'met' if there / here <= 0.3 else 'NOT met'}); KV state shipped {kib:,.0f} KiB"
+    )
+    print(
+        f"planned migration (datamgr ai drain on the serving device): gap {d_gap:.2f} s (target <= 1 s: "
+        f"{'met' if d_gap <= 1 else 'NOT met'}); tokens {d_got} of {wanted}: lost {max(0, wanted - d_got)}, "
+        f"repeated {max(0, d_got - wanted)}"
     )
     print(
         f"migration after kill -9 of the serving device: gap {gap:.2f} s (target <= 3 s: "

@@ -31,6 +31,7 @@ class _Sent(Exception):
 class _Client:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any, dict[str, Any]]] = []
+        self.placements: list[str | None] = []
 
     def __enter__(self) -> _Client:
         return self
@@ -38,12 +39,18 @@ class _Client:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def stream_complete(self, prompt: str, model: Any, timeout: Any = None, **sampling: Any) -> Any:
+    def stream_complete(
+        self, prompt: str, model: Any, timeout: Any = None, placement: str | None = None, **sampling: Any
+    ) -> Any:
         self.calls.append(("complete", prompt, sampling))
+        self.placements.append(placement)
         raise _Sent
 
-    def stream_chat(self, messages: Any, model: Any, timeout: Any = None, **sampling: Any) -> Any:
+    def stream_chat(
+        self, messages: Any, model: Any, timeout: Any = None, placement: str | None = None, **sampling: Any
+    ) -> Any:
         self.calls.append(("chat", messages, sampling))
+        self.placements.append(placement)
         raise _Sent
 
 
@@ -86,3 +93,24 @@ def test_other_values_and_flags_are_sent(client: _Client) -> None:
     assert (params.temperature, params.seed, list(params.stop)) == (0.5, 7, ["a", "b"])
     params = sent(client, "complete", "Hi", "--n", "2", "--logprobs", "--ignore-eos")
     assert (params.n, params.logprobs, params.ignore_eos) == (2, True, True)
+
+
+@pytest.mark.parametrize(
+    ("options", "placement"),
+    [
+        ([], None),
+        (["--placement", "auto"], "auto"),
+        (["--placement", "split"], "split"),
+        (["--device", "d1"], "d1"),
+    ],
+)
+def test_placement_and_device_reach_the_client(
+    client: _Client, options: list[str], placement: str | None
+) -> None:
+    sent(client, "complete", "Hello", *options)
+    assert client.placements.pop() == placement
+
+
+def test_device_and_placement_together_are_a_usage_error(client: _Client) -> None:
+    result = CliRunner().invoke(main, ["ai", "complete", "Hello", "--device", "d1", "--placement", "auto"])
+    assert result.exit_code == 2 and "one or the other" in result.output
