@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,51 +122,25 @@ def offload_phase(
     return tokens[0] / (time.perf_counter() - t0), ttfts, where
 
 
-def drained(address: str, token: str, strong: Daemon, strong_id: str) -> tuple[float, int, int]:
-    """(gap in s, tokens received, max_tokens) for a stream whose device is drained after 10 tokens."""
-    admin = (strong.data_dir / "admin.token").read_text().strip()
-    stamps: list[float] = []
-    got: list[int] = []
-    with AiClient.connect(address, token) as ai, AiClient.connect(strong.address, admin) as owner:
-        stream = ai.stream_complete(
-            "Once upon a time, by a river,",
-            max_tokens=MAX_TOKENS,
-            temperature=0,
-            ignore_eos=True,
-            placement=strong_id,
-        )
-        drained_at = 0
-        for chunk in stream:
-            got.extend(chunk.token_ids)
-            stamps.append(time.perf_counter())
-            if len(got) == 10:
-                owner.drain()
-                drained_at = len(stamps)
-        owner.drain(resume=True)
-    gap = stamps[drained_at] - stamps[drained_at - 1] if len(stamps) > drained_at else float("inf")
-    return gap, len(got), MAX_TOKENS
-
-
-def migration(address: str, token: str, strong: Daemon, strong_id: str) -> tuple[float, int, int]:
-    """(gap in s, tokens received, max_tokens) for a stream whose device is killed after 10 tokens."""
+def moved(
+    address: str, token: str, strong_id: str, prompt: str, move: Callable[[], object]
+) -> tuple[float, int, int]:
+    """(gap in s, tokens received, max_tokens) for a stream on the strong device that `move` ends
+    there after 10 tokens: the gap is from the token before to the token after."""
     stamps: list[float] = []
     got: list[int] = []
     with AiClient.connect(address, token) as ai:
         stream = ai.stream_complete(
-            "Once upon a time, in a city by the sea,",
-            max_tokens=MAX_TOKENS,
-            temperature=0,
-            ignore_eos=True,
-            placement=strong_id,
+            prompt, max_tokens=MAX_TOKENS, temperature=0, ignore_eos=True, placement=strong_id
         )
-        killed_at = 0
+        at = 0
         for chunk in stream:
             got.extend(chunk.token_ids)
             stamps.append(time.perf_counter())
             if len(got) == 10:
-                strong.kill9()
-                killed_at = len(stamps)
-    gap = stamps[killed_at] - stamps[killed_at - 1] if len(stamps) > killed_at else float("inf")
+                move()
+                at = len(stamps)
+    gap = stamps[at] - stamps[at - 1] if len(stamps) > at else float("inf")
     return gap, len(got), MAX_TOKENS
 
 
@@ -227,8 +201,13 @@ def main() -> None:
                 shipped = [
                     r.bytes for r in owner.peer_reads(strong_id, 10) if r.key.startswith("ai-prefill:")
                 ]
-            d_gap, d_got, _ = drained(weak.address, token, strong, strong_id)
-            gap, got, wanted = migration(weak.address, token, strong, strong_id)
+            admin = (strong.data_dir / "admin.token").read_text().strip()
+            with AiClient.connect(strong.address, admin) as owner:
+                river = "Once upon a time, by a river,"
+                d_gap, d_got, _ = moved(weak.address, token, strong_id, river, owner.drain)
+                owner.drain(resume=True)
+            sea = "Once upon a time, in a city by the sea,"
+            gap, got, wanted = moved(weak.address, token, strong_id, sea, strong.kill9)
         finally:
             weak.stop()
             if strong.proc is not None:
@@ -240,13 +219,7 @@ def main() -> None:
         f"{args.clients} clients on the weak device x {args.requests} requests, ~60-token prompts, "
         f"{MAX_TOKENS} tokens out, greedy"
     )
-    print(f"{'placement':12} {'tok/s':>8} {'TTFT p50 (s)':>13} {'TTFT p99 (s)':>13}  served by")
-    names = {weak_id: "weak", strong_id: "strong"}
-    for name, (tps, ttfts, where) in (("LOCAL", local), ("AUTO", auto)):
-        served = ", ".join(f"{names.get(d, d)} {n}" for d, n in sorted(where.items()))
-        print(f"{name:12} {tps:8.1f} {statistics.median(ttfts):13.2f} {p(ttfts, 0.99):13.2f}  {served}")
-    ratio = auto[0] / local[0]
-    print(f"AUTO / LOCAL tok/s: {ratio:.2f}x (target >= 3x: {'met' if ratio >= 3 else 'NOT met'})")
+    print_offload(local, auto, {weak_id: "weak", strong_id: "strong"})
     here, there = statistics.median(split_local), statistics.median(split)
     kib = statistics.median(shipped) / 1024 if shipped else float("nan")
     print(
@@ -254,15 +227,28 @@ def main() -> None:
         f"prefill on the strong device, decode on the weak (split) {there:.2f} s = {there / here:.2f}x "
         f"(target <= 0.3x: {'met' if there / here <= 0.3 else 'NOT met'}); KV state shipped {kib:,.0f} KiB"
     )
-    print(
-        f"planned migration (datamgr ai drain on the serving device): gap {d_gap:.2f} s (target <= 1 s: "
-        f"{'met' if d_gap <= 1 else 'NOT met'}); tokens {d_got} of {wanted}: lost {max(0, wanted - d_got)}, "
-        f"repeated {max(0, d_got - wanted)}"
-    )
-    print(
-        f"migration after kill -9 of the serving device: gap {gap:.2f} s (target <= 3 s: "
-        f"{'met' if gap <= 3 else 'NOT met'}); tokens {got} of {wanted}: lost {max(0, wanted - got)}, "
-        f"repeated {max(0, got - wanted)}"
+    print(gap_line("planned migration (datamgr ai drain on the serving device)", d_gap, 1.0, d_got, wanted))
+    print(gap_line("migration after kill -9 of the serving device", gap, 3.0, got, wanted))
+
+
+Phase = tuple[float, list[float], dict[str, int]]
+
+
+def print_offload(local: Phase, auto: Phase, names: dict[str, str]) -> None:
+    print(f"{'placement':12} {'tok/s':>8} {'TTFT p50 (s)':>13} {'TTFT p99 (s)':>13}  served by")
+    for name, (tps, ttfts, where) in (("LOCAL", local), ("AUTO", auto)):
+        served = ", ".join(f"{names.get(d, d)} {n}" for d, n in sorted(where.items()))
+        print(f"{name:12} {tps:8.1f} {statistics.median(ttfts):13.2f} {p(ttfts, 0.99):13.2f}  {served}")
+    ratio = auto[0] / local[0]
+    print(f"AUTO / LOCAL tok/s: {ratio:.2f}x (target >= 3x: {'met' if ratio >= 3 else 'NOT met'})")
+
+
+def gap_line(what: str, gap: float, target: float, got: int, wanted: int) -> str:
+    met = "met" if gap <= target else "NOT met"
+    lost, repeated = max(0, wanted - got), max(0, got - wanted)
+    return (
+        f"{what}: gap {gap:.2f} s (target <= {target:g} s: {met}); tokens {got} of {wanted}: "
+        f"lost {lost}, repeated {repeated}"
     )
 
 

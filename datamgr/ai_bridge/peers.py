@@ -144,15 +144,19 @@ class AiPeers:
             return _error(exc, f"device {device.name} ({device.device_id})"), 0.0
         return load, time.monotonic() - started
 
-    async def generate(
-        self, device: str, app: str, digest: str, tokens: list[int], params: aicap_pb2.SamplingParams
-    ) -> AsyncGenerator[TokenEvent, None]:
+    def _channel(self, device: str, what: str) -> tuple[str, grpc.aio.Channel]:
+        """How to name the device in errors, and a channel to it."""
         named = self._named(device)
-        who = f"device {named.name} ({device})"
         try:
             _, channel, _ = self._channels.get(device)
         except LookupError as exc:
-            raise Unavailable(f"{exc}: the generation cannot go there") from None
+            raise Unavailable(f"{exc}: the {what} cannot go there") from None
+        return f"device {named.name} ({device})", channel
+
+    async def generate(
+        self, device: str, app: str, digest: str, tokens: list[int], params: aicap_pb2.SamplingParams
+    ) -> AsyncGenerator[TokenEvent, None]:
+        who, channel = self._channel(device, "generation")
         request = pb.PeerGenerateRequest(app=app, model_digest=digest, tokens=tokens, params=params)
         call = pb_grpc.AiPeerServiceStub(channel).Generate(request)
         self._sent[device] = self._sent.get(device, 0) + len(tokens)
@@ -188,12 +192,7 @@ class AiPeers:
             )
 
     async def prefill(self, device: str, app: str, digest: str, tokens: list[int]) -> KvState:
-        named = self._named(device)
-        who = f"device {named.name} ({device})"
-        try:
-            _, channel, _ = self._channels.get(device)
-        except LookupError as exc:
-            raise Unavailable(f"{exc}: the prefill cannot go there") from None
+        who, channel = self._channel(device, "prefill")
         request = pb.PeerPrefillRequest(app=app, model_digest=digest, tokens=tokens)
         call = pb_grpc.AiPeerServiceStub(channel).Prefill(request)
         chunks: list[bytes] = []

@@ -51,12 +51,21 @@ class AiPeerServicer(pb_grpc.AiPeerServiceServicer):
             raise PermissionDenied("the calling device is not paired with this one")
         return caller
 
-    async def Generate(self, request: pb.PeerGenerateRequest, context: Any) -> AsyncIterator[pb.PeerTokens]:
+    def _served(self, context: Any, what: str) -> TrustedDevice:
+        """The calling device, if the owner lets this device run its `what`."""
         caller = self._caller(context)
         if not serves(self._settings.serve_peers, caller.device_id):
             raise PermissionDenied(
-                f"this device does not run generations for device {caller.name} (ai.serve_peers)"
+                f"this device does not run {what} for device {caller.name} (ai.serve_peers)"
             )
+        return caller
+
+    def _note(self, caller: TrustedDevice, request: Any, kind: str, sent: int, outcome: str) -> None:
+        key = f"{kind}:{request.model_digest[:16]}"
+        self._audit.note(PeerRead(Direction.SERVED, caller.device_id, request.app, key, sent, outcome))
+
+    async def Generate(self, request: pb.PeerGenerateRequest, context: Any) -> AsyncIterator[pb.PeerTokens]:
+        caller = self._served(context, "generations")
         sent, outcome = 0, "CANCELLED"
         try:
             with self.limits.admit(caller.device_id, caller.name, len(request.tokens)):
@@ -78,17 +87,10 @@ class AiPeerServicer(pb_grpc.AiPeerServiceServicer):
             outcome = getattr(exc, "code", None) or "INTERNAL"
             raise
         finally:
-            key = f"ai:{request.model_digest[:16]}"
-            self._audit.note(
-                PeerRead(Direction.SERVED, caller.device_id, request.app, key, 4 * sent, outcome)
-            )
+            self._note(caller, request, "ai", 4 * sent, outcome)
 
     async def Prefill(self, request: pb.PeerPrefillRequest, context: Any) -> AsyncIterator[pb.KvChunk]:
-        caller = self._caller(context)
-        if not serves(self._settings.serve_peers, caller.device_id):
-            raise PermissionDenied(
-                f"this device does not run prefills for device {caller.name} (ai.serve_peers)"
-            )
+        caller = self._served(context, "prefills")
         sent, outcome = 0, "CANCELLED"
         try:
             with self.limits.admit(caller.device_id, caller.name, len(request.tokens)):
@@ -103,8 +105,7 @@ class AiPeerServicer(pb_grpc.AiPeerServiceServicer):
             outcome = getattr(exc, "code", None) or "INTERNAL"
             raise
         finally:
-            key = f"ai-prefill:{request.model_digest[:16]}"
-            self._audit.note(PeerRead(Direction.SERVED, caller.device_id, request.app, key, sent, outcome))
+            self._note(caller, request, "ai-prefill", sent, outcome)
 
     async def GetLoad(self, request: pb.GetLoadRequest, context: Any) -> pb.PeerLoad:
         caller = self._caller(context)
