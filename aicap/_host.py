@@ -52,9 +52,10 @@ class Peers(Protocol):
     @property
     def device_id(self) -> str: ...
 
-    async def loads(self, digest: str, device: str = "") -> list[Load]:
-        """The eligible devices' loads (fresh within about a second); `device`: only that one, or an
-        error saying why it cannot run the request."""
+    async def loads(self, digest: str, device: str = "", exclude: frozenset[str] = frozenset()) -> list[Load]:
+        """The eligible devices' loads (fresh within about a second), not asking those in `exclude`
+        (lost by the generation being placed: asking a dead one costs a connection attempt);
+        `device`: only that one, or an error saying why it cannot run the request."""
         ...
 
     def generate(

@@ -528,7 +528,7 @@ class AiService(pb_grpc.AiServiceServicer):
         if where is not None and self.peers is not None:
             digest = await self.models.digest(m)
             if where == "auto" or where in lost:
-                peers = [p for p in await self.peers.loads(digest) if p.device not in lost]
+                peers = await self.peers.loads(digest, exclude=frozenset(lost))
                 local = self.load(m) if not m.removed else None
                 where = choose(local, peers, len(tokens), self.config.engine.max_batch_tokens).device or None
             else:

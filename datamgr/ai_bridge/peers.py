@@ -67,11 +67,15 @@ class AiPeers:
     def device_id(self) -> str:
         return self._device_id
 
-    async def loads(self, digest: str, device: str = "") -> list[Load]:
+    async def loads(self, digest: str, device: str = "", exclude: frozenset[str] = frozenset()) -> list[Load]:
         if device:  # asked afresh: an app naming a device should not get a second-old refusal
             return [await self._eligible(self._named(device), digest, fresh=True)]
         candidates = [
-            d for d in self._trust.all() if d.security_level >= self._min_level and self._online(d.device_id)
+            d
+            for d in self._trust.all()
+            if d.security_level >= self._min_level
+            and self._online(d.device_id)
+            and d.device_id not in exclude
         ]
         found = await asyncio.gather(*(self._eligible(d, digest) for d in candidates), return_exceptions=True)
         return [f for f in found if isinstance(f, Load)]
