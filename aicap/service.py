@@ -20,7 +20,9 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import itertools
 import logging
+import statistics
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -702,36 +704,30 @@ class AiService(pb_grpc.AiServiceServicer):
             self._served.discard(source)
             await source.aclose()
 
-    async def _calibrate(self, m: Model, rounds: int = 3) -> None:
+    async def _calibrate(self, m: Model) -> None:
         """Measures `m`'s prefill speed and decode step on this device (what placement compares), at
-        load: a 64-token prompt (another each round: no prefix-cache hit) and 8 tokens, run like any
-        request; the best of `rounds`, so that a moment of contention does not make a device look slow."""
+        load: one 64-token prompt and 16 tokens, run like any request; the step is the median interval,
+        so a moment of contention does not make a device look slow. One prompt only: each distinct one
+        keeps a prefix-cache holder (a test with 4 holders lost its own cached prefix to 3 of them)."""
         engine = await self.models.engine(m)
         tok = await self.models.tokenizer(m)
-        best_prefill, best_step = 0.0, float("inf")
-        for i in range(rounds):
-            text = f"Round {i}. " + "The quick brown fox jumps over the lazy dog. " * 8
-            tokens = (await self.prompts.run(tok.tokenize, text, True))[:64]
-            gen = engine.generate(tokens, SamplingParams(max_tokens=8, ignore_eos=True), "")  # greedy
-            t0 = time.perf_counter()
-            stamps: list[float] = []
-            try:
-                while await gen.next() is not None:
-                    stamps.append(time.perf_counter())
-            finally:
-                await gen.aclose()
-            if len(stamps) >= 2:
-                step = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
-                best_step = min(best_step, step)
-                # the first token comes out of the prompt's own step: its time is the prefill's
-                best_prefill = max(best_prefill, len(tokens) / max(stamps[0] - t0, 1e-3))
-        if best_prefill:
-            self._speeds[m.name] = (best_prefill, best_step)
+        text = "The quick brown fox jumps over the lazy dog. " * 8
+        tokens = (await self.prompts.run(tok.tokenize, text, True))[:64]
+        gen = engine.generate(tokens, SamplingParams(max_tokens=16, ignore_eos=True), "")  # greedy
+        t0 = time.perf_counter()
+        stamps: list[float] = []
+        try:
+            while await gen.next() is not None:
+                stamps.append(time.perf_counter())
+        finally:
+            await gen.aclose()
+        if len(stamps) >= 2:
+            step = statistics.median(b - a for a, b in itertools.pairwise(stamps))
+            # the first token comes out of the prompt's own step: its time is the prefill's
+            prefill = len(tokens) / max(stamps[0] - t0, 1e-3)
+            self._speeds[m.name] = (prefill, step)
             log.info(
-                "model %s: prefill %.0f tokens/s, decode step %.1f ms here",
-                m.name,
-                best_prefill,
-                best_step * 1000,
+                "model %s: prefill %.0f tokens/s, decode step %.1f ms here", m.name, prefill, step * 1000
             )
 
     @contextlib.contextmanager
