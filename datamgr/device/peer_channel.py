@@ -161,10 +161,16 @@ async def _mapped(
 
 
 async def _mapped_stream(call: Any, refusal: Callable[[], Awaitable[str | None]]) -> AsyncIterator[Any]:
+    """A stream that has sent a message was accepted: its failure is not a refused handshake, and no
+    probe is made (one cost a drained AI stream a second before it could move)."""
+    received = False
     try:
         async for item in call:
+            received = True
             yield item
     except grpc.aio.AioRpcError as exc:
+        if received:
+            raise
         raise await _mapped(exc, refusal) from None
 
 
