@@ -252,9 +252,13 @@ class AiService(pb_grpc.AiServiceServicer):
         identify: Identify,
         db: Database,
         host_busy: Callable[[], int] | None = None,
+        measure_speed: bool = False,
     ) -> None:
         """`host_busy`: how many of the host's threads run CPU-heavy work now (the daemon's database
-        statements): the model's inference uses fewer threads meanwhile (see ModelRunner)."""
+        statements): the model's inference uses fewer threads meanwhile (see ModelRunner).
+        `measure_speed`: calibrate the default model at load (placement compares devices by it; a
+        device that neither offloads nor serves peers has nothing to compare, and skips the work)."""
+        self._measure_speed = measure_speed
         self.config = config
         self._host_busy = host_busy
         self._identify = identify
@@ -294,9 +298,10 @@ class AiService(pb_grpc.AiServiceServicer):
 
     async def _load_default(self) -> None:
         await self.models.load_default()
-        m = self.models.get("")
-        await self.models.digest(m)
-        await self._calibrate(m)
+        if self._measure_speed:
+            m = self.models.get("")
+            await self.models.digest(m)
+            await self._calibrate(m)
 
     async def ready(self) -> None:
         """Returns once the default model is loaded (requests before then wait for it)."""

@@ -264,7 +264,8 @@ async def _start_ai(ai: AiSettings, identify: Identify, db: Database) -> Any:
         offload_min_level=ai.offload_min_level,
         max_migrations=ai.max_migrations,
     )
-    service = AiService(config, identify, db, host_busy=db.busy)
+    places = ai.offload or ai.serve_peers != "off"  # placement compares measured speeds
+    service = AiService(config, identify, db, host_busy=db.busy, measure_speed=places)
     try:
         await service.start()  # the default model loads in the background; its health says when it is ready
     except (FileNotFoundError, AicapError) as exc:  # no built-in model package, a bad default_model
