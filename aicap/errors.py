@@ -11,6 +11,7 @@ The tree::
     ├── FailedPrecondition            e.g. removing the default model, a model without a chat template
     ├── ResourceExhausted             a per-app or global request limit is reached
     ├── Unavailable                   the model was removed or the daemon is stopping mid-request
+    │   └── HandedOver                (between devices) a draining device handed a generation back
     ├── DeadlineExceeded              the call's deadline passed (the SDK's `timeout=`)
     ├── Cancelled                     the call was cancelled
     └── Unsupported                   UNIMPLEMENTED: a daemon without the method (or the AI service off)
@@ -26,7 +27,12 @@ nothing, which keeps aicap free of datamgr's internals.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from datamgr import errors as status
+
+if TYPE_CHECKING:
+    from aicap.kv_state import KvState
 
 
 class AicapError(status.DatamgrError):
@@ -63,6 +69,15 @@ class ResourceExhausted(AicapError, status.ResourceExhausted):
 
 class Unavailable(AicapError, status.Unavailable):
     code = "UNAVAILABLE"
+
+
+class HandedOver(Unavailable):
+    """A paired device that ran a generation handed it back with its KV state (it is draining): `state`
+    holds the KV of every token so far but the last, which the origin computes when it goes on."""
+
+    def __init__(self, message: str, state: KvState) -> None:
+        super().__init__(message)
+        self.state = state
 
 
 class DeadlineExceeded(AicapError, status.DeadlineExceeded):

@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import itertools
 import logging
+import random
 import statistics
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
@@ -39,6 +40,7 @@ from aicap.engine.sampler import SamplingParams
 from aicap.errors import (
     AicapError,
     FailedPrecondition,
+    HandedOver,
     InvalidArgument,
     PermissionDenied,
     ResourceExhausted,
@@ -79,6 +81,7 @@ class _LocalSource:
 
     def __init__(self, device: str, feed: Generation, m: Model, prefilling: dict[str, int], n: int) -> None:
         self.device, self.feed, self._m = device, feed, m
+        self._handing: asyncio.Future[tuple[KvState, list[int]]] | None = None  # a drain's export
         self._prefilling, self._n = prefilling, n  # prompt tokens not yet prefilled, per model
         prefilling[m.name] = prefilling.get(m.name, 0) + n
 
@@ -100,6 +103,25 @@ class _LocalSource:
 
     def kill(self, error: BaseException) -> None:
         self.feed.kill(error)
+
+    async def hand_over(self) -> bool:
+        """Ends the generation here, exporting its KV state for `handed` (its reader reads the events
+        already made, then the end); False if it has none to hand (not started, ended, n > 1)."""
+        engine = self._m.engine
+        if engine is None:
+            return False
+        self._handing = asyncio.ensure_future(engine.export(self.feed))
+        return await self.handed() is not None
+
+    async def handed(self) -> KvState | None:
+        """The KV state a drain took, once the generation has ended here; None if none did."""
+        if self._handing is None:
+            return None
+        try:
+            state, _ = await asyncio.shield(self._handing)
+        except AicapError:
+            return None
+        return state
 
     async def aclose(self) -> None:
         self._prefilled()
@@ -153,11 +175,12 @@ class _Run:
     """One app generation wherever it runs now. A paired device lost mid-stream (Unavailable) hands a
     single-sample generation to another device or this one: its prompt and the tokens streamed so far
     are replayed there, and the stream goes on with no token lost or repeated (Petals' and Dynamo's
-    replay), at most `max_migrations` times."""
+    replay), at most `max_migrations` times. A device that drains hands it back with its KV state
+    (HandedOver): it goes on here from that state, with nothing recomputed (Llumnix's planned move)."""
 
     def __init__(
         self,
-        start: Callable[[list[int], set[str]], Awaitable[_Source]],
+        start: Callable[[list[int], set[str], KvState | None], Awaitable[_Source]],
         n: int,
         max_migrations: int,
         auto: bool = False,
@@ -176,7 +199,7 @@ class _Run:
         return self.source.device if self.source is not None else ""
 
     async def begin(self) -> None:
-        self.source = await self._start([], self.lost)
+        self.source = await self._start([], self.lost, None)
 
     async def next(self) -> TokenEvent | None:
         while True:
@@ -210,13 +233,15 @@ class _Run:
         lost = self.source.device
         self.lost.add(lost)
         await self.source.aclose()
-        self.source = await self._start(list(self.emitted), self.lost)
+        state = exc.state if isinstance(exc, HandedOver) else None
+        self.source = await self._start(list(self.emitted), self.lost, state)
         self._received = False
         log.info(
-            "generation moved from device %s to %s after %d tokens: %s",
+            "generation moved from device %s to %s after %d tokens%s: %s",
             lost,
             self.device,
             len(self.emitted),
+            f", with the KV of {len(state.tokens)}" if state is not None else "",
             exc,
         )
 
@@ -308,20 +333,24 @@ class AiService(pb_grpc.AiServiceServicer):
         assert self._loading is not None, "start() first"
         await asyncio.shield(self._loading)
 
-    def drain(self, resume: bool = False) -> int:
-        """Hands paired devices' generations back (they end UNAVAILABLE, and their devices replay them
-        elsewhere) and refuses new ones; `resume` serves them again. Returns how many were handed back."""
+    async def drain(self, resume: bool = False) -> int:
+        """Hands paired devices' generations back and refuses new ones; `resume` serves them again.
+        Each goes back with its KV state (serve_peer sends it after its last tokens), so that its
+        device goes on from there; one with no state to hand (still waiting, n > 1) ends UNAVAILABLE
+        and its device replays it. Returns how many were handed back."""
         self.draining = not resume
         if resume:
             return 0
         moved = list(self._served)
-        for source in moved:
-            source.kill(Unavailable("this device is draining: the generation moves to another device"))
+        handed = await asyncio.gather(*(source.hand_over() for source in moved))
+        for source, ok in zip(moved, handed, strict=True):
+            if not ok:
+                source.kill(Unavailable("this device is draining: the generation moves to another device"))
         return len(moved)
 
     async def Drain(self, request: pb.DrainRequest, context: Any) -> pb.DrainResponse:
         self._admin(context)
-        moved = self.drain(request.resume)
+        moved = await self.drain(request.resume)
         if moved or request.resume:
             log.info(
                 "AI %s: %d paired devices' generations handed back",
@@ -484,9 +513,13 @@ class AiService(pb_grpc.AiServiceServicer):
                 self._check(context)  # it may have been revoked while it waited
                 prompt = await make_prompt()
                 req = self._request(request.params, len(prompt.tokens), m)
+                if where is not None and req.params.seed is None:  # a move goes on with the same draws
+                    req = dataclasses.replace(
+                        req, params=dataclasses.replace(req.params, seed=random.getrandbits(63))
+                    )
 
-                async def start(done: list[int], lost: set[str]) -> _Source:
-                    return await self._start(m, app, prompt, req, request.params, where, done, lost)
+                async def start(done: list[int], lost: set[str], state: KvState | None) -> _Source:
+                    return await self._start(m, app, prompt, req, request.params, where, done, lost, state)
 
                 run = call.run = _Run(start, req.params.n, self.config.max_migrations, auto=where == "auto")
                 try:
@@ -525,14 +558,18 @@ class AiService(pb_grpc.AiServiceServicer):
         where: str | None,
         done: list[int],
         lost: set[str],
+        state: KvState | None = None,
     ) -> _Source:
         """The generation started where `where` says ("auto": the earliest expected first token among
         this device and the eligible peers not `lost`); `done`, tokens already streamed, are replayed
-        after the prompt, with max_tokens less as many."""
+        after the prompt, with max_tokens less as many and the sampler's draws skipped. `state`, the KV
+        of the first of those tokens a draining device handed back, makes it go on here from there."""
         tokens = prompt.tokens + done
-        if where == "split" and self.peers is not None:
+        if state is not None and not await self._importable(m, state, tokens):
+            state = None
+        if where == "split" and self.peers is not None and not done:
             return await self._split(m, app, prompt, req)
-        if where is not None and self.peers is not None:
+        if where is not None and self.peers is not None and state is None:
             digest = await self.models.digest(m)
             if where == "auto" or where in lost:
                 peers = await self.peers.loads(digest, exclude=frozenset(lost))
@@ -544,11 +581,33 @@ class AiService(pb_grpc.AiServiceServicer):
                 sent = pb.SamplingParams()
                 sent.CopyFrom(params)
                 sent.max_tokens = req.params.max_tokens - len(done)
-                return _PeerSource(where, self.peers.generate(where, app, digest, tokens, sent))
+                if req.params.seed is not None:
+                    sent.seed = req.params.seed
+                events = self.peers.generate(where, app, digest, tokens, sent, len(done))
+                return _PeerSource(where, events)
         engine = await self.models.engine(m)
-        sp = dataclasses.replace(req.params, max_tokens=req.params.max_tokens - len(done))
-        feed = m.open(engine.generate(tokens, sp, app, prompt.shared))
-        return _LocalSource(self.device_id, feed, m, self._prefilling, len(tokens))
+        sp = dataclasses.replace(
+            req.params, max_tokens=req.params.max_tokens - len(done), skip_draws=len(done)
+        )
+        feed = m.open(engine.generate(tokens, sp, app, prompt.shared, imported=state))
+        computed = len(state.tokens) if state is not None else 0
+        return _LocalSource(self.device_id, feed, m, self._prefilling, len(tokens) - computed)
+
+    async def _importable(self, m: Model, state: KvState, tokens: list[int]) -> bool:
+        """Whether a handed-back KV state can go on here: this device's model file and cache type,
+        and its tokens a proper prefix of the generation's (else it is replayed instead)."""
+        try:
+            if m.removed:
+                raise FailedPrecondition(f"model {m.name} was removed here")
+            state.check(await self.models.digest(m), self.config.runner.cache_type)
+        except FailedPrecondition as exc:
+            log.info("a handed-back KV state cannot go on here (%s): replaying", exc)
+            return False
+        k = len(state.tokens)
+        if k >= len(tokens) or tuple(tokens[:k]) != state.tokens:
+            log.warning("a handed-back KV state's %d tokens do not begin the generation's: replaying", k)
+            return False
+        return True
 
     async def _split(self, m: Model, app: str, prompt: Prompt, req: Request) -> _Source:
         """Prefill on the paired device expected to prefill soonest, decode here from the KV state it
@@ -667,11 +726,19 @@ class AiService(pb_grpc.AiServiceServicer):
         )
 
     async def serve_peer(
-        self, device: str, app: str, digest: str, tokens: list[int], params: pb.SamplingParams
+        self,
+        device: str,
+        app: str,
+        digest: str,
+        tokens: list[int],
+        params: pb.SamplingParams,
+        skip_draws: int = 0,
     ) -> AsyncIterator[TokenEvent]:
         """A paired device's generation (its app's permission checked there): the model with the file
         `digest`, the prompt's token ids, and each event as it comes. The caller applies per-device
-        limits; stop strings end a sample here too, where the origin finds them in the same tokens."""
+        limits; stop strings end a sample here too, where the origin finds them in the same tokens.
+        A drain ends it with one more event (token -1, finish_reason "moved") whose `state` is its KV
+        state, to be handed back to the device."""
         if self.draining:
             raise Unavailable("this device is draining: it runs no generations for paired devices now")
         m = await self.models.by_digest(digest)
@@ -679,10 +746,11 @@ class AiService(pb_grpc.AiServiceServicer):
         tok = m.tokenizer
         assert tok is not None
         req = self._request(params, len(tokens), m)
+        sp = dataclasses.replace(req.params, skip_draws=min(skip_draws, req.params.max_tokens + len(tokens)))
         engine = await self.models.engine(m)
         source = _LocalSource(
             self.device_id,
-            m.open(engine.generate(tokens, req.params, f"{device}/{app}")),
+            m.open(engine.generate(tokens, sp, f"{device}/{app}")),
             m,
             self._prefilling,
             len(tokens),
@@ -693,9 +761,12 @@ class AiService(pb_grpc.AiServiceServicer):
         try:
             while len(ended) < req.params.n:
                 ev = await source.next()
-                if ev is None or ev.index in ended:
-                    if ev is None:
-                        return
+                if ev is None:
+                    state = await source.handed()
+                    if state is not None:
+                        yield TokenEvent(0, -1, True, finish_reason="moved", state=state)
+                    return
+                if ev.index in ended:
                     continue
                 sample = texts[ev.index]
                 sample.feed(tok.piece(ev.token))

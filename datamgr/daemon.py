@@ -504,7 +504,7 @@ async def run(  # noqa: PLR0915 - the composition root
     await tombstones.close()
     await sync.close()  # automatic syncs stop (they resume from the last ack next time)
     if ai is not None:
-        ai.drain()  # paired devices' generations go on elsewhere, not cut at the end of the grace
+        await ai.drain()  # paired devices' generations go on elsewhere, not cut at the end of the grace
     await udmf_sync.close()  # channels to peers for UDMF reads close
     if ai_peers is not None:
         await ai_peers.close()

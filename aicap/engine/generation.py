@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from aicap.kv_state import KvState
 
 _WAKE = object()  # wakes a reader to read the error `kill` left
+_END = object()  # the request went to another engine: its events queued before this, then the end
 
 
 @dataclass(slots=True)
@@ -94,6 +95,9 @@ class Generation:
             item = await req.out.get()
             if item is _WAKE:
                 continue
+            if item is _END:
+                self._done = True
+                return None
             if isinstance(item, BaseException):
                 self._done = True
                 raise item
@@ -129,10 +133,10 @@ class Generation:
         self._req.out.put_nowait(_WAKE)
 
     def end(self) -> None:
-        """Ends the stream without an error: its request went to another engine (AsyncEngine.export,
-        whose tokens include any still queued here); the reader's next() returns None."""
-        self._done = True
-        self._req.out.put_nowait(_WAKE)
+        """Ends the stream without an error once its reader has read the events already queued: its
+        request went to another engine (AsyncEngine.export, whose tokens are those events' and
+        before); the reader's next() then returns None."""
+        self._req.out.put_nowait(_END)
 
     async def aclose(self) -> None:
         self._abort()

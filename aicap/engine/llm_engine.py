@@ -67,6 +67,16 @@ class EngineStats:
     requests_finished: int = 0
 
 
+def _generator(seed: int, skip: int) -> np.random.Generator:
+    """Sample's random stream: seeded, `skip` draws already made (each sampled token draws one 64-bit
+    value: Generator.choice with p takes one uniform double), so a generation continued on another
+    device or engine draws what it would have drawn where it began."""
+    bits = np.random.PCG64(seed)  # default_rng's generator
+    if skip:
+        bits.advance(skip)
+    return np.random.Generator(bits)
+
+
 class LLMEngine:
     def __init__(self, runner: ModelRunner, config: EngineConfig) -> None:
         assert config.max_batch_tokens <= runner.config.n_batch
@@ -157,7 +167,7 @@ class LLMEngine:
                 stop,
                 after=first,
                 params=params,
-                rng=np.random.default_rng(base_seed + index),
+                rng=_generator(base_seed + index, params.skip_draws if params.temperature > 0 else 0),
                 request_id=request_id,
                 index=index,
                 prefill_only=prefill_only,

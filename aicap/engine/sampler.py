@@ -31,6 +31,9 @@ class SamplingParams:
     ignore_eos: bool = False
     n: int = 1  # parallel samples; they share the prompt's KV blocks
     logprobs: bool = False
+    # draws this stream already made elsewhere (a generation continued on another device): the seeded
+    # generator skips them, so a moved generation goes on with the same random stream (one draw a token)
+    skip_draws: int = 0
 
 
 def sample(seq: Sequence, logits: np.ndarray) -> tuple[int, float | None]:

@@ -23,6 +23,7 @@ from aicap.errors import (
     BY_CODE,
     AicapError,
     FailedPrecondition,
+    HandedOver,
     PermissionDenied,
     ResourceExhausted,
     Unavailable,
@@ -158,18 +159,33 @@ class AiPeers:
         return f"device {named.name} ({device})", channel
 
     async def generate(
-        self, device: str, app: str, digest: str, tokens: list[int], params: aicap_pb2.SamplingParams
+        self,
+        device: str,
+        app: str,
+        digest: str,
+        tokens: list[int],
+        params: aicap_pb2.SamplingParams,
+        skip_draws: int = 0,
     ) -> AsyncGenerator[TokenEvent, None]:
         who, channel = self._channel(device, "generation")
-        request = pb.PeerGenerateRequest(app=app, model_digest=digest, tokens=tokens, params=params)
+        request = pb.PeerGenerateRequest(
+            app=app, model_digest=digest, tokens=tokens, params=params, skip_draws=skip_draws
+        )
         call = pb_grpc.AiPeerServiceStub(channel).Generate(request)
         self._sent[device] = self._sent.get(device, 0) + len(tokens)
         self._running[device] = self._running.get(device, 0) + 1
         received, outcome = 0, "CANCELLED"
+        handed: list[bytes] = []  # a draining device's KV state, after its last tokens
+        finished = 0  # samples that ended
         try:
             async for msg in call:
+                if msg.kv_state:
+                    handed.append(msg.kv_state)
+                    received += len(msg.kv_state) // 4  # the audit counts 4 bytes a unit
+                    continue
                 for t in msg.tokens:
                     received += 1
+                    finished += t.finish_reason != 0
                     yield TokenEvent(
                         seq_id=0,
                         token=t.token,
@@ -180,6 +196,14 @@ class AiPeers:
                         cached_tokens=t.cached_tokens,
                     )
             outcome = "OK"
+            if not handed and finished < (params.n or 1):
+                raise Unavailable(f"{who} ended the generation before it finished")
+            if handed:  # the device drains: it handed the generation back with its KV state
+                try:
+                    state = KvState.from_chunks(handed)
+                except AicapError as exc:
+                    raise Unavailable(f"{who} handed a generation back, its KV state broken: {exc}") from None
+                raise HandedOver(f"{who} is draining: it handed the generation back", state)
         except grpc.aio.AioRpcError as exc:
             outcome = exc.code().name
             if exc.code() in _LOST:

@@ -71,9 +71,19 @@ class AiPeerServicer(pb_grpc.AiPeerServiceServicer):
             with self.limits.admit(caller.device_id, caller.name, len(request.tokens)):
                 tokens = list(request.tokens)
                 events = self._ai.serve_peer(
-                    caller.device_id, request.app, request.model_digest, tokens, request.params
+                    caller.device_id,
+                    request.app,
+                    request.model_digest,
+                    tokens,
+                    request.params,
+                    request.skip_draws,
                 )
                 async for ev in events:
+                    if ev.state is not None:  # draining: its last event, the KV state to hand back
+                        for data in ev.state.to_chunks():
+                            sent += len(data) // 4  # the audit counts 4 bytes a unit
+                            yield pb.PeerTokens(kv_state=data)
+                        continue
                     self.limits.charge(caller.device_id, 1)
                     sent += 1
                     token = pb.PeerToken(index=ev.index, token=ev.token, cached_tokens=ev.cached_tokens)

@@ -7,6 +7,7 @@ port, a cancelled stream freeing the KV on the serving device, and a serving dev
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -281,7 +282,7 @@ def test_an_unpaired_device_is_refused_at_the_peer_port(devices: Devices) -> Non
     assert asyncio.run(call()) == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_a_drained_device_hands_its_generations_back_and_takes_no_new_ones(devices: Devices) -> None:
+def test_a_drained_device_hands_its_generations_back_with_their_kv_and_takes_no_new_ones(devices: Devices) -> None:
     alpha, bravo = devices.alpha, devices.bravo
     chunks = []
     with alpha.app.stream_complete(
@@ -295,12 +296,41 @@ def test_a_drained_device_hands_its_generations_back_and_takes_no_new_ones(devic
         assert sum(len(c.token_ids) for c in chunks) == 40  # none lost, none repeated
         usage = chunks[-1].usage
         assert usage is not None and usage.migrations == 1 and usage.device == alpha.device_id
+        # it went on here from the KV state bravo handed back, not by computing its tokens again
+        moved = re.search(r"after (\d+) tokens, with the KV of (\d+)", alpha.daemon.log())
+        assert moved is not None and int(moved[1]) >= 8
+        assert int(moved[2]) == usage.prompt_tokens + int(moved[1]) - 1  # all but the last token's
         out = alpha.app.complete("Hi", max_tokens=2, placement="auto")
         assert out.samples[0].usage is not None and out.samples[0].usage.device == alpha.device_id
     finally:
         bravo.admin.drain(resume=True)
     out = alpha.app.complete("Hi", max_tokens=2, placement=bravo.device_id)
     assert out.samples[0].usage is not None and out.samples[0].usage.device == bravo.device_id
+
+
+def test_a_device_stopped_with_sigterm_hands_its_generation_back_with_its_kv(devices: Devices) -> None:
+    alpha, bravo = devices.alpha, devices.bravo
+    chunks = []
+    stopping = None
+    handed_back = len(re.findall(r"with the KV of \d+", alpha.daemon.log()))
+    with alpha.app.stream_complete(
+        "The river runs", max_tokens=40, temperature=0.8, seed=11, ignore_eos=True, placement=bravo.device_id
+    ) as stream:
+        for chunk in stream:
+            chunks.append(chunk)
+            if len(chunks) == 8:
+                stopping = threading.Thread(target=bravo.daemon.stop)  # SIGTERM, waits for the exit
+                stopping.start()
+    assert stopping is not None
+    stopping.join(60)
+    try:
+        assert sum(len(c.token_ids) for c in chunks) == 40  # none lost, none repeated
+        usage = chunks[-1].usage
+        assert usage is not None and usage.migrations == 1 and usage.device == alpha.device_id
+        assert len(re.findall(r"with the KV of \d+", alpha.daemon.log())) == handed_back + 1
+    finally:
+        bravo.daemon.start(wait=False)
+        bravo.daemon.wait_healthy(120, service="aicap.v1.AiService")
 
 
 def test_a_generation_survives_its_device_being_killed(devices: Devices) -> None:

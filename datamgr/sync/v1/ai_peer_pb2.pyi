@@ -24,22 +24,26 @@ class KvChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class PeerGenerateRequest(_message.Message):
-    __slots__ = ("app", "model_digest", "tokens", "params")
+    __slots__ = ("app", "model_digest", "tokens", "params", "skip_draws")
     APP_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_DRAWS_FIELD_NUMBER: _ClassVar[int]
     app: str
     model_digest: str
     tokens: _containers.RepeatedScalarFieldContainer[int]
     params: _aicap_pb2.SamplingParams
-    def __init__(self, app: _Optional[str] = ..., model_digest: _Optional[str] = ..., tokens: _Optional[_Iterable[int]] = ..., params: _Optional[_Union[_aicap_pb2.SamplingParams, _Mapping]] = ...) -> None: ...
+    skip_draws: int
+    def __init__(self, app: _Optional[str] = ..., model_digest: _Optional[str] = ..., tokens: _Optional[_Iterable[int]] = ..., params: _Optional[_Union[_aicap_pb2.SamplingParams, _Mapping]] = ..., skip_draws: _Optional[int] = ...) -> None: ...
 
 class PeerTokens(_message.Message):
-    __slots__ = ("tokens",)
+    __slots__ = ("tokens", "kv_state")
     TOKENS_FIELD_NUMBER: _ClassVar[int]
+    KV_STATE_FIELD_NUMBER: _ClassVar[int]
     tokens: _containers.RepeatedCompositeFieldContainer[PeerToken]
-    def __init__(self, tokens: _Optional[_Iterable[_Union[PeerToken, _Mapping]]] = ...) -> None: ...
+    kv_state: bytes
+    def __init__(self, tokens: _Optional[_Iterable[_Union[PeerToken, _Mapping]]] = ..., kv_state: _Optional[bytes] = ...) -> None: ...
 
 class PeerToken(_message.Message):
     __slots__ = ("index", "token", "logprob", "finish_reason", "cached_tokens")
