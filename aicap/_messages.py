@@ -158,6 +158,10 @@ class EngineStats:
     prompt_tokens_total: int
     generation_tokens_total: int
     requests_finished: int
+    preemptions_remote: int  # swapped out to a paired device's memory (beyond the swap budget)
+    remote_kv_failures: int  # of those, puts and gets that failed: recomputed
+    remote_kv_bytes_sent: int
+    remote_kv_bytes_received: int
     time_to_first_token: Histogram
     inter_token_latency: Histogram
 

@@ -46,7 +46,19 @@ class AicapCollector(Collector):
         blocks_used = gauge("aicap_kv_cache_blocks_used", "KV blocks in use.")
         queries = counter("aicap_prefix_cache_queries", "Prompt tokens looked up in the prefix cache.")
         hits = counter("aicap_prefix_cache_hits", "Prompt tokens found in the prefix cache.")
-        preempt = counter("aicap_num_preemptions", "Sequences preempted, by kind.", ["model", "kind"])
+        preempt = counter(
+            "aicap_num_preemptions",
+            "Sequences preempted, by kind (swap: to host memory; remote: to a paired device's; recompute).",
+            ["model", "kind"],
+        )
+        remote_bytes = counter(
+            "aicap_remote_kv_bytes",
+            "Bytes of swapped-out KV state sent to paired devices and received back.",
+            ["model", "direction"],
+        )
+        remote_failures = counter(
+            "aicap_remote_kv_failures", "Remote swaps (puts and gets) that failed: recomputed."
+        )
         waiting = gauge("aicap_num_requests_waiting", "Sequences waiting for admission.")
         running = gauge("aicap_num_requests_running", "Sequences running.")
         swapped = gauge("aicap_num_requests_swapped", "Sequences swapped out to host memory.")
@@ -69,6 +81,10 @@ class AicapCollector(Collector):
             hits.add_metric([name], s.prefix_cache_hits)
             preempt.add_metric([name, "swap"], s.preemptions_swap)
             preempt.add_metric([name, "recompute"], s.preemptions_recompute)
+            preempt.add_metric([name, "remote"], s.preemptions_remote)
+            remote_bytes.add_metric([name, "sent"], s.remote_kv_bytes_sent)
+            remote_bytes.add_metric([name, "received"], s.remote_kv_bytes_received)
+            remote_failures.add_metric([name], s.remote_kv_failures)
             waiting.add_metric([name], s.requests_waiting)
             running.add_metric([name], s.requests_running)
             swapped.add_metric([name], s.requests_swapped)
@@ -85,6 +101,8 @@ class AicapCollector(Collector):
             queries,
             hits,
             preempt,
+            remote_bytes,
+            remote_failures,
             waiting,
             running,
             swapped,

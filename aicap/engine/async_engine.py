@@ -3,6 +3,11 @@ turn); callers on the event loop send requests through a queue and get their tok
 
 Leaving a `generate()` stream early (the caller's RPC was cancelled or its deadline passed) aborts
 the sequence; the inference thread frees its KV before its next step.
+
+With a remote KV store (`keeper`, remote_swap.py) the inference thread hands the engine's moves to the
+event loop after each step; each runs there as a task (hashing and chunking off the loop) and its
+answer comes back through the inbox. A move that fails in any way answers None: its sequence is
+recomputed, never lost or stuck.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import bisect
 import collections
 import contextlib
+import hashlib
 import itertools
 import logging
 import queue
@@ -20,6 +26,7 @@ from typing import Any
 
 from aicap.engine.generation import Generation, Request
 from aicap.engine.llm_engine import EngineStats, LLMEngine, TokenEvent
+from aicap.engine.remote_swap import Drop, KvKeeper, Move, Put
 from aicap.engine.sampler import SamplingParams
 from aicap.errors import AicapError
 from aicap.kv_state import KvState
@@ -187,11 +194,25 @@ class _InferenceThread:
             return None
 
 
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
 class AsyncEngine:
-    def __init__(self, make_engine: Callable[[], LLMEngine]) -> None:
+    def __init__(
+        self,
+        make_engine: Callable[[], LLMEngine],
+        keeper: Callable[[], KvKeeper | None] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         """`make_engine` runs on the inference thread, so the llama.cpp context is created there
-        (meanwhile the other engines wait: one thread runs them all, see _InferenceThread)."""
+        (meanwhile the other engines wait: one thread runs them all, see _InferenceThread).
+        `keeper`: the remote KV store where it is now (None while there is none: its moves fail),
+        called on `loop`; without it, sequences preempted beyond the swap budget are recomputed."""
+        assert keeper is None or loop is not None
         self._make_engine = make_engine
+        self._keeper, self._loop = keeper, loop
+        self._moving: set[asyncio.Task[None]] = set()  # moves under way, on the loop
         self._inbox = _Inbox(self)
         self._ids = itertools.count(1)
         self._ready = threading.Event()
@@ -215,11 +236,23 @@ class AsyncEngine:
         app: str = "",
         shared: tuple[str, int] = ("", 0),
         imported: KvState | None = None,
+        may_leave: bool = False,
     ) -> Generation:
-        """The sampled tokens of all `params.n` samples, as they come (see Generation); `shared` and
-        `imported` (the KV of the prompt's first tokens, from `prefill`) as LLMEngine.add takes
-        them: a state that does not fit this model or prompt is the stream's first error."""
-        req = Request(next(self._ids), list(prompt), params, app, shared, None, asyncio.Queue(), imported)
+        """The sampled tokens of all `params.n` samples, as they come (see Generation); `shared`,
+        `imported` (the KV of the prompt's first tokens, from `prefill`) and `may_leave` as
+        LLMEngine.add takes them: a state that does not fit this model or prompt is the stream's first
+        error."""
+        req = Request(
+            next(self._ids),
+            list(prompt),
+            params,
+            app,
+            shared,
+            None,
+            asyncio.Queue(),
+            imported,
+            may_leave=may_leave,
+        )
         return Generation(req, self._inbox.put, self.ttft, self.itl)
 
     async def prefill(self, tokens: list[int], app: str = "", shared: tuple[str, int] = ("", 0)) -> KvState:
@@ -258,6 +291,8 @@ class AsyncEngine:
         """Makes the engine; False (the error kept for the constructor) if that failed."""
         try:
             self.engine = self._make_engine()
+            if self._keeper is not None:
+                self.engine.use_remote_store()
             self._stats = self.engine.stats()
             return True
         except BaseException as exc:
@@ -284,13 +319,22 @@ class AsyncEngine:
                 engine.abort(rid)
                 self._fail(req, EngineClosed("the model was unloaded"))
             requests.clear()
+            self._send_moves()  # the states its sequences kept away are dropped there
             return False
         if isinstance(item, Request):
             try:
                 if item.prefill_only:
                     engine.prefill(item.seq_id, item.prompt, item.app, item.shared)
                 else:
-                    engine.add(item.seq_id, item.prompt, item.params, item.app, item.shared, item.imported)
+                    engine.add(
+                        item.seq_id,
+                        item.prompt,
+                        item.params,
+                        item.app,
+                        item.shared,
+                        item.imported,
+                        may_leave=item.may_leave,
+                    )
                 requests[item.seq_id] = item
             except (ValueError, AicapError) as exc:  # a refusal: nothing was queued
                 self._fail(item, exc)
@@ -304,6 +348,10 @@ class AsyncEngine:
                 error = exc
             with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting
                 loop.call_soon_threadsafe(_settle, done, gen, result, error)
+        elif item[0] == "kept":  # ("kept", ticket, handle or None): a Put's answer
+            engine.kept(item[1], item[2])
+        elif item[0] == "returned":  # ("returned", ticket, KvState or None): a Get's answer
+            engine.returned(item[1], item[2])
         elif item[0] == "stop":  # ("stop", request id, sample index)
             engine.stop(item[1], item[2])
             if not engine.has_request(item[1]):
@@ -328,4 +376,70 @@ class AsyncEngine:
                 requests.clear()
                 events = []
             _dispatch(engine, requests, events)
+        self._send_moves()
         self._stats = engine.stats()
+
+    def _send_moves(self) -> None:
+        """Hands the engine's moves to the event loop; if it is closed, they all fail at once."""
+        assert self.engine is not None
+        moves = self.engine.take_moves()
+        if not moves:
+            return
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._start_moves, moves)
+        except RuntimeError:  # the loop is closed: nothing can move
+            for move in moves:
+                self._answer(move, None)
+
+    def _answer(self, move: Move, result: Any) -> None:
+        """A Put's or Get's outcome, to the engine (on the inference thread, or queued for it)."""
+        if isinstance(move, Drop):
+            return
+        kind = "kept" if isinstance(move, Put) else "returned"
+        if threading.current_thread() is self._worker.thread:
+            assert self.engine is not None
+            (self.engine.kept if kind == "kept" else self.engine.returned)(move.ticket, result)
+        else:
+            self._inbox.put((kind, move.ticket, result))
+
+    # ---- on the event loop ----
+
+    def _start_moves(self, moves: list[Move]) -> None:
+        for move in moves:
+            task = asyncio.ensure_future(self._move(move))
+            self._moving.add(task)
+            task.add_done_callback(self._moving.discard)
+
+    async def _move(self, move: Move) -> None:
+        """Makes one move with the keeper; a Put's handle is (the keeper's handle, the state's
+        sha256), so a state that comes back other than it left is refused."""
+        keeper = self._keeper() if self._keeper is not None else None
+        if isinstance(move, Drop):
+            if keeper is not None:
+                with contextlib.suppress(Exception):  # the keeper forgets it in time anyway
+                    await keeper.drop_kv(move.handle[0])
+            return
+        result: Any = None
+        try:
+            if keeper is None:
+                raise AicapError("no remote KV store now")
+            if isinstance(move, Put):
+                digest = await asyncio.to_thread(_sha256, move.state.data)
+                result = (await keeper.keep_kv(move.state, move.app), digest)
+                if self._stopped.is_set():  # nobody will ask for it
+                    handle, result = result[0], None
+                    await keeper.drop_kv(handle)
+            else:
+                state = await keeper.return_kv(move.handle[0])
+                if await asyncio.to_thread(_sha256, state.data) != move.handle[1]:
+                    raise AicapError("the KV state came back changed (sha256 mismatch)")
+                result = state
+        except AicapError as exc:
+            log.info("remote KV store: %s; the sequence is recomputed", exc)
+            result = None
+        except Exception:
+            log.exception("remote KV store failed; the sequence is recomputed")
+            result = None
+        finally:  # cancelled too: the sequence must not wait forever
+            self._answer(move, result)

@@ -7,8 +7,9 @@ its cells are tagged with a holder that has no cell at that block's positions ye
 cells never collide); a new sequence that hits the block gets the holder's cells with
 llama_memory_seq_cp (no copy); when the block manager evicts the block, its cells are removed from
 the holder. A block that finds no holder with room is simply not cached. Swapped-out sequences keep
-their KV bytes here, in host memory, until they are swapped in or end; an imported state
-(kv_state.py) is restored into a new sequence's slot the same way.
+their KV bytes here, in host memory, until they are swapped in or end (or a remote store has them:
+`drop_saved`, and `keep_saved` when they come back); an imported state (kv_state.py) is restored into a
+new sequence's slot the same way.
 """
 
 from __future__ import annotations
@@ -92,6 +93,16 @@ class Cells:
         """A sequence's KV state: saved from its slot, or the bytes it was swapped out with."""
         swapped = self._swapped.get(seq_id)
         return swapped if swapped is not None else self.runner.save(self._slots[seq_id])
+
+    def drop_saved(self, seq_id: int) -> int:
+        """Forgets a swapped-out sequence's saved state (a remote store keeps it now, or it is lost);
+        returns its size in bytes."""
+        data = self._swapped.pop(seq_id, None)
+        return len(data) if data is not None else 0
+
+    def keep_saved(self, seq_id: int, data: bytes) -> None:
+        """A swapped-out sequence's state, back from a remote store, to be swapped in."""
+        self._swapped[seq_id] = data
 
     def release(self, seq_id: int) -> None:
         """Drops a sequence's cells and frees its slot (cells a holder shares stay)."""

@@ -38,6 +38,7 @@ class Request:
     out: asyncio.Queue[Any]
     imported: KvState | None = None  # the KV of the prompt's first tokens (LLMEngine.add)
     prefill_only: bool = False  # LLMEngine.prefill: one event, carrying the prompt's KV state
+    may_leave: bool = False  # its KV may go to the remote store when preempted (LLMEngine.add)
 
 
 class Generation:

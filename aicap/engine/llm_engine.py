@@ -10,6 +10,10 @@ the prefix cache and recompute only its last partial block.
 KV moves between engines (devices) as a KvState (kv_state.py): `prefill` computes a prompt but its
 last token and exports the KV; `add(..., imported=state)` restores it into a new request's first
 cells and computes only the rest.
+
+With a remote store (remote_swap.py), sequences preempted beyond the swap budget are kept on a paired
+device instead of recomputed: `step()` queues the moves (`take_moves`), which the AsyncEngine makes on
+the event loop and answers with `kept` and `returned`.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from aicap.config import EngineConfig
 from aicap.engine.block_manager import BlockManager
 from aicap.engine.cells import Cells
 from aicap.engine.model_runner import DecodeError, ModelRunner
+from aicap.engine.remote_swap import Drop, Move, RemoteSwap
 from aicap.engine.sampler import SamplingParams, sample
 from aicap.engine.scheduler import Batch, Scheduler
-from aicap.engine.sequence import Sequence, Status
+from aicap.engine.sequence import Away, Sequence, Status
 from aicap.errors import FailedPrecondition, InvalidArgument, NotFound
 from aicap.kv_state import KvState
 
@@ -65,6 +70,10 @@ class EngineStats:
     prompt_tokens_total: int = 0
     generation_tokens_total: int = 0
     requests_finished: int = 0
+    preemptions_remote: int = 0  # sequences swapped out to a remote store
+    remote_kv_failures: int = 0  # remote puts and gets that failed (those sequences were recomputed)
+    remote_kv_bytes_sent: int = 0
+    remote_kv_bytes_received: int = 0
 
 
 def _generator(seed: int, skip: int) -> np.random.Generator:
@@ -93,6 +102,7 @@ class LLMEngine:
         )
         self.scheduler = Scheduler(dataclasses.replace(config, max_running=n_slots), self.blocks)
         self.cells = Cells(runner, self.blocks, n_slots)
+        self.remote = RemoteSwap()
         self._samples: dict[int, list[Sequence]] = {}  # request id → its live samples
         self._ids = 0
         self._prompt_tokens = 0
@@ -114,6 +124,7 @@ class LLMEngine:
         shared: tuple[str, int] = ("", 0),
         imported: KvState | None = None,
         prefill_only: bool = False,
+        may_leave: bool = False,
     ) -> None:
         """Queues a request of `params.n` samples; refuses one that could never fit in the KV cache.
 
@@ -122,7 +133,8 @@ class LLMEngine:
         isolated. `imported` is the KV of the prompt's first tokens, computed elsewhere (`prefill`
         on another engine): FailedPrecondition if it is of another model file or cache type,
         InvalidArgument unless its tokens begin the prompt and leave at least one to compute.
-        Either refusal changes nothing. `prefill_only`: see `prefill`."""
+        Either refusal changes nothing. `prefill_only`: see `prefill`. `may_leave`: its KV may be kept
+        by the remote store when it is preempted beyond the swap budget (its prompt may leave the device)."""
         if not prompt:
             raise ValueError("empty prompt")
         if imported is not None:
@@ -172,6 +184,7 @@ class LLMEngine:
                 index=index,
                 prefill_only=prefill_only,
                 imported=imported if first is None else None,  # the others hit the first's blocks
+                may_leave=may_leave,
             )
             first = first or seq
             samples.append(seq)
@@ -207,6 +220,8 @@ class LLMEngine:
             raise InvalidArgument("only a generation of one sample can be exported")
         if seq.status not in (Status.RUNNING, Status.SWAPPED) or seq.num_computed == 0:
             raise FailedPrecondition(f"request {request_id} has no KV yet; send its tokens instead")
+        if seq.away in (Away.AWAY, Away.FETCHING):
+            raise FailedPrecondition(f"request {request_id} has its KV on another device; send its tokens")
         state = self._state(seq, seq.num_computed)
         tokens = seq.tokens
         self._end(seq, aborted=True)
@@ -248,13 +263,77 @@ class LLMEngine:
             prompt_tokens_total=self._prompt_tokens,
             generation_tokens_total=self._generated,
             requests_finished=self._finished,
+            preemptions_remote=sch.preemptions["remote"],
+            remote_kv_failures=self.remote.failures,
+            remote_kv_bytes_sent=self.remote.bytes_sent,
+            remote_kv_bytes_received=self.remote.bytes_received,
         )
+
+    # ---- the remote store (remote_swap.py) ----
+
+    def use_remote_store(self) -> None:
+        """A remote store takes the sequences the swap budget cannot (see `take_moves`)."""
+        self.scheduler.remote = True
+
+    def take_moves(self) -> list[Move]:
+        """The moves to the remote store queued since the last call, for the event loop to make."""
+        return self.remote.take_moves()
+
+    def kept(self, ticket: int, handle: object | None) -> None:
+        """The store kept a state shipped under `ticket` (`handle`), or failed to (None): the saved
+        bytes go, or the sequence is recomputed."""
+        seq = self.remote.settle(ticket)
+        if seq is None:  # ended, or swapped in from here meanwhile
+            if handle is not None:
+                self.remote.moves.append(Drop(handle))
+            return
+        assert seq.status == Status.SWAPPED and seq.away is Away.SHIPPING
+        if handle is None:
+            self._lost(seq)
+            return
+        self.remote.bytes_sent += self.cells.drop_saved(seq.seq_id)
+        self.remote.away(seq, handle)
+        seq.away = Away.AWAY
+
+    def returned(self, ticket: int, state: KvState | None) -> None:
+        """A state asked back under `ticket` arrived (None: the store failed): the sequence swaps in
+        from it, or is recomputed. A state that is not the sequence's own is refused."""
+        seq = self.remote.settle(ticket)
+        if seq is None:  # it ended meanwhile; the store forgot the state when it gave it back
+            return
+        assert seq.status == Status.SWAPPED and seq.away is Away.FETCHING
+        want = tuple(seq.span(0, seq.num_computed))
+        digest, kind = self.runner.digest, self.runner.config.cache_type
+        if state is None or (state.model_digest, state.cache_type, state.tokens) != (digest, kind, want):
+            if state is not None:
+                log.warning("a remote store returned another KV state than it was given; recomputing")
+            self._lost(seq)
+            return
+        self.remote.bytes_received += len(state.data)
+        self.cells.keep_saved(seq.seq_id, state.data)
+        self.scheduler.came_back(seq)
+
+    def _lost(self, seq: Sequence) -> None:
+        self.remote.failures += 1
+        self.cells.drop_saved(seq.seq_id)
+        self.scheduler.lost(seq)
+
+    def _ship(self, batch: Batch) -> None:
+        """Queues the step's moves: states just saved for the store, states to be asked back; a state
+        still shipping whose sequence swapped in from here is not wanted there."""
+        for seq in batch.swap_in:
+            self.remote.forget(seq)
+        for seq in batch.ship:
+            self.remote.put(seq, self._state(seq, seq.num_computed))
+        for seq in batch.fetch:
+            self.remote.get(seq)
 
     # ---- one step ----
 
     def step(self) -> list[TokenEvent]:
         batch = self.scheduler.schedule()
         work = self.cells.prepare(batch)
+        self._ship(batch)
         if not work:
             return []
         self._count_waste()
@@ -330,6 +409,7 @@ class LLMEngine:
             self.scheduler.abort(seq)
             self.cells.apply_evictions()
         self.cells.forget(seq.seq_id)
+        self.remote.forget(seq)
         samples.remove(seq)
         if not samples:
             del self._samples[seq.request_id]

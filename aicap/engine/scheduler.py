@@ -7,6 +7,14 @@ first, so one app's flood cannot starve another. When a running sequence needs a
 free, the most recently admitted sequence is preempted: swapped out while the swap budget holds its
 tokens, else dropped for recompute. Output tokens are never taken back.
 
+With a remote store (remote_swap.py: a paired device's memory, Infinite-LLM), a sequence that would be
+recomputed because the swap budget is full is swapped out to the store instead, if its request lets
+its KV leave the device (`may_leave`). Its saved state ships in the background (until the store has it,
+it stays here and may be swapped in from here); when it would be swapped in, the scheduler asks for it
+back (`Batch.fetch`, one at a time, once its blocks are free) and it waits, not scheduled, until it
+arrives (`came_back`), or is recomputed if the store failed (`lost`). Meanwhile no new sequence is
+admitted ahead of it.
+
 A sequence with an imported KV state (kv_state.py) skips the prefix cache when admitted: the state
 fills its first cells, and it computes only the rest. A prefill-only sequence ends when its prompt is
 computed, sampling nothing.
@@ -22,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from aicap.config import EngineConfig
 from aicap.engine.block_manager import BlockManager
-from aicap.engine.sequence import Sequence, Status
+from aicap.engine.sequence import Away, Sequence, Status
 
 if TYPE_CHECKING:
     from aicap.kv_state import KvState
@@ -32,13 +40,16 @@ if TYPE_CHECKING:
 class Batch:
     """One step: (sequence, tokens to compute) pairs, and the state moves the runner must do first,
     in this order: save and drop `swap_out`, drop `recompute`, restore `swap_in` and the imported
-    states of `restore`, then decode."""
+    states of `restore`, then decode. Of `swap_out`, those in `ship` go on to the remote store; the
+    states of `fetch` are to be asked back from it."""
 
     scheduled: list[tuple[Sequence, int]] = field(default_factory=list)
     swap_out: list[Sequence] = field(default_factory=list)
     swap_in: list[Sequence] = field(default_factory=list)
     recompute: list[Sequence] = field(default_factory=list)  # their KV must be dropped
     restore: list[tuple[Sequence, KvState]] = field(default_factory=list)  # admitted with an imported state
+    ship: list[Sequence] = field(default_factory=list)  # swapped out to the remote store
+    fetch: list[Sequence] = field(default_factory=list)  # their state is to come back from the store
 
     @property
     def num_tokens(self) -> int:
@@ -53,8 +64,9 @@ class Scheduler:
         self.waiting: list[Sequence] = []  # kept in arrival order
         self.running: list[Sequence] = []  # in admission order
         self.swapped: list[Sequence] = []
-        self.swapped_tokens = 0
-        self.preemptions = {"swap": 0, "recompute": 0}
+        self.swapped_tokens = 0  # of swapped sequences whose state is here (not those shipping)
+        self.preemptions = {"swap": 0, "recompute": 0, "remote": 0}
+        self.remote = False  # a remote store takes what the swap budget cannot (the engine sets it)
 
     def add(self, seq: Sequence) -> None:
         seq.status = Status.WAITING
@@ -67,12 +79,31 @@ class Scheduler:
                 queue.remove(seq)
         if seq.status == Status.RUNNING:
             self.blocks.free(seq.seq_id)
-        if seq.status == Status.SWAPPED:
+        if seq.status == Status.SWAPPED and seq.away is None:
             self.swapped_tokens -= seq.num_computed
         seq.status = Status.FINISHED
 
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running or self.swapped)
+        """A step would do something: not when all there is waits for a state to come back."""
+        if self.running or any(s.away in (None, Away.SHIPPING) for s in self.swapped):
+            return True
+        if any(s.away is Away.FETCHING for s in self.swapped):
+            return False  # the others wait behind it (one fetch at a time, new ones after)
+        return bool(self.swapped or self.waiting)
+
+    def came_back(self, seq: Sequence) -> None:
+        """A fetched state is here again: the sequence swaps in like one swapped out locally."""
+        assert seq.status == Status.SWAPPED and seq.away is Away.FETCHING
+        seq.away = None
+        self.swapped_tokens += seq.num_computed
+
+    def lost(self, seq: Sequence) -> None:
+        """The remote store failed a swapped-out sequence's state (could not keep it, or give it
+        back): it is recomputed from its first token, like any preempted one."""
+        assert seq.status == Status.SWAPPED and seq.away is not None
+        self.swapped.remove(seq)
+        seq.away = None
+        self._requeue(seq)
 
     # ---- one step ----
 
@@ -91,7 +122,7 @@ class Scheduler:
         batch.scheduled = [(s, n) for s, n in batch.scheduled if s.status == Status.RUNNING]
         budget = self.config.max_batch_tokens - batch.num_tokens
         while budget > 0 and len(self.running) < self.config.max_running and not batch.swap_out:
-            nxt = self._next_admission()
+            nxt = self._next_admission(batch)
             if nxt is None or not self._admit(nxt, batch):
                 break
             n = min(nxt.num_uncomputed, budget)
@@ -140,13 +171,24 @@ class Scheduler:
             self.swapped_tokens += seq.num_computed
             batch.swap_out.append(seq)
             self.preemptions["swap"] += 1
+        elif self.remote and seq.may_leave and seq.num_computed:
+            seq.status = Status.SWAPPED
+            seq.away = Away.SHIPPING
+            self.swapped.append(seq)
+            batch.swap_out.append(seq)
+            batch.ship.append(seq)
+            self.preemptions["remote"] += 1
         else:
-            seq.status = Status.WAITING
-            seq.num_computed = 0
-            self.waiting.append(seq)
-            self.waiting.sort(key=lambda s: s.arrival)
+            self._requeue(seq)
             batch.recompute.append(seq)
             self.preemptions["recompute"] += 1
+
+    def _requeue(self, seq: Sequence) -> None:
+        """Back to waiting, to be computed again from its first token."""
+        seq.status = Status.WAITING
+        seq.num_computed = 0
+        self.waiting.append(seq)
+        self.waiting.sort(key=lambda s: s.arrival)
 
     def preempt_newest(self) -> Sequence | None:
         """Drops the most recently admitted sequence for recompute (the runner found no KV slot
@@ -156,16 +198,24 @@ class Scheduler:
         seq = self.running[-1]
         self.running.remove(seq)
         self.blocks.free(seq.seq_id)
-        seq.status = Status.WAITING
-        seq.num_computed = 0
-        self.waiting.append(seq)
-        self.waiting.sort(key=lambda s: s.arrival)
+        self._requeue(seq)
         self.preemptions["recompute"] += 1
         return seq
 
-    def _next_admission(self) -> Sequence | None:
+    def _next_admission(self, batch: Batch) -> Sequence | None:
+        """Swapped-out sequences first, in the order they left: the first whose state is here; the
+        first whose state is away is asked back once its blocks are free (one fetch at a time)."""
+        fetching = any(s.away is Away.FETCHING for s in self.swapped)
+        for seq in self.swapped:
+            if seq.away is None or seq.away is Away.SHIPPING:
+                return seq
+            if seq.away is Away.AWAY and not fetching:
+                fetching = True
+                if self.blocks.num_free_blocks * self.blocks.block_size >= seq.num_tokens:
+                    seq.away = Away.FETCHING
+                    batch.fetch.append(seq)
         if self.swapped:
-            return self.swapped[0]
+            return None
         ready = [s for s in self.waiting if s.ready]
         if not ready:
             return None
@@ -188,7 +238,9 @@ class Scheduler:
             return False
         if swapped:
             self.swapped.remove(seq)
-            self.swapped_tokens -= seq.num_computed
+            if seq.away is None:
+                self.swapped_tokens -= seq.num_computed
+            seq.away = None  # one still shipping comes back from here (the store's copy is dropped)
             batch.swap_in.append(seq)
         elif seq.imported is not None:  # once: recomputed after a preemption, it computes every token
             self.waiting.remove(seq)

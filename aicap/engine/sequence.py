@@ -26,6 +26,15 @@ class Status(enum.Enum):
     FINISHED = "finished"
 
 
+class Away(enum.Enum):
+    """Where a swapped-out sequence's KV state is when not (only) in this host's memory
+    (remote_swap.py): a remote store keeps it beyond the swap budget."""
+
+    SHIPPING = "shipping"  # saved here, on its way to the store (swapped in from here if need be)
+    AWAY = "away"  # only the store holds it
+    FETCHING = "fetching"  # asked back: the sequence waits for it
+
+
 @dataclass(eq=False, slots=True)
 class Sequence:
     seq_id: int
@@ -43,6 +52,8 @@ class Sequence:
     index: int = 0  # which of the request's n samples it is
     prefill_only: bool = False  # ends once its prompt is computed, sampling nothing (its KV is exported)
     imported: KvState | None = None  # the KV of its first tokens, restored into its slot at admission
+    may_leave: bool = False  # its KV may be kept by a remote store when swapped out (its request's placement)
+    away: Away | None = None  # swapped out to a remote store (None: its state, if any, is here)
     output: list[int] = field(default_factory=list)
     status: Status = Status.WAITING
     num_computed: int = 0  # leading tokens whose KV is in the cache

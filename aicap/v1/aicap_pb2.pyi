@@ -214,7 +214,7 @@ class Histogram(_message.Message):
     def __init__(self, bounds: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[int]] = ..., count: _Optional[int] = ..., sum: _Optional[float] = ..., p50: _Optional[float] = ..., p99: _Optional[float] = ...) -> None: ...
 
 class EngineStats(_message.Message):
-    __slots__ = ("model", "kv_blocks_total", "kv_blocks_used", "kv_block_size", "kv_usage", "kv_waste", "prefix_cache_queries", "prefix_cache_hits", "preemptions_swap", "preemptions_recompute", "requests_waiting", "requests_running", "requests_swapped", "prompt_tokens_total", "generation_tokens_total", "requests_finished", "time_to_first_token", "inter_token_latency")
+    __slots__ = ("model", "kv_blocks_total", "kv_blocks_used", "kv_block_size", "kv_usage", "kv_waste", "prefix_cache_queries", "prefix_cache_hits", "preemptions_swap", "preemptions_recompute", "requests_waiting", "requests_running", "requests_swapped", "prompt_tokens_total", "generation_tokens_total", "requests_finished", "time_to_first_token", "inter_token_latency", "preemptions_remote", "remote_kv_failures", "remote_kv_bytes_sent", "remote_kv_bytes_received")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     KV_BLOCKS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     KV_BLOCKS_USED_FIELD_NUMBER: _ClassVar[int]
@@ -233,6 +233,10 @@ class EngineStats(_message.Message):
     REQUESTS_FINISHED_FIELD_NUMBER: _ClassVar[int]
     TIME_TO_FIRST_TOKEN_FIELD_NUMBER: _ClassVar[int]
     INTER_TOKEN_LATENCY_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTIONS_REMOTE_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_KV_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_KV_BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_KV_BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     model: str
     kv_blocks_total: int
     kv_blocks_used: int
@@ -251,7 +255,11 @@ class EngineStats(_message.Message):
     requests_finished: int
     time_to_first_token: Histogram
     inter_token_latency: Histogram
-    def __init__(self, model: _Optional[str] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_used: _Optional[int] = ..., kv_block_size: _Optional[int] = ..., kv_usage: _Optional[float] = ..., kv_waste: _Optional[float] = ..., prefix_cache_queries: _Optional[int] = ..., prefix_cache_hits: _Optional[int] = ..., preemptions_swap: _Optional[int] = ..., preemptions_recompute: _Optional[int] = ..., requests_waiting: _Optional[int] = ..., requests_running: _Optional[int] = ..., requests_swapped: _Optional[int] = ..., prompt_tokens_total: _Optional[int] = ..., generation_tokens_total: _Optional[int] = ..., requests_finished: _Optional[int] = ..., time_to_first_token: _Optional[_Union[Histogram, _Mapping]] = ..., inter_token_latency: _Optional[_Union[Histogram, _Mapping]] = ...) -> None: ...
+    preemptions_remote: int
+    remote_kv_failures: int
+    remote_kv_bytes_sent: int
+    remote_kv_bytes_received: int
+    def __init__(self, model: _Optional[str] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_used: _Optional[int] = ..., kv_block_size: _Optional[int] = ..., kv_usage: _Optional[float] = ..., kv_waste: _Optional[float] = ..., prefix_cache_queries: _Optional[int] = ..., prefix_cache_hits: _Optional[int] = ..., preemptions_swap: _Optional[int] = ..., preemptions_recompute: _Optional[int] = ..., requests_waiting: _Optional[int] = ..., requests_running: _Optional[int] = ..., requests_swapped: _Optional[int] = ..., prompt_tokens_total: _Optional[int] = ..., generation_tokens_total: _Optional[int] = ..., requests_finished: _Optional[int] = ..., time_to_first_token: _Optional[_Union[Histogram, _Mapping]] = ..., inter_token_latency: _Optional[_Union[Histogram, _Mapping]] = ..., preemptions_remote: _Optional[int] = ..., remote_kv_failures: _Optional[int] = ..., remote_kv_bytes_sent: _Optional[int] = ..., remote_kv_bytes_received: _Optional[int] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
     __slots__ = ("engines", "prometheus")

@@ -378,6 +378,10 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
 @ai.command()
 @model_option
 @json_option
@@ -409,6 +413,14 @@ def stats(model: str | None, as_json: bool, prometheus: bool, token: str | None,
         lambda e: f"{e.prefix_hit_rate:.1%} ({e.prefix_cache_hits} / {e.prefix_cache_queries})",
     )
     row("preemptions swap / recompute", lambda e: f"{e.preemptions_swap} / {e.preemptions_recompute}")
+    row(
+        "preemptions to a paired device (failed)",
+        lambda e: f"{e.preemptions_remote} ({e.remote_kv_failures})",
+    )
+    row(
+        "KV sent to / back from paired devices",
+        lambda e: f"{_mib(e.remote_kv_bytes_sent)} / {_mib(e.remote_kv_bytes_received)}",
+    )
     row(
         "requests waiting / running / swapped",
         lambda e: f"{e.requests_waiting} / {e.requests_running} / {e.requests_swapped}",
