@@ -4,7 +4,7 @@
 (`is_admin`); it raises an error carrying UNAUTHENTICATED for a call without a known token, which the
 server's edge turns into that status. `Database` is the daemon's database: its engine, and the runner
 of writes (on the one writer thread, committed). `Peers` are the paired devices generations may be
-offloaded to.
+offloaded to, and that keep preempted sequences' KV for the engines.
 """
 
 from __future__ import annotations
@@ -69,4 +69,20 @@ class Peers(Protocol):
 
     async def prefill(self, device: str, app: str, digest: str, tokens: list[int]) -> KvState:
         """The KV state of `tokens` but the last, computed on `device`."""
+        ...
+
+    # the engine's remote KV store (aicap.engine.remote_swap.KvKeeper): preempted sequences' KV kept
+    # in paired devices' memory beyond this device's swap budget (Infinite-LLM)
+
+    async def keep_kv(self, state: KvState, app: str) -> tuple[str, str]:
+        """Keeps a swapped-out state (of a sequence of `app`) on the eligible device with the most room
+        for it (any model file; its level and serving as for generations): (device, handle)."""
+        ...
+
+    async def return_kv(self, handle: tuple[str, str]) -> KvState:
+        """The state `keep_kv` kept, which the device then forgets."""
+        ...
+
+    async def drop_kv(self, handle: tuple[str, str]) -> None:
+        """Tells the device to forget a kept state."""
         ...

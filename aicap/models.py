@@ -26,6 +26,7 @@ from aicap.engine.async_engine import AsyncEngine
 from aicap.engine.generation import Generation
 from aicap.engine.llm_engine import LLMEngine
 from aicap.engine.model_runner import ModelRunner, default_model_path
+from aicap.engine.remote_swap import KvKeeper
 from aicap.engine.tokenizer import Tokenizer
 from aicap.errors import (
     AlreadyExists,
@@ -113,9 +114,16 @@ class Model:
 
 class ModelRegistry:
     def __init__(
-        self, config: AiConfig, store: ModelStore, run_db: RunDb, host_busy: Callable[[], int] | None = None
+        self,
+        config: AiConfig,
+        store: ModelStore,
+        run_db: RunDb,
+        host_busy: Callable[[], int] | None = None,
+        keeper: Callable[[], KvKeeper | None] | None = None,
     ) -> None:
+        """`keeper`: where engines keep preempted sequences' KV beyond their swap budget (AsyncEngine)."""
         self.config = config
+        self._keeper = keeper
         self._store = store
         self._run_db = run_db
         self._host_busy = host_busy  # the host's CPU-heavy threads running now (ModelRunner)
@@ -201,7 +209,8 @@ class ModelRegistry:
             async with m.lock:
                 self._check_alive(m)
                 if m.engine is None:
-                    m.engine = await self._load(m, AsyncEngine, self._make_engine(m.spec))
+                    make, loop = self._make_engine(m.spec), asyncio.get_running_loop()
+                    m.engine = await self._load(m, AsyncEngine, make, self._keeper, loop)
                     log.info("model %s loaded (n_ctx %d) from %s", m.name, m.spec.n_ctx, m.spec.path)
         return m.engine
 

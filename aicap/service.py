@@ -287,7 +287,9 @@ class AiService(pb_grpc.AiServiceServicer):
         self.config = config
         self._host_busy = host_busy
         self._identify = identify
-        self.models = ModelRegistry(config, ModelStore(db.engine), db.write, self._busy)
+        # preempted sequences beyond the swap budget may be kept on paired devices (remote swap)
+        keeper = (lambda: self.peers) if config.offload else None
+        self.models = ModelRegistry(config, ModelStore(db.engine), db.write, self._busy, keeper)
         self.limiter = AppLimiter(
             Limits(config.max_concurrent_per_app, config.max_queued_per_app, config.max_waiting)
         )
@@ -565,6 +567,7 @@ class AiService(pb_grpc.AiServiceServicer):
         after the prompt, with max_tokens less as many and the sampler's draws skipped. `state`, the KV
         of the first of those tokens a draining device handed back, makes it go on here from there."""
         tokens = prompt.tokens + done
+        may_leave = where is not None  # the prompt may leave: its KV too, when preempted (remote swap)
         if state is not None and not await self._importable(m, state, tokens):
             state = None
         if where == "split" and self.peers is not None and not done:
@@ -589,7 +592,7 @@ class AiService(pb_grpc.AiServiceServicer):
         sp = dataclasses.replace(
             req.params, max_tokens=req.params.max_tokens - len(done), skip_draws=len(done)
         )
-        feed = m.open(engine.generate(tokens, sp, app, prompt.shared, imported=state))
+        feed = m.open(engine.generate(tokens, sp, app, prompt.shared, imported=state, may_leave=may_leave))
         computed = len(state.tokens) if state is not None else 0
         return _LocalSource(self.device_id, feed, m, self._prefilling, len(tokens) - computed)
 
@@ -627,7 +630,7 @@ class AiService(pb_grpc.AiServiceServicer):
             except AicapError as exc:
                 log.info("prefill on %s failed (%s): prefilling here", best.device, exc)
                 state = None
-        feed = m.open(engine.generate(tokens, req.params, app, prompt.shared, imported=state))
+        feed = m.open(engine.generate(tokens, req.params, app, prompt.shared, imported=state, may_leave=True))
         return _LocalSource(
             self.device_id,
             feed,

@@ -246,6 +246,20 @@ class AiSettings(BaseModel):
         ge=1,
         description="Tokens (prompt and generated) one paired device may have processed here per minute.",
     )
+    peer_swap_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        le=1 << 40,
+        description="Bytes of swapped-out KV state one paired device may keep in this device's memory (its "
+        "sequences preempted beyond its own swap budget, Infinite-LLM); 0: keep none. Needs ai.serve_peers.",
+    )
+    peer_swap_ttl_s: float = Field(
+        600.0,
+        gt=0,
+        le=86_400,
+        description="A kept KV state not asked back or dropped within this many seconds is forgotten (its "
+        "device was lost, say); its sequence is then recomputed there.",
+    )
 
     @model_validator(mode="after")
     def _unique_prefix_names(self) -> AiSettings:

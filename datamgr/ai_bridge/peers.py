@@ -7,6 +7,11 @@ file or does not answer is left out of AUTO placement, and named by an app it is
 which of these it is. A generation runs as one streamed call; a device that drops it (killed, cut off:
 the channel's keepalive notices within seconds) is aicap's Unavailable, from which aicap replays the
 generation elsewhere. Every offloaded generation is in the audit log (key `ai:<model digest>`).
+
+They also keep this device's swapped-out KV (the engines' remote store, `keep_kv`): a state goes to
+the eligible device (level and serving as above; any model file) whose load reports the most room for
+this device's states (`kv_keep_free`, then the fewest running), and comes back or is dropped by its
+handle there. Each of these calls is audited too (keys `ai-kv-keep`, `ai-kv-return`, `ai-kv-drop`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ log = logging.getLogger("datamgr.ai_bridge")
 
 LOAD_TTL_S = 1.0
 LOAD_TIMEOUT_S = 1.0
+KV_TIMEOUT_S = 10.0  # a KV state's transfer: this, plus a second per MB (a link of at least 1 MB/s)
 _LOST = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 _FINISH = {1: "stop", 2: "length"}
 
@@ -63,6 +69,7 @@ class AiPeers:
         # so that requests placed within one load's lifetime do not all herd to the same device
         self._sent: dict[str, int] = {}
         self._running: dict[str, int] = {}  # this device's generations running on each device now
+        self._kept: dict[tuple[str, str], tuple[int, str]] = {}  # (device, handle) → (bytes, app) kept there
 
     @property
     def device_id(self) -> str:
@@ -242,8 +249,100 @@ class AiPeers:
             )
         return KvState.from_chunks(chunks)
 
+    # ---- swapped-out KV kept on paired devices (aicap.engine.remote_swap.KvKeeper) ----
+
+    async def keep_kv(self, state: KvState, app: str) -> tuple[str, str]:
+        chunks = await asyncio.to_thread(lambda: list(state.to_chunks()))
+        size = sum(len(c) for c in chunks)
+        candidates = [
+            d for d in self._trust.all() if d.security_level >= self._min_level and self._online(d.device_id)
+        ]
+        found = await asyncio.gather(*(self._load(d) for d in candidates), return_exceptions=True)
+        room = [
+            (d.device_id, f[0])
+            for d, f in zip(candidates, found, strict=True)
+            if not isinstance(f, BaseException) and f[0].serves and f[0].kv_keep_free >= size
+        ]
+        if not room:
+            raise Unavailable(f"no paired device has room to keep {size} bytes of KV state for this device")
+        device, load = max(room, key=lambda r: (r[1].kv_keep_free, -r[1].requests_running))
+        load.kv_keep_free -= size  # spoken for, until the device is asked again
+        who, channel = self._channel(device, "KV state")
+        sent, outcome = 0, "CANCELLED"
+        try:
+            reply = await pb_grpc.AiPeerServiceStub(channel).KeepKv(
+                iter([pb.KvChunk(data=c) for c in chunks]), timeout=_kv_timeout(size)
+            )
+            sent, outcome = size, "OK"
+        except grpc.aio.AioRpcError as exc:
+            outcome = exc.code().name
+            raise self._kv_error(exc, device, channel, who) from None
+        finally:
+            self._audit.note(PeerRead(Direction.FETCHED, device, app, "ai-kv-keep", sent, outcome))
+        self._kept[(device, reply.handle)] = (size, app)
+        return device, reply.handle
+
+    async def return_kv(self, handle: tuple[str, str]) -> KvState:
+        device, key = handle
+        size, app = self._kept.pop(handle, (0, ""))
+        who, channel = self._kv_channel(device)
+        call = pb_grpc.AiPeerServiceStub(channel).ReturnKv(
+            pb.ReturnKvRequest(handle=key), timeout=_kv_timeout(size)
+        )
+        chunks: list[bytes] = []
+        outcome = "CANCELLED"
+        try:
+            async for msg in call:
+                chunks.append(msg.data)
+            outcome = "OK"
+        except grpc.aio.AioRpcError as exc:
+            outcome = exc.code().name
+            raise self._kv_error(exc, device, channel, who) from None
+        finally:
+            call.cancel()
+            received = sum(len(c) for c in chunks)
+            self._audit.note(PeerRead(Direction.FETCHED, device, app, "ai-kv-return", received, outcome))
+        return await asyncio.to_thread(KvState.from_chunks, chunks)
+
+    async def drop_kv(self, handle: tuple[str, str]) -> None:
+        device, key = handle
+        _, app = self._kept.pop(handle, (0, ""))
+        who, channel = self._kv_channel(device)
+        outcome = "CANCELLED"
+        try:
+            await pb_grpc.AiPeerServiceStub(channel).DropKv(
+                pb.DropKvRequest(handle=key), timeout=KV_TIMEOUT_S
+            )
+            outcome = "OK"
+        except grpc.aio.AioRpcError as exc:
+            outcome = exc.code().name
+            raise self._kv_error(exc, device, channel, who) from None
+        finally:
+            self._audit.note(PeerRead(Direction.FETCHED, device, app, "ai-kv-drop", 0, outcome))
+
+    def _kv_channel(self, device: str) -> tuple[str, grpc.aio.Channel]:
+        """A channel to a device that keeps a state of this device's: whatever its level now (the
+        state is this device's own, asked back or dropped)."""
+        try:
+            named, channel, _ = self._channels.get(device)
+        except (LookupError, DeviceNotFound) as exc:
+            raise Unavailable(f"{exc}: its KV state cannot be reached") from None
+        return f"device {named.name} ({device})", channel
+
+    def _kv_error(
+        self, exc: grpc.aio.AioRpcError, device: str, channel: grpc.aio.Channel, who: str
+    ) -> AicapError:
+        if exc.code() in _LOST:
+            self._channels.drop(device, channel)
+            self._loads.pop(device, None)
+        return _error(exc, who)
+
     async def close(self) -> None:
         await self._channels.close()
+
+
+def _kv_timeout(size: int) -> float:
+    return KV_TIMEOUT_S + size / 1e6
 
 
 def _error(exc: grpc.aio.AioRpcError, who: str) -> AicapError:

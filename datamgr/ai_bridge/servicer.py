@@ -5,6 +5,10 @@ checks that the owner serves it, applies its per-device limits (`limits.DeviceLi
 generation with `AiService.serve_peer`. The app the device names is logged and counted, never believed:
 the device's own limits are what bound it. Every generation served is in the audit log of
 cross-device reads (key `ai:<model digest>`, bytes: the tokens sent back, 4 each).
+
+It also keeps paired devices' swapped-out KV states in memory (`kept_kv.KeptKv`, within
+`ai.peer_swap_bytes` per device) for the devices it serves, and gives each back only to the device
+that kept it; each keep, return and drop is audited (keys `ai-kv-keep`, `ai-kv-return`, `ai-kv-drop`).
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ import grpc
 
 from aicap.service import AiService
 from aicap.v1 import aicap_pb2
+from datamgr.ai_bridge.kept_kv import KeptKv
 from datamgr.ai_bridge.limits import DeviceLimits
 from datamgr.config import AiSettings
 from datamgr.device.peer_reads import Direction, PeerRead, PeerReadLog
 from datamgr.device.peer_server import calling_device
 from datamgr.device.trust import TrustedDevice, TrustStore
-from datamgr.errors import PermissionDenied
+from datamgr.errors import InvalidArgument, PermissionDenied, Unavailable
 from datamgr.sync.v1 import ai_peer_pb2 as pb
 from datamgr.sync.v1 import ai_peer_pb2_grpc as pb_grpc
 
@@ -41,6 +46,7 @@ class AiPeerServicer(pb_grpc.AiPeerServiceServicer):
     def __init__(self, ai: AiService, trust: TrustStore, settings: AiSettings, audit: PeerReadLog) -> None:
         self._ai, self._trust, self._settings, self._audit = ai, trust, settings, audit
         self.limits = DeviceLimits(settings.peer_max_concurrent, settings.peer_tokens_per_minute)
+        self.kept = KeptKv(settings.peer_swap_bytes, settings.peer_swap_ttl_s)
 
     def add_to(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_AiPeerServiceServicer_to_server(self, server)
@@ -136,4 +142,59 @@ class AiPeerServicer(pb_grpc.AiPeerServiceServicer):
         if default.engine is not None:
             s = default.engine.stats()
             out.kv_free = 1.0 - s.kv_usage
+        self.kept.sweep()
+        out.kv_keep_free = self.kept.free(caller.device_id) if out.serves else 0
         return out
+
+    # ---- swapped-out KV kept for paired devices ----
+
+    def _kv_note(self, caller: TrustedDevice, kind: str, size: int, outcome: str) -> None:
+        self._audit.note(PeerRead(Direction.SERVED, caller.device_id, "", kind, size, outcome))
+
+    async def KeepKv(self, request_iterator: AsyncIterator[pb.KvChunk], context: Any) -> pb.KeepKvResponse:
+        caller = self._served(context, "KV swaps")
+        received, outcome = 0, "CANCELLED"
+        try:
+            if self._ai.draining:
+                raise Unavailable("this device is draining: it keeps no KV state for paired devices now")
+            with self.kept.intake(caller.device_id, caller.name) as intake:
+                async for chunk in request_iterator:
+                    intake.add(chunk.data)
+                    received += len(chunk.data)
+                if not intake.chunks:
+                    raise InvalidArgument("no KV state was sent")
+                handle = intake.commit()
+            outcome = "OK"
+            return pb.KeepKvResponse(handle=handle)
+        except Exception as exc:
+            outcome = getattr(exc, "code", None) or "INTERNAL"
+            raise
+        finally:
+            self._kv_note(caller, "ai-kv-keep", received, outcome)
+
+    async def ReturnKv(self, request: pb.ReturnKvRequest, context: Any) -> AsyncIterator[pb.KvChunk]:
+        caller = self._caller(context)  # its own state: given back even once it is no longer served
+        sent, outcome = 0, "CANCELLED"
+        try:
+            for data in self.kept.take(caller.device_id, request.handle):
+                sent += len(data)
+                yield pb.KvChunk(data=data)
+            outcome = "OK"
+        except Exception as exc:
+            outcome = getattr(exc, "code", None) or "INTERNAL"
+            raise
+        finally:
+            self._kv_note(caller, "ai-kv-return", sent, outcome)
+
+    async def DropKv(self, request: pb.DropKvRequest, context: Any) -> pb.DropKvResponse:
+        caller = self._caller(context)
+        outcome = "INTERNAL"
+        try:
+            self.kept.drop(caller.device_id, request.handle)
+            outcome = "OK"
+        except Exception as exc:
+            outcome = getattr(exc, "code", None) or "INTERNAL"
+            raise
+        finally:
+            self._kv_note(caller, "ai-kv-drop", 0, outcome)
+        return pb.DropKvResponse()

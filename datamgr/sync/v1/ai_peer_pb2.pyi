@@ -76,7 +76,7 @@ class PeerModel(_message.Message):
     def __init__(self, name: _Optional[str] = ..., digest: _Optional[str] = ..., n_ctx: _Optional[int] = ..., loaded: _Optional[bool] = ...) -> None: ...
 
 class PeerLoad(_message.Message):
-    __slots__ = ("serves", "models", "requests_waiting", "requests_running", "max_running", "tokens_waiting", "kv_free", "prefill_tokens_per_s", "decode_step_s", "recent_tokens_per_s", "peer_running", "peer_max_concurrent", "cache_type")
+    __slots__ = ("serves", "models", "requests_waiting", "requests_running", "max_running", "tokens_waiting", "kv_free", "prefill_tokens_per_s", "decode_step_s", "recent_tokens_per_s", "peer_running", "peer_max_concurrent", "cache_type", "kv_keep_free")
     SERVES_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_WAITING_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,7 @@ class PeerLoad(_message.Message):
     PEER_RUNNING_FIELD_NUMBER: _ClassVar[int]
     PEER_MAX_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
     CACHE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    KV_KEEP_FREE_FIELD_NUMBER: _ClassVar[int]
     serves: bool
     models: _containers.RepeatedCompositeFieldContainer[PeerModel]
     requests_waiting: int
@@ -103,4 +104,27 @@ class PeerLoad(_message.Message):
     peer_running: int
     peer_max_concurrent: int
     cache_type: str
-    def __init__(self, serves: _Optional[bool] = ..., models: _Optional[_Iterable[_Union[PeerModel, _Mapping]]] = ..., requests_waiting: _Optional[int] = ..., requests_running: _Optional[int] = ..., max_running: _Optional[int] = ..., tokens_waiting: _Optional[int] = ..., kv_free: _Optional[float] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_step_s: _Optional[float] = ..., recent_tokens_per_s: _Optional[float] = ..., peer_running: _Optional[int] = ..., peer_max_concurrent: _Optional[int] = ..., cache_type: _Optional[str] = ...) -> None: ...
+    kv_keep_free: int
+    def __init__(self, serves: _Optional[bool] = ..., models: _Optional[_Iterable[_Union[PeerModel, _Mapping]]] = ..., requests_waiting: _Optional[int] = ..., requests_running: _Optional[int] = ..., max_running: _Optional[int] = ..., tokens_waiting: _Optional[int] = ..., kv_free: _Optional[float] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_step_s: _Optional[float] = ..., recent_tokens_per_s: _Optional[float] = ..., peer_running: _Optional[int] = ..., peer_max_concurrent: _Optional[int] = ..., cache_type: _Optional[str] = ..., kv_keep_free: _Optional[int] = ...) -> None: ...
+
+class KeepKvResponse(_message.Message):
+    __slots__ = ("handle",)
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    def __init__(self, handle: _Optional[str] = ...) -> None: ...
+
+class ReturnKvRequest(_message.Message):
+    __slots__ = ("handle",)
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    def __init__(self, handle: _Optional[str] = ...) -> None: ...
+
+class DropKvRequest(_message.Message):
+    __slots__ = ("handle",)
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    def __init__(self, handle: _Optional[str] = ...) -> None: ...
+
+class DropKvResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

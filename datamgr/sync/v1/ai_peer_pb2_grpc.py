@@ -54,6 +54,21 @@ class AiPeerServiceStub:
                 request_serializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.PeerPrefillRequest.SerializeToString,
                 response_deserializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.KvChunk.FromString,
                 _registered_method=True)
+        self.KeepKv = channel.stream_unary(
+                '/datamgr.sync.v1.AiPeerService/KeepKv',
+                request_serializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.KvChunk.SerializeToString,
+                response_deserializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.KeepKvResponse.FromString,
+                _registered_method=True)
+        self.ReturnKv = channel.unary_stream(
+                '/datamgr.sync.v1.AiPeerService/ReturnKv',
+                request_serializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.ReturnKvRequest.SerializeToString,
+                response_deserializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.KvChunk.FromString,
+                _registered_method=True)
+        self.DropKv = channel.unary_unary(
+                '/datamgr.sync.v1.AiPeerService/DropKv',
+                request_serializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.DropKvRequest.SerializeToString,
+                response_deserializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.DropKvResponse.FromString,
+                _registered_method=True)
 
 
 class AiPeerServiceServicer:
@@ -91,6 +106,33 @@ class AiPeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def KeepKv(self, request_iterator, context):
+        """Keeps a KV state the calling device's engine swapped out (Infinite-LLM: a preempted sequence's
+        KV held in this device's memory while the caller's own swap budget is full), streamed as aicap
+        KV state chunks, opaque here; returns an unguessable handle that only the calling device can use.
+        Bounded per calling device by ai.peer_swap_bytes (RESOURCE_EXHAUSTED naming it), forgotten after
+        ai.peer_swap_ttl_s; PERMISSION_DENIED unless this device serves the caller (ai.serve_peers),
+        UNAVAILABLE while it drains.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReturnKv(self, request, context):
+        """Streams a kept state back, as it was sent, and forgets it. NOT_FOUND for a handle this device
+        does not hold for the calling device (never kept, expired, returned or dropped, or another's).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropKv(self, request, context):
+        """Forgets a kept state (its sequence ended). NOT_FOUND as ReturnKv.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AiPeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +150,21 @@ def add_AiPeerServiceServicer_to_server(servicer, server):
                     servicer.Prefill,
                     request_deserializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.PeerPrefillRequest.FromString,
                     response_serializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.KvChunk.SerializeToString,
+            ),
+            'KeepKv': grpc.stream_unary_rpc_method_handler(
+                    servicer.KeepKv,
+                    request_deserializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.KvChunk.FromString,
+                    response_serializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.KeepKvResponse.SerializeToString,
+            ),
+            'ReturnKv': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReturnKv,
+                    request_deserializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.ReturnKvRequest.FromString,
+                    response_serializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.KvChunk.SerializeToString,
+            ),
+            'DropKv': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropKv,
+                    request_deserializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.DropKvRequest.FromString,
+                    response_serializer=datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.DropKvResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -196,6 +253,87 @@ class AiPeerService:
             '/datamgr.sync.v1.AiPeerService/Prefill',
             datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.PeerPrefillRequest.SerializeToString,
             datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.KvChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KeepKv(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/datamgr.sync.v1.AiPeerService/KeepKv',
+            datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.KvChunk.SerializeToString,
+            datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.KeepKvResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReturnKv(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/datamgr.sync.v1.AiPeerService/ReturnKv',
+            datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.ReturnKvRequest.SerializeToString,
+            datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.KvChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropKv(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datamgr.sync.v1.AiPeerService/DropKv',
+            datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.DropKvRequest.SerializeToString,
+            datamgr_dot_sync_dot_v1_dot_ai__peer__pb2.DropKvResponse.FromString,
             options,
             channel_credentials,
             insecure,
