@@ -36,11 +36,14 @@ CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 # A peer that vanishes without a word (out of range, a dropped link) is noticed by HTTP/2 pings while
-# a call is open: one every KEEPALIVE[0] ms, the connection dead when one goes unanswered for
-# KEEPALIVE[1] ms. Without them a stream (a UDMF fetch, say) would wait for TCP to give up, many
-# minutes, and its holder would keep the read's turn as long. The server pings its callers the same
-# way, and lets a client ping that often.
-KEEPALIVE = (10_000, 5_000)
+# a call is open: one KEEPALIVE[0] ms after the connection last read anything, the connection dead
+# when it goes unanswered for KEEPALIVE[1] ms, so 2-4 s after the peer's last bytes. Without them a
+# stream would wait minutes for TCP to give up: a UDMF fetch's holder would keep the read's turn as
+# long, an offloaded AI generation would stall before the origin replays it elsewhere. A ping is a
+# few dozen bytes, sent only on a quiet connection; 2 s for its ack spans TCP's first retransmissions
+# (200 ms, doubling), and a longer blip fails the call (sync retries, a generation moves on). The
+# server pings its callers the same way, and lets a client ping that often.
+KEEPALIVE = (2_000, 2_000)
 
 
 def keepalive_options(keepalive: tuple[int, int], server: bool) -> list[tuple[str, int]]:
@@ -51,7 +54,9 @@ def keepalive_options(keepalive: tuple[int, int], server: bool) -> list[tuple[st
         ("grpc.http2.ping_timeout_ms", timeout),  # grpc 1.85 waits this long (default 1 min) for an ack
         ("grpc.http2.max_pings_without_data", 0),  # a stream's receiver sends no data frames
     ]
-    if server:  # peers ping as often as we do; by default pings under 5 min apart earn a GOAWAY
+    if server:
+        # peers ping as often as we do (and gRPC clients at most once a second): by default pings under
+        # 5 min apart while the server sends nothing earn strikes and, past 2, a GOAWAY too_many_pings
         options.append(("grpc.http2.min_ping_interval_without_data_ms", every // 2))
     return options
 
