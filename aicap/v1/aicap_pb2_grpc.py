@@ -141,9 +141,9 @@ class AiServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Drain(self, request, context):
-        """Admin: stop running paired devices' generations here (planned migration): the ones running end
-        at once with UNAVAILABLE "draining", and their devices replay them elsewhere, the stream going on;
-        new ones are refused until Drain with resume. SIGTERM drains first too.
+        """Admin: stop running paired devices' generations here (planned migration): each running one is
+        handed back to its device with its KV state, and goes on there (one still waiting ends UNAVAILABLE
+        "draining" and is replayed); new ones are refused until Drain with resume. SIGTERM drains first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
