@@ -6,17 +6,23 @@ recomputed and every stream still completes."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import grpc
 import pytest
 from harness import Daemon
 from test_pairing import _owner, _pair
 from test_sync_daemons import _start
 
 from aicap import AiClient, EngineStats
+from datamgr.device.identity import load_identity
+from datamgr.device.peer_channel import open_peer_channel
+from datamgr.sync.v1 import ai_peer_pb2 as pb
+from datamgr.sync.v1 import ai_peer_pb2_grpc as pb_grpc
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.model, pytest.mark.timeout(300)]
 
@@ -120,6 +126,41 @@ def test_preempted_sequences_are_kept_on_the_paired_device_and_come_back(pair: P
         time.sleep(0.2)
     assert kept >= 1 and audit.get(("ai-kv-return", "OK"), 0) >= 1, audit
     assert settled == kept, audit
+
+
+def test_the_keeping_device_gives_a_state_back_once_and_only_to_its_device(pair: Pair) -> None:
+    """KeepKv, ReturnKv and DropKv called as alpha (with its certificate) at bravo's peer port."""
+    with _owner(pair.bravo) as owner:
+        address = f"127.0.0.1:{owner.identity().peer_port}"
+    bravo_cert = (pair.bravo.data_dir / "device" / "cert.pem").read_bytes()
+    chunks = [b"head", b"x" * 100_000, b"tail"]
+
+    async def calls() -> None:
+        async with open_peer_channel(address, load_identity(pair.alpha.data_dir), bravo_cert) as ch:
+            stub = pb_grpc.AiPeerServiceStub(ch)
+            free = (await stub.GetLoad(pb.GetLoadRequest(), timeout=10)).kv_keep_free
+            assert free == 256 * 1024 * 1024  # ai.peer_swap_bytes: nothing kept for alpha now
+            kept = await stub.KeepKv(iter([pb.KvChunk(data=c) for c in chunks]), timeout=10)
+            assert len(kept.handle) >= 24
+            load = await stub.GetLoad(pb.GetLoadRequest(), timeout=10)
+            assert load.kv_keep_free < free - 100_000
+            back = [m.data async for m in stub.ReturnKv(pb.ReturnKvRequest(handle=kept.handle), timeout=10)]
+            assert back == chunks
+            for call in (
+                lambda: _drain(stub.ReturnKv(pb.ReturnKvRequest(handle=kept.handle), timeout=10)),
+                lambda: stub.DropKv(pb.DropKvRequest(handle=kept.handle), timeout=10),
+                lambda: stub.DropKv(pb.DropKvRequest(handle="not-a-handle"), timeout=10),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await call()
+                assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            assert (await stub.GetLoad(pb.GetLoadRequest(), timeout=10)).kv_keep_free == free
+
+    asyncio.run(calls())
+
+
+async def _drain(call: object) -> list[object]:
+    return [m async for m in call]  # type: ignore[attr-defined]
 
 
 def test_a_keeper_killed_with_states_on_it_means_recompute_and_every_stream_completes(pair: Pair) -> None:
