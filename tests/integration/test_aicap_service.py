@@ -329,6 +329,8 @@ def test_stats_and_prometheus_text(ai: Ai) -> None:
         "aicap_prefix_cache_queries",
         "aicap_prefix_cache_hits",
         "aicap_num_preemptions",
+        "aicap_remote_kv_bytes",
+        "aicap_remote_kv_failures",
         "aicap_num_requests_waiting",
         "aicap_num_requests_running",
         "aicap_num_requests_swapped",
@@ -337,7 +339,7 @@ def test_stats_and_prometheus_text(ai: Ai) -> None:
     ):
         assert name in families, name
     kinds = {s.labels["kind"] for s in families["aicap_num_preemptions"].samples}
-    assert kinds == {"swap", "recompute"}
+    assert kinds == {"swap", "recompute", "remote"}
     ttft = families["aicap_time_to_first_token_seconds"]
     count = next(s.value for s in ttft.samples if s.name.endswith("_count"))
     inf = next(s.value for s in ttft.samples if s.labels.get("le") == "+Inf")
