@@ -156,6 +156,13 @@ class AiPeers:
             return _error(exc, f"device {device.name} ({device.device_id})"), 0.0
         return load, time.monotonic() - started
 
+    def _paired(self, device: str) -> bool:
+        try:
+            self._trust.get(device)
+        except DeviceNotFound:
+            return False
+        return True
+
     def _channel(self, device: str, what: str) -> tuple[str, grpc.aio.Channel]:
         """How to name the device in errors, and a channel to it."""
         named = self._named(device)
@@ -173,10 +180,16 @@ class AiPeers:
         tokens: list[int],
         params: aicap_pb2.SamplingParams,
         skip_draws: int = 0,
+        replayed: int = 0,
     ) -> AsyncGenerator[TokenEvent, None]:
         who, channel = self._channel(device, "generation")
         request = pb.PeerGenerateRequest(
-            app=app, model_digest=digest, tokens=tokens, params=params, skip_draws=skip_draws
+            app=app,
+            model_digest=digest,
+            tokens=tokens,
+            params=params,
+            skip_draws=skip_draws,
+            replayed=replayed,
         )
         call = pb_grpc.AiPeerServiceStub(channel).Generate(request)
         self._sent[device] = self._sent.get(device, 0) + len(tokens)
@@ -186,6 +199,8 @@ class AiPeers:
         finished = 0  # samples that ended
         try:
             async for msg in call:
+                if not self._paired(device):  # the owner unpaired it meanwhile: not one token more
+                    raise Unavailable(f"{who} is no longer paired with this device")
                 if msg.kv_state:
                     handed.append(msg.kv_state)
                     received += len(msg.kv_state) // 4  # the audit counts 4 bytes a unit
@@ -216,6 +231,8 @@ class AiPeers:
             if exc.code() in _LOST:
                 self._channels.drop(device, channel)
                 self._loads.pop(device, None)
+            if received and exc.code() == grpc.StatusCode.PERMISSION_DENIED:  # it stopped serving us
+                raise Unavailable(f"{who} stopped the generation: {exc.details()}") from None
             raise _error(exc, who) from None
         finally:
             self._running[device] -= 1

@@ -66,6 +66,13 @@ class AiPeerServicer(pb_grpc.AiPeerServiceServicer):
             )
         return caller
 
+    def _still_served(self, caller: TrustedDevice) -> None:
+        """Raises PermissionDenied once the owner unpaired the device or stopped serving it."""
+        if self._trust.by_fingerprint(caller.fingerprint) is None:
+            raise PermissionDenied(f"device {caller.name} is no longer paired with this device")
+        if not serves(self._settings.serve_peers, caller.device_id):
+            raise PermissionDenied(f"this device no longer runs generations for device {caller.name}")
+
     def _note(self, caller: TrustedDevice, request: Any, kind: str, sent: int, outcome: str) -> None:
         key = f"{kind}:{request.model_digest[:16]}"
         self._audit.note(PeerRead(Direction.SERVED, caller.device_id, request.app, key, sent, outcome))
@@ -83,8 +90,10 @@ class AiPeerServicer(pb_grpc.AiPeerServiceServicer):
                     tokens,
                     request.params,
                     request.skip_draws,
+                    request.replayed,
                 )
                 async for ev in events:
+                    self._still_served(caller)  # unpaired or no longer served: not one token more
                     if ev.state is not None:  # draining: its last event, the KV state to hand back
                         for data in ev.state.to_chunks():
                             sent += len(data) // 4  # the audit counts 4 bytes a unit

@@ -315,6 +315,29 @@ def test_a_drained_device_hands_generations_back_with_their_kv_and_takes_no_more
     assert out.samples[0].usage is not None and out.samples[0].usage.device == bravo.device_id
 
 
+@pytest.mark.parametrize("side", ["origin", "serving"])
+def test_unpairing_mid_stream_moves_the_generation_home(devices: Devices, side: str) -> None:
+    """Either owner unpairs (and tells the other): the serving device sends not one token more, the
+    origin takes none, and the stream goes on here."""
+    alpha, bravo = devices.alpha, devices.bravo
+    chunks = []
+    try:
+        with alpha.app.stream_complete(
+            "Far away", max_tokens=40, temperature=0, ignore_eos=True, placement=bravo.device_id
+        ) as stream:
+            for chunk in stream:
+                chunks.append(chunk)
+                if len(chunks) == 8:
+                    owner, other = (alpha, bravo) if side == "origin" else (bravo, alpha)
+                    with _owner(owner.daemon) as client:
+                        client.unpair(other.device_id)
+        assert sum(len(c.token_ids) for c in chunks) == 40  # none lost, none repeated
+        usage = chunks[-1].usage
+        assert usage is not None and usage.migrations == 1 and usage.device == alpha.device_id
+    finally:
+        _pair(alpha.daemon, bravo.daemon)
+
+
 def test_a_device_stopped_with_sigterm_hands_its_generation_back_with_its_kv(devices: Devices) -> None:
     alpha, bravo = devices.alpha, devices.bravo
     chunks = []
