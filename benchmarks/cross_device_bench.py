@@ -22,59 +22,28 @@ Run (as root, cgroup v1): .venv/bin/python benchmarks/cross_device_bench.py [--c
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from _machine import machine  # noqa: E402
+from cgroup import cpu_cgroup, start_in, unavailable  # noqa: E402
 from harness import Daemon  # noqa: E402
 from test_pairing import _owner, _pair  # noqa: E402
 
 from aicap import AiClient  # noqa: E402
 
-CPU_CGROUP = Path("/sys/fs/cgroup/cpu")
 USE_AI = "ohos.permission.USE_AI"
 APP = "com.bench.ai"
 ENV = {"DATAMGR_AI__ENABLED": "true", "DATAMGR_DISCOVERY__ENABLED": "false", "DATAMGR_SYNC__AUTO": "false"}
 MAX_TOKENS = 64
-
-
-@contextlib.contextmanager
-def weak_cgroup(quota: float) -> Iterator[Path]:
-    """A cpu cgroup limited to `quota` of one core; processes forked while this process is in it stay."""
-    group = CPU_CGROUP / f"datamgr-weak-{os.getpid()}"
-    group.mkdir()
-    try:
-        period = int((group / "cpu.cfs_period_us").read_text())
-        (group / "cpu.cfs_quota_us").write_text(str(int(period * quota)))
-        yield group
-    finally:
-        for pid in (group / "cgroup.procs").read_text().split():
-            with contextlib.suppress(OSError):
-                (CPU_CGROUP / "cgroup.procs").write_text(pid)
-        group.rmdir()
-
-
-def start_in(group: Path | None, daemon: Daemon) -> Daemon:
-    """Starts `daemon` inside `group` (this process joins it for the fork, then leaves)."""
-    if group is not None:
-        (group / "cgroup.procs").write_text(str(os.getpid()))
-    try:
-        daemon.start(wait=False)
-    finally:
-        if group is not None:
-            (CPU_CGROUP / "cgroup.procs").write_text(str(os.getpid()))
-    daemon.wait_healthy(300, service="aicap.v1.AiService")
-    return daemon
 
 
 def prompt(client: int, request: int) -> str:
@@ -165,10 +134,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2)
     parser.add_argument("--quota", type=float, default=0.25, help="The weak device's share of one core.")
     args = parser.parse_args()
-    if not (CPU_CGROUP / "cgroup.procs").exists() or os.geteuid() != 0:
-        raise SystemExit("needs root and cgroup v1's cpu hierarchy at /sys/fs/cgroup/cpu")
+    if reason := unavailable():
+        raise SystemExit(f"needs a cgroup v1 cpu group for the weak device: {reason}")
 
-    with tempfile.TemporaryDirectory(prefix="xdev-bench-") as tmp, weak_cgroup(args.quota) as group:
+    with tempfile.TemporaryDirectory(prefix="xdev-bench-") as tmp, cpu_cgroup(args.quota) as group:
         root = Path(tmp)
         strong = Daemon(
             root / "strong",
