@@ -13,7 +13,9 @@ that kept it; each keep, return and drop is audited (keys `ai-kv-keep`, `ai-kv-r
 
 from __future__ import annotations
 
+import collections
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,6 +37,24 @@ log = logging.getLogger("datamgr.ai_bridge")
 _FINISH = {"stop": aicap_pb2.FINISH_REASON_STOP, "length": aicap_pb2.FINISH_REASON_LENGTH}
 
 
+class RecentRate:
+    """Tokens a second over about the last `window_s`, from a running total read now and then (at
+    each GetLoad: no timer, nothing when nobody asks)."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self._window = window_s
+        self._seen: collections.deque[tuple[float, int]] = collections.deque()
+
+    def observe(self, total: int, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        seen = self._seen
+        seen.append((now, total))
+        while len(seen) > 2 and now - seen[1][0] >= self._window:
+            seen.popleft()  # keep one reading at least a window old, as the base
+        t0, n0 = seen[0]
+        return (total - n0) / (now - t0) if now > t0 else 0.0
+
+
 def serves(setting: str | list[str], device_id: str) -> bool:
     """Whether `ai.serve_peers` lets this device run generations for the (paired) device."""
     if isinstance(setting, list):
@@ -47,6 +67,7 @@ class AiPeerServicer(pb_grpc.AiPeerServiceServicer):
         self._ai, self._trust, self._settings, self._audit = ai, trust, settings, audit
         self.limits = DeviceLimits(settings.peer_max_concurrent, settings.peer_tokens_per_minute)
         self.kept = KeptKv(settings.peer_swap_bytes, settings.peer_swap_ttl_s)
+        self._rate = RecentRate()
 
     def add_to(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_AiPeerServiceServicer_to_server(self, server)
@@ -151,6 +172,7 @@ class AiPeerServicer(pb_grpc.AiPeerServiceServicer):
         if default.engine is not None:
             s = default.engine.stats()
             out.kv_free = 1.0 - s.kv_usage
+            out.recent_tokens_per_s = self._rate.observe(s.generation_tokens_total)
         self.kept.sweep()
         out.kv_keep_free = self.kept.free(caller.device_id) if out.serves else 0
         return out

@@ -51,3 +51,16 @@ def test_serve_peers_off_paired_or_a_list() -> None:
     assert not serves("off", "x")
     assert serves("paired", "x")
     assert serves(["x"], "x") and not serves(["y"], "x")
+
+
+def test_the_recent_rate_is_over_about_the_last_window() -> None:
+    from datamgr.ai_bridge.servicer import RecentRate
+
+    rate = RecentRate(window_s=5.0)
+    assert rate.observe(0, now=100.0) == 0.0
+    assert rate.observe(50, now=101.0) == 50.0
+    assert rate.observe(100, now=102.0) == 50.0
+    # later readings drop the old ones, keeping a base at least a window back
+    assert rate.observe(100, now=110.0) == pytest.approx(0.0)
+    assert rate.observe(300, now=111.0) == pytest.approx(200 / 9)  # the base is the reading at 102
+    assert rate.observe(400, now=118.0) == pytest.approx(100 / 7)  # ... and now the one at 111
