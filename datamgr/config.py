@@ -519,6 +519,51 @@ class PeerSettings(BaseModel):
     )
 
 
+class HttpSettings(BaseModel):
+    """The OpenAI-compatible HTTP API of the AI service (`/v1/chat/completions`, ...), beside gRPC: the
+    same app tokens (`Authorization: Bearer`), permission and per-app limits."""
+
+    enabled: bool = Field(
+        True, description="Serve the HTTP API (when the AI service runs): loopback only by default."
+    )
+    listen: str = Field(
+        "127.0.0.1:8090",
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^:\s]+):[0-9]{1,5}$",
+        description="HOST:PORT the HTTP API listens on; port 0 picks one (daemon.json's http_port says "
+        "which). An address that is not loopback needs http.tls: the daemon refuses plaintext there.",
+    )
+    tls: bool = Field(
+        False,
+        description="Serve HTTPS with the device certificate (clients trust its cert.pem or pin its "
+        "fingerprint, as for the TCP listener). Required on any address that is not loopback.",
+    )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        le=1 << 30,
+        description="Largest request body; a larger one is refused (413) before it is read, and only "
+        "after its token was checked (an unknown caller gets 401 with nothing read).",
+    )
+    max_connections: int = Field(
+        512,
+        ge=1,
+        le=65_536,
+        description="Open connections and requests at once; beyond, new ones get 503 at once.",
+    )
+
+    @model_validator(mode="after")
+    def _tls_beyond_loopback(self) -> HttpSettings:
+        from datamgr._address import is_loopback
+
+        if not self.tls and not is_loopback(self.listen):
+            raise ValueError(
+                f"http.listen {self.listen} is not a loopback address: plaintext HTTP would send app "
+                "tokens over the network in the clear. Set http.tls (HTTPS with the device "
+                "certificate), or listen on 127.0.0.1 / [::1]"
+            )
+        return self
+
+
 class SyncSettings(BaseModel):
     """Replication of KV stores between paired devices over the peer port."""
 
@@ -631,6 +676,9 @@ class Settings(BaseSettings):
     )
     datashare: DataShareSettings = Field(DataShareSettings(), description="DataShare limits and tuning.")
     ai: AiSettings = Field(AiSettings(), description="The on-device LLM (aicap).")
+    http: HttpSettings = Field(
+        HttpSettings(), description="The OpenAI-compatible HTTP API of the AI service (loopback by default)."
+    )
     udmf: UdmfSettings = Field(UdmfSettings(), description="UDMF channels and their limits.")
     discovery: DiscoverySettings = Field(
         DiscoverySettings(), description="Device discovery over mDNS (loopback only by default)."

@@ -74,6 +74,7 @@ from udmf.store import UdmfStore
 if TYPE_CHECKING:  # aicap needs llama-cpp-python, an optional dependency: imported when the AI is on
     from aicap.service import AiService
     from datamgr.ai_bridge.peers import AiPeers
+    from datamgr.ai_http import HttpApi
 
 log = logging.getLogger("datamgr.daemon")
 T = TypeVar("T")
@@ -285,6 +286,23 @@ async def _ai_serving(ai: Any, health_servicer: HealthServicer) -> None:
     await health_servicer.set(AI_SERVICE, health_pb2.HealthCheckResponse.SERVING)
 
 
+async def _start_http(
+    settings: Settings, ai: AiService, identify: Identify, identity: Identity
+) -> HttpApi | None:
+    """The AI service's OpenAI-compatible HTTP API (`datamgr.ai_http`), listening; None when it cannot
+    listen (logged: the daemon serves on without it)."""
+    from datamgr.ai_http import HttpApi
+
+    tls = (identity.cert_path, identity.key_path) if settings.http.tls else None
+    http = HttpApi(settings.http, ai, identify, tls, settings.shutdown_grace_s)
+    try:
+        await http.start()
+    except OSError as exc:
+        log.error("HTTP API disabled: cannot listen on %s: %s", settings.http.listen, exc)
+        return None
+    return http
+
+
 def _capabilities(settings: Settings, ai: Any) -> list[str]:
     """What this device advertises it serves: one `ai=<model>` per AI model."""
     capabilities = ["datashare", "udmf"]
@@ -465,6 +483,11 @@ async def run(  # noqa: PLR0915 - the composition root
     server.add_insecure_port(f"unix:{socket_path}")
     tcp_port = _listen_tcp(server, settings, identity) if settings.tcp else None
     await server.start()
+    http = (
+        await _start_http(settings, ai, identify, identity)
+        if ai is not None and settings.http.enabled
+        else None
+    )
     await peer.start()  # the peer (mutual TLS) and pairing ports, before health says SERVING
     os.chmod(socket_path, 0o666)  # apps authenticate with tokens, not file modes
     for name in ("", *SERVICES):
@@ -480,6 +503,8 @@ async def run(  # noqa: PLR0915 - the composition root
     endpoint["tls_fingerprint"] = f"sha256:{identity.fingerprint}" if tls else None
     tcp_security = f"TLS, certificate sha256:{identity.fingerprint}" if tls else "plaintext"
     endpoint |= {"peer_port": peer.port, "pairing_port": peer.pairing_port}
+    endpoint["http_port"] = http.port if http is not None else None
+    endpoint["http_tls"] = settings.http.tls if http is not None else None
     try:
         (settings.data_dir / "daemon.json").write_text(json.dumps(endpoint))
     except OSError as exc:  # a full disk: serve anyway (clients find the socket without it)
@@ -490,6 +515,8 @@ async def run(  # noqa: PLR0915 - the composition root
         f" and tcp {(settings.tcp or '').rsplit(':', 1)[0]}:{tcp_port} ({tcp_security})" if tcp_port else "",
         engine.url.render_as_string(hide_password=True),
     )
+    if http is not None:
+        log.info("AI HTTP API (OpenAI-compatible) on %s/v1", http.url)
 
     await stop.wait()
     # Already stopping: a repeated SIGTERM must not kill the daemon, which it would once the loop is
@@ -498,6 +525,8 @@ async def run(  # noqa: PLR0915 - the composition root
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     log.info("shutting down: finishing in-flight calls (grace %.1f s)", settings.shutdown_grace_s)
     await health_servicer.shutdown()
+    if http is not None:
+        http.stopping()  # new HTTP requests get 503; open ones end with the AI service below
     await discovery.async_close()  # goodbyes: peers see this device offline at once
     if catch_up is not None:
         catch_up.cancel()
@@ -518,6 +547,8 @@ async def run(  # noqa: PLR0915 - the composition root
         ai_ready.cancel()
     if ai is not None:
         await ai.close()  # in-flight generations end with UNAVAILABLE; the models are freed
+    if http is not None:
+        await http.close()  # their answers are sent; idle connections close
     await server.stop(settings.shutdown_grace_s)
     await audit.drain()  # the last cross-device reads' log entries
     await asyncio.to_thread(db.close)

@@ -110,6 +110,7 @@ class Daemon:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DATAMGR_")}
         env["DATAMGR_DATA_DIR"] = str(self.data_dir)
+        env["DATAMGR_HTTP__LISTEN"] = "127.0.0.1:0"  # daemons side by side: daemon.json's http_port says
         env.update(self.extra_env)
         return env
 

@@ -1,0 +1,123 @@
+"""OpenAI's request bodies as AiService requests: fields mapped, unset ones left to the daemon's
+defaults, OpenAI's ranges and unsupported fields refused with the field named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aicap.v1 import aicap_pb2 as pb
+from datamgr.ai_http._requests import BadRequest, ChatBody, CompletionBody, DetokenizeBody, parse
+
+USER = [{"role": "user", "content": "Hi"}]
+
+
+def chat(**fields: Any) -> pb.ChatRequest:
+    body: ChatBody = parse(ChatBody, {"messages": USER, **fields})
+    return body.request()
+
+
+def refused(cls: type[Any], body: Any) -> BadRequest:
+    with pytest.raises(BadRequest) as info:
+        parsed = parse(cls, body)
+        parsed.request()
+    return info.value
+
+
+def test_unset_fields_stay_unset_for_the_daemons_defaults() -> None:
+    req = chat()
+    assert [f.name for f, _ in req.params.ListFields()] == ["n"]
+    assert req.params.n == 1 and req.model == "" and req.placement == pb.PLACEMENT_UNSPECIFIED
+
+
+def test_sampling_fields_are_mapped() -> None:
+    req = chat(
+        model="m",
+        n=2,
+        stop="END",
+        seed=-1,
+        max_tokens=5,
+        temperature=0.5,
+        top_p=0.9,
+        logprobs=True,
+        top_k=10,
+        min_p=0.1,
+        repeat_penalty=1.1,
+        repeat_last_n=32,
+        ignore_eos=True,
+        user="someone",
+        placement="local",
+    )
+    p = req.params
+    assert (req.model, p.n, list(p.stop), p.seed, p.max_tokens) == ("m", 2, ["END"], (1 << 64) - 1, 5)
+    assert (p.temperature, round(p.top_p, 6), p.top_k, round(p.min_p, 6)) == (0.5, 0.9, 10, 0.1)
+    assert (round(p.repeat_penalty, 6), p.repeat_last_n, p.logprobs, p.ignore_eos) == (1.1, 32, True, True)
+    assert req.placement == pb.PLACEMENT_LOCAL
+
+
+def test_max_completion_tokens_wins_over_max_tokens() -> None:
+    assert chat(max_tokens=5, max_completion_tokens=7).params.max_tokens == 7
+
+
+def test_messages_roles_and_text_parts() -> None:
+    messages = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]},
+        {"role": "assistant", "content": None},
+    ]
+    req = chat(messages=messages)
+    assert [(m.role, m.content) for m in req.messages] == [
+        ("system", "Be brief."),
+        ("user", "Hello there"),
+        ("assistant", ""),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
+        ({"messages": USER, "temperature": -1}, "temperature"),
+        ({"messages": USER, "top_p": 1.5}, "top_p"),
+        ({"messages": USER, "n": 0}, "n"),
+        ({"messages": USER, "max_tokens": 0}, "max_tokens"),
+        ({"messages": USER, "max_tokens": 1 << 40}, "max_tokens"),
+        ({"messages": USER, "top_logprobs": 21, "logprobs": True}, "top_logprobs"),
+        ({"messages": USER, "top_logprobs": 2}, "top_logprobs"),
+        ({"messages": USER, "logit_bias": {"5": 1.0}}, "logit_bias"),
+        ({"messages": USER, "presence_penalty": 3}, "presence_penalty"),
+        ({"messages": USER, "placement": "moon"}, "placement"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages"),
+    ],
+)
+def test_bad_chat_bodies_name_the_field(body: dict[str, Any], param: str) -> None:
+    assert refused(ChatBody, body).param == param
+
+
+def test_a_body_that_is_no_object() -> None:
+    assert "JSON object" in refused(ChatBody, [1, 2]).message
+
+
+def test_completions_take_one_prompt_and_refuse_what_they_cannot_do() -> None:
+    body: CompletionBody = parse(CompletionBody, {"prompt": ["Hello"], "logprobs": 0})
+    req = body.request()
+    assert (req.prompt, req.params.logprobs, body.top_logprobs) == ("Hello", True, 0)
+    assert refused(CompletionBody, {"prompt": ["a", "b"]}).param == "prompt"
+    assert refused(CompletionBody, {"prompt": "a", "echo": True}).param == "echo"
+    assert refused(CompletionBody, {"prompt": "a", "suffix": "z"}).param == "suffix"
+    assert refused(CompletionBody, {"prompt": "a", "best_of": 3}).param == "best_of"
+    assert refused(CompletionBody, {"prompt": "a", "logprobs": 6}).param == "logprobs"
+    assert refused(CompletionBody, {}).param == "prompt"
+
+
+def test_stream_options_count_only_when_streaming() -> None:
+    options = {"stream_options": {"include_usage": True}}
+    assert parse(ChatBody, {"messages": USER, "stream": True, **options}).include_usage
+    assert not parse(ChatBody, {"messages": USER, **options}).include_usage
+
+
+def test_detokenize_bounds_its_tokens() -> None:
+    assert parse(DetokenizeBody, {"tokens": [1, 2]}).tokens == [1, 2]
+    assert refused(DetokenizeBody, {"tokens": [1 << 40]}).param == "tokens.0"

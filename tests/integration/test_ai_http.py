@@ -1,0 +1,410 @@
+"""The AI service's OpenAI-compatible HTTP API in the real daemon with the real model, through the real
+`openai` client (sync and async, streamed and whole) and httpx: models, completions, chat, usage in
+streams, n, stop, seeds, every error status, a client that leaves, a revoked app's open stream, and
+llama-server's /health, /metrics, /tokenize, /detokenize."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import openai
+import pytest
+from harness import Daemon
+from prometheus_client.parser import text_string_to_metric_families
+
+from aicap.engine.model_runner import default_model_path
+from aicap.v1 import aicap_pb2 as pb
+from aicap.v1 import aicap_pb2_grpc as pb_grpc
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.model]
+
+USE_AI = "ohos.permission.USE_AI"
+AI_SERVICE = "aicap.v1.AiService"
+MODEL = "smollm2-135m"
+CHATML = (
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+    "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+)
+# One app may run one request and queue one more; long answers (ignore_eos) stay open while a test
+# acts on them.
+ENV = {
+    "DATAMGR_AI__N_CTX": "1024",
+    "DATAMGR_AI__N_SEQ_MAX": "8",
+    "DATAMGR_AI__MAX_RUNNING": "4",
+    "DATAMGR_AI__MAX_TOKENS_LIMIT": "600",
+    "DATAMGR_AI__MAX_N": "4",
+    "DATAMGR_AI__MAX_CONCURRENT_PER_APP": "1",
+    "DATAMGR_AI__MAX_QUEUED_PER_APP": "1",
+    "DATAMGR_HTTP__MAX_BODY_BYTES": "65536",
+}
+LONG = {"max_tokens": 600, "extra_body": {"ignore_eos": True}}  # seconds of tokens: open while we act
+
+
+class Http:
+    """The daemon's HTTP API: its base URL and clients for one token."""
+
+    def __init__(self, daemon: Daemon, token: str) -> None:
+        self.daemon, self.token = daemon, token
+        self.url = f"http://127.0.0.1:{daemon.endpoint()['http_port']}"
+        self.headers = {"authorization": f"Bearer {token}"}
+
+    def openai(self, **kw: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.token, **kw)
+
+    def async_openai(self, **kw: Any) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key=self.token, **kw)
+
+    def post(self, path: str, body: Any, timeout: float | httpx.Timeout = 60) -> httpx.Response:
+        return httpx.post(self.url + path, json=body, headers=self.headers, timeout=timeout)
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        return httpx.get(self.url + path, headers=self.headers if headers is None else headers, timeout=60)
+
+    def metric(self, name: str) -> float:
+        """A sample of /metrics (the default model's, for a labelled one)."""
+        for family in text_string_to_metric_families(self.get("/metrics").text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels.get("model", MODEL) == MODEL:
+                    return float(sample.value)
+        raise AssertionError(f"no metric {name}")
+
+    def wait_idle(self, timeout: float = 15.0) -> None:
+        """Returns once the engine runs nothing, queues nothing and holds no KV block for a request."""
+        deadline = time.monotonic() + timeout
+        names = ("aicap_num_requests_running", "aicap_num_requests_waiting", "aicap_app_requests_queued")
+        while True:
+            busy = {n: self.metric(n) for n in names}
+            if not any(busy.values()) and self.metric("aicap_kv_cache_usage_perc") == 0:
+                return
+            assert time.monotonic() < deadline, f"the engine did not go idle: {busy}"
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    d = Daemon(tmp_path_factory.mktemp("ai_http") / "data", env=ENV).start(service=AI_SERVICE)
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def http(daemon: Daemon) -> Http:
+    return Http(daemon, daemon.add_app("com.example.assistant", USE_AI))
+
+
+def test_models_are_listed_and_retrieved(http: Http) -> None:
+    client = http.openai()
+    models = client.models.list().data
+    assert [m.id for m in models] == [MODEL]
+    assert models[0].object == "model" and models[0].owned_by == "datamgr"
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nope")
+
+
+def test_chat_renders_the_template_and_counts_usage(http: Http) -> None:
+    r = http.openai().chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "What is 2+2?"}], max_tokens=8, temperature=0
+    )
+    assert r.object == "chat.completion" and r.model == MODEL and r.id.startswith("chatcmpl-")
+    (choice,) = r.choices
+    assert choice.message.role == "assistant" and choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    expected = http.post("/tokenize", {"content": CHATML.format("What is 2+2?")}).json()["tokens"]
+    assert r.usage is not None and r.usage.prompt_tokens == len(expected)
+    assert 1 <= r.usage.completion_tokens <= 8
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_a_completion_with_logprobs(http: Http) -> None:
+    r = http.openai().completions.create(
+        model=MODEL,
+        prompt="The capital of France is",
+        max_tokens=10,
+        temperature=0,
+        logprobs=1,
+        extra_body={"ignore_eos": True},
+    )
+    (choice,) = r.choices
+    assert r.object == "text_completion" and choice.finish_reason == "length"
+    assert r.usage is not None and r.usage.completion_tokens == 10
+    assert "Paris" in choice.text
+    lp = choice.logprobs
+    assert lp is not None and lp.tokens is not None and lp.token_logprobs is not None
+    assert len(lp.tokens) == 10 and "".join(lp.tokens) == choice.text
+    assert all(x <= 0 for x in lp.token_logprobs)
+    # the engine has the chosen token's log-probability only: it stands alone among the alternatives
+    assert lp.top_logprobs == [{t: x} for t, x in zip(lp.tokens, lp.token_logprobs, strict=True)]
+    assert lp.text_offset is not None and lp.text_offset[0] == 0
+
+
+def test_chat_logprobs(http: Http) -> None:
+    r = http.openai().chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=4,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+    )
+    content = r.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content is not None and "".join(c.token for c in content) == r.choices[0].message.content
+    assert all(c.logprob <= 0 and [t.token for t in c.top_logprobs] == [c.token] for c in content)
+
+
+def test_a_stream_ends_with_its_usage_and_done(http: Http) -> None:
+    stream = http.openai().chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Tell me a story."}],
+        max_tokens=12,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
+    chunks = list(stream)
+    *tokens, last = chunks
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.completion_tokens == 12 and last.usage.prompt_tokens > 0
+    assert all(c.usage is None and c.object == "chat.completion.chunk" for c in tokens)
+    assert tokens[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in tokens][-1] == "length"
+    assert len({c.id for c in chunks}) == 1
+    assert "".join(c.choices[0].delta.content or "" for c in tokens).strip()
+
+
+def test_n_samples_and_a_seed_that_reproduces_them(http: Http) -> None:
+    client = http.openai()
+
+    def run() -> list[str]:
+        r = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Once upon a time"}],
+            n=2,
+            seed=1234,
+            temperature=1.0,
+            max_tokens=6,
+            extra_body={"ignore_eos": True},
+        )
+        assert [c.index for c in r.choices] == [0, 1]
+        assert all(c.finish_reason == "length" for c in r.choices)
+        assert r.usage is not None and r.usage.completion_tokens == 12
+        return [c.message.content or "" for c in r.choices]
+
+    assert run() == run()
+
+
+def test_stop_strings_end_the_answer_before_them(http: Http) -> None:
+    client = http.openai()
+    params: dict[str, Any] = {
+        "model": MODEL,
+        "prompt": "1, 2, 3, 4, 5, 6,",
+        "max_tokens": 12,
+        "temperature": 0,
+    }
+    full = client.completions.create(**params, extra_body={"ignore_eos": True}).choices[0].text
+    assert full.startswith(" 7, 8, 9,"), full
+    stopped = client.completions.create(**params, stop=["nope", ", 9"]).choices[0]
+    assert (stopped.text, stopped.finish_reason) == (" 7, 8", "stop")
+    streamed = client.completions.create(**params, stop=", 9", stream=True)
+    assert "".join(c.choices[0].text for c in streamed) == " 7, 8"
+
+
+def test_the_async_client_streams_and_answers_at_once(http: Http) -> None:
+    async def main() -> tuple[str, str]:
+        async with http.async_openai() as client:
+
+            async def streamed() -> str:
+                stream = await client.completions.create(
+                    model=MODEL, prompt="The capital of France is", max_tokens=8, temperature=0, stream=True
+                )
+                return "".join([c.choices[0].text async for c in stream])
+
+            async def whole() -> str:
+                r = await client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=8, temperature=0
+                )
+                return r.choices[0].message.content or ""
+
+            return await asyncio.gather(streamed(), whole())  # one runs, the other waits for the slot
+
+    streamed, whole = asyncio.run(main())
+    assert "Paris" in streamed and whole
+
+
+BAD: list[tuple[dict[str, Any], str]] = [
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "robot", "content": "x"}]}, "role 'robot'"),
+    ({"messages": [{"role": "user", "content": "x"}], "temperature": -1}, "temperature"),
+    ({"messages": [{"role": "user", "content": "x"}], "top_p": 1.5}, "top_p"),
+    ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 601}, "limit of 600"),
+    ({"messages": [{"role": "user", "content": "x"}], "n": 5}, "1-4 samples"),
+    ({"messages": [{"role": "user", "content": "x"}], "stop": ["s"] * 9}, "at most 8"),
+    ({"messages": [{"role": "user", "content": "x"}], "logit_bias": {"1": 5}}, "logit_bias"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "text only"),
+    ({"messages": [{"role": "user", "content": "hi " * 1200}]}, "context"),
+]
+
+
+def test_bad_requests_are_400_with_openais_error_object(http: Http) -> None:
+    for body, message in BAD:
+        r = http.post("/v1/chat/completions", {"model": MODEL, **body})
+        error = r.json()["error"]
+        assert (r.status_code, message in error["message"]) == (400, True), (body, r.text)
+        assert error["type"] == "invalid_request_error" and set(error) == {"message", "type", "param", "code"}
+    with pytest.raises(openai.BadRequestError) as info:
+        http.openai().chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], top_p=2
+        )
+    assert info.value.param == "top_p"
+    r = httpx.post(http.url + "/v1/completions", content=b"{not json", headers=http.headers)
+    assert r.status_code == 400 and "not JSON" in r.json()["error"]["message"]
+    r = http.post("/v1/completions", {"model": MODEL, "prompt": "x" * 70_000})
+    assert r.status_code == 413 and "http.max_body_bytes" in r.json()["error"]["message"]
+
+
+def test_tokens_permissions_models_and_routes(daemon: Daemon, http: Http) -> None:
+    chat: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
+    with pytest.raises(openai.AuthenticationError):
+        Http(daemon, "dmapp_not-a-token").openai().chat.completions.create(**chat)
+    r = httpx.post(http.url + "/v1/chat/completions", json=chat)
+    assert r.status_code == 401 and "Bearer" in r.json()["error"]["message"]
+    assert http.get("/v1/models", headers={}).status_code == 401
+    outsider = Http(daemon, daemon.add_app("com.example.game"))
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        outsider.openai().chat.completions.create(**chat)
+    assert USE_AI in denied.value.message
+    assert outsider.get("/metrics").status_code == 403  # the statistics are for apps that use the AI
+    with pytest.raises(openai.NotFoundError) as missing:
+        http.openai().chat.completions.create(**{**chat, "model": "nope"})
+    assert "no model 'nope'" in missing.value.message
+    r = http.get("/v1/nothing")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    assert http.get("/v1/chat/completions").status_code == 405
+
+
+def test_an_apps_requests_beyond_its_slot_and_queue_are_429_with_retry_after(
+    daemon: Daemon, http: Http
+) -> None:
+    flood = Http(daemon, daemon.add_app("com.example.flood", USE_AI))
+    client = flood.openai(max_retries=0)
+    running = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Count to a thousand."}], stream=True, **LONG
+    )
+    next(iter(running))  # holds the app's one slot
+    queued: list[Any] = []
+    waiter = threading.Thread(
+        target=lambda: queued.append(client.completions.create(model=MODEL, prompt="Hello", max_tokens=1))
+    )
+    waiter.start()
+    deadline = time.monotonic() + 20
+    while http.metric("aicap_app_requests_queued") < 1:
+        assert time.monotonic() < deadline, "the second request did not queue"
+        time.sleep(0.02)
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.completions.create(model=MODEL, prompt="Hello", max_tokens=1)
+    assert refused.value.response.headers["retry-after"] == "1"
+    assert "max_queued_per_app=1" in refused.value.message
+    assert http.openai().completions.create(model=MODEL, prompt="Hi", max_tokens=2).choices  # others go on
+    running.close()  # the slot is free: the queued one runs
+    waiter.join(60)
+    assert len(queued) == 1 and queued[0].usage.completion_tokens == 1
+    http.wait_idle()
+
+
+def test_a_client_that_leaves_cancels_its_generation_and_frees_the_kv(http: Http) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Count to a thousand."}]}
+    body |= {"max_tokens": 600, "ignore_eos": True, "stream": True}
+    generated = http.metric("aicap_generation_tokens_total")
+    with httpx.stream("POST", http.url + "/v1/chat/completions", json=body, headers=http.headers) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: {")
+        assert http.metric("aicap_num_requests_running") == 1
+    http.wait_idle()
+    assert http.metric("aicap_generation_tokens_total") - generated < 600  # cut short, not run to its end
+    generated = http.metric("aicap_generation_tokens_total")
+    body["stream"] = False  # a client waiting for a whole answer that gives up
+    with pytest.raises(httpx.ReadTimeout):
+        http.post("/v1/chat/completions", body, timeout=httpx.Timeout(60, read=1.0))
+    http.wait_idle()
+    assert http.metric("aicap_generation_tokens_total") - generated < 600
+
+
+def test_revoking_use_ai_ends_an_open_stream(daemon: Daemon, http: Http) -> None:
+    bundle = "com.example.revoked"
+    app = Http(daemon, daemon.add_app(bundle, USE_AI))
+    stream = app.openai().chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Count to a thousand."}], stream=True, **LONG
+    )
+    chunks = iter(stream)
+    next(chunks)
+    with daemon.admin() as admin:
+        admin.revoke(bundle, [USE_AI])
+    with pytest.raises(openai.APIError) as ended:
+        for _ in chunks:
+            pass
+    assert USE_AI in ended.value.message
+    http.wait_idle()
+
+
+def test_a_model_still_loading_is_503_with_retry_after(daemon: Daemon, http: Http, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.gguf"
+    shutil.copyfile(default_model_path(), copy)
+    admin_md = [("authorization", f"Bearer {(daemon.data_dir / 'admin.token').read_text().strip()}")]
+    with grpc.insecure_channel(daemon.address) as channel:
+        add = pb.AddModelRequest(name="copy", path=str(copy), n_ctx=256)
+        assert not pb_grpc.AiServiceStub(channel).AddModel(add, metadata=admin_md).model.loaded
+    body: dict[str, Any] = {"model": "copy", "prompt": "Hello", "max_tokens": 2}
+    with pytest.raises(openai.InternalServerError) as loading:  # what the client calls 5xx
+        http.openai(max_retries=0).completions.create(**body)
+    assert loading.value.status_code == 503 and loading.value.response.headers["retry-after"] == "1"
+    assert "loading" in loading.value.message
+    # the client's own retries (after retry-after) find it loaded: a bounded number of them
+    r = http.openai(max_retries=20).completions.create(**body)
+    assert r.model == "copy" and r.usage is not None and r.usage.completion_tokens >= 1
+    with grpc.insecure_channel(daemon.address) as channel:
+        pb_grpc.AiServiceStub(channel).RemoveModel(pb.RemoveModelRequest(name="copy"), metadata=admin_md)
+
+
+def test_health_metrics_tokenize_and_detokenize(http: Http) -> None:
+    health = httpx.get(http.url + "/health")  # no token needed
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    tokens = http.post("/tokenize", {"content": "Hello world"}).json()["tokens"]
+    with grpc.insecure_channel(http.daemon.address) as channel:
+        req = pb.TokenizeRequest(text="Hello world")
+        md = [("authorization", f"Bearer {http.token}")]
+        assert tokens == list(pb_grpc.AiServiceStub(channel).Tokenize(req, metadata=md).tokens)
+    pieces = http.post("/tokenize", {"content": "Hello world", "with_pieces": True}).json()["tokens"]
+    assert [p["id"] for p in pieces] == tokens and "".join(p["piece"] for p in pieces) == "Hello world"
+    assert http.post("/detokenize", {"tokens": tokens}).json() == {"content": "Hello world"}
+    bad = http.post("/detokenize", {"tokens": [10**8]})
+    assert bad.status_code == 400 and "token 100000000" in bad.json()["error"]["message"]
+    metrics = http.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    families = {f.name for f in text_string_to_metric_families(metrics.text)}
+    assert {"aicap_kv_cache_usage_perc", "aicap_time_to_first_token_seconds"} <= families
+
+
+def test_https_with_the_device_certificate(tmp_path: Path) -> None:
+    env = {**ENV, "DATAMGR_HTTP__TLS": "true"}
+    d = Daemon(tmp_path / "data", env=env).start(service=AI_SERVICE)
+    try:
+        port = d.endpoint()["http_port"]
+        assert d.endpoint()["http_tls"] is True
+        context = ssl.create_default_context(cafile=str(d.data_dir / "device" / "cert.pem"))
+        context.check_hostname = False  # the device certificate names the device, not a host
+        r = httpx.get(f"https://127.0.0.1:{port}/health", verify=context)
+        assert (r.status_code, r.json()) == (200, {"status": "ok"})
+        with pytest.raises(httpx.HTTPError):  # no plaintext on the port
+            httpx.get(f"http://127.0.0.1:{port}/health")
+    finally:
+        d.stop()
