@@ -59,6 +59,8 @@ def sampling(p: dict[str, Any], config: AiConfig, prompt_tokens: int, n_ctx: int
     repeat_penalty = p.get("repeat_penalty", d.repeat_penalty)
     if not (math.isfinite(repeat_penalty) and repeat_penalty > 0):
         raise InvalidArgument(f"repeat_penalty {repeat_penalty:g} must be above 0 (1: off)")
+    presence = _range("presence_penalty", p.get("presence_penalty", 0.0), -2.0, 2.0)
+    frequency = _range("frequency_penalty", p.get("frequency_penalty", 0.0), -2.0, 2.0)
     n = p.get("n", 0) or 1
     if n > config.max_n:
         raise InvalidArgument(f"n {n} is out of range: 1-{config.max_n} samples (ai.max_n)")
@@ -80,5 +82,7 @@ def sampling(p: dict[str, Any], config: AiConfig, prompt_tokens: int, n_ctx: int
         ignore_eos=bool(p.get("ignore_eos")),
         n=n,
         logprobs=bool(p.get("logprobs")),
+        presence_penalty=presence,
+        frequency_penalty=frequency,
     )
     return Request(params, stops)

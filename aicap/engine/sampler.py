@@ -1,7 +1,8 @@
 """Sampling: a request's parameters and the draw of one token from a sequence's logits.
 
-Applied in llama.cpp's order: repeat penalty, top_k, top_p, min_p, temperature, then a draw with the
-sequence's own generator (or argmax when temperature is 0). Pure numpy; runs once per sampled token.
+Applied in llama.cpp's order: the repeat, frequency and presence penalties, top_k, top_p, min_p,
+temperature, then a draw with the sequence's own generator (or argmax when temperature is 0). Pure
+numpy; runs once per sampled token.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class SamplingParams:
     seed: int | None = None  # sample i of n draws with seed + i
     ignore_eos: bool = False
     n: int = 1  # parallel samples; they share the prompt's KV blocks
+    presence_penalty: float = 0.0  # OpenAI's, applied as llama.cpp does (see penalize)
+    frequency_penalty: float = 0.0
     logprobs: bool = False
     # draws this stream already made elsewhere (a generation continued on another device): the seeded
     # generator skips them, so a moved generation goes on with the same random stream (one draw a token)
@@ -41,18 +44,31 @@ def sample(seq: Sequence, logits: np.ndarray) -> tuple[int, float | None]:
     log-probability under the model's own (unpenalized) distribution."""
     p = seq.params
     raw = logits
-    if p.repeat_penalty != 1.0 and p.repeat_last_n != 0:
-        history = seq.tokens[-p.repeat_last_n :] if p.repeat_last_n > 0 else seq.tokens
-        recent = np.unique(np.asarray(history))
-        logits = logits.copy()
-        vals = logits[recent]
-        logits[recent] = np.where(vals > 0, vals / p.repeat_penalty, vals * p.repeat_penalty)
+    logits = penalize(seq, logits)
     tok = int(logits.argmax()) if p.temperature <= 0 else draw(logits, p, seq.rng)
     logprob = None
     if p.logprobs:
         m = float(raw.max())
         logprob = float(raw[tok] - m - np.log(np.exp(raw - m, dtype=np.float64).sum()))
     return tok, logprob
+
+
+def penalize(seq: Sequence, logits: np.ndarray) -> np.ndarray:
+    """llama.cpp's penalties over the last repeat_last_n tokens (prompt and output; -1: all): the
+    repeat penalty divides a positive logit and multiplies a negative one, then each token loses
+    frequency_penalty times its count there and presence_penalty once. `logits` when all are off."""
+    p = seq.params
+    off = p.repeat_penalty == 1.0 and not p.frequency_penalty and not p.presence_penalty
+    if off or p.repeat_last_n == 0:
+        return logits
+    history = seq.tokens[-p.repeat_last_n :] if p.repeat_last_n > 0 else seq.tokens
+    recent, counts = np.unique(np.asarray(history, dtype=np.int64), return_counts=True)
+    logits = logits.copy()
+    vals = logits[recent]
+    if p.repeat_penalty != 1.0:
+        vals = np.where(vals > 0, vals / p.repeat_penalty, vals * p.repeat_penalty)
+    logits[recent] = vals - counts * p.frequency_penalty - p.presence_penalty
+    return logits
 
 
 def draw(logits: np.ndarray, p: SamplingParams, rng: np.random.Generator) -> int:

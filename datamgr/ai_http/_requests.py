@@ -80,11 +80,6 @@ class _Generation(_Body):
     def _params(self, max_tokens: int | None, logprobs: bool) -> pb.SamplingParams:
         if self.logit_bias:
             raise BadRequest("logit_bias is not supported", "logit_bias")
-        if self.presence_penalty or self.frequency_penalty:
-            raise BadRequest(
-                "presence_penalty and frequency_penalty are not supported yet",
-                "presence_penalty" if self.presence_penalty else "frequency_penalty",
-            )
         fields: dict[str, Any] = {
             "max_tokens": max_tokens,
             "temperature": self.temperature,
@@ -93,6 +88,8 @@ class _Generation(_Body):
             "min_p": self.min_p,
             "repeat_penalty": self.repeat_penalty,
             "repeat_last_n": self.repeat_last_n,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
             "seed": None if self.seed is None else self.seed & ((1 << 64) - 1),
         }
         params = pb.SamplingParams(**{k: v for k, v in fields.items() if v is not None})

@@ -408,3 +408,26 @@ def test_https_with_the_device_certificate(tmp_path: Path) -> None:
             httpx.get(f"http://127.0.0.1:{port}/health")
     finally:
         d.stop()
+
+
+def test_frequency_and_presence_penalties_steer_away_from_repeats(http: Http) -> None:
+    client = http.openai()
+    counting: dict[str, Any] = {"model": MODEL, "prompt": "1, 1, 1, 1, 1, 1, 1, 1,", "max_tokens": 8}
+    plain = client.completions.create(**counting, temperature=0).choices[0].text
+    assert plain.startswith(" 1, 1"), plain
+    assert (
+        client.completions.create(**counting, temperature=0, frequency_penalty=2.0).choices[0].text != plain
+    )
+    paris: dict[str, Any] = {
+        "model": MODEL,
+        "prompt": "The capital of France is Paris. The capital of France is",
+    }
+    plain = client.completions.create(**paris, max_tokens=8, temperature=0).choices[0].text
+    assert plain.startswith(" Paris"), plain
+    assert (
+        not client.completions.create(**paris, max_tokens=8, temperature=0, presence_penalty=2.0)
+        .choices[0]
+        .text.startswith(" Paris")
+    )
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(**counting, presence_penalty=2.5)

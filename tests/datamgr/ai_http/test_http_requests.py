@@ -121,3 +121,9 @@ def test_stream_options_count_only_when_streaming() -> None:
 def test_detokenize_bounds_its_tokens() -> None:
     assert parse(DetokenizeBody, {"tokens": [1, 2]}).tokens == [1, 2]
     assert refused(DetokenizeBody, {"tokens": [1 << 40]}).param == "tokens.0"
+
+
+def test_penalties_are_mapped() -> None:
+    p = chat(presence_penalty=0.5, frequency_penalty=-1.0).params
+    assert (p.presence_penalty, p.frequency_penalty) == (0.5, -1.0)
+    assert not chat().params.HasField("presence_penalty")
