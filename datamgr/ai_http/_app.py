@@ -170,6 +170,7 @@ class Api:
             load = None
         if load is None:
             load = self._loads[m.name] = asyncio.ensure_future(self._ai.models.engine(m))
+            load.add_done_callback(lambda f: f.cancelled() or f.exception())  # read: the log has it
         raise HttpError("UNAVAILABLE", f"model {m.name} is loading: retry in a moment")
 
     # ---- routes ----
