@@ -234,9 +234,22 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> None:
         verdict = "met" if http_tok / ls_tok >= 0.95 else "NOT met"
         print(f"\nours / llama-server: tok/s {http_tok / ls_tok:.2f} (target >= 0.95: {verdict}), ", end="")
         print(f"TTFT p50 {http_ttft / ls_ttft:.2f} (lower is better)")
+        print(
+            f"  median of the rounds' own ratios (each round's runs back to back): {paired(results, LLAMA)}"
+        )
     print(
         f"ours over HTTP / over gRPC: tok/s {http_tok / grpc_tok:.2f}, TTFT p50 {http_ttft / grpc_ttft:.2f}"
     )
+    print(f"  median of the rounds' own ratios: {paired(results, GRPC)}")
+
+
+def paired(results: dict[str, list[Run]], other: str) -> str:
+    """Ours over `other`, round by round (a burst of other load on the machine hits a round's runs
+    more alike than it hits the medians): the median of those ratios."""
+    pairs = list(zip(results[HTTP], results[other], strict=True))
+    tok = statistics.median(a.tok_s / b.tok_s for a, b in pairs)
+    ttft = statistics.median(a.ttft_p50 / b.ttft_p50 for a, b in pairs)
+    return f"tok/s {tok:.2f}, TTFT p50 {ttft:.2f}"
 
 
 def rounds(systems: list[Any], args: argparse.Namespace) -> dict[str, list[Run]]:
