@@ -22,7 +22,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aicap.engine.generation import Generation, Request
 from aicap.engine.llm_engine import EngineStats, LLMEngine, TokenEvent
@@ -30,6 +30,9 @@ from aicap.engine.remote_swap import Drop, KvKeeper, Move, Put
 from aicap.engine.sampler import SamplingParams
 from aicap.errors import AicapError
 from aicap.kv_state import KvState
+
+if TYPE_CHECKING:
+    from llguidance import LLMatcher
 
 _STOP = object()
 _START = object()
@@ -42,16 +45,21 @@ def _deliver(items: list[tuple[asyncio.Queue[Any], TokenEvent]]) -> None:
 
 
 def _dispatch(engine: LLMEngine, requests: dict[int, Request], events: list[TokenEvent]) -> None:
-    """Hands a step's events to their callers: one wake-up of each caller's loop, not one per token."""
+    """Hands a step's events to their callers: one wake-up of each caller's loop, not one per token.
+    A request whose samples all ended is forgotten after the step's events: several of its samples
+    may end in one step (constrained samples keep in step), and each one's last event must arrive."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Any], TokenEvent]]] = {}
+    ended = set()
     for ev in events:
         target = requests.get(ev.seq_id)
         if target is None:
             continue
         if ev.finished and not engine.has_request(ev.seq_id):
-            del requests[ev.seq_id]
+            ended.add(ev.seq_id)
         assert target.loop is not None
         by_loop.setdefault(target.loop, []).append((target.out, ev))
+    for rid in ended:
+        del requests[rid]
     for loop, items in by_loop.items():
         with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting
             loop.call_soon_threadsafe(_deliver, items)
@@ -237,11 +245,12 @@ class AsyncEngine:
         shared: tuple[str, int] = ("", 0),
         imported: KvState | None = None,
         may_leave: bool = False,
+        matcher: LLMatcher | None = None,
     ) -> Generation:
         """The sampled tokens of all `params.n` samples, as they come (see Generation); `shared`,
-        `imported` (the KV of the prompt's first tokens, from `prefill`) and `may_leave` as
-        LLMEngine.add takes them: a state that does not fit this model or prompt is the stream's first
-        error."""
+        `imported` (the KV of the prompt's first tokens, from `prefill`), `may_leave` and `matcher`
+        (structured output) as LLMEngine.add takes them: a state that does not fit this model or
+        prompt is the stream's first error."""
         req = Request(
             next(self._ids),
             list(prompt),
@@ -252,6 +261,7 @@ class AsyncEngine:
             asyncio.Queue(),
             imported,
             may_leave=may_leave,
+            matcher=matcher,
         )
         return Generation(req, self._inbox.put, self.ttft, self.itl)
 
@@ -334,6 +344,7 @@ class AsyncEngine:
                         item.shared,
                         item.imported,
                         may_leave=item.may_leave,
+                        matcher=item.matcher,
                     )
                 requests[item.seq_id] = item
             except (ValueError, AicapError) as exc:  # a refusal: nothing was queued

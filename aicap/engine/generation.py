@@ -18,6 +18,8 @@ from aicap.engine.llm_engine import TokenEvent
 from aicap.engine.sampler import SamplingParams
 
 if TYPE_CHECKING:
+    from llguidance import LLMatcher
+
     from aicap.engine.async_engine import LatencyHistogram
     from aicap.kv_state import KvState
 
@@ -39,6 +41,7 @@ class Request:
     imported: KvState | None = None  # the KV of the prompt's first tokens (LLMEngine.add)
     prefill_only: bool = False  # LLMEngine.prefill: one event, carrying the prompt's KV state
     may_leave: bool = False  # its KV may go to the remote store when preempted (LLMEngine.add)
+    matcher: LLMatcher | None = None  # structured output (LLMEngine.add)
 
 
 class Generation:

@@ -14,6 +14,9 @@ cells and computes only the rest.
 With a remote store (remote_swap.py), sequences preempted beyond the swap budget are kept on a paired
 device instead of recomputed: `step()` queues the moves (`take_moves`), which the AsyncEngine makes on
 the event loop and answers with `kept` and `returned`.
+
+Structured output: a request may come with an llguidance matcher (`add(..., matcher=)`); each of its
+samples gets its own copy, and `_sample` masks their logits to what the grammar allows (grammar.py).
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ import dataclasses
 import logging
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aicap.config import EngineConfig
 from aicap.engine.block_manager import BlockManager
 from aicap.engine.cells import Cells
+from aicap.engine.grammar import Grammar
 from aicap.engine.model_runner import DecodeError, ModelRunner
 from aicap.engine.remote_swap import Drop, Move, RemoteSwap
 from aicap.engine.sampler import SamplingParams, sample
@@ -35,6 +40,9 @@ from aicap.engine.scheduler import Batch, Scheduler
 from aicap.engine.sequence import Away, Sequence, Status
 from aicap.errors import FailedPrecondition, InvalidArgument, NotFound
 from aicap.kv_state import KvState
+
+if TYPE_CHECKING:
+    from llguidance import LLMatcher
 
 log = logging.getLogger("aicap.engine")
 
@@ -48,7 +56,8 @@ class TokenEvent:
     finished: bool  # this sample is done (the request is done when all n samples are)
     index: int = 0  # which of the request's n samples
     logprob: float | None = None  # when asked for: log-probability under the model's distribution
-    finish_reason: str | None = None  # "stop" (end-of-generation token), "length" or "prefilled"
+    # "stop" (end-of-generation token, or the end of its grammar), "length" or "prefilled"
+    finish_reason: str | None = None
     cached_tokens: int = 0  # prompt tokens this sample took from the prefix cache
     state: KvState | None = None  # a prefill's result (its only event: token -1, finish_reason "prefilled")
 
@@ -103,6 +112,7 @@ class LLMEngine:
         self.scheduler = Scheduler(dataclasses.replace(config, max_running=n_slots), self.blocks)
         self.cells = Cells(runner, self.blocks, n_slots)
         self.remote = RemoteSwap()
+        self.grammar = Grammar(runner.n_vocab, runner.config.n_threads)
         self._samples: dict[int, list[Sequence]] = {}  # request id → its live samples
         self._ids = 0
         self._prompt_tokens = 0
@@ -125,6 +135,7 @@ class LLMEngine:
         imported: KvState | None = None,
         prefill_only: bool = False,
         may_leave: bool = False,
+        matcher: LLMatcher | None = None,
     ) -> None:
         """Queues a request of `params.n` samples; refuses one that could never fit in the KV cache.
 
@@ -134,7 +145,8 @@ class LLMEngine:
         on another engine): FailedPrecondition if it is of another model file or cache type,
         InvalidArgument unless its tokens begin the prompt and leave at least one to compute.
         Either refusal changes nothing. `prefill_only`: see `prefill`. `may_leave`: its KV may be kept
-        by the remote store when it is preempted beyond the swap budget (its prompt may leave the device)."""
+        by the remote store when it is preempted beyond the swap budget (its prompt may leave the device).
+        `matcher`: structured output; sample 0 takes it, the others a copy each."""
         if not prompt:
             raise ValueError("empty prompt")
         if imported is not None:
@@ -185,6 +197,7 @@ class LLMEngine:
                 prefill_only=prefill_only,
                 imported=imported if first is None else None,  # the others hit the first's blocks
                 may_leave=may_leave,
+                matcher=None if matcher is None else matcher if first is None else matcher.deep_copy(),
             )
             first = first or seq
             samples.append(seq)
@@ -348,15 +361,29 @@ class LLMEngine:
         return self._postprocess(batch, sampled)
 
     def _sample(self, batch: Batch, logits: dict[int, np.ndarray]) -> Sampled:
-        """A token for each scheduled sequence whose every token is now computed."""
+        """A token for each scheduled sequence whose every token is now computed; a constrained one's
+        among those its grammar allows (their masks computed together), which advances its matcher."""
+        ready = [
+            seq
+            for seq, n in batch.scheduled
+            if seq.num_computed + n == seq.num_tokens and not seq.prefill_only
+        ]
+        constrained = [seq for seq in ready if seq.matcher is not None]
+        masks = dict(zip(constrained, self.grammar.masks(constrained), strict=True)) if constrained else {}
         out: Sampled = []
-        for seq, n in batch.scheduled:
-            if seq.num_computed + n == seq.num_tokens and not seq.prefill_only:
-                lg = logits[self.cells.slot(seq.seq_id)]
-                tok, logprob = sample(seq, lg)
-                out.append((seq, tok, logprob))
-                if self.trace is not None:
-                    self.trace.append((seq.request_id, seq.index, lg))
+        for seq in ready:
+            lg = logits[self.cells.slot(seq.seq_id)]
+            allowed = masks.get(seq)
+            if allowed is not None and not allowed.any():  # a matcher in an error state
+                log.warning("structured output allows no token: %s", seq.matcher and seq.matcher.get_error())
+                tok, logprob, seq.ended = self.runner.eos, None, True
+            else:
+                tok, logprob = sample(seq, lg, allowed)
+                if allowed is not None:
+                    self.grammar.advance(seq, tok)
+            out.append((seq, tok, logprob))
+            if self.trace is not None:
+                self.trace.append((seq.request_id, seq.index, lg))
         return out
 
     def _postprocess(self, batch: Batch, sampled: Sampled) -> list[TokenEvent]:

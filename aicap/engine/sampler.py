@@ -39,12 +39,15 @@ class SamplingParams:
     skip_draws: int = 0
 
 
-def sample(seq: Sequence, logits: np.ndarray) -> tuple[int, float | None]:
-    """The sequence's next token under its parameters and, if they ask for it, the token's
-    log-probability under the model's own (unpenalized) distribution."""
+def sample(seq: Sequence, logits: np.ndarray, allowed: np.ndarray | None = None) -> tuple[int, float | None]:
+    """The sequence's next token under its parameters, among the `allowed` ones if given (structured
+    output: a boolean mask with at least one True), and, if they ask for it, the token's
+    log-probability under the model's own distribution (unpenalized and unmasked)."""
     p = seq.params
     raw = logits
     logits = penalize(seq, logits)
+    if allowed is not None:
+        logits = np.where(allowed, logits, -np.inf)
     tok = int(logits.argmax()) if p.temperature <= 0 else draw(logits, p, seq.rng)
     logprob = None
     if p.logprobs:

@@ -13,6 +13,8 @@ import numpy as np
 from aicap.engine.sampler import SamplingParams
 
 if TYPE_CHECKING:
+    from llguidance import LLMatcher
+
     from aicap.kv_state import KvState
 
 _arrivals = itertools.count()
@@ -54,6 +56,8 @@ class Sequence:
     imported: KvState | None = None  # the KV of its first tokens, restored into its slot at admission
     may_leave: bool = False  # its KV may be kept by a remote store when swapped out (its request's placement)
     away: Away | None = None  # swapped out to a remote store (None: its state, if any, is here)
+    matcher: LLMatcher | None = None  # structured output: what may come next (grammar.py)
+    ended: bool = False  # its grammar is complete: it ends as if it sampled an end-of-generation token
     output: list[int] = field(default_factory=list)
     status: Status = Status.WAITING
     num_computed: int = 0  # leading tokens whose KV is in the cache
@@ -83,8 +87,8 @@ class Sequence:
 
     @property
     def stopped(self) -> bool:
-        """It sampled an end-of-generation token."""
-        return bool(self.output) and self.output[-1] in self.stop_tokens
+        """It sampled an end-of-generation token, or its grammar ended it."""
+        return self.ended or (bool(self.output) and self.output[-1] in self.stop_tokens)
 
     @property
     def done(self) -> bool:

@@ -12,10 +12,14 @@ import ctypes
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import llama_cpp
 
 from aicap.engine.model_runner import quiet_llama_logs
+
+if TYPE_CHECKING:
+    from llguidance import LLTokenizer
 
 
 class TokenizerClosed(RuntimeError):
@@ -25,6 +29,8 @@ class TokenizerClosed(RuntimeError):
 class Tokenizer:
     def __init__(self, model_path: Path) -> None:
         self._lock = threading.Lock()
+        self._building = threading.Lock()  # one grammar tokenizer is built, once
+        self._grammar_tokenizer: LLTokenizer | None = None
         self._users = 0  # tokenize/detokenize calls running on other threads
         self._closing = False
         quiet_llama_logs()
@@ -91,6 +97,20 @@ class Tokenizer:
         """A token's text as the GGUF stores it (BOS/EOS strings for the chat template)."""
         text = llama_cpp.llama_vocab_get_text(self._vocab, token)
         return text.decode(errors="replace") if text else ""
+
+    def grammar_tokenizer(self) -> LLTokenizer:
+        """llguidance's view of the vocabulary (each token's bytes; the end-of-generation tokens as its
+        EOS), which structured output's grammars compile against: built on first use (~0.4 s, so on
+        the tokenizing pool) and kept. It points into the vocabulary, which `close` frees only once
+        the model's engine (whose sequences hold matchers of it) has stopped."""
+        with self._building:
+            if self._grammar_tokenizer is None:
+                from llguidance.llamacpp import lltokenizer_from_vocab
+
+                with self.using():
+                    eog = [t for t in range(self.n_vocab) if self.is_eog(t)] or [self.eos]
+                    self._grammar_tokenizer = lltokenizer_from_vocab(self._vocab, eos_token=eog)
+            return self._grammar_tokenizer
 
     def chat_template(self) -> str | None:
         """The model's own (Jinja) chat template, from the GGUF metadata."""

@@ -25,6 +25,7 @@ class FakeConfig:
     n_batch: int = 512
     kv_unified: bool = True
     cache_type: str = "f16"
+    n_threads: int = 1
 
 
 def logits_for(history: Sequence[int]) -> np.ndarray:
