@@ -59,10 +59,18 @@ class Peers(Protocol):
         ...
 
     def generate(
-        self, device: str, app: str, digest: str, tokens: list[int], params: Any, skip_draws: int = 0
+        self,
+        device: str,
+        app: str,
+        digest: str,
+        tokens: list[int],
+        params: Any,
+        skip_draws: int = 0,
+        replayed: int = 0,
     ) -> AsyncGenerator[TokenEvent, None]:
         """Runs the request (`params` an aicap.v1.SamplingParams; `skip_draws` random draws already
-        made elsewhere) on `device` and yields its events; HandedOver at the end if the device handed
+        made elsewhere; `replayed` of the tokens output already streamed, which a response format
+        constrained) on `device` and yields its events; HandedOver at the end if the device handed
         it back with its KV state (it drains);
         closing the generator ends it there and frees its KV."""
         ...

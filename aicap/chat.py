@@ -1,11 +1,13 @@
 """Chat prompts: the model's own Jinja chat template, rendered as Hugging Face's transformers does
-(sandboxed, trim_blocks/lstrip_blocks, `raise_exception`, `tojson`, the generation prompt added)."""
+(sandboxed, trim_blocks/lstrip_blocks, `raise_exception`, `tojson`, the generation prompt added), and
+what a template does with tools, found by rendering probes as minja (llama.cpp's) does."""
 
 from __future__ import annotations
 
 import datetime
 import functools
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import jinja2
@@ -14,7 +16,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from aicap.errors import InvalidArgument
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 def _raise(message: str) -> None:
@@ -41,12 +43,61 @@ def compile_template(source: str) -> jinja2.Template:
 
 
 def render_chat(
-    template: str, messages: list[dict[str, str]], bos: str, eos: str, generation_prompt: bool = True
+    template: str,
+    messages: list[dict[str, Any]],
+    bos: str,
+    eos: str,
+    generation_prompt: bool = True,
+    tools: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The prompt text for `messages`, ending with the assistant's turn opened (`generation_prompt`)."""
+    """The prompt text for `messages`, ending with the assistant's turn opened (`generation_prompt`);
+    `tools` (OpenAI's function definitions) as the template's `tools` variable."""
+    extra = {"tools": tools} if tools is not None else {}
     try:
         return compile_template(template).render(
-            messages=messages, bos_token=bos, eos_token=eos, add_generation_prompt=generation_prompt
+            messages=messages, bos_token=bos, eos_token=eos, add_generation_prompt=generation_prompt, **extra
         )
     except jinja2.TemplateError as exc:
         raise InvalidArgument(f"the chat template failed on these messages: {exc}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a template's own error on our data
+        raise InvalidArgument(f"the chat template failed on these messages: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a chat template renders of tool use (else aicap.tools writes it into the messages)."""
+
+    tools: bool  # the `tools` variable (function definitions)
+    tool_calls: bool  # an assistant message's `tool_calls`
+    tool_results: bool  # a message of role "tool"
+
+
+_PROBE_TOOL = "aicap_probe_tool_fn"
+_PROBE_RESULT = "aicap_probe_result_text"
+
+
+@functools.lru_cache(maxsize=32)
+def capabilities(template: str) -> Capabilities:
+    """Renders probes through the template: does each piece of tool use show up in its output?"""
+    user = {"role": "user", "content": "Hi"}
+    call = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": _PROBE_TOOL, "arguments": {"a": 1}}}
+        ],
+    }
+    result = {"role": "tool", "content": _PROBE_RESULT, "tool_call_id": "call_1", "name": _PROBE_TOOL}
+    tool = {"type": "function", "function": {"name": _PROBE_TOOL, "parameters": {"type": "object"}}}
+
+    def shows(messages: list[dict[str, Any]], marker: str, tools: list[dict[str, Any]] | None = None) -> bool:
+        try:
+            return marker in render_chat(template, messages, "", "", True, tools)
+        except InvalidArgument:
+            return False
+
+    return Capabilities(
+        tools=shows([user], _PROBE_TOOL, [tool]),
+        tool_calls=shows([user, call], _PROBE_TOOL),
+        tool_results=shows([user, call, result], _PROBE_RESULT),
+    )

@@ -96,6 +96,7 @@ class AiConfig:
     max_n: int = 8
     max_stop_strings: int = 8
     max_stop_chars: int = 128
+    max_grammar_chars: int = 32768  # a response format's schema, a grammar, a chat's tools (each request)
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
     # paired devices (datamgr.ai_bridge)
     offload: bool = False  # AUTO placement by default, and requests naming a paired device, allowed

@@ -12,17 +12,24 @@ tokenizing adds no OpenMP team beside the inference thread's.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from aicap.chat import render_chat
+from aicap import structured
+from aicap.chat import capabilities, render_chat
 from aicap.config import AiConfig, SharedPrefix
 from aicap.engine.tokenizer import Tokenizer, TokenizerClosed
 from aicap.errors import InvalidArgument, Unavailable
+from aicap.structured import Format
+from aicap.tools import Tools, template_inputs
+
+if TYPE_CHECKING:
+    from llguidance import LLMatcher
 
 THREADS = 2  # tokenizing is milliseconds per bounded prompt; two threads leave the cores to inference
 CHARS_PER_TOKEN = 8  # max_prompt_chars 0: this many characters per context cell (typical text: 4-6)
@@ -35,6 +42,7 @@ Kind = Literal["complete", "chat"]
 class Prompt:
     tokens: list[int]
     shared: tuple[str, int] = ("", 0)  # (salt, tokens) of the declared shared prefix it starts with
+    tool_format: Format | None = None  # it asks for tool calls: the answer's format (aicap.tools)
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -89,8 +97,23 @@ class Prompts:
     async def completion(self, tok: Tokenizer, text: str, app: str) -> Prompt:
         return await self.run(self._completion, tok, text, app)
 
-    async def chat(self, tok: Tokenizer, template: str, messages: list[dict[str, str]], app: str) -> Prompt:
-        return await self.run(self._chat, tok, template, messages, app)
+    async def chat(
+        self,
+        tok: Tokenizer,
+        template: str,
+        messages: list[dict[str, Any]],
+        app: str,
+        tools: Tools | None = None,
+    ) -> Prompt:
+        return await self.run(self._chat, tok, template, messages, app, tools)
+
+    async def grammar(self, tok: Tokenizer, fmt: Format) -> str:
+        """The format compiled for the model's vocabulary (InvalidArgument with the reason if not)."""
+        return await self.run(self._grammar, tok, fmt)
+
+    async def matcher(self, tok: Tokenizer, grammar: str, replayed: list[int]) -> LLMatcher:
+        """A matcher of a compiled grammar that has read `replayed` (structured.matcher)."""
+        return await self.run(self._matcher, tok, grammar, replayed)
 
     # ---- on the pool ----
 
@@ -108,11 +131,29 @@ class Prompts:
             tokens = tok.tokenize(text, add_special=True)
             return Prompt(tokens, self._shared(tok, tokens, app, "complete", ""))
 
-    def _chat(self, tok: Tokenizer, template: str, messages: list[dict[str, str]], app: str) -> Prompt:
+    def _chat(
+        self, tok: Tokenizer, template: str, messages: list[dict[str, Any]], app: str, tools: Tools | None
+    ) -> Prompt:
         with tok.using():
-            text = render_chat(template, messages, tok.token_text(tok.bos), tok.token_text(tok.eos))
+            definitions, fmt = None, None
+            if tools is not None and tools.active:
+                definitions = tools.definitions()
+                fmt = Format(
+                    "json_schema", json.dumps(tools.schema(definitions)), "JSON schema of the tool calls"
+                )
+            defs: list[dict[str, Any]] | None = None
+            if definitions is not None or any(m["role"] == "tool" or m.get("tool_calls") for m in messages):
+                messages, defs = template_inputs(messages, definitions, capabilities(template))
+            bos, eos = tok.token_text(tok.bos), tok.token_text(tok.eos)
+            text = render_chat(template, messages, bos, eos, tools=defs)
             tokens = tok.tokenize(text, add_special=False, parse_special=True)
-            return Prompt(tokens, self._shared(tok, tokens, app, "chat", template))
+            return Prompt(tokens, self._shared(tok, tokens, app, "chat", template), fmt)
+
+    def _grammar(self, tok: Tokenizer, fmt: Format) -> str:
+        return structured.compile_format(tok.grammar_tokenizer(), fmt)
+
+    def _matcher(self, tok: Tokenizer, grammar: str, replayed: list[int]) -> LLMatcher:
+        return structured.matcher(tok.grammar_tokenizer(), grammar, replayed)
 
     def _shared(
         self, tok: Tokenizer, tokens: list[int], app: str, kind: Kind, template: str

@@ -8,7 +8,11 @@ code: the server's edge maps them.
 A generation request is checked before anything is queued (its size in characters: nothing is
 tokenized on the event loop); then it waits for one of its app's slots (AppLimiter), is rendered and
 tokenized on the tokenizing pool (Prompts), goes to the model's engine, and its tokens stream back one
-chunk per token and sample, with text made UTF-8-safe and cut at stop strings (SampleText). Leaving
+chunk per token and sample, with text made UTF-8-safe and cut at stop strings (SampleText). A response
+format, grammar or tools (structured output) is bounded in size on the loop and compiled on the pool
+before anything is queued; each start of the generation (here, or a replay after a lost device) gets
+a matcher that has read the tokens already streamed, and paired devices get the format in the
+SamplingParams they are sent (tools as the JSON schema they make). Leaving
 the stream early (a cancelled call, a passed deadline) aborts the request, which frees its KV within
 one engine step. Each chunk is delivered only while the app still holds USE_AI, and `revoked` ends an
 app's open generations as soon as the owner revokes the permission or removes the app.
@@ -55,13 +59,26 @@ from aicap.placement import LOCAL, Load, choose
 from aicap.prompts import Prompt, Prompts
 from aicap.sampling import Request, sampling
 from aicap.store import ModelStore
+from aicap.structured import Format, check_size
 from aicap.text import SampleText
+from aicap.tools import Tool, Tools, parse_answer
 from aicap.v1 import aicap_pb2 as pb
 from aicap.v1 import aicap_pb2_grpc as pb_grpc
 
 log = logging.getLogger("aicap.service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AiService"].full_name
-_FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
+_FINISH = {
+    "stop": pb.FINISH_REASON_STOP,
+    "length": pb.FINISH_REASON_LENGTH,
+    "tool_calls": pb.FINISH_REASON_TOOL_CALLS,
+}
+_CHOICES = {
+    pb.TOOL_CHOICE_MODE_UNSPECIFIED: "auto",
+    pb.TOOL_CHOICE_MODE_AUTO: "auto",
+    pb.TOOL_CHOICE_MODE_NONE: "none",
+    pb.TOOL_CHOICE_MODE_REQUIRED: "required",
+    pb.TOOL_CHOICE_MODE_FUNCTION: "function",
+}
 
 
 class _Call:
@@ -466,6 +483,7 @@ class AiService(pb_grpc.AiServiceServicer):
         if not request.prompt:
             raise InvalidArgument("the prompt is empty")
         self.prompts.check_chars(len(request.prompt), m.spec.n_ctx, m.name, "prompt")
+        self._format(request.params)
         tok = await self.models.tokenizer(m)
         prompt = functools.partial(self.prompts.completion, tok, request.prompt, app)
         async for chunk in self._generate(app, context, m, prompt, request):
@@ -481,19 +499,68 @@ class AiService(pb_grpc.AiServiceServicer):
                 f"{len(request.messages)} messages are more than the context of model {m.name} holds "
                 f"({m.spec.n_ctx} tokens)"
             )
-        for i, msg in enumerate(request.messages):
-            if msg.role not in ROLES:
-                raise InvalidArgument(f"message {i} has role {msg.role!r}: use one of {', '.join(ROLES)}")
-        chars = sum(len(msg.content) for msg in request.messages)
+        messages = _messages(request.messages)
+        chars = sum(
+            len(msg.content) + sum(len(c.arguments) for c in msg.tool_calls) for msg in request.messages
+        )
         self.prompts.check_chars(chars, m.spec.n_ctx, m.name, "messages")
+        self._format(request.params)
+        tools = self._tools(request)
         tok = await self.models.tokenizer(m)
         template = m.chat_template()
         if not template:
             raise FailedPrecondition(f"model {m.name} has no chat template: add it with one (chat_template)")
-        messages = [{"role": msg.role, "content": msg.content} for msg in request.messages]
-        prompt = functools.partial(self.prompts.chat, tok, template, messages, app)
+        prompt = functools.partial(self.prompts.chat, tok, template, messages, app, tools)
         async for chunk in self._generate(app, context, m, prompt, request):
             yield chunk
+
+    def _format(self, params: pb.SamplingParams) -> Format | None:
+        """The request's structured output, if any; InvalidArgument for a contradiction or a size
+        above ai.max_grammar_chars (by length only: it is compiled on the pool)."""
+        kind, limit = params.response_format.type, self.config.max_grammar_chars
+        json_kinds = (pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT, pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA)
+        if params.grammar:
+            if kind in json_kinds:
+                raise InvalidArgument("a grammar and a JSON response_format exclude each other")
+            fmt = Format("grammar", params.grammar)
+        elif kind == pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
+            fmt = Format("json_object")
+        elif kind == pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+            if not params.response_format.json_schema.schema:
+                raise InvalidArgument("response_format json_schema needs json_schema.schema (JSON text)")
+            fmt = Format("json_schema", params.response_format.json_schema.schema)
+        elif kind in (pb.RESPONSE_FORMAT_TYPE_UNSPECIFIED, pb.RESPONSE_FORMAT_TYPE_TEXT):
+            return None
+        else:
+            raise InvalidArgument(f"unknown response_format type {kind}")
+        check_size(len(fmt.text), limit, fmt.what)
+        return fmt
+
+    def _tools(self, request: pb.ChatRequest) -> Tools | None:
+        """The chat's tools and tool_choice, checked (names, choice, size: ai.max_grammar_chars)."""
+        choice = request.tool_choice
+        if not request.tools and choice.mode in (pb.TOOL_CHOICE_MODE_UNSPECIFIED, pb.TOOL_CHOICE_MODE_NONE):
+            return None
+        if choice.mode not in _CHOICES:
+            raise InvalidArgument(f"unknown tool_choice mode {choice.mode}")
+        rf = request.params.response_format
+        response = ""
+        if rf.type == pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+            response = rf.json_schema.schema
+        elif rf.type == pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
+            response = '{"type": "object"}'
+        tools = Tools(
+            tuple(Tool(t.name, t.description, t.parameters) for t in request.tools),
+            _CHOICES[choice.mode],  # type: ignore[arg-type]
+            choice.function,
+            request.parallel_tool_calls,
+            response,
+        )
+        tools.check()
+        check_size(tools.chars() + len(response), self.config.max_grammar_chars, "tools' text")
+        if tools.active and request.params.grammar:
+            raise InvalidArgument("a grammar and tools exclude each other (unless tool_choice is none)")
+        return tools
 
     def _request(self, params: pb.SamplingParams, prompt_tokens: int, m: Model) -> Request:
         fields = {f.name: list(v) if f.name == "stop" else v for f, v in params.ListFields()}
@@ -514,20 +581,30 @@ class AiService(pb_grpc.AiServiceServicer):
             async with self.limiter.slot(app):
                 self._check(context)  # it may have been revoked while it waited
                 prompt = await make_prompt()
-                req = self._request(request.params, len(prompt.tokens), m)
+                params, fmt = request.params, self._format(request.params)
+                if prompt.tool_format is not None:  # the tools' JSON, sent to paired devices as a schema
+                    params, fmt = _with_schema(params, prompt.tool_format.text), prompt.tool_format
+                tok = await self.models.tokenizer(m)
+                grammar = await self.prompts.grammar(tok, fmt) if fmt is not None else None
+                req = self._request(params, len(prompt.tokens), m)
                 if where is not None and req.params.seed is None:  # a move goes on with the same draws
                     req = dataclasses.replace(
                         req, params=dataclasses.replace(req.params, seed=random.getrandbits(63))
                     )
 
                 async def start(done: list[int], lost: set[str], state: KvState | None) -> _Source:
-                    return await self._start(m, app, prompt, req, request.params, where, done, lost, state)
+                    return await self._start(m, app, prompt, req, params, where, done, lost, state, grammar)
 
                 run = call.run = _Run(start, req.params.n, self.config.max_migrations, auto=where == "auto")
                 try:
                     await run.begin()
                     async for chunk in self._samples(
-                        run, m, len(prompt.tokens), req, lambda: self._check(context)
+                        run,
+                        m,
+                        len(prompt.tokens),
+                        req,
+                        lambda: self._check(context),
+                        prompt.tool_format is not None,
                     ):
                         yield chunk
                 finally:
@@ -561,17 +638,19 @@ class AiService(pb_grpc.AiServiceServicer):
         done: list[int],
         lost: set[str],
         state: KvState | None = None,
+        grammar: str | None = None,
     ) -> _Source:
         """The generation started where `where` says ("auto": the earliest expected first token among
         this device and the eligible peers not `lost`); `done`, tokens already streamed, are replayed
-        after the prompt, with max_tokens less as many and the sampler's draws skipped. `state`, the KV
-        of the first of those tokens a draining device handed back, makes it go on here from there."""
+        after the prompt, with max_tokens less as many and the sampler's draws skipped (and read by
+        the matcher of `grammar`, the compiled structured output). `state`, the KV of the first of
+        those tokens a draining device handed back, makes it go on here from there."""
         tokens = prompt.tokens + done
         may_leave = where is not None  # the prompt may leave: its KV too, when preempted (remote swap)
         if state is not None and not await self._importable(m, state, tokens):
             state = None
         if where == "split" and self.peers is not None and not done:
-            return await self._split(m, app, prompt, req)
+            return await self._split(m, app, prompt, req, grammar)
         if where is not None and self.peers is not None and state is None:
             digest = await self.models.digest(m)
             if where == "auto" or where in lost:
@@ -586,13 +665,20 @@ class AiService(pb_grpc.AiServiceServicer):
                 sent.max_tokens = req.params.max_tokens - len(done)
                 if req.params.seed is not None:
                     sent.seed = req.params.seed
-                events = self.peers.generate(where, app, digest, tokens, sent, len(done))
+                events = self.peers.generate(where, app, digest, tokens, sent, len(done), len(done))
                 return _PeerSource(where, events)
         engine = await self.models.engine(m)
         sp = dataclasses.replace(
             req.params, max_tokens=req.params.max_tokens - len(done), skip_draws=len(done)
         )
-        feed = m.open(engine.generate(tokens, sp, app, prompt.shared, imported=state, may_leave=may_leave))
+        matcher = None
+        if grammar is not None:
+            matcher = await self.prompts.matcher(await self.models.tokenizer(m), grammar, done)
+        feed = m.open(
+            engine.generate(
+                tokens, sp, app, prompt.shared, imported=state, may_leave=may_leave, matcher=matcher
+            )
+        )
         computed = len(state.tokens) if state is not None else 0
         return _LocalSource(self.device_id, feed, m, self._prefilling, len(tokens) - computed)
 
@@ -612,7 +698,7 @@ class AiService(pb_grpc.AiServiceServicer):
             return False
         return True
 
-    async def _split(self, m: Model, app: str, prompt: Prompt, req: Request) -> _Source:
+    async def _split(self, m: Model, app: str, prompt: Prompt, req: Request, grammar: str | None) -> _Source:
         """Prefill on the paired device expected to prefill soonest, decode here from the KV state it
         sends back (Splitwise); all here when no device is sooner or the prefill there fails."""
         assert self.peers is not None
@@ -630,7 +716,14 @@ class AiService(pb_grpc.AiServiceServicer):
             except AicapError as exc:
                 log.info("prefill on %s failed (%s): prefilling here", best.device, exc)
                 state = None
-        feed = m.open(engine.generate(tokens, req.params, app, prompt.shared, imported=state, may_leave=True))
+        matcher = None
+        if grammar is not None:
+            matcher = await self.prompts.matcher(await self.models.tokenizer(m), grammar, [])
+        feed = m.open(
+            engine.generate(
+                tokens, req.params, app, prompt.shared, imported=state, may_leave=True, matcher=matcher
+            )
+        )
         return _LocalSource(
             self.device_id,
             feed,
@@ -665,13 +758,23 @@ class AiService(pb_grpc.AiServiceServicer):
                 raise InvalidArgument(f"token {t} is not in the vocabulary of {m.name}")
 
     async def _samples(
-        self, run: _Run, m: Model, prompt_tokens: int, req: Request, check: Callable[[], None]
+        self,
+        run: _Run,
+        m: Model,
+        prompt_tokens: int,
+        req: Request,
+        check: Callable[[], None],
+        tool_mode: bool = False,
     ) -> AsyncIterator[pb.CompletionChunk]:
-        """The run's tokens as chunks, made UTF-8-safe and cut at stop strings."""
+        """The run's tokens as chunks, made UTF-8-safe and cut at stop strings. In `tool_mode` (the
+        model answers in the tools' JSON) the text is held back until a sample ends: its last chunk
+        then has the text answer, or the tool calls (finish_reason "tool_calls"), or, if the output
+        is not that JSON (cut by max_tokens or a stop string), the output as it is."""
         tok = m.tokenizer
         assert tok is not None
         n = req.params.n
         texts = [SampleText(req.stops) for _ in range(n)]
+        held = [""] * n  # tool_mode: each sample's text so far
         counts = [0] * n
         done: set[int] = set()
         while len(done) < n:
@@ -689,10 +792,20 @@ class AiService(pb_grpc.AiServiceServicer):
                 chunk.logprobs.append(ev.logprob)
             if ev.finished and not sample.stopped:
                 chunk.text += sample.finish()
+            if tool_mode:
+                held[i], chunk.text = held[i] + chunk.text, ""
             if sample.stopped or ev.finished:
                 if sample.stopped:
                     run.stop(i)
                 reason = "stop" if sample.stopped else ev.finish_reason or "length"
+                if tool_mode:
+                    answer = parse_answer(held[i]) if reason == "stop" and not sample.stopped else None
+                    chunk.text = held[i] if answer is None else answer[0]
+                    if answer is not None and answer[1]:
+                        reason = "tool_calls"
+                        chunk.tool_calls.extend(
+                            pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in answer[1]
+                        )
                 chunk.finish_reason = _FINISH[reason]
                 chunk.usage.CopyFrom(
                     pb.Usage(
@@ -736,10 +849,13 @@ class AiService(pb_grpc.AiServiceServicer):
         tokens: list[int],
         params: pb.SamplingParams,
         skip_draws: int = 0,
+        replayed: int = 0,
     ) -> AsyncIterator[TokenEvent]:
         """A paired device's generation (its app's permission checked there): the model with the file
         `digest`, the prompt's token ids, and each event as it comes. The caller applies per-device
         limits; stop strings end a sample here too, where the origin finds them in the same tokens.
+        `replayed`: how many of the last tokens are output already streamed (read by the matcher of
+        the structured output the params carry).
         A drain ends it with one more event (token -1, finish_reason "moved") whose `state` is its KV
         state, to be handed back to the device."""
         if self.draining:
@@ -750,10 +866,17 @@ class AiService(pb_grpc.AiServiceServicer):
         assert tok is not None
         req = self._request(params, len(tokens), m)
         sp = dataclasses.replace(req.params, skip_draws=min(skip_draws, req.params.max_tokens + len(tokens)))
+        matcher = None
+        fmt = self._format(params)
+        if fmt is not None:
+            if not 0 <= replayed < len(tokens):
+                raise InvalidArgument(f"{replayed} replayed tokens of {len(tokens)}: the prompt is lost")
+            grammar = await self.prompts.grammar(tok, fmt)
+            matcher = await self.prompts.matcher(tok, grammar, tokens[len(tokens) - replayed :])
         engine = await self.models.engine(m)
         source = _LocalSource(
             self.device_id,
-            m.open(engine.generate(tokens, sp, f"{device}/{app}")),
+            m.open(engine.generate(tokens, sp, f"{device}/{app}", matcher=matcher)),
             m,
             self._prefilling,
             len(tokens),
@@ -840,3 +963,35 @@ class AiService(pb_grpc.AiServiceServicer):
                 msg.time_to_first_token.CopyFrom(_histogram(m.engine.ttft))
                 msg.inter_token_latency.CopyFrom(_histogram(m.engine.itl))
         return out
+
+
+def _messages(messages: Any) -> list[dict[str, Any]]:
+    """Chat messages as the prompt renders them (aicap.tools.template_inputs); InvalidArgument for an
+    unknown role or tool calls on other than an assistant message."""
+    out = []
+    for i, msg in enumerate(messages):
+        if msg.role not in ROLES:
+            raise InvalidArgument(f"message {i} has role {msg.role!r}: use one of {', '.join(ROLES)}")
+        d: dict[str, Any] = {"role": msg.role, "content": msg.content}
+        if msg.tool_calls:
+            if msg.role != "assistant":
+                raise InvalidArgument(f"message {i} has tool calls but role {msg.role!r} (not assistant)")
+            d["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in msg.tool_calls]
+        if msg.role == "tool":
+            d["tool_call_id"], d["name"] = msg.tool_call_id, msg.name
+        out.append(d)
+    return out
+
+
+def _with_schema(params: pb.SamplingParams, schema: str) -> pb.SamplingParams:
+    """`params` whose response format is the JSON schema `schema` (tool calls' answer)."""
+    out = pb.SamplingParams()
+    out.CopyFrom(params)
+    out.ClearField("grammar")
+    out.response_format.CopyFrom(
+        pb.ResponseFormat(
+            type=pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+            json_schema=pb.JsonSchema(name="tool_calls", schema=schema),
+        )
+    )
+    return out

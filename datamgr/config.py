@@ -211,6 +211,14 @@ class AiSettings(BaseModel):
         "tokenizing; 0: 8 x the model's n_ctx (a token holds several characters: longer never fits).",
     )
     max_n: int = Field(8, ge=1, le=64, description="Most parallel samples (n) per request.")
+    max_grammar_chars: int = Field(
+        32768,
+        ge=64,
+        le=1 << 24,
+        description="Longest structured-output constraint a request may send, in characters: a response "
+        "format's JSON schema, a GBNF grammar, or a chat's tools (names, descriptions and parameter "
+        "schemas together); longer is refused before it is compiled.",
+    )
     sampling: AiSamplingSettings = Field(
         AiSamplingSettings(), description="Defaults of unset sampling fields."
     )

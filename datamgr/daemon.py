@@ -259,6 +259,7 @@ async def _start_ai(ai: AiSettings, identify: Identify, db: Database) -> Any:
         max_tokens_limit=ai.max_tokens_limit,
         max_prompt_chars=ai.max_prompt_chars,
         max_n=ai.max_n,
+        max_grammar_chars=ai.max_grammar_chars,
         sampling=SamplingDefaults(**ai.sampling.model_dump()),
         metrics_port=ai.metrics_port,
         offload=ai.offload,

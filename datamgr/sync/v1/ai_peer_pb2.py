@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from aicap.v1 import aicap_pb2 as aicap_dot_v1_dot_aicap__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64\x61tamgr/sync/v1/ai_peer.proto\x12\x0f\x64\x61tamgr.sync.v1\x1a\x14\x61icap/v1/aicap.proto\"G\n\x12PeerPrefillRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x02 \x01(\t\x12\x0e\n\x06tokens\x18\x03 \x03(\x05\"\x17\n\x07KvChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x86\x01\n\x13PeerGenerateRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x02 \x01(\t\x12\x0e\n\x06tokens\x18\x03 \x03(\x05\x12(\n\x06params\x18\x04 \x01(\x0b\x32\x18.aicap.v1.SamplingParams\x12\x12\n\nskip_draws\x18\x05 \x01(\r\"J\n\nPeerTokens\x12*\n\x06tokens\x18\x01 \x03(\x0b\x32\x1a.datamgr.sync.v1.PeerToken\x12\x10\n\x08kv_state\x18\x02 \x01(\x0c\"\x91\x01\n\tPeerToken\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\x05\x12\x14\n\x07logprob\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12-\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x16.aicap.v1.FinishReason\x12\x15\n\rcached_tokens\x18\x05 \x01(\rB\n\n\x08_logprob\"\x10\n\x0eGetLoadRequest\"H\n\tPeerModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\r\n\x05n_ctx\x18\x03 \x01(\r\x12\x0e\n\x06loaded\x18\x04 \x01(\x08\"\xe7\x02\n\x08PeerLoad\x12\x0e\n\x06serves\x18\x01 \x01(\x08\x12*\n\x06models\x18\x02 \x03(\x0b\x32\x1a.datamgr.sync.v1.PeerModel\x12\x18\n\x10requests_waiting\x18\x03 \x01(\r\x12\x18\n\x10requests_running\x18\x04 \x01(\r\x12\x13\n\x0bmax_running\x18\x05 \x01(\r\x12\x16\n\x0etokens_waiting\x18\x06 \x01(\x04\x12\x0f\n\x07kv_free\x18\x07 \x01(\x01\x12\x1c\n\x14prefill_tokens_per_s\x18\x08 \x01(\x01\x12\x15\n\rdecode_step_s\x18\t \x01(\x01\x12\x1b\n\x13recent_tokens_per_s\x18\n \x01(\x01\x12\x14\n\x0cpeer_running\x18\x0b \x01(\r\x12\x1b\n\x13peer_max_concurrent\x18\x0c \x01(\r\x12\x12\n\ncache_type\x18\r \x01(\t\x12\x14\n\x0ckv_keep_free\x18\x0e \x01(\x04\" \n\x0eKeepKvResponse\x12\x0e\n\x06handle\x18\x01 \x01(\t\"!\n\x0fReturnKvRequest\x12\x0e\n\x06handle\x18\x01 \x01(\t\"\x1f\n\rDropKvRequest\x12\x0e\n\x06handle\x18\x01 \x01(\t\"\x10\n\x0e\x44ropKvResponse2\xcf\x03\n\rAiPeerService\x12O\n\x08Generate\x12$.datamgr.sync.v1.PeerGenerateRequest\x1a\x1b.datamgr.sync.v1.PeerTokens0\x01\x12\x45\n\x07GetLoad\x12\x1f.datamgr.sync.v1.GetLoadRequest\x1a\x19.datamgr.sync.v1.PeerLoad\x12J\n\x07Prefill\x12#.datamgr.sync.v1.PeerPrefillRequest\x1a\x18.datamgr.sync.v1.KvChunk0\x01\x12\x45\n\x06KeepKv\x12\x18.datamgr.sync.v1.KvChunk\x1a\x1f.datamgr.sync.v1.KeepKvResponse(\x01\x12H\n\x08ReturnKv\x12 .datamgr.sync.v1.ReturnKvRequest\x1a\x18.datamgr.sync.v1.KvChunk0\x01\x12I\n\x06\x44ropKv\x12\x1e.datamgr.sync.v1.DropKvRequest\x1a\x1f.datamgr.sync.v1.DropKvResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64\x61tamgr/sync/v1/ai_peer.proto\x12\x0f\x64\x61tamgr.sync.v1\x1a\x14\x61icap/v1/aicap.proto\"G\n\x12PeerPrefillRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x02 \x01(\t\x12\x0e\n\x06tokens\x18\x03 \x03(\x05\"\x17\n\x07KvChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x98\x01\n\x13PeerGenerateRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x02 \x01(\t\x12\x0e\n\x06tokens\x18\x03 \x03(\x05\x12(\n\x06params\x18\x04 \x01(\x0b\x32\x18.aicap.v1.SamplingParams\x12\x12\n\nskip_draws\x18\x05 \x01(\r\x12\x10\n\x08replayed\x18\x06 \x01(\r\"J\n\nPeerTokens\x12*\n\x06tokens\x18\x01 \x03(\x0b\x32\x1a.datamgr.sync.v1.PeerToken\x12\x10\n\x08kv_state\x18\x02 \x01(\x0c\"\x91\x01\n\tPeerToken\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\x05\x12\x14\n\x07logprob\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12-\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x16.aicap.v1.FinishReason\x12\x15\n\rcached_tokens\x18\x05 \x01(\rB\n\n\x08_logprob\"\x10\n\x0eGetLoadRequest\"H\n\tPeerModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\r\n\x05n_ctx\x18\x03 \x01(\r\x12\x0e\n\x06loaded\x18\x04 \x01(\x08\"\xe7\x02\n\x08PeerLoad\x12\x0e\n\x06serves\x18\x01 \x01(\x08\x12*\n\x06models\x18\x02 \x03(\x0b\x32\x1a.datamgr.sync.v1.PeerModel\x12\x18\n\x10requests_waiting\x18\x03 \x01(\r\x12\x18\n\x10requests_running\x18\x04 \x01(\r\x12\x13\n\x0bmax_running\x18\x05 \x01(\r\x12\x16\n\x0etokens_waiting\x18\x06 \x01(\x04\x12\x0f\n\x07kv_free\x18\x07 \x01(\x01\x12\x1c\n\x14prefill_tokens_per_s\x18\x08 \x01(\x01\x12\x15\n\rdecode_step_s\x18\t \x01(\x01\x12\x1b\n\x13recent_tokens_per_s\x18\n \x01(\x01\x12\x14\n\x0cpeer_running\x18\x0b \x01(\r\x12\x1b\n\x13peer_max_concurrent\x18\x0c \x01(\r\x12\x12\n\ncache_type\x18\r \x01(\t\x12\x14\n\x0ckv_keep_free\x18\x0e \x01(\x04\" \n\x0eKeepKvResponse\x12\x0e\n\x06handle\x18\x01 \x01(\t\"!\n\x0fReturnKvRequest\x12\x0e\n\x06handle\x18\x01 \x01(\t\"\x1f\n\rDropKvRequest\x12\x0e\n\x06handle\x18\x01 \x01(\t\"\x10\n\x0e\x44ropKvResponse2\xcf\x03\n\rAiPeerService\x12O\n\x08Generate\x12$.datamgr.sync.v1.PeerGenerateRequest\x1a\x1b.datamgr.sync.v1.PeerTokens0\x01\x12\x45\n\x07GetLoad\x12\x1f.datamgr.sync.v1.GetLoadRequest\x1a\x19.datamgr.sync.v1.PeerLoad\x12J\n\x07Prefill\x12#.datamgr.sync.v1.PeerPrefillRequest\x1a\x18.datamgr.sync.v1.KvChunk0\x01\x12\x45\n\x06KeepKv\x12\x18.datamgr.sync.v1.KvChunk\x1a\x1f.datamgr.sync.v1.KeepKvResponse(\x01\x12H\n\x08ReturnKv\x12 .datamgr.sync.v1.ReturnKvRequest\x1a\x18.datamgr.sync.v1.KvChunk0\x01\x12I\n\x06\x44ropKv\x12\x1e.datamgr.sync.v1.DropKvRequest\x1a\x1f.datamgr.sync.v1.DropKvResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,25 +37,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_KVCHUNK']._serialized_start=145
   _globals['_KVCHUNK']._serialized_end=168
   _globals['_PEERGENERATEREQUEST']._serialized_start=171
-  _globals['_PEERGENERATEREQUEST']._serialized_end=305
-  _globals['_PEERTOKENS']._serialized_start=307
-  _globals['_PEERTOKENS']._serialized_end=381
-  _globals['_PEERTOKEN']._serialized_start=384
-  _globals['_PEERTOKEN']._serialized_end=529
-  _globals['_GETLOADREQUEST']._serialized_start=531
-  _globals['_GETLOADREQUEST']._serialized_end=547
-  _globals['_PEERMODEL']._serialized_start=549
-  _globals['_PEERMODEL']._serialized_end=621
-  _globals['_PEERLOAD']._serialized_start=624
-  _globals['_PEERLOAD']._serialized_end=983
-  _globals['_KEEPKVRESPONSE']._serialized_start=985
-  _globals['_KEEPKVRESPONSE']._serialized_end=1017
-  _globals['_RETURNKVREQUEST']._serialized_start=1019
-  _globals['_RETURNKVREQUEST']._serialized_end=1052
-  _globals['_DROPKVREQUEST']._serialized_start=1054
-  _globals['_DROPKVREQUEST']._serialized_end=1085
-  _globals['_DROPKVRESPONSE']._serialized_start=1087
-  _globals['_DROPKVRESPONSE']._serialized_end=1103
-  _globals['_AIPEERSERVICE']._serialized_start=1106
-  _globals['_AIPEERSERVICE']._serialized_end=1569
+  _globals['_PEERGENERATEREQUEST']._serialized_end=323
+  _globals['_PEERTOKENS']._serialized_start=325
+  _globals['_PEERTOKENS']._serialized_end=399
+  _globals['_PEERTOKEN']._serialized_start=402
+  _globals['_PEERTOKEN']._serialized_end=547
+  _globals['_GETLOADREQUEST']._serialized_start=549
+  _globals['_GETLOADREQUEST']._serialized_end=565
+  _globals['_PEERMODEL']._serialized_start=567
+  _globals['_PEERMODEL']._serialized_end=639
+  _globals['_PEERLOAD']._serialized_start=642
+  _globals['_PEERLOAD']._serialized_end=1001
+  _globals['_KEEPKVRESPONSE']._serialized_start=1003
+  _globals['_KEEPKVRESPONSE']._serialized_end=1035
+  _globals['_RETURNKVREQUEST']._serialized_start=1037
+  _globals['_RETURNKVREQUEST']._serialized_end=1070
+  _globals['_DROPKVREQUEST']._serialized_start=1072
+  _globals['_DROPKVREQUEST']._serialized_end=1103
+  _globals['_DROPKVRESPONSE']._serialized_start=1105
+  _globals['_DROPKVRESPONSE']._serialized_end=1121
+  _globals['_AIPEERSERVICE']._serialized_start=1124
+  _globals['_AIPEERSERVICE']._serialized_end=1587
 # @@protoc_insertion_point(module_scope)

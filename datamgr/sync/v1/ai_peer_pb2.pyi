@@ -24,18 +24,20 @@ class KvChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class PeerGenerateRequest(_message.Message):
-    __slots__ = ("app", "model_digest", "tokens", "params", "skip_draws")
+    __slots__ = ("app", "model_digest", "tokens", "params", "skip_draws", "replayed")
     APP_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     SKIP_DRAWS_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     app: str
     model_digest: str
     tokens: _containers.RepeatedScalarFieldContainer[int]
     params: _aicap_pb2.SamplingParams
     skip_draws: int
-    def __init__(self, app: _Optional[str] = ..., model_digest: _Optional[str] = ..., tokens: _Optional[_Iterable[int]] = ..., params: _Optional[_Union[_aicap_pb2.SamplingParams, _Mapping]] = ..., skip_draws: _Optional[int] = ...) -> None: ...
+    replayed: int
+    def __init__(self, app: _Optional[str] = ..., model_digest: _Optional[str] = ..., tokens: _Optional[_Iterable[int]] = ..., params: _Optional[_Union[_aicap_pb2.SamplingParams, _Mapping]] = ..., skip_draws: _Optional[int] = ..., replayed: _Optional[int] = ...) -> None: ...
 
 class PeerTokens(_message.Message):
     __slots__ = ("tokens", "kv_state")
