@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         Sample,
         Sampling,
         Stats,
+        ToolCall,
         Usage,
         assemble,
     )
@@ -37,6 +38,7 @@ _MODULE_OF = {
     "Sample": "aicap._messages",
     "Sampling": "aicap._messages",
     "Stats": "aicap._messages",
+    "ToolCall": "aicap._messages",
     "Usage": "aicap._messages",
     "assemble": "aicap._messages",
 }
@@ -54,6 +56,7 @@ __all__ = [
     "Sample",
     "Sampling",
     "Stats",
+    "ToolCall",
     "Usage",
     "assemble",
 ]

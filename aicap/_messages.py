@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, TypedDict, Unpack
@@ -9,9 +10,14 @@ from typing import Any, TypedDict, Unpack
 from aicap.errors import InvalidArgument
 from aicap.v1 import aicap_pb2 as pb
 
-_FINISH = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length"}
-Messages = Iterable[Mapping[str, str] | Sequence[str]]
-"""Chat messages: {"role", "content"} dicts or (role, content) pairs."""
+_FINISH = {
+    pb.FINISH_REASON_STOP: "stop",
+    pb.FINISH_REASON_LENGTH: "length",
+    pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
+}
+Messages = Iterable[Mapping[str, Any] | Sequence[str]]
+"""Chat messages: {"role", "content"} dicts (OpenAI's, with an assistant's "tool_calls" and a tool
+result's "tool_call_id" and "name") or (role, content) pairs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +32,28 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the model made (a chat with tools): OpenAI's tool call, `arguments` a JSON object's text."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def openai(self) -> dict[str, Any]:
+        """As OpenAI writes it in a message's `tool_calls`."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class CompletionChunk:
     """New text of sample `index` and the tokens it came from; the last chunk of a sample has
-    `finish_reason` ("stop": end of generation or a stop string, "length": max_tokens) and `usage`."""
+    `finish_reason` ("stop": end of generation, a stop string or the end of a response format;
+    "length": max_tokens; "tool_calls": the model called tools, in `tool_calls`) and `usage`. With
+    tools, a sample's text comes whole in its last chunk."""
 
     index: int
     text: str
@@ -36,6 +61,7 @@ class CompletionChunk:
     logprobs: list[float]
     finish_reason: str | None = None
     usage: Usage | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -48,6 +74,7 @@ class Sample:
     logprobs: list[float] = field(default_factory=list)
     finish_reason: str | None = None
     usage: Usage | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -76,6 +103,15 @@ class Completion:
     def usage(self) -> Usage | None:
         return self.samples[0].usage
 
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return self.samples[0].tool_calls
+
+    def json(self) -> Any:
+        """The first sample's text parsed as JSON (structured output; ValueError if it does not parse,
+        as when max_tokens cut it: finish_reason "length")."""
+        return json.loads(self.text)
+
 
 def chunk_from_proto(msg: pb.CompletionChunk) -> CompletionChunk:
     usage = msg.usage if msg.HasField("usage") else None
@@ -90,6 +126,7 @@ def chunk_from_proto(msg: pb.CompletionChunk) -> CompletionChunk:
         )
         if usage
         else None,
+        [ToolCall(c.id, c.name, c.arguments) for c in msg.tool_calls],
     )
 
 
@@ -107,6 +144,7 @@ def assemble(chunks: Iterable[CompletionChunk]) -> Completion:
             sample.finish_reason = chunk.finish_reason
         if chunk.usage is not None:
             sample.usage = chunk.usage
+        sample.tool_calls.extend(chunk.tool_calls)
     return Completion([samples[i] for i in sorted(samples)])
 
 
@@ -210,9 +248,18 @@ class Sampling(TypedDict, total=False):
     n: int | None
     logprobs: bool
     ignore_eos: bool
+    # structured output: OpenAI's response_format ({"type": "json_object"}, or {"type": "json_schema",
+    # "json_schema": {"name", "schema", "strict"}}), or a GBNF grammar the output must match
+    response_format: Mapping[str, Any] | None
+    grammar: str | None
 
 
 _SAMPLING_KEYS = frozenset(Sampling.__annotations__)
+_FORMAT_TYPES = {
+    "text": pb.RESPONSE_FORMAT_TYPE_TEXT,
+    "json_object": pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT,
+    "json_schema": pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+}
 
 
 def sampling_params(**sampling: Unpack[Sampling]) -> pb.SamplingParams:
@@ -223,30 +270,158 @@ def sampling_params(**sampling: Unpack[Sampling]) -> pb.SamplingParams:
     values: dict[str, Any] = {k: v for k, v in sampling.items() if v is not None}
     stop = values.pop("stop", ())
     values["stop"] = [stop] if isinstance(stop, str) else list(stop)
+    if "response_format" in values:
+        values["response_format"] = response_format(values["response_format"])
     try:
         return pb.SamplingParams(**values)
     except (TypeError, ValueError) as exc:  # a wrong type or a value out of the field's range
         raise InvalidArgument(f"invalid sampling arguments: {exc}") from None
 
 
+def _json_text(value: Any, what: str) -> str:
+    """A JSON schema given as an object (dict) or as its JSON text."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, Mapping):
+        raise InvalidArgument(f"{what} is a JSON schema: a dict or its JSON text, not {type(value).__name__}")
+    return json.dumps(value)
+
+
+def response_format(value: Mapping[str, Any]) -> pb.ResponseFormat:
+    """OpenAI's response_format as the message: {"type": "text" | "json_object"} or {"type":
+    "json_schema", "json_schema": {"name", "schema" (a dict or JSON text), "description", "strict"}}."""
+    if not isinstance(value, Mapping) or value.get("type") not in _FORMAT_TYPES:
+        raise InvalidArgument(
+            f"response_format is {{'type': 'text' | 'json_object' | 'json_schema', ...}}, got {value!r:.200}"
+        )
+    out = pb.ResponseFormat(type=_FORMAT_TYPES[value["type"]])
+    if value["type"] == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, Mapping) or "schema" not in spec:
+            raise InvalidArgument('response_format json_schema needs "json_schema": {"name", "schema", ...}')
+        out.json_schema.CopyFrom(
+            pb.JsonSchema(
+                name=str(spec.get("name", "")),
+                description=str(spec.get("description", "")),
+                schema=_json_text(spec["schema"], "json_schema.schema"),
+                strict=bool(spec.get("strict", False)),
+            )
+        )
+    return out
+
+
 def chat_messages(messages: Messages) -> list[pb.ChatMessage]:
-    """Messages as {"role", "content"} dicts or (role, content) pairs."""
+    """Messages as {"role", "content"} dicts or (role, content) pairs. An assistant message may have
+    "tool_calls" (OpenAI's, or ToolCall objects; its content may then be None), a "tool" message
+    "tool_call_id" and "name"."""
     out = []
     for m in messages:
         if isinstance(m, Mapping):
-            if set(m) - {"role", "content"} or "role" not in m or "content" not in m:
-                raise InvalidArgument(f'a chat message needs exactly "role" and "content", got {dict(m)!r}')
-            role, content = m["role"], m["content"]
-        elif not isinstance(m, str) and len(m) == 2:
-            role, content = m
-        else:
+            out.append(_chat_message(m))
+            continue
+        if isinstance(m, str) or len(m) != 2:
             raise InvalidArgument(
                 f"a chat message is a {{role, content}} dict or a (role, content) pair: {m!r}"
             )
+        role, content = m
         if not isinstance(role, str) or not isinstance(content, str):
             raise InvalidArgument(f"role and content of a chat message are strings: {m!r}")
         out.append(pb.ChatMessage(role=role, content=content))
     return out
+
+
+_MESSAGE_KEYS = {"assistant": {"tool_calls"}, "tool": {"tool_call_id", "name"}}
+
+
+def _chat_message(m: Mapping[str, Any]) -> pb.ChatMessage:
+    role = m.get("role")
+    extra = _MESSAGE_KEYS.get(role, set()) if isinstance(role, str) else set()
+    calls = (m.get("tool_calls") or []) if "tool_calls" in extra else []
+    if set(m) - {"role", "content", *extra} or "role" not in m or "content" not in m:
+        raise InvalidArgument(f'a chat message needs exactly "role" and "content", got {dict(m)!r:.300}')
+    content = m["content"]
+    if content is None and calls:
+        content = ""
+    if not isinstance(role, str) or not isinstance(content, str):
+        raise InvalidArgument(f"role and content of a chat message are strings: {dict(m)!r:.300}")
+    msg = pb.ChatMessage(
+        role=role,
+        content=content,
+        tool_call_id=str(m.get("tool_call_id") or ""),
+        name=str(m.get("name") or ""),
+    )
+    msg.tool_calls.extend(_tool_call(c) for c in calls)
+    return msg
+
+
+def _tool_call(c: Any) -> pb.ToolCall:
+    """A call in an assistant message: a ToolCall, or OpenAI's {"id", "type": "function", "function":
+    {"name", "arguments"}} (arguments a JSON text or an object)."""
+    if isinstance(c, ToolCall):
+        return pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments)
+    fn = c.get("function") if isinstance(c, Mapping) else None
+    if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
+        raise InvalidArgument(
+            f'a tool call is {{"id", "type": "function", "function": {{"name", "arguments"}}}}: {c!r:.200}'
+        )
+    args = fn.get("arguments", "{}")
+    return pb.ToolCall(
+        id=str(c.get("id", "")),
+        name=fn["name"],
+        arguments=args if isinstance(args, str) else json.dumps(args),
+    )
+
+
+def tools_fields(
+    tools: Sequence[Mapping[str, Any]] | None, tool_choice: str | Mapping[str, Any] | None, parallel: bool
+) -> dict[str, Any]:
+    """ChatRequest's tool fields from OpenAI's `tools` ({"type": "function", "function": {"name",
+    "description", "parameters"}}, or the function dicts alone) and `tool_choice` ("auto", "none",
+    "required", or {"type": "function", "function": {"name": ...}})."""
+    out: dict[str, Any] = {}
+    if tools:
+        listed = []
+        for t in tools:
+            fn = t.get("function", t) if isinstance(t, Mapping) else None
+            if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
+                raise InvalidArgument(
+                    f'a tool is {{"type": "function", "function": {{"name", ...}}}}: {t!r:.200}'
+                )
+            params = fn.get("parameters")
+            listed.append(
+                pb.Tool(
+                    name=fn["name"],
+                    description=str(fn.get("description") or ""),
+                    parameters=""
+                    if params is None
+                    else _json_text(params, f"the parameters of tool {fn['name']}"),
+                )
+            )
+        out["tools"] = listed
+    if tool_choice is not None:
+        out["tool_choice"] = _tool_choice(tool_choice)
+    if parallel:
+        out["parallel_tool_calls"] = True
+    return out
+
+
+_CHOICES = {
+    "auto": pb.TOOL_CHOICE_MODE_AUTO,
+    "none": pb.TOOL_CHOICE_MODE_NONE,
+    "required": pb.TOOL_CHOICE_MODE_REQUIRED,
+}
+
+
+def _tool_choice(choice: str | Mapping[str, Any]) -> pb.ToolChoice:
+    if isinstance(choice, str) and choice in _CHOICES:
+        return pb.ToolChoice(mode=_CHOICES[choice])
+    fn = choice.get("function") if isinstance(choice, Mapping) else None
+    if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):
+        return pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_FUNCTION, function=fn["name"])
+    raise InvalidArgument(
+        f'tool_choice is "auto", "none", "required" or {{"type": "function", "function": {{"name": ...}}}}: '
+        f"{choice!r:.200}"
+    )
 
 
 def placement_fields(placement: str | None) -> dict[str, Any]:
@@ -272,11 +447,18 @@ def complete_request(
 
 
 def chat_request(
-    messages: Messages, model: str | None, sampling: Sampling, placement: str | None = None
+    messages: Messages,
+    model: str | None,
+    sampling: Sampling,
+    placement: str | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    tool_choice: str | Mapping[str, Any] | None = None,
+    parallel_tool_calls: bool = False,
 ) -> pb.ChatRequest:
     return pb.ChatRequest(
         model=model or "",
         messages=chat_messages(messages),
         params=sampling_params(**sampling),
         **placement_fields(placement),
+        **tools_fields(tools, tool_choice, parallel_tool_calls),
     )

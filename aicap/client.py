@@ -4,6 +4,10 @@ with AiClient.connect(token=...) as ai:                  # address: DATAMGR_ADDR
     print(ai.complete("The capital of France is", max_tokens=8, temperature=0).text)
     for chunk in ai.stream_chat([("user", "Hi!")], max_tokens=32):
         print(chunk.text, end="", flush=True)            # leaving the loop early cancels the call
+    person = ai.chat([("user", "Invent a person")], response_format={"type": "json_schema",
+                     "json_schema": {"name": "person", "schema": {...}}}).json()
+    answer = ai.chat(messages, tools=[{"type": "function", "function": {...}}], tool_choice="auto")
+    answer.tool_calls                                     # [ToolCall(id, name, arguments)] or []
 
 Errors raise aicap's classes (`aicap.errors`: InvalidArgument, PermissionDenied, NotFound,
 ResourceExhausted, DeadlineExceeded, ...), each also datamgr's class of its status (the rule every SDK
@@ -14,7 +18,7 @@ message limits) is every SDK's, `datamgr.connection`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Unpack
 
 import grpc
@@ -167,9 +171,12 @@ class AiClient:
         *,
         timeout: float | None = None,
         placement: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        parallel_tool_calls: bool = False,
         **sampling: Unpack[Sampling],
     ) -> CompletionStream:
-        req = chat_request(messages, model, sampling, placement)
+        req = chat_request(messages, model, sampling, placement, tools, tool_choice, parallel_tool_calls)
         return CompletionStream(self._stub.Chat(req, metadata=self._md, timeout=timeout))
 
     def chat(
@@ -179,9 +186,21 @@ class AiClient:
         *,
         timeout: float | None = None,
         placement: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        parallel_tool_calls: bool = False,
         **sampling: Unpack[Sampling],
     ) -> Completion:
-        with self.stream_chat(messages, model, timeout=timeout, placement=placement, **sampling) as stream:
+        with self.stream_chat(
+            messages,
+            model,
+            timeout=timeout,
+            placement=placement,
+            tools=tools,
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
+            **sampling,
+        ) as stream:
             return stream.completion()
 
     def tokenize(
@@ -281,9 +300,12 @@ class AsyncAiClient:
         *,
         timeout: float | None = None,
         placement: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        parallel_tool_calls: bool = False,
         **sampling: Unpack[Sampling],
     ) -> AsyncCompletionStream:
-        req = chat_request(messages, model, sampling, placement)
+        req = chat_request(messages, model, sampling, placement, tools, tool_choice, parallel_tool_calls)
         return AsyncCompletionStream(self._stub.Chat(req, metadata=self._md, timeout=timeout))
 
     async def chat(
@@ -293,10 +315,20 @@ class AsyncAiClient:
         *,
         timeout: float | None = None,
         placement: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        parallel_tool_calls: bool = False,
         **sampling: Unpack[Sampling],
     ) -> Completion:
         async with self.stream_chat(
-            messages, model, timeout=timeout, placement=placement, **sampling
+            messages,
+            model,
+            timeout=timeout,
+            placement=placement,
+            tools=tools,
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
+            **sampling,
         ) as stream:
             return await stream.completion()
 

@@ -58,6 +58,19 @@ _SAMPLING_OPTIONS = [
         "choice, ai.offload).",
     ),
     click.option("--device", help="Run on this paired device (its id; needs ai.offload here)."),
+    click.option(
+        "--json-schema",
+        "json_schema",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Answer JSON that validates against the JSON Schema in FILE (structured output).",
+    ),
+    click.option("--json-object", is_flag=True, help="Answer a JSON object (any; structured output)."),
+    click.option(
+        "--grammar",
+        "grammar_file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Answer text that matches the GBNF grammar in FILE (llama.cpp's format).",
+    ),
 ]
 _SAMPLING_KEYS = (
     "max_tokens",
@@ -182,9 +195,27 @@ def _print_summary(completion: Completion, chunks: list[CompletionChunk] | None)
         err.print(table)
 
 
+def _structured(options: dict[str, Any], sampling: Sampling) -> None:
+    """--json-schema, --json-object and --grammar as the SDK's response_format and grammar."""
+    schema_file, grammar_file = options.get("json_schema"), options.get("grammar_file")
+    if sum(bool(x) for x in (schema_file, options.get("json_object"), grammar_file)) > 1:
+        raise click.UsageError("--json-schema, --json-object and --grammar: one at most")
+    if schema_file is not None:
+        text = schema_file.read_text(encoding="utf-8")
+        sampling["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": schema_file.stem or "schema", "schema": text, "strict": True},
+        }
+    elif options.get("json_object"):
+        sampling["response_format"] = {"type": "json_object"}
+    elif grammar_file is not None:
+        sampling["grammar"] = grammar_file.read_text(encoding="utf-8")
+
+
 def _run(stream_fn: Callable[..., Any], what: Any, options: dict[str, Any], as_json: bool) -> Completion:
     """Runs one completion or chat call and prints it; returns the whole completion."""
     sampling = _sampling(options)
+    _structured(options, sampling)
     if options.get("device") and options.get("placement"):
         raise click.UsageError("--device and --placement: one or the other")
     placement = options.get("device") or options.get("placement")

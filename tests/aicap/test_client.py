@@ -4,6 +4,7 @@ in-process fake AiService (streams, cancellation when a loop is left, deadlines,
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -129,6 +130,104 @@ def test_malformed_chat_messages_are_invalid_arguments(bad: Any) -> None:
         chat_messages([bad])
 
 
+# ---- structured output and tools ----
+
+
+def test_response_format_is_openais_shape() -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    rf = {"type": "json_schema", "json_schema": {"name": "count", "schema": schema, "strict": True}}
+    params = sampling_params(response_format=rf)
+    assert params.response_format.type == pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
+    js = params.response_format.json_schema
+    assert (js.name, json.loads(js.schema), js.strict) == ("count", schema, True)
+    as_text = sampling_params(
+        response_format={"type": "json_schema", "json_schema": {"schema": '{"type": "object"}'}}
+    )
+    assert as_text.response_format.json_schema.schema == '{"type": "object"}'
+    assert sampling_params(response_format={"type": "json_object"}).response_format.type == 2
+    assert sampling_params(grammar='root ::= "a"').grammar == 'root ::= "a"'
+    assert not sampling_params().HasField("response_format")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"type": "xml"}, {"type": "json_schema"}, {"type": "json_schema", "json_schema": {"schema": 3}}, "json"],
+)
+def test_a_malformed_response_format_is_an_invalid_argument(bad: Any) -> None:
+    with pytest.raises(InvalidArgument):
+        sampling_params(response_format=bad)
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def test_tools_and_tool_choice_map_to_the_chat_request() -> None:
+    req = chat_request([("user", "Hi")], None, {}, tools=[WEATHER], tool_choice="required")
+    (tool,) = req.tools
+    assert (tool.name, tool.description) == ("get_weather", "Weather in a city")
+    assert json.loads(tool.parameters) == WEATHER["function"]["parameters"]  # type: ignore[index]
+    assert req.tool_choice.mode == pb.TOOL_CHOICE_MODE_REQUIRED and not req.parallel_tool_calls
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    req = chat_request(
+        [("user", "Hi")], None, {}, tools=[WEATHER["function"]], tool_choice=named, parallel_tool_calls=True
+    )  # type: ignore[list-item]
+    assert req.tools[0].name == "get_weather"
+    assert (req.tool_choice.mode, req.tool_choice.function) == (pb.TOOL_CHOICE_MODE_FUNCTION, "get_weather")
+    assert req.parallel_tool_calls
+    assert not chat_request([("user", "Hi")], None, {}).HasField("tool_choice")
+    with pytest.raises(InvalidArgument, match="tool_choice"):
+        chat_request([("user", "Hi")], None, {}, tools=[WEATHER], tool_choice="sometimes")
+
+
+def test_messages_carry_tool_calls_and_results() -> None:
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+    }
+    msgs = chat_messages(
+        [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "content": "12 C", "tool_call_id": "call_1", "name": "get_weather"},
+            {"role": "assistant", "content": "", "tool_calls": [aicap.ToolCall("c2", "f", "{}")]},
+        ]
+    )
+    assert (msgs[1].content, [(c.id, c.name, c.arguments) for c in msgs[1].tool_calls]) == (
+        "",
+        [("call_1", "get_weather", '{"city": "Oslo"}')],
+    )
+    assert (msgs[2].role, msgs[2].tool_call_id, msgs[2].name) == ("tool", "call_1", "get_weather")
+    assert msgs[3].tool_calls[0].id == "c2"
+    with pytest.raises(InvalidArgument):
+        chat_messages([{"role": "user", "content": "x", "tool_call_id": "1"}])  # only a tool result has one
+
+
+def test_tool_calls_in_the_last_chunk_reach_the_completion() -> None:
+    last = pb.CompletionChunk(
+        index=0,
+        finish_reason=pb.FINISH_REASON_TOOL_CALLS,
+        tool_calls=[pb.ToolCall(id="call_9", name="get_weather", arguments='{"city": "Rome"}')],
+    )
+    chunk = chunk_from_proto(last)
+    assert chunk.finish_reason == "tool_calls"
+    completion = assemble([CompletionChunk(0, "", [1], []), chunk])
+    (call,) = completion.tool_calls
+    assert call.openai() == {
+        "id": "call_9",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+    }
+    assert assemble([CompletionChunk(0, '{"a": 1}', [1], [], "stop")]).json() == {"a": 1}
+
+
 # ---- chunks and their assembly ----
 
 
@@ -213,6 +312,7 @@ def test_exported_members() -> None:
         "Sample",
         "Sampling",
         "Stats",
+        "ToolCall",
         "Usage",
         "assemble",
     }

@@ -3,6 +3,7 @@ leave the ones not given to the daemon: checked on the request the CLI builds, w
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -114,3 +115,28 @@ def test_placement_and_device_reach_the_client(
 def test_device_and_placement_together_are_a_usage_error(client: _Client) -> None:
     result = CliRunner().invoke(main, ["ai", "complete", "Hello", "--device", "d1", "--placement", "auto"])
     assert result.exit_code == 2 and "one or the other" in result.output
+
+
+@pytest.mark.parametrize("command", ["complete", "chat"])
+def test_json_schema_and_grammar_files_become_the_response_format_and_grammar(
+    client: _Client, command: str, tmp_path: Any
+) -> None:
+    schema = tmp_path / "person.json"
+    schema.write_text('{"type": "object", "properties": {"name": {"type": "string"}}}')
+    params = sent(client, command, "Hello", "--json-schema", str(schema))
+    assert params.response_format.type == 3  # RESPONSE_FORMAT_TYPE_JSON_SCHEMA
+    assert params.response_format.json_schema.name == "person"
+    assert params.response_format.json_schema.strict
+    assert json.loads(params.response_format.json_schema.schema)["properties"]["name"] == {"type": "string"}
+    assert sent(client, command, "Hello", "--json-object").response_format.type == 2
+    grammar = tmp_path / "yn.gbnf"
+    grammar.write_text('root ::= "yes" | "no"')
+    params = sent(client, command, "Hello", "--grammar", str(grammar))
+    assert params.grammar == 'root ::= "yes" | "no"' and not params.HasField("response_format")
+
+
+def test_only_one_structured_output_option(client: _Client, tmp_path: Any) -> None:
+    grammar = tmp_path / "g.gbnf"
+    grammar.write_text('root ::= "a"')
+    result = CliRunner().invoke(main, ["ai", "complete", "Hi", "--json-object", "--grammar", str(grammar)])
+    assert result.exit_code == 2 and "one at most" in result.output
