@@ -22,6 +22,7 @@ Run (as root, cgroup v1): .venv/bin/python benchmarks/cross_device_bench.py [--c
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=2)
     parser.add_argument("--quota", type=float, default=0.25, help="The weak device's share of one core.")
+    parser.add_argument("--logs", type=Path, help="Copy both daemons' logs into this directory at the end.")
     args = parser.parse_args()
     if reason := unavailable():
         raise SystemExit(f"needs a cgroup v1 cpu group for the weak device: {reason}")
@@ -181,6 +183,7 @@ def main() -> None:
             weak.stop()
             if strong.proc is not None:
                 strong.stop()
+            keep_logs(args.logs, weak, strong)
 
     print(f"machine: {machine()}")
     print(f"weak device: {args.quota:g} of a core (cgroup cpu.cfs_quota_us); strong: the rest of the machine")
@@ -198,6 +201,13 @@ def main() -> None:
     )
     print(gap_line("planned migration (datamgr ai drain on the serving device)", d_gap, 1.0, d_got, wanted))
     print(gap_line("migration after kill -9 of the serving device", gap, 3.0, got, wanted))
+
+
+def keep_logs(to: Path | None, *daemons: Daemon) -> None:
+    if to is not None:
+        to.mkdir(parents=True, exist_ok=True)
+        for d in daemons:
+            shutil.copy(d.log_path, to / f"{d.data_dir.name}.log")
 
 
 Phase = tuple[float, list[float], dict[str, int]]
