@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -107,7 +108,11 @@ class Tokenizer:
             if self._grammar_tokenizer is None:
                 from llguidance.llamacpp import lltokenizer_from_vocab
 
-                with self.using():
+                with self.using(), warnings.catch_warnings():
+                    # llguidance 1.9 reads token attributes with llama-cpp-python's deprecated alias
+                    warnings.filterwarnings(
+                        "ignore", "llama_token_get_attr is deprecated", DeprecationWarning
+                    )
                     eog = [t for t in range(self.n_vocab) if self.is_eog(t)] or [self.eos]
                     self._grammar_tokenizer = lltokenizer_from_vocab(self._vocab, eos_token=eog)
             return self._grammar_tokenizer
