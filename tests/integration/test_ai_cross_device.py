@@ -2,11 +2,13 @@
 (ai.offload) and serves its paired devices, bravo serves alpha within per-device limits, charlie keeps
 its prompts home and serves nobody. Placement (a named device, LOCAL, AUTO), which device served in the
 usage, the security-level rule, the limits, a model file that differs, an unpaired caller at the peer
-port, a cancelled stream freeing the KV on the serving device, and a serving device killed mid-stream
-(the generation replayed here with no token lost or repeated)."""
+port, a cancelled stream freeing the KV on the serving device, structured output on the device and
+handed back, and a serving device killed mid-stream (the generation replayed here with no token lost or
+repeated)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import threading
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import jsonschema
 import pytest
 from harness import Daemon
 from test_pairing import _owner, _pair
@@ -313,6 +316,61 @@ def test_a_drained_device_hands_generations_back_with_their_kv_and_takes_no_more
         bravo.admin.drain(resume=True)
     out = alpha.app.complete("Hi", max_tokens=2, placement=bravo.device_id)
     assert out.samples[0].usage is not None and out.samples[0].usage.device == bravo.device_id
+
+
+LIST = {
+    "type": "object",
+    "properties": {
+        "items": {"type": "array", "items": {"type": "string", "maxLength": 12}, "minItems": 4, "maxItems": 4}
+    },
+    "required": ["items"],
+    "additionalProperties": False,
+}
+
+
+def test_structured_output_runs_on_the_device_and_keeps_its_grammar_when_handed_back(
+    devices: Devices,
+) -> None:
+    """The response format travels in the SamplingParams the device is sent; a generation a draining
+    device hands back goes on here with a matcher that has read the tokens already streamed."""
+    alpha, bravo = devices.alpha, devices.bravo
+    fmt = {"type": "json_schema", "json_schema": {"name": "list", "schema": LIST}}
+    out = alpha.app.chat(
+        [("user", "Four fruits.")], response_format=fmt, max_tokens=80, placement=bravo.device_id
+    )
+    assert out.usage is not None and out.usage.device == bravo.device_id
+    assert out.finish_reason == "stop"
+    jsonschema.validate(out.json(), LIST)
+    tool = {
+        "name": "add",
+        "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+    }
+    called = alpha.app.chat(
+        [("user", "Add 1.")], tools=[tool], tool_choice="required", max_tokens=60, placement=bravo.device_id
+    )
+    assert called.finish_reason == "tool_calls" and called.usage is not None
+    assert called.usage.device == bravo.device_id and isinstance(
+        json.loads(called.tool_calls[0].arguments)["a"], int
+    )
+    chunks = []
+    try:
+        with alpha.app.stream_chat(
+            [("user", "Four animals.")],
+            response_format=fmt,
+            max_tokens=80,
+            temperature=0,
+            placement=bravo.device_id,
+        ) as stream:
+            for chunk in stream:
+                chunks.append(chunk)
+                if len(chunks) == 6:
+                    assert bravo.admin.drain() == 1
+    finally:
+        bravo.admin.drain(resume=True)
+    usage = chunks[-1].usage
+    assert usage is not None and usage.migrations == 1 and usage.device == alpha.device_id
+    assert chunks[-1].finish_reason == "stop"
+    jsonschema.validate(json.loads("".join(c.text for c in chunks)), LIST)
 
 
 @pytest.mark.parametrize("side", ["origin", "serving"])
