@@ -15,9 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aicap.v1 import aicap_pb2 as pb
+from datamgr.ai_http._formats import tool_calls_out
 
 Kind = Literal["chat", "text"]
-_FINISH = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length"}
+_FINISH = {
+    pb.FINISH_REASON_STOP: "stop",
+    pb.FINISH_REASON_LENGTH: "length",
+    pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
+}
 
 
 @dataclass(slots=True)
@@ -30,6 +35,7 @@ class _Sample:
     top: list[dict[str, float]] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     finish: str | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
     started: bool = False  # streamed: its role was sent (chat)
 
 
@@ -76,10 +82,13 @@ class Answer:
         if self.kind == "text":
             choice: dict[str, Any] = {"index": chunk.index, "text": chunk.text, "logprobs": lp}
         else:
-            delta: dict[str, Any] = {"content": chunk.text}
-            if not s.started:
-                s.started = True
-                delta = {"role": "assistant", "content": chunk.text}
+            delta: dict[str, Any] = {"role": "assistant"} if not s.started else {}
+            s.started = True
+            delta["content"] = chunk.text
+            if chunk.tool_calls:  # the sample's last chunk: the calls, whole
+                s.tool_calls = tool_calls_out(chunk.tool_calls)
+                delta["tool_calls"] = [{"index": k, **call} for k, call in enumerate(s.tool_calls)]
+                delta["content"] = chunk.text or None
             choice = {"index": chunk.index, "delta": delta, "logprobs": lp}
         choice["finish_reason"] = finish
         return self._event([choice])
@@ -150,6 +159,12 @@ class Answer:
             choice: dict[str, Any] = {"index": i}
             if self.kind == "chat":
                 choice["message"] = {"role": "assistant", "content": text}
+                if s.tool_calls:
+                    choice["message"] = {
+                        "role": "assistant",
+                        "content": text or None,
+                        "tool_calls": s.tool_calls,
+                    }
                 choice["logprobs"] = {"content": s.logprobs, "refusal": None} if self._logprobs else None
             else:
                 choice["text"] = text

@@ -6,6 +6,7 @@ limit, the prompt against the context, ...). An unset field takes the daemon's d
 llama.cpp server's), as llama-server does. Besides OpenAI's fields the bodies take llama.cpp's and
 vLLM's usual extensions (top_k, min_p, repeat_penalty, repeat_last_n, ignore_eos) and the daemon's
 placement (placement, device); fields nobody here knows are ignored, as llama-server and vLLM do.
+Structured output (`response_format`, llama-server's `grammar`) and tools are `_formats`'.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aicap.v1 import aicap_pb2 as pb
+from datamgr.ai_http._formats import NamedChoice, ResponseFormat, ToolCallSpec, ToolSpec, tool_choice
 
 U32 = (1 << 32) - 1
 _PLACEMENT = {
@@ -22,7 +24,7 @@ _PLACEMENT = {
     "local": pb.PLACEMENT_LOCAL,
     "split": pb.PLACEMENT_SPLIT,
 }
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 
 
 class BadRequest(Exception):
@@ -60,6 +62,8 @@ class _Generation(_Body):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None
     user: str | None = Field(None, max_length=256)  # accepted (OpenAI's abuse tracking); not used
+    response_format: ResponseFormat | None = None
+    grammar: str | None = None  # llama-server's: GBNF the output must match
     # llama.cpp's and vLLM's extensions
     top_k: int | None = Field(None, ge=0, le=U32)
     min_p: float | None = Field(None, ge=0, le=1)
@@ -97,6 +101,13 @@ class _Generation(_Body):
         params.stop.extend(self.stops())
         params.logprobs = logprobs
         params.ignore_eos = self.ignore_eos
+        if self.response_format is not None:
+            try:
+                params.response_format.CopyFrom(self.response_format.message())
+            except ValueError as exc:
+                raise BadRequest(str(exc), "response_format") from None
+        if self.grammar:
+            params.grammar = self.grammar
         return params
 
     def _where(self) -> dict[str, Any]:
@@ -142,7 +153,9 @@ class _Part(_Body):
 class Message(_Body):
     role: str
     content: str | list[_Part] | None = None
-    name: str | None = None
+    name: str | None = Field(None, max_length=256)
+    tool_calls: list[ToolCallSpec] | None = None  # an assistant's calls, fed back
+    tool_call_id: str | None = Field(None, max_length=256)  # a tool's result: the call it answers
 
     @field_validator("role")
     @classmethod
@@ -161,6 +174,15 @@ class Message(_Body):
                 )
         return "".join(part.text for part in self.content)
 
+    def message(self) -> pb.ChatMessage:
+        msg = pb.ChatMessage(
+            role=_ROLES[self.role], content=self.text(), tool_call_id=self.tool_call_id or ""
+        )
+        if self.role == "tool" and self.name:
+            msg.name = self.name
+        msg.tool_calls.extend(call.message() for call in self.tool_calls or ())
+        return msg
+
 
 class ChatBody(_Generation):
     """POST /v1/chat/completions."""
@@ -169,17 +191,23 @@ class ChatBody(_Generation):
     max_completion_tokens: int | None = Field(None, ge=1, le=U32)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    response_format: dict[str, Any] | None = None
+    tools: list[ToolSpec] | None = Field(None, max_length=128)
+    tool_choice: Literal["auto", "none", "required"] | NamedChoice | None = None
+    parallel_tool_calls: bool = False  # llama-server's default (OpenAI's is true)
 
     def request(self) -> pb.ChatRequest:
         if self.top_logprobs and not self.logprobs:
             raise BadRequest("top_logprobs needs logprobs: true", "top_logprobs")
-        if self.response_format and self.response_format.get("type", "text") != "text":
-            raise BadRequest("response_format other than text is not supported yet", "response_format")
         max_tokens = self.max_completion_tokens or self.max_tokens
-        messages = [pb.ChatMessage(role=_ROLES[m.role], content=m.text()) for m in self.messages]
-        params = self._params(max_tokens, self.logprobs)
-        return pb.ChatRequest(model=self.model, messages=messages, params=params, **self._where())
+        return pb.ChatRequest(
+            model=self.model,
+            messages=[m.message() for m in self.messages],
+            params=self._params(max_tokens, self.logprobs),
+            tools=[t.message() for t in self.tools or ()],
+            tool_choice=tool_choice(self.tool_choice),
+            parallel_tool_calls=self.parallel_tool_calls,
+            **self._where(),
+        )
 
 
 class TokenizeBody(_Body):

@@ -6,6 +6,7 @@ llama-server's /health, /metrics, /tokenize, /detokenize."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import ssl
 import threading
@@ -17,6 +18,7 @@ from typing import Any
 import grpc
 import httpx
 import openai
+import pydantic
 import pytest
 from harness import Daemon
 from prometheus_client.parser import text_string_to_metric_families
@@ -156,7 +158,7 @@ def test_chat_logprobs(http: Http) -> None:
         logprobs=True,
         top_logprobs=3,
     )
-    content = r.choices[0].logprobs.content  # type: ignore[union-attr]
+    content = r.choices[0].logprobs.content
     assert content is not None and "".join(c.token for c in content) == r.choices[0].message.content
     assert all(c.logprob <= 0 and [t.token for t in c.top_logprobs] == [c.token] for c in content)
 
@@ -394,7 +396,7 @@ def test_health_metrics_tokenize_and_detokenize(http: Http) -> None:
     assert {"aicap_kv_cache_usage_perc", "aicap_time_to_first_token_seconds"} <= families
 
 
-def test_https_with_the_device_certificate(tmp_path: Path) -> None:
+def test_https_with_the_device_certificate_and_a_stop_that_ends_open_streams(tmp_path: Path) -> None:
     env = {**ENV, "DATAMGR_HTTP__TLS": "true"}
     d = Daemon(tmp_path / "data", env=env).start(service=AI_SERVICE)
     try:
@@ -406,8 +408,104 @@ def test_https_with_the_device_certificate(tmp_path: Path) -> None:
         assert (r.status_code, r.json()) == (200, {"status": "ok"})
         with pytest.raises(httpx.HTTPError):  # no plaintext on the port
             httpx.get(f"http://127.0.0.1:{port}/health")
+
+        client = openai.OpenAI(
+            base_url=f"https://127.0.0.1:{port}/v1",
+            api_key=d.add_app("com.example.assistant", USE_AI),
+            http_client=openai.DefaultHttpxClient(verify=context),
+        )
+        stream = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Count to a thousand."}], stream=True, **LONG
+        )
+        chunks = iter(stream)
+        next(chunks)
+        exit_codes: list[int] = []
+        stopper = threading.Thread(target=lambda: exit_codes.append(d.stop()))
+        stopper.start()  # SIGTERM: the open stream ends with UNAVAILABLE, the daemon exits 0
+        with pytest.raises(openai.APIError) as stopped:
+            for _ in chunks:
+                pass
+        assert "stopping" in stopped.value.message
+        stopper.join(60)
+        assert exit_codes == [0]
     finally:
         d.stop()
+
+
+class Person(pydantic.BaseModel):
+    name: str = pydantic.Field(max_length=20)
+    age: int = pydantic.Field(ge=0, le=120)
+
+
+WEATHER: Any = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "The weather in a city now.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def test_structured_output_through_the_clients_parse(http: Http) -> None:
+    client = http.openai()
+    messages: Any = [{"role": "user", "content": "Invent a person: a name and an age."}]
+    r = client.chat.completions.parse(model=MODEL, messages=messages, response_format=Person, max_tokens=200)
+    person = r.choices[0].message.parsed
+    assert isinstance(person, Person) and r.choices[0].finish_reason == "stop"
+    obj = client.chat.completions.create(  # greedy: any object can run past max_tokens when sampled
+        model=MODEL, messages=messages, response_format={"type": "json_object"}, max_tokens=200, temperature=0
+    )
+    assert obj.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(obj.choices[0].message.content or ""), dict)
+    yes = client.completions.create(
+        model=MODEL, prompt="Is the sky blue?", max_tokens=8, extra_body={"grammar": 'root ::= "yes" | "no"'}
+    )
+    assert yes.choices[0].text in ("yes", "no")
+    bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "no-such-type"}}}
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=messages, response_format=bad)
+
+
+def test_tool_calls_round_trip(http: Http) -> None:
+    client = http.openai()
+    messages: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        tools=[WEATHER],
+        tool_choice="required",
+        max_tokens=200,
+    )
+    (choice,) = r.choices
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "weather"
+    assert set(json.loads(call.function.arguments)) == {"city"}
+    messages += [
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "18 C"},
+    ]
+    answer = client.chat.completions.create(
+        model=MODEL, messages=messages, tools=[WEATHER], tool_choice="none", max_tokens=32
+    )
+    assert answer.choices[0].message.content and not answer.choices[0].message.tool_calls
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=messages[:1],
+        tools=[WEATHER],
+        tool_choice={"type": "function", "function": {"name": "weather"}},
+        max_tokens=200,
+        stream=True,
+    )
+    deltas = [c.choices[0] for c in stream if c.choices]
+    calls = [tc for d in deltas for tc in d.delta.tool_calls or ()]
+    assert deltas[-1].finish_reason == "tool_calls" and [c.function.name for c in calls] == ["weather"]
 
 
 def test_frequency_and_presence_penalties_steer_away_from_repeats(http: Http) -> None:

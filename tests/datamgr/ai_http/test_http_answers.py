@@ -74,3 +74,23 @@ def test_completion_logprobs_in_the_legacy_shape() -> None:
         "top_logprobs": None,
         "text_offset": [0, 2],
     }
+
+
+def test_tool_calls_end_a_sample_in_both_shapes() -> None:
+    calls = [pb.ToolCall(id="call_1", name="weather", arguments='{"city":"Paris"}')]
+    last = chunk(0, "", 3, pb.FINISH_REASON_TOOL_CALLS, 9)
+    last.tool_calls.extend(calls)
+    streamed = Answer("chat", "m", 1, PIECES.__getitem__)
+    assert streamed.add(chunk(0, "", 1)) is None  # a constrained answer's text is held to its end
+    event = streamed.add(last)
+    assert event is not None
+    (choice,) = event["choices"]
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
+    }
+    assert choice["delta"] == {"role": "assistant", "content": None, "tool_calls": [{"index": 0, **call}]}
+    assert choice["finish_reason"] == "tool_calls"
+    (whole,) = streamed.whole()["choices"]
+    assert whole["message"] == {"role": "assistant", "content": None, "tool_calls": [call]}

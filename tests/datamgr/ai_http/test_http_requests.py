@@ -3,6 +3,7 @@ defaults, OpenAI's ranges and unsupported fields refused with the field named.""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -121,6 +122,71 @@ def test_stream_options_count_only_when_streaming() -> None:
 def test_detokenize_bounds_its_tokens() -> None:
     assert parse(DetokenizeBody, {"tokens": [1, 2]}).tokens == [1, 2]
     assert refused(DetokenizeBody, {"tokens": [1 << 40]}).param == "tokens.0"
+
+
+def test_response_formats_and_grammar() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    js = {"type": "json_schema", "json_schema": {"name": "n", "schema": schema, "strict": True}}
+    rf = chat(response_format=js).params.response_format
+    assert (rf.type, rf.json_schema.name, rf.json_schema.strict) == (
+        pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+        "n",
+        True,
+    )
+    assert json.loads(rf.json_schema.schema) == schema
+    assert chat(response_format={"type": "json_object"}).params.response_format.type == (
+        pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+    )
+    with_schema = chat(response_format={"type": "json_object", "schema": schema}).params.response_format
+    assert with_schema.type == pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA  # llama-server's form
+    assert chat(response_format={"type": "text"}).params.response_format.type == pb.RESPONSE_FORMAT_TYPE_TEXT
+    assert chat(grammar='root ::= "yes"').params.grammar == 'root ::= "yes"'
+    assert refused(ChatBody, {"messages": USER, "response_format": {"type": "json_schema"}}).param == (
+        "response_format"
+    )
+    assert (
+        refused(ChatBody, {"messages": USER, "response_format": {"type": "xml"}}).param
+        == "response_format.type"
+    )
+
+
+def test_tools_choices_and_calls_fed_back() -> None:
+    weather = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    tools = [
+        {"type": "function", "function": {"name": "weather", "description": "Now.", "parameters": weather}}
+    ]
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "name": "weather", "content": "18 C"},
+    ]
+    req = chat(messages=messages, tools=tools, tool_choice="required", parallel_tool_calls=True)
+    (tool,) = req.tools
+    assert (tool.name, tool.description, json.loads(tool.parameters)) == ("weather", "Now.", weather)
+    assert (req.tool_choice.mode, req.parallel_tool_calls) == (pb.TOOL_CHOICE_MODE_REQUIRED, True)
+    call = req.messages[1].tool_calls[0]
+    assert (call.id, call.name, json.loads(call.arguments)) == ("call_1", "weather", {"city": "Paris"})
+    answer = req.messages[2]
+    assert (answer.role, answer.tool_call_id, answer.name, answer.content) == (
+        "tool",
+        "call_1",
+        "weather",
+        "18 C",
+    )
+    named = chat(tools=tools, tool_choice={"type": "function", "function": {"name": "weather"}}).tool_choice
+    assert (named.mode, named.function) == (pb.TOOL_CHOICE_MODE_FUNCTION, "weather")
+    assert chat().tool_choice.mode == pb.TOOL_CHOICE_MODE_UNSPECIFIED and not chat().parallel_tool_calls
+    assert refused(ChatBody, {"messages": USER, "tool_choice": "sometimes"}).param is not None
 
 
 def test_penalties_are_mapped() -> None:
