@@ -6,6 +6,7 @@ llama-server's /health, /metrics, /tokenize, /detokenize."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import shutil
 import ssl
@@ -49,6 +50,7 @@ ENV = {
     "DATAMGR_HTTP__MAX_BODY_BYTES": "65536",
 }
 LONG = {"max_tokens": 600, "extra_body": {"ignore_eos": True}}  # seconds of tokens: open while we act
+OPEN: list[openai.OpenAI] = []  # the clients a test made, closed after it (their sockets with them)
 
 
 class Http:
@@ -60,7 +62,9 @@ class Http:
         self.headers = {"authorization": f"Bearer {token}"}
 
     def openai(self, **kw: Any) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.token, **kw)
+        client = openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.token, **kw)
+        OPEN.append(client)
+        return client
 
     def async_openai(self, **kw: Any) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key=self.token, **kw)
@@ -89,6 +93,14 @@ class Http:
                 return
             assert time.monotonic() < deadline, f"the engine did not go idle: {busy}"
             time.sleep(0.05)
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while OPEN:
+        OPEN.pop().close()
+    gc.collect()  # a socket the test left open warns here, in that test
 
 
 @pytest.fixture(scope="module")
@@ -414,6 +426,7 @@ def test_https_with_the_device_certificate_and_a_stop_that_ends_open_streams(tmp
             api_key=d.add_app("com.example.assistant", USE_AI),
             http_client=openai.DefaultHttpxClient(verify=context),
         )
+        OPEN.append(client)
         stream = client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "Count to a thousand."}], stream=True, **LONG
         )
