@@ -483,12 +483,14 @@ async def run(  # noqa: PLR0915 - the composition root
         socket_path.unlink()  # a stale socket of a dead daemon; the lock says none is running
     server.add_insecure_port(f"unix:{socket_path}")
     tcp_port = _listen_tcp(server, settings, identity) if settings.tcp else None
-    await server.start()
+    # before the gRPC server starts: grpc's health answers SERVING for "" from then on, and clients
+    # that wait for it read daemon.json next (uvicorn's import and start took ~0.3 s)
     http = (
         await _start_http(settings, ai, identify, identity)
         if ai is not None and settings.http.enabled
         else None
     )
+    await server.start()
     await peer.start()  # the peer (mutual TLS) and pairing ports, before health says SERVING
     os.chmod(socket_path, 0o666)  # apps authenticate with tokens, not file modes
     for name in ("", *SERVICES):
