@@ -81,9 +81,10 @@ def devices(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devices]:
             dev.app.close()
             dev.admin.close()
     finally:
-        for d in (a, b, c):
+        for d in (a, b, c):  # every one stopped before any is judged: none left running
             if d.proc is not None:
                 d.stop()
+        for d in (a, b, c):
             assert "Traceback" not in d.log(), d.log()[-3000:]
 
 

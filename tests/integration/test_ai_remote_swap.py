@@ -73,9 +73,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         found.app.close()
         found.admin.close()
     finally:
-        for d in (a, b):
+        for d in (a, b):  # both stopped before either is judged: none left running
             if d.proc is not None:
                 d.stop()
+        for d in (a, b):
             assert "Traceback" not in d.log(), d.log()[-3000:]
 
 
