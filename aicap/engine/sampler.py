@@ -47,8 +47,13 @@ def sample(seq: Sequence, logits: np.ndarray, allowed: np.ndarray | None = None)
     raw = logits
     logits = penalize(seq, logits)
     if allowed is not None:
-        logits = np.where(allowed, logits, -np.inf)
-    tok = int(logits.argmax()) if p.temperature <= 0 else draw(logits, p, seq.rng)
+        # among the allowed tokens alone: the same draw as with the others at -inf, without handing
+        # argpartition tens of thousands of equal -inf values (10x slower there than on the subset)
+        ids = np.flatnonzero(allowed)
+        sub = logits[ids]
+        tok = int(ids[int(sub.argmax()) if p.temperature <= 0 else draw(sub, p, seq.rng)])
+    else:
+        tok = int(logits.argmax()) if p.temperature <= 0 else draw(logits, p, seq.rng)
     logprob = None
     if p.logprobs:
         m = float(raw.max())
