@@ -195,3 +195,23 @@ def test_fake_logits_favour_tokens_the_grammar_forbids() -> None:
         tokens.append(int(logits_for(tokens).argmax()))
     with pytest.raises(json.JSONDecodeError):
         json.loads(decode(tokens[len(PROMPTS[0]) :]))
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7, 1.5])
+@pytest.mark.parametrize("allowed_count", [1, 3, 40, 5000])
+def test_drawing_among_the_allowed_tokens_is_drawing_with_the_others_at_minus_infinity(
+    temperature: float, allowed_count: int
+) -> None:
+    from aicap.engine.sampler import sample
+
+    gen = np.random.default_rng(allowed_count)
+    for trial in range(20):
+        logits = gen.standard_normal(8000).astype(np.float32) * 3
+        allowed = np.zeros(8000, dtype=bool)
+        allowed[gen.choice(8000, allowed_count, replace=False)] = True
+        params = SamplingParams(max_tokens=1, temperature=temperature, top_k=40, top_p=0.9, min_p=0.05)
+        a = Sequence(1, "", [1], 1, params=params, rng=np.random.default_rng(trial))
+        b = Sequence(1, "", [1], 1, params=params, rng=np.random.default_rng(trial))
+        tok, _ = sample(a, logits, allowed)
+        want, _ = sample(b, np.where(allowed, logits, -np.inf))
+        assert tok == want and allowed[tok]
