@@ -102,4 +102,5 @@ class AiConfig:
     offload: bool = False  # AUTO placement by default, and requests naming a paired device, allowed
     offload_min_level: int = 3  # the least confirmed security level of a device a prompt may reach
     max_migrations: int = 3  # devices lost by one generation before it fails UNAVAILABLE
+    speed_max_age_s: float = 120.0  # idle and asked by a peer, older speed figures are measured again
     metrics_port: int | None = None  # serve /metrics on 127.0.0.1:port

@@ -24,10 +24,8 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import itertools
 import logging
 import random
-import statistics
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -37,10 +35,11 @@ import grpc
 from aicap._host import Caller, Database, Identify, Peers
 from aicap.chat import ROLES
 from aicap.config import USE_AI, AiConfig, ModelSpec
-from aicap.engine.async_engine import LatencyHistogram
+from aicap.engine.async_engine import AsyncEngine, LatencyHistogram
 from aicap.engine.generation import Generation
 from aicap.engine.llm_engine import EngineStats, TokenEvent
 from aicap.engine.sampler import SamplingParams
+from aicap.engine.speed import Speed
 from aicap.errors import (
     AicapError,
     FailedPrecondition,
@@ -314,7 +313,8 @@ class AiService(pb_grpc.AiServiceServicer):
         self.prompts = Prompts(config)
         self._calls: dict[str, set[_Call]] = {}  # bundle → its open generations
         self.peers: Peers | None = None  # paired devices to offload to (set by the host)
-        self._speeds: dict[str, tuple[float, float]] = {}  # model → (prefill tokens/s, decode step s)
+        self._probes = 0  # speed probes run (see _calibrate)
+        self._probing: asyncio.Task[None] | None = None
         self._prefilling: dict[str, int] = {}  # model → prompt tokens started, not yet prefilled
         self._served: set[_LocalSource] = set()  # paired devices' generations running here
         self.draining = False  # paired devices' generations are handed back, new ones refused
@@ -826,9 +826,12 @@ class AiService(pb_grpc.AiServiceServicer):
         return self.peers.device_id if self.peers is not None else ""
 
     def load(self, m: Model) -> Load:
-        """This device's load and speed for `m` (its engine's figures, the speeds measured at load)."""
+        """This device's load and speed for `m` (its engine's figures; the speeds measured from its
+        recent steps, probed again when stale and idle)."""
         stats = m.engine.stats() if m.engine is not None else EngineStats()
-        speed = self._speeds.get(m.name, (0.0, 0.0))
+        speed = m.engine.speed() if m.engine is not None else Speed()
+        if m.engine is not None:
+            self._refresh_speed(m, m.engine, stats)
         return Load(
             device=LOCAL,
             name=m.name,
@@ -836,8 +839,8 @@ class AiService(pb_grpc.AiServiceServicer):
             running=stats.requests_running,
             max_running=self.config.engine.max_running,
             tokens_waiting=self._prefilling.get(m.name, 0),
-            prefill_tokens_per_s=speed[0],
-            decode_step_s=speed[1],
+            prefill_tokens_per_s=speed.prefill_tokens_per_s,
+            decode_step_s=speed.decode_step_s,
             cache_type=self.config.runner.cache_type,
         )
 
@@ -907,30 +910,41 @@ class AiService(pb_grpc.AiServiceServicer):
             await source.aclose()
 
     async def _calibrate(self, m: Model) -> None:
-        """Measures `m`'s prefill speed and decode step on this device (what placement compares), at
-        load: one 64-token prompt and 16 tokens, run like any request; the step is the median interval,
-        so a moment of contention does not make a device look slow. One prompt only: each distinct one
-        keeps a prefix-cache holder (a test with 4 holders lost its own cached prefix to 3 of them)."""
+        """Runs a short probe of `m` (a 64-token prompt, 16 tokens) like any request, so that the
+        engine's speed meter (aicap/engine/speed.py) has figures: at load, and again when a paired
+        device asks while the model is idle and the figures are older than `speed_max_age_s` (a device
+        measured under contention, or never chosen since, would otherwise keep its old figures). One
+        prompt per probe, numbered so that a cached prefix does not answer for the prefill; its
+        blocks are cached like any other and evicted as the least recently used."""
+        self._probes += 1
         engine = await self.models.engine(m)
+        engine.restart_speed()
         tok = await self.models.tokenizer(m)
-        text = "The quick brown fox jumps over the lazy dog. " * 8
+        text = f"{self._probes}. " + "The quick brown fox jumps over the lazy dog. " * 8
         tokens = (await self.prompts.run(tok.tokenize, text, True))[:64]
-        gen = engine.generate(tokens, SamplingParams(max_tokens=16, ignore_eos=True), "")  # greedy
-        t0 = time.perf_counter()
-        stamps: list[float] = []
+        gen = engine.generate(tokens, SamplingParams(max_tokens=16, ignore_eos=True), "", probe=True)
         try:
             while await gen.next() is not None:
-                stamps.append(time.perf_counter())
+                pass
         finally:
             await gen.aclose()
-        if len(stamps) >= 2:
-            step = statistics.median(b - a for a, b in itertools.pairwise(stamps))
-            # the first token comes out of the prompt's own step: its time is the prefill's
-            prefill = len(tokens) / max(stamps[0] - t0, 1e-3)
-            self._speeds[m.name] = (prefill, step)
-            log.info(
-                "model %s: prefill %.0f tokens/s, decode step %.1f ms here", m.name, prefill, step * 1000
-            )
+        speed = engine.speed()
+        log.info(
+            "model %s: prefill %.0f tokens/s, decode step %.1f ms here",
+            m.name,
+            speed.prefill_tokens_per_s,
+            speed.decode_step_s * 1000,
+        )
+
+    def _refresh_speed(self, m: Model, engine: AsyncEngine, stats: EngineStats) -> None:
+        """Probes `m` again in the background if it is idle and its speed figures are stale."""
+        age = time.monotonic() - engine.speed().measured_at
+        idle = not (stats.requests_running or stats.requests_waiting)
+        if not self._measure_speed or not idle or age < self.config.speed_max_age_s:
+            return
+        if self._probing is not None and not self._probing.done():
+            return
+        self._probing = asyncio.create_task(self._calibrate(m))
 
     @contextlib.contextmanager
     def _tracked(self, app: str, context: grpc.aio.ServicerContext) -> Iterator[_Call]:

@@ -241,6 +241,14 @@ class AiSettings(BaseModel):
     max_migrations: int = Field(
         3, ge=0, le=16, description="Devices one generation may lose mid-stream before it fails UNAVAILABLE."
     )
+    speed_max_age_s: float = Field(
+        120.0,
+        gt=0,
+        le=86_400,
+        description="This device's prefill speed and decode step (what placement compares, measured from "
+        "its own steps) are measured again on a short probe when a paired device asks for them, the model "
+        "is idle, and the last measurement is older than this.",
+    )
     serve_peers: Literal["off", "paired"] | list[str] = Field(
         "off",
         description="Run generations for paired devices' apps: off, every paired device, or a list of "

@@ -265,6 +265,7 @@ async def _start_ai(ai: AiSettings, identify: Identify, db: Database) -> Any:
         offload=ai.offload,
         offload_min_level=ai.offload_min_level,
         max_migrations=ai.max_migrations,
+        speed_max_age_s=ai.speed_max_age_s,
     )
     places = ai.offload or ai.serve_peers != "off"  # placement compares measured speeds
     service = AiService(config, identify, db, host_busy=db.busy, measure_speed=places)

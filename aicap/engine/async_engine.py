@@ -28,6 +28,7 @@ from aicap.engine.generation import Generation, Request
 from aicap.engine.llm_engine import EngineStats, LLMEngine, TokenEvent
 from aicap.engine.remote_swap import Drop, KvKeeper, Move, Put
 from aicap.engine.sampler import SamplingParams
+from aicap.engine.speed import Speed
 from aicap.errors import AicapError
 from aicap.kv_state import KvState
 
@@ -246,11 +247,12 @@ class AsyncEngine:
         imported: KvState | None = None,
         may_leave: bool = False,
         matcher: LLMatcher | None = None,
+        probe: bool = False,
     ) -> Generation:
         """The sampled tokens of all `params.n` samples, as they come (see Generation); `shared`,
-        `imported` (the KV of the prompt's first tokens, from `prefill`), `may_leave` and `matcher`
-        (structured output) as LLMEngine.add takes them: a state that does not fit this model or
-        prompt is the stream's first error."""
+        `imported` (the KV of the prompt's first tokens, from `prefill`), `may_leave`, `matcher`
+        (structured output) and `probe` as LLMEngine.add takes them: a state that does not fit this
+        model or prompt is the stream's first error. A probe's latencies are not in the histograms."""
         req = Request(
             next(self._ids),
             list(prompt),
@@ -262,7 +264,10 @@ class AsyncEngine:
             imported,
             may_leave=may_leave,
             matcher=matcher,
+            probe=probe,
         )
+        if probe:
+            return Generation(req, self._inbox.put, LatencyHistogram(), LatencyHistogram())
         return Generation(req, self._inbox.put, self.ttft, self.itl)
 
     async def prefill(self, tokens: list[int], app: str = "", shared: tuple[str, int] = ("", 0)) -> KvState:
@@ -289,6 +294,15 @@ class AsyncEngine:
     def stats(self) -> EngineStats:
         """The engine's figures after its last step (safe from any thread)."""
         return self._stats
+
+    def speed(self) -> Speed:
+        """This device's prefill speed and decode step, measured from recent steps (any thread)."""
+        return self.engine.speed.figures if self.engine is not None else Speed()
+
+    def restart_speed(self) -> None:
+        """The next steps alone decide the speed figures (SpeedMeter.restart; any thread)."""
+        if self.engine is not None:
+            self.engine.speed.restart()
 
     def close(self) -> None:
         """Stops this engine on the inference thread; callers still iterating get EngineClosed."""
@@ -345,6 +359,7 @@ class AsyncEngine:
                         item.imported,
                         may_leave=item.may_leave,
                         matcher=item.matcher,
+                        probe=item.probe,
                     )
                 requests[item.seq_id] = item
             except (ValueError, AicapError) as exc:  # a refusal: nothing was queued

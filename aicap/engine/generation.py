@@ -42,6 +42,7 @@ class Request:
     prefill_only: bool = False  # LLMEngine.prefill: one event, carrying the prompt's KV state
     may_leave: bool = False  # its KV may go to the remote store when preempted (LLMEngine.add)
     matcher: LLMatcher | None = None  # structured output (LLMEngine.add)
+    probe: bool = False  # the service's own speed probe: not counted among requests (LLMEngine.add)
 
 
 class Generation:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,7 @@ from aicap.engine.remote_swap import Drop, Move, RemoteSwap
 from aicap.engine.sampler import SamplingParams, sample
 from aicap.engine.scheduler import Batch, Scheduler
 from aicap.engine.sequence import Away, Sequence, Status
+from aicap.engine.speed import SpeedMeter
 from aicap.errors import FailedPrecondition, InvalidArgument, NotFound
 from aicap.kv_state import KvState
 
@@ -83,6 +85,8 @@ class EngineStats:
     remote_kv_failures: int = 0  # remote puts and gets that failed (those sequences were recomputed)
     remote_kv_bytes_sent: int = 0
     remote_kv_bytes_received: int = 0
+    prefill_tokens_per_s: float = 0.0  # this device's speed, from recent steps (speed.py)
+    decode_step_s: float = 0.0
 
 
 def _generator(seed: int, skip: int) -> np.random.Generator:
@@ -113,11 +117,13 @@ class LLMEngine:
         self.cells = Cells(runner, self.blocks, n_slots)
         self.remote = RemoteSwap()
         self.grammar = Grammar(runner.n_vocab, runner.config.n_threads)
+        self.speed = SpeedMeter()  # this device's prefill speed and decode step, from the steps
         self._samples: dict[int, list[Sequence]] = {}  # request id → its live samples
         self._ids = 0
         self._prompt_tokens = 0
         self._generated = 0
         self._finished = 0
+        self._probes: set[int] = set()  # requests that measure speed (SpeedMeter): not in the counters
         self._waste_cells = 0
         self._reserved_cells = 0
         # tests set a list here to receive (request id, sample index, logits) of every sampled token
@@ -136,6 +142,7 @@ class LLMEngine:
         prefill_only: bool = False,
         may_leave: bool = False,
         matcher: LLMatcher | None = None,
+        probe: bool = False,
     ) -> None:
         """Queues a request of `params.n` samples; refuses one that could never fit in the KV cache.
 
@@ -146,7 +153,8 @@ class LLMEngine:
         InvalidArgument unless its tokens begin the prompt and leave at least one to compute.
         Either refusal changes nothing. `prefill_only`: see `prefill`. `may_leave`: its KV may be kept
         by the remote store when it is preempted beyond the swap budget (its prompt may leave the device).
-        `matcher`: structured output; sample 0 takes it, the others a copy each."""
+        `matcher`: structured output; sample 0 takes it, the others a copy each. `probe`: the service's
+        speed probe, whose tokens and end the request counters leave out."""
         if not prompt:
             raise ValueError("empty prompt")
         if imported is not None:
@@ -202,7 +210,10 @@ class LLMEngine:
             first = first or seq
             samples.append(seq)
             self.scheduler.add(seq)
-        self._prompt_tokens += len(prompt)
+        if probe:
+            self._probes.add(request_id)
+        else:
+            self._prompt_tokens += len(prompt)
 
     def prefill(
         self, request_id: int, tokens: list[int], app: str = "", shared: tuple[str, int] = ("", 0)
@@ -280,6 +291,8 @@ class LLMEngine:
             remote_kv_failures=self.remote.failures,
             remote_kv_bytes_sent=self.remote.bytes_sent,
             remote_kv_bytes_received=self.remote.bytes_received,
+            prefill_tokens_per_s=self.speed.figures.prefill_tokens_per_s,
+            decode_step_s=self.speed.figures.decode_step_s,
         )
 
     # ---- the remote store (remote_swap.py) ----
@@ -350,6 +363,7 @@ class LLMEngine:
         if not work:
             return []
         self._count_waste()
+        t0 = time.perf_counter()
         try:
             logits = self.runner.decode(work)
         except DecodeError as exc:
@@ -358,6 +372,7 @@ class LLMEngine:
             self._no_kv_slot()
             return []
         sampled = self._sample(batch, logits)
+        self.speed.observe(sum(len(toks) for _, toks, _ in work), len(work), time.perf_counter() - t0)
         return self._postprocess(batch, sampled)
 
     def _sample(self, batch: Batch, logits: dict[int, np.ndarray]) -> Sampled:
@@ -401,7 +416,7 @@ class LLMEngine:
             events.append(
                 TokenEvent(seq.request_id, tok, reason is not None, seq.index, logprob, reason, cached)
             )
-        self._generated += len(sampled)
+        self._generated += sum(seq.request_id not in self._probes for seq, _, _ in sampled)
         return events
 
     # ---- internals ----
@@ -440,7 +455,10 @@ class LLMEngine:
         samples.remove(seq)
         if not samples:
             del self._samples[seq.request_id]
-            self._finished += not aborted
+            if seq.request_id in self._probes:
+                self._probes.discard(seq.request_id)
+            else:
+                self._finished += not aborted
         for s in samples:  # samples waiting for this one's prompt wait no longer
             if s.after is seq:
                 s.after = None

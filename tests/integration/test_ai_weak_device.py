@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ AI = {
     "DATAMGR_AI__OFFLOAD": "true",
     "DATAMGR_AI__SERVE_PEERS": "paired",
     "DATAMGR_DISCOVERY__SECURITY_LEVEL": "4",  # each confirms the other at SL4: ai.offload_min_level is 3
+    "DATAMGR_AI__SPEED_MAX_AGE_S": "1",  # an idle device asked for its speed probes it again after 1 s
 }
 
 
@@ -194,3 +196,38 @@ def test_concurrent_auto_streams_from_the_weak_device_all_finish(pair: Pair) -> 
         devices.append(usage.device)
     assert set(devices) <= {weak.device_id, strong.device_id}
     assert strong.device_id in devices, pair.speeds()
+
+
+def _measured(dev: Device) -> list[float]:
+    """The prefill speeds the device logged, one per probe of its speed, oldest first."""
+    return [float(m) for m in re.findall(r"prefill (\d+) tokens/s", dev.daemon.log())]
+
+
+def _probed(asking: Device, asked: Device) -> float:
+    """Has `asking` place a request (asking `asked` for its load, older than ai.speed_max_age_s by
+    then: `asked` is idle and probes its speed again) and returns the prefill speed `asked` logs."""
+    seen = len(_measured(asked))
+    time.sleep(1.5)  # past the age (1 s) and the asking device's cache of loads (peers.LOAD_TTL_S)
+    asking.app.complete("Hello.", max_tokens=1, temperature=0, placement="auto")
+    deadline = time.monotonic() + 60
+    while len(_measured(asked)) == seen:
+        assert time.monotonic() < deadline, f"no new speed probe: {asked.daemon.log()[-2000:]}"
+        time.sleep(0.2)
+    return _measured(asked)[-1]
+
+
+def test_a_device_measures_its_speed_again_when_it_changed(pair: Pair) -> None:
+    """A device's speed figures are not the ones of its load for ever: the weak device's quota lifted,
+    it reports itself fast once asked; the quota back, slow again (placement then follows)."""
+    weak, strong = pair.weak, pair.strong
+    quota = pair.weak_group / "cpu.cfs_quota_us"
+    limit = quota.read_text()
+    slow = _measured(weak)[-1]
+    quota.write_text("-1")
+    try:
+        fast = _probed(strong, weak)
+    finally:
+        quota.write_text(limit)
+    assert fast >= 2 * slow, (slow, fast)
+    again = _probed(strong, weak)
+    assert again * 2 <= fast, (slow, fast, again)
