@@ -2,9 +2,9 @@
 earliest expected first token (AUTO).
 
 Each device reports its load (`Load`): requests waiting and running, prompt tokens waiting to be
-prefilled, and two speeds of its default model measured on the device itself (a short calibration at
-load: prefill tokens per second and the time of one decode step), so a device under a CPU quota reports
-itself as slow as it is. The expected first token on a device is then
+prefilled, and two speeds of its default model measured on the device itself from its engine's recent
+steps (aicap/engine/speed.py: prefill tokens per second and the time of one decode step), so a device
+under a CPU quota reports itself as slow as it is. The expected first token on a device is then
 
     round trip + (its waiting prompt tokens + this prompt) / its prefill speed
                + one decode step per batch of running sequences the prefill shares its steps with

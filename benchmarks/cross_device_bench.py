@@ -129,21 +129,37 @@ def p(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=2)
     parser.add_argument("--quota", type=float, default=0.25, help="The weak device's share of one core.")
+    parser.add_argument(
+        "--peer-max-concurrent",
+        type=int,
+        help="ai.peer_max_concurrent of the strong device (default: --clients; the setting's own default, "
+        "4, keeps half of 8 clients' requests on the weak device)",
+    )
     parser.add_argument("--logs", type=Path, help="Copy both daemons' logs into this directory at the end.")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _args()
     if reason := unavailable():
         raise SystemExit(f"needs a cgroup v1 cpu group for the weak device: {reason}")
 
+    peer_max = args.peer_max_concurrent or args.clients
     with tempfile.TemporaryDirectory(prefix="xdev-bench-") as tmp, cpu_cgroup(args.quota) as group:
         root = Path(tmp)
         strong = Daemon(
             root / "strong",
-            env={**ENV, "DATAMGR_DISCOVERY__DEVICE_NAME": "strong", "DATAMGR_AI__SERVE_PEERS": "paired"},
+            env={
+                **ENV,
+                "DATAMGR_DISCOVERY__DEVICE_NAME": "strong",
+                "DATAMGR_AI__SERVE_PEERS": "paired",
+                "DATAMGR_AI__PEER_MAX_CONCURRENT": str(peer_max),
+            },
         )
         weak = Daemon(
             root / "weak",
@@ -186,7 +202,10 @@ def main() -> None:
             keep_logs(args.logs, weak, strong)
 
     print(f"machine: {machine()}")
-    print(f"weak device: {args.quota:g} of a core (cgroup cpu.cfs_quota_us); strong: the rest of the machine")
+    print(
+        f"weak device: {args.quota:g} of a core (cgroup cpu.cfs_quota_us); strong: the rest of the machine, "
+        f"serving it up to {peer_max} generations at once (ai.peer_max_concurrent)"
+    )
     print(
         f"{args.clients} clients on the weak device x {args.requests} requests, ~60-token prompts, "
         f"{MAX_TOKENS} tokens out, greedy"
