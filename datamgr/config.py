@@ -564,7 +564,9 @@ class HttpSettings(BaseModel):
         512,
         ge=1,
         le=65_536,
-        description="Open connections and requests at once; beyond, new ones get 503 at once.",
+        description="Requests at once; one beyond gets 503 at once, with OpenAI's error object and "
+        "retry-after. Open connections (idle keep-alive ones too) are capped at twice this: beyond, "
+        "a new one gets the server's plain 503.",
     )
 
     @model_validator(mode="after")

@@ -7,7 +7,9 @@ permission, per-app limits, placement, revocation (an open stream ends when its 
 metrics as over gRPC. The token is checked before the body is read, and the body is bounded. A
 generation runs while its client is connected: a client that leaves cancels it, which frees its KV
 within one engine step. Errors before the first token are an HTTP status; one after it, in a streamed
-answer, is a last `data: {"error": ...}` event before `data: [DONE]` (as vLLM does).
+answer, is a last `data: {"error": ...}` event before `data: [DONE]` (as vLLM does). At most
+`http.max_connections` requests are open at once: one beyond is 503 with `retry-after`, in OpenAI's
+error object (uvicorn's own limit, a plain-text 503, stays as a backstop above it, `_server`).
 """
 
 from __future__ import annotations
@@ -72,11 +74,15 @@ def _no_constant(name: str) -> None:
 
 
 class Api:
-    """The ASGI app (`app`) over an AiService `ai`, with the daemon's `identify` (a call → its caller).
-    `stopping()` makes every new request 503 while the daemon shuts down."""
+    """The ASGI app (`app`) over an AiService `ai`, with the daemon's `identify` (a call → its caller),
+    serving at most `max_requests` requests at once. `stopping()` makes every new request 503 while the
+    daemon shuts down."""
 
-    def __init__(self, ai: Any, identify: Callable[[Any], Any], max_body_bytes: int) -> None:
+    def __init__(
+        self, ai: Any, identify: Callable[[Any], Any], max_body_bytes: int, max_requests: int
+    ) -> None:
         self._ai, self._identify, self._max_body = ai, identify, max_body_bytes
+        self._max_requests, self.open_requests = max_requests, 0
         self._stopping = False
         self._loads: dict[str, asyncio.Future[Any]] = {}  # model → its load started by a request
         self._started = int(time.time())
@@ -90,7 +96,26 @@ class Api:
             Route("/tokenize", self._handler(self.tokenize, "Tokenize"), methods=["POST"]),
             Route("/detokenize", self._handler(self.detokenize, "Detokenize"), methods=["POST"]),
         ]
-        self.app = Starlette(routes=routes, exception_handlers={HTTPException: self._no_route})
+        self._routes = Starlette(routes=routes, exception_handlers={HTTPException: self._no_route})
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI app: a request beyond `max_requests` open ones is 503 with `retry-after` (clients
+        retry after it), before its token or body is read."""
+        if scope["type"] != "http":
+            await self._routes(scope, receive, send)
+            return
+        if self.open_requests >= self._max_requests:
+            busy = HttpError(
+                "UNAVAILABLE",
+                f"{self._max_requests} requests are open already (http.max_connections): retry in a moment",
+            )
+            await error_response(busy, "admission")(scope, receive, send)
+            return
+        self.open_requests += 1
+        try:
+            await self._routes(scope, receive, send)
+        finally:
+            self.open_requests -= 1
 
     def stopping(self) -> None:
         self._stopping = True

@@ -54,10 +54,11 @@ class HttpApi:
         grace_s: float,
     ) -> None:
         """`tls`: the device's certificate and key files, for HTTPS (None: plain HTTP)."""
-        self.api = Api(ai, identify, settings.max_body_bytes)
+        self.api = Api(ai, identify, settings.max_body_bytes, settings.max_connections)
         self._settings, self._tls = settings, tls
         self._config = uvicorn.Config(
             self.api.app,
+            interface="asgi3",  # a bound method: uvicorn's guess would take it for ASGI2
             lifespan="off",
             log_config=None,  # the daemon's logging
             log_level="warning",
@@ -66,7 +67,10 @@ class HttpApi:
             ws="none",
             proxy_headers=False,
             server_header=False,
-            limit_concurrency=settings.max_connections,
+            # A backstop only: `Api` answers a request beyond max_connections with OpenAI's error
+            # object. uvicorn's plain-text 503 is for one when more than twice as many connections are
+            # open (idle ones too; its count includes the request's own, hence the + 1).
+            limit_concurrency=2 * settings.max_connections + 1,
             timeout_graceful_shutdown=max(round(grace_s), 1),
             ssl_certfile=str(tls[0]) if tls else None,
             ssl_keyfile=str(tls[1]) if tls else None,

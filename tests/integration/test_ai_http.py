@@ -1,18 +1,22 @@
 """The AI service's OpenAI-compatible HTTP API in the real daemon with the real model, through the real
-`openai` client (sync and async, streamed and whole) and httpx: models, completions, chat, usage in
-streams, n, stop, seeds, every error status, a client that leaves, a revoked app's open stream, and
-llama-server's /health, /metrics, /tokenize, /detokenize."""
+`openai` client (sync and async, streamed and whole), LangChain's ChatOpenAI and httpx: models,
+completions, chat, usage in streams, n, stop, seeds, structured output and tools, every error status
+(503 in OpenAI's error object past http.max_connections), a client that leaves, a revoked app's open
+stream, and llama-server's /health, /metrics, /tokenize, /detokenize."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import shutil
+import socket
 import ssl
 import threading
 import time
 from collections.abc import Iterator
+from http.client import HTTPResponse
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,9 @@ import httpx
 import openai
 import pydantic
 import pytest
+import tiktoken
 from harness import Daemon
+from langchain_openai import ChatOpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
 from aicap.engine.model_runner import default_model_path
@@ -48,7 +54,9 @@ ENV = {
     "DATAMGR_AI__MAX_CONCURRENT_PER_APP": "1",
     "DATAMGR_AI__MAX_QUEUED_PER_APP": "1",
     "DATAMGR_HTTP__MAX_BODY_BYTES": "65536",
+    "DATAMGR_HTTP__MAX_CONNECTIONS": "8",
 }
+MAX_CONNECTIONS = 8
 LONG = {"max_tokens": 600, "extra_body": {"ignore_eos": True}}  # seconds of tokens: open while we act
 OPEN: list[openai.OpenAI] = []  # the clients a test made, closed after it (their sockets with them)
 
@@ -389,6 +397,47 @@ def test_a_model_still_loading_is_503_with_retry_after(daemon: Daemon, http: Htt
         pb_grpc.AiServiceStub(channel).RemoveModel(pb.RemoveModelRequest(name="copy"), metadata=admin_md)
 
 
+def test_requests_beyond_max_connections_are_503_in_openais_error_object_with_retry_after(
+    http: Http,
+) -> None:
+    body = b'{"content": "Hello world"}'
+    head = (
+        f"POST /tokenize HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {http.token}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode()
+    port = http.daemon.endpoint()["http_port"]
+    with contextlib.ExitStack() as held:
+        socks = [
+            held.enter_context(socket.create_connection(("127.0.0.1", port), timeout=30))
+            for _ in range(MAX_CONNECTIONS)
+        ]
+        for sock in socks:
+            sock.sendall(head + body[:5])  # open requests, their bodies unfinished
+        deadline = time.monotonic() + 20
+        while (r := http.get("/v1/models")).status_code != 503:  # once the daemon has read all of them
+            assert r.status_code == 200 and time.monotonic() < deadline, r.text
+            time.sleep(0.02)
+        assert (r.headers["retry-after"], r.headers["content-type"]) == ("1", "application/json")
+        error = r.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert (error["type"], error["code"]) == ("unavailable_error", "unavailable")
+        assert "8 requests are open already (http.max_connections)" in error["message"]
+        with pytest.raises(openai.InternalServerError) as busy:
+            http.openai(max_retries=0).chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=1
+            )
+        assert (busy.value.status_code, busy.value.code) == (503, "unavailable")
+        assert busy.value.response.headers["retry-after"] == "1"
+        answers = []
+        for sock in socks:  # the open ones are served
+            sock.sendall(body[5:])
+            answer = held.enter_context(contextlib.closing(HTTPResponse(sock)))
+            answer.begin()
+            answers.append((answer.status, json.loads(answer.read())))
+    tokens = http.post("/tokenize", json.loads(body)).json()["tokens"]  # and new ones again
+    assert answers == [(200, {"tokens": tokens})] * MAX_CONNECTIONS
+
+
 def test_health_metrics_tokenize_and_detokenize(http: Http) -> None:
     health = httpx.get(http.url + "/health")  # no token needed
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
@@ -542,3 +591,89 @@ def test_frequency_and_presence_penalties_steer_away_from_repeats(http: Http) ->
     )
     with pytest.raises(openai.BadRequestError):
         client.completions.create(**counting, presence_penalty=2.5)
+
+
+class LangChain:
+    """LangChain's ChatOpenAI on the daemon; `sent` holds the JSON bodies it sent."""
+
+    def __init__(self, http: Http) -> None:
+        self.http = http
+        self.sent: list[dict[str, Any]] = []
+        self.client = httpx.Client(event_hooks={"request": [self._record]})
+
+    def _record(self, request: httpx.Request) -> None:
+        self.sent.append(json.loads(request.content))
+
+    def chat(self, **kw: Any) -> ChatOpenAI:
+        return ChatOpenAI(
+            base_url=f"{self.http.url}/v1",
+            api_key=self.http.token,
+            model=MODEL,
+            temperature=0,
+            max_retries=0,
+            http_client=self.client,
+            **kw,
+        )
+
+
+def _no_tiktoken(*args: Any, **kw: Any) -> Any:
+    raise AssertionError("tiktoken was called: it downloads its encodings")
+
+
+@pytest.fixture
+def langchain(http: Http, monkeypatch: pytest.MonkeyPatch) -> Iterator[LangChain]:
+    """LangChain must reach nothing beyond 127.0.0.1 (CI has no network): no tracing, no tiktoken, no
+    other host resolved."""
+    monkeypatch.setenv("LANGCHAIN_TRACING_V2", "false")
+    monkeypatch.setenv("LANGSMITH_TRACING", "false")
+    monkeypatch.setattr(tiktoken, "get_encoding", _no_tiktoken)
+    monkeypatch.setattr(tiktoken, "encoding_for_model", _no_tiktoken)
+    resolve = socket.getaddrinfo
+
+    def loopback_only(host: Any, *args: Any, **kw: Any) -> Any:
+        assert host == "127.0.0.1", f"LangChain connects to {host!r}"
+        return resolve(host, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
+    lc = LangChain(http)
+    yield lc
+    lc.client.close()
+
+
+def test_langchain_chat_openai_invokes_and_streams(langchain: LangChain) -> None:
+    answer = langchain.chat(max_tokens=12).invoke("What is 2+2?")
+    assert isinstance(answer.content, str) and answer.content.strip()
+    assert answer.response_metadata["finish_reason"] in ("stop", "length")
+    assert answer.usage_metadata is not None and 1 <= answer.usage_metadata["output_tokens"] <= 12
+    llm = langchain.chat(max_tokens=12, stream_usage=True, extra_body={"ignore_eos": True})
+    chunks = list(llm.stream("Tell me a story."))
+    whole = chunks[0]
+    for chunk in chunks[1:]:
+        whole += chunk
+    assert len(chunks) >= 12 and isinstance(whole.content, str) and whole.content.strip()
+    assert whole.response_metadata["finish_reason"] == "length"
+    assert whole.usage_metadata is not None and whole.usage_metadata["output_tokens"] == 12
+    plain, streamed = langchain.sent
+    assert (plain["stream"], plain["max_completion_tokens"]) == (False, 12)
+    assert (streamed["stream"], streamed["stream_options"]) == (True, {"include_usage": True})
+
+
+def test_langchain_structured_output_as_a_strict_json_schema(langchain: LangChain) -> None:
+    llm = langchain.chat(max_tokens=100).with_structured_output(Person)  # LangChain's default method
+    assert isinstance(llm.invoke("Invent a person: a name and an age."), Person)
+    (sent,) = langchain.sent
+    fmt = sent["response_format"]
+    assert (fmt["type"], fmt["json_schema"]["name"], fmt["json_schema"]["strict"]) == (
+        "json_schema",
+        "Person",
+        True,
+    )
+
+
+def test_langchain_structured_output_by_a_function_call(langchain: LangChain) -> None:
+    llm = langchain.chat(max_tokens=100).with_structured_output(Person, method="function_calling")
+    assert isinstance(llm.invoke("Invent a person: a name and an age."), Person)
+    (sent,) = langchain.sent
+    assert [t["function"]["name"] for t in sent["tools"]] == ["Person"]
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "Person"}}
+    assert sent["parallel_tool_calls"] is False
