@@ -41,6 +41,12 @@ class EngineConfig:
     prefix_caching: bool = True
     prefix_cache_tokens: int = 2048  # unused cached blocks kept, in tokens (each costs attention time)
     isolate_apps: bool = True  # salt the prefix cache per app (declared shared prefixes excepted)
+    # speculation (speculation.py): drafted tokens per sequence and step (0: off); drafts only while a
+    # step's tokens stay within this many; the share of a one-token step one more token costs (None:
+    # from the measured speeds)
+    spec_draft_max: int = 8
+    spec_max_batch_tokens: int = 32
+    spec_token_cost: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,6 +130,22 @@ def _engine_metrics(engines: list[tuple[str, AsyncEngine]]) -> Iterator[Metric]:
         step_time,
     )
     yield from (prompt, generated, finished, ttft, itl)
+    yield from _speculation_metrics(engines)
+
+
+def _speculation_metrics(engines: list[tuple[str, AsyncEngine]]) -> Iterator[Metric]:
+    """Speculation's drafted and accepted tokens per model (vLLM's names)."""
+    drafted = CounterMetricFamily(
+        "aicap_spec_decode_num_draft_tokens", "Tokens drafted (n-gram speculation).", labels=["model"]
+    )
+    accepted = CounterMetricFamily(
+        "aicap_spec_decode_num_accepted_tokens", "Drafted tokens accepted.", labels=["model"]
+    )
+    for name, engine in engines:
+        s = engine.stats()
+        drafted.add_metric([name], s.spec_draft_tokens)
+        accepted.add_metric([name], s.spec_accepted_tokens)
+    yield from (drafted, accepted)
 
 
 def make_registry(engines: Engines, limiter: AppLimiter) -> CollectorRegistry:

@@ -95,7 +95,7 @@ def import_time(runner: ModelRunner, slot: int, chunks: list[bytes]) -> float:
 
 def alone(runner: ModelRunner, tokens: list[int]) -> np.ndarray:
     runner.drop(0)
-    out = runner.decode([(0, tokens, 0)])[0]
+    out = runner.decode([(0, tokens, 0, 1)])[0][-1]
     runner.drop(0)
     return out
 
@@ -119,7 +119,7 @@ def measure(cache_type: str, n_tokens: int, reps: int, threads: int) -> dict[str
         fresh(engine)
         slot, chunks = 0, list(state.to_chunks())
         for i in range(0, n_tokens, 512):
-            runner.decode([(slot, prompt[i : min(i + 512, n_tokens)], i)])
+            runner.decode([(slot, prompt[i : min(i + 512, n_tokens)], i, 1)])
         rows["export"].append(export_time(runner, slot, cache_type, prompt[:-1]))
         runner.drop(slot)
         rows["import"].append(import_time(runner, slot, chunks))

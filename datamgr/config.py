@@ -190,6 +190,26 @@ class AiSettings(BaseModel):
         description="Tokens of cached prefix blocks no request uses kept in the KV cache (the least recently "
         "used are evicted beyond): llama.cpp's attention walks every live cell, so each costs step time.",
     )
+    spec_draft_max: int = Field(
+        8,
+        ge=0,
+        le=64,
+        description="Speculation: tokens a sequence may draft per step from its own prompt and output "
+        "(n-gram lookup, verified in the same llama_decode; the tokens are those plain decoding gives). "
+        "Each draft is only as long as the sequence's acceptance rate pays for at the measured cost of a "
+        "token. 0: off.",
+    )
+    spec_max_batch_tokens: int = Field(
+        32, ge=1, le=8192, description="Speculation drafts only while a step's tokens stay within this many."
+    )
+    spec_token_cost: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Speculation: the share of a one-sequence decode step that one more token costs; unset: "
+        "measured (1 / prefill speed over the decode step). 0 drafts spec_draft_max tokens whenever a "
+        "match is found; 1 never drafts.",
+    )
     isolate_prefix_cache_per_app: bool = Field(
         True,
         description="Salt the prefix cache per app, so no app can probe another's prompts (through "

@@ -45,6 +45,7 @@ class _Seq:
     last_hash: int | None = None  # hash of block num_hashed - 1
     hashes: list[int] = field(default_factory=list)
     num_published: int = 0  # leading full blocks cache_computed has already looked at
+    reserved: int = 0  # tokens its blocks were reserved for beyond its known ones (reserve, trim)
 
 
 def block_hash(parent: int | None, token_ids: Sequence[int], salt: str = "") -> int:
@@ -155,6 +156,31 @@ class BlockManager:
         seq.tokens.extend(token_ids)
         self._hash_full_blocks(seq)
         return True
+
+    def reserve(self, seq_id: int, num_tokens: int) -> bool:
+        """Blocks enough for `num_tokens` tokens of the sequence, without tokens yet (a draft's cells,
+        speculation.py); False (and no change) if there are not enough free blocks."""
+        seq = self._seqs[seq_id]
+        needed = self._blocks_for(num_tokens) - len(seq.blocks)
+        if needed > len(self._free):
+            return False
+        seq.blocks.extend(self._pop_free() for _ in range(needed))
+        seq.reserved = max(seq.reserved, num_tokens)
+        return True
+
+    def trim(self, seq_id: int, num_tokens: int) -> None:
+        """Gives back the blocks beyond those `num_tokens` tokens (and its known ones) need: a draft's
+        rejected rest. Such blocks never held a hashed token."""
+        seq = self._seqs[seq_id]
+        keep = self._blocks_for(max(num_tokens, len(seq.tokens)))
+        while len(seq.blocks) > keep:
+            b = seq.blocks.pop()
+            block = self.blocks[b]
+            assert block.hash is None and block.ref_count == 1, f"block {b} is not a reserved one"
+            block.ref_count = 0
+            self._free[b] = None
+            self._free.move_to_end(b, last=False)  # nothing cached: reuse it first
+        seq.reserved = min(num_tokens, len(seq.blocks) * self.block_size)
 
     def cache_computed(self, seq_id: int, num_computed_tokens: int) -> None:
         """Publishes the sequence's full blocks whose KV is now computed, so others can reuse them."""
@@ -272,7 +298,8 @@ class BlockManager:
         """Reference counts match the block tables; free blocks are exactly the unreferenced ones."""
         refs = [0] * len(self.blocks)
         for seq in self._seqs.values():
-            assert len(seq.blocks) == self._blocks_for(len(seq.tokens)), "table does not cover the tokens"
+            want = self._blocks_for(max(len(seq.tokens), seq.reserved))
+            assert len(seq.blocks) == want, "table does not cover the tokens"
             for b in seq.blocks:
                 refs[b] += 1
         for block in self.blocks:

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aicap.engine")
 
-Work = tuple[int, list[int], int]  # (slot, tokens, position of the first) for one llama_decode
+# (slot, tokens, position of the first, how many of the last tokens need logits) for one llama_decode
+Work = tuple[int, list[int], int, int]
 
 
 class Cells:
@@ -46,7 +47,8 @@ class Cells:
 
     def prepare(self, batch: Batch) -> list[Work]:
         """Moves KV state as the batch says (evicted blocks, swap out, recompute, swap in, cached
-        prefixes of new sequences) and returns the decode work: (slot, tokens, first position)."""
+        prefixes of new sequences) and returns the decode work: (slot, tokens, first position, logits
+        wanted); a sequence with a draft computes its drafted tokens after its own, each with logits."""
         self.apply_evictions()
         for seq in batch.swap_out:
             self._swapped[seq.seq_id] = self.runner.save(self._slots[seq.seq_id])
@@ -61,8 +63,9 @@ class Cells:
         for seq, n in batch.scheduled:
             if seq.seq_id not in self._slots and seq.num_computed:
                 self._copy_cached_prefix(seq)
-            start = seq.num_computed
-            work.append((self._take_slot(seq.seq_id), seq.span(start, n), start))
+            start, k = seq.num_computed, len(seq.draft)
+            tokens = seq.span(start, n - k) + seq.draft if k else seq.span(start, n)
+            work.append((self._take_slot(seq.seq_id), tokens, start, k + 1))
         return work
 
     def keep_cached(self) -> None:
@@ -128,13 +131,15 @@ class Cells:
         """Restores a swapped-out or imported state into an admitted sequence's slot. If llama.cpp
         refuses it (too few free cells, though the blocks said there were; a state from another
         llama.cpp build), the sequence computes those tokens instead, from its first: its blocks cover
-        them, and this step's tokens still fit (it samples again once every token is computed).
+        them, and this step's tokens still fit (it samples again once every token is computed; a draft
+        it had becomes that many more of its own tokens).
         Free cells need not be contiguous: a 60-token state restored into runs of 16 (measured)."""
         try:
             self.runner.restore(self._take_slot(seq.seq_id), data)
         except RuntimeError:
             log.warning("a KV state of %d tokens did not fit; computing them", seq.num_computed)
             seq.num_computed = 0
+            seq.draft = []  # the step's tokens are then the first of its own instead
 
     def _copy_cached_prefix(self, seq: Sequence) -> None:
         """Gives a newly admitted sequence the cells of its cached prefix blocks."""

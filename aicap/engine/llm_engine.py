@@ -39,6 +39,7 @@ from aicap.engine.remote_swap import Drop, Move, RemoteSwap
 from aicap.engine.sampler import SamplingParams, sample
 from aicap.engine.scheduler import Batch, Scheduler
 from aicap.engine.sequence import Away, Sequence, Status
+from aicap.engine.speculation import Drafter
 from aicap.engine.speed import SpeedMeter
 from aicap.errors import FailedPrecondition, InvalidArgument, NotFound
 from aicap.kv_state import KvState
@@ -48,7 +49,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aicap.engine")
 
-Sampled = list[tuple[Sequence, int, float | None]]  # (sequence, token, logprob) of one step
+# of one step: each sequence that sampled, with its (token, logprob)s: one, or with a draft, the accepted
+# drafted tokens and the one sampled after them
+Sampled = list[tuple[Sequence, list[tuple[int, float | None]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,8 @@ class EngineStats:
     remote_kv_failures: int = 0  # remote puts and gets that failed (those sequences were recomputed)
     remote_kv_bytes_sent: int = 0
     remote_kv_bytes_received: int = 0
+    spec_draft_tokens: int = 0  # speculation: tokens drafted, and of those accepted (speculation.py)
+    spec_accepted_tokens: int = 0
     prefill_tokens_per_s: float = 0.0  # this device's speed, from recent steps (speed.py)
     decode_step_s: float = 0.0
 
@@ -118,12 +123,15 @@ class LLMEngine:
         self.remote = RemoteSwap()
         self.grammar = Grammar(runner.n_vocab, runner.config.n_threads)
         self.speed = SpeedMeter()  # this device's prefill speed and decode step, from the steps
+        self.scheduler.draft_cost = self._draft_cost
         self._samples: dict[int, list[Sequence]] = {}  # request id → its live samples
         self._ids = 0
         self._prompt_tokens = 0
         self._generated = 0
         self._finished = 0
         self._probes: set[int] = set()  # requests that measure speed (SpeedMeter): not in the counters
+        self._drafted = 0  # speculation: tokens drafted, and of those accepted
+        self._accepted = 0
         self._waste_cells = 0
         self._reserved_cells = 0
         # tests set a list here to receive (request id, sample index, logits) of every sampled token
@@ -157,6 +165,8 @@ class LLMEngine:
         speed probe, whose tokens and end the request counters leave out."""
         if not prompt:
             raise ValueError("empty prompt")
+        # a constrained sample's tokens pass its grammar one at a time: it does not speculate
+        speculates = bool(self.config.spec_draft_max) and matcher is None and not prefill_only
         if imported is not None:
             imported.check(self.runner.digest, self.runner.config.cache_type)
             k = len(imported.tokens)
@@ -206,6 +216,7 @@ class LLMEngine:
                 imported=imported if first is None else None,  # the others hit the first's blocks
                 may_leave=may_leave,
                 matcher=None if matcher is None else matcher if first is None else matcher.deep_copy(),
+                drafter=Drafter() if speculates else None,
             )
             first = first or seq
             samples.append(seq)
@@ -291,6 +302,8 @@ class LLMEngine:
             remote_kv_failures=self.remote.failures,
             remote_kv_bytes_sent=self.remote.bytes_sent,
             remote_kv_bytes_received=self.remote.bytes_received,
+            spec_draft_tokens=self._drafted,
+            spec_accepted_tokens=self._accepted,
             prefill_tokens_per_s=self.speed.figures.prefill_tokens_per_s,
             decode_step_s=self.speed.figures.decode_step_s,
         )
@@ -354,6 +367,18 @@ class LLMEngine:
         for seq in batch.fetch:
             self.remote.get(seq)
 
+    def _draft_cost(self, tokens: int) -> float:
+        """The share of a step of `tokens` tokens that one more (drafted) token costs: t / (T1 + (B-1) t)
+        times B (speculation.py), from the measured speeds, or the configured figure."""
+        if self.config.spec_token_cost is not None:
+            return self.config.spec_token_cost
+        s = self.speed.figures
+        if s.prefill_tokens_per_s <= 0 or s.decode_step_s <= 0:
+            return 1.0  # not measured yet: no drafts
+        t = 1.0 / s.prefill_tokens_per_s
+        b = max(tokens, 1)
+        return b * t / (s.decode_step_s + (b - 1) * t)
+
     # ---- one step ----
 
     def step(self) -> list[TokenEvent]:
@@ -372,22 +397,27 @@ class LLMEngine:
             self._no_kv_slot()
             return []
         sampled = self._sample(batch, logits)
-        self.speed.observe(sum(len(toks) for _, toks, _ in work), len(work), time.perf_counter() - t0)
+        self.speed.observe(sum(len(w[1]) for w in work), len(work), time.perf_counter() - t0)
         return self._postprocess(batch, sampled)
 
     def _sample(self, batch: Batch, logits: dict[int, np.ndarray]) -> Sampled:
-        """A token for each scheduled sequence whose every token is now computed; a constrained one's
-        among those its grammar allows (their masks computed together), which advances its matcher."""
+        """Tokens for each scheduled sequence whose every token is now computed; a constrained one's
+        among those its grammar allows (their masks computed together), which advances its matcher;
+        one with a draft verified position by position (`_verify`)."""
         ready = [
             seq
             for seq, n in batch.scheduled
-            if seq.num_computed + n == seq.num_tokens and not seq.prefill_only
+            if seq.num_computed + n - len(seq.draft) == seq.num_tokens and not seq.prefill_only
         ]
         constrained = [seq for seq in ready if seq.matcher is not None]
         masks = dict(zip(constrained, self.grammar.masks(constrained), strict=True)) if constrained else {}
         out: Sampled = []
         for seq in ready:
-            lg = logits[self.cells.slot(seq.seq_id)]
+            rows = logits[self.cells.slot(seq.seq_id)]
+            if seq.draft:
+                out.append((seq, self._verify(seq, rows)))
+                continue
+            lg = rows[-1]
             allowed = masks.get(seq)
             if allowed is not None and not allowed.any():  # a matcher in an error state
                 log.warning("structured output allows no token: %s", seq.matcher and seq.matcher.get_error())
@@ -396,27 +426,61 @@ class LLMEngine:
                 tok, logprob = sample(seq, lg, allowed)
                 if allowed is not None:
                     self.grammar.advance(seq, tok)
-            out.append((seq, tok, logprob))
+            out.append((seq, [(tok, logprob)]))
             if self.trace is not None:
                 self.trace.append((seq.request_id, seq.index, lg))
         return out
 
+    def _verify(self, seq: Sequence, rows: np.ndarray) -> list[tuple[int, float | None]]:
+        """Samples after the sequence's last token and after each drafted one, as plain decoding
+        would (penalties see the tokens accepted so far, the random stream draws once a token), while
+        each sampled token is the drafted one; the first that differs, or the one after the whole
+        draft, ends it. Stops at an end-of-generation token."""
+        draft, got = seq.draft, []
+        try:
+            for j, lg in enumerate(rows):
+                tok, logprob = sample(seq, lg)
+                got.append((tok, logprob))
+                seq.output.append(tok)  # for the penalties of the next position
+                if self.trace is not None:
+                    self.trace.append((seq.request_id, seq.index, lg))
+                if j == len(draft) or tok != draft[j] or tok in seq.stop_tokens:
+                    break
+        finally:
+            del seq.output[len(seq.output) - len(got) :]  # the scheduler appends them (postprocess)
+        accepted = len(got) - 1
+        assert seq.drafter is not None
+        seq.drafter.accepted(accepted, len(draft))
+        self._drafted += len(draft)
+        self._accepted += accepted
+        return got
+
     def _postprocess(self, batch: Batch, sampled: Sampled) -> list[TokenEvent]:
-        """Records the step (the scheduler's accounting, newly cached blocks), ends finished samples
-        and returns their tokens as events."""
-        finished = self.scheduler.postprocess(batch, {seq.seq_id: tok for seq, tok, _ in sampled})
+        """Records the step (the scheduler's accounting, newly cached blocks), drops the KV of
+        rejected drafted tokens, ends finished samples and returns their tokens as events."""
+        before = {seq.seq_id: len(seq.output) for seq, _ in sampled}
+        drafted = {seq.seq_id: len(seq.draft) for seq, _ in sampled if seq.draft}
+        finished = self.scheduler.postprocess(
+            batch, {seq.seq_id: [t for t, _ in toks] for seq, toks in sampled}
+        )
         self.cells.keep_cached()
         events = [self._export_prefill(seq) for seq in finished if seq.prefill_only]
-        for seq, tok, logprob in sampled:
+        for seq, drawn in sampled:
+            toks = drawn[: len(seq.output) - before[seq.seq_id]]  # those past an end are not kept
+            if seq.seq_id in drafted and seq not in finished:
+                self.runner.drop(self.cells.slot(seq.seq_id), seq.num_computed)  # the rejected rest
             reason = None
             if seq in finished:
                 reason = "stop" if seq.stopped else "length"
                 self._end(seq)
             cached = seq.cached_tokens or 0
-            events.append(
-                TokenEvent(seq.request_id, tok, reason is not None, seq.index, logprob, reason, cached)
-            )
-        self._generated += sum(seq.request_id not in self._probes for seq, _, _ in sampled)
+            for i, (tok, logprob) in enumerate(toks):
+                end = reason if i == len(toks) - 1 else None
+                events.append(
+                    TokenEvent(seq.request_id, tok, end is not None, seq.index, logprob, end, cached)
+                )
+            if seq.request_id not in self._probes:
+                self._generated += len(toks)
         return events
 
     # ---- internals ----

@@ -131,21 +131,22 @@ class ModelRunner:
         assert n >= 0, "token buffer too small"
         return list(buf[:n])
 
-    def decode(self, work: Sequence[tuple[int, Sequence[int], int]]) -> dict[int, np.ndarray]:
-        """One llama_decode for all `(slot, tokens, first position)` entries; the logits of each
-        entry's last token, by slot."""
+    def decode(self, work: Sequence[tuple[int, Sequence[int], int, int]]) -> dict[int, np.ndarray]:
+        """One llama_decode for all `(slot, tokens, first position, logits wanted)` entries; by slot,
+        the logits of each entry's last `logits wanted` tokens (rows of a 2-D array)."""
         b = self._batch
         n = 0
-        last: dict[int, int] = {}
-        for slot, tokens, pos in work:
+        rows: dict[int, range] = {}
+        for slot, tokens, pos, want in work:
+            first = len(tokens) - want
             for k, tok in enumerate(tokens):
                 b.token[n] = tok
                 b.pos[n] = pos + k
                 b.n_seq_id[n] = 1
                 b.seq_id[n][0] = slot
-                b.logits[n] = k == len(tokens) - 1
+                b.logits[n] = k >= first
                 n += 1
-            last[slot] = n - 1
+            rows[slot] = range(n - want, n)
         assert 0 < n <= self.config.n_batch, f"{n} tokens do not fit the batch"
         b.n_tokens = n
         if self._host_busy is not None:
@@ -154,9 +155,11 @@ class ModelRunner:
         if code != 0:
             raise DecodeError(code)
         out = {}
-        for slot, i in last.items():
-            ptr = llama_cpp.llama_get_logits_ith(self._ctx, i)
-            out[slot] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+        for slot, r in rows.items():
+            out[slot] = np.empty((len(r), self.n_vocab), dtype=np.float32)
+            for j, i in enumerate(r):
+                ptr = llama_cpp.llama_get_logits_ith(self._ctx, i)
+                out[slot][j] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
         return out
 
     def drop(self, slot: int, from_pos: int = 0) -> None:

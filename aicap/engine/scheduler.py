@@ -25,6 +25,7 @@ it could never finish, and it would be preempted forever.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,9 @@ class Scheduler:
         self.swapped_tokens = 0  # of swapped sequences whose state is here (not those shipping)
         self.preemptions = {"swap": 0, "recompute": 0, "remote": 0}
         self.remote = False  # a remote store takes what the swap budget cannot (the engine sets it)
+        # speculation: the share of a step of `tokens` tokens that one more token costs (the engine
+        # sets it from its measured speeds; 1: drafts never pay)
+        self.draft_cost: Callable[[int], float] = lambda tokens: 1.0
 
     def add(self, seq: Sequence) -> None:
         seq.status = Status.WAITING
@@ -110,6 +114,8 @@ class Scheduler:
     def schedule(self) -> Batch:
         batch = Batch()
         budget = self.config.max_batch_tokens
+        for seq in self.running:  # a step that found no KV slot never got to postprocess
+            seq.draft = []
         for seq in list(self.running):
             if seq.status != Status.RUNNING or budget == 0:
                 continue
@@ -128,20 +134,54 @@ class Scheduler:
             n = min(nxt.num_uncomputed, budget)
             batch.scheduled.append((nxt, n))
             budget -= n
+        if self.config.spec_draft_max:
+            self._draft(batch)
         return batch
 
-    def postprocess(self, batch: Batch, sampled: dict[int, int]) -> list[Sequence]:
-        """Records a step: computed tokens, one sampled token per sequence that reached its end.
+    def _draft(self, batch: Batch) -> None:
+        """Drafts for the step's decoding sequences that may speculate (speculation.py), oldest first,
+        each as long as its acceptance rate pays for at the step's size, while the step stays within
+        spec_max_batch_tokens; each draft gets KV blocks of its own (none free: no draft, never a
+        preemption)."""
+        room = min(self.config.spec_max_batch_tokens, self.config.max_batch_tokens) - batch.num_tokens
+        if room <= 0:
+            return
+        cost = self.draft_cost(batch.num_tokens)
+        for i, (seq, n) in enumerate(batch.scheduled):
+            if room <= 0:
+                break
+            if seq.drafter is None or n != 1 or seq.num_uncomputed != 1:
+                continue
+            left = seq.max_tokens - len(seq.output) - 1  # tokens it may still sample after this one
+            k = seq.drafter.length(cost, min(self.config.spec_draft_max, room, left))
+            draft = seq.drafter.draft(seq.tokens, k)
+            if draft and self.blocks.reserve(seq.seq_id, seq.num_tokens + len(draft)):
+                seq.draft = draft
+                batch.scheduled[i] = (seq, 1 + len(draft))
+                room -= len(draft)
+
+    def postprocess(self, batch: Batch, sampled: dict[int, list[int]]) -> list[Sequence]:
+        """Records a step: computed tokens, the tokens sampled for each sequence that reached its end
+        (one, or with a draft, the accepted drafted tokens and the one after them: the accepted ones'
+        KV is computed; a rejected rest's blocks go back). Clears the drafts.
 
         Returns the sequences that finished."""
         finished = []
         for seq, n in batch.scheduled:
-            seq.num_computed += n
-            self.blocks.cache_computed(seq.seq_id, seq.num_computed)
+            drafted, seq.draft = len(seq.draft), []
+            seq.num_computed += n - drafted
             if seq.num_computed < seq.num_tokens:
+                self.blocks.cache_computed(seq.seq_id, seq.num_computed)
                 continue  # a chunk of a longer prefill: no token yet
             if not seq.prefill_only:
-                seq.output.append(sampled[seq.seq_id])
+                for i, tok in enumerate(sampled[seq.seq_id]):
+                    seq.num_computed += i > 0  # the drafted token before it was right: its KV stays
+                    seq.output.append(tok)
+                    if seq.done:
+                        break
+                if drafted:
+                    self.blocks.trim(seq.seq_id, seq.num_tokens)
+            self.blocks.cache_computed(seq.seq_id, seq.num_computed)
             if seq.done or seq.prefill_only:
                 self.running.remove(seq)
                 self.blocks.free(seq.seq_id)

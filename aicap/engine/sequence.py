@@ -15,6 +15,7 @@ from aicap.engine.sampler import SamplingParams
 if TYPE_CHECKING:
     from llguidance import LLMatcher
 
+    from aicap.engine.speculation import Drafter
     from aicap.kv_state import KvState
 
 _arrivals = itertools.count()
@@ -58,6 +59,8 @@ class Sequence:
     away: Away | None = None  # swapped out to a remote store (None: its state, if any, is here)
     matcher: LLMatcher | None = None  # structured output: what may come next (grammar.py)
     ended: bool = False  # its grammar is complete: it ends as if it sampled an end-of-generation token
+    drafter: Drafter | None = None  # speculation (speculation.py): None when it may not speculate
+    draft: list[int] = field(default_factory=list)  # tokens drafted after its last one, this step
     output: list[int] = field(default_factory=list)
     status: Status = Status.WAITING
     num_computed: int = 0  # leading tokens whose KV is in the cache

@@ -64,18 +64,24 @@ class FakeRunner:
         assert [p for p, _ in mine] == list(range(len(mine))), f"seq {slot} has cells at {mine}"
         return [t for _, t in mine]
 
-    def decode(self, work: Sequence[tuple[int, Sequence[int], int]]) -> dict[int, np.ndarray]:
-        n = sum(len(t) for _, t, _ in work)
+    def logits_for(self, history: Sequence[int]) -> np.ndarray:
+        """The "model": a subclass may predict otherwise (one that copies its input, say)."""
+        return logits_for(history)
+
+    def decode(self, work: Sequence[tuple[int, Sequence[int], int, int]]) -> dict[int, np.ndarray]:
+        n = sum(len(w[1]) for w in work)
         if self.fail_next_decode or n > self.config.n_ctx - len(self.cells):
             self.fail_next_decode = False
             raise DecodeError(1)
         out = {}
-        for slot, tokens, pos in work:
+        for slot, tokens, pos, want in work:
             seen = self._visible(slot)
             assert len(seen) == pos, f"seq {slot} decodes at {pos} but holds {len(seen)} cells"
             for k, tok in enumerate(tokens):
                 self._put(pos + k, tok, {slot})
-            out[slot] = logits_for([*seen, *tokens])
+            history = [*seen, *tokens]
+            cut = len(history) - want
+            out[slot] = np.stack([self.logits_for(history[: cut + j + 1]) for j in range(want)])
         return out
 
     def _put(self, pos: int, tok: int, seqs: set[int]) -> None:

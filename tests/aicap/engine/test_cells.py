@@ -39,11 +39,11 @@ def test_a_prefix_hit_takes_the_holders_cells_and_computes_only_the_rest() -> No
     runner, blocks, cells = make()
     assert cells.holders == [2, 3]  # the seq ids past the running slots
     a = Sequence(1, "", list(range(1, 9)), max_tokens=1)  # two full blocks
-    assert run(runner, blocks, cells, a) == [(0, list(range(1, 9)), 0)]
+    assert run(runner, blocks, cells, a) == [(0, list(range(1, 9)), 0, 1)]
     assert sorted(cells.holder_of.values()) == [(2, 0), (2, 1)]
     assert runner._visible(2) == list(range(1, 9))
     b = Sequence(2, "", [*range(1, 9), 9], max_tokens=1)
-    assert run(runner, blocks, cells, b) == [(1, [9], 8)]  # its own slot; one token computed
+    assert run(runner, blocks, cells, b) == [(1, [9], 8, 1)]  # its own slot; one token computed
     assert runner._visible(1) == list(range(1, 10))
     end(blocks, cells, a)
     end(blocks, cells, b)

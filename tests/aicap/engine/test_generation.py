@@ -28,7 +28,7 @@ class GatedRunner(FakeRunner):
         self.gate = threading.Event()
         self.gate.set()
 
-    def decode(self, work: Sequence[tuple[int, Sequence[int], int]]) -> dict[int, np.ndarray]:
+    def decode(self, work: Sequence[tuple[int, Sequence[int], int, int]]) -> dict[int, np.ndarray]:
         assert self.gate.wait(10), "the test never opened the gate"
         return super().decode(work)
 

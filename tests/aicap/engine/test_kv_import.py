@@ -76,7 +76,7 @@ def test_the_import_computes_only_the_tokens_after_the_state() -> None:
     real = b.runner.decode
 
     def counting(work):  # type: ignore[no-untyped-def]
-        decoded.extend(len(t) for _, t, _ in work)
+        decoded.extend(len(w[1]) for w in work)
         return real(work)
 
     b.runner.decode = counting  # type: ignore[method-assign]

@@ -100,9 +100,9 @@ def imported(
 def alone(solo: ModelRunner, prompt: list[int], output: list[int]) -> list[np.ndarray]:
     """The logits before each output token, evaluating prompt + output alone, one token at a time."""
     solo.drop(0)
-    out = [solo.decode([(0, prompt, 0)])[0]]
+    out = [solo.decode([(0, prompt, 0, 1)])[0][-1]]
     for k, tok in enumerate(output[:-1]):
-        out.append(solo.decode([(0, [tok], len(prompt) + k)])[0])
+        out.append(solo.decode([(0, [tok], len(prompt) + k, 1)])[0][-1])
     solo.drop(0)
     return out
 

@@ -25,7 +25,7 @@ def runner() -> Iterator[ModelRunner]:
 
 def alone(runner: ModelRunner, tokens: list[int], slot: int = 7) -> np.ndarray:
     runner.drop(slot)
-    logits = runner.decode([(slot, tokens, 0)])[slot]
+    logits = runner.decode([(slot, tokens, 0, 1)])[slot][-1]
     runner.drop(slot)
     return logits
 
@@ -37,7 +37,7 @@ def close(a: np.ndarray, b: np.ndarray) -> bool:
 def test_batched_logits_match_alone(runner: ModelRunner) -> None:
     a = runner.tokenize("The capital of France is")
     b = runner.tokenize("Once upon a time, in a land far away, there lived a")
-    out = runner.decode([(0, a, 0), (1, b, 0)])
+    out = {s: rows[-1] for s, rows in runner.decode([(0, a, 0, 1), (1, b, 0, 1)]).items()}
     assert close(out[0], alone(runner, a)) and close(out[1], alone(runner, b))
     assert not close(out[0], out[1])  # the comparison can fail
     runner.drop(0)
@@ -48,10 +48,10 @@ def test_a_shared_prefix_matches_computing_it_alone(runner: ModelRunner) -> None
     prompt = runner.tokenize(
         "Paris is the capital and most populous city of France, with an estimated population"
     )
-    runner.decode([(0, prompt, 0)])
+    runner.decode([(0, prompt, 0, 1)])
     k = len(prompt) - 3
     runner.share(0, 1, k)  # slot 1 reuses the first k cells of slot 0
-    shared = runner.decode([(1, prompt[k:], k)])[1]
+    shared = runner.decode([(1, prompt[k:], k, 1)])[1][-1]
     assert close(shared, alone(runner, prompt))
     runner.drop(0)
     runner.drop(1)
@@ -59,16 +59,17 @@ def test_a_shared_prefix_matches_computing_it_alone(runner: ModelRunner) -> None
 
 def test_swap_out_and_in_restores_the_state_exactly(runner: ModelRunner) -> None:
     prompt = runner.tokenize("The quick brown fox jumps over the lazy dog because")
-    first = runner.decode([(2, prompt, 0)])[2]
+    first = runner.decode([(2, prompt, 0, 1)])[2][-1]
     nxt = int(first.argmax())
     state = runner.save(2)
     runner.drop(2)
-    runner.decode([(2, runner.tokenize("something else entirely"), 0)])  # the slot is reused meanwhile
+    runner.decode([(2, runner.tokenize("something else entirely"), 0, 1)])  # the slot is reused meanwhile
     runner.drop(2)
     runner.restore(2, state)
     assert runner.save(2) == state  # bit for bit
     runner.restore(3, state)  # into another slot as well
-    resumed = runner.decode([(2, [nxt], len(prompt)), (3, [nxt], len(prompt))])
+    rows = runner.decode([(2, [nxt], len(prompt), 1), (3, [nxt], len(prompt), 1)])
+    resumed = {s: r[-1] for s, r in rows.items()}
     expected = alone(runner, [*prompt, nxt])
     assert close(resumed[2], expected) and close(resumed[3], expected)
     for slot in (2, 3):
@@ -86,16 +87,16 @@ def test_decode_threads_give_way_to_the_hosts_busy_threads() -> None:
     r = ModelRunner(RunnerConfig(default_model_path(), n_ctx=512, n_seq_max=2, n_threads=2), lambda: busy[0])
     try:
         tokens = r.tokenize("The capital of France is")
-        calm = r.decode([(0, tokens, 0)])[0]
+        calm = r.decode([(0, tokens, 0, 1)])[0][-1]
         assert r.threads == min(2, usable_cores())
         r.drop(0)
         busy[0] = usable_cores()  # every core taken: one thread still decodes
-        loaded = r.decode([(0, tokens, 0)])[0]
+        loaded = r.decode([(0, tokens, 0, 1)])[0][-1]
         assert r.threads == 1 == llama_cpp.llama_n_threads(r._ctx)
         assert close(calm, loaded)
         r.drop(0)
         busy[0] = 0
-        r.decode([(0, tokens, 0)])
+        r.decode([(0, tokens, 0, 1)])
         assert r.threads == min(2, usable_cores()) == llama_cpp.llama_n_threads(r._ctx)
     finally:
         r.close()

@@ -18,7 +18,7 @@ __all__ = ["runner", "solo"]  # the fixtures, shared with test_engine_logits
 
 def test_remotely_swapped_sequences_match_alone(runner: ModelRunner, solo: ModelRunner) -> None:
     # as test_preempted_sequences_match_alone: 32 blocks for four ~140-token sequences
-    engine = engine_for(runner, swap_budget_tokens=0)
+    engine = engine_for(runner, swap_budget_tokens=0, spec_draft_max=0)  # that schedule, without drafts
     engine.use_remote_store()
     store = Store()
     requests = {i: runner.tokenize(f"{i}: {TEXT}")[:50] for i in range(4)}

@@ -14,7 +14,7 @@ from aicap.engine.sequence import Sequence, Status
 def fake_step(sched: Scheduler, batch: Batch) -> list[Sequence]:
     """Samples token = (seq_id * 7 + output length) % 50 for every sequence that reached its end."""
     sampled = {
-        s.seq_id: (s.seq_id * 7 + len(s.output)) % 50
+        s.seq_id: [(s.seq_id * 7 + len(s.output)) % 50]
         for s, n in batch.scheduled
         if s.num_computed + n == s.num_tokens
     }
