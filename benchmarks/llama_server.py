@@ -50,12 +50,13 @@ class LlamaServer:
         n_threads: int,
         flash_attn: str,
         log: Path,
+        extra: list[str] | None = None,
     ) -> None:
         self.port = _free_port()
         self.command = [
             str(binary), "-m", str(model_path), "-c", str(n_ctx), "-np", str(slots), "-kvu",
             "-t", str(n_threads), "-tb", str(n_threads), "-fa", flash_attn,
-            "--host", "127.0.0.1", "--port", str(self.port), "--no-webui",
+            "--host", "127.0.0.1", "--port", str(self.port), "--no-webui", *(extra or []),
         ]  # fmt: skip
         self._log = log.open("wb")
         self.proc = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT)
