@@ -6,6 +6,7 @@ Only the token's SHA-256 is stored (tokens carry 256 random bits, so a fast hash
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -54,7 +55,10 @@ class App:
     is_admin: bool = False
 
 
+@functools.lru_cache(maxsize=1024)
 def hash_token(token: str) -> str:
+    """A token's sha256 (what the registry keeps). Cached: a streaming call checks its caller again
+    for every chunk it sends."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 

@@ -34,6 +34,9 @@ class Tokenizer:
         self._grammar_tokenizer: LLTokenizer | None = None
         self._users = 0  # tokenize/detokenize calls running on other threads
         self._closing = False
+        # (token, special) → its bytes: a streamed token's piece is looked up once per vocabulary entry,
+        # not through llama.cpp on the event loop for every token (at most two entries per token)
+        self._pieces: dict[tuple[int, bool], bytes] = {}
         quiet_llama_logs()
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
@@ -77,6 +80,16 @@ class Tokenizer:
     def piece(self, token: int, special: bool = False) -> bytes:
         """The bytes of one token: possibly part of a UTF-8 character (use a UTF-8 incremental
         decoder over consecutive pieces). Control tokens render empty unless `special`."""
+        key = (token, special)
+        cached = self._pieces.get(key)
+        if cached is not None:
+            return cached
+        if not 0 <= token < self.n_vocab:
+            return self._piece(token, special)  # whatever llama.cpp makes of it, not kept
+        self._pieces[key] = piece = self._piece(token, special)
+        return piece
+
+    def _piece(self, token: int, special: bool) -> bytes:
         buf = ctypes.create_string_buffer(32)
         n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
         if n < 0:
