@@ -46,106 +46,67 @@ class AicapCollector(Collector):
         yield rejected
 
 
-def _engine_metrics(engines: list[tuple[str, AsyncEngine]]) -> Iterator[Metric]:
-    """Each loaded engine's figures, labelled by model."""
-    m = ["model"]
-
-    def gauge(name: str, doc: str) -> GaugeMetricFamily:
-        return GaugeMetricFamily(name, doc, labels=m)
-
-    def counter(name: str, doc: str, labels: list[str] = m) -> CounterMetricFamily:
-        return CounterMetricFamily(name, doc, labels=labels)
-
-    usage = gauge("aicap_kv_cache_usage_perc", "KV cache usage: used blocks over all blocks (0-1).")
-    waste = gauge("aicap_kv_cache_waste_perc", "Cells of used KV blocks not holding a token (0-1).")
-    blocks_total = gauge("aicap_kv_cache_blocks_total", "KV blocks of the context.")
-    blocks_used = gauge("aicap_kv_cache_blocks_used", "KV blocks in use.")
-    queries = counter("aicap_prefix_cache_queries", "Prompt tokens looked up in the prefix cache.")
-    hits = counter("aicap_prefix_cache_hits", "Prompt tokens found in the prefix cache.")
-    preempt = counter(
+# per model, one value each: (kind, name after "aicap_", help, EngineStats field)
+_SERIES = (
+    ("gauge", "kv_cache_usage_perc", "KV cache usage: used blocks over all blocks (0-1).", "kv_usage"),
+    ("gauge", "kv_cache_waste_perc", "Cells of used KV blocks not holding a token (0-1).", "kv_waste"),
+    ("gauge", "kv_cache_blocks_total", "KV blocks of the context.", "kv_blocks_total"),
+    ("gauge", "kv_cache_blocks_used", "KV blocks in use.", "kv_blocks_used"),
+    ("counter", "prefix_cache_queries", "Prompt tokens looked up in the cache.", "prefix_cache_queries"),
+    ("counter", "prefix_cache_hits", "Prompt tokens found in the prefix cache.", "prefix_cache_hits"),
+    ("counter", "remote_kv_failures", "Remote swaps that failed (recomputed).", "remote_kv_failures"),
+    ("gauge", "num_requests_waiting", "Sequences waiting for admission.", "requests_waiting"),
+    ("gauge", "num_requests_running", "Sequences running.", "requests_running"),
+    ("gauge", "num_requests_swapped", "Sequences swapped out to host memory.", "requests_swapped"),
+    ("gauge", "prefill_tokens_per_second", "Prompt tokens a second, recently.", "prefill_tokens_per_s"),
+    ("gauge", "decode_step_seconds", "One sequence's decode step, recently.", "decode_step_s"),
+    ("counter", "prompt_tokens", "Prompt tokens received.", "prompt_tokens_total"),
+    ("counter", "generation_tokens", "Tokens generated.", "generation_tokens_total"),
+    ("counter", "request_success", "Samples finished.", "requests_finished"),
+    ("counter", "spec_decode_num_draft_tokens", "Tokens drafted (speculation).", "spec_draft_tokens"),
+    ("counter", "spec_decode_num_accepted_tokens", "Drafted tokens accepted.", "spec_accepted_tokens"),
+)  # fmt: skip
+# per model and a second label: (name, help, label, {label value: EngineStats field})
+_LABELLED = (
+    (
         "aicap_num_preemptions",
         "Sequences preempted, by kind (swap: to host memory; remote: to a paired device's; recompute).",
-        ["model", "kind"],
-    )
-    remote_bytes = counter(
+        "kind",
+        {"swap": "preemptions_swap", "recompute": "preemptions_recompute", "remote": "preemptions_remote"},
+    ),
+    (
         "aicap_remote_kv_bytes",
         "Bytes of swapped-out KV state sent to paired devices and received back.",
-        ["model", "direction"],
-    )
-    remote_failures = counter(
-        "aicap_remote_kv_failures", "Remote swaps (puts and gets) that failed: recomputed."
-    )
-    waiting = gauge("aicap_num_requests_waiting", "Sequences waiting for admission.")
-    running = gauge("aicap_num_requests_running", "Sequences running.")
-    swapped = gauge("aicap_num_requests_swapped", "Sequences swapped out to host memory.")
-    prefill_speed = gauge("aicap_prefill_tokens_per_second", "Prompt tokens per second, from recent steps.")
-    step_time = gauge("aicap_decode_step_seconds", "One sequence's decode step here, from recent steps.")
-    prompt = counter("aicap_prompt_tokens", "Prompt tokens received.")
-    generated = counter("aicap_generation_tokens", "Tokens generated.")
-    finished = counter("aicap_request_success", "Samples finished.")
-    ttft = HistogramMetricFamily(
-        "aicap_time_to_first_token_seconds", "Time to first token (seconds).", labels=m
-    )
-    itl = HistogramMetricFamily(
-        "aicap_inter_token_latency_seconds", "Time between consecutive tokens (seconds).", labels=m
-    )
-    for name, engine in engines:
-        s = engine.stats()
-        usage.add_metric([name], s.kv_usage)
-        waste.add_metric([name], s.kv_waste)
-        blocks_total.add_metric([name], s.kv_blocks_total)
-        blocks_used.add_metric([name], s.kv_blocks_used)
-        queries.add_metric([name], s.prefix_cache_queries)
-        hits.add_metric([name], s.prefix_cache_hits)
-        preempt.add_metric([name, "swap"], s.preemptions_swap)
-        preempt.add_metric([name, "recompute"], s.preemptions_recompute)
-        preempt.add_metric([name, "remote"], s.preemptions_remote)
-        remote_bytes.add_metric([name, "sent"], s.remote_kv_bytes_sent)
-        remote_bytes.add_metric([name, "received"], s.remote_kv_bytes_received)
-        remote_failures.add_metric([name], s.remote_kv_failures)
-        waiting.add_metric([name], s.requests_waiting)
-        running.add_metric([name], s.requests_running)
-        swapped.add_metric([name], s.requests_swapped)
-        prefill_speed.add_metric([name], s.prefill_tokens_per_s)
-        step_time.add_metric([name], s.decode_step_s)
-        prompt.add_metric([name], s.prompt_tokens_total)
-        generated.add_metric([name], s.generation_tokens_total)
-        finished.add_metric([name], s.requests_finished)
-        ttft.add_metric([name], _buckets(engine.ttft), engine.ttft.sum)
-        itl.add_metric([name], _buckets(engine.itl), engine.itl.sum)
-    yield from (
-        usage,
-        waste,
-        blocks_total,
-        blocks_used,
-        queries,
-        hits,
-        preempt,
-        remote_bytes,
-        remote_failures,
-        waiting,
-        running,
-        swapped,
-        prefill_speed,
-        step_time,
-    )
-    yield from (prompt, generated, finished, ttft, itl)
-    yield from _speculation_metrics(engines)
+        "direction",
+        {"sent": "remote_kv_bytes_sent", "received": "remote_kv_bytes_received"},
+    ),
+)
 
 
-def _speculation_metrics(engines: list[tuple[str, AsyncEngine]]) -> Iterator[Metric]:
-    """Speculation's drafted and accepted tokens per model (vLLM's names)."""
-    drafted = CounterMetricFamily(
-        "aicap_spec_decode_num_draft_tokens", "Tokens drafted (n-gram speculation).", labels=["model"]
-    )
-    accepted = CounterMetricFamily(
-        "aicap_spec_decode_num_accepted_tokens", "Drafted tokens accepted.", labels=["model"]
-    )
-    for name, engine in engines:
-        s = engine.stats()
-        drafted.add_metric([name], s.spec_draft_tokens)
-        accepted.add_metric([name], s.spec_accepted_tokens)
-    yield from (drafted, accepted)
+def _engine_metrics(engines: list[tuple[str, AsyncEngine]]) -> Iterator[Metric]:
+    """Each loaded engine's figures, labelled by model."""
+    stats = [(name, engine, engine.stats()) for name, engine in engines]
+    kinds = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily}
+    for kind, metric, doc, attr in _SERIES:
+        family = kinds[kind](f"aicap_{metric}", doc, labels=["model"])
+        for name, _, s in stats:
+            family.add_metric([name], getattr(s, attr))
+        yield family
+    for metric, doc, label, fields in _LABELLED:
+        counter = CounterMetricFamily(metric, doc, labels=["model", label])
+        for name, _, s in stats:
+            for value, attr in fields.items():
+                counter.add_metric([name, value], getattr(s, attr))
+        yield counter
+    for metric, doc, which in (
+        ("aicap_time_to_first_token_seconds", "Time to first token (seconds).", "ttft"),
+        ("aicap_inter_token_latency_seconds", "Time between consecutive tokens (seconds).", "itl"),
+    ):
+        hist = HistogramMetricFamily(metric, doc, labels=["model"])
+        for name, engine, _ in stats:
+            h = getattr(engine, which)
+            hist.add_metric([name], _buckets(h), h.sum)
+        yield hist
 
 
 def make_registry(engines: Engines, limiter: AppLimiter) -> CollectorRegistry:
