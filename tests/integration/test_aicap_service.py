@@ -89,13 +89,21 @@ def text(chunks: list[pb.CompletionChunk], index: int = 0) -> str:
 
 
 def wait_idle(ai: Ai, timeout: float = 10.0) -> pb.EngineStats:
-    """The engine's stats once nothing runs or waits and no KV block is used."""
+    """The engine's stats once nothing runs or waits, no KV block is used, and its prompt count held
+    still for 0.3 s: a call whose deadline passed while its prompt was tokenized still reaches the
+    engine (and is aborted there) after the client saw DEADLINE_EXCEEDED (a CI failure)."""
     deadline = time.monotonic() + timeout
+    last = None
     while True:
         e = ai.engine()
-        if (e.kv_blocks_used, e.requests_running, e.requests_waiting) == (0, 0, 0):
-            return e
         assert time.monotonic() < deadline, f"the engine did not go idle: {e}"
+        if (e.kv_blocks_used, e.requests_running, e.requests_waiting) == (0, 0, 0):
+            if last is not None and last.prompt_tokens_total == e.prompt_tokens_total:
+                return e
+            last = e
+            time.sleep(0.3)
+            continue
+        last = None
         time.sleep(0.05)
 
 
