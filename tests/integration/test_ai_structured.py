@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from harness import Daemon
 
 from aicap import AiClient, AsyncAiClient, Completion, EngineStats
+from aicap.tools import MAX_PARALLEL_CALLS
 from aicap.v1 import aicap_pb2 as pb
 from aicap.v1 import aicap_pb2_grpc as pb_grpc
 from datamgr.cli import main
@@ -37,7 +38,7 @@ ENV = {
     "DATAMGR_AI__N_CTX": "8192",
     "DATAMGR_AI__N_SEQ_MAX": "24",
     "DATAMGR_AI__MAX_RUNNING": "16",
-    "DATAMGR_AI__MAX_TOKENS_LIMIT": "256",
+    "DATAMGR_AI__MAX_TOKENS_LIMIT": "512",
     "DATAMGR_AI__MAX_CONCURRENT_PER_APP": "16",
     "DATAMGR_AI__MAX_QUEUED_PER_APP": "128",
     "DATAMGR_AI__MAX_WAITING": "256",
@@ -48,6 +49,9 @@ ENV = {
     "DATAMGR_AI__N_THREADS": "1",
 }
 MAX_TOKENS = 200  # answers take 20-60 tokens
+# parallel calls: the grammar allows up to MAX_PARALLEL_CALLS calls of ~25 tokens each, and the small
+# model, once it lists calls, may list all it may (seen: cut by 200 tokens after 7 calls)
+PARALLEL_MAX_TOKENS = MAX_PARALLEL_CALLS * 40 + 32
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "nested": {
@@ -381,7 +385,7 @@ def test_parallel_calls_and_auto(ai: AiClient) -> None:
         tools=TOOLS,
         tool_choice="required",
         parallel_tool_calls=True,
-        max_tokens=MAX_TOKENS,
+        max_tokens=PARALLEL_MAX_TOKENS,
     )
     _validate_calls(c)
     auto = ai.chat(
