@@ -82,6 +82,36 @@ class AiServiceStub:
                 request_serializer=aicap_dot_v1_dot_aicap__pb2.DrainRequest.SerializeToString,
                 response_deserializer=aicap_dot_v1_dot_aicap__pb2.DrainResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/aicap.v1.AiService/Embed',
+                request_serializer=aicap_dot_v1_dot_aicap__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=aicap_dot_v1_dot_aicap__pb2.EmbedResponse.FromString,
+                _registered_method=True)
+        self.CreateSession = channel.unary_unary(
+                '/aicap.v1.AiService/CreateSession',
+                request_serializer=aicap_dot_v1_dot_aicap__pb2.CreateSessionRequest.SerializeToString,
+                response_deserializer=aicap_dot_v1_dot_aicap__pb2.Session.FromString,
+                _registered_method=True)
+        self.GetSession = channel.unary_unary(
+                '/aicap.v1.AiService/GetSession',
+                request_serializer=aicap_dot_v1_dot_aicap__pb2.GetSessionRequest.SerializeToString,
+                response_deserializer=aicap_dot_v1_dot_aicap__pb2.Session.FromString,
+                _registered_method=True)
+        self.CloseSession = channel.unary_unary(
+                '/aicap.v1.AiService/CloseSession',
+                request_serializer=aicap_dot_v1_dot_aicap__pb2.CloseSessionRequest.SerializeToString,
+                response_deserializer=aicap_dot_v1_dot_aicap__pb2.CloseSessionResponse.FromString,
+                _registered_method=True)
+        self.PinContext = channel.unary_unary(
+                '/aicap.v1.AiService/PinContext',
+                request_serializer=aicap_dot_v1_dot_aicap__pb2.PinContextRequest.SerializeToString,
+                response_deserializer=aicap_dot_v1_dot_aicap__pb2.PinnedContext.FromString,
+                _registered_method=True)
+        self.UnpinContext = channel.unary_unary(
+                '/aicap.v1.AiService/UnpinContext',
+                request_serializer=aicap_dot_v1_dot_aicap__pb2.UnpinContextRequest.SerializeToString,
+                response_deserializer=aicap_dot_v1_dot_aicap__pb2.UnpinContextResponse.FromString,
+                _registered_method=True)
 
 
 class AiServiceServicer:
@@ -149,6 +179,50 @@ class AiServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Vectors of a batch of texts from an embedding model (ListModels: kind EMBED), as OpenHarmony's
+        intelligence TextEmbedding.getEmbedding. Runs on the inference thread between decode steps.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSession(self, request, context):
+        """A conversation that keeps its transcript and its KV between turns (Apple's LanguageModelSession):
+        Chat with `session` set sends only the new turn. One request at a time per session (a second is
+        FAILED_PRECONDITION); an idle session's KV is given back under memory pressure and recomputed
+        from the transcript at its next turn. Sessions belong to the app that created them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PinContext(self, request, context):
+        """A named prefix (an app's system prompt) kept in the prefix cache and referred to by name in Chat
+        (ML Kit's cached contexts). Per app; re-pinning a name replaces its text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnpinContext(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AiServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +270,36 @@ def add_AiServiceServicer_to_server(servicer, server):
                     servicer.Drain,
                     request_deserializer=aicap_dot_v1_dot_aicap__pb2.DrainRequest.FromString,
                     response_serializer=aicap_dot_v1_dot_aicap__pb2.DrainResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=aicap_dot_v1_dot_aicap__pb2.EmbedRequest.FromString,
+                    response_serializer=aicap_dot_v1_dot_aicap__pb2.EmbedResponse.SerializeToString,
+            ),
+            'CreateSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSession,
+                    request_deserializer=aicap_dot_v1_dot_aicap__pb2.CreateSessionRequest.FromString,
+                    response_serializer=aicap_dot_v1_dot_aicap__pb2.Session.SerializeToString,
+            ),
+            'GetSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSession,
+                    request_deserializer=aicap_dot_v1_dot_aicap__pb2.GetSessionRequest.FromString,
+                    response_serializer=aicap_dot_v1_dot_aicap__pb2.Session.SerializeToString,
+            ),
+            'CloseSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseSession,
+                    request_deserializer=aicap_dot_v1_dot_aicap__pb2.CloseSessionRequest.FromString,
+                    response_serializer=aicap_dot_v1_dot_aicap__pb2.CloseSessionResponse.SerializeToString,
+            ),
+            'PinContext': grpc.unary_unary_rpc_method_handler(
+                    servicer.PinContext,
+                    request_deserializer=aicap_dot_v1_dot_aicap__pb2.PinContextRequest.FromString,
+                    response_serializer=aicap_dot_v1_dot_aicap__pb2.PinnedContext.SerializeToString,
+            ),
+            'UnpinContext': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnpinContext,
+                    request_deserializer=aicap_dot_v1_dot_aicap__pb2.UnpinContextRequest.FromString,
+                    response_serializer=aicap_dot_v1_dot_aicap__pb2.UnpinContextResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -444,6 +548,168 @@ class AiService:
             '/aicap.v1.AiService/Drain',
             aicap_dot_v1_dot_aicap__pb2.DrainRequest.SerializeToString,
             aicap_dot_v1_dot_aicap__pb2.DrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aicap.v1.AiService/Embed',
+            aicap_dot_v1_dot_aicap__pb2.EmbedRequest.SerializeToString,
+            aicap_dot_v1_dot_aicap__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aicap.v1.AiService/CreateSession',
+            aicap_dot_v1_dot_aicap__pb2.CreateSessionRequest.SerializeToString,
+            aicap_dot_v1_dot_aicap__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aicap.v1.AiService/GetSession',
+            aicap_dot_v1_dot_aicap__pb2.GetSessionRequest.SerializeToString,
+            aicap_dot_v1_dot_aicap__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aicap.v1.AiService/CloseSession',
+            aicap_dot_v1_dot_aicap__pb2.CloseSessionRequest.SerializeToString,
+            aicap_dot_v1_dot_aicap__pb2.CloseSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PinContext(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aicap.v1.AiService/PinContext',
+            aicap_dot_v1_dot_aicap__pb2.PinContextRequest.SerializeToString,
+            aicap_dot_v1_dot_aicap__pb2.PinnedContext.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnpinContext(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aicap.v1.AiService/UnpinContext',
+            aicap_dot_v1_dot_aicap__pb2.UnpinContextRequest.SerializeToString,
+            aicap_dot_v1_dot_aicap__pb2.UnpinContextResponse.FromString,
             options,
             channel_credentials,
             insecure,

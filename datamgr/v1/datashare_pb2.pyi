@@ -46,6 +46,13 @@ class ChangeType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHANGE_TYPE_INSERT: _ClassVar[ChangeType]
     CHANGE_TYPE_DELETE: _ClassVar[ChangeType]
     CHANGE_TYPE_UPDATE: _ClassVar[ChangeType]
+
+class RetrieveMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RETRIEVE_MODE_UNSPECIFIED: _ClassVar[RetrieveMode]
+    RETRIEVE_MODE_VECTOR: _ClassVar[RetrieveMode]
+    RETRIEVE_MODE_FULLTEXT: _ClassVar[RetrieveMode]
+    RETRIEVE_MODE_HYBRID: _ClassVar[RetrieveMode]
 PREDICATE_OP_TYPE_UNSPECIFIED: PredicateOpType
 PREDICATE_OP_TYPE_EQUAL_TO: PredicateOpType
 PREDICATE_OP_TYPE_NOT_EQUAL_TO: PredicateOpType
@@ -78,6 +85,10 @@ CHANGE_TYPE_UNSPECIFIED: ChangeType
 CHANGE_TYPE_INSERT: ChangeType
 CHANGE_TYPE_DELETE: ChangeType
 CHANGE_TYPE_UPDATE: ChangeType
+RETRIEVE_MODE_UNSPECIFIED: RetrieveMode
+RETRIEVE_MODE_VECTOR: RetrieveMode
+RETRIEVE_MODE_FULLTEXT: RetrieveMode
+RETRIEVE_MODE_HYBRID: RetrieveMode
 
 class PredicateOp(_message.Message):
     __slots__ = ("type", "field", "values", "fields")
@@ -460,3 +471,41 @@ class ProviderCall(_message.Message):
     query: QueryRequest
     batch_update: BatchUpdateRequest
     def __init__(self, call_id: _Optional[int] = ..., caller: _Optional[str] = ..., attached: _Optional[_Union[ProviderAttached, _Mapping]] = ..., insert: _Optional[_Union[InsertRequest, _Mapping]] = ..., batch_insert: _Optional[_Union[BatchInsertRequest, _Mapping]] = ..., update: _Optional[_Union[UpdateRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ..., query: _Optional[_Union[QueryRequest, _Mapping]] = ..., batch_update: _Optional[_Union[BatchUpdateRequest, _Mapping]] = ...) -> None: ...
+
+class RetrieveRequest(_message.Message):
+    __slots__ = ("uri", "query", "k", "predicates", "mode", "column", "columns")
+    URI_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    PREDICATES_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    uri: str
+    query: str
+    k: int
+    predicates: Predicates
+    mode: RetrieveMode
+    column: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, uri: _Optional[str] = ..., query: _Optional[str] = ..., k: _Optional[int] = ..., predicates: _Optional[_Union[Predicates, _Mapping]] = ..., mode: _Optional[_Union[RetrieveMode, str]] = ..., column: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RetrievedRow(_message.Message):
+    __slots__ = ("row_id", "score", "values", "column")
+    ROW_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    row_id: int
+    score: float
+    values: ValuesBucket
+    column: str
+    def __init__(self, row_id: _Optional[int] = ..., score: _Optional[float] = ..., values: _Optional[_Union[ValuesBucket, _Mapping]] = ..., column: _Optional[str] = ...) -> None: ...
+
+class RetrieveResponse(_message.Message):
+    __slots__ = ("rows", "pending")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[RetrievedRow]
+    pending: int
+    def __init__(self, rows: _Optional[_Iterable[_Union[RetrievedRow, _Mapping]]] = ..., pending: _Optional[int] = ...) -> None: ...

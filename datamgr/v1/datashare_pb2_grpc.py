@@ -73,6 +73,11 @@ class DataShareServiceStub:
                 request_serializer=datamgr_dot_v1_dot_datashare__pb2.QueryRequest.SerializeToString,
                 response_deserializer=datamgr_dot_v1_dot_datashare__pb2.QueryResponse.FromString,
                 _registered_method=True)
+        self.Retrieve = channel.unary_unary(
+                '/datamgr.v1.DataShareService/Retrieve',
+                request_serializer=datamgr_dot_v1_dot_datashare__pb2.RetrieveRequest.SerializeToString,
+                response_deserializer=datamgr_dot_v1_dot_datashare__pb2.RetrieveResponse.FromString,
+                _registered_method=True)
         self.Subscribe = channel.unary_stream(
                 '/datamgr.v1.DataShareService/Subscribe',
                 request_serializer=datamgr_dot_v1_dot_datashare__pb2.SubscribeRequest.SerializeToString,
@@ -160,6 +165,15 @@ class DataShareServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Retrieve(self, request, context):
+        """The rows of an indexed table (manifest column "index": {"vector": true, "fulltext": true}) that
+        best match a text, by vector, full text or both (reciprocal rank fusion), under the table's read
+        permission (PERMISSION_DENIED otherwise), as OpenHarmony's intelligence Retriever.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Subscribe(self, request, context):
         """Streams a SubscribeResponse{subscribed} once the subscription is live, then every committed change
         (those synced from paired devices too, with their device id).
@@ -240,6 +254,11 @@ def add_DataShareServiceServicer_to_server(servicer, server):
                     servicer.Query,
                     request_deserializer=datamgr_dot_v1_dot_datashare__pb2.QueryRequest.FromString,
                     response_serializer=datamgr_dot_v1_dot_datashare__pb2.QueryResponse.SerializeToString,
+            ),
+            'Retrieve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Retrieve,
+                    request_deserializer=datamgr_dot_v1_dot_datashare__pb2.RetrieveRequest.FromString,
+                    response_serializer=datamgr_dot_v1_dot_datashare__pb2.RetrieveResponse.SerializeToString,
             ),
             'Subscribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Subscribe,
@@ -465,6 +484,33 @@ class DataShareService:
             '/datamgr.v1.DataShareService/Query',
             datamgr_dot_v1_dot_datashare__pb2.QueryRequest.SerializeToString,
             datamgr_dot_v1_dot_datashare__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Retrieve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datamgr.v1.DataShareService/Retrieve',
+            datamgr_dot_v1_dot_datashare__pb2.RetrieveRequest.SerializeToString,
+            datamgr_dot_v1_dot_datashare__pb2.RetrieveResponse.FromString,
             options,
             channel_credentials,
             insecure,
