@@ -103,6 +103,11 @@ class AiConfig:
     max_stop_strings: int = 8
     max_stop_chars: int = 128
     max_grammar_chars: int = 32768  # a response format's schema, a grammar, a chat's tools (each request)
+    # grounded chats (aicap.grounding): sources per request, rows per source, the prompt's room for them
+    max_context_sources: int = 4
+    max_context_k: int = 16
+    max_context_tokens: int = 1536
+    max_passage_chars: int = 2000  # of each retrieved row's text
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
     # paired devices (datamgr.ai_bridge)
     offload: bool = False  # AUTO placement by default, and requests naming a paired device, allowed

@@ -32,6 +32,7 @@ from typing import Any
 
 import grpc
 
+from aicap import grounding
 from aicap._host import Caller, Database, Identify, Peers
 from aicap.chat import ROLES
 from aicap.config import USE_AI, AiConfig, ModelSpec
@@ -40,6 +41,7 @@ from aicap.engine.generation import Generation
 from aicap.engine.llm_engine import EngineStats, TokenEvent
 from aicap.engine.sampler import SamplingParams
 from aicap.engine.speed import Speed
+from aicap.engine.tokenizer import Tokenizer
 from aicap.errors import (
     AicapError,
     FailedPrecondition,
@@ -313,6 +315,7 @@ class AiService(pb_grpc.AiServiceServicer):
         self.prompts = Prompts(config)
         self._calls: dict[str, set[_Call]] = {}  # bundle → its open generations
         self.peers: Peers | None = None  # paired devices to offload to (set by the host)
+        self.retriever: grounding.Retriever | None = None  # grounded chats' sources (set by the host)
         self._probes = 0  # speed probes run (see _calibrate)
         self._probing: asyncio.Task[None] | None = None
         self._prefilling: dict[str, int] = {}  # model → prompt tokens started, not yet prefilled
@@ -510,9 +513,40 @@ class AiService(pb_grpc.AiServiceServicer):
         template = m.chat_template()
         if not template:
             raise FailedPrecondition(f"model {m.name} has no chat template: add it with one (chat_template)")
+        cited: list[grounding.Passage] = []
+        if request.context:
+            messages, cited = await self._ground(app, m, tok, messages, request)
         prompt = functools.partial(self.prompts.chat, tok, template, messages, app, tools)
+        citations = [pb.Citation(uri=p.uri, row_id=p.row_id, score=p.score) for p in cited]
         async for chunk in self._generate(app, context, m, prompt, request):
+            if citations and chunk.finish_reason:
+                chunk.citations.extend(citations)
             yield chunk
+
+    async def _ground(
+        self, app: str, m: Model, tok: Tokenizer, messages: list[dict[str, Any]], request: pb.ChatRequest
+    ) -> tuple[list[dict[str, Any]], list[grounding.Passage]]:
+        """The messages with the passages retrieved as `app` from the request's context sources put
+        before the question, as many as fit the context beside the rest of the prompt and the answer
+        (aicap.grounding), and those passages."""
+        cfg = self.config
+        found = grounding.sources(request.context, cfg.max_context_sources, cfg.max_context_k)
+        if self.retriever is None:
+            raise FailedPrecondition("grounded answers need the daemon's DataShare service; it is not here")
+        question = messages[grounding.last_user(messages)]["content"]
+        retriever = self.retriever
+        batches = await asyncio.gather(*(retriever.retrieve(app, s, s.query or question) for s in found))
+        passages = [p for batch in batches for p in batch]
+        max_tokens = request.params.max_tokens if request.params.HasField("max_tokens") else 0
+        answer = min(max_tokens or cfg.sampling.max_tokens, cfg.max_tokens_limit)
+        rest = sum(len(str(msg.get("content") or "")) for msg in messages) // 2 + 8 * len(messages)
+        budget = min(cfg.max_context_tokens, m.spec.n_ctx - answer - rest)
+
+        def count(text: str) -> int:
+            return len(tok.tokenize(text, False))
+
+        chosen = await self.prompts.run(grounding.pack, passages, budget, count, cfg.max_passage_chars)
+        return grounding.grounded(messages, chosen), chosen
 
     def _format(self, params: pb.SamplingParams) -> Format | None:
         """The request's structured output, if any; InvalidArgument for a contradiction or a size

@@ -239,6 +239,22 @@ class AiSettings(BaseModel):
         "format's JSON schema, a GBNF grammar, or a chat's tools (names, descriptions and parameter "
         "schemas together); longer is refused before it is compiled.",
     )
+    max_context_sources: int = Field(
+        4, ge=1, le=64, description="Context sources a grounded chat may name (DataShare tables)."
+    )
+    max_context_k: int = Field(16, ge=1, le=256, description="Rows a grounded chat may retrieve per source.")
+    max_context_tokens: int = Field(
+        1536,
+        ge=64,
+        le=1 << 20,
+        description="Prompt tokens a grounded chat's retrieved rows may take at most.",
+    )
+    max_passage_chars: int = Field(
+        2000,
+        ge=64,
+        le=1 << 20,
+        description="Characters of each retrieved row that enter a grounded chat's prompt.",
+    )
     sampling: AiSamplingSettings = Field(
         AiSamplingSettings(), description="Defaults of unset sampling fields."
     )
