@@ -52,6 +52,8 @@ _SERIES = (
     ("gauge", "kv_cache_waste_perc", "Cells of used KV blocks not holding a token (0-1).", "kv_waste"),
     ("gauge", "kv_cache_blocks_total", "KV blocks of the context.", "kv_blocks_total"),
     ("gauge", "kv_cache_blocks_used", "KV blocks in use.", "kv_blocks_used"),
+    ("gauge", "kv_cache_blocks_held", "KV blocks held for sessions and pinned contexts.", "kv_blocks_held"),
+    ("counter", "kv_cache_holds_dropped", "Session and pinned holds dropped for room.", "holds_dropped"),
     ("counter", "prefix_cache_queries", "Prompt tokens looked up in the cache.", "prefix_cache_queries"),
     ("counter", "prefix_cache_hits", "Prompt tokens found in the prefix cache.", "prefix_cache_hits"),
     ("counter", "remote_kv_failures", "Remote swaps that failed (recomputed).", "remote_kv_failures"),

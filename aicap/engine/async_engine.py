@@ -84,6 +84,11 @@ def _settle(
         done.set_result(result)  # type: ignore[arg-type]
 
 
+def _resolve(done: asyncio.Future[Any], result: Any) -> None:
+    if not done.done():
+        done.set_result(result)
+
+
 class EngineClosed(RuntimeError):
     """The engine stopped (its model was unloaded or the daemon is shutting down)."""
 
@@ -183,8 +188,10 @@ class _InferenceThread:
                 if what is _START:
                     if target._start():
                         self.engines.append(target)
-                elif target not in self.engines:
-                    pass  # for an engine that stopped (or never started): nothing to do
+                elif target not in self.engines:  # it stopped (or never started): nothing to do
+                    if isinstance(what, tuple) and what[0] == "hold":  # but answer a waiting hold
+                        with contextlib.suppress(RuntimeError):  # its loop is closed
+                            what[4].call_soon_threadsafe(_resolve, what[5], 0)
                 elif not target._take(what):
                     self.engines.remove(target)
                     target._stopped.set()
@@ -291,6 +298,20 @@ class AsyncEngine:
         self._inbox.put(("export", generation.request_id, generation, loop, done))
         return await done
 
+    async def hold(self, key: object, tokens: list[int], app: str = "") -> int:
+        """Keeps the cached blocks of `tokens` held under `key` (LLMEngine.hold, on the inference
+        thread) and returns how many tokens that covers."""
+        if self._stopped.is_set():
+            return 0
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int] = loop.create_future()
+        self._inbox.put(("hold", key, list(tokens), app, loop, done))
+        return await done
+
+    def release(self, key: object) -> None:
+        """Drops the hold under `key` (LLMEngine.release), without waiting for it."""
+        self._inbox.put(("release", key))
+
     def stats(self) -> EngineStats:
         """The engine's figures after its last step (safe from any thread)."""
         return self._stats
@@ -378,6 +399,13 @@ class AsyncEngine:
             engine.kept(item[1], item[2])
         elif item[0] == "returned":  # ("returned", ticket, KvState or None): a Get's answer
             engine.returned(item[1], item[2])
+        elif item[0] == "hold":  # ("hold", key, tokens, app, its loop, future)
+            _, key, tokens, app, loop, done = item
+            held = engine.hold(key, tokens, app)
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(_resolve, done, held)
+        elif item[0] == "release":  # ("release", key)
+            engine.release(item[1])
         elif item[0] == "stop":  # ("stop", request id, sample index)
             engine.stop(item[1], item[2])
             if not engine.has_request(item[1]):

@@ -9,12 +9,19 @@ uses stay cached in an LRU free queue and are evicted when a new block is needed
 `max_cached_blocks` of them are kept: llama.cpp's attention walks every live cell, cached or not, so
 an unbounded cache slows every step once it has filled the context.
 Running out of blocks is a normal outcome: methods return None or False and change nothing.
+
+A *hold* (`hold(key, tokens)`) keeps the cached blocks of a token prefix referenced while no sequence
+uses them: a session's transcript between its turns, an app's pinned context. Held blocks are never
+evicted; when a sequence needs blocks that are not free, holds are dropped, the least recently placed
+first, until there are enough (their blocks become ordinary cached blocks, evicted as the least
+recently used). Held blocks count against `max_held_blocks`: past it, the app that holds the most
+loses its oldest hold, so one app's sessions cannot take another's.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -32,6 +39,13 @@ class Allocation:
 
     block_table: tuple[int, ...]
     num_cached_tokens: int
+
+
+@dataclass(slots=True)
+class _Hold:
+    blocks: list[int]
+    app: str
+    tick: int  # when it was placed: the smallest is dropped first
 
 
 @dataclass(slots=True)
@@ -68,11 +82,17 @@ class BlockManager:
         block_size: int,
         enable_prefix_caching: bool = True,
         max_cached_blocks: int | None = None,
+        max_held_blocks: int | None = None,
     ) -> None:
         assert num_blocks > 0 and block_size > 0
         self.block_size = block_size
         self.caching = enable_prefix_caching
         self.max_cached_blocks = num_blocks if max_cached_blocks is None else max_cached_blocks
+        self.max_held_blocks = num_blocks // 2 if max_held_blocks is None else max_held_blocks
+        self._holds: dict[object, _Hold] = {}
+        self._ticks = 0
+        self.held_blocks = 0  # blocks of all holds (a block two holds share counts twice)
+        self.holds_dropped = 0  # holds dropped for room or over max_held_blocks
         self.blocks = [Block(i) for i in range(num_blocks)]
         self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))  # head = evict first
         self._cached_free: OrderedDict[int, None] = OrderedDict()  # free blocks with content, LRU first
@@ -134,9 +154,12 @@ class BlockManager:
                 if b is None or self.blocks[b].token_ids != tuple(prompt[i * bs : (i + 1) * bs]):
                     break
                 hits.append(b)
-        revived = sum(1 for b in hits if self.blocks[b].ref_count == 0)
         needed = self._blocks_for(len(prompt)) - len(hits)
-        if needed > len(self._free) - revived:
+
+        def short() -> int:  # blocks missing: free ones less the cached hits that are free themselves
+            return needed - len(self._free) + sum(1 for b in hits if self.blocks[b].ref_count == 0)
+
+        if short() > 0 and not self._make_room(short, set(hits)):
             return None
         for b in hits:
             self._touch(b)
@@ -150,7 +173,7 @@ class BlockManager:
         """Adds tokens to a sequence, growing its table as needed; False (and no change) if full."""
         seq = self._seqs[seq_id]
         needed = self._blocks_for(len(seq.tokens) + len(token_ids)) - len(seq.blocks)
-        if needed > len(self._free):
+        if needed > len(self._free) and not self._make_room(lambda: needed - len(self._free)):
             return False
         seq.blocks.extend(self._pop_free() for _ in range(needed))
         seq.tokens.extend(token_ids)
@@ -231,7 +254,7 @@ class BlockManager:
         parent = self._seqs[parent_id]
         full = len(parent.tokens) // self.block_size
         partial = len(parent.blocks) > full
-        if partial and not self._free:
+        if partial and not self._free and not self._make_room(lambda: 1 - len(self._free)):
             return None
         shared = parent.blocks[:full]
         for b in shared:
@@ -248,7 +271,86 @@ class BlockManager:
     def free(self, seq_id: int) -> None:
         """Releases a sequence's blocks, last block first into the queue (so it is evicted first)."""
         seq = self._seqs.pop(seq_id)
-        for b in reversed(seq.blocks):
+        self._unref(reversed(seq.blocks))
+
+    # ---- holds ----
+
+    def hold(self, key: object, tokens: Sequence[int], salt: str = "", app: str = "") -> int:
+        """Holds the cached blocks of the longest cached prefix of `tokens` (whole blocks, hashed with
+        `salt` as a sequence of these tokens would be) under `key`, in place of what `key` held before;
+        returns how many tokens that covers. Past max_held_blocks, holds are dropped (hold docs)."""
+        old = self._holds.pop(key, None)
+        blocks: list[int] = []
+        if self.caching:
+            seq = _Seq([], list(tokens), salt)
+            self._hash_full_blocks(seq)
+            bs = self.block_size
+            for i, h in enumerate(seq.hashes):
+                b = self._cached.get(h)
+                if b is None or self.blocks[b].token_ids != tuple(tokens[i * bs : (i + 1) * bs]):
+                    break
+                blocks.append(b)
+        for b in blocks:
+            self._touch(b)
+        if old is not None:
+            self.held_blocks -= len(old.blocks)
+            self._unref(reversed(old.blocks))
+        if blocks:
+            self._ticks += 1
+            self._holds[key] = _Hold(blocks, app, self._ticks)
+            self.held_blocks += len(blocks)
+        while self.held_blocks > self.max_held_blocks:
+            per_app: dict[str, int] = {}
+            for kept in self._holds.values():
+                per_app[kept.app] = per_app.get(kept.app, 0) + len(kept.blocks)
+            top = max(per_app, key=lambda a: per_app[a])
+            self._drop(min((k for k, v in self._holds.items() if v.app == top), key=self._tick))
+        return len(self._holds[key].blocks) * self.block_size if key in self._holds else 0
+
+    def release(self, key: object) -> None:
+        """Drops the hold under `key`, if any: its blocks stay cached until evicted as usual."""
+        if key in self._holds:
+            self._drop(key, counted=False)
+
+    def held(self, key: object) -> int:
+        """Tokens held under `key` (0 if none)."""
+        h = self._holds.get(key)
+        return len(h.blocks) * self.block_size if h is not None else 0
+
+    def _tick(self, key: object) -> int:
+        return self._holds[key].tick
+
+    def _drop(self, key: object, counted: bool = True) -> None:
+        h = self._holds.pop(key)
+        self.held_blocks -= len(h.blocks)
+        self.holds_dropped += counted
+        self._unref(reversed(h.blocks))
+
+    def _make_room(self, short: Callable[[], int], exclude: Collection[int] = ()) -> bool:
+        """Whether `short()` blocks missing can be freed by dropping holds (the blocks in `exclude` do
+        not count): then they are, the oldest first, until none is missing. Nothing is dropped when
+        all of them would not be enough (a request that cannot be admitted yet leaves holds alone)."""
+        if short() <= 0:
+            return True
+        if not self._holds:
+            return False
+        refs: dict[int, int] = {}
+        for h in self._holds.values():
+            for b in h.blocks:
+                refs[b] = refs.get(b, 0) + 1
+        gain = sum(1 for b, n in refs.items() if self.blocks[b].ref_count == n and b not in exclude)
+        if gain < short():
+            return False
+        while short() > 0 and self._holds:
+            self._drop(min(self._holds, key=self._tick))
+        return short() <= 0
+
+    # ---- internals ----
+
+    def _unref(self, blocks: Iterable[int]) -> None:
+        """One reference less on each block; a block no one references goes to the free queue (at its
+        head if it holds nothing cached, else at its tail, the most recently used)."""
+        for b in blocks:
             block = self.blocks[b]
             block.ref_count -= 1
             assert block.ref_count >= 0, f"double free of block {b}"
@@ -263,8 +365,6 @@ class BlockManager:
             b = next(iter(self._cached_free))
             self._evict(b)
             self._free.move_to_end(b, last=False)
-
-    # ---- internals ----
 
     def _hash_full_blocks(self, seq: _Seq) -> None:
         bs = self.block_size
@@ -302,6 +402,12 @@ class BlockManager:
             assert len(seq.blocks) == want, "table does not cover the tokens"
             for b in seq.blocks:
                 refs[b] += 1
+        for kept in self._holds.values():
+            for b in kept.blocks:
+                refs[b] += 1
+                assert self.blocks[b].hash is not None, f"held block {b} is not cached"
+        assert self.held_blocks == sum(len(v.blocks) for v in self._holds.values()), "held count"
+        assert self.held_blocks <= self.max_held_blocks, "more held blocks than allowed"
         for block in self.blocks:
             assert block.ref_count == refs[block.block_id], f"block {block.block_id} ref count"
             assert (block.ref_count == 0) == (block.block_id in self._free), (

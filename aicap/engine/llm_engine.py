@@ -92,6 +92,8 @@ class EngineStats:
     spec_accepted_tokens: int = 0
     prefill_tokens_per_s: float = 0.0  # this device's speed, from recent steps (speed.py)
     decode_step_s: float = 0.0
+    kv_blocks_held: int = 0  # held for sessions and pinned contexts (BlockManager.hold)
+    holds_dropped: int = 0
 
 
 def _generator(seed: int, skip: int) -> np.random.Generator:
@@ -117,6 +119,7 @@ class LLMEngine:
             config.block_size,
             caching,
             max_cached_blocks=config.prefix_cache_tokens // config.block_size,
+            max_held_blocks=config.held_cache_tokens // config.block_size,
         )
         self.scheduler = Scheduler(dataclasses.replace(config, max_running=n_slots), self.blocks)
         self.cells = Cells(runner, self.blocks, n_slots)
@@ -306,7 +309,21 @@ class LLMEngine:
             spec_accepted_tokens=self._accepted,
             prefill_tokens_per_s=self.speed.figures.prefill_tokens_per_s,
             decode_step_s=self.speed.figures.decode_step_s,
+            kv_blocks_held=b.held_blocks,
+            holds_dropped=b.holds_dropped,
         )
+
+    def hold(self, key: object, tokens: list[int], app: str = "") -> int:
+        """Keeps the cached blocks of `tokens` (as `app`'s prompt would hit them) until `release(key)`
+        or memory pressure (BlockManager.hold): a session's transcript, a pinned context. Returns the
+        tokens held."""
+        held = self.blocks.hold(key, tokens, app if self.config.isolate_apps else "", app)
+        self.cells.apply_evictions()  # the blocks a replaced or dropped hold left may have gone
+        return held
+
+    def release(self, key: object) -> None:
+        self.blocks.release(key)
+        self.cells.apply_evictions()
 
     # ---- the remote store (remote_swap.py) ----
 
