@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aicap._messages import (
+        Citation,
         Completion,
         CompletionChunk,
+        Context,
         EngineStats,
         Histogram,
         Model,
@@ -29,8 +31,10 @@ _MODULE_OF = {
     "AiClient": "aicap.client",
     "AsyncAiClient": "aicap.client",
     "AsyncCompletionStream": "aicap.client",
+    "Citation": "aicap._messages",
     "Completion": "aicap._messages",
     "CompletionChunk": "aicap._messages",
+    "Context": "aicap._messages",
     "CompletionStream": "aicap.client",
     "EngineStats": "aicap._messages",
     "Histogram": "aicap._messages",
@@ -47,9 +51,11 @@ __all__ = [
     "AiClient",
     "AsyncAiClient",
     "AsyncCompletionStream",
+    "Citation",
     "Completion",
     "CompletionChunk",
     "CompletionStream",
+    "Context",
     "EngineStats",
     "Histogram",
     "Model",

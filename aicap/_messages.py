@@ -49,6 +49,36 @@ class ToolCall:
 
 
 @dataclass(frozen=True, slots=True)
+class Citation:
+    """A retrieved row a grounded answer's prompt held (its number there is its place in the list)."""
+
+    uri: str
+    row_id: int
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Where a grounded chat may look: an indexed DataShare table the app may read. `predicates`: a
+    datamgr DataSharePredicates (or its proto, or that serialized) restricting the rows; `query`: what
+    to look for (default: the last user message)."""
+
+    uri: str
+    k: int = 0
+    predicates: Any = None
+    query: str = ""
+
+    def proto(self) -> pb.ContextSource:
+        preds = self.predicates
+        if preds is not None and hasattr(preds, "to_proto"):
+            preds = preds.to_proto()
+        if preds is not None and hasattr(preds, "SerializeToString"):
+            preds = preds.SerializeToString()
+        source = pb.DataShareSource(uri=self.uri, k=self.k, predicates=preds or b"", query=self.query)
+        return pb.ContextSource(datashare=source)
+
+
+@dataclass(frozen=True, slots=True)
 class CompletionChunk:
     """New text of sample `index` and the tokens it came from; the last chunk of a sample has
     `finish_reason` ("stop": end of generation, a stop string or the end of a response format;
@@ -62,6 +92,7 @@ class CompletionChunk:
     finish_reason: str | None = None
     usage: Usage | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
+    citations: list[Citation] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -75,6 +106,7 @@ class Sample:
     finish_reason: str | None = None
     usage: Usage | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
+    citations: list[Citation] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -107,6 +139,10 @@ class Completion:
     def tool_calls(self) -> list[ToolCall]:
         return self.samples[0].tool_calls
 
+    @property
+    def citations(self) -> list[Citation]:
+        return self.samples[0].citations
+
     def json(self) -> Any:
         """The first sample's text parsed as JSON (structured output; ValueError if it does not parse,
         as when max_tokens cut it: finish_reason "length")."""
@@ -127,6 +163,7 @@ def chunk_from_proto(msg: pb.CompletionChunk) -> CompletionChunk:
         if usage
         else None,
         [ToolCall(c.id, c.name, c.arguments) for c in msg.tool_calls],
+        [Citation(c.uri, c.row_id, c.score) for c in msg.citations],
     )
 
 
@@ -145,6 +182,7 @@ def assemble(chunks: Iterable[CompletionChunk]) -> Completion:
         if chunk.usage is not None:
             sample.usage = chunk.usage
         sample.tool_calls.extend(chunk.tool_calls)
+        sample.citations.extend(chunk.citations)
     return Completion([samples[i] for i in sorted(samples)])
 
 
@@ -454,6 +492,7 @@ def chat_request(
     tools: Sequence[Mapping[str, Any]] | None = None,
     tool_choice: str | Mapping[str, Any] | None = None,
     parallel_tool_calls: bool = False,
+    context: Sequence[Context] = (),
 ) -> pb.ChatRequest:
     return pb.ChatRequest(
         model=model or "",
@@ -461,4 +500,5 @@ def chat_request(
         params=sampling_params(**sampling),
         **placement_fields(placement),
         **tools_fields(tools, tool_choice, parallel_tool_calls),
+        context=[c.proto() for c in context],
     )

@@ -26,6 +26,7 @@ import grpc
 from aicap._messages import (
     Completion,
     CompletionChunk,
+    Context,
     Messages,
     Model,
     Sampling,
@@ -174,9 +175,12 @@ class AiClient:
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
         parallel_tool_calls: bool = False,
+        context: Sequence[Context] = (),
         **sampling: Unpack[Sampling],
     ) -> CompletionStream:
-        req = chat_request(messages, model, sampling, placement, tools, tool_choice, parallel_tool_calls)
+        req = chat_request(
+            messages, model, sampling, placement, tools, tool_choice, parallel_tool_calls, context
+        )
         return CompletionStream(self._stub.Chat(req, metadata=self._md, timeout=timeout))
 
     def chat(
@@ -189,6 +193,7 @@ class AiClient:
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
         parallel_tool_calls: bool = False,
+        context: Sequence[Context] = (),
         **sampling: Unpack[Sampling],
     ) -> Completion:
         with self.stream_chat(
@@ -199,6 +204,7 @@ class AiClient:
             tools=tools,
             tool_choice=tool_choice,
             parallel_tool_calls=parallel_tool_calls,
+            context=context,
             **sampling,
         ) as stream:
             return stream.completion()
@@ -303,9 +309,12 @@ class AsyncAiClient:
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
         parallel_tool_calls: bool = False,
+        context: Sequence[Context] = (),
         **sampling: Unpack[Sampling],
     ) -> AsyncCompletionStream:
-        req = chat_request(messages, model, sampling, placement, tools, tool_choice, parallel_tool_calls)
+        req = chat_request(
+            messages, model, sampling, placement, tools, tool_choice, parallel_tool_calls, context
+        )
         return AsyncCompletionStream(self._stub.Chat(req, metadata=self._md, timeout=timeout))
 
     async def chat(
@@ -318,6 +327,7 @@ class AsyncAiClient:
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
         parallel_tool_calls: bool = False,
+        context: Sequence[Context] = (),
         **sampling: Unpack[Sampling],
     ) -> Completion:
         async with self.stream_chat(
@@ -328,6 +338,7 @@ class AsyncAiClient:
             tools=tools,
             tool_choice=tool_choice,
             parallel_tool_calls=parallel_tool_calls,
+            context=context,
             **sampling,
         ) as stream:
             return await stream.completion()

@@ -75,3 +75,17 @@ def test_pack_never_exceeds_its_budget(items: list[tuple[float, str]], room: int
     used = words(grounding.INTRO) + sum(words(grounding.block(n, p)) for n, p in enumerate(chosen, 1))
     assert used <= budget
     assert [p.score for p in chosen] == sorted((p.score for p in chosen), reverse=True)
+
+
+def test_the_sdks_context_carries_datashare_predicates_serialized() -> None:
+    from aicap import Context
+    from datamgr.client import DataSharePredicates
+    from datamgr.v1 import datashare_pb2
+
+    preds = DataSharePredicates().equal_to("folder", "home")
+    msg = Context(URI, k=3, predicates=preds, query="wifi").proto()
+    assert (msg.datashare.uri, msg.datashare.k, msg.datashare.query) == (URI, 3, "wifi")
+    assert (
+        DataSharePredicates.from_proto(datashare_pb2.Predicates.FromString(msg.datashare.predicates)) == preds
+    )
+    assert Context(URI).proto().datashare.predicates == b""
