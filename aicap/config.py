@@ -116,3 +116,9 @@ class AiConfig:
     max_migrations: int = 3  # devices lost by one generation before it fails UNAVAILABLE
     speed_max_age_s: float = 120.0  # idle and asked by a peer, older speed figures are measured again
     metrics_port: int | None = None  # serve /metrics on 127.0.0.1:port
+    # sessions and pinned contexts (aicap.sessions), and the daily token quota (aicap.usage; 0: none)
+    max_sessions_per_app: int = 8
+    session_idle_s: float = 600.0  # a session not used for this long is closed
+    max_pinned_per_app: int = 8
+    max_pinned_chars: int = 16384
+    tokens_per_day_per_app: int = 0

@@ -43,6 +43,7 @@ class Prompt:
     tokens: list[int]
     shared: tuple[str, int] = ("", 0)  # (salt, tokens) of the declared shared prefix it starts with
     tool_format: Format | None = None  # it asks for tool calls: the answer's format (aicap.tools)
+    text: str = ""  # a chat's rendered text (the tokens are its, or a prefix's and then its rest's)
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -51,6 +52,18 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     if a[:n] == b[:n]:
         return n
     return next(i for i in range(n) if a[i] != b[i])
+
+
+def continued(
+    prefix: tuple[list[int], str] | None, text: str, tokenize: Callable[[str], list[int]]
+) -> list[int]:
+    """The tokens of `text`: when it begins with a prefix's text, the prefix's own tokens and then the
+    rest's (a session's last prompt and answer as the model computed them, token for token, so their
+    cached KV is hit; or a pinned context's); otherwise all of `text` tokenized."""
+    if prefix is not None and prefix[0] and text.startswith(prefix[1]):
+        rest = text[len(prefix[1]) :]
+        return list(prefix[0]) + (tokenize(rest) if rest else [])
+    return tokenize(text)
 
 
 class Prompts:
@@ -104,8 +117,10 @@ class Prompts:
         messages: list[dict[str, Any]],
         app: str,
         tools: Tools | None = None,
+        prefix: tuple[list[int], str] | None = None,
     ) -> Prompt:
-        return await self.run(self._chat, tok, template, messages, app, tools)
+        """`prefix`: (tokens, their text) the rendered prompt is expected to begin with (`continued`)."""
+        return await self.run(self._chat, tok, template, messages, app, tools, prefix)
 
     async def grammar(self, tok: Tokenizer, fmt: Format) -> str:
         """The format compiled for the model's vocabulary (InvalidArgument with the reason if not)."""
@@ -132,7 +147,13 @@ class Prompts:
             return Prompt(tokens, self._shared(tok, tokens, app, "complete", ""))
 
     def _chat(
-        self, tok: Tokenizer, template: str, messages: list[dict[str, Any]], app: str, tools: Tools | None
+        self,
+        tok: Tokenizer,
+        template: str,
+        messages: list[dict[str, Any]],
+        app: str,
+        tools: Tools | None,
+        prefix: tuple[list[int], str] | None = None,
     ) -> Prompt:
         with tok.using():
             definitions, fmt = None, None
@@ -146,8 +167,8 @@ class Prompts:
                 messages, defs = template_inputs(messages, definitions, capabilities(template))
             bos, eos = tok.token_text(tok.bos), tok.token_text(tok.eos)
             text = render_chat(template, messages, bos, eos, tools=defs)
-            tokens = tok.tokenize(text, add_special=False, parse_special=True)
-            return Prompt(tokens, self._shared(tok, tokens, app, "chat", template), fmt)
+            tokens = continued(prefix, text, lambda t: tok.tokenize(t, add_special=False, parse_special=True))
+            return Prompt(tokens, self._shared(tok, tokens, app, "chat", template), fmt, text)
 
     def _grammar(self, tok: Tokenizer, fmt: Format) -> str:
         return structured.compile_format(tok.grammar_tokenizer(), fmt)

@@ -36,6 +36,7 @@ from aicap import grounding
 from aicap._host import Caller, Database, Identify, Peers
 from aicap.chat import ROLES
 from aicap.config import USE_AI, AiConfig, ModelSpec
+from aicap.conversations import Conversations
 from aicap.engine.async_engine import AsyncEngine, LatencyHistogram
 from aicap.engine.generation import Generation
 from aicap.engine.llm_engine import EngineStats, TokenEvent
@@ -63,6 +64,7 @@ from aicap.store import ModelStore
 from aicap.structured import Format, check_size
 from aicap.text import SampleText
 from aicap.tools import Tool, Tools, parse_answer
+from aicap.usage import TokenQuota, UsageStore
 from aicap.v1 import aicap_pb2 as pb
 from aicap.v1 import aicap_pb2_grpc as pb_grpc
 
@@ -313,6 +315,8 @@ class AiService(pb_grpc.AiServiceServicer):
         )
         self.metrics = make_registry(self._loaded_engines, self.limiter)
         self.prompts = Prompts(config)
+        self.quota = TokenQuota(config.tokens_per_day_per_app, UsageStore(db.engine), db.write)
+        self.conversations = Conversations(self)  # sessions and pinned contexts
         self._calls: dict[str, set[_Call]] = {}  # bundle → its open generations
         self.peers: Peers | None = None  # paired devices to offload to (set by the host)
         self.retriever: grounding.Retriever | None = None  # grounded chats' sources (set by the host)
@@ -333,6 +337,7 @@ class AiService(pb_grpc.AiServiceServicer):
 
     async def start(self) -> None:
         """Registers the models and starts loading the default one (`ready()` says when it is loaded)."""
+        await self.quota.start()
         await self.models.start()
         self._loading = asyncio.create_task(self._load_default())
         if self.config.metrics_port is not None:
@@ -383,6 +388,8 @@ class AiService(pb_grpc.AiServiceServicer):
 
     async def close(self) -> None:
         """Ends in-flight generations with UNAVAILABLE and frees every model."""
+        await self.conversations.close()
+        await self.quota.close()
         await self.models.close()
         if self._loading is not None:
             with contextlib.suppress(Exception):
@@ -494,6 +501,10 @@ class AiService(pb_grpc.AiServiceServicer):
 
     async def Chat(self, request: pb.ChatRequest, context: Any) -> AsyncIterator[pb.CompletionChunk]:
         app = self._app(context)
+        if request.session or request.pinned_context:  # aicap.conversations
+            async for chunk in self.conversations.chat(app, context, request):
+                yield chunk
+            return
         m = self.models.get(request.model)
         if not request.messages:
             raise InvalidArgument("no messages")
@@ -608,6 +619,7 @@ class AiService(pb_grpc.AiServiceServicer):
         make_prompt: Callable[[], Awaitable[Prompt]],
         request: pb.CompleteRequest | pb.ChatRequest,
     ) -> AsyncIterator[pb.CompletionChunk]:
+        self.quota.check(app)  # the daily token quota (aicap.usage)
         where = self._placement(request)
         if where is None:
             await self.models.engine(m)  # loading: requests wait for the model, not for a slot
@@ -615,6 +627,7 @@ class AiService(pb_grpc.AiServiceServicer):
             async with self.limiter.slot(app):
                 self._check(context)  # it may have been revoked while it waited
                 prompt = await make_prompt()
+                self.quota.add(app, len(prompt.tokens))
                 params, fmt = request.params, self._format(request.params)
                 if prompt.tool_format is not None:  # the tools' JSON, sent to paired devices as a schema
                     params, fmt = _with_schema(params, prompt.tool_format.text), prompt.tool_format
@@ -640,6 +653,7 @@ class AiService(pb_grpc.AiServiceServicer):
                         lambda: self._check(context),
                         prompt.tool_format is not None,
                     ):
+                        self.quota.add(app, len(chunk.token_ids))
                         yield chunk
                 finally:
                     await run.aclose()
@@ -993,15 +1007,35 @@ class AiService(pb_grpc.AiServiceServicer):
             if not calls:
                 del self._calls[app]
 
+    # ---- sessions and pinned contexts (aicap.conversations) ----
+
+    async def CreateSession(self, request: pb.CreateSessionRequest, context: Any) -> pb.Session:
+        return await self.conversations.create_session(self._app(context), request)
+
+    async def GetSession(self, request: pb.GetSessionRequest, context: Any) -> pb.Session:
+        return self.conversations.get_session(self._app(context), request)
+
+    async def CloseSession(self, request: pb.CloseSessionRequest, context: Any) -> pb.CloseSessionResponse:
+        self.conversations.close_session(self._app(context), request)
+        return pb.CloseSessionResponse()
+
+    async def PinContext(self, request: pb.PinContextRequest, context: Any) -> pb.PinnedContext:
+        return await self.conversations.pin(self._app(context), request)
+
+    async def UnpinContext(self, request: pb.UnpinContextRequest, context: Any) -> pb.UnpinContextResponse:
+        self.conversations.unpin(self._app(context), request)
+        return pb.UnpinContextResponse()
+
     # ---- statistics ----
 
     def _loaded_engines(self) -> list[tuple[str, Any]]:
         return [(m.name, m.engine) for m in self.models.all() if m.engine is not None]
 
     async def GetStats(self, request: pb.GetStatsRequest, context: Any) -> pb.GetStatsResponse:
-        self._app(context, admin_ok=True)  # an app's view of the engine is for apps that use it
+        app = self._app(context, admin_ok=True)  # an app's view of the engine is for apps that use it
         models = [self.models.get(request.model)] if request.model else self.models.all()
         out = pb.GetStatsResponse(prometheus=prometheus_text(self.metrics))
+        out.apps.extend(self.conversations.usage(app))  # the owner sees every app's, an app its own
         for m in models:
             s = m.engine.stats() if m.engine is not None else EngineStats()
             msg = out.engines.add(model=m.name)

@@ -95,6 +95,40 @@ class DataShareSettings(BaseModel):
         description="Longest text value a batch insert may store, in characters (single calls are "
         "bounded by max_call_bytes): with max_pattern_chars it bounds one pattern match.",
     )
+    max_retrieve_k: int = Field(
+        100, ge=1, le=10_000, description="Most rows one Retrieve may ask for (INVALID_ARGUMENT beyond)."
+    )
+    max_retrieve_query_chars: int = Field(
+        2000,
+        ge=16,
+        le=1 << 20,
+        description="Longest Retrieve query, in characters (RESOURCE_EXHAUSTED beyond): it is embedded "
+        "and searched word by word.",
+    )
+    index_batch_rows: int = Field(
+        32, ge=1, le=4096, description="Rows of an indexed table embedded per call of the embedding model."
+    )
+    index_max_text_chars: int = Field(
+        2000,
+        ge=64,
+        le=1 << 20,
+        description="An indexed text is cut to this many characters before it is embedded (the embedding "
+        "model reads a few hundred tokens at most); full text indexes all of it.",
+    )
+    index_hnsw_min_rows: int = Field(
+        10_000,
+        ge=0,
+        le=1 << 30,
+        description="Vectors of one indexed column from which an HNSW graph answers; below, an exact scan "
+        "(10,000 x 384 dimensions: 15 MB, a few ms a query).",
+    )
+    index_poll_s: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="How often the indexer looks for rows to embed that no local write announced (rows "
+        "applied by sync).",
+    )
 
 
 class AiModelSettings(BaseModel):
@@ -311,6 +345,29 @@ class AiSettings(BaseModel):
         le=86_400,
         description="A kept KV state not asked back or dropped within this many seconds is forgotten (its "
         "device was lost, say); its sequence is then recomputed there.",
+    )
+    # sessions, pinned contexts and the daily token quota (aicap.sessions, aicap.usage)
+    held_cache_tokens: int = Field(
+        4096,
+        ge=0,
+        le=1 << 24,
+        description="Tokens of cached KV blocks held for sessions (between turns) and pinned contexts; past "
+        "it, the app holding most loses its oldest hold. Holds are also dropped, oldest first, when running "
+        "requests need the room; such a session is recomputed from its transcript at its next turn.",
+    )
+    max_sessions_per_app: int = Field(8, ge=1, le=1024, description="Open sessions (CreateSession) per app.")
+    session_idle_s: float = Field(
+        600.0, gt=0, le=7 * 86_400, description="A session not used for this long is closed (its KV freed)."
+    )
+    max_pinned_per_app: int = Field(8, ge=1, le=1024, description="Pinned contexts (PinContext) per app.")
+    max_pinned_chars: int = Field(
+        16384, ge=1, le=1 << 22, description="Longest text of a pinned context, in characters."
+    )
+    tokens_per_day_per_app: int = Field(
+        0,
+        ge=0,
+        description="Prompt and completion tokens one app may use per calendar day (the daemon's local "
+        "time; counted across restarts); past it, requests are RESOURCE_EXHAUSTED until midnight. 0: none.",
     )
 
     @model_validator(mode="after")

@@ -33,6 +33,7 @@ from datamgr.changefeed import Change, Feed
 from datamgr.config import AiSettings, Settings, UdmfSettings
 from datamgr.datashare.distributed import DistributedTables
 from datamgr.datashare.extension import ExtensionRouter
+from datamgr.datashare.indexer import Indexer, IndexerConfig, TextEmbedder
 from datamgr.datashare.published import PublishedBatch, PublishedStore
 from datamgr.datashare.service import DataShareService
 from datamgr.datashare.tables import ProviderRegistry
@@ -250,6 +251,7 @@ async def _start_ai(ai: AiSettings, identify: Identify, db: Database) -> Any:
             max_running=ai.max_running,
             swap_budget_tokens=ai.swap_budget_tokens,
             prefix_cache_tokens=ai.prefix_cache_tokens,
+            held_cache_tokens=ai.held_cache_tokens,
             isolate_apps=ai.isolate_prefix_cache_per_app,
             spec_draft_max=ai.spec_draft_max,
             spec_max_batch_tokens=ai.spec_max_batch_tokens,
@@ -273,6 +275,11 @@ async def _start_ai(ai: AiSettings, identify: Identify, db: Database) -> Any:
         offload_min_level=ai.offload_min_level,
         max_migrations=ai.max_migrations,
         speed_max_age_s=ai.speed_max_age_s,
+        max_sessions_per_app=ai.max_sessions_per_app,
+        session_idle_s=ai.session_idle_s,
+        max_pinned_per_app=ai.max_pinned_per_app,
+        max_pinned_chars=ai.max_pinned_chars,
+        tokens_per_day_per_app=ai.tokens_per_day_per_app,
     )
     places = ai.offload or ai.serve_peers != "off"  # placement compares measured speeds
     service = AiService(config, identify, db, host_busy=db.busy, measure_speed=places)
@@ -290,6 +297,38 @@ async def _ai_serving(ai: Any, health_servicer: HealthServicer) -> None:
     try:
         await ai.ready()
     except Exception as exc:
+def _indexer_config(ds: Any) -> IndexerConfig:
+    return IndexerConfig(
+        batch_rows=ds.index_batch_rows,
+        max_text_chars=ds.index_max_text_chars,
+        hnsw_min_rows=ds.index_hnsw_min_rows,
+        poll_s=ds.index_poll_s,
+    )
+
+
+def _text_embedder(ai: Any) -> TextEmbedder | None:
+    """The AI service's embedding model for the DataShare indexes, or None (AI off, no embedding model):
+    then vector indexes are unavailable, their rows stay queued, full text works."""
+    offer = getattr(ai, "text_embedder", None)  # AiService.text_embedder(): the embedding model, if any
+    if offer is None:
+        return None
+    embedder: TextEmbedder | None = offer()
+    return embedder
+
+
+async def _start_indexer(indexer: Indexer, ai: Any) -> None:
+    """The DataShare indexes' background embedding, with the AI service's model if there is one; its
+    backlog joins the AI service's metrics (GetStats, /metrics)."""
+    from datamgr.datashare.index_metrics import IndexCollector
+
+    indexer.embedder = _text_embedder(ai)
+    if indexer.embedder is None:
+        log.info("no embedding model: DataShare vector indexes are unavailable (full text works)")
+    await indexer.start()
+    if ai is not None:
+        ai.metrics.register(IndexCollector(indexer))
+
+
         log.error("the AI service stays NOT_SERVING: %s", getattr(exc, "message", exc))
         return
     await health_servicer.set(AI_SERVICE, health_pb2.HealthCheckResponse.SERVING)
@@ -411,6 +450,7 @@ async def run(  # noqa: PLR0915 - the composition root
         published.remove(bundle)
         kv.remove_app(bundle)
         quotas.forget(bundle)
+    indexer = Indexer(db, providers, None, _indexer_config(ds))  # its embedder once the AI service is up
         if pacer is not None:
             pacer.forget(bundle)
 
@@ -452,10 +492,12 @@ async def run(  # noqa: PLR0915 - the composition root
     ai = await _start_ai(settings.ai, identify, db) if settings.ai.enabled else None
     devices = DeviceService(discovery, identify)
     udmf_removed = _if_removed(apps, udmf.app_removed)
+        indexer,
     ai_revoked = [ai.revoked] if ai is not None else []  # ends the app's generations
     _on_revoke(apps, loop, datashare.revoked, kv.revoked, devices.revoked, udmf_removed, *ai_revoked)
     p = settings.peer
     peer = PeerServer(
+    await _start_indexer(indexer, ai)
         PeerConfig(
             p.listen,
             p.pairing_listen,
@@ -548,6 +590,7 @@ async def run(  # noqa: PLR0915 - the composition root
     await udmf_sync.close()  # channels to peers for UDMF reads close
     if ai_peers is not None:
         await ai_peers.close()
+    await indexer.close()  # queued rows stay queued: embedded at the next start
     await peer.stop(settings.shutdown_grace_s)  # peer calls end, an open pairing window closes
     feed.close()
     published_feed.close()

@@ -14,8 +14,9 @@ A *hold* (`hold(key, tokens)`) keeps the cached blocks of a token prefix referen
 uses them: a session's transcript between its turns, an app's pinned context. Held blocks are never
 evicted; when a sequence needs blocks that are not free, holds are dropped, the least recently placed
 first, until there are enough (their blocks become ordinary cached blocks, evicted as the least
-recently used). Held blocks count against `max_held_blocks`: past it, the app that holds the most
-loses its oldest hold, so one app's sessions cannot take another's.
+recently used). Held blocks count against `max_held_blocks`, and holds against `max_holds`: past
+either, the app that holds the most blocks loses its oldest hold, so one app's sessions cannot take
+another's.
 """
 
 from __future__ import annotations
@@ -83,12 +84,14 @@ class BlockManager:
         enable_prefix_caching: bool = True,
         max_cached_blocks: int | None = None,
         max_held_blocks: int | None = None,
+        max_holds: int | None = None,
     ) -> None:
         assert num_blocks > 0 and block_size > 0
         self.block_size = block_size
         self.caching = enable_prefix_caching
         self.max_cached_blocks = num_blocks if max_cached_blocks is None else max_cached_blocks
         self.max_held_blocks = num_blocks // 2 if max_held_blocks is None else max_held_blocks
+        self.max_holds = num_blocks if max_holds is None else max_holds
         self._holds: dict[object, _Hold] = {}
         self._ticks = 0
         self.held_blocks = 0  # blocks of all holds (a block two holds share counts twice)
@@ -299,7 +302,7 @@ class BlockManager:
             self._ticks += 1
             self._holds[key] = _Hold(blocks, app, self._ticks)
             self.held_blocks += len(blocks)
-        while self.held_blocks > self.max_held_blocks:
+        while self.held_blocks > self.max_held_blocks or len(self._holds) > self.max_holds:
             per_app: dict[str, int] = {}
             for kept in self._holds.values():
                 per_app[kept.app] = per_app.get(kept.app, 0) + len(kept.blocks)
@@ -408,6 +411,7 @@ class BlockManager:
                 assert self.blocks[b].hash is not None, f"held block {b} is not cached"
         assert self.held_blocks == sum(len(v.blocks) for v in self._holds.values()), "held count"
         assert self.held_blocks <= self.max_held_blocks, "more held blocks than allowed"
+        assert len(self._holds) <= self.max_holds, "more holds than allowed"
         for block in self.blocks:
             assert block.ref_count == refs[block.block_id], f"block {block.block_id} ref count"
             assert (block.ref_count == 0) == (block.block_id in self._free), (

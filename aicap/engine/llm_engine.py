@@ -120,6 +120,9 @@ class LLMEngine:
             caching,
             max_cached_blocks=config.prefix_cache_tokens // config.block_size,
             max_held_blocks=config.held_cache_tokens // config.block_size,
+            # each hold keeps one holder's cells at each of its blocks' positions (cells.py): half the
+            # holders stay for other cached prefixes
+            max_holds=max(1, (n_seq_max - n_slots) // 2),
         )
         self.scheduler = Scheduler(dataclasses.replace(config, max_running=n_slots), self.blocks)
         self.cells = Cells(runner, self.blocks, n_slots)

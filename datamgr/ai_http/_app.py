@@ -328,7 +328,7 @@ class Generation(Response):
             await self._close()
             status, body = error_object(exc, self._where)
             headers = [(b"content-type", b"application/json")]
-            headers += [(k.encode(), v.encode()) for k, v in headers_for(status).items()]
+            headers += [(k.encode(), v.encode()) for k, v in headers_for(status, exc).items()]
             await self._last(send, status, headers, _json_bytes(body))
             return
         if self._stream:
@@ -369,7 +369,7 @@ class Generation(Response):
         except Exception as exc:
             await self._close()
             status, body = error_object(exc, self._where)
-            headers = [(k.encode(), v.encode()) for k, v in headers_for(status).items()]
+            headers = [(k.encode(), v.encode()) for k, v in headers_for(status, exc).items()]
             await self._last(
                 send, status, [(b"content-type", b"application/json"), *headers], _json_bytes(body)
             )

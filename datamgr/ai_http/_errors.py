@@ -57,10 +57,16 @@ def error_object(exc: BaseException, where: str) -> tuple[int, dict[str, Any]]:
     return status, {"error": error}
 
 
-def headers_for(status: int) -> dict[str, str]:
-    return {"retry-after": str(RETRY_AFTER_S)} if status in (429, 503) else {}
+def headers_for(status: int, exc: BaseException | None = None) -> dict[str, str]:
+    """`retry-after` of a 429 or 503: the error's own `retry_after_s` (a daily token quota: until it
+    resets), else RETRY_AFTER_S."""
+    if status not in (429, 503):
+        return {}
+    after = getattr(exc, "retry_after_s", None)
+    return {"retry-after": str(after if isinstance(after, int) and after > 0 else RETRY_AFTER_S)}
 
 
 def error_response(exc: BaseException, where: str) -> Response:
     status, body = error_object(exc, where)
-    return Response(json.dumps(body), status, headers=headers_for(status), media_type="application/json")
+    headers = headers_for(status, exc)
+    return Response(json.dumps(body), status, headers=headers, media_type="application/json")

@@ -205,6 +205,57 @@ def query(
 
 @share.command()
 @click.argument("uri")
+@click.argument("query_text", metavar="QUERY")
+@click.option("-k", "k", type=int, default=0, help="Rows to return (default 10).")
+@where_option
+@click.option(
+    "--mode",
+    type=click.Choice(["auto", "vector", "fulltext", "hybrid"]),
+    default="auto",
+    show_default=True,
+    help="auto: hybrid where the column has both indexes, else the one it has.",
+)
+@click.option("--column", default="", help="The indexed column to search (default: every indexed one).")
+@click.option("--columns", help="Comma-separated columns to print (default: all).")
+@json_option
+@token_option
+@address_option
+def retrieve(
+    uri: str,
+    query_text: str,
+    k: int,
+    where: str | None,
+    mode: str,
+    column: str,
+    columns: str | None,
+    as_json: bool,
+    token: str,
+    address: str | None,
+) -> None:
+    """The rows of an indexed table best matching QUERY, best first, with their scores."""
+    cols = [c.strip() for c in columns.split(",")] if columns else None
+    with _helper(address, token) as helper:
+        result = helper.retrieve(uri, query_text, k, parse_where(where), mode, column, cols)
+    if as_json:
+        rows = [
+            {"row_id": r.row_id, "score": r.score, "column": r.column, "values": r.values} for r in result
+        ]
+        print_json({"rows": rows, "pending": result.pending})
+        return
+    names = list(result.rows[0].values) if result.rows else (cols or [])
+    table = Table("score", "column", *names)
+    for r in result:
+        cells = (
+            "NULL" if v is None else repr(v) if isinstance(v, bytes) else str(v) for v in r.values.values()
+        )
+        table.add_row(f"{r.score:.4f}", r.column, *cells)
+    out.print(table)
+    pending = f", {result.pending} not embedded yet" if result.pending else ""
+    out.print(f"{len(result)} row{'s' if len(result) != 1 else ''}{pending}", highlight=False)
+
+
+@share.command()
+@click.argument("uri")
 @click.option("--count", type=int, default=0, help="Exit after this many changes (0: run until Ctrl-C).")
 @token_option
 @address_option

@@ -10,6 +10,8 @@ from datamgr.client.datashare import (
     ChangeInfo,
     DataShareHelper,
     PublishedDataChange,
+    RetrievedRow,
+    RetrieveResult,
     Subscription,
 )
 from datamgr.client.devices import DeviceClient
@@ -58,6 +60,8 @@ __all__ = [
     "PublishedDataChange",
     "PublishedItem",
     "Query",
+    "RetrieveResult",
+    "RetrievedRow",
     "SecurityLevel",
     "SingleKVStore",
     "SubscribeType",

@@ -5,6 +5,8 @@ row_id = helper.insert("datashare:///com.example.contacts/main/people", {"name":
 with helper.query(uri, DataSharePredicates().equal_to("name", "Ada"), ["id", "name"]) as rs:
     while rs.go_to_next_row():
         print(rs.get_long(0), rs.get_string(1))
+for row in helper.retrieve(notes_uri, "how do I reset my password", k=5):  # an indexed table
+    print(row.score, row.values["title"])
 item = PublishedItem("datashareproxy://com.example.weather/today", "sunny")
 helper.publish([item], "com.example.weather")          # an app publishes only its own data
 """
@@ -183,6 +185,68 @@ def manifest_json(manifest: str | Path | Mapping[str, Any]) -> str:
     return manifest
 
 
+RETRIEVE_MODES = {
+    "auto": pb.RETRIEVE_MODE_UNSPECIFIED,  # hybrid where the column has both indexes, else the one it has
+    "vector": pb.RETRIEVE_MODE_VECTOR,
+    "fulltext": pb.RETRIEVE_MODE_FULLTEXT,
+    "hybrid": pb.RETRIEVE_MODE_HYBRID,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievedRow:
+    """A row Retrieve found: `row_id` as insert returns it (-1 when the primary key is not an
+    integer: it is among the values), `score` higher is better (cosine similarity, BM25 relevance or
+    the fused reciprocal-rank score), `column` the indexed column that matched best."""
+
+    row_id: int
+    score: float
+    values: dict[str, Cell]
+    column: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetrieveResult:
+    """The rows found, best first (iterating yields them), and `pending`: rows written but not
+    embedded yet, found by full text only until they are."""
+
+    rows: list[RetrievedRow]
+    pending: int
+
+    def __iter__(self) -> Iterator[RetrievedRow]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def retrieve_request(
+    uri: str,
+    query: str,
+    k: int,
+    predicates: DataSharePredicates | None,
+    mode: str,
+    column: str,
+    columns: Sequence[str] | None,
+) -> pb.RetrieveRequest:
+    if mode not in RETRIEVE_MODES:
+        raise ValueError(f"mode must be one of {', '.join(RETRIEVE_MODES)}, not {mode!r}")
+    return pb.RetrieveRequest(
+        uri=uri,
+        query=query,
+        k=k,
+        predicates=_preds(predicates),
+        mode=RETRIEVE_MODES[mode],
+        column=column,
+        columns=list(columns or ()),
+    )
+
+
+def retrieve_result(resp: pb.RetrieveResponse) -> RetrieveResult:
+    rows = [RetrievedRow(r.row_id, r.score, codec.from_bucket(r.values.values), r.column) for r in resp.rows]
+    return RetrieveResult(rows, resp.pending)
+
+
 def _sync_request(uri: str, devices: Sequence[str], mode: SyncMode) -> pb.SyncRequest:
     return pb.SyncRequest(uri=uri, device_ids=list(devices), mode=int(mode))  # type: ignore[arg-type]
 
@@ -261,6 +325,22 @@ class DataShareHelper:
     ) -> DataShareResultSet:
         stream = self._stub.Query(query_request(uri, predicates, columns, page_rows), metadata=self._md)
         return call(DataShareResultSet, _errors_mapped(stream), cancel=stream.cancel)
+
+    def retrieve(
+        self,
+        uri: str,
+        query: str,
+        k: int = 0,
+        predicates: DataSharePredicates | None = None,
+        mode: str = "auto",
+        column: str = "",
+        columns: Sequence[str] | None = None,
+    ) -> RetrieveResult:
+        """The `k` rows (0: 10) of an indexed table best matching `query`, among those `predicates`
+        select: by meaning ("vector"), by words ("fulltext"), both fused ("hybrid"), or "auto" (hybrid
+        where the column has both indexes). `column`: the indexed column to search (default: all)."""
+        req = retrieve_request(uri, query, k, predicates, mode, column, columns)
+        return retrieve_result(call(self._stub.Retrieve, req, metadata=self._md))
 
     def subscribe(self, uri: str) -> Subscription[ChangeInfo]:
         """Subscribes to committed changes of `uri`; returns once the subscription is live."""
@@ -424,6 +504,20 @@ class AsyncDataShareHelper:
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
         return DataShareResultSet(iter(messages))
+
+    async def retrieve(
+        self,
+        uri: str,
+        query: str,
+        k: int = 0,
+        predicates: DataSharePredicates | None = None,
+        mode: str = "auto",
+        column: str = "",
+        columns: Sequence[str] | None = None,
+    ) -> RetrieveResult:
+        """See DataShareHelper.retrieve."""
+        req = retrieve_request(uri, query, k, predicates, mode, column, columns)
+        return retrieve_result(await acall(self._stub.Retrieve, req, metadata=self._md))
 
     async def subscribe(self, uri: str) -> AsyncSubscription[ChangeInfo]:
         """Subscribes to committed changes of `uri`; returns once the subscription is live."""

@@ -9,6 +9,9 @@ the same manifest (`datamgr.datashare.distributed`), under a security label `"se
 (S1-S4, default 2). Its primary key must name the same row on every device, so it cannot be an
 integer (the daemon numbers integer keys 1, 2, 3... on each device by itself): the app gives a text
 (a UUID, say), blob, real or boolean key on every insert.
+
+A text column may be indexed, `"index": {"vector": true, "fulltext": true}`: its rows can then be
+retrieved by meaning and by words (`DataShareService.Retrieve`). Only text columns may be.
 """
 
 from __future__ import annotations
@@ -67,11 +70,20 @@ class _Access(_Model):
     )
 
 
+class IndexSpec(_Model):
+    """The indexes of a text column (`datamgr.datashare.indexer`): vectors of its text, embedded in the
+    background, and a full-text index kept in step with every write."""
+
+    vector: bool = Field(False, description="Embed the text for vector (semantic) retrieval.")
+    fulltext: bool = Field(False, description="Index the words for full-text retrieval.")
+
+
 class ColumnSpec(_Model):
     name: str
     type: ColumnType
     nullable: bool = True
     default: bool | int | float | str | None = None
+    index: IndexSpec | None = None
 
     @field_validator("name")
     @classmethod
@@ -85,7 +97,23 @@ class ColumnSpec(_Model):
         problem = _default_problem(self.type, self.default)
         if problem:
             raise ValueError(f"default of column {self.name!r} {problem}")
+        if self.indexed and self.type != "text":
+            raise ValueError(
+                f"column {self.name!r} is {self.type}: only text columns may be indexed (vector, fulltext)"
+            )
         return self
+
+    @property
+    def vector(self) -> bool:
+        return self.index is not None and self.index.vector
+
+    @property
+    def fulltext(self) -> bool:
+        return self.index is not None and self.index.fulltext
+
+    @property
+    def indexed(self) -> bool:
+        return self.vector or self.fulltext
 
 
 def _default_problem(column_type: str, value: object) -> str | None:
@@ -146,6 +174,16 @@ class TableSpec(_Access):
 
     def column(self, name: str) -> ColumnSpec:
         return self._by_name[name]
+
+    @property
+    def vector_columns(self) -> tuple[str, ...]:
+        """The columns with a vector index, in declaration order."""
+        return tuple(c.name for c in self.columns if c.vector)
+
+    @property
+    def fulltext_columns(self) -> tuple[str, ...]:
+        """The columns with a full-text index, in declaration order."""
+        return tuple(c.name for c in self.columns if c.fulltext)
 
     def model_post_init(self, context: Any, /) -> None:
         self._by_name = {c.name: c for c in self.columns}

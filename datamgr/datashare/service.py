@@ -32,6 +32,7 @@ from datamgr.datashare import policy
 from datamgr.datashare._compile import PatternLimits, build_where_for_write, compile_predicates
 from datamgr.datashare.distributed import DistributedTables
 from datamgr.datashare.extension import ExtensionRouter
+from datamgr.datashare.indexer import Indexer
 from datamgr.datashare.manifest import Manifest, parse_manifest
 from datamgr.datashare.predicates import DataSharePredicates
 from datamgr.datashare.published import (
@@ -41,6 +42,8 @@ from datamgr.datashare.published import (
     PublishedStore,
     check_subscriber_id,
 )
+from datamgr.datashare.retrieval import RetrievedRow, check_predicates, plan, row_id
+from datamgr.datashare.retrieve import Found, Retriever, Search
 from datamgr.datashare.store import SilentStore, check_columns, check_values
 from datamgr.datashare.tables import HostedTable, ProviderRegistry
 from datamgr.datashare.targets import RETRIES, Targets, found_on_reader
@@ -140,8 +143,11 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
         published_feed: Feed[PublishedBatch],
         distributed: DistributedTables | None = None,
         ledger: Ledger | None = None,
+        indexer: Indexer | None = None,
     ) -> None:
         self._settings = settings
+        self._indexer = indexer  # the indexed tables' background embedding and vector indexes
+        self._retriever = Retriever(db)
         self._db = db
         self._apps = apps
         self._identify = identify
@@ -222,6 +228,11 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             self._db.watchdog.cancel(budget)
             raise
 
+    def _queued(self, *written: HostedTable) -> None:
+        """A write of these tables committed: the indexer looks at their queues now."""
+        if self._indexer is not None and any(h.spec.vector_columns for h in written):
+            self._indexer.wake()
+
     async def _write_found(
         self,
         budget: Budget,
@@ -293,6 +304,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             return pb.InsertResponse(row_id=(await self._extension(route, app, "insert", request)).row_id)
         values = check_values(route.hosted, codec.from_bucket(request.values), inserting=True)
         row_id = await self._write(self._budget(context), self._store.insert, route.hosted, values)
+        self._queued(route.hosted)
         return pb.InsertResponse(row_id=row_id)
 
     async def BatchInsert(self, requests: Any, context: Any) -> pb.BatchInsertResponse:
@@ -330,7 +342,9 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
                 columns, absent = _extend(columns, absent, cols, gaps)
             return self._store.batch_insert(hosted, names, columns, absent, budget)
 
-        return pb.BatchInsertResponse(count=await self._write(self._budget(context), decode_check_insert))
+        count = await self._write(self._budget(context), decode_check_insert)
+        self._queued(hosted)
+        return pb.BatchInsertResponse(count=count)
 
     async def Update(self, request: pb.UpdateRequest, context: Any) -> pb.UpdateResponse:
         app = app_of(self._identify(context))
@@ -347,6 +361,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             return self._store.update(hosted, compiled, values, budget, found[0])
 
         count = await self._write_found(self._budget(context), [(hosted, where, list(values))], update, 0)
+        self._queued(hosted)
         return pb.UpdateResponse(count=count)
 
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
@@ -363,6 +378,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             return self._store.delete(hosted, compiled, budget, found[0])
 
         count = await self._write_found(self._budget(context), [(hosted, where, None)], delete, 0)
+        self._queued(hosted)
         return pb.DeleteResponse(count=count)
 
     async def BatchUpdate(self, requests: Any, context: Any) -> pb.BatchUpdateResponse:
@@ -403,6 +419,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
                 return self._store.batch_update(ops, budget, found)
 
             counts = await self._write_found(self._budget(context), wheres, update, [0] * len(ops))
+            self._queued(*(h for h, _, _ in ops))
             for (uri, _), count in zip(silent, counts, strict=True):
                 results.setdefault(uri, []).append(count)
         for route, group in remote:
@@ -496,6 +513,95 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             half = len(rows) // 2
             return self._pages(rows[:half], ncols, declared) + self._pages(rows[half:], ncols, declared)
         return [msg]
+
+    # ---- retrieval (indexed tables) ----
+
+    async def Retrieve(self, request: pb.RetrieveRequest, context: Any) -> pb.RetrieveResponse:
+        app = app_of(self._identify(context))
+        self._limit(request, self._settings.max_call_bytes, "the retrieve")
+        hosted, found = await self._retrieve(app, request, self._budget(context))
+        out = pb.RetrieveResponse(pending=found.pending)
+        for hit, values in found.rows:
+            row = out.rows.add(row_id=row_id(hosted, hit.key), score=hit.score, column=hit.column)
+            codec.to_bucket(values, row.values.values)
+        return out
+
+    async def retrieve_as(
+        self,
+        bundle: str,
+        uri: str,
+        query: str,
+        k: int = 0,
+        predicates: pb.Predicates | bytes | None = None,
+        mode: int = pb.RETRIEVE_MODE_UNSPECIFIED,
+        column: str = "",
+        columns: Sequence[str] = (),
+    ) -> list[RetrievedRow]:
+        """Retrieve as app `bundle` would call it, with its permissions (PermissionDenied where it may
+        not read the table, Unauthenticated once it was removed): for daemon features that act for an
+        app, such as the AI service's grounded answers. `predicates` may be serialized."""
+        app = self._apps.current(bundle)
+        if app is None:
+            raise Unauthenticated(f"no app {bundle!r} is registered")
+        request = pb.RetrieveRequest(uri=uri, query=query, k=k, column=column, columns=columns)
+        request.mode = mode  # type: ignore[assignment]  # RetrieveMode is an int
+        if isinstance(predicates, bytes):
+            try:
+                request.predicates.ParseFromString(predicates)
+            except Exception:  # protobuf's DecodeError
+                raise InvalidArgument("the predicates are not a serialized datamgr.v1.Predicates") from None
+        elif predicates is not None:
+            request.predicates.CopyFrom(predicates)
+        self._limit(request, self._settings.max_call_bytes, "the retrieve")
+        budget = Budget(self._settings.max_statement_ms, "datashare.max_statement_ms")
+        hosted, found = await self._retrieve(app, request, budget)
+        return [
+            RetrievedRow(hosted.uri, row_id(hosted, hit.key), hit.key, hit.score, hit.column, values)
+            for hit, values in found.rows
+        ]
+
+    async def _retrieve(
+        self, app: App, request: pb.RetrieveRequest, budget: Budget
+    ) -> tuple[HostedTable, Found]:
+        """The read permission exactly as Query checks it, the call checked (`retrieval.plan`), the
+        query embedded, the search run on a reader within `budget`."""
+        route = self._route(app, request.uri, "read")
+        if route.hosted is None:
+            raise InvalidArgument(
+                f"{route.uri} is served by the provider's extension; retrieve from hosted tables only"
+            )
+        hosted = route.hosted
+        indexer = self._indexer
+        embedder = indexer.embedder if indexer is not None else None
+        checked = plan(
+            self._settings,
+            hosted,
+            request.query,
+            request.k,
+            request.mode,
+            request.column,
+            request.columns,
+            embedder is not None,
+        )
+        compiled = self._predicates(hosted, request.predicates)
+        check_predicates(hosted, compiled)
+        indexes, query_vector = {}, None
+        if checked.vector:
+            assert indexer is not None and embedder is not None
+            for col in checked.vector:
+                indexes[col] = await indexer.vector_index(hosted, col)
+            query_vector = (await embedder.embed([checked.query]))[0]
+        search = Search(
+            hosted,
+            compiled.where,
+            checked.query,
+            checked.k,
+            checked.columns,
+            indexes,
+            checked.fulltext,
+            query_vector,
+        )
+        return hosted, await self._read(budget, self._retriever.run, search)
 
     # ---- change notification ----
 

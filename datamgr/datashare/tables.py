@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from datamgr.datashare import index_ddl
 from datamgr.datashare.manifest import Manifest, StoreSpec, TableSpec, effective_access, parse_manifest
 from datamgr.datashare.uri import DataShareUri
 from datamgr.errors import InvalidArgument, NotFound
@@ -147,6 +148,10 @@ class ProviderRegistry:
             mirror=mirror_store_id(m.bundle, store.name, spec.name) if spec.distributed else None,
         )
 
+    def indexed(self) -> list[HostedTable]:
+        """Every table with an indexed column (`datamgr.datashare.index_ddl`)."""
+        return [h for h in self._tables.values() if h.spec.vector_columns or h.spec.fulltext_columns]
+
     def tables(self, bundle: str) -> list[HostedTable]:
         """The tables `bundle` declares."""
         return [h for (b, _s, _n), h in self._tables.items() if b == bundle]
@@ -205,7 +210,9 @@ class ProviderRegistry:
                         ).inserted_primary_key
                         assert inserted is not None
                         table_id = inserted[0]
-                        _sa_table(sa.MetaData(), table_id, spec).create(conn)
+                        created = _sa_table(sa.MetaData(), table_id, spec)
+                        created.create(conn)
+                        index_ddl.install(conn, created, spec, None)
                         continue
                     for col in spec.columns:
                         if col.name in existing.table.c:
@@ -217,6 +224,8 @@ class ProviderRegistry:
                         ddl = sa.schema.CreateColumn(_column(spec, col.name)).compile(dialect=conn.dialect)
                         conn.execute(sa.text(f"ALTER TABLE {existing.table.name} ADD COLUMN {ddl}"))
                         added.append(f"{uri}#{col.name}")
+                    current = _sa_table(sa.MetaData(), existing.table.name, spec, uri)
+                    index_ddl.install(conn, current, spec, existing.spec)
                     if spec.distributed and not existing.spec.distributed and on_distributed is not None:
                         table = _sa_table(sa.MetaData(), existing.table.name, spec, uri)
                         on_distributed(conn, self._hosted(manifest, store, spec, table))
@@ -237,6 +246,7 @@ class ProviderRegistry:
         with self._engine.begin() as conn:
             for (b, _s, _n), hosted in self._tables.items():
                 if b == bundle:
+                    index_ddl.drop(conn, hosted.table, hosted.spec)
                     hosted.table.drop(conn)
             conn.execute(sa.delete(tables_table).where(tables_table.c.bundle == bundle))
             conn.execute(sa.delete(providers_table).where(providers_table.c.bundle == bundle))

@@ -33,6 +33,8 @@ def test_client_exports() -> None:
         "PublishedDataChange",
         "PublishedItem",
         "Query",
+        "RetrieveResult",
+        "RetrievedRow",
         "SecurityLevel",
         "SingleKVStore",
         "SubscribeType",

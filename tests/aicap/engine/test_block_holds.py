@@ -132,6 +132,17 @@ def test_the_hold_budget_takes_from_the_app_holding_most() -> None:
     bm.check_invariants()
 
 
+def test_the_number_of_holds_is_bounded_too() -> None:
+    bm = BlockManager(num_blocks=16, block_size=2, max_held_blocks=16, max_holds=2)
+    for seq, t in enumerate((1, 2, 3), start=1):
+        _computed(bm, seq, [t] * 4 + [0])
+    bm.hold("a1", [1] * 2, app="a")
+    bm.hold("b1", [2] * 4, app="b")
+    bm.hold("a2", [3] * 4, app="a")  # three holds: app a holds most blocks (3), its oldest goes
+    assert (bm.held("a1"), bm.held("b1"), bm.held("a2")) == (0, 4, 4)
+    bm.check_invariants()
+
+
 class HoldingMachine(BlockManagerMachine):
     """The base machine's operations mixed with holds and releases: the invariants hold (held blocks
     are cached and referenced, the budget is kept) and nothing leaks once every hold is released."""
@@ -158,6 +169,7 @@ class TightHoldingMachine(HoldingMachine):
     def __init__(self) -> None:
         super().__init__()
         self.bm.max_held_blocks = 3
+        self.bm.max_holds = 2
 
 
 _machine_settings = settings(max_examples=200, stateful_step_count=40, deadline=None)

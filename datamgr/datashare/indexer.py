@@ -1,0 +1,375 @@
+"""The background indexer: embeds the rows the writes queued, and holds the in-memory vector indexes.
+
+Writes never wait for embedding: their transaction only queues the row (`index_ddl`'s triggers). This
+task takes the queue in batches, table by table in turn (one provider's backlog cannot hold another's
+back; its database work is charged to that provider, `datamgr.tenant`), embeds the texts through the
+AI service's embedding model, stores the vectors in the same database and takes the entries off the
+queue in one transaction — but only those still waiting as they were read: a row written again
+meanwhile was queued anew and is embedded again, with its new text. Then the vectors go into the
+column's `VectorIndex`. What the queue holds is the backlog (`pending`: Retrieve's answer, /metrics).
+
+Without an embedding model (the AI service off, or no embedding model) the rows stay queued and
+vector retrieval is unavailable; full text works regardless. At start (and when a column is first
+searched) a column's vectors are loaded from the database; if they were embedded by another model
+than the current one, they are dropped and every row of the column is queued again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import sqlalchemy as sa
+
+from datamgr import tenant
+from datamgr.datashare.index_ddl import SideTables, columns_table, requeue, side_tables, state_metadata
+from datamgr.datashare.tables import HostedTable, ProviderRegistry
+from datamgr.datashare.vectors import VectorIndex
+from datamgr.storage import Database
+
+log = logging.getLogger("datamgr.datashare.indexer")
+_CHUNK = 400  # keys per IN (...) list
+_LOAD_ROWS = 2000  # vectors read from the database at a time when a column is loaded
+
+
+class TextEmbedder(Protocol):
+    """What the indexer needs of an embedding model (the AI service provides it)."""
+
+    model_id: str  # name + model file digest: vectors of another model are not comparable
+    dim: int
+
+    async def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """float32 (len(texts), dim), unit rows."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class IndexerConfig:
+    batch_rows: int = 32  # texts per embedding call
+    max_text_chars: int = 2000  # a text is cut to this before it is embedded
+    hnsw_min_rows: int = 10_000  # exact scan below, HNSW from here on (vectors.VectorIndex)
+    poll_s: float = 0.5  # how often the queues are looked at when no write woke the indexer
+    retry_s: float = 5.0  # the pause after the embedding model failed
+
+
+@dataclass(slots=True)
+class _Column:
+    token: str
+    index: VectorIndex
+
+
+class Indexer:
+    """Embeds queued rows in the background (`start`/`close`) and serves each vector-indexed column's
+    `VectorIndex` (`vector_index`)."""
+
+    def __init__(
+        self,
+        db: Database,
+        providers: ProviderRegistry,
+        embedder: TextEmbedder | None,
+        config: IndexerConfig = IndexerConfig(),
+    ) -> None:
+        self._db = db
+        self._providers = providers
+        self.embedder = embedder
+        self.config = config
+        self._columns: dict[tuple[str, str], _Column] = {}
+        self._loading: dict[tuple[str, str], asyncio.Lock] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._builds: set[asyncio.Task[Any]] = set()
+        self._turn = 0  # the table that goes first in the next round
+        self.pending: dict[str, int] = {}  # uri -> queued entries, as last counted
+        self.embedded = 0  # vectors stored since start
+        self.failures = 0  # embedding calls that failed since start
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        await self._db.write(lambda: state_metadata.create_all(self._db.engine))
+        self._task = asyncio.create_task(self._run(), name="datashare-indexer")
+
+    def wake(self) -> None:
+        """A write queued rows: look at the queues now rather than at the next poll."""
+        self._wake.set()
+
+    async def close(self) -> None:
+        for task in (self._task, *self._builds):
+            if task is not None:
+                task.cancel()
+        for task in (self._task, *self._builds):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    @property
+    def vectors_available(self) -> bool:
+        return self.embedder is not None
+
+    def sizes(self) -> dict[tuple[str, str], int]:
+        """Vectors held in memory per (table name, column)."""
+        return {key: len(c.index) for key, c in self._columns.items()}
+
+    # ---- the loop ----
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                busy = await self._round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the indexer's round failed; retrying in %.0f s", self.config.retry_s)
+                busy = False
+                await asyncio.sleep(self.config.retry_s)
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.config.poll_s)
+                self._wake.clear()
+
+    async def _round(self) -> bool:
+        """One batch of each table with queued rows, in turn; True if any work was done."""
+        tables = [h for h in self._providers.indexed() if h.spec.vector_columns]
+        live = {h.uri for h in tables}
+        for uri in [u for u in self.pending if u not in live]:
+            del self.pending[uri]
+        busy = False
+        if not tables:
+            return False
+        self._turn = (self._turn + 1) % len(tables)
+        for hosted in tables[self._turn :] + tables[: self._turn]:
+            tenant.enter(hosted.bundle)  # the provider's turn on the database (datamgr.storage)
+            try:
+                busy |= await self._table_round(hosted)
+            finally:
+                tenant.enter(tenant.DAEMON)
+        return busy
+
+    async def _table_round(self, hosted: HostedTable) -> bool:
+        side = side_tables(hosted.table, hosted.spec)
+        queued, gone = await self._db.read(self._peek, side)
+        self.pending[hosted.uri] = queued
+        if gone:
+            for col, docs in _by_col(gone).items():
+                column = self._columns.get((hosted.table.name, col))
+                if column is not None:
+                    column.index.remove(docs)
+            await self._db.write(self._forget_gone, side, [doc for doc, _ in gone])
+        if not queued or self.embedder is None:
+            return bool(gone)
+        for col in hosted.spec.vector_columns:
+            await self.vector_index(hosted, col)  # loaded (and its model checked) before vectors go in
+        items = await self._db.read(self._read_pending, hosted, side, self.config.batch_rows)
+        if not items:
+            return bool(gone)
+        texts = [text[: self.config.max_text_chars] for _, _, _, text in items]
+        try:
+            vectors = await self.embedder.embed(texts)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failures += 1
+            log.warning(
+                "embedding %d row(s) of %s failed (%s); retrying in %.0f s",
+                len(texts),
+                hosted.uri,
+                getattr(exc, "message", exc),
+                self.config.retry_s,
+            )
+            await asyncio.sleep(self.config.retry_s)
+            return False
+        vectors = np.asarray(vectors, np.float32)
+        stored = await self._db.write(self._store, side, items, vectors)
+        for col, (docs, rows) in stored.items():
+            column = self._columns.get((hosted.table.name, col))
+            if column is not None:
+                column.index.add(docs, vectors[rows])
+                self._maybe_build(column.index)
+        done = sum(len(d) for d, _ in stored.values())
+        self.embedded += done
+        self.pending[hosted.uri] = max(0, queued - done)
+        return True
+
+    def _maybe_build(self, index: VectorIndex) -> None:
+        if index.kind == "exact" and len(index) >= self.config.hnsw_min_rows:
+            task = asyncio.create_task(asyncio.to_thread(index.maybe_build))
+            self._builds.add(task)
+            task.add_done_callback(self._builds.discard)
+
+    # ---- the vector indexes ----
+
+    async def vector_index(self, hosted: HostedTable, col: str) -> VectorIndex:
+        """The in-memory index of a vector-indexed column, loaded from the database on first use (and
+        again if the column got its index anew since)."""
+        assert self.embedder is not None, "vector indexes need an embedding model"
+        key = (hosted.table.name, col)
+        state = await self._db.read(self._column_state, hosted.table.name, col)
+        column = self._columns.get(key)
+        if column is not None and state is not None and column.token == state[0]:
+            return column.index
+        lock = self._loading.setdefault(key, asyncio.Lock())
+        async with lock:
+            state = await self._db.read(self._column_state, hosted.table.name, col)
+            column = self._columns.get(key)
+            if column is not None and state is not None and column.token == state[0]:
+                return column.index
+            token = await self._db.write(
+                self._check_model, hosted, col, self.embedder.model_id, self.embedder.dim
+            )
+            index = VectorIndex(self.embedder.dim, self.config.hnsw_min_rows)
+            count = await asyncio.to_thread(
+                _load, self._db.engine, side_tables(hosted.table, hosted.spec), col, index
+            )
+            self._columns[key] = _Column(token, index)
+            if count:
+                log.info("%s#%s: %d vector(s) loaded", hosted.uri, col, count)
+            self._maybe_build(index)
+            return index
+
+    # ---- database work (reader and writer threads) ----
+
+    def _peek(self, side: SideTables) -> tuple[int, list[tuple[int, str]]]:
+        """On a reader: the queued entries' count, and up to 1,000 docs whose vectors were deleted."""
+        with self._db.engine.connect() as conn:
+            queued = conn.execute(sa.select(sa.func.count()).select_from(side.pending)).scalar_one()
+            gone = conn.execute(sa.select(side.gone.c.doc, side.gone.c.col).limit(1000)).all()
+        return int(queued), [(int(d), str(c)) for d, c in gone]
+
+    def _read_pending(self, hosted: HostedTable, side: SideTables, n: int) -> list[tuple[int, Any, str, str]]:
+        """On a reader: the first `n` queued entries with their texts: (entry id, key, column, text)."""
+        t, p = hosted.table, side.pending
+        text = sa.case({c: t.c[c] for c in hosted.spec.vector_columns}, value=p.c.col)
+        stmt = (
+            sa.select(p.c.id, p.c.key, p.c.col, text)
+            .select_from(p.join(t, t.c[hosted.spec.primary_key] == p.c.key))
+            .order_by(p.c.id)
+            .limit(n)
+        )
+        with self._db.engine.connect() as conn:
+            return [(int(i), k, str(c), x or "") for i, k, c, x in conn.execute(stmt)]
+
+    def _store(
+        self, side: SideTables, items: list[tuple[int, Any, str, str]], vectors: npt.NDArray[np.float32]
+    ) -> dict[str, tuple[list[int], list[int]]]:
+        """On the writer: takes the entries off the queue that are still as they were read and stores
+        their vectors, in one transaction. Per column: the docs stored and their rows in `items`."""
+        p, v = side.pending, side.vectors
+        conn = self._db.writer_connection()
+        try:
+            current: set[int] = set()
+            ids = [i for i, _, _, _ in items]
+            for start in range(0, len(ids), _CHUNK):
+                stmt = sa.delete(p).where(p.c.id.in_(ids[start : start + _CHUNK])).returning(p.c.id)
+                current.update(conn.execute(stmt).scalars())
+            stored: dict[str, tuple[list[int], list[int]]] = {}
+            upsert = _insert(conn.dialect.name)
+            for row, (entry, key, col, _) in enumerate(items):
+                if entry not in current:
+                    continue  # written again (queued anew) or deleted since it was read
+                stmt = upsert(v).values(key=key, col=col, vec=vectors[row].tobytes())
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[v.c.key, v.c.col], set_={"vec": stmt.excluded.vec}
+                ).returning(v.c.doc)
+                doc = conn.execute(stmt).scalar_one()
+                docs, rows = stored.setdefault(col, ([], []))
+                docs.append(int(doc))
+                rows.append(row)
+            conn.commit()
+            return stored
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+
+    def _forget_gone(self, side: SideTables, docs: list[int]) -> None:
+        """On the writer: the deleted vectors' docs are out of the in-memory indexes now."""
+        conn = self._db.writer_connection()
+        try:
+            for start in range(0, len(docs), _CHUNK):
+                conn.execute(sa.delete(side.gone).where(side.gone.c.doc.in_(docs[start : start + _CHUNK])))
+            conn.commit()
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+
+    def _column_state(self, table_name: str, col: str) -> tuple[str, str, int] | None:
+        """On a reader: (token, model id, dim) of a vector-indexed column."""
+        c = columns_table.c
+        stmt = sa.select(c.token, c.model_id, c.dim).where(c.table_name == table_name, c.col == col)
+        with self._db.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else (str(row[0]), str(row[1]), int(row[2]))
+
+    def _check_model(self, hosted: HostedTable, col: str, model_id: str, dim: int) -> str:
+        """On the writer: records the model of a column's vectors, or, if they were embedded by
+        another, drops them and queues every row again. Returns the column's token."""
+        c = columns_table.c
+        where = (c.table_name == hosted.table.name, c.col == col)
+        conn = self._db.writer_connection()
+        try:
+            row = conn.execute(sa.select(c.token, c.model_id, c.dim).where(*where)).first()
+            if row is None:  # the column's state went with a registration race: start it again
+                token = uuid.uuid4().hex
+                conn.execute(
+                    sa.insert(columns_table).values(
+                        table_name=hosted.table.name, col=col, token=token, model_id=model_id, dim=dim
+                    )
+                )
+            else:
+                token = str(row[0])
+                if row[1] and (row[1] != model_id or row[2] != dim):
+                    log.warning(
+                        "%s#%s: its vectors are of model %s, the embedding model now is %s: "
+                        "every row is embedded again",
+                        hosted.uri,
+                        col,
+                        row[1],
+                        model_id,
+                    )
+                    requeue(conn, hosted.table, hosted.spec, col)
+                if row[1] != model_id or row[2] != dim:
+                    conn.execute(sa.update(columns_table).where(*where).values(model_id=model_id, dim=dim))
+            conn.commit()
+            return token
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+
+
+def _insert(dialect: str) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    return insert
+
+
+def _by_col(pairs: Sequence[tuple[int, str]]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for doc, col in pairs:
+        out.setdefault(col, []).append(doc)
+    return out
+
+
+def _load(engine: sa.Engine, side: SideTables, col: str, index: VectorIndex) -> int:
+    """Reads a column's vectors into `index` (on a worker thread); returns how many."""
+    v = side.vectors
+    count = 0
+    with engine.connect() as conn:
+        result = conn.execution_options(yield_per=_LOAD_ROWS).execute(
+            sa.select(v.c.doc, v.c.vec).where(v.c.col == col)
+        )
+        for part in result.partitions():
+            docs = np.fromiter((d for d, _ in part), np.int64, len(part))
+            vecs = np.frombuffer(b"".join(bytes(b) for _, b in part), np.float32).reshape(
+                len(part), index.dim
+            )
+            index.add(docs, vecs)
+            count += len(part)
+    return count
