@@ -92,9 +92,12 @@ class Indexer:
 
     # ---- lifecycle ----
 
-    async def start(self) -> None:
+    async def start(self, background: bool = True) -> None:
+        """Creates the indexes' state table and (`background`) starts the loop; without it, the
+        caller runs the rounds (`step`)."""
         await self._db.write(lambda: state_metadata.create_all(self._db.engine))
-        self._task = asyncio.create_task(self._run(), name="datashare-indexer")
+        if background:
+            self._task = asyncio.create_task(self._run(), name="datashare-indexer")
 
     def wake(self) -> None:
         """A write queued rows: look at the queues now rather than at the next poll."""
@@ -122,7 +125,7 @@ class Indexer:
     async def _run(self) -> None:
         while True:
             try:
-                busy = await self._round()
+                busy = await self.step()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -134,8 +137,9 @@ class Indexer:
                     await asyncio.wait_for(self._wake.wait(), self.config.poll_s)
                 self._wake.clear()
 
-    async def _round(self) -> bool:
-        """One batch of each table with queued rows, in turn; True if any work was done."""
+    async def step(self) -> bool:
+        """One round: a batch of each table with queued rows, in turn, and the deleted vectors out of
+        the in-memory indexes; True if there was work."""
         tables = [h for h in self._providers.indexed() if h.spec.vector_columns]
         live = {h.uri for h in tables}
         for uri in [u for u in self.pending if u not in live]:
