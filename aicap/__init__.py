@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from aicap._conversation import AsyncSession, PinnedContext, Session
     from aicap._messages import (
         Citation,
         Completion,
@@ -31,6 +32,7 @@ _MODULE_OF = {
     "AiClient": "aicap.client",
     "AsyncAiClient": "aicap.client",
     "AsyncCompletionStream": "aicap.client",
+    "AsyncSession": "aicap._conversation",
     "Citation": "aicap._messages",
     "Completion": "aicap._messages",
     "CompletionChunk": "aicap._messages",
@@ -39,8 +41,10 @@ _MODULE_OF = {
     "EngineStats": "aicap._messages",
     "Histogram": "aicap._messages",
     "Model": "aicap._messages",
+    "PinnedContext": "aicap._conversation",
     "Sample": "aicap._messages",
     "Sampling": "aicap._messages",
+    "Session": "aicap._conversation",
     "Stats": "aicap._messages",
     "ToolCall": "aicap._messages",
     "Usage": "aicap._messages",
@@ -51,6 +55,7 @@ __all__ = [
     "AiClient",
     "AsyncAiClient",
     "AsyncCompletionStream",
+    "AsyncSession",
     "Citation",
     "Completion",
     "CompletionChunk",
@@ -59,8 +64,10 @@ __all__ = [
     "EngineStats",
     "Histogram",
     "Model",
+    "PinnedContext",
     "Sample",
     "Sampling",
+    "Session",
     "Stats",
     "ToolCall",
     "Usage",

@@ -23,6 +23,13 @@ from typing import Any, Unpack
 
 import grpc
 
+from aicap._conversation import (
+    AsyncSession,
+    PinnedContext,
+    Session,
+    pinned_from_proto,
+    session_fields,
+)
 from aicap._messages import (
     Completion,
     CompletionChunk,
@@ -176,11 +183,14 @@ class AiClient:
         tool_choice: str | Mapping[str, Any] | None = None,
         parallel_tool_calls: bool = False,
         context: Sequence[Context] = (),
+        session: str | Session | AsyncSession | None = None,
+        pinned_context: str | None = None,
         **sampling: Unpack[Sampling],
     ) -> CompletionStream:
         req = chat_request(
             messages, model, sampling, placement, tools, tool_choice, parallel_tool_calls, context
         )
+        req.MergeFrom(pb.ChatRequest(**session_fields(session, pinned_context)))
         return CompletionStream(self._stub.Chat(req, metadata=self._md, timeout=timeout))
 
     def chat(
@@ -194,6 +204,8 @@ class AiClient:
         tool_choice: str | Mapping[str, Any] | None = None,
         parallel_tool_calls: bool = False,
         context: Sequence[Context] = (),
+        session: str | Session | AsyncSession | None = None,
+        pinned_context: str | None = None,
         **sampling: Unpack[Sampling],
     ) -> Completion:
         with self.stream_chat(
@@ -205,9 +217,52 @@ class AiClient:
             tool_choice=tool_choice,
             parallel_tool_calls=parallel_tool_calls,
             context=context,
+            session=session,
+            pinned_context=pinned_context,
             **sampling,
         ) as stream:
             return stream.completion()
+
+    # ---- sessions and pinned contexts (aicap._conversation) ----
+
+    def create_session(
+        self, instructions: str = "", model: str | None = None, timeout: float | None = None
+    ) -> Session:
+        """A conversation the daemon keeps: `instructions` are the system message of every turn."""
+        req = pb.CreateSessionRequest(model=model or "", instructions=instructions)
+        return Session(self, _call(self._stub.CreateSession, req, metadata=self._md, timeout=timeout))
+
+    def session(self, session_id: str, timeout: float | None = None) -> Session:
+        """A session this app created earlier, by id (NotFound once closed, expired or restarted)."""
+        return Session(self, self._get_session(session_id, timeout))
+
+    def pin_context(
+        self, name: str, text: str, model: str | None = None, timeout: float | None = None
+    ) -> PinnedContext:
+        """Keeps `text` cached as this app's system message `name` (pinning a name again replaces it)."""
+        req = pb.PinContextRequest(name=name, text=text, model=model or "")
+        return pinned_from_proto(_call(self._stub.PinContext, req, metadata=self._md, timeout=timeout))
+
+    def unpin_context(self, name: str, timeout: float | None = None) -> None:
+        req = pb.UnpinContextRequest(name=name)
+        _call(self._stub.UnpinContext, req, metadata=self._md, timeout=timeout)
+
+    def _get_session(self, session_id: str, timeout: float | None = None) -> pb.Session:
+        req = pb.GetSessionRequest(id=session_id)
+        return _call(self._stub.GetSession, req, metadata=self._md, timeout=timeout)
+
+    def _close_session(self, session_id: str, timeout: float | None = None) -> None:
+        req = pb.CloseSessionRequest(id=session_id)
+        _call(self._stub.CloseSession, req, metadata=self._md, timeout=timeout)
+
+    def embed(
+        self, texts: str | Sequence[str], model: str = "", timeout: float | None = None
+    ) -> npt.NDArray[np.float32]:
+        """Unit vectors (numpy float32) of `texts` from an embedding model (model "": the daemon's
+        default, all-minilm-l6-v2): shape (len(texts), dim), or (dim,) for one string, as OpenHarmony's
+        getEmbedding; cosine similarity is their dot product. `aicap.split_text` cuts long texts."""
+        req, single = embed_request(texts, model)
+        return vectors_from_proto(_call(self._stub.Embed, req, metadata=self._md, timeout=timeout), single)
 
     def tokenize(
         self, text: str, add_special: bool = True, model: str | None = None, timeout: float | None = None
@@ -310,11 +365,14 @@ class AsyncAiClient:
         tool_choice: str | Mapping[str, Any] | None = None,
         parallel_tool_calls: bool = False,
         context: Sequence[Context] = (),
+        session: str | Session | AsyncSession | None = None,
+        pinned_context: str | None = None,
         **sampling: Unpack[Sampling],
     ) -> AsyncCompletionStream:
         req = chat_request(
             messages, model, sampling, placement, tools, tool_choice, parallel_tool_calls, context
         )
+        req.MergeFrom(pb.ChatRequest(**session_fields(session, pinned_context)))
         return AsyncCompletionStream(self._stub.Chat(req, metadata=self._md, timeout=timeout))
 
     async def chat(
@@ -328,6 +386,8 @@ class AsyncAiClient:
         tool_choice: str | Mapping[str, Any] | None = None,
         parallel_tool_calls: bool = False,
         context: Sequence[Context] = (),
+        session: str | Session | AsyncSession | None = None,
+        pinned_context: str | None = None,
         **sampling: Unpack[Sampling],
     ) -> Completion:
         async with self.stream_chat(
@@ -339,9 +399,48 @@ class AsyncAiClient:
             tool_choice=tool_choice,
             parallel_tool_calls=parallel_tool_calls,
             context=context,
+            session=session,
+            pinned_context=pinned_context,
             **sampling,
         ) as stream:
             return await stream.completion()
+
+    # ---- sessions and pinned contexts (aicap._conversation) ----
+
+    async def create_session(
+        self, instructions: str = "", model: str | None = None, timeout: float | None = None
+    ) -> AsyncSession:
+        req = pb.CreateSessionRequest(model=model or "", instructions=instructions)
+        msg = await _acall(self._stub.CreateSession, req, metadata=self._md, timeout=timeout)
+        return AsyncSession(self, msg)
+
+    async def session(self, session_id: str, timeout: float | None = None) -> AsyncSession:
+        return AsyncSession(self, await self._get_session(session_id, timeout))
+
+    async def pin_context(
+        self, name: str, text: str, model: str | None = None, timeout: float | None = None
+    ) -> PinnedContext:
+        req = pb.PinContextRequest(name=name, text=text, model=model or "")
+        return pinned_from_proto(await _acall(self._stub.PinContext, req, metadata=self._md, timeout=timeout))
+
+    async def unpin_context(self, name: str, timeout: float | None = None) -> None:
+        req = pb.UnpinContextRequest(name=name)
+        await _acall(self._stub.UnpinContext, req, metadata=self._md, timeout=timeout)
+
+    async def _get_session(self, session_id: str, timeout: float | None = None) -> pb.Session:
+        req = pb.GetSessionRequest(id=session_id)
+        return await _acall(self._stub.GetSession, req, metadata=self._md, timeout=timeout)
+
+    async def _close_session(self, session_id: str, timeout: float | None = None) -> None:
+        req = pb.CloseSessionRequest(id=session_id)
+        await _acall(self._stub.CloseSession, req, metadata=self._md, timeout=timeout)
+
+    async def embed(
+        self, texts: str | Sequence[str], model: str = "", timeout: float | None = None
+    ) -> npt.NDArray[np.float32]:
+        req, single = embed_request(texts, model)
+        resp = await _acall(self._stub.Embed, req, metadata=self._md, timeout=timeout)
+        return vectors_from_proto(resp, single)
 
     async def tokenize(
         self, text: str, add_special: bool = True, model: str | None = None, timeout: float | None = None

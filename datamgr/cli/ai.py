@@ -249,6 +249,7 @@ def complete(prompt: str, as_json: bool, token: str | None, address: str | None,
 @ai.command()
 @click.argument("message", required=False)
 @click.option("--system", help="A system message first.")
+@click.option("--pinned", help="This app's pinned context (datamgr ai pin) as the system message.")
 @model_option
 @sampling_options
 @json_option
@@ -258,6 +259,7 @@ def complete(prompt: str, as_json: bool, token: str | None, address: str | None,
 def chat(
     message: str | None,
     system: str | None,
+    pinned: str | None,
     as_json: bool,
     token: str | None,
     address: str | None,
@@ -267,10 +269,11 @@ def chat(
     interactively on a terminal (the history is kept; Ctrl-D ends)."""
     history: list[tuple[str, str]] = [("system", system)] if system else []
     with _client(address, token) as client:
+        stream_chat = functools.partial(client.stream_chat, pinned_context=pinned)
         if message is None and not _stdin_is_tty():
             message = sys.stdin.read()
         if message is not None:
-            _run(client.stream_chat, [*history, ("user", message)], options, as_json)
+            _run(stream_chat, [*history, ("user", message)], options, as_json)
             return
         err.print("[dim]chat with the model; Ctrl-D ends, Ctrl-C stops an answer[/]", highlight=False)
         while True:
@@ -282,7 +285,7 @@ def chat(
             if not line.strip():
                 continue
             try:
-                answer = _run(client.stream_chat, [*history, ("user", line)], options, as_json)
+                answer = _run(stream_chat, [*history, ("user", line)], options, as_json)
             except KeyboardInterrupt:
                 err.print("[dim](stopped; not kept in the history)[/]", highlight=False)
                 continue
@@ -290,6 +293,128 @@ def chat(
                 print_error(exc)
                 continue
             history += [("user", line), ("assistant", answer.text)]
+
+
+@ai.command()
+@click.argument("messages", nargs=-1)
+@click.option("--instructions", default="", help="The system message of every turn.")
+@click.option("--keep", is_flag=True, help="Leave the session open and print its id (else it is closed).")
+@click.option("--id", "session_id", help="Go on with an open session of this app (its id).")
+@model_option
+@sampling_options
+@json_option
+@token_option
+@address_option
+@interruptible
+def session(
+    messages: tuple[str, ...],
+    instructions: str,
+    keep: bool,
+    session_id: str | None,
+    as_json: bool,
+    token: str | None,
+    address: str | None,
+    **options: Any,
+) -> None:
+    """A conversation the daemon keeps, each turn reusing the earlier turns' KV: every MESSAGE is one
+    turn, in order; without MESSAGE, talk on a terminal (Ctrl-D ends). Unless --keep, the session is
+    closed at the end."""
+    with _client(address, token) as client:
+        if session_id:
+            s = client.session(session_id)
+        else:
+            s = client.create_session(instructions, options.get("model"))
+
+        def stream(turn: str, model: str | None, **kw: Any) -> Any:
+            kw.pop("placement", None)  # a session runs here, where its KV is kept
+            return s.stream(turn, **kw)
+
+        try:
+            for message in messages:
+                _run(stream, message, options, as_json)
+            if not messages:
+                _talk(stream, options, as_json)
+        finally:
+            if keep or session_id:
+                err.print(f"[dim]session {s.id} stays open (--id {s.id})[/]", highlight=False)
+            else:
+                s.close()
+
+
+def _talk(stream: Callable[..., Any], options: dict[str, Any], as_json: bool) -> None:
+    err.print("[dim]a session with the model; Ctrl-D ends, Ctrl-C stops an answer[/]", highlight=False)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            click.echo()
+            return
+        if not line.strip():
+            continue
+        try:
+            _run(stream, line, options, as_json)
+        except KeyboardInterrupt:
+            err.print("[dim](stopped; not kept in the transcript)[/]", highlight=False)
+        except DatamgrError as exc:  # any turn may fail: the talk goes on
+            print_error(exc)
+
+
+@ai.command()
+@click.argument("name")
+@click.argument("text")
+@model_option
+@token_option
+@address_option
+def pin(name: str, text: str, model: str | None, token: str | None, address: str | None) -> None:
+    """Pin TEXT (- reads stdin) as this app's system message NAME, kept cached: chat --pinned NAME."""
+    if text == "-":
+        text = sys.stdin.read()
+    with _client(address, token) as client:
+        p = client.pin_context(name, text, model)
+    out.print(f"pinned {p.name} ({p.tokens} tokens of model {p.model})", highlight=False)
+
+
+@ai.command()
+@click.argument("name")
+@token_option
+@address_option
+def unpin(name: str, token: str | None, address: str | None) -> None:
+    """Release this app's pinned context NAME."""
+    with _client(address, token) as client:
+        client.unpin_context(name)
+
+
+# ---- embeddings ----
+
+
+@ai.command()
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--model", help="Embedding model (default: the daemon's, all-minilm-l6-v2).")
+@click.option("--show", type=click.IntRange(min=0), default=4, show_default=True, help="Values per text.")
+@json_option
+@token_option
+@address_option
+def embed(
+    texts: tuple[str, ...],
+    model: str | None,
+    show: int,
+    as_json: bool,
+    token: str | None,
+    address: str | None,
+) -> None:
+    """Print the vectors of TEXTS (unit length; their dot products are cosine similarities)."""
+    with _client(address, token) as client:
+        vectors = client.embed(list(texts), model=model or "")
+    if as_json:
+        print_json({"dim": int(vectors.shape[1]), "embeddings": vectors.tolist()})
+        return
+    for text, row in zip(texts, vectors, strict=True):
+        head = ", ".join(f"{v:+.4f}" for v in row[:show])
+        more = ", ..." if len(row) > show else ""
+        click.echo(f"{len(row)} dims  [{head}{more}]  {text[:60]!r}")
+    if len(texts) > 1:
+        sims = vectors @ vectors.T
+        click.echo("cosine similarity to the first: " + ", ".join(f"{s:.3f}" for s in sims[0, 1:]))
 
 
 # ---- tokens ----
@@ -342,12 +467,13 @@ def models(ctx: click.Context, as_json: bool, token: str | None, address: str | 
     if as_json:
         print_json([dataclasses.asdict(m) for m in items])
         return
-    table = Table("name", "path", "n_ctx", "default", "loaded", "chat template")
+    table = Table("name", "kind", "path", "n_ctx", "default", "loaded", "chat template")
     for m in items:
         template = f"{len(m.chat_template)} chars" if m.chat_template else "-"
-        table.add_row(
-            m.name, m.path, str(m.n_ctx), "yes" if m.is_default else "", "yes" if m.loaded else "no", template
-        )
+        kind = f"embed ({m.embedding_dim} dims)" if m.kind == "embed" else m.kind
+        default = "yes" if m.is_default else ""
+        loaded = "yes" if m.loaded else "no"
+        table.add_row(m.name, kind, m.path, str(m.n_ctx), default, loaded, template)
     out.print(table)
 
 

@@ -5,6 +5,7 @@ over HTTP and across a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -13,10 +14,14 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from click.testing import CliRunner
 from harness import Daemon
 
+from aicap import errors as aicap_errors
+from aicap.client import AiClient, AsyncAiClient
 from aicap.v1 import aicap_pb2 as pb
 from aicap.v1 import aicap_pb2_grpc as pb_grpc
+from datamgr.cli import main
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.model]
 
@@ -303,6 +308,58 @@ def test_revoking_use_ai_ends_the_running_turn(daemon: Daemon) -> None:
         admin.grant(bundle, [USE_AI])
     got = until(lambda: (g := ai.get(s.id)) and not g.responding and g)
     assert not got.transcript  # the ended turn was not kept
+
+
+def test_sdk_and_cli(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = daemon.add_app("com.example.sdk", USE_AI)
+    with AiClient.connect(daemon.address, token) as ai:
+        with ai.create_session(INSTRUCTIONS) as s:
+            first = s.chat("What is the capital of France?", max_tokens=12, temperature=0)
+            second = "".join(c.text for c in s.stream("And of Italy?", max_tokens=12, temperature=0))
+            assert [m["content"] for m in s.transcript] == [
+                "What is the capital of France?",
+                first.text,
+                "And of Italy?",
+                second,
+            ]
+            assert ai.session(s.id).instructions == INSTRUCTIONS
+        with pytest.raises(aicap_errors.NotFound):  # closed by the with block
+            ai.session(s.id)
+        p = ai.pin_context("desk", "You are the help desk of a bakery. Answer briefly, kindly.")
+        answer = ai.chat([("user", "When do you open?")], pinned_context="desk", max_tokens=8, temperature=0)
+        u = answer.samples[0].usage
+        assert u is not None and u.cached_tokens == p.tokens // BS * BS
+        ai.unpin_context("desk")
+        with pytest.raises(aicap_errors.NotFound):
+            ai.chat([("user", "hi")], pinned_context="desk")
+
+    async def async_session() -> list[dict[str, str]]:
+        async with (
+            AsyncAiClient.connect(daemon.address, token) as client,
+            await client.create_session(INSTRUCTIONS) as s,
+        ):
+            await s.chat("Say hello.", max_tokens=6, temperature=0)
+            return await s.transcript()
+
+    assert len(asyncio.run(async_session())) == 2
+
+    for name in ("DATAMGR_CONFIG", "DATAMGR_ADDRESS", "DATAMGR_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    cli = CliRunner(env={"DATAMGR_ADDRESS": daemon.address, "DATAMGR_TOKEN": token})
+    args = ["ai", "session", "--instructions", INSTRUCTIONS, "--temperature", "0", "--max-tokens", "8"]
+    result = cli.invoke(main, [*args, "Name a fruit.", "Name another."], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summaries = [line for line in result.stderr.splitlines() if "finish" in line]
+    assert len(summaries) == 2 and "cached" in summaries[1]  # the second turn hit the first's KV
+    result = cli.invoke(main, [*args, "--keep"], input="Hi\nBye\n", catch_exceptions=False)
+    assert result.exit_code == 0 and "stays open" in result.stderr
+    result = cli.invoke(main, ["ai", "pin", "p", "You are brief."], catch_exceptions=False)
+    assert result.exit_code == 0 and "pinned p" in result.stdout
+    result = cli.invoke(
+        main, ["ai", "chat", "--pinned", "p", "Hi", "--max-tokens", "4"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert cli.invoke(main, ["ai", "unpin", "p"], catch_exceptions=False).exit_code == 0
 
 
 def test_daily_quota_is_enforced_over_grpc_and_http_and_kept_across_a_restart(daemon: Daemon) -> None:
