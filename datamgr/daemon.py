@@ -291,12 +291,6 @@ async def _start_ai(ai: AiSettings, identify: Identify, db: Database) -> Any:
     return service
 
 
-async def _ai_serving(ai: Any, health_servicer: HealthServicer) -> None:
-    """The AI service's health turns SERVING once its default model is loaded."""
-    await health_servicer.set(AI_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
-    try:
-        await ai.ready()
-    except Exception as exc:
 def _indexer_config(ds: Any) -> IndexerConfig:
     return IndexerConfig(
         batch_rows=ds.index_batch_rows,
@@ -306,27 +300,31 @@ def _indexer_config(ds: Any) -> IndexerConfig:
     )
 
 
-def _text_embedder(ai: Any) -> TextEmbedder | None:
-    """The AI service's embedding model for the DataShare indexes, or None (AI off, no embedding model):
-    then vector indexes are unavailable, their rows stay queued, full text works."""
-    offer = getattr(ai, "text_embedder", None)  # AiService.text_embedder(): the embedding model, if any
-    if offer is None:
-        return None
-    embedder: TextEmbedder | None = offer()
-    return embedder
+async def _embedder_for(indexer: Indexer, ai: Any) -> None:
+    """Hands the indexer the AI service's embedding model once it is loaded; without one, vector
+    indexes are unavailable (their rows stay queued) and full text works."""
+    try:
+        embedder: TextEmbedder = await ai.text_embedder()
+    except Exception as exc:  # FailedPrecondition: no embedding model; the model's file is unusable
+        reason = f"it is unavailable ({getattr(exc, 'message', exc)})"
+        log.warning("DataShare vector indexes are unavailable: %s (full text works)", reason)
+        indexer.set_embedder(None, reason)
+        return
+    log.info("DataShare vector indexes embed with %s", embedder.model_id)
+    indexer.set_embedder(embedder)
 
 
-async def _start_indexer(indexer: Indexer, ai: Any) -> None:
-    """The DataShare indexes' background embedding, with the AI service's model if there is one; its
-    backlog joins the AI service's metrics (GetStats, /metrics)."""
+async def _start_indexer(indexer: Indexer, ai: Any) -> asyncio.Future[None] | None:
+    """The DataShare indexes' background embedding, with the AI service's model once it is loaded;
+    the backlog joins the AI service's metrics (GetStats, /metrics)."""
     from datamgr.datashare.index_metrics import IndexCollector
 
-    indexer.embedder = _text_embedder(ai)
-    if indexer.embedder is None:
-        log.info("no embedding model: DataShare vector indexes are unavailable (full text works)")
     await indexer.start()
-    if ai is not None:
-        ai.metrics.register(IndexCollector(indexer))
+    if ai is None:
+        return None
+    indexer.set_embedder(None, "the embedding model is still loading")
+    ai.metrics.register(IndexCollector(indexer))
+    return asyncio.ensure_future(_embedder_for(indexer, ai))
 
 
         log.error("the AI service stays NOT_SERVING: %s", getattr(exc, "message", exc))
@@ -336,6 +334,12 @@ async def _start_indexer(indexer: Indexer, ai: Any) -> None:
 
 async def _start_http(
     settings: Settings, ai: AiService, identify: Identify, identity: Identity
+async def _ai_serving(ai: Any, health_servicer: HealthServicer) -> None:
+    """The AI service's health turns SERVING once its default model is loaded."""
+    await health_servicer.set(AI_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+    try:
+        await ai.ready()
+    except Exception as exc:
 ) -> HttpApi | None:
     """The AI service's OpenAI-compatible HTTP API (`datamgr.ai_http`), listening; None when it cannot
     listen (logged: the daemon serves on without it)."""
@@ -497,7 +501,7 @@ async def run(  # noqa: PLR0915 - the composition root
     _on_revoke(apps, loop, datashare.revoked, kv.revoked, devices.revoked, udmf_removed, *ai_revoked)
     p = settings.peer
     peer = PeerServer(
-    await _start_indexer(indexer, ai)
+    embedder_ready = await _start_indexer(indexer, ai)
         PeerConfig(
             p.listen,
             p.pairing_listen,
@@ -590,6 +594,9 @@ async def run(  # noqa: PLR0915 - the composition root
     await udmf_sync.close()  # channels to peers for UDMF reads close
     if ai_peers is not None:
         await ai_peers.close()
+    await indexer.close()  # queued rows stay queued: embedded at the next start
+    if embedder_ready is not None:
+        embedder_ready.cancel()
     await indexer.close()  # queued rows stay queued: embedded at the next start
     await peer.stop(settings.shutdown_grace_s)  # peer calls end, an open pairing window closes
     feed.close()

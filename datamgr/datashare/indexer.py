@@ -79,6 +79,8 @@ class Indexer:
         self._db = db
         self._providers = providers
         self.embedder = embedder
+        # why there is no embedder (Retrieve's FAILED_PRECONDITION says it)
+        self.unavailable = "the AI service is off on this device (ai.enabled)"
         self.config = config
         self._columns: dict[tuple[str, str], _Column] = {}
         self._loading: dict[tuple[str, str], asyncio.Lock] = {}
@@ -99,6 +101,13 @@ class Indexer:
         if background:
             self._task = asyncio.create_task(self._run(), name="datashare-indexer")
 
+    def set_embedder(self, embedder: TextEmbedder | None, unavailable: str = "") -> None:
+        """The embedding model is ready (the queued rows are embedded from now on), or is not
+        (`unavailable` says why)."""
+        self.embedder = embedder
+        self.unavailable = unavailable
+        self.wake()
+
     def wake(self) -> None:
         """A write queued rows: look at the queues now rather than at the next poll."""
         self._wake.set()
@@ -111,10 +120,6 @@ class Indexer:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-
-    @property
-    def vectors_available(self) -> bool:
-        return self.embedder is not None
 
     def sizes(self) -> dict[tuple[str, str], int]:
         """Vectors held in memory per (table name, column)."""

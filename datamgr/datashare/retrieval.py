@@ -74,9 +74,10 @@ def plan(
     mode: int,
     column: str,
     columns: Sequence[str],
-    vectors_available: bool,
+    vectors_unavailable: str | None,
 ) -> Plan:
-    """Checks a Retrieve call against the table (raising the errors above) and plans it."""
+    """Checks a Retrieve call against the table (raising the errors above) and plans it;
+    `vectors_unavailable` says why there is no embedding model (None: there is one)."""
     uri = hosted.uri
     if mode not in MODES:
         raise InvalidArgument(f"unknown retrieve mode {mode}")
@@ -118,13 +119,13 @@ def plan(
         fulltext = []
     elif mode == FULLTEXT:
         vector = []
-    if vector and not vectors_available:
+    if vector and vectors_unavailable is not None:
         if mode == pb.RETRIEVE_MODE_UNSPECIFIED and fulltext:
             vector = []  # full text alone, rather than nothing
         else:
             raise FailedPrecondition(
-                "vector retrieval needs the AI service's embedding model, which is not running on this "
-                "device (ai.enabled, or no embedding model); mode FULLTEXT works without it"
+                f"vector retrieval of {where} needs the AI service's embedding model: "
+                f"{vectors_unavailable}; mode FULLTEXT works without it"
             )
     return Plan(query, k, out, vector, fulltext)
 

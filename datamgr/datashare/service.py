@@ -581,7 +581,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             request.mode,
             request.column,
             request.columns,
-            embedder is not None,
+            None if embedder is not None else indexer.unavailable if indexer is not None else "",
         )
         compiled = self._predicates(hosted, request.predicates)
         check_predicates(hosted, compiled)
