@@ -327,6 +327,12 @@ async def _start_indexer(indexer: Indexer, ai: Any) -> asyncio.Future[None] | No
     return asyncio.ensure_future(_embedder_for(indexer, ai))
 
 
+async def _ai_serving(ai: Any, health_servicer: HealthServicer) -> None:
+    """The AI service's health turns SERVING once its default model is loaded."""
+    await health_servicer.set(AI_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+    try:
+        await ai.ready()
+    except Exception as exc:
         log.error("the AI service stays NOT_SERVING: %s", getattr(exc, "message", exc))
         return
     await health_servicer.set(AI_SERVICE, health_pb2.HealthCheckResponse.SERVING)
@@ -334,12 +340,6 @@ async def _start_indexer(indexer: Indexer, ai: Any) -> asyncio.Future[None] | No
 
 async def _start_http(
     settings: Settings, ai: AiService, identify: Identify, identity: Identity
-async def _ai_serving(ai: Any, health_servicer: HealthServicer) -> None:
-    """The AI service's health turns SERVING once its default model is loaded."""
-    await health_servicer.set(AI_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
-    try:
-        await ai.ready()
-    except Exception as exc:
 ) -> HttpApi | None:
     """The AI service's OpenAI-compatible HTTP API (`datamgr.ai_http`), listening; None when it cannot
     listen (logged: the daemon serves on without it)."""
@@ -448,13 +448,13 @@ async def run(  # noqa: PLR0915 - the composition root
     kv = KvService(settings.kv, db, apps, kv_storage, loop, identify)
     distributed = DistributedTables(kv_storage, providers, feed)  # DataShare tables that sync
     quotas = _quotas(settings, providers, kv_storage, distributed)
+    indexer = Indexer(db, providers, None, _indexer_config(ds))  # its embedder once the AI service is up
 
     def on_remove(bundle: str) -> None:
         distributed.remove(bundle)  # the app's tables and their mirror stores
         published.remove(bundle)
         kv.remove_app(bundle)
         quotas.forget(bundle)
-    indexer = Indexer(db, providers, None, _indexer_config(ds))  # its embedder once the AI service is up
         if pacer is not None:
             pacer.forget(bundle)
 
@@ -490,18 +490,18 @@ async def run(  # noqa: PLR0915 - the composition root
         published_feed,
         distributed,
         quotas.ledger("datashare"),
+        indexer,
     )
     udmf = await _start_udmf(settings.udmf, settings.data_dir, identify, db, quotas)
     await kv.start()
     ai = await _start_ai(settings.ai, identify, db) if settings.ai.enabled else None
+    embedder_ready = await _start_indexer(indexer, ai)
     devices = DeviceService(discovery, identify)
     udmf_removed = _if_removed(apps, udmf.app_removed)
-        indexer,
     ai_revoked = [ai.revoked] if ai is not None else []  # ends the app's generations
     _on_revoke(apps, loop, datashare.revoked, kv.revoked, devices.revoked, udmf_removed, *ai_revoked)
     p = settings.peer
     peer = PeerServer(
-    embedder_ready = await _start_indexer(indexer, ai)
         PeerConfig(
             p.listen,
             p.pairing_listen,
@@ -588,16 +588,15 @@ async def run(  # noqa: PLR0915 - the composition root
     if catch_up is not None:
         catch_up.cancel()
     await tombstones.close()
+    if embedder_ready is not None:
+        embedder_ready.cancel()
+    await indexer.close()  # queued rows stay queued: embedded at the next start
     await sync.close()  # automatic syncs stop (they resume from the last ack next time)
     if ai is not None:
         await ai.drain()  # paired devices' generations go on elsewhere, not cut at the end of the grace
     await udmf_sync.close()  # channels to peers for UDMF reads close
     if ai_peers is not None:
         await ai_peers.close()
-    await indexer.close()  # queued rows stay queued: embedded at the next start
-    if embedder_ready is not None:
-        embedder_ready.cancel()
-    await indexer.close()  # queued rows stay queued: embedded at the next start
     await peer.stop(settings.shutdown_grace_s)  # peer calls end, an open pairing window closes
     feed.close()
     published_feed.close()
