@@ -184,13 +184,22 @@ def _exact(
 
 
 def _fulltext_hits(conn: sa.Connection, search: Search, col: str, n: int) -> list[Hit]:
+    stmt = fulltext_statement(conn.dialect, search, col, n)
+    if stmt is None:
+        return []
+    return [Hit(key, float(score), col) for key, score in conn.execute(stmt)]
+
+
+def fulltext_statement(dialect: sa.Dialect, search: Search, col: str, n: int) -> sa.Select[Any] | None:
+    """The `n` best rows by the words of the query in `col` (key, score), under the predicates; None
+    when the query has no words."""
     t = search.hosted.table
     pk = t.c[search.hosted.spec.primary_key]
-    q = conn.dialect.identifier_preparer.quote
-    if conn.dialect.name == "postgresql":
+    q = dialect.identifier_preparer.quote
+    if dialect.name == "postgresql":
         words = ranking.websearch_query(search.query)
         if words is None:
-            return []
+            return None
         tsv: sa.ColumnElement[Any] = sa.literal_column(tsvector_sql(q(col)))
         tsq = sa.func.websearch_to_tsquery(sa.literal_column(f"'{TS_CONFIG}'::regconfig"), words)
         score = sa.func.ts_rank(tsv, tsq)
@@ -199,7 +208,7 @@ def _fulltext_hits(conn: sa.Connection, search: Search, col: str, n: int) -> lis
     else:
         match = ranking.fts5_query(search.query)
         if match is None:
-            return []
+            return None
         fts = q(fts_name(t.name, col))
         bm25: sa.ColumnElement[Any] = sa.literal_column(f"bm25({fts})")
         on = sa.literal_column(f"{fts}.rowid") == sa.literal_column(f"{q(t.name)}.rowid")
@@ -211,7 +220,7 @@ def _fulltext_hits(conn: sa.Connection, search: Search, col: str, n: int) -> lis
         order = bm25.asc()
     if search.where is not None:
         stmt = stmt.where(search.where)
-    return [Hit(key, float(score), col) for key, score in conn.execute(stmt.order_by(order).limit(n))]
+    return stmt.order_by(order).limit(n)
 
 
 # ---- rows ----

@@ -19,7 +19,7 @@ from datamgr.datashare.index_ddl import side_tables
 from datamgr.datashare.indexer import Indexer, IndexerConfig
 from datamgr.datashare.manifest import parse_manifest
 from datamgr.datashare.predicates import DataSharePredicates
-from datamgr.datashare.retrieve import Found, Retriever, Search
+from datamgr.datashare.retrieve import Found, Retriever, Search, fulltext_statement
 from datamgr.datashare.tables import HostedTable, ProviderRegistry
 from datamgr.datashare.uri import parse_uri
 from datamgr.storage import Database, create_engine
@@ -347,6 +347,33 @@ def test_an_embedding_failure_leaves_the_rows_queued(engine: sa.Engine) -> None:
         env.embedder.fail = False
         await env.drain()
         assert env.count(side.pending) == 0 and env.indexer.pending[URI] == 0
+        env.close()
+
+    run(go())
+
+
+def test_fulltext_uses_the_index(engine: sa.Engine) -> None:
+    """The query spells the indexed expression as the index does (PostgreSQL), or MATCHes FTS5."""
+
+    async def go() -> None:
+        env = Env(engine)
+        await env.indexer.start(background=False)
+        await env.register(manifest())
+        h = env.hosted
+        where = compile_predicates(P().greater_than("n", 1), h.table, env.db.dialect).where
+        search = Search(h, where, "lemon cake", 5, ["id"], {}, ["body"])
+        stmt = fulltext_statement(engine.dialect, search, "body", 5)
+        assert stmt is not None
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET enable_seqscan = off")
+                compiled = stmt.compile(conn, compile_kwargs={"literal_binds": True})
+                plan = "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {compiled}"))
+                assert f"Bitmap Index Scan on {h.table.name}_fts_body" in plan, plan
+            else:
+                compiled = stmt.compile(conn, compile_kwargs={"literal_binds": True})
+                plan = "\n".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+                assert "VIRTUAL TABLE INDEX" in plan and f"{h.table.name}_fts_body" in plan, plan
         env.close()
 
     run(go())
