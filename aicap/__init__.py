@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         assemble,
     )
     from aicap.client import AiClient, AsyncAiClient, AsyncCompletionStream, CompletionStream
+    from aicap.splitting import split_text
 
 _MODULE_OF = {
     "AiClient": "aicap.client",
@@ -49,6 +50,7 @@ _MODULE_OF = {
     "ToolCall": "aicap._messages",
     "Usage": "aicap._messages",
     "assemble": "aicap._messages",
+    "split_text": "aicap.splitting",
 }
 
 __all__ = [
@@ -72,6 +74,7 @@ __all__ = [
     "ToolCall",
     "Usage",
     "assemble",
+    "split_text",
 ]
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from aicap.errors import InvalidArgument
 from aicap.v1 import aicap_pb2 as pb
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 _FINISH = {
     pb.FINISH_REASON_STOP: "stop",
@@ -196,10 +200,31 @@ class Model:
     chat_template: str
     is_default: bool
     loaded: bool
+    kind: str = "generate"  # or "embed": an embedding model (AiClient.embed), of `embedding_dim`
+    embedding_dim: int = 0
 
 
 def model_from_proto(msg: pb.Model) -> Model:
-    return Model(msg.name, msg.path, msg.n_ctx, msg.chat_template, msg.is_default, msg.loaded)
+    kind = "embed" if msg.kind == pb.MODEL_KIND_EMBED else "generate"
+    return Model(
+        msg.name, msg.path, msg.n_ctx, msg.chat_template, msg.is_default, msg.loaded, kind, msg.embedding_dim
+    )
+
+
+def embed_request(texts: str | Sequence[str], model: str) -> tuple[pb.EmbedRequest, bool]:
+    """The request for `texts` (one string, or several), and whether it was one string."""
+    single = isinstance(texts, str)
+    if not single and not all(isinstance(t, str) for t in texts):
+        raise InvalidArgument("texts to embed must be strings")
+    return pb.EmbedRequest(model=model, texts=[texts] if single else list(texts)), single  # type: ignore[list-item]
+
+
+def vectors_from_proto(resp: pb.EmbedResponse, single: bool) -> npt.NDArray[np.float32]:
+    """(texts, dim) float32 unit rows; (dim,) for a single string."""
+    import numpy as np
+
+    out = np.array([list(e.values) for e in resp.embeddings], dtype=np.float32)
+    return out[0] if single else out
 
 
 @dataclass(frozen=True, slots=True)

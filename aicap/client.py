@@ -19,7 +19,7 @@ message limits) is every SDK's, `datamgr.connection`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 import grpc
 
@@ -42,13 +42,19 @@ from aicap._messages import (
     chat_request,
     chunk_from_proto,
     complete_request,
+    embed_request,
     model_from_proto,
     stats_from_proto,
+    vectors_from_proto,
 )
 from aicap.errors import BY_CODE, AicapError
 from aicap.v1 import aicap_pb2 as pb
 from aicap.v1 import aicap_pb2_grpc as pb_grpc
 from datamgr.connection import ErrorClasses, metadata, open_aio_channel, open_channel, resolve_token
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 ERRORS = ErrorClasses(AicapError, BY_CODE)  # what the SDK raises, by status (the rule in datamgr.errors)
 error_from_rpc = ERRORS.from_rpc

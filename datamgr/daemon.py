@@ -232,6 +232,7 @@ async def _start_ai(ai: AiSettings, identify: Identify, db: Database) -> Any:
     except ImportError as exc:
         log.error("AI service disabled: %s (install the 'ai' extra: llama-cpp-python)", exc)
         return None
+    from aicap.bert_gguf import default_cache_dir
     from aicap.config import AiConfig, EngineConfig, ModelSpec, RunnerConfig, SamplingDefaults, SharedPrefix
     from aicap.errors import AicapError
 
@@ -258,6 +259,12 @@ async def _start_ai(ai: AiSettings, identify: Identify, db: Database) -> Any:
             spec_token_cost=ai.spec_token_cost,
         ),
         shared_prefixes=tuple(SharedPrefix(p.name, p.text, frozenset(p.apps)) for p in ai.shared_prefixes),
+        embedding_model=ai.embedding_model,
+        model_cache_dir=ai.model_cache_dir or default_cache_dir(),
+        max_embed_texts=ai.max_embed_texts,
+        max_embed_chars=ai.max_embed_chars,
+        max_embed_bytes=ai.max_embed_bytes,
+        embed_batch_tokens=ai.embed_batch_tokens,
         max_concurrent_per_app=ai.max_concurrent_per_app,
         max_queued_per_app=ai.max_queued_per_app,
         max_waiting=ai.max_waiting,

@@ -22,7 +22,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aicap.engine.generation import Generation, Request
 from aicap.engine.llm_engine import EngineStats, LLMEngine, TokenEvent
@@ -136,6 +136,23 @@ class _Inbox:
         self._engine._worker.queue.put((self._engine, item))
 
 
+class Stepped(Protocol):
+    """What the inference thread runs: an engine that starts there, takes its inbox's messages and
+    steps in turn with the others (AsyncEngine; AsyncEmbedder for embedding models)."""
+
+    _ready: threading.Event  # set once `_start` ran
+    _stopped: threading.Event
+    _error: BaseException | None  # why `_start` failed
+
+    def _start(self) -> bool: ...
+
+    def _take(self, item: Any) -> bool: ...
+
+    def _turn(self) -> None: ...
+
+    def has_work(self) -> bool: ...
+
+
 class _InferenceThread:
     """The one thread of the process that runs llama.cpp, for every engine in turn (a step each).
 
@@ -148,12 +165,12 @@ class _InferenceThread:
     _current: _InferenceThread | None = None
 
     def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[tuple[AsyncEngine, Any]] = queue.SimpleQueue()
-        self.engines: list[AsyncEngine] = []
+        self.queue: queue.SimpleQueue[tuple[Stepped, Any]] = queue.SimpleQueue()
+        self.engines: list[Stepped] = []
         self.thread = threading.Thread(target=self._run, name="aicap-engine", daemon=True)
 
     @classmethod
-    def attach(cls, engine: AsyncEngine) -> _InferenceThread:
+    def attach(cls, engine: Stepped) -> _InferenceThread:
         """The running thread (started if there is none), with `engine`'s start queued on it."""
         with cls._lock:
             worker = cls._current
@@ -203,7 +220,7 @@ class _InferenceThread:
                     _InferenceThread._current = None
                     return
 
-    def _next(self, block: bool) -> tuple[AsyncEngine, Any] | None:
+    def _next(self, block: bool) -> tuple[Stepped, Any] | None:
         try:
             return self.queue.get() if block else self.queue.get_nowait()
         except queue.Empty:

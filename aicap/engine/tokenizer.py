@@ -130,6 +130,31 @@ class Tokenizer:
                     self._grammar_tokenizer = lltokenizer_from_vocab(self._vocab, eos_token=eog)
             return self._grammar_tokenizer
 
+    def metadata(self, key: str) -> str | None:
+        """A GGUF metadata value as text, None if the file has no such key."""
+        buf = ctypes.create_string_buffer(256)
+        n = llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode(errors="replace")
+
+    def pools(self) -> bool:
+        """Whether the model is an embedding model: its GGUF names a pooling of its token vectors
+        (`{arch}.pooling_type`, as converters write it for BERT and other sentence encoders)."""
+        arch = self.metadata("general.architecture")
+        pooling = self.metadata(f"{arch}.pooling_type") if arch else None
+        return pooling not in (None, "0")
+
+    def arch_int(self, key: str) -> int:
+        """An integer of the model's architecture (`context_length`, `embedding_length`; a vocab-only
+        load has no hyperparameters but the metadata); 0 if the file has none."""
+        arch = self.metadata("general.architecture")
+        value = self.metadata(f"{arch}.{key}") if arch else None
+        return int(value) if value is not None and value.isdigit() else 0
+
     def chat_template(self) -> str | None:
         """The model's own (Jinja) chat template, from the GGUF metadata."""
         tmpl = llama_cpp.llama_model_chat_template(self._model, None)

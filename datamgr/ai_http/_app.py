@@ -1,5 +1,5 @@
 """The HTTP API's routes (Starlette): OpenAI's `/v1/models`, `/v1/completions`, `/v1/chat/completions`,
-llama-server's `/health`, `/metrics`, `/tokenize` and `/detokenize`.
+`/v1/embeddings`, llama-server's `/health`, `/metrics`, `/tokenize` and `/detokenize`.
 
 Each request is served by AiService's own methods, called with a stand-in for a gRPC call's context
 that carries the request's bearer token as the gRPC SDK sends it: the same `Identify`, the USE_AI
@@ -15,12 +15,14 @@ error object (uvicorn's own limit, a plain-text 503, stays as a backstop above i
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -37,6 +39,7 @@ from datamgr.ai_http._requests import (
     ChatBody,
     CompletionBody,
     DetokenizeBody,
+    EmbeddingsBody,
     TokenizeBody,
     parse,
 )
@@ -91,6 +94,7 @@ class Api:
             Route("/v1/models/{model:path}", self._handler(self.model, "ListModels"), methods=["GET"]),
             Route("/v1/completions", self._handler(self.completions, "Complete"), methods=["POST"]),
             Route("/v1/chat/completions", self._handler(self.chat, "Chat"), methods=["POST"]),
+            Route("/v1/embeddings", self._handler(self.embeddings, "Embed"), methods=["POST"]),
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self._handler(self.metrics, "GetStats"), methods=["GET"]),
             Route("/tokenize", self._handler(self.tokenize, "Tokenize"), methods=["POST"]),
@@ -226,7 +230,9 @@ class Api:
         raise HttpError("NOT_FOUND", f"no model {name!r}: see /v1/models")
 
     def _model(self, m: pb.Model) -> dict[str, Any]:
-        meta = {"n_ctx": m.n_ctx, "loaded": m.loaded, "default": m.is_default}
+        meta: dict[str, Any] = {"n_ctx": m.n_ctx, "loaded": m.loaded, "default": m.is_default}
+        if m.kind == pb.MODEL_KIND_EMBED:
+            meta |= {"kind": "embed", "embedding_dim": m.embedding_dim}
         return {
             "id": m.name,
             "object": "model",
@@ -252,6 +258,27 @@ class Api:
         top = body.top_logprobs or 0
         answer = Answer("chat", m.name, body.n, _piece(m), body.logprobs, top, body.include_usage)
         return Generation(self._ai.Chat(req, call), answer, body.stream, "Chat")
+
+    async def embeddings(self, request: Request) -> Response:
+        """OpenAI's embeddings: vectors as float lists, or base64 of their little-endian float32 bytes
+        (what the openai client asks for by default)."""
+        call = self._call(request, generates=True)
+        body: EmbeddingsBody = await self._body(request, EmbeddingsBody)
+        resp = await self._ai.Embed(body.request(), call)
+        dim = len(resp.embeddings[0].values) if resp.embeddings else 0
+        if body.dimensions is not None and body.dimensions != dim:
+            raise BadRequest(
+                f"model {resp.model} makes {dim}-dimensional vectors, not {body.dimensions}", "dimensions"
+            )
+        data = []
+        for i, e in enumerate(resp.embeddings):
+            if body.encoding_format == "base64":
+                vector: Any = base64.b64encode(np.asarray(e.values, dtype="<f4").tobytes()).decode()
+            else:
+                vector = list(e.values)
+            data.append({"object": "embedding", "index": i, "embedding": vector})
+        usage = {"prompt_tokens": resp.prompt_tokens, "total_tokens": resp.prompt_tokens}
+        return JSONResponse({"object": "list", "data": data, "model": resp.model, "usage": usage})
 
     async def metrics(self, request: Request) -> Response:
         """The same Prometheus text as GetStats (an app holding USE_AI, or the admin token)."""

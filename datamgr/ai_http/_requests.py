@@ -210,6 +210,29 @@ class ChatBody(_Generation):
         )
 
 
+class EmbeddingsBody(_Body):
+    """POST /v1/embeddings: `input` a string or a list of strings (OpenAI's token arrays are refused:
+    their ids would be another model's)."""
+
+    input: str | list[str] | list[int] | list[list[int]]
+    model: str = Field("", max_length=256)
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = Field(None, max_length=256)  # accepted (OpenAI's abuse tracking); not used
+
+    def request(self) -> pb.EmbedRequest:
+        texts = [self.input] if isinstance(self.input, str) else self.input
+        if not texts:
+            raise BadRequest("input is empty: send a string or a list of strings", "input")
+        if not all(isinstance(t, str) for t in texts):
+            raise BadRequest(
+                "input: token arrays are not accepted (they would be another model's token ids): send the "
+                "texts (LangChain's OpenAIEmbeddings: check_embedding_ctx_length=False)",
+                "input",
+            )
+        return pb.EmbedRequest(model=self.model, texts=texts)  # type: ignore[arg-type]
+
+
 class TokenizeBody(_Body):
     """POST /tokenize (llama-server's)."""
 

@@ -320,6 +320,7 @@ def test_exported_members() -> None:
         "ToolCall",
         "Usage",
         "assemble",
+        "split_text",
     }
 
 

@@ -126,7 +126,7 @@ def http(daemon: Daemon) -> Http:
 def test_models_are_listed_and_retrieved(http: Http) -> None:
     client = http.openai()
     models = client.models.list().data
-    assert [m.id for m in models] == [MODEL]
+    assert [m.id for m in models] == [MODEL, "all-minilm-l6-v2"]  # the built-in chat and embedding models
     assert models[0].object == "model" and models[0].owned_by == "datamgr"
     assert client.models.retrieve(MODEL).id == MODEL
     with pytest.raises(openai.NotFoundError):

@@ -373,7 +373,7 @@ def test_models_are_added_used_removed_and_kept_across_restarts(tmp_path: Path) 
         _bad_adds(add, tmp_path)
         assert code_of(lambda: add("bad name!", model))[0] == grpc.StatusCode.INVALID_ARGUMENT
         assert code_of(lambda: add("smollm2-135m", model))[0] == grpc.StatusCode.ALREADY_EXISTS
-        assert set(app.models()) == {"smollm2-135m"}
+        assert set(app.models()) == {"smollm2-135m", "all-minilm-l6-v2"}
 
         plain = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
         added = add("copy", model, n_ctx=128, chat_template=plain)
@@ -393,7 +393,7 @@ def test_models_are_added_used_removed_and_kept_across_restarts(tmp_path: Path) 
         d.stop()
         d.start(service=AI_SERVICE)
         models = app.models()
-        assert set(models) == {"smollm2-135m", "copy"}
+        assert set(models) == {"smollm2-135m", "all-minilm-l6-v2", "copy"}
         assert (models["copy"].n_ctx, models["copy"].chat_template, models["copy"].loaded) == (
             128,
             plain,
@@ -406,12 +406,12 @@ def test_models_are_added_used_removed_and_kept_across_restarts(tmp_path: Path) 
         remove("copy")
         code, details = code_of(lambda: list(call))
         assert code == grpc.StatusCode.UNAVAILABLE and "removed" in details
-        assert set(app.models()) == {"smollm2-135m"}
+        assert set(app.models()) == {"smollm2-135m", "all-minilm-l6-v2"}
         assert code_of(lambda: app.complete("x", model="copy"))[0] == grpc.StatusCode.NOT_FOUND
 
         _stopping_ends_generations(d, app)
         d.start(service=AI_SERVICE)
-        assert set(app.models()) == {"smollm2-135m"}
+        assert set(app.models()) == {"smollm2-135m", "all-minilm-l6-v2"}
     finally:
         d.stop()
 
