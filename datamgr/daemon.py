@@ -503,6 +503,10 @@ async def run(  # noqa: PLR0915 - the composition root
     await kv.start()
     ai = await _start_ai(settings.ai, identify, db) if settings.ai.enabled else None
     embedder_ready = await _start_indexer(indexer, ai)
+    if ai is not None:  # grounded chats retrieve as the calling app
+        from datamgr.ai_bridge.grounding import DataShareRetriever
+
+        ai.retriever = DataShareRetriever(datashare.retrieve_as)
     devices = DeviceService(discovery, identify)
     udmf_removed = _if_removed(apps, udmf.app_removed)
     ai_revoked = [ai.revoked] if ai is not None else []  # ends the app's generations

@@ -185,6 +185,8 @@ def _print_summary(completion: Completion, chunks: list[CompletionChunk] | None)
         err.print(
             f"[dim]{label}finish {s.finish_reason or '?'}{tokens}{cached}{where}{moved}[/]", highlight=False
         )
+        for n, c in enumerate(s.citations, 1):
+            err.print(f"[dim]  [{n}] {c.uri} row {c.row_id} (score {c.score:.3f})[/]", highlight=False)
     if chunks is not None:
         table = Table("sample", "token", "text", "logprob")
         for chunk in sorted(chunks, key=lambda c: c.index):  # stable: each sample's tokens in order
@@ -250,6 +252,15 @@ def complete(prompt: str, as_json: bool, token: str | None, address: str | None,
 @click.argument("message", required=False)
 @click.option("--system", help="A system message first.")
 @click.option("--pinned", help="This app's pinned context (datamgr ai pin) as the system message.")
+@click.option(
+    "--context",
+    "sources",
+    multiple=True,
+    metavar="URI",
+    help="Ground the answer in an indexed DataShare table this app may read (repeatable); the rows "
+    "used are cited.",
+)
+@click.option("--rows", type=click.IntRange(0), default=0, help="Rows retrieved per --context (0: 4).")
 @model_option
 @sampling_options
 @json_option
@@ -260,6 +271,8 @@ def chat(
     message: str | None,
     system: str | None,
     pinned: str | None,
+    sources: tuple[str, ...],
+    rows: int,
     as_json: bool,
     token: str | None,
     address: str | None,
@@ -269,7 +282,10 @@ def chat(
     interactively on a terminal (the history is kept; Ctrl-D ends)."""
     history: list[tuple[str, str]] = [("system", system)] if system else []
     with _client(address, token) as client:
-        stream_chat = functools.partial(client.stream_chat, pinned_context=pinned)
+        from aicap import Context
+
+        context = [Context(uri, k=rows) for uri in sources]
+        stream_chat = functools.partial(client.stream_chat, pinned_context=pinned, context=context)
         if message is None and not _stdin_is_tty():
             message = sys.stdin.read()
         if message is not None:
