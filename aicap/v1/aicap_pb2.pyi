@@ -245,10 +245,14 @@ class ChatRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ..., placement: _Optional[_Union[Placement, str]] = ..., device: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ..., session: _Optional[str] = ..., pinned_context: _Optional[str] = ..., context: _Optional[_Iterable[_Union[ContextSource, _Mapping]]] = ...) -> None: ...
 
 class ContextSource(_message.Message):
-    __slots__ = ("datashare",)
+    __slots__ = ("datashare", "kv", "udmf")
     DATASHARE_FIELD_NUMBER: _ClassVar[int]
+    KV_FIELD_NUMBER: _ClassVar[int]
+    UDMF_FIELD_NUMBER: _ClassVar[int]
     datashare: DataShareSource
-    def __init__(self, datashare: _Optional[_Union[DataShareSource, _Mapping]] = ...) -> None: ...
+    kv: KvSource
+    udmf: UdmfSource
+    def __init__(self, datashare: _Optional[_Union[DataShareSource, _Mapping]] = ..., kv: _Optional[_Union[KvSource, _Mapping]] = ..., udmf: _Optional[_Union[UdmfSource, _Mapping]] = ...) -> None: ...
 
 class DataShareSource(_message.Message):
     __slots__ = ("uri", "k", "predicates", "query")
@@ -262,15 +266,35 @@ class DataShareSource(_message.Message):
     query: str
     def __init__(self, uri: _Optional[str] = ..., k: _Optional[int] = ..., predicates: _Optional[bytes] = ..., query: _Optional[str] = ...) -> None: ...
 
+class KvSource(_message.Message):
+    __slots__ = ("store", "key_prefix", "k", "query")
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    KEY_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    store: str
+    key_prefix: str
+    k: int
+    query: str
+    def __init__(self, store: _Optional[str] = ..., key_prefix: _Optional[str] = ..., k: _Optional[int] = ..., query: _Optional[str] = ...) -> None: ...
+
+class UdmfSource(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
 class Citation(_message.Message):
-    __slots__ = ("uri", "row_id", "score")
+    __slots__ = ("uri", "row_id", "score", "key")
     URI_FIELD_NUMBER: _ClassVar[int]
     ROW_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
     uri: str
     row_id: int
     score: float
-    def __init__(self, uri: _Optional[str] = ..., row_id: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
+    key: str
+    def __init__(self, uri: _Optional[str] = ..., row_id: _Optional[int] = ..., score: _Optional[float] = ..., key: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "cached_tokens", "device", "migrations")
