@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,6 +58,11 @@ class IndexerConfig:
     hnsw_min_rows: int = 10_000  # exact scan below, HNSW from here on (vectors.VectorIndex)
     poll_s: float = 0.5  # how often the queues are looked at when no write woke the indexer
     retry_s: float = 5.0  # the pause after the embedding model failed
+    # Embedding runs behind writes: while writes of indexed tables keep coming (one at most `quiet_s`
+    # after the last), a round waits, but never longer than `max_defer_s`, so a steady stream of writes
+    # still sees its backlog shrink (a batch per table every `max_defer_s` at least).
+    quiet_s: float = 0.2
+    max_defer_s: float = 2.0
 
 
 @dataclass(slots=True)
@@ -88,6 +94,7 @@ class Indexer:
         self._task: asyncio.Task[None] | None = None
         self._builds: set[asyncio.Task[Any]] = set()
         self._turn = 0  # the table that goes first in the next round
+        self._last_write = 0.0  # when a write of an indexed table last committed (monotonic)
         self.pending: dict[str, int] = {}  # uri -> queued entries, as last counted
         self.embedded = 0  # vectors stored since start
         self.failures = 0  # embedding calls that failed since start
@@ -109,8 +116,20 @@ class Indexer:
         self.wake()
 
     def wake(self) -> None:
-        """A write queued rows: look at the queues now rather than at the next poll."""
+        """Look at the queues now rather than at the next poll."""
         self._wake.set()
+
+    def written(self) -> None:
+        """A write of an indexed table committed (it may have queued rows)."""
+        self._last_write = time.monotonic()
+        self._wake.set()
+
+    async def _yield_to_writes(self) -> None:
+        """Waits while writes keep coming (see IndexerConfig.quiet_s), at most max_defer_s."""
+        config = self.config
+        deadline = time.monotonic() + config.max_defer_s
+        while (now := time.monotonic()) < deadline and now - self._last_write < config.quiet_s:
+            await asyncio.sleep(min(config.quiet_s, deadline - now))
 
     async def close(self) -> None:
         for task in (self._task, *self._builds):
@@ -171,10 +190,14 @@ class Indexer:
                 if column is not None:
                     column.index.remove(docs)
             await self._db.write(self._forget_gone, side, [doc for doc, _ in gone])
-        if not queued or self.embedder is None:
+        if self.embedder is None:
             return bool(gone)
-        for col in hosted.spec.vector_columns:
-            await self.vector_index(hosted, col)  # loaded (and its model checked) before vectors go in
+        for col in hosted.spec.vector_columns:  # loaded (and the model checked) before vectors go in
+            if (hosted.table.name, col) not in self._columns:
+                await self.vector_index(hosted, col)
+        if not queued:
+            return bool(gone)
+        await self._yield_to_writes()
         items = await self._db.read(self._read_pending, hosted, side, self.config.batch_rows)
         if not items:
             return bool(gone)

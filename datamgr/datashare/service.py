@@ -231,7 +231,7 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
     def _queued(self, *written: HostedTable) -> None:
         """A write of these tables committed: the indexer looks at their queues now."""
         if self._indexer is not None and any(h.spec.vector_columns for h in written):
-            self._indexer.wake()
+            self._indexer.written()
 
     async def _write_found(
         self,
