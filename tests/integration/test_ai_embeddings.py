@@ -42,6 +42,7 @@ ENV = {
     "DATAMGR_AI__MAX_EMBED_TEXTS": "64",
     "DATAMGR_AI__MAX_EMBED_BYTES": "65536",
     "DATAMGR_AI__EMBED_BATCH_TOKENS": "64",
+    "DATAMGR_AI__TOKENS_PER_DAY_PER_APP": "6000",  # the other tests' app uses about 2,500
 }
 DOCS = [
     "To reset a forgotten password, open Settings, choose Account and tap 'Forgot password'.",
@@ -178,6 +179,17 @@ def test_permissions(daemon: Daemon) -> None:
     assert code == grpc.StatusCode.PERMISSION_DENIED and USE_AI in details
     assert code_of(lambda: Ai(daemon, "dmapp_unknown").embed(["x"]))[0] == grpc.StatusCode.UNAUTHENTICATED
     outsider.channel.close()
+
+
+def test_embedded_tokens_count_against_the_daily_quota(daemon: Daemon) -> None:
+    heavy = Ai(daemon, daemon.add_app("com.example.heavy", USE_AI))
+    texts = [f"Paragraph {i}: " + "many words about quotas and tokens " * 30 for i in range(20)]
+    used = 0
+    while used < 6000:
+        used += heavy.embed(texts).prompt_tokens
+    code, details = code_of(lambda: heavy.embed(["one more"]))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "daily token quota of 6000" in details
+    heavy.channel.close()
 
 
 def test_metrics_count_texts_and_tokens(ai: Ai) -> None:
