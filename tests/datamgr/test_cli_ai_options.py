@@ -48,7 +48,14 @@ class _Client:
         raise _Sent
 
     def stream_chat(
-        self, messages: Any, model: Any, timeout: Any = None, placement: str | None = None, **sampling: Any
+        self,
+        messages: Any,
+        model: Any,
+        timeout: Any = None,
+        placement: str | None = None,
+        context: Any = (),
+        pinned_context: str | None = None,
+        **sampling: Any,
     ) -> Any:
         self.calls.append(("chat", messages, sampling))
         self.placements.append(placement)
