@@ -142,7 +142,7 @@ class Indexer:
 
     def sizes(self) -> dict[tuple[str, str], int]:
         """Vectors held in memory per (table name, column)."""
-        return {key: len(c.index) for key, c in self._columns.items()}
+        return {key: len(c.index) for key, c in dict(self._columns).items()}  # a copy: other threads read
 
     # ---- the loop ----
 
@@ -168,6 +168,9 @@ class Indexer:
         live = {h.uri for h in tables}
         for uri in [u for u in self.pending if u not in live]:
             del self.pending[uri]
+        columns = {(h.table.name, c) for h in tables for c in h.spec.vector_columns}
+        for key in [k for k in self._columns if k not in columns]:  # a dropped table or index
+            del self._columns[key]
         busy = False
         if not tables:
             return False

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from datamgr.datashare._compile import compile_predicates
+from datamgr.datashare.distributed import _upsert
 from datamgr.datashare.index_ddl import side_tables
 from datamgr.datashare.indexer import Indexer, IndexerConfig
 from datamgr.datashare.manifest import parse_manifest
@@ -374,6 +375,36 @@ def test_fulltext_uses_the_index(engine: sa.Engine) -> None:
                 compiled = stmt.compile(conn, compile_kwargs={"literal_binds": True})
                 plan = "\n".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
                 assert "VIRTUAL TABLE INDEX" in plan and f"{h.table.name}_fts_body" in plan, plan
+        env.close()
+
+    run(go())
+
+
+def test_rows_upserted_as_sync_applies_them_are_queued(engine: sa.Engine) -> None:
+    """The statement that applies a peer's rows (distributed._upsert: INSERT ... ON CONFLICT DO UPDATE)
+    fires the same triggers: a new row is queued, a changed text queued again, its old vector gone."""
+
+    async def go() -> None:
+        env = Env(engine)
+        await env.indexer.start(background=False)
+        await env.register(manifest())
+        side = side_tables(env.hosted.table, env.hosted.spec)
+        t = env.hosted.table
+        upsert = _upsert(engine.dialect.name, t, t.c.id, ("id", "body", "n"))
+
+        def apply(rows: list[dict[str, Any]]) -> None:
+            env.write(lambda c, _t: c.execute(upsert, rows))
+
+        apply([{"id": 1, "body": "lemon cake", "n": 1}, {"id": 2, "body": "cat on the mat", "n": 2}])
+        assert env.count(side.pending) == 2
+        await env.drain()
+        apply([{"id": 2, "body": "bicycle repair", "n": 2}, {"id": 1, "body": "lemon cake", "n": 9}])
+        with env.db.engine.connect() as conn:
+            assert conn.execute(sa.select(side.pending.c.key)).scalars().all() == [2]
+            assert conn.execute(sa.select(side.vectors.c.key)).scalars().all() == [1]
+        await env.drain()
+        assert (await env.search("bicycle repair")).rows[0][0].key == 2
+        assert (await env.search("bicycle", vector=False, text=True)).rows[0][0].key == 2
         env.close()
 
     run(go())
