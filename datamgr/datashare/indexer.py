@@ -93,6 +93,7 @@ class Indexer:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._builds: set[asyncio.Task[Any]] = set()
+        self._building: set[VectorIndex] = set()
         self._turn = 0  # the table that goes first in the next round
         self._last_write = 0.0  # when a write of an indexed table last committed (monotonic)
         self.pending: dict[str, int] = {}  # uri -> queued entries, as last counted
@@ -211,6 +212,8 @@ class Indexer:
             raise
         except Exception as exc:
             self.failures += 1
+            if getattr(exc, "code", "") == "INVALID_ARGUMENT":  # a text the model refuses, not the model
+                return await self._one_by_one(hosted, side, items, texts)
             log.warning(
                 "embedding %d row(s) of %s failed (%s); retrying in %.0f s",
                 len(texts),
@@ -220,7 +223,42 @@ class Indexer:
             )
             await asyncio.sleep(self.config.retry_s)
             return False
-        vectors = np.asarray(vectors, np.float32)
+        await self._stored(hosted, side, items, np.asarray(vectors, np.float32))
+        return True
+
+    async def _one_by_one(
+        self, hosted: HostedTable, side: SideTables, items: list[tuple[int, Any, str, str]], texts: list[str]
+    ) -> bool:
+        """A batch the model refused: each text alone; one it refuses again leaves the queue (logged;
+        its row is found by full text only), so that it cannot hold the rows behind it back."""
+        assert self.embedder is not None
+        refused: list[int] = []
+        for item, text in zip(items, texts, strict=True):
+            try:
+                vector = await self.embedder.embed([text])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if getattr(exc, "code", "") != "INVALID_ARGUMENT":
+                    return False  # the model itself: the next round tries again
+                log.warning(
+                    "%s: row %r is not embedded: %s", hosted.uri, item[1], getattr(exc, "message", exc)
+                )
+                refused.append(item[0])
+                continue
+            await self._stored(hosted, side, [item], np.asarray(vector, np.float32))
+        if refused:
+            await self._db.write(self._store, side, [(i, None, "", "") for i in refused], None)
+        return True
+
+    async def _stored(
+        self,
+        hosted: HostedTable,
+        side: SideTables,
+        items: list[tuple[int, Any, str, str]],
+        vectors: npt.NDArray[np.float32],
+    ) -> None:
+        """Stores embedded rows (`_store`) and adds their vectors to the in-memory indexes."""
         stored = await self._db.write(self._store, side, items, vectors)
         for col, (docs, rows) in stored.items():
             column = self._columns.get((hosted.table.name, col))
@@ -229,14 +267,16 @@ class Indexer:
                 self._maybe_build(column.index)
         done = sum(len(d) for d, _ in stored.values())
         self.embedded += done
-        self.pending[hosted.uri] = max(0, queued - done)
-        return True
+        self.pending[hosted.uri] = max(0, self.pending.get(hosted.uri, 0) - done)
 
     def _maybe_build(self, index: VectorIndex) -> None:
-        if index.kind == "exact" and len(index) >= self.config.hnsw_min_rows:
+        """Builds the column's HNSW graph on a worker thread once it has grown past the exact scan."""
+        if index.kind == "exact" and len(index) >= self.config.hnsw_min_rows and index not in self._building:
+            self._building.add(index)
             task = asyncio.create_task(asyncio.to_thread(index.maybe_build))
             self._builds.add(task)
             task.add_done_callback(self._builds.discard)
+            task.add_done_callback(lambda _: self._building.discard(index))
 
     # ---- the vector indexes ----
 
@@ -291,10 +331,14 @@ class Indexer:
             return [(int(i), k, str(c), x or "") for i, k, c, x in conn.execute(stmt)]
 
     def _store(
-        self, side: SideTables, items: list[tuple[int, Any, str, str]], vectors: npt.NDArray[np.float32]
+        self,
+        side: SideTables,
+        items: list[tuple[int, Any, str, str]],
+        vectors: npt.NDArray[np.float32] | None,
     ) -> dict[str, tuple[list[int], list[int]]]:
         """On the writer: takes the entries off the queue that are still as they were read and stores
-        their vectors, in one transaction. Per column: the docs stored and their rows in `items`."""
+        their vectors (None: only takes them off), in one transaction. Per column: the docs stored and
+        their rows in `items`."""
         p, v = side.pending, side.vectors
         conn = self._db.writer_connection()
         try:
@@ -306,7 +350,7 @@ class Indexer:
             stored: dict[str, tuple[list[int], list[int]]] = {}
             upsert = _insert(conn.dialect.name)
             for row, (entry, key, col, _) in enumerate(items):
-                if entry not in current:
+                if entry not in current or vectors is None:
                     continue  # written again (queued anew) or deleted since it was read
                 stmt = upsert(v).values(key=key, col=col, vec=vectors[row].tobytes())
                 stmt = stmt.on_conflict_do_update(

@@ -23,6 +23,7 @@ from datamgr.datashare.predicates import DataSharePredicates
 from datamgr.datashare.retrieve import Found, Retriever, Search, fulltext_statement
 from datamgr.datashare.tables import HostedTable, ProviderRegistry
 from datamgr.datashare.uri import parse_uri
+from datamgr.errors import InvalidArgument
 from datamgr.storage import Database, create_engine
 
 URI = "datashare:///com.example.notes/main/notes"
@@ -44,6 +45,8 @@ class FakeEmbedder:
         self.calls += 1
         if self.fail:
             raise RuntimeError("the embedding model is gone")
+        if any("poison" in t for t in texts):
+            raise InvalidArgument("a text the model refuses")
         out = np.zeros((len(texts), DIM), np.float32)
         for i, text in enumerate(texts):
             for word in text.lower().split():
@@ -405,6 +408,24 @@ def test_rows_upserted_as_sync_applies_them_are_queued(engine: sa.Engine) -> Non
         await env.drain()
         assert (await env.search("bicycle repair")).rows[0][0].key == 2
         assert (await env.search("bicycle", vector=False, text=True)).rows[0][0].key == 2
+        env.close()
+
+    run(go())
+
+
+def test_a_text_the_model_refuses_does_not_hold_the_others_back(engine: sa.Engine) -> None:
+    async def go() -> None:
+        env = Env(engine)
+        await env.indexer.start(background=False)
+        await env.register(manifest())
+        rows = _rows()
+        rows[2]["body"] = "poison pill"
+        env.write(lambda c, t: c.execute(sa.insert(t), rows))
+        await env.drain()
+        side = side_tables(env.hosted.table, env.hosted.spec)
+        assert env.count(side.pending) == 0 and env.count(side.vectors) == len(TEXTS) - 1
+        assert (await env.search("lemon cake")).rows[0][0].key == 4
+        assert (await env.search("poison", vector=False, text=True)).rows[0][0].key == 3
         env.close()
 
     run(go())
