@@ -484,9 +484,11 @@ def models(ctx: click.Context, as_json: bool, token: str | None, address: str | 
         print_json([dataclasses.asdict(m) for m in items])
         return
     table = Table("name", "kind", "path", "n_ctx", "default", "loaded", "chat template")
+    table.columns[0].no_wrap = table.columns[1].no_wrap = True  # the path gives way on a narrow terminal
+    table.columns[2].overflow = "fold"
     for m in items:
         template = f"{len(m.chat_template)} chars" if m.chat_template else "-"
-        kind = f"embed ({m.embedding_dim} dims)" if m.kind == "embed" else m.kind
+        kind = f"embed, {m.embedding_dim}" if m.kind == "embed" else m.kind
         default = "yes" if m.is_default else ""
         loaded = "yes" if m.loaded else "no"
         table.add_row(m.name, kind, m.path, str(m.n_ctx), default, loaded, template)
