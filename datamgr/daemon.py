@@ -73,6 +73,7 @@ from udmf.service import UdmfService
 from udmf.store import UdmfStore
 
 if TYPE_CHECKING:  # aicap needs llama-cpp-python, an optional dependency: imported when the AI is on
+    from aicap.embedding import TextEmbedder
     from aicap.service import AiService
     from datamgr.ai_bridge.peers import AiPeers
     from datamgr.ai_http import HttpApi

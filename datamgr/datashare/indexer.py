@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,20 +35,12 @@ from datamgr.datashare.tables import HostedTable, ProviderRegistry
 from datamgr.datashare.vectors import VectorIndex
 from datamgr.storage import Database
 
+if TYPE_CHECKING:  # the AI service's embedding model (aicap.embedding); aicap is imported when AI is on
+    from aicap.embedding import TextEmbedder
+
 log = logging.getLogger("datamgr.datashare.indexer")
 _CHUNK = 400  # keys per IN (...) list
 _LOAD_ROWS = 2000  # vectors read from the database at a time when a column is loaded
-
-
-class TextEmbedder(Protocol):
-    """What the indexer needs of an embedding model (the AI service provides it)."""
-
-    model_id: str  # name + model file digest: vectors of another model are not comparable
-    dim: int
-
-    async def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """float32 (len(texts), dim), unit rows."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
