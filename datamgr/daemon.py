@@ -33,7 +33,7 @@ from datamgr.changefeed import Change, Feed
 from datamgr.config import AiSettings, Settings, UdmfSettings
 from datamgr.datashare.distributed import DistributedTables
 from datamgr.datashare.extension import ExtensionRouter
-from datamgr.datashare.indexer import Indexer, IndexerConfig, TextEmbedder
+from datamgr.datashare.indexer import Indexer, IndexerConfig
 from datamgr.datashare.published import PublishedBatch, PublishedStore
 from datamgr.datashare.service import DataShareService
 from datamgr.datashare.tables import ProviderRegistry
