@@ -54,25 +54,54 @@ class ToolCall:
 
 @dataclass(frozen=True, slots=True)
 class Citation:
-    """A retrieved row a grounded answer's prompt held (its number there is its place in the list)."""
+    """What a grounded answer's prompt held (its number there is its place in the list): a DataShare
+    row (`uri` the table, `row_id`), a KV entry (`uri` kv://{store}, `key`, row_id -1) or a UDMF record
+    (`uri` its udmf:// key, `row_id` the record's index)."""
 
     uri: str
     row_id: int
     score: float
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """Where a grounded chat may look: an indexed DataShare table the app may read. `predicates`: a
-    datamgr DataSharePredicates (or its proto, or that serialized) restricting the rows; `query`: what
-    to look for (default: the last user message)."""
+    """Where a grounded chat may look, by `uri`: an indexed DataShare table the app may read
+    (datashare:///...), one of the app's KV stores (`kv:STORE` or `kv:STORE/KEY_PREFIX`; or
+    `Context.kv`), or UDMF data it may read (its udmf:// key: drag data is consumed by the chat's read).
+    `k`: rows or entries to use (0: 4); `predicates` (DataShare only): a datamgr DataSharePredicates (or
+    its proto, or that serialized) restricting the rows; `query`: what to look for (default: the last
+    user message). A UDMF source takes every record: no k, query or predicates."""
 
     uri: str
     k: int = 0
     predicates: Any = None
     query: str = ""
 
+    @classmethod
+    def kv(cls, store: str, prefix: str = "", k: int = 0, query: str = "") -> Context:
+        """Entries of this app's KV store `store` whose keys start with `prefix`."""
+        return cls(f"kv:{store}/{prefix}" if prefix else f"kv:{store}", k, query=query)
+
+    @classmethod
+    def udmf(cls, key: str) -> Context:
+        """The records of the UDMF data under `key`."""
+        return cls(key)
+
     def proto(self) -> pb.ContextSource:
+        if self.uri.startswith("udmf://"):
+            if self.k or self.query or self.predicates is not None:
+                raise InvalidArgument("a UDMF source takes every record: it has no k, query or predicates")
+            return pb.ContextSource(udmf=pb.UdmfSource(key=self.uri))
+        if self.uri.startswith("kv:"):
+            if self.predicates is not None:
+                raise InvalidArgument(
+                    "predicates are DataShare's: a KV source has a key prefix (kv:STORE/PREFIX)"
+                )
+            store, _, prefix = self.uri[3:].partition("/")
+            return pb.ContextSource(
+                kv=pb.KvSource(store=store, key_prefix=prefix, k=self.k, query=self.query)
+            )
         preds = self.predicates
         if preds is not None and hasattr(preds, "to_proto"):
             preds = preds.to_proto()
@@ -167,7 +196,7 @@ def chunk_from_proto(msg: pb.CompletionChunk) -> CompletionChunk:
         if usage
         else None,
         [ToolCall(c.id, c.name, c.arguments) for c in msg.tool_calls],
-        [Citation(c.uri, c.row_id, c.score) for c in msg.citations],
+        [Citation(c.uri, c.row_id, c.score, c.key) for c in msg.citations],
     )
 
 

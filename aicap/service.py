@@ -532,7 +532,7 @@ class AiService(pb_grpc.AiServiceServicer):
         if request.context:
             messages, cited = await self._ground(app, m, tok, messages, request)
         prompt = functools.partial(self.prompts.chat, tok, template, messages, app, tools)
-        citations = [pb.Citation(uri=p.uri, row_id=p.row_id, score=p.score) for p in cited]
+        citations = [pb.Citation(uri=p.uri, row_id=p.row_id, score=p.score, key=p.key) for p in cited]
         async for chunk in self._generate(app, context, m, prompt, request):
             if citations and chunk.finish_reason:
                 chunk.citations.extend(citations)
@@ -547,11 +547,9 @@ class AiService(pb_grpc.AiServiceServicer):
         cfg = self.config
         found = grounding.sources(request.context, cfg.max_context_sources, cfg.max_context_k)
         if self.retriever is None:
-            raise FailedPrecondition("grounded answers need the daemon's DataShare service; it is not here")
+            raise FailedPrecondition("grounded answers need the daemon's data services; they are not here")
         question = messages[grounding.last_user(messages)]["content"]
-        retriever = self.retriever
-        batches = await asyncio.gather(*(retriever.retrieve(app, s, s.query or question) for s in found))
-        passages = [p for batch in batches for p in batch]
+        passages = await grounding.retrieve(self.retriever, app, found, question)
         max_tokens = request.params.max_tokens if request.params.HasField("max_tokens") else 0
         answer = min(max_tokens or cfg.sampling.max_tokens, cfg.max_tokens_limit)
         rest = sum(len(str(msg.get("content") or "")) for msg in messages) // 2 + 8 * len(messages)

@@ -304,9 +304,34 @@ class AiSettings(BaseModel):
         "schemas together); longer is refused before it is compiled.",
     )
     max_context_sources: int = Field(
-        4, ge=1, le=64, description="Context sources a grounded chat may name (DataShare tables)."
+        4,
+        ge=1,
+        le=64,
+        description="Context sources a grounded chat may name (DataShare tables, KV stores, UDMF data).",
     )
-    max_context_k: int = Field(16, ge=1, le=256, description="Rows a grounded chat may retrieve per source.")
+    max_context_k: int = Field(
+        16, ge=1, le=256, description="Rows (or KV entries) a grounded chat may retrieve per source."
+    )
+    max_context_scan: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="KV entries a grounded chat's KV source reads (the first with its key prefix, in key "
+        "order) to rank: a KV store has no index.",
+    )
+    max_context_scan_bytes: int = Field(
+        4 << 20,
+        ge=1024,
+        le=1 << 30,
+        description="Bytes of values a KV source reads at most (it stops after the entry that reaches it).",
+    )
+    max_context_udmf_bytes: int = Field(
+        8 << 20,
+        ge=1024,
+        le=200 << 20,
+        description="Largest UDMF data a grounded chat reads; larger is RESOURCE_EXHAUSTED, unread (and "
+        "not consumed).",
+    )
     max_context_tokens: int = Field(
         1536,
         ge=64,

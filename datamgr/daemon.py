@@ -505,9 +505,15 @@ async def run(  # noqa: PLR0915 - the composition root
     ai = await _start_ai(settings.ai, identify, db) if settings.ai.enabled else None
     embedder_ready = await _start_indexer(indexer, ai)
     if ai is not None:  # grounded chats retrieve as the calling app
-        from datamgr.ai_bridge.grounding import DataShareRetriever
+        from datamgr.ai_bridge.grounding import AppRetriever, Bounds
 
-        ai.retriever = DataShareRetriever(datashare.retrieve_as)
+        a = settings.ai
+        bounds = Bounds(
+            a.max_context_scan, a.max_context_scan_bytes, a.max_context_udmf_bytes, a.max_passage_chars
+        )
+        ai.retriever = AppRetriever(
+            datashare.retrieve_as, kv.entries_as, udmf.check_read_as, udmf.texts_as, bounds
+        )
     devices = DeviceService(discovery, identify)
     udmf_removed = _if_removed(apps, udmf.app_removed)
     ai_revoked = [ai.revoked] if ai is not None else []  # ends the app's generations

@@ -30,12 +30,13 @@ import grpc
 from udmf import _ingest, _parts, access
 from udmf._blobs import BlobDir
 from udmf._catalog import TypeCatalog
-from udmf._fastwire import serialize_read
+from udmf._fastwire import decode_read, serialize_read
 from udmf._host import Database, Identify
 from udmf._ingest import Ingested, ingest
 from udmf._lazy_drags import LazyDrags
 from udmf._once import KeyLocks
 from udmf._reads import stream_data
+from udmf._wire import Assembler
 from udmf.config import MANAGE_UDMF_ACCESS, UdmfConfig
 from udmf.errors import (
     InvalidArgument,
@@ -48,6 +49,7 @@ from udmf.errors import (
 from udmf.keys import Intention, Key, check_bundle, new_key, parse_key
 from udmf.replica import Replication
 from udmf.store import DataRow, UdmfStore
+from udmf.text import record_text
 from udmf.v1 import udmf_pb2 as pb
 from udmf.v1 import udmf_pb2_grpc as pb_grpc
 from udmf.validate import DataChecker, known_type
@@ -58,6 +60,7 @@ _LIST_PAGE = 64  # rows a QueryData or DeleteData of a whole channel reads at on
 _SWEEP_BATCH = 500  # expired data one write of the sweeper deletes
 
 Context: TypeAlias = grpc.aio.ServicerContext
+Limit: TypeAlias = tuple[int, str]  # most bytes of data a read takes, and the setting saying so
 
 
 def _gone(key: Key) -> NotFound:
@@ -338,14 +341,16 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
                 await self._delete([row.key])
 
     async def GetData(self, request: pb.GetDataRequest, context: Context) -> AsyncIterator[pb.ReadResponse]:
-        bundle = self._app(context)
-        key = parse_key(request.key)
+        async for msg in self.read_as(self._app(context), request.key):
+            yield msg
 
-        def check(row: DataRow) -> DataRow:
-            if not access.may_read_by_key(row.runtime(), bundle):
-                raise _refusal(row, bundle)
-            return row
-
+    async def read_as(self, bundle: str, key_text: str, limit: Limit | None = None) -> AsyncIterator[Any]:
+        """GetData's stream for app `bundle`, under GetData's rules: a read that consumes the data
+        (drag data, read once by its target) consumes it once the last part was taken. Data larger than
+        `limit` (bytes, the setting's name) is ResourceExhausted, unread. Daemon features that act for
+        an app read through it."""
+        key = parse_key(key_text)
+        check = functools.partial(self._readable, bundle, limit)
         row = check(await self._get(key))
         consumes = access.consumed_after_read(row.runtime(), bundle)
         async with self._once.hold(row.key) if consumes else contextlib.nullcontext():
@@ -360,6 +365,29 @@ class UdmfService(pb_grpc.UdmfServiceServicer):
                     yield msg
             if consumes:
                 await self._delete([row.key])
+
+    def _readable(self, bundle: str, limit: Limit | None, row: DataRow) -> DataRow:
+        if not access.may_read_by_key(row.runtime(), bundle):
+            raise _refusal(row, bundle)
+        if limit is not None and row.total_size > limit[0]:
+            raise ResourceExhausted(
+                f"{row.key} holds {row.total_size} bytes, over {limit[1]} ({limit[0]} bytes): it was not read"
+            )
+        return row
+
+    async def check_read_as(self, bundle: str, key_text: str, limit: Limit | None = None) -> None:
+        """Raises what `read_as` would for data `bundle` may not read (or over `limit`), reading nothing."""
+        self._readable(bundle, limit, await self._get(parse_key(key_text)))
+
+    async def texts_as(self, bundle: str, key_text: str, limit: Limit, max_chars: int) -> list[str]:
+        """The text of each record of the data under the key (`udmf.text`; "" for a record without),
+        at most `max_chars` each, read as `bundle` by `read_as` (so it consumes what GetData would)."""
+        assembler = Assembler()
+        async for msg in self.read_as(bundle, key_text, limit):
+            assembler.feed(decode_read(msg) if isinstance(msg, bytes) else msg)
+        records = [r for data in assembler.finish() for r in data.get_records()]
+        registry = self.types.registry
+        return await asyncio.to_thread(lambda: [record_text(r, registry, max_chars) for r in records])
 
     async def serve_peer(self, key: str, reader: str) -> AsyncIterator[Any]:
         """This device's data under `key` for a paired device, as GetData streams it, if it leaves the

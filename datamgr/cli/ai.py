@@ -175,6 +175,8 @@ def _print_stream(chunks: Iterable[CompletionChunk], n: int) -> tuple[Completion
 
 
 def _print_summary(completion: Completion, chunks: list[CompletionChunk] | None) -> None:
+    from aicap.grounding import locator
+
     for s in completion.samples:
         u = s.usage
         tokens = f", {u.prompt_tokens} prompt + {u.completion_tokens} completion tokens" if u else ""
@@ -186,7 +188,8 @@ def _print_summary(completion: Completion, chunks: list[CompletionChunk] | None)
             f"[dim]{label}finish {s.finish_reason or '?'}{tokens}{cached}{where}{moved}[/]", highlight=False
         )
         for n, c in enumerate(s.citations, 1):
-            err.print(f"[dim]  [{n}] {c.uri} row {c.row_id} (score {c.score:.3f})[/]", highlight=False)
+            where = locator(c.uri, c.row_id, c.key)
+            err.print(f"[dim]  [{n}] {c.uri} {where} (score {c.score:.3f})[/]", highlight=False)
     if chunks is not None:
         table = Table("sample", "token", "text", "logprob")
         for chunk in sorted(chunks, key=lambda c: c.index):  # stable: each sample's tokens in order
@@ -256,11 +259,15 @@ def complete(prompt: str, as_json: bool, token: str | None, address: str | None,
     "--context",
     "sources",
     multiple=True,
-    metavar="URI",
-    help="Ground the answer in an indexed DataShare table this app may read (repeatable); the rows "
-    "used are cited.",
+    metavar="SOURCE",
+    help="Ground the answer in data this app may read (repeatable): an indexed DataShare table "
+    "(datashare:///BUNDLE/STORE/TABLE), one of its KV stores (kv:STORE or kv:STORE/KEY_PREFIX: entries "
+    "ranked by the words they share with the question), or UDMF data (udmf://...: every record; drag "
+    "data is consumed). What was used is cited.",
 )
-@click.option("--rows", type=click.IntRange(0), default=0, help="Rows retrieved per --context (0: 4).")
+@click.option(
+    "--rows", type=click.IntRange(0), default=0, help="Rows or KV entries used per --context (0: 4)."
+)
 @model_option
 @sampling_options
 @json_option
@@ -284,7 +291,7 @@ def chat(
     with _client(address, token) as client:
         from aicap import Context
 
-        context = [Context(uri, k=rows) for uri in sources]
+        context = [Context(uri) if uri.startswith("udmf:") else Context(uri, k=rows) for uri in sources]
         stream_chat = functools.partial(client.stream_chat, pinned_context=pinned, context=context)
         if message is None and not _stdin_is_tty():
             message = sys.stdin.read()

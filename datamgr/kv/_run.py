@@ -16,9 +16,12 @@ from typing import Any
 
 from datamgr.budget import Budget, Watchdog
 from datamgr.errors import Cancelled, DatamgrError, DeadlineExceeded
+from datamgr.kv._checks import value_size
 from datamgr.kv.query import CompiledQuery
 from datamgr.kv.storage import KvStorage, Value
 from datamgr.kv.transactions import Pending
+
+_CHECK_EVERY = 32  # entries `head` reads between two checks of its budget
 
 
 class QueryBudget(Budget):
@@ -82,3 +85,31 @@ def select(
         with contextlib.closing(stream):
             entries = ((k.decode(errors="replace"), v) for k, v in _overlay(stream, pending))
             return query.select(entries, budget.check)
+
+
+def head(
+    storage: KvStorage,
+    watchdog: Watchdog,
+    budget: QueryBudget,
+    store_id: str,
+    prefix: str,
+    device: str | None,
+    limit: int,
+    max_bytes: int,
+) -> list[tuple[str, Any]]:
+    """On a reader thread: the first `limit` (key, data) whose keys start with `prefix`, in key order,
+    ending after the entry whose value brings the values to `max_bytes`, within `budget`: a bounded
+    read of a store that has no index to search."""
+    rows: list[tuple[str, Any]] = []
+    total = 0
+    with storage.engine.connect() as conn, watchdog.guard(conn, budget):
+        stream = storage.stream(conn, store_id, prefix.encode(), device)
+        with contextlib.closing(stream):
+            for key, value in stream:
+                if len(rows) % _CHECK_EVERY == 0:
+                    budget.check()
+                rows.append((key.decode(errors="replace"), value.data))
+                total += value_size(value)
+                if len(rows) >= limit or total >= max_bytes:
+                    break
+    return rows

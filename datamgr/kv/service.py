@@ -46,10 +46,10 @@ from datamgr.kv._checks import (
     to_storage,
     value_size,
 )
-from datamgr.kv._run import QueryBudget, select
+from datamgr.kv._run import QueryBudget, head, select
 from datamgr.kv.notify import KvNotifier, classify, remote_changes
 from datamgr.kv.query import CompiledQuery, PatternLimits, compile_query
-from datamgr.kv.storage import MAX_BATCH_SIZE, Change, KvStorage, StoreInfo, Value
+from datamgr.kv.storage import MAX_BATCH_SIZE, Change, KvStorage, StoreInfo, Value, key_limit
 from datamgr.kv.sync_api import SyncMode, SyncStatus
 from datamgr.kv.transactions import Pending, Transaction, Transactions
 from datamgr.storage import Database
@@ -301,6 +301,29 @@ class KvService(pb_grpc.KvStoreServiceServicer):
         rows = await self._select(app, store, request, context)
         for page in await self._db.read(entry_pages, rows, self._settings.page_bytes):
             yield page
+
+    async def entries_as(
+        self, bundle: str, store: str, prefix: str, limit: int, max_bytes: int
+    ) -> list[tuple[str, Any]]:
+        """The first `limit` (key, value) of app `bundle`'s store `store` whose keys start with `prefix`,
+        in key order, read as that app's GetEntries with the prefix reads them: its own stores only
+        (another app's does not exist for it: NotFound), this device's key space, within kv.max_query_ms;
+        reading stops after the value that brings the values to `max_bytes`. Unauthenticated once the app
+        was removed. For daemon features that act for an app (the AI service's grounded chats)."""
+        app = self._apps.current(bundle)
+        if app is None:
+            raise Unauthenticated(f"no app {bundle!r} is registered")
+        info = await self._store(app, store)
+        if len(raw := prefix.encode()) > (most := key_limit(info.kind)):
+            raise InvalidArgument(f"the key prefix is {len(raw)} bytes, over the limit of {most} bytes")
+        device = read_device(info, self._device_id, "")
+        budget = QueryBudget(self._settings.max_query_ms, "kv.max_query_ms")
+        args = (self._storage, self._db.watchdog, budget, info.store_id, prefix, device, limit, max_bytes)
+        try:
+            return await self._db.read(head, *args)
+        except asyncio.CancelledError:
+            self._db.watchdog.cancel(budget)
+            raise
 
     async def GetResultSize(self, request: pb.GetResultSizeRequest, context: Any) -> pb.GetResultSizeResponse:
         app = app_of(self._identify(context))
