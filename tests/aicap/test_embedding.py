@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from aicap.bert_gguf import default_cache_dir
-from aicap.config import AiConfig
+from aicap.config import AiConfig, ModelSpec
 from aicap.embedding import Embeddings, TextEmbedder
 from aicap.errors import FailedPrecondition, InvalidArgument
 from aicap.limits import AppLimiter, Limits
@@ -124,6 +124,19 @@ def test_the_daemons_text_embedder(world: World) -> None:
     app = world.run(world.embeddings.embed("com.example.a", "", texts, ok)).vectors
     assert np.allclose(app, v[:3], atol=1e-4)  # the same model, the same vectors
     assert world.run(embedder.embed([])).shape == (0, 384)
+
+
+def test_an_added_embedding_gguf_is_found_by_its_metadata(world: World) -> None:
+    """AddModel of a GGUF that pools is an embedding model (no configuration says so); removing it
+    frees its engine."""
+    path = world.models.get(EMBED).spec.path
+    m = world.run(world.models.add(ModelSpec("minilm-copy", path)))
+    assert (m.kind, m.dim, m.spec.n_ctx) == ("embed", 384, 512)
+    out = world.run(world.embeddings.embed("com.example.a", "minilm-copy", ["The cat sits on the mat."], ok))
+    assert out.model == "minilm-copy" and out.vectors.shape == (1, 384)
+    assert m.embedder is not None and m.loaded
+    world.run(world.models.remove("minilm-copy"))
+    assert m.embedder is None and m.removed
 
 
 def test_no_embedding_model_is_a_failed_precondition(tmp_path: Path) -> None:
