@@ -1,17 +1,25 @@
-"""The background indexer: embeds the rows the writes queued, and holds the in-memory vector indexes.
+"""The background indexer: indexes the rows the writes queued, and holds the in-memory vector indexes.
 
-Writes never wait for embedding: their transaction only queues the row (`index_ddl`'s triggers). This
-task takes the queue in batches, table by table in turn (one provider's backlog cannot hold another's
-back; its database work is charged to that provider, `datamgr.tenant`), embeds the texts through the
-AI service's embedding model, stores the vectors in the same database and takes the entries off the
-queue in one transaction — but only those still waiting as they were read: a row written again
-meanwhile was queued anew and is embedded again, with its new text. Then the vectors go into the
-column's `VectorIndex`. What the queue holds is the backlog (`pending`: Retrieve's answer, /metrics).
+Writes never wait for the indexes: their transaction only queues the row's key (`index_ddl`'s
+triggers). This task takes the queues in batches, table by table in turn (one provider's backlog
+cannot hold another's back; its database work is charged to that provider, `datamgr.tenant`):
 
-Without an embedding model (the AI service off, or no embedding model) the rows stay queued and
-vector retrieval is unavailable; full text works regardless. At start (and when a column is first
-searched) a column's vectors are loaded from the database; if they were embedded by another model
-than the current one, they are dropped and every row of the column is queued again.
+- full text (SQLite): a batch of queued rows goes into every FTS5 table of the table and off the queue
+  in one transaction on the writer, so no write comes between;
+- vectors: the queued rows' texts that have no vector yet are read, embedded through the AI service's
+  embedding model, and stored in one transaction that takes the rows off the queue — but only what is
+  still as it was read: a text written again meanwhile is not stored and its row stays queued (it is
+  embedded again, with its new text); a row is taken off once each of its texts has its vector. Then
+  the vectors go into the column's `VectorIndex`.
+
+What the queues hold is the backlog (`pending`: Retrieve's answer, /metrics). While writes of indexed
+tables keep coming, a round waits for a pause (`IndexerConfig.quiet_s`, at most `max_defer_s`): the
+indexes run behind writes rather than slowing them.
+
+Without an embedding model (the AI service off, or no embedding model) the rows stay queued for
+their vectors and vector retrieval is unavailable; full text works regardless. At start (and when a
+column is first searched) a column's vectors are loaded from the database; if they were embedded by
+another model than the current one, they are dropped and every row of the column is queued again.
 """
 
 from __future__ import annotations
@@ -30,7 +38,17 @@ import numpy.typing as npt
 import sqlalchemy as sa
 
 from datamgr import tenant
-from datamgr.datashare.index_ddl import SideTables, columns_table, requeue, side_tables, state_metadata
+from datamgr.datashare.index_ddl import (
+    SideTables,
+    columns_table,
+    fts_name,
+    fulltext_queued,
+    pending_rows,
+    requeue,
+    side_tables,
+    state_metadata,
+    upgrade,
+)
 from datamgr.datashare.tables import HostedTable, ProviderRegistry
 from datamgr.datashare.vectors import VectorIndex
 from datamgr.storage import Database
@@ -46,6 +64,9 @@ _LOAD_ROWS = 2000  # vectors read from the database at a time when a column is l
 @dataclass(frozen=True, slots=True)
 class IndexerConfig:
     batch_rows: int = 32  # texts per embedding call
+    # rows put into the FTS5 tables per writer transaction (tokenizing takes 30-60 µs a row: ~20 ms)
+    fulltext_batch_rows: int = 500
+    fulltext_round_s: float = 0.25  # batches of a table in one round while no write comes
     max_text_chars: int = 2000  # a text is cut to this before it is embedded
     hnsw_min_rows: int = 10_000  # exact scan below, HNSW from here on (vectors.VectorIndex)
     poll_s: float = 0.5  # how often the queues are looked at when no write woke the indexer
@@ -61,6 +82,18 @@ class IndexerConfig:
 class _Column:
     token: str
     index: VectorIndex
+
+
+@dataclass(frozen=True, slots=True)
+class _Peek:
+    vectors: int  # rows queued for their vectors
+    texts: int  # rows queued for full text
+    pending: int  # rows in either queue
+    gone: list[tuple[int, str]]  # (doc, column) of deleted vectors still in memory
+
+
+# a text to embed: (the row's key, the column, the text as read)
+_Item = tuple[Any, str, str]
 
 
 class Indexer:
@@ -95,9 +128,10 @@ class Indexer:
     # ---- lifecycle ----
 
     async def start(self, background: bool = True) -> None:
-        """Creates the indexes' state table and (`background`) starts the loop; without it, the
-        caller runs the rounds (`step`)."""
+        """Creates the indexes' state table, brings side tables of an earlier version to this one's
+        shape, and (`background`) starts the loop; without it, the caller runs the rounds (`step`)."""
         await self._db.write(lambda: state_metadata.create_all(self._db.engine))
+        await self._db.write(self._upgrade)
         if background:
             self._task = asyncio.create_task(self._run(), name="datashare-indexer")
 
@@ -157,7 +191,10 @@ class Indexer:
     async def step(self) -> bool:
         """One round: a batch of each table with queued rows, in turn, and the deleted vectors out of
         the in-memory indexes; True if there was work."""
-        tables = [h for h in self._providers.indexed() if h.spec.vector_columns]
+        dialect = self._db.dialect
+        tables = [
+            h for h in self._providers.indexed() if h.spec.vector_columns or fulltext_queued(h.spec, dialect)
+        ]
         live = {h.uri for h in tables}
         for uri in [u for u in self.pending if u not in live]:
             del self.pending[uri]
@@ -178,88 +215,115 @@ class Indexer:
 
     async def _table_round(self, hosted: HostedTable) -> bool:
         side = side_tables(hosted.table, hosted.spec)
-        queued, gone = await self._db.read(self._peek, side)
-        self.pending[hosted.uri] = queued
-        if gone:
-            for col, docs in _by_col(gone).items():
+        peek = await self._db.read(self._peek, hosted, side)
+        self.pending[hosted.uri] = peek.pending
+        if peek.gone:
+            for col, docs in _by_col(peek.gone).items():
                 column = self._columns.get((hosted.table.name, col))
                 if column is not None:
                     column.index.remove(docs)
-            await self._db.write(self._forget_gone, side, [doc for doc, _ in gone])
-        if self.embedder is None:
-            return bool(gone)
-        for col in hosted.spec.vector_columns:  # loaded (and the model checked) before vectors go in
-            if (hosted.table.name, col) not in self._columns:
+            await self._db.write(self._forget_gone, side, [doc for doc, _ in peek.gone])
+        busy = bool(peek.gone)
+        embedder = self.embedder
+        if embedder is not None:
+            for col in hosted.spec.vector_columns:  # loaded (and the model checked) before vectors go in
                 await self.vector_index(hosted, col)
-        if not queued:
-            return bool(gone)
+        embed = embedder is not None and peek.vectors > 0
+        if not embed and not peek.texts:
+            return busy
         await self._yield_to_writes()
-        items = await self._db.read(self._read_pending, hosted, side, self.config.batch_rows)
-        if not items:
-            return bool(gone)
-        texts = [text[: self.config.max_text_chars] for _, _, _, text in items]
+        if peek.texts:
+            busy |= await self._texts_round(hosted, side)
+        if embed:
+            busy |= await self._embed_batch(hosted, side)
+        self.pending[hosted.uri] = await self._db.read(self._count, hosted, side)
+        return busy
+
+    async def _texts_round(self, hosted: HostedTable, side: SideTables) -> bool:
+        """Full-text batches (one writer transaction each) for up to `fulltext_round_s`, or until a
+        write comes or the queue is empty; True if any row was indexed."""
+        config = self.config
+        deadline = time.monotonic() + config.fulltext_round_s
+        done = 0
+        while True:
+            n = await self._db.write(self._add_texts, hosted, side, config.fulltext_batch_rows)
+            done += n
+            now = time.monotonic()
+            if n < config.fulltext_batch_rows or now >= deadline or now - self._last_write < config.quiet_s:
+                return done > 0
+
+    async def _embed_batch(self, hosted: HostedTable, side: SideTables) -> bool:
+        """Embeds and stores the missing vectors of a batch of queued rows; False if there was nothing
+        to do or the model failed (the rows stay queued)."""
+        embedder = self.embedder
+        if embedder is None:
+            return False
+        keys, items = await self._db.read(self._read_pending, hosted, side, self.config.batch_rows)
+        if not keys:
+            return False
+        texts = [text[: self.config.max_text_chars] for _, _, text in items]
+        vectors: list[npt.NDArray[np.float32] | None] = []
+        size = self.config.batch_rows
+        for start in range(0, len(texts), size):
+            part = await self._embed(hosted, embedder, texts[start : start + size])
+            if part is None:
+                return False
+            vectors += part
+        await self._stored(hosted, side, keys, items, vectors, embedder.model_id)
+        return True
+
+    async def _embed(
+        self, hosted: HostedTable, embedder: TextEmbedder, texts: list[str]
+    ) -> list[npt.NDArray[np.float32] | None] | None:
+        """The texts' vectors; None in place of a text the model refuses (INVALID_ARGUMENT: tried alone,
+        then logged and left without a vector, its row found by full text only, so that it cannot hold
+        the rows behind it back); None for all if the model failed (after a pause)."""
         try:
-            vectors = await self.embedder.embed(texts)
+            return list(np.asarray(await embedder.embed(texts), np.float32))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.failures += 1
-            if getattr(exc, "code", "") == "INVALID_ARGUMENT":  # a text the model refuses, not the model
-                return await self._one_by_one(hosted, side, items, texts)
-            log.warning(
-                "embedding %d row(s) of %s failed (%s); retrying in %.0f s",
-                len(texts),
-                hosted.uri,
-                getattr(exc, "message", exc),
-                self.config.retry_s,
-            )
-            await asyncio.sleep(self.config.retry_s)
-            return False
-        await self._stored(hosted, side, items, np.asarray(vectors, np.float32))
-        return True
-
-    async def _one_by_one(
-        self, hosted: HostedTable, side: SideTables, items: list[tuple[int, Any, str, str]], texts: list[str]
-    ) -> bool:
-        """A batch the model refused: each text alone; one it refuses again leaves the queue (logged;
-        its row is found by full text only), so that it cannot hold the rows behind it back."""
-        assert self.embedder is not None
-        refused: list[int] = []
-        for item, text in zip(items, texts, strict=True):
-            try:
-                vector = await self.embedder.embed([text])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if getattr(exc, "code", "") != "INVALID_ARGUMENT":
-                    return False  # the model itself: the next round tries again
+            message = getattr(exc, "message", exc)
+            refused = getattr(exc, "code", "") == "INVALID_ARGUMENT"  # a text, not the model
+            if refused and len(texts) == 1:
+                log.warning("%s: a row's text is not embedded: %s", hosted.uri, message)
+                return [None]
+            if not refused:
                 log.warning(
-                    "%s: row %r is not embedded: %s", hosted.uri, item[1], getattr(exc, "message", exc)
+                    "embedding %d row(s) of %s failed (%s); retrying in %.0f s",
+                    len(texts),
+                    hosted.uri,
+                    message,
+                    self.config.retry_s,
                 )
-                refused.append(item[0])
-                continue
-            await self._stored(hosted, side, [item], np.asarray(vector, np.float32))
-        if refused:
-            await self._db.write(self._store, side, [(i, None, "", "") for i in refused], None)
-        return True
+                await asyncio.sleep(self.config.retry_s)
+                return None
+        out: list[npt.NDArray[np.float32] | None] = []
+        for text in texts:
+            one = await self._embed(hosted, embedder, [text])
+            if one is None:
+                return None
+            out += one
+        return out
 
     async def _stored(
         self,
         hosted: HostedTable,
         side: SideTables,
-        items: list[tuple[int, Any, str, str]],
-        vectors: npt.NDArray[np.float32],
+        keys: list[Any],
+        items: list[_Item],
+        vectors: list[npt.NDArray[np.float32] | None],
+        model_id: str,
     ) -> None:
         """Stores embedded rows (`_store`) and adds their vectors to the in-memory indexes."""
-        stored = await self._db.write(self._store, side, items, vectors)
+        stored = await self._db.write(self._store, hosted, side, keys, items, vectors, model_id)
         for col, (docs, rows) in stored.items():
             column = self._columns.get((hosted.table.name, col))
             if column is not None:
-                column.index.add(docs, vectors[rows])
+                column.index.add(docs, np.stack([vectors[r] for r in rows]))  # type: ignore[misc]
                 self._maybe_build(column.index)
-        done = sum(len(d) for d, _ in stored.values())
-        self.embedded += done
-        self.pending[hosted.uri] = max(0, self.pending.get(hosted.uri, 0) - done)
+        self.embedded += sum(len(d) for d, _ in stored.values())
 
     def _maybe_build(self, index: VectorIndex) -> None:
         """Builds the column's HNSW graph on a worker thread once it has grown past the exact scan."""
@@ -277,15 +341,16 @@ class Indexer:
         again if the column got its index anew since)."""
         assert self.embedder is not None, "vector indexes need an embedding model"
         key = (hosted.table.name, col)
+        current = (self.embedder.model_id, self.embedder.dim)
         state = await self._db.read(self._column_state, hosted.table.name, col)
         column = self._columns.get(key)
-        if column is not None and state is not None and column.token == state[0]:
+        if column is not None and state is not None and (column.token, *current) == state:
             return column.index
         lock = self._loading.setdefault(key, asyncio.Lock())
         async with lock:
             state = await self._db.read(self._column_state, hosted.table.name, col)
             column = self._columns.get(key)
-            if column is not None and state is not None and column.token == state[0]:
+            if column is not None and state is not None and (column.token, *current) == state:
                 return column.index
             token = await self._db.write(
                 self._check_model, hosted, col, self.embedder.model_id, self.embedder.dim
@@ -302,49 +367,121 @@ class Indexer:
 
     # ---- database work (reader and writer threads) ----
 
-    def _peek(self, side: SideTables) -> tuple[int, list[tuple[int, str]]]:
-        """On a reader: the queued entries' count, and up to 1,000 docs whose vectors were deleted."""
-        with self._db.engine.connect() as conn:
-            queued = conn.execute(sa.select(sa.func.count()).select_from(side.pending)).scalar_one()
-            gone = conn.execute(sa.select(side.gone.c.doc, side.gone.c.col).limit(1000)).all()
-        return int(queued), [(int(d), str(c)) for d, c in gone]
+    def _upgrade(self) -> None:
+        """On the writer: side tables of an earlier version in this one's shape (`index_ddl.upgrade`)."""
+        with self._db.engine.begin() as conn:
+            for hosted in self._providers.indexed():
+                if upgrade(conn, hosted.table, hosted.spec):
+                    log.info("%s: its index queues are in the current shape now", hosted.uri)
 
-    def _read_pending(self, hosted: HostedTable, side: SideTables, n: int) -> list[tuple[int, Any, str, str]]:
-        """On a reader: the first `n` queued entries with their texts: (entry id, key, column, text)."""
-        t, p = hosted.table, side.pending
-        text = sa.case({c: t.c[c] for c in hosted.spec.vector_columns}, value=p.c.col)
+    def _peek(self, hosted: HostedTable, side: SideTables) -> _Peek:
+        """On a reader: the rows queued, and up to 1,000 docs whose vectors were deleted."""
+        spec, count = hosted.spec, sa.func.count()
+        with self._db.engine.connect() as conn:
+            texts = fulltext_queued(spec, conn.dialect.name)
+            vectors = (
+                conn.execute(sa.select(count).select_from(side.pending)).scalar_one()
+                if spec.vector_columns
+                else 0
+            )
+            words = conn.execute(sa.select(count).select_from(side.fulltext)).scalar_one() if texts else 0
+            pending = pending_rows(conn, side, spec) if vectors and words else vectors + words
+            gone = (
+                conn.execute(sa.select(side.gone.c.doc, side.gone.c.col).limit(1000)).all()
+                if spec.vector_columns
+                else []
+            )
+        return _Peek(int(vectors), int(words), int(pending), [(int(d), str(c)) for d, c in gone])
+
+    def _count(self, hosted: HostedTable, side: SideTables) -> int:
+        """On a reader: the rows queued."""
+        with self._db.engine.connect() as conn:
+            return pending_rows(conn, side, hosted.spec)
+
+    def _add_texts(self, hosted: HostedTable, side: SideTables, n: int) -> int:
+        """On the writer: the first `n` rows of the full-text queue go into every FTS5 table of the
+        table and off the queue, in one transaction (so no write comes between); how many."""
+        t, f = hosted.table, side.fulltext
+        conn = self._db.writer_connection()
+        try:
+            keys = list(conn.execute(sa.select(f.c.key).order_by(f.c.key).limit(n)).scalars())
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                for col in hosted.spec.fulltext_columns:
+                    fts = sa.table(fts_name(t.name, col), sa.column("rowid"), sa.column(col))
+                    rows = sa.select(sa.literal_column("rowid"), t.c[col]).where(hosted.pk.in_(chunk))
+                    conn.execute(sa.insert(fts).from_select(["rowid", col], rows))
+                conn.execute(sa.delete(f).where(f.c.key.in_(chunk)))
+            conn.commit()
+            return len(keys)
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+
+    def _read_pending(self, hosted: HostedTable, side: SideTables, n: int) -> tuple[list[Any], list[_Item]]:
+        """On a reader: the first `n` keys of the vector queue, and their texts that have no vector."""
+        t, p, v = hosted.table, side.pending, side.vectors
+        cols = hosted.spec.vector_columns
         stmt = (
-            sa.select(p.c.id, p.c.key, p.c.col, text)
-            .select_from(p.join(t, t.c[hosted.spec.primary_key] == p.c.key))
-            .order_by(p.c.id)
+            sa.select(p.c.key, *(t.c[c] for c in cols))
+            .select_from(p.outerjoin(t, hosted.pk == p.c.key))  # a key without its row: taken off
+            .order_by(p.c.key)
             .limit(n)
         )
         with self._db.engine.connect() as conn:
-            return [(int(i), k, str(c), x or "") for i, k, c, x in conn.execute(stmt)]
+            rows = conn.execute(stmt).all()
+            keys = [row[0] for row in rows]
+            have = _have(conn, v, keys)
+        items = [
+            (key, col, text)
+            for key, *texts in rows
+            for col, text in zip(cols, texts, strict=True)
+            if text and (key, col) not in have
+        ]
+        return keys, items
 
     def _store(
         self,
+        hosted: HostedTable,
         side: SideTables,
-        items: list[tuple[int, Any, str, str]],
-        vectors: npt.NDArray[np.float32] | None,
+        keys: list[Any],
+        items: list[_Item],
+        vectors: list[npt.NDArray[np.float32] | None],
+        model_id: str,
     ) -> dict[str, tuple[list[int], list[int]]]:
-        """On the writer: takes the entries off the queue that are still as they were read and stores
-        their vectors (None: only takes them off), in one transaction. Per column: the docs stored and
-        their rows in `items`."""
-        p, v = side.pending, side.vectors
+        """On the writer, in one transaction: stores the vectors of the texts that are still as they
+        were read (None: a text the model refused, stored as nothing), and takes the `keys` off the
+        queue whose every text now has its vector (or was refused, or is empty). A row written again
+        since it was read keeps its entry. Per column: the docs stored and their rows in `items`."""
+        t, p, v = hosted.table, side.pending, side.vectors
+        cols = hosted.spec.vector_columns
         conn = self._db.writer_connection()
         try:
-            current: set[int] = set()
-            ids = [i for i, _, _, _ in items]
-            for start in range(0, len(ids), _CHUNK):
-                stmt = sa.delete(p).where(p.c.id.in_(ids[start : start + _CHUNK])).returning(p.c.id)
-                current.update(conn.execute(stmt).scalars())
+            now: dict[Any, dict[str, Any]] = {}
+            queued: set[Any] = set()
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                stmt = sa.select(hosted.pk, *(t.c[c] for c in cols)).where(hosted.pk.in_(chunk))
+                now.update((key, dict(zip(cols, texts, strict=True))) for key, *texts in conn.execute(stmt))
+                queued.update(conn.execute(sa.select(p.c.key).where(p.c.key.in_(chunk))).scalars())
+            c = columns_table.c
+            models = {
+                str(col): str(model)
+                for col, model in conn.execute(sa.select(c.col, c.model_id).where(c.table_name == t.name))
+            }
             stored: dict[str, tuple[list[int], list[int]]] = {}
+            refused: set[tuple[Any, str]] = set()
             upsert = _insert(conn.dialect.name)
-            for row, (entry, key, col, _) in enumerate(items):
-                if entry not in current or vectors is None:
-                    continue  # written again (queued anew) or deleted since it was read
-                stmt = upsert(v).values(key=key, col=col, vec=vectors[row].tobytes())
+            for row, (key, col, text) in enumerate(items):
+                if key not in queued or now.get(key, {}).get(col) != text:
+                    continue  # deleted, or written again since it was read (and queued as it is now)
+                vector = vectors[row]
+                if vector is None:
+                    refused.add((key, col))
+                    continue
+                if models.get(col) != model_id:
+                    continue  # its vectors were dropped for another model meanwhile (requeued)
+                stmt = upsert(v).values(key=key, col=col, vec=vector.tobytes())
                 stmt = stmt.on_conflict_do_update(
                     index_elements=[v.c.key, v.c.col], set_={"vec": stmt.excluded.vec}
                 ).returning(v.c.doc)
@@ -352,6 +489,14 @@ class Indexer:
                 docs, rows = stored.setdefault(col, ([], []))
                 docs.append(int(doc))
                 rows.append(row)
+            have = _have(conn, v, keys) | refused
+            done = [
+                key
+                for key in keys
+                if key in queued and all(not x or (key, col) in have for col, x in now.get(key, {}).items())
+            ]
+            for start in range(0, len(done), _CHUNK):
+                conn.execute(sa.delete(p).where(p.c.key.in_(done[start : start + _CHUNK])))
             conn.commit()
             return stored
         finally:
@@ -419,6 +564,15 @@ def _insert(dialect: str) -> Any:
     else:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     return insert
+
+
+def _have(conn: sa.Connection, vectors: sa.Table, keys: list[Any]) -> set[tuple[Any, str]]:
+    """The (key, column) pairs of these keys that have a vector."""
+    v, out = vectors, set[tuple[Any, str]]()
+    for start in range(0, len(keys), _CHUNK):
+        stmt = sa.select(v.c.key, v.c.col).where(v.c.key.in_(keys[start : start + _CHUNK]))
+        out.update((key, str(col)) for key, col in conn.execute(stmt))
+    return out
 
 
 def _by_col(pairs: Sequence[tuple[int, str]]) -> dict[str, list[int]]:

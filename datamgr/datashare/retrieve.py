@@ -11,7 +11,9 @@ exists now and matches the call's predicates:
   `MAX_CANDIDATES`, and past that the matching rows are scanned exactly (rare: the predicates match
   many rows, yet few of those are near the query).
 - full text: SQLite FTS5 with BM25 (score: -bm25, higher is better) or PostgreSQL `ts_rank` over
-  the GIN-indexed tsvector, joined with the table under the predicates.
+  the GIN-indexed tsvector, joined with the table under the predicates. An FTS5 entry always holds
+  its row's current text (a changed text's entry goes in the write's transaction); a row whose
+  entry the indexer has not added yet is not found by full text until then (`pending`).
 - hybrid: reciprocal rank fusion (k = 60) of the two rankings, each `depth` deep.
 """
 
@@ -28,7 +30,14 @@ import sqlalchemy as sa
 
 from datamgr.budget import Budget
 from datamgr.datashare import ranking
-from datamgr.datashare.index_ddl import TS_CONFIG, SideTables, fts_name, side_tables, tsvector_sql
+from datamgr.datashare.index_ddl import (
+    TS_CONFIG,
+    SideTables,
+    fts_name,
+    pending_rows,
+    side_tables,
+    tsvector_sql,
+)
 from datamgr.datashare.tables import HostedTable
 from datamgr.datashare.vectors import VectorIndex
 from datamgr.storage import Database
@@ -75,7 +84,7 @@ class Search:
 @dataclass(frozen=True, slots=True)
 class Found:
     rows: list[tuple[Hit, dict[str, Any]]]  # best first
-    pending: int  # rows of the searched vector columns not embedded yet
+    pending: int  # rows of the table whose index entries are not all current yet
 
 
 class Retriever:
@@ -90,7 +99,7 @@ class Retriever:
         with self._db.engine.connect() as conn, self._db.watchdog.guard(conn, budget):
             hits = _rank(conn, search, side)
             rows = _rows(conn, hosted, [h.key for h in hits], search.columns)
-            pending = _pending(conn, side, list(search.vector) or list(hosted.spec.vector_columns))
+            pending = pending_rows(conn, side, hosted.spec)
         return Found([(h, rows[h.key]) for h in hits if h.key in rows], pending)
 
 
@@ -240,11 +249,3 @@ def _rows(
             values = row._asdict()
             out[values.pop("__key")] = values
     return out
-
-
-def _pending(conn: sa.Connection, side: SideTables, cols: list[str]) -> int:
-    if not cols:
-        return 0
-    p = side.pending
-    stmt = sa.select(sa.func.count(sa.distinct(p.c.key))).where(p.c.col.in_(cols))
-    return int(conn.execute(stmt).scalar_one())

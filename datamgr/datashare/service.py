@@ -229,8 +229,8 @@ class DataShareService(pb_grpc.DataShareServiceServicer):
             raise
 
     def _queued(self, *written: HostedTable) -> None:
-        """A write of these tables committed: the indexer looks at their queues now."""
-        if self._indexer is not None and any(h.spec.vector_columns for h in written):
+        """A write of these tables committed: the indexer looks at their queues (after a pause)."""
+        if self._indexer is not None and any(c.indexed for h in written for c in h.spec.columns):
             self._indexer.written()
 
     async def _write_found(

@@ -277,6 +277,10 @@ def test_fulltext_and_hybrid(engine: sa.Engine) -> None:
         await env.register(manifest())
         env.write(lambda c, t: c.execute(sa.insert(t), _rows()))
         text = await env.search('lemon "cakes" OR NOT', vector=False, text=True)
+        if engine.dialect.name == "sqlite":  # FTS5 runs behind writes, as embedding does
+            assert text.rows == [] and text.pending == len(TEXTS)
+            await env.drain()
+            text = await env.search('lemon "cakes" OR NOT', vector=False, text=True)
         assert [h.key for h, _ in text.rows] == [4] and text.rows[0][0].column == "body"
         await env.drain()
         both = await env.search("lemon cake", vector=True, text=True)
@@ -293,6 +297,7 @@ def test_an_index_added_later_queues_the_existing_rows_and_can_go_again(engine: 
         await env.indexer.start(background=False)
         await env.register(manifest(vector=False, fulltext=True))
         env.write(lambda c, t: c.execute(sa.insert(t), _rows()))
+        await env.drain()  # full text alone needs the indexer too (SQLite)
         assert (await env.search("password", vector=False, text=True)).rows[0][0].key == 5
         await env.register(manifest(vector=True, fulltext=True, extra=True))
         side = side_tables(env.hosted.table, env.hosted.spec)
@@ -344,10 +349,12 @@ def test_an_embedding_failure_leaves_the_rows_queued(engine: sa.Engine) -> None:
         await env.register(manifest())
         env.write(lambda c, t: c.execute(sa.insert(t), _rows()))
         env.embedder.fail = True
-        assert not await env.indexer.step()
+        await env.indexer.step()  # full text (SQLite) is indexed all the same
+        assert not await env.indexer.step()  # nothing but the failing embedding left
         side = side_tables(env.hosted.table, env.hosted.spec)
-        assert env.count(side.pending) == len(TEXTS) and env.indexer.failures == 1
+        assert env.count(side.pending) == len(TEXTS) and env.indexer.failures == 2
         assert env.indexer.pending[URI] == len(TEXTS)
+        assert [h.key for h, _ in (await env.search("lemon", vector=False, text=True)).rows] == [4]
         env.embedder.fail = False
         await env.drain()
         assert env.count(side.pending) == 0 and env.indexer.pending[URI] == 0
