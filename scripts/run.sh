@@ -241,6 +241,40 @@ if [ "$ai_rc" -eq 0 ] || ! printf '%s' "$ai_denied" | grep -q 'ohos.permission.U
 fi
 echo "refused as expected (exit $ai_rc)"
 
+section "AI as a data service: embeddings, an indexed table, retrieval, a grounded answer"
+register com.example.notes
+notes_token="$TOKEN"
+NOTES_URI=datashare:///com.example.notes/main/notes
+show datamgr share provide deploy/examples/notes.manifest.json --token "$notes_token"  # body: "index" vector+fulltext
+show datamgr apps grant "$ASSISTANT" com.example.permission.READ_NOTES
+show datamgr apps grant com.example.notes com.example.permission.WRITE_NOTES
+for body in "The wifi password at the cabin is BLUEFJORD42." "The dentist appointment is on Tuesday at nine." \
+  "Water the tomato plants every second evening."; do
+  show datamgr share insert "$NOTES_URI" "{\"folder\": \"home\", \"body\": \"$body\"}" --token "$notes_token"
+done
+show datamgr ai embed "wifi password" "network key" "tomato plants" --token "$assistant_token"
+for _ in $(seq 120); do  # the rows are embedded behind the writes; Retrieve's "pending" counts the rest
+  pending="$(datamgr share retrieve "$NOTES_URI" wifi --json --token "$assistant_token" | python3 -c 'import json, sys; print(json.load(sys.stdin)["pending"])')"
+  [ "$pending" = 0 ] && break
+  sleep 0.5
+done
+show datamgr share retrieve "$NOTES_URI" "what is the network key at the cabin" -k 2 --token "$assistant_token"
+show datamgr ai chat "What is the wifi password at the cabin?" --context "$NOTES_URI" --rows 2 --max-tokens 32 \
+  --temperature 0 --token "$assistant_token"
+register com.example.guest  # may use the AI, may not read the notes
+guest_token="$TOKEN"
+show datamgr apps grant com.example.guest ohos.permission.USE_AI
+printf '$ datamgr ai chat "What is the wifi password?" --context %s --token %s\n' "$NOTES_URI" "$guest_token"
+grounded_rc=0
+grounded_denied="$(datamgr ai chat "What is the wifi password?" --context "$NOTES_URI" --token "$guest_token" 2>&1)" \
+  || grounded_rc=$?
+printf '%s\n' "$grounded_denied"
+if [ "$grounded_rc" -eq 0 ] || ! printf '%s' "$grounded_denied" | grep -Eqi 'permission.denied'; then
+  echo "run.sh: com.example.guest grounded a chat in a table it may not read" >&2
+  exit 1
+fi
+echo "refused as expected (exit $grounded_rc)"
+
 section "UDMF: typed data between apps (DATA_HUB, then a drag read once by its target)"
 show datamgr udmf types --ext .jpg --token "$consumer_token"
 hub_key="$(datamgr udmf put-text "Meet Ada at 10:00" --tag reminder --token "$provider_token")"

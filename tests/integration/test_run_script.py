@@ -35,4 +35,8 @@ def test_run_script_demo_succeeds(tmp_path: Path) -> None:
     assert "SmolLM2-135M-Instruct.Q4_1.gguf" in out  # the bundled model is in place
     assert "general.jpeg" in out and "Meet Ada at 10:00" in out  # UDMF: a type look-up, a DATA_HUB read
     assert "a second read is refused: NOT_FOUND" in out  # the drag data was read once
+    assert "hosting datashare:///com.example.notes/main/notes" in out  # an indexed table
+    assert "384 dims" in out  # datamgr ai embed, with the built-in embedding model
+    assert "[1] datashare:///com.example.notes/main/notes row 1" in out  # the grounded answer's citation
+    assert "lacks permission com.example.permission.READ_NOTES" in out  # no grounding in unreadable rows
     assert "the daemon stopped cleanly" in out
