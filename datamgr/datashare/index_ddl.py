@@ -301,6 +301,12 @@ def _create_triggers(conn: sa.Connection, table_name: str, spec: TableSpec) -> N
         _sqlite_triggers(conn, table_name, spec)
 
 
+# A trigger's own upsert clause, not INSERT OR IGNORE: SQLite applies the conflict handling of the
+# statement that fired the trigger to the trigger's statements, and sync applies rows with an upsert
+# (`distributed._upsert`), under which OR IGNORE fails on a key already queued.
+_NOTHING = "ON CONFLICT DO NOTHING"
+
+
 def _sqlite_triggers(conn: sa.Connection, table_name: str, spec: TableSpec) -> None:
     """Row triggers. Full text: a row's FTS5 entries are taken out (with the old text, as an external
     content table needs) only while they are in, i.e. while its key is not queued; an insert, a
@@ -319,7 +325,7 @@ def _sqlite_triggers(conn: sa.Connection, table_name: str, spec: TableSpec) -> N
         redo = " OR ".join(
             [*(f"old.{q(c)} IS NOT new.{q(c)}" for c in spec.fulltext_columns), "old.rowid IS NOT new.rowid"]
         )
-        ins.append(f"INSERT OR IGNORE INTO {ixf} (key) VALUES (new.{pk});")
+        ins.append(f"INSERT INTO {ixf} (key) VALUES (new.{pk}) {_NOTHING};")
         for col in spec.fulltext_columns:
             f, c = q(fts_name(table_name, col)), q(col)
             dele.append(
@@ -331,13 +337,13 @@ def _sqlite_triggers(conn: sa.Connection, table_name: str, spec: TableSpec) -> N
             )
         dele.append(f"DELETE FROM {ixf} WHERE key = old.{pk};")
         upd.append(f"UPDATE {ixf} SET key = new.{pk} WHERE key = old.{pk} AND {moved_pk};")
-        upd.append(f"INSERT OR IGNORE INTO {ixf} (key) SELECT new.{pk} WHERE {redo};")
+        upd.append(f"INSERT INTO {ixf} (key) SELECT new.{pk} WHERE {redo} {_NOTHING};")
     if spec.vector_columns:
         texts = " OR ".join(f"new.{q(c)} <> ''" for c in spec.vector_columns)
-        ins.append(f"INSERT OR IGNORE INTO {ixp} (key) SELECT new.{pk} WHERE {texts};")
+        ins.append(f"INSERT INTO {ixp} (key) SELECT new.{pk} WHERE {texts} {_NOTHING};")
         dele.append(f"DELETE FROM {ixp} WHERE key = old.{pk};")
         dele.append(
-            f"INSERT OR IGNORE INTO {ixg} (doc, col) SELECT doc, col FROM {ixv} WHERE key = old.{pk};"
+            f"INSERT INTO {ixg} (doc, col) SELECT doc, col FROM {ixv} WHERE key = old.{pk} {_NOTHING};"
         )
         dele.append(f"DELETE FROM {ixv} WHERE key = old.{pk};")
         upd.append(f"UPDATE {ixv} SET key = new.{pk} WHERE key = old.{pk} AND {moved_pk};")
@@ -346,15 +352,15 @@ def _sqlite_triggers(conn: sa.Connection, table_name: str, spec: TableSpec) -> N
         c = q(col)
         changed = f"col = '{col}' AND old.{c} IS NOT new.{c}"
         upd.append(
-            f"INSERT OR IGNORE INTO {ixg} (doc, col) SELECT doc, col FROM {ixv} "
-            f"WHERE key = new.{pk} AND {changed};"
+            f"INSERT INTO {ixg} (doc, col) SELECT doc, col FROM {ixv} "
+            f"WHERE key = new.{pk} AND {changed} {_NOTHING};"
         )
         upd.append(f"DELETE FROM {ixv} WHERE key = new.{pk} AND {changed};")
     if spec.vector_columns:
         again = " OR ".join(
             f"(old.{q(c)} IS NOT new.{q(c)} AND new.{q(c)} <> '')" for c in spec.vector_columns
         )
-        upd.append(f"INSERT OR IGNORE INTO {ixp} (key) SELECT new.{pk} WHERE {again};")
+        upd.append(f"INSERT INTO {ixp} (key) SELECT new.{pk} WHERE {again} {_NOTHING};")
     watched = [spec.primary_key, *dict.fromkeys((*spec.fulltext_columns, *spec.vector_columns))]
     when = " OR ".join(f"old.{q(c)} IS NOT new.{q(c)}" for c in watched)
     bodies = {
