@@ -250,7 +250,7 @@ def retrieve(
         )
         table.add_row(f"{r.score:.4f}", r.column, *cells)
     out.print(table)
-    pending = f", {result.pending} not embedded yet" if result.pending else ""
+    pending = f", {result.pending} not indexed yet" if result.pending else ""
     out.print(f"{len(result)} row{'s' if len(result) != 1 else ''}{pending}", highlight=False)
 
 

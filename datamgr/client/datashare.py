@@ -207,8 +207,8 @@ class RetrievedRow:
 
 @dataclass(frozen=True, slots=True)
 class RetrieveResult:
-    """The rows found, best first (iterating yields them), and `pending`: rows written but not
-    embedded yet, found by full text only until they are."""
+    """The rows found, best first (iterating yields them), and `pending`: rows whose indexes have
+    not caught up with their last write yet (their new text is not found until they have)."""
 
     rows: list[RetrievedRow]
     pending: int

@@ -1,4 +1,4 @@
-"""The indexer's figures for Prometheus: the backlog of rows waiting to be embedded, per table, and the
+"""The indexer's figures for Prometheus: the backlog of rows waiting to be indexed, per table, and the
 vectors held in memory, per column. Read at scrape time from what the indexer last counted (no
 database work on the scraping thread)."""
 
@@ -20,7 +20,8 @@ class IndexCollector(Collector):
         ix = self._indexer
         pending = GaugeMetricFamily(
             "datamgr_datashare_index_pending",
-            "Rows of an indexed DataShare table written but not embedded yet (the indexer's backlog).",
+            "Rows of an indexed DataShare table whose indexes have not caught up with their last write "
+            "(not embedded yet, or on SQLite not in the full-text index yet): the indexer's backlog.",
             labels=["uri"],
         )
         for uri, count in sorted(dict(ix.pending).items()):

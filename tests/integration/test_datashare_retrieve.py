@@ -291,15 +291,23 @@ def test_rows_queued_at_kill_9_are_embedded_after_restart(tmp_path: Path) -> Non
         d.kill9()
         with sqlite3.connect(d.data_dir / "datamgr.db") as db:
             (queued,) = db.execute("SELECT count(*) FROM ds_1_ixp").fetchone()
+            # full text: each row is in FTS5 or queued for it, never both, never neither
+            in_fts = {r for (r,) in db.execute("SELECT id FROM ds_1_fts_text_docsize")}
+            fts_queued = {r for (r,) in db.execute("SELECT key FROM ds_1_ixf")}
         assert queued > 0, "every row was embedded before the kill: nothing was left to test"
+        assert not in_fts & fts_queued and len(in_fts | fts_queued) == 400
         d.start(service="aicap.v1.AiService")
         with d.helper(token) as h:
             drained(h)
             with sqlite3.connect(d.data_dir / "datamgr.db") as db:
                 (vectors,) = db.execute("SELECT count(*) FROM ds_1_ixv").fetchone()
-            assert vectors == 400
+                (in_fts_now,) = db.execute("SELECT count(*) FROM ds_1_fts_text_docsize").fetchone()
+                # FTS5 checks its index against the table: every row in, with its text
+                db.execute("INSERT INTO ds_1_fts_text (ds_1_fts_text, rank) VALUES ('integrity-check', 1)")
+            assert vectors == 400 and in_fts_now == 400
             top = h.retrieve(URI, "water the ferns on day 123", k=3, mode="hybrid").rows
             assert 124 in [r.row_id for r in top]
+            assert [r.row_id for r in h.retrieve(URI, "ferns 123", k=1, mode="fulltext")] == [124]
     finally:
         d.stop()
 
