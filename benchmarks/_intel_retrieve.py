@@ -14,10 +14,11 @@ Run: .venv/bin/python benchmarks/_intel_retrieve.py [--rows 100000] [--write-row
     retrieval under a selective and a broad predicate.
 (b) Writes, through a daemon with its AI service (the indexes run behind the writes): rows/s of batch
     inserts and of single inserts into a table unindexed ("plain"), vector-indexed ("vector") and
-    vector + full-text indexed ("both"), in short rounds that write every table in turn (the order
-    alternating); the ratio over plain is taken within each round and its median reported (the machine
-    may be shared: rates seconds apart compare, rates minutes apart may not). Then the backlog and how
-    long it takes to drain. `--database-url` runs the daemon on PostgreSQL.
+    vector + full-text indexed ("both"), in short rounds in which the tables take turns batch by batch
+    (row by row for single inserts), so that whatever else runs meanwhile (the embedding behind the
+    writes, other processes on a shared machine) falls on all alike; the ratio over plain is taken
+    within each round and its median reported. Then the backlog and how long it takes to drain.
+    `--database-url` runs the daemon on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -256,9 +257,9 @@ def writes(
     database_url: str = "",
     drain_timeout: float = 3600,
 ) -> dict[str, Any]:
-    """Rows/s of batch inserts and of single inserts into each table, in `rounds` short rounds. Each
-    round writes every table in turn (the order alternates), so a ratio compares rates measured
-    seconds apart on the same machine; the medians over rounds are reported."""
+    """Rows/s of batch inserts and of single inserts into each table, in `rounds` short rounds; in a
+    round the tables take turns batch by batch (row by row), the first of each turn rotating, so a
+    ratio compares rates measured over the same seconds; the medians over rounds are reported."""
     env = {"DATAMGR_DISCOVERY__ENABLED": "false", "DATAMGR_AI__N_THREADS": "1"}
     if database_url:
         env["DATAMGR_DATABASE_URL"] = database_url
@@ -277,22 +278,33 @@ def writes(
             single_rates: dict[str, list[float]] = {n: [] for n in TABLES}
             per_round = max(batch, rows // rounds // batch * batch)
             singles_per_round = max(1, singles // rounds)
+            names = list(TABLES)
             for r in range(rounds):
-                order = list(TABLES) if r % 2 == 0 else list(reversed(TABLES))
-                for name in order:
-                    texts = _texts(rng, per_round)
-                    t0 = time.perf_counter()
-                    for start in range(0, per_round, batch):
-                        h.batch_insert(
-                            uris[name], [{"text": t, "n": r} for t in texts[start : start + batch]]
-                        )
-                    batch_rates[name].append(per_round / (time.perf_counter() - t0))
-                for name in order:
-                    texts = _texts(rng, singles_per_round)
-                    t0 = time.perf_counter()
-                    for t in texts:
-                        h.insert(uris[name], {"text": t, "n": r})
-                    single_rates[name].append(singles_per_round / (time.perf_counter() - t0))
+                # the tables take turns batch by batch (and row by row below), the first of each
+                # turn rotating: what else runs on the machine meanwhile falls on all alike
+                batches = {
+                    n: [[{"text": t, "n": r} for t in _texts(rng, batch)] for _ in range(0, per_round, batch)]
+                    for n in names
+                }
+                spent = dict.fromkeys(names, 0.0)
+                for i in range(len(batches["plain"])):
+                    for name in names[i % 3 :] + names[: i % 3]:
+                        t0 = time.perf_counter()
+                        h.batch_insert(uris[name], batches[name][i])
+                        spent[name] += time.perf_counter() - t0
+                for name in names:
+                    batch_rates[name].append(per_round / spent[name])
+                singles_rows = {
+                    n: [{"text": t, "n": r} for t in _texts(rng, singles_per_round)] for n in names
+                }
+                spent = dict.fromkeys(names, 0.0)
+                for i in range(singles_per_round):
+                    for name in names[i % 3 :] + names[: i % 3]:
+                        t0 = time.perf_counter()
+                        h.insert(uris[name], singles_rows[name][i])
+                        spent[name] += time.perf_counter() - t0
+                for name in names:
+                    single_rates[name].append(singles_per_round / spent[name])
             backlog, drain_s = _drain(h, uris, drain_timeout)
         return {
             "database": "postgresql" if database_url else "sqlite",
@@ -340,10 +352,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--rows", type=int, default=100_000, help="rows (vectors) for the retrieval latency")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--hnsw-min-rows", type=int, default=10_000, help="datashare.index_hnsw_min_rows")
-    ap.add_argument("--write-rows", type=int, default=12_000, help="batch-inserted rows per table")
+    ap.add_argument("--write-rows", type=int, default=20_000, help="batch-inserted rows per table")
     ap.add_argument("--batch", type=int, default=500, help="rows per batch insert")
-    ap.add_argument("--singles", type=int, default=1200, help="single-row inserts per table")
-    ap.add_argument("--rounds", type=int, default=6, help="short rounds; each writes every table in turn")
+    ap.add_argument("--singles", type=int, default=1000, help="single-row inserts per table")
+    ap.add_argument("--rounds", type=int, default=10, help="short rounds; the tables take turns in each")
     ap.add_argument(
         "--database-url", default="", help="the daemon's database for the writes (default: its SQLite file)"
     )
