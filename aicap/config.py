@@ -41,6 +41,7 @@ class EngineConfig:
     swap_budget_tokens: int = 16384  # KV of preempted sequences kept in host memory; beyond: recompute
     prefix_caching: bool = True
     prefix_cache_tokens: int = 2048  # unused cached blocks kept, in tokens (each costs attention time)
+    prefix_cache_adaptive: bool = True  # keep of those only as many as their reuse pays for (cache_budget.py)
     held_cache_tokens: int = 4096  # cached blocks held for sessions and pinned contexts, in tokens
     isolate_apps: bool = True  # salt the prefix cache per app (declared shared prefixes excepted)
     # speculation (speculation.py): drafted tokens per sequence and step (0: off); drafts only while a

@@ -61,6 +61,8 @@ _SERIES = (
     ("counter", "kv_cache_holds_dropped", "Session and pinned holds dropped for room.", "holds_dropped"),
     ("counter", "prefix_cache_queries", "Prompt tokens looked up in the cache.", "prefix_cache_queries"),
     ("counter", "prefix_cache_hits", "Prompt tokens found in the prefix cache.", "prefix_cache_hits"),
+    ("gauge", "prefix_cache_unused_tokens", "Tokens cached, unused now.", "prefix_cache_unused_tokens"),
+    ("gauge", "prefix_cache_target_tokens", "Unused cached tokens kept now.", "prefix_cache_target_tokens"),
     ("counter", "remote_kv_failures", "Remote swaps that failed (recomputed).", "remote_kv_failures"),
     ("gauge", "num_requests_waiting", "Sequences waiting for admission.", "requests_waiting"),
     ("gauge", "num_requests_running", "Sequences running.", "requests_running"),

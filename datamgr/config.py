@@ -224,6 +224,12 @@ class AiSettings(BaseModel):
         description="Tokens of cached prefix blocks no request uses kept in the KV cache (the least recently "
         "used are evicted beyond): llama.cpp's attention walks every live cell, so each costs step time.",
     )
+    prefix_cache_adaptive: bool = Field(
+        True,
+        description="Keep, of those prefix_cache_tokens, only as many as prompts reuse enough to pay for "
+        "their step time: the unused cache shrinks while nothing hits it (unshared prompts) and grows back "
+        "when prompts find their blocks cached or recently evicted (multi-turn chats). Off: keep them all.",
+    )
     spec_draft_max: int = Field(
         8,
         ge=0,

@@ -253,6 +253,7 @@ async def _start_ai(ai: AiSettings, identify: Identify, db: Database) -> Any:
             max_running=ai.max_running,
             swap_budget_tokens=ai.swap_budget_tokens,
             prefix_cache_tokens=ai.prefix_cache_tokens,
+            prefix_cache_adaptive=ai.prefix_cache_adaptive,
             held_cache_tokens=ai.held_cache_tokens,
             isolate_apps=ai.isolate_prefix_cache_per_app,
             spec_draft_max=ai.spec_draft_max,

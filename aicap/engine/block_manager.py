@@ -7,7 +7,12 @@ salt changes: a sequence's first `shared_tokens` (a prefix the owner declared sh
 declared prefix's blocks (see block_salt). Blocks no sequence
 uses stay cached in an LRU free queue and are evicted when a new block is needed, or when more than
 `max_cached_blocks` of them are kept: llama.cpp's attention walks every live cell, cached or not, so
-an unbounded cache slows every step once it has filled the context.
+an unbounded cache slows every step once it has filled the context. Below that ceiling,
+`set_cache_target` sets how many are kept now (cache_budget.py sizes it by their reuse): beyond it, a
+block goes once it has been unused for `grace_s` (a prompt resent at once, as a chat client sends its
+next turn, still finds its blocks; `expire` applies the bound as time passes). The hashes of blocks
+evicted for the bound are remembered as *ghosts* (ARC's term), so that a prompt that would have hit
+them counts as reuse (`reused_tokens`) and the budget can grow again.
 Running out of blocks is a normal outcome: methods return None or False and change nothing.
 
 A *hold* (`hold(key, tokens)`) keeps the cached blocks of a token prefix referenced while no sequence
@@ -21,6 +26,7 @@ another's.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -85,11 +91,19 @@ class BlockManager:
         max_cached_blocks: int | None = None,
         max_held_blocks: int | None = None,
         max_holds: int | None = None,
+        grace_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         assert num_blocks > 0 and block_size > 0
         self.block_size = block_size
         self.caching = enable_prefix_caching
         self.max_cached_blocks = num_blocks if max_cached_blocks is None else max_cached_blocks
+        self.cache_target = self.max_cached_blocks  # unused cached blocks kept now (set_cache_target)
+        self.grace_s = grace_s
+        self._clock = clock
+        self._ghosts: OrderedDict[int, None] = OrderedDict()  # hashes evicted for the bound, oldest first
+        # prompt tokens found in unused cached blocks, or among the ghosts, by allocate (cache_budget.py)
+        self.reused_tokens = 0
         self.max_held_blocks = num_blocks // 2 if max_held_blocks is None else max_held_blocks
         self.max_holds = num_blocks if max_holds is None else max_holds
         self._holds: dict[object, _Hold] = {}
@@ -98,7 +112,8 @@ class BlockManager:
         self.holds_dropped = 0  # holds dropped for room or over max_held_blocks
         self.blocks = [Block(i) for i in range(num_blocks)]
         self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))  # head = evict first
-        self._cached_free: OrderedDict[int, None] = OrderedDict()  # free blocks with content, LRU first
+        # free blocks with content, LRU first → when they became unused (clock)
+        self._cached_free: OrderedDict[int, float] = OrderedDict()
         self._cached: dict[int, int] = {}  # hash → block id
         self._seqs: dict[int, _Seq] = {}
         self.prefix_queries = 0  # prompt tokens looked up
@@ -113,6 +128,11 @@ class BlockManager:
     @property
     def num_free_blocks(self) -> int:
         return len(self._free)
+
+    @property
+    def num_unused_cached(self) -> int:
+        """Cached blocks no sequence or hold uses (kept for a prompt that may come)."""
+        return len(self._cached_free)
 
     @property
     def usage(self) -> float:
@@ -157,6 +177,11 @@ class BlockManager:
                 if b is None or self.blocks[b].token_ids != tuple(prompt[i * bs : (i + 1) * bs]):
                     break
                 hits.append(b)
+            ghosts = len(hits)
+            while ghosts < (len(prompt) - 1) // bs and seq.hashes[ghosts] in self._ghosts:
+                ghosts += 1
+            unused = sum(1 for b in hits if self.blocks[b].ref_count == 0)
+            self.reused_tokens += (unused + ghosts - len(hits)) * bs
         needed = self._blocks_for(len(prompt)) - len(hits)
 
         def short() -> int:  # blocks missing: free ones less the cached hits that are free themselves
@@ -225,6 +250,7 @@ class BlockManager:
                 continue  # an identical block is cached already; this one stays private
             block.hash, block.token_ids = h, tuple(seq.tokens[i * bs : (i + 1) * bs])
             self._cached[h] = block.block_id
+            self._ghosts.pop(h, None)
             self.newly_cached.append((block.block_id, seq_id, i))
 
     def uncache(self, block_id: int) -> None:
@@ -234,6 +260,17 @@ class BlockManager:
             del self._cached[block.hash]
         block.hash, block.token_ids = None, ()
         self._cached_free.pop(block_id, None)
+
+    def set_cache_target(self, blocks: int) -> None:
+        """Keeps at most `blocks` unused cached blocks (never more than max_cached_blocks), evicting
+        the least recently used beyond it once unused for grace_s."""
+        self.cache_target = max(0, min(blocks, self.max_cached_blocks))
+        self._bound_cached()
+
+    def expire(self) -> None:
+        """Evicts the unused cached blocks beyond cache_target whose grace has passed since."""
+        if len(self._cached_free) > self.cache_target:
+            self._bound_cached()
 
     def evict_unused(self) -> int:
         """Evicts every cached block no sequence uses; returns how many."""
@@ -363,11 +400,28 @@ class BlockManager:
                     self._free.move_to_end(b, last=False)  # nothing cached: reuse it first
                 else:
                     self._free[b] = None
-                    self._cached_free[b] = None
-        while len(self._cached_free) > self.max_cached_blocks:  # the least recently used go first
-            b = next(iter(self._cached_free))
+                    self._cached_free[b] = self._clock()
+        self._bound_cached()
+
+    def _bound_cached(self) -> None:
+        """Evicts the least recently used unused cached blocks, as ghosts: beyond max_cached_blocks at
+        once, beyond cache_target those unused for grace_s."""
+        now = self._clock() if self.grace_s and len(self._cached_free) > self.cache_target else 0.0
+        while len(self._cached_free) > self.cache_target:
+            b, freed = next(iter(self._cached_free.items()))
+            if (
+                len(self._cached_free) <= self.max_cached_blocks
+                and self.grace_s
+                and now - freed < self.grace_s
+            ):
+                break  # the least recently used is in its grace: so is every later one
+            h = self.blocks[b].hash
+            assert h is not None
+            self._ghosts[h] = None
             self._evict(b)
             self._free.move_to_end(b, last=False)
+        while len(self._ghosts) > max(self.max_cached_blocks, 1):
+            self._ghosts.popitem(last=False)
 
     def _hash_full_blocks(self, seq: _Seq) -> None:
         bs = self.block_size
@@ -422,3 +476,4 @@ class BlockManager:
         cached_free = [b for b in self._free if self.blocks[b].hash is not None]
         assert set(cached_free) == set(self._cached_free), "cached free blocks out of step"
         assert len(self._cached_free) <= self.max_cached_blocks, "more cached blocks than allowed"
+        assert self.cache_target <= self.max_cached_blocks, "a target above the ceiling"

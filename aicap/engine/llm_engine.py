@@ -32,6 +32,7 @@ import numpy as np
 
 from aicap.config import EngineConfig
 from aicap.engine.block_manager import BlockManager
+from aicap.engine.cache_budget import GRACE_S, CacheBudget
 from aicap.engine.cells import Cells
 from aicap.engine.grammar import Grammar
 from aicap.engine.model_runner import DecodeError, ModelRunner
@@ -94,6 +95,8 @@ class EngineStats:
     decode_step_s: float = 0.0
     kv_blocks_held: int = 0  # held for sessions and pinned contexts (BlockManager.hold)
     holds_dropped: int = 0
+    prefix_cache_unused_tokens: int = 0  # in cached blocks no sequence uses now
+    prefix_cache_target_tokens: int = 0  # how many of those are kept now (cache_budget.py)
 
 
 def _generator(seed: int, skip: int) -> np.random.Generator:
@@ -123,9 +126,17 @@ class LLMEngine:
             # each hold keeps one holder's cells at each of its blocks' positions (cells.py): half the
             # holders stay for other cached prefixes
             max_holds=max(1, (n_seq_max - n_slots) // 2),
+            grace_s=GRACE_S if config.prefix_cache_adaptive else 0.0,
         )
         self.scheduler = Scheduler(dataclasses.replace(config, max_running=n_slots), self.blocks)
         self.cells = Cells(runner, self.blocks, n_slots)
+        # how many unused cached blocks to keep (None: all max_cached_blocks, always)
+        self.cache_budget = (
+            CacheBudget(self.blocks.max_cached_blocks, config.block_size)
+            if caching and config.prefix_cache_adaptive
+            else None
+        )
+        self._reused_seen = 0  # blocks.reused_tokens the budget has been told of
         self.remote = RemoteSwap()
         self.grammar = Grammar(runner.n_vocab, runner.config.n_threads)
         self.speed = SpeedMeter()  # this device's prefill speed and decode step, from the steps
@@ -314,6 +325,8 @@ class LLMEngine:
             decode_step_s=self.speed.figures.decode_step_s,
             kv_blocks_held=b.held_blocks,
             holds_dropped=b.holds_dropped,
+            prefix_cache_unused_tokens=b.num_unused_cached * b.block_size,
+            prefix_cache_target_tokens=b.cache_target * b.block_size,
         )
 
     def hold(self, key: object, tokens: list[int], app: str = "") -> int:
@@ -417,7 +430,9 @@ class LLMEngine:
             self._no_kv_slot()
             return []
         sampled = self._sample(batch, logits)
-        self.speed.observe(sum(len(w[1]) for w in work), len(work), time.perf_counter() - t0)
+        rows = sum(len(w[1]) for w in work)
+        self.speed.observe(rows, len(work), time.perf_counter() - t0)
+        self._size_cache(len(work))
         return self._postprocess(batch, sampled)
 
     def _sample(self, batch: Batch, logits: dict[int, np.ndarray]) -> Sampled:
@@ -521,6 +536,22 @@ class LLMEngine:
     def _state(self, seq: Sequence, n_tokens: int) -> KvState:
         data = self.cells.save(seq.seq_id)
         return KvState(self.runner.digest, self.runner.config.cache_type, tuple(seq.span(0, n_tokens)), data)
+
+    def _size_cache(self, sequences: int) -> None:
+        """Tells the cache budget of the step (its sequences: their decode rows are what unused cells
+        slow down) and of reuse since the last; applies a new target (the blocks it evicts free their
+        cells at the next step's prepare)."""
+        if self.cache_budget is None:
+            return
+        b = self.blocks
+        self.cache_budget.reuse(b.reused_tokens - self._reused_seen)
+        self._reused_seen = b.reused_tokens
+        self.cache_budget.step(sequences, b.num_unused_cached)
+        target = self.cache_budget.decide()
+        if target is not None:
+            b.set_cache_target(target)
+        else:
+            b.expire()
 
     def _count_waste(self) -> None:
         used = len(self.blocks.blocks) - self.blocks.num_free_blocks

@@ -383,7 +383,7 @@ class Histogram(_message.Message):
     def __init__(self, bounds: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[int]] = ..., count: _Optional[int] = ..., sum: _Optional[float] = ..., p50: _Optional[float] = ..., p99: _Optional[float] = ...) -> None: ...
 
 class EngineStats(_message.Message):
-    __slots__ = ("model", "kv_blocks_total", "kv_blocks_used", "kv_block_size", "kv_usage", "kv_waste", "prefix_cache_queries", "prefix_cache_hits", "preemptions_swap", "preemptions_recompute", "requests_waiting", "requests_running", "requests_swapped", "prompt_tokens_total", "generation_tokens_total", "requests_finished", "time_to_first_token", "inter_token_latency", "preemptions_remote", "remote_kv_failures", "remote_kv_bytes_sent", "remote_kv_bytes_received", "prefill_tokens_per_s", "decode_step_s", "spec_draft_tokens", "spec_accepted_tokens", "kv_blocks_held", "holds_dropped")
+    __slots__ = ("model", "kv_blocks_total", "kv_blocks_used", "kv_block_size", "kv_usage", "kv_waste", "prefix_cache_queries", "prefix_cache_hits", "preemptions_swap", "preemptions_recompute", "requests_waiting", "requests_running", "requests_swapped", "prompt_tokens_total", "generation_tokens_total", "requests_finished", "time_to_first_token", "inter_token_latency", "preemptions_remote", "remote_kv_failures", "remote_kv_bytes_sent", "remote_kv_bytes_received", "prefill_tokens_per_s", "decode_step_s", "spec_draft_tokens", "spec_accepted_tokens", "kv_blocks_held", "holds_dropped", "prefix_cache_unused_tokens", "prefix_cache_target_tokens")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     KV_BLOCKS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     KV_BLOCKS_USED_FIELD_NUMBER: _ClassVar[int]
@@ -412,6 +412,8 @@ class EngineStats(_message.Message):
     SPEC_ACCEPTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     KV_BLOCKS_HELD_FIELD_NUMBER: _ClassVar[int]
     HOLDS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_CACHE_UNUSED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_CACHE_TARGET_TOKENS_FIELD_NUMBER: _ClassVar[int]
     model: str
     kv_blocks_total: int
     kv_blocks_used: int
@@ -440,7 +442,9 @@ class EngineStats(_message.Message):
     spec_accepted_tokens: int
     kv_blocks_held: int
     holds_dropped: int
-    def __init__(self, model: _Optional[str] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_used: _Optional[int] = ..., kv_block_size: _Optional[int] = ..., kv_usage: _Optional[float] = ..., kv_waste: _Optional[float] = ..., prefix_cache_queries: _Optional[int] = ..., prefix_cache_hits: _Optional[int] = ..., preemptions_swap: _Optional[int] = ..., preemptions_recompute: _Optional[int] = ..., requests_waiting: _Optional[int] = ..., requests_running: _Optional[int] = ..., requests_swapped: _Optional[int] = ..., prompt_tokens_total: _Optional[int] = ..., generation_tokens_total: _Optional[int] = ..., requests_finished: _Optional[int] = ..., time_to_first_token: _Optional[_Union[Histogram, _Mapping]] = ..., inter_token_latency: _Optional[_Union[Histogram, _Mapping]] = ..., preemptions_remote: _Optional[int] = ..., remote_kv_failures: _Optional[int] = ..., remote_kv_bytes_sent: _Optional[int] = ..., remote_kv_bytes_received: _Optional[int] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_step_s: _Optional[float] = ..., spec_draft_tokens: _Optional[int] = ..., spec_accepted_tokens: _Optional[int] = ..., kv_blocks_held: _Optional[int] = ..., holds_dropped: _Optional[int] = ...) -> None: ...
+    prefix_cache_unused_tokens: int
+    prefix_cache_target_tokens: int
+    def __init__(self, model: _Optional[str] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_used: _Optional[int] = ..., kv_block_size: _Optional[int] = ..., kv_usage: _Optional[float] = ..., kv_waste: _Optional[float] = ..., prefix_cache_queries: _Optional[int] = ..., prefix_cache_hits: _Optional[int] = ..., preemptions_swap: _Optional[int] = ..., preemptions_recompute: _Optional[int] = ..., requests_waiting: _Optional[int] = ..., requests_running: _Optional[int] = ..., requests_swapped: _Optional[int] = ..., prompt_tokens_total: _Optional[int] = ..., generation_tokens_total: _Optional[int] = ..., requests_finished: _Optional[int] = ..., time_to_first_token: _Optional[_Union[Histogram, _Mapping]] = ..., inter_token_latency: _Optional[_Union[Histogram, _Mapping]] = ..., preemptions_remote: _Optional[int] = ..., remote_kv_failures: _Optional[int] = ..., remote_kv_bytes_sent: _Optional[int] = ..., remote_kv_bytes_received: _Optional[int] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_step_s: _Optional[float] = ..., spec_draft_tokens: _Optional[int] = ..., spec_accepted_tokens: _Optional[int] = ..., kv_blocks_held: _Optional[int] = ..., holds_dropped: _Optional[int] = ..., prefix_cache_unused_tokens: _Optional[int] = ..., prefix_cache_target_tokens: _Optional[int] = ...) -> None: ...
 
 class AppUsage(_message.Message):
     __slots__ = ("app", "tokens_today", "tokens_per_day", "resets_at", "sessions", "pinned_contexts")
