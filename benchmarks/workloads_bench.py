@@ -1,0 +1,301 @@
+"""App-shaped workloads on the daemon and on llama.cpp's llama-server, in one run (issue 14).
+
+Run: .venv/bin/python benchmarks/workloads_bench.py [--rounds 2] [--workloads chat,docs,short] [--users 8]
+     [--daemon-env DATAMGR_AI__MAX_BATCH_TOKENS=1024 ...]
+
+Each workload streams chat completions (POST /v1/chat/completions, greedy, the end-of-generation token
+ignored, so every answer has exactly its max_tokens) from N client threads through our daemon's HTTP
+API and through llama-server (`-np N -kvu`, the daemon's n_ctx, threads and flash attention, its prompt
+cache on), with the same client code and the same fresh content in each round; rounds rotate which
+system goes first, and the table shows medians.
+
+- chat: N users, 3 turns each, under one shared system prompt of ~400 tokens; each turn resends the
+  whole history (system, earlier questions and the answers as streamed) and a new question; 128 tokens
+  a turn. What a chat app that keeps no session does.
+- docs: N distinct documents of ~600 tokens to summarize, one each; 128 tokens out.
+- short: N clients x 2 distinct short prompts (a system message and 12-48 words), 128 tokens out.
+
+Printed per workload: aggregate tok/s (completion tokens / first request to last token), TTFT p50 and
+p99, and ITL p99 (the gap between consecutive streamed contents), and ours / llama-server ratios, the
+medians of the rounds and the median of the rounds' own ratios. llama-server is built by
+`bash benchmarks/build_llama_server.sh`; without it the benchmark says so and stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import itertools
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _machine import cpu_times, machine  # noqa: E402
+from aicap_bench import WORDS  # noqa: E402
+from harness import Daemon  # noqa: E402
+from llama_server import LlamaServer, find_binary  # noqa: E402
+
+from aicap.engine.model_runner import default_model_path  # noqa: E402
+
+PERMISSION = "ohos.permission.USE_AI"
+MODEL = "smollm2-135m"
+OURS, LLAMA = "ours", "llama-server"
+MAX_TOKENS = 128
+Messages = list[dict[str, str]]
+
+
+@dataclass
+class Run:
+    """One system on one workload: every answer's TTFT and inter-token gaps, tokens, wall time."""
+
+    start: float = 0.0
+    end: float = 0.0
+    tokens: int = 0
+    ttfts: list[float] = field(default_factory=list)
+    gaps: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, ttft: float, times: list[float], tokens: int) -> None:
+        with self.lock:
+            self.ttfts.append(ttft)
+            self.gaps.extend(b - a for a, b in itertools.pairwise(times))
+            self.tokens += tokens
+            self.end = max(self.end, times[-1])
+
+    @property
+    def tok_s(self) -> float:
+        return self.tokens / (self.end - self.start)
+
+    def ttft(self, q: float) -> float:
+        return quantile(self.ttfts, q)
+
+    @property
+    def itl_p99(self) -> float:
+        return quantile(self.gaps, 0.99) if self.gaps else 0.0
+
+
+def quantile(values: list[float], q: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))]
+
+
+class Endpoint:
+    def __init__(self, name: str, port: int, tokens: list[str]) -> None:
+        self.name, self.port, self.tokens = name, port, tokens
+
+    def chat(self, client: int, messages: Messages) -> tuple[float, list[float], str, int]:
+        """(TTFT, the times of the streamed contents, the answer, completion tokens) of one chat."""
+        body = {
+            "model": MODEL,
+            "messages": messages,
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0.0,
+            "ignore_eos": True,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self.tokens[client]}"}
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=900)
+        t0 = time.perf_counter()
+        conn.request("POST", "/v1/chat/completions", json.dumps(body), headers)
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise RuntimeError(f"{self.name}: HTTP {resp.status}: {resp.read()[:300]!r}")
+        times: list[float] = []
+        text: list[str] = []
+        usage: dict[str, Any] = {}
+        for line in resp:
+            if not line.startswith(b"data: "):
+                continue
+            if line.startswith(b"data: [DONE]"):
+                break
+            event = json.loads(line[6:])
+            for choice in event.get("choices") or ():
+                content = (choice.get("delta") or {}).get("content")
+                if content:
+                    times.append(time.perf_counter())
+                    text.append(content)
+            usage = event.get("usage") or usage
+        conn.close()
+        if not times:
+            raise RuntimeError(f"{self.name}: a stream without content")
+        return times[0] - t0, times, "".join(text), usage.get("completion_tokens", len(times))
+
+
+def words(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+# A workload: per client, a function that runs its requests through `send` (messages -> answer).
+Workload = Callable[[random.Random, int], Callable[[int, Callable[[int, Messages], str]], None]]
+
+
+def chat(rng: random.Random, users: int) -> Callable[[int, Callable[[int, Messages], str]], None]:
+    system = "You are the assistant of a household's notes app. " + words(rng, 330)
+    questions = [[words(rng, 20) + "?" for _ in range(3)] for _ in range(users)]
+
+    def client(c: int, send: Callable[[int, Messages], str]) -> None:
+        messages = [{"role": "system", "content": system}]
+        for q in questions[c]:
+            messages.append({"role": "user", "content": q})
+            messages.append({"role": "assistant", "content": send(c, messages)})
+
+    return client
+
+
+def docs(rng: random.Random, users: int) -> Callable[[int, Callable[[int, Messages], str]], None]:
+    documents = [f"Document {i}. " + words(rng, 480) for i in range(users)]
+
+    def client(c: int, send: Callable[[int, Messages], str]) -> None:
+        send(c, [{"role": "user", "content": f"Summarize this document.\n\n{documents[c]}"}])
+
+    return client
+
+
+def short(rng: random.Random, users: int) -> Callable[[int, Callable[[int, Messages], str]], None]:
+    prompts = [[f"{c}.{j}: " + words(rng, (12, 48)[(c + j) % 2]) for j in range(2)] for c in range(users)]
+
+    def client(c: int, send: Callable[[int, Messages], str]) -> None:
+        for p in prompts[c]:
+            send(c, [{"role": "system", "content": "Answer at length."}, {"role": "user", "content": p}])
+
+    return client
+
+
+WORKLOADS: dict[str, Workload] = {"chat": chat, "docs": docs, "short": short}
+
+
+def run(endpoint: Endpoint, users: int, client: Callable[[int, Callable[[int, Messages], str]], None]) -> Run:
+    result = Run()
+    errors: list[BaseException] = []
+
+    def send(c: int, messages: Messages) -> str:
+        ttft, times, answer, tokens = endpoint.chat(c, messages)
+        result.add(ttft, times, tokens)
+        return answer
+
+    def body(c: int) -> None:
+        try:
+            client(c, send)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(c,)) for c in range(users)]
+    result.start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return result
+
+
+def report(name: str, runs: dict[str, list[Run]]) -> None:
+    ours, theirs = runs[OURS], runs[LLAMA]
+
+    def med(rs: list[Run], f: Callable[[Run], float]) -> float:
+        return statistics.median(f(r) for r in rs)
+
+    def paired(f: Callable[[Run], float]) -> float:
+        return statistics.median(f(a) / f(b) for a, b in zip(ours, theirs, strict=True))
+
+    print(f"\n{name}: medians of {len(ours)} rounds")
+    print("| system | tok/s | TTFT p50 (ms) | TTFT p99 (ms) | ITL p99 (ms) |")
+    print("|---|---|---|---|---|")
+    for label, rs in ((OURS, ours), (LLAMA, theirs)):
+        print(
+            f"| {label} | {med(rs, lambda r: r.tok_s):.1f} | {1000 * med(rs, lambda r: r.ttft(0.5)):.0f} | "
+            f"{1000 * med(rs, lambda r: r.ttft(0.99)):.0f} | {1000 * med(rs, lambda r: r.itl_p99):.0f} |"
+        )
+    ratios = [
+        ("tok/s", lambda r: r.tok_s),
+        ("TTFT p50", lambda r: r.ttft(0.5)),
+        ("TTFT p99", lambda r: r.ttft(0.99)),
+        ("ITL p99", lambda r: r.itl_p99),
+    ]
+    parts = [f"{label} {med(ours, f) / med(theirs, f):.2f} ({paired(f):.2f})" for label, f in ratios]
+    print(f"ours / llama-server (round by round in brackets): {', '.join(parts)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--users", type=int, default=8)
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n-ctx", type=int, default=8192)
+    ap.add_argument("--seed", type=int, default=14)
+    ap.add_argument("--daemon-env", action="append", default=[], help="KEY=VALUE for the daemon.")
+    args = ap.parse_args()
+    names = [w for w in args.workloads.split(",") if w]
+    unknown = set(names) - set(WORKLOADS)
+    if unknown:
+        ap.error(f"unknown workloads: {', '.join(sorted(unknown))} (known: {', '.join(WORKLOADS)})")
+    binary = find_binary(None)
+    if binary is None:
+        sys.exit("llama-server is not built: bash benchmarks/build_llama_server.sh")
+    print(f"workloads_bench: {machine()}")
+    print(f"load average at start: {os.getloadavg()[0]:.2f}; {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    tmp = Path(tempfile.mkdtemp(prefix="workloads_bench-"))
+    env = {
+        "DATAMGR_AI__N_CTX": str(args.n_ctx),
+        "DATAMGR_AI__N_THREADS": str(args.threads),
+        "DATAMGR_LOG_LEVEL": "WARNING",
+        **dict(kv.split("=", 1) for kv in args.daemon_env),
+    }
+    daemon = Daemon(tmp / "data", env=env).start(service="aicap.v1.AiService")
+    server = None
+    try:
+        tokens = [daemon.add_app(f"com.bench.user{c}", PERMISSION) for c in range(args.users)]
+        ours = Endpoint(OURS, daemon.endpoint()["http_port"], tokens)
+        server = LlamaServer(
+            binary, default_model_path(), args.n_ctx, args.users, args.threads, "on", tmp / "llama.log"
+        )
+        systems = [ours, Endpoint(LLAMA, server.port, tokens)]
+        rng = random.Random(args.seed)
+        for s in systems:  # what loads lazily, not measured
+            run(s, args.users, short(rng, args.users))
+        results: dict[str, dict[str, list[Run]]] = {w: {OURS: [], LLAMA: []} for w in names}
+        steal0, busy0, total0 = cpu_times()
+        for r in range(args.rounds):
+            for w in names:
+                client = WORKLOADS[w](rng, args.users)  # fresh content: no system finds an earlier round's
+                for s in systems[r % 2 :] + systems[: r % 2]:
+                    res = run(s, args.users, client)
+                    results[w][s.name].append(res)
+                    print(
+                        f"round {r + 1} {w:6} {s.name:>12}: {res.tok_s:6.1f} tok/s, TTFT p50 "
+                        f"{1000 * res.ttft(0.5):6.0f} ms, p99 {1000 * res.ttft(0.99):6.0f} ms, "
+                        f"ITL p99 {1000 * res.itl_p99:5.0f} ms, {res.tokens} tokens",
+                        flush=True,
+                    )
+        steal1, busy1, total1 = cpu_times()
+        jiffies = max(total1 - total0, 1)
+        print(
+            f"\nCPU during the rounds: {100 * (busy1 - busy0) / jiffies:.0f}% busy, "
+            f"{100 * (steal1 - steal0) / jiffies:.1f}% stolen"
+        )
+        for w in names:
+            report(w, results[w])
+    finally:
+        if server is not None:
+            server.close()
+        daemon.stop()
+
+
+if __name__ == "__main__":
+    main()
