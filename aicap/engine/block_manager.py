@@ -261,17 +261,14 @@ class BlockManager:
         block.hash, block.token_ids = None, ()
         self._cached_free.pop(block_id, None)
 
-    def set_cache_target(self, blocks: int, evict: bool = True) -> None:
+    def set_cache_target(self, blocks: int) -> None:
         """Keeps at most `blocks` unused cached blocks (never more than max_cached_blocks), evicting
-        the least recently used beyond it once unused for grace_s: now (`evict`), or at `expire`."""
+        the least recently used beyond it once unused for grace_s."""
         self.cache_target = max(0, min(blocks, self.max_cached_blocks))
-        if evict:
-            self.expire()
+        self._bound_cached()
 
     def expire(self) -> None:
-        """Evicts the unused cached blocks beyond cache_target whose grace has passed since. With a
-        grace, only this evicts for the target (freeing a block enforces max_cached_blocks alone), so
-        the engine calls it when no request waits: a waiting prompt may be about to hit them."""
+        """Evicts the unused cached blocks beyond cache_target whose grace has passed since."""
         if len(self._cached_free) > self.cache_target:
             self._bound_cached()
 
@@ -404,14 +401,13 @@ class BlockManager:
                 else:
                     self._free[b] = None
                     self._cached_free[b] = self._clock()
-        self._bound_cached(target=not self.grace_s)
+        self._bound_cached()
 
-    def _bound_cached(self, target: bool = True) -> None:
+    def _bound_cached(self) -> None:
         """Evicts the least recently used unused cached blocks, as ghosts: beyond max_cached_blocks at
-        once, beyond cache_target (if `target`) those unused for grace_s."""
-        bound = self.cache_target if target else self.max_cached_blocks
-        now = self._clock() if self.grace_s and len(self._cached_free) > bound else 0.0
-        while len(self._cached_free) > bound:
+        once, beyond cache_target those unused for grace_s."""
+        now = self._clock() if self.grace_s and len(self._cached_free) > self.cache_target else 0.0
+        while len(self._cached_free) > self.cache_target:
             b, freed = next(iter(self._cached_free.items()))
             if (
                 len(self._cached_free) <= self.max_cached_blocks

@@ -549,8 +549,8 @@ class LLMEngine:
         self.cache_budget.step(sequences, b.num_unused_cached)
         target = self.cache_budget.decide()
         if target is not None:
-            b.set_cache_target(target, evict=False)
-        if not self.scheduler.waiting:  # a waiting prompt may be about to hit the unused blocks
+            b.set_cache_target(target)
+        else:
             b.expire()
 
     def _count_waste(self) -> None:

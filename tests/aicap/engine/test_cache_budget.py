@@ -163,29 +163,3 @@ def test_off_it_keeps_every_unused_block_up_to_the_ceiling() -> None:
     assert engine.cache_budget is None
     assert engine.stats().prefix_cache_target_tokens == 512
     assert engine.stats().prefix_cache_unused_tokens == 512
-
-
-def test_unused_blocks_stay_while_a_prompt_waits_for_its_turn() -> None:
-    engine = make()
-    now = [0.0]
-    engine.blocks._clock = lambda: now[0]
-    history = [(3 * k) % 29 + 1 for k in range(48)]
-    run(engine, [[*history, 1]], max_tokens=4)  # its blocks are cached, unused now
-    engine.blocks.set_cache_target(0, evict=False)  # the budget says: keep nothing
-    engine.add(1, [(5 * k) % 31 + 1 for k in range(200)], SamplingParams(max_tokens=2, ignore_eos=True))
-    engine.step()  # the long prompt takes the whole step's 64 tokens: the next one waits behind it
-    engine.add(2, [*history, 2], SamplingParams(max_tokens=2, ignore_eos=True))  # the next turn, at once
-    now[0] += 10.0  # it waits long past the grace
-    for _ in range(2):  # 200 tokens: 64 + 64 + 64 + 8, and the turn is admitted beside the last 8
-        engine.step()
-        assert engine.scheduler.waiting, "the turn should still wait behind the long prompt"
-    hits = engine.blocks.prefix_hits
-    while engine.has_work():
-        engine.step()
-    assert engine.blocks.prefix_hits - hits == 48  # the history was still there when it was admitted
-    now[0] += 10.0
-    engine.add(3, [9] * 20, SamplingParams(max_tokens=1, ignore_eos=True))
-    while engine.has_work():
-        engine.step()  # nothing waits now: the blocks beyond the target go
-    # all but the last request's own two full blocks, still within their grace
-    assert engine.stats().prefix_cache_unused_tokens == 16
