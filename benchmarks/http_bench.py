@@ -82,6 +82,30 @@ class Run:
         return statistics.median(self.ttfts)
 
 
+def open_chat(
+    name: str, port: int, token: str, messages: list[dict[str, str]], max_tokens: int
+) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, float]:
+    """POSTs a streamed greedy chat completion (EOS ignored, usage included) to an OpenAI-compatible
+    server on loopback: (connection, response, time sent); RuntimeError unless HTTP 200."""
+    body = {
+        "model": MODEL,
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=900)
+    t0 = time.perf_counter()
+    conn.request("POST", "/v1/chat/completions", json.dumps(body), headers)
+    resp = conn.getresponse()
+    if resp.status != 200:
+        raise RuntimeError(f"{name}: HTTP {resp.status}: {resp.read()[:300]!r}")
+    return conn, resp, t0
+
+
 class Endpoint:
     """An OpenAI-compatible server on loopback: POST /v1/chat/completions, streamed. `pid`: its process."""
 
@@ -92,22 +116,7 @@ class Endpoint:
         self, client: int, messages: list[dict[str, str]], max_tokens: int
     ) -> tuple[float, int, int, float]:
         """(TTFT, completion tokens, prompt tokens, time of the last event) of one streamed chat."""
-        body = {
-            "model": MODEL,
-            "messages": messages,
-            "max_tokens": max_tokens,
-            "temperature": 0.0,
-            "ignore_eos": True,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self.tokens[client]}"}
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
-        t0 = time.perf_counter()
-        conn.request("POST", "/v1/chat/completions", json.dumps(body), headers)
-        resp = conn.getresponse()
-        if resp.status != 200:
-            raise RuntimeError(f"{self.name}: HTTP {resp.status}: {resp.read()[:300]!r}")
+        conn, resp, t0 = open_chat(self.name, self.port, self.tokens[client], messages, max_tokens)
         ttft = None
         usage: dict[str, Any] = {}
         contents = 0

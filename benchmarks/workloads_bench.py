@@ -24,7 +24,6 @@ medians of the rounds and the median of the rounds' own ratios. llama-server is 
 from __future__ import annotations
 
 import argparse
-import http.client
 import itertools
 import json
 import os
@@ -46,12 +45,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _machine import cpu_times, machine  # noqa: E402
 from aicap_bench import WORDS  # noqa: E402
 from harness import Daemon  # noqa: E402
+from http_bench import open_chat  # noqa: E402
 from llama_server import LlamaServer, find_binary  # noqa: E402
 
 from aicap.engine.model_runner import default_model_path  # noqa: E402
 
 PERMISSION = "ohos.permission.USE_AI"
-MODEL = "smollm2-135m"
 OURS, LLAMA = "ours", "llama-server"
 MAX_TOKENS = 128
 Messages = list[dict[str, str]]
@@ -98,22 +97,7 @@ class Endpoint:
 
     def chat(self, client: int, messages: Messages) -> tuple[float, list[float], str, int]:
         """(TTFT, the times of the streamed contents, the answer, completion tokens) of one chat."""
-        body = {
-            "model": MODEL,
-            "messages": messages,
-            "max_tokens": MAX_TOKENS,
-            "temperature": 0.0,
-            "ignore_eos": True,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self.tokens[client]}"}
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=900)
-        t0 = time.perf_counter()
-        conn.request("POST", "/v1/chat/completions", json.dumps(body), headers)
-        resp = conn.getresponse()
-        if resp.status != 200:
-            raise RuntimeError(f"{self.name}: HTTP {resp.status}: {resp.read()[:300]!r}")
+        conn, resp, t0 = open_chat(self.name, self.port, self.tokens[client], messages, MAX_TOKENS)
         times: list[float] = []
         text: list[str] = []
         usage: dict[str, Any] = {}
