@@ -64,12 +64,14 @@ class Run:
     end: float = 0.0
     tokens: int = 0
     ttfts: list[float] = field(default_factory=list)
+    turns: dict[int, list[float]] = field(default_factory=dict)  # a client's n-th request -> its TTFTs
     gaps: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, ttft: float, times: list[float], tokens: int) -> None:
+    def add(self, ttft: float, times: list[float], tokens: int, turn: int = 0) -> None:
         with self.lock:
             self.ttfts.append(ttft)
+            self.turns.setdefault(turn, []).append(ttft)
             self.gaps.extend(b - a for a, b in itertools.pairwise(times))
             self.tokens += tokens
             self.end = max(self.end, times[-1])
@@ -166,9 +168,12 @@ def run(endpoint: Endpoint, users: int, client: Callable[[int, Callable[[int, Me
     result = Run()
     errors: list[BaseException] = []
 
+    sent = [0] * users
+
     def send(c: int, messages: Messages) -> str:
         ttft, times, answer, tokens = endpoint.chat(c, messages)
-        result.add(ttft, times, tokens)
+        result.add(ttft, times, tokens, sent[c])
+        sent[c] += 1
         return answer
 
     def body(c: int) -> None:
@@ -264,7 +269,8 @@ def main() -> None:
                     print(
                         f"round {r + 1} {w:6} {s.name:>12}: {res.tok_s:6.1f} tok/s, TTFT p50 "
                         f"{1000 * res.ttft(0.5):6.0f} ms, p99 {1000 * res.ttft(0.99):6.0f} ms, "
-                        f"ITL p99 {1000 * res.itl_p99:5.0f} ms, {res.tokens} tokens",
+                        f"ITL p99 {1000 * res.itl_p99:5.0f} ms, {res.tokens} tokens; TTFT p50 by turn "
+                        + " / ".join(f"{1000 * quantile(v, 0.5):.0f}" for _, v in sorted(res.turns.items())),
                         flush=True,
                     )
         steal1, busy1, total1 = cpu_times()

@@ -12,7 +12,13 @@ an unbounded cache slows every step once it has filled the context. Below that c
 block goes once it has been unused for `grace_s` (a prompt resent at once, as a chat client sends its
 next turn, still finds its blocks; `expire` applies the bound as time passes). The hashes of blocks
 evicted for the bound are remembered as *ghosts* (ARC's term), so that a prompt that would have hit
-them counts as reuse (`reused_tokens`) and the budget can grow again.
+them counts as reuse (`reused_tokens`) and the budget can grow again. A block a waiting prompt will
+hit (`wanted`, the scheduler's) is not evicted for the bound: only the ceiling and room for new blocks
+take it.
+
+A prompt whose next block after its cached ones is being computed right now by a running sequence
+(`pending_block`: the same system prompt in a burst of requests) is better admitted once that block is
+cached than computed twice: the scheduler defers it (SGLang's in-batch prefix caching).
 Running out of blocks is a normal outcome: methods return None or False and change nothing.
 
 A *hold* (`hold(key, tokens)`) keeps the cached blocks of a token prefix referenced while no sequence
@@ -101,6 +107,8 @@ class BlockManager:
         self.cache_target = self.max_cached_blocks  # unused cached blocks kept now (set_cache_target)
         self.grace_s = grace_s
         self._clock = clock
+        # hashes of cached blocks a waiting prompt will hit: kept beyond cache_target (the scheduler's)
+        self.wanted: Callable[[], Collection[int]] = frozenset
         self._ghosts: OrderedDict[int, None] = OrderedDict()  # hashes evicted for the bound, oldest first
         # prompt tokens found in unused cached blocks, or among the ghosts, by allocate (cache_budget.py)
         self.reused_tokens = 0
@@ -143,6 +151,29 @@ class BlockManager:
 
     def num_tokens(self, seq_id: int) -> int:
         return len(self._seqs[seq_id].tokens)
+
+    def prompt_hashes(
+        self, prompt: Sequence[int], salt: str = "", shared_salt: str = "", shared_tokens: int = 0
+    ) -> list[int]:
+        """The hashes `allocate` would give the prompt's full blocks (to be looked up before it is)."""
+        shared_blocks = min(shared_tokens, len(prompt)) // self.block_size if shared_salt else 0
+        seq = _Seq([], list(prompt), salt, shared_salt, shared_blocks)
+        self._hash_full_blocks(seq)
+        return seq.hashes
+
+    def pending_block(self, hashes: Sequence[int], prompt_len: int) -> bool:
+        """Whether the first block of a prompt (of these block hashes) that is not cached is one a
+        running sequence is computing, not yet cached: admitted once it is, the prompt would hit it."""
+        if not self.caching:
+            return False
+        usable = (prompt_len - 1) // self.block_size  # its last token is always computed
+        i = 0
+        while i < min(usable, len(hashes)) and hashes[i] in self._cached:
+            i += 1
+        if i >= min(usable, len(hashes)):
+            return False
+        h = hashes[i]
+        return any(h in s.hashes[s.num_published :] for s in self._seqs.values())
 
     def _blocks_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
@@ -406,15 +437,21 @@ class BlockManager:
     def _bound_cached(self) -> None:
         """Evicts the least recently used unused cached blocks, as ghosts: beyond max_cached_blocks at
         once, beyond cache_target those unused for grace_s."""
-        now = self._clock() if self.grace_s and len(self._cached_free) > self.cache_target else 0.0
-        while len(self._cached_free) > self.cache_target:
-            b, freed = next(iter(self._cached_free.items()))
-            if (
-                len(self._cached_free) <= self.max_cached_blocks
-                and self.grace_s
-                and now - freed < self.grace_s
-            ):
-                break  # the least recently used is in its grace: so is every later one
+        if len(self._cached_free) <= self.cache_target:
+            return
+        now = self._clock() if self.grace_s else 0.0
+        wanted: Collection[int] | None = None  # asked for only when a block would go for the budget
+        for b, freed in list(self._cached_free.items()):
+            over = len(self._cached_free) - self.cache_target
+            if over <= 0:
+                break
+            if len(self._cached_free) <= self.max_cached_blocks:  # the budget's bound, not the ceiling's
+                if self.grace_s and now - freed < self.grace_s:
+                    break  # the least recently used is in its grace: so is every later one
+                if wanted is None:
+                    wanted = self.wanted()
+                if self.blocks[b].hash in wanted:
+                    continue  # a waiting prompt will hit it
             h = self.blocks[b].hash
             assert h is not None
             self._ghosts[h] = None

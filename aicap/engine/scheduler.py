@@ -15,6 +15,11 @@ back (`Batch.fetch`, one at a time, once its blocks are free) and it waits, not 
 arrives (`came_back`), or is recomputed if the store failed (`lost`). Meanwhile no new sequence is
 admitted ahead of it.
 
+Among waiting sequences, one whose prompt's next uncached block is being computed by a running
+sequence (a burst of requests under one system prompt) is passed over until that block is cached,
+so it computes only what is its own (BlockManager.pending_block). The blocks waiting prompts will hit
+are kept by the prefix cache's budget (`wanted`, counted as sequences come and go).
+
 A sequence with an imported KV state (kv_state.py) skips the prefix cache when admitted: the state
 fills its first cells, and it computes only the rest. A prefill-only sequence ends when its prompt is
 computed, sampling nothing.
@@ -71,14 +76,44 @@ class Scheduler:
         # speculation: the share of a step of `tokens` tokens that one more token costs (the engine
         # sets it from its measured speeds; 1: drafts never pay)
         self.draft_cost: Callable[[int], float] = lambda tokens: 1.0
+        # block hash -> waiting sequences whose prompt has it (the cache budget keeps those blocks)
+        self.wanted: dict[int, int] = {}
+        blocks.wanted = lambda: self.wanted
 
     def add(self, seq: Sequence) -> None:
         seq.status = Status.WAITING
         self.waiting.append(seq)
+        self._want(seq)
+
+    def _want(self, seq: Sequence) -> None:
+        """Counts a waiting sequence's prompt blocks as wanted (one with an imported state or without
+        a prefix cache hits none)."""
+        if not self.blocks.caching or seq.imported is not None:
+            return
+        if not seq.block_hashes:
+            seq.block_hashes = self.blocks.prompt_hashes(
+                seq.prompt, seq.salt, seq.shared_salt, seq.shared_tokens
+            )
+        for h in seq.block_hashes:
+            self.wanted[h] = self.wanted.get(h, 0) + 1
+
+    def _unwait(self, seq: Sequence) -> None:
+        """Takes a sequence out of the waiting queue, and its blocks out of the wanted ones."""
+        self.waiting.remove(seq)
+        if not seq.block_hashes:
+            return
+        for h in seq.block_hashes:
+            n = self.wanted[h] - 1
+            if n:
+                self.wanted[h] = n
+            else:
+                del self.wanted[h]
 
     def abort(self, seq: Sequence) -> None:
         """Stops a sequence wherever it is and frees its blocks (a cancelled call)."""
-        for queue in (self.waiting, self.running, self.swapped):
+        if seq in self.waiting:
+            self._unwait(seq)
+        for queue in (self.running, self.swapped):
             if seq in queue:
                 queue.remove(seq)
         if seq.status == Status.RUNNING:
@@ -229,6 +264,7 @@ class Scheduler:
         seq.num_computed = 0
         self.waiting.append(seq)
         self.waiting.sort(key=lambda s: s.arrival)
+        self._want(seq)
 
     def preempt_newest(self) -> Sequence | None:
         """Drops the most recently admitted sequence for recompute (the runner found no KV slot
@@ -262,8 +298,13 @@ class Scheduler:
         running_per_app: dict[str, int] = {}
         for s in self.running:
             running_per_app[s.app] = running_per_app.get(s.app, 0) + 1
-        # the oldest waiting sequence of the app with the fewest running ones
-        return min(ready, key=lambda s: (running_per_app.get(s.app, 0), s.arrival))
+        # the oldest waiting sequence of the app with the fewest running ones, that would not compute
+        # a block a running sequence is computing now
+        ready.sort(key=lambda s: (running_per_app.get(s.app, 0), s.arrival))
+        for seq in ready:
+            if not seq.block_hashes or not self.blocks.pending_block(seq.block_hashes, len(seq.prompt)):
+                return seq
+        return None
 
     def _admit(self, seq: Sequence, batch: Batch) -> bool:
         """Blocks for every token of the sequence; a swapped-in one takes no prefix hits, since its
@@ -283,12 +324,12 @@ class Scheduler:
             seq.away = None  # one still shipping comes back from here (the store's copy is dropped)
             batch.swap_in.append(seq)
         elif seq.imported is not None:  # once: recomputed after a preemption, it computes every token
-            self.waiting.remove(seq)
+            self._unwait(seq)
             seq.num_computed = len(seq.imported.tokens)
             batch.restore.append((seq, seq.imported))
             seq.imported = None
         else:
-            self.waiting.remove(seq)
+            self._unwait(seq)
             seq.num_computed = alloc.num_cached_tokens
             if seq.cached_tokens is None:
                 seq.cached_tokens = alloc.num_cached_tokens

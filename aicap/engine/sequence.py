@@ -65,6 +65,7 @@ class Sequence:
     status: Status = Status.WAITING
     num_computed: int = 0  # leading tokens whose KV is in the cache
     cached_tokens: int | None = None  # prompt tokens found in the prefix cache at first admission
+    block_hashes: list[int] = field(default_factory=list)  # its prompt's full blocks' (while waiting)
     arrival: int = field(default_factory=lambda: next(_arrivals))
 
     @property

@@ -113,6 +113,29 @@ def test_beyond_the_target_a_block_stays_for_its_grace() -> None:
     bm.check_invariants()
 
 
+def test_a_block_a_waiting_prompt_will_hit_stays_beyond_the_target_but_not_the_ceiling() -> None:
+    now = [100.0]
+    bm = BlockManager(num_blocks=16, block_size=2, max_cached_blocks=3, grace_s=1.0, clock=lambda: now[0])
+    bm.allocate(1, [1, 2, 3, 4, 5])
+    bm.cache_computed(1, 5)
+    bm.free(1)
+    waiting_for = set(bm.prompt_hashes([1, 2, 3, 4, 9])[1:])  # a waiting prompt hits block 2 of 2
+    bm.wanted = lambda: waiting_for
+    now[0] += 2.0
+    bm.set_cache_target(0)
+    assert bm.num_unused_cached == 1  # the first went; the wanted one stays
+    waiting_for = set()
+    bm.expire()
+    assert bm.num_unused_cached == 0
+    bm.allocate(2, [6, 6, 7, 7, 8, 8, 9, 9, 5])  # four cached blocks: over the ceiling of 3
+    bm.cache_computed(2, 9)
+    waiting_for = set(bm.prompt_hashes([6, 6, 7, 7, 8, 8, 9, 9, 5]))
+    bm.set_cache_target(3)
+    bm.free(2)
+    assert bm.num_unused_cached == 3  # the ceiling takes a wanted block too
+    bm.check_invariants()
+
+
 def make(**kw: object) -> LLMEngine:
     return LLMEngine(
         FakeRunner(2048, 12),  # type: ignore[arg-type]

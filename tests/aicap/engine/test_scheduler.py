@@ -28,6 +28,11 @@ def run_all(sched: Scheduler, max_steps: int = 10_000) -> list[Batch]:
         assert batch.scheduled or batch.swap_out or batch.recompute, "a step with nothing to do: stuck"
         fake_step(sched, batch)
         sched.blocks.check_invariants()
+        wanted: dict[int, int] = {}
+        for s in sched.waiting:
+            for h in s.block_hashes:
+                wanted[h] = wanted.get(h, 0) + 1
+        assert sched.wanted == wanted, "the wanted blocks are not the waiting prompts'"
         batches.append(batch)
         assert len(batches) < max_steps
     return batches
@@ -51,6 +56,28 @@ def test_decodes_go_first_then_new_prefills() -> None:
     sched.add(second)
     batch = sched.schedule()
     assert batch.scheduled == [(first, 1), (second, 9)]
+
+
+def test_a_burst_under_one_system_prompt_computes_it_once() -> None:
+    """Four requests arrive together with the same 40-token prefix: the first computes it, the others
+    wait until it is cached and compute only their own few tokens (without the deferral each would
+    compute the prefix: 4 x 40)."""
+    sched = Scheduler(EngineConfig(max_batch_tokens=64, max_running=8), BlockManager(128, 4))
+    system = list(range(100, 140))
+    burst = [Sequence(i, "com.a", [*system, i, i + 1, i + 2], max_tokens=2) for i in range(4)]
+    other = Sequence(9, "com.a", [7] * 12, max_tokens=2)
+    for s in [*burst, other]:
+        sched.add(s)
+    first = sched.schedule()
+    assert first.scheduled == [(burst[0], 43), (other, 12)]  # the others wait for burst[0]'s blocks
+    fake_step(sched, first)
+    second = sched.schedule()
+    assert [(s.seq_id, n) for s, n in second.scheduled] == [(0, 1), (9, 1), (1, 3), (2, 3), (3, 3)]
+    fake_step(sched, second)
+    assert [s.cached_tokens for s in burst] == [0, 40, 40, 40]
+    assert not sched.wanted  # no sequence waits
+    run_all(sched)
+    assert all(s.status == Status.FINISHED and len(s.output) == 2 for s in burst)
 
 
 def test_one_apps_flood_does_not_starve_another() -> None:
