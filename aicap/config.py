@@ -40,7 +40,9 @@ class EngineConfig:
     max_running: int = 16  # sequences decoding at once (at most the context's n_seq_max)
     swap_budget_tokens: int = 16384  # KV of preempted sequences kept in host memory; beyond: recompute
     prefix_caching: bool = True
-    prefix_cache_tokens: int = 2048  # unused cached blocks kept, in tokens (each costs attention time)
+    # unused cached blocks kept at most, in tokens (each costs attention time; the adaptive budget keeps
+    # fewer: with it off, ~2048 is the better ceiling)
+    prefix_cache_tokens: int = 8192
     prefix_cache_adaptive: bool = True  # keep of those only as many as their reuse pays for (cache_budget.py)
     held_cache_tokens: int = 4096  # cached blocks held for sessions and pinned contexts, in tokens
     isolate_apps: bool = True  # salt the prefix cache per app (declared shared prefixes excepted)

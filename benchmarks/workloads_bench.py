@@ -9,9 +9,10 @@ API and through llama-server (`-np N -kvu`, the daemon's n_ctx, threads and flas
 cache on), with the same client code and the same fresh content in each round; rounds rotate which
 system goes first, and the table shows medians.
 
-- chat: N users, 3 turns each, under one shared system prompt of ~400 tokens; each turn resends the
-  whole history (system, earlier questions and the answers as streamed) and a new question; 128 tokens
-  a turn. What a chat app that keeps no session does.
+- chat: N users of one chat app, 3 turns each, under the app's system prompt of ~400 tokens; each turn
+  resends the whole history (system, earlier questions and the answers as streamed) and a new
+  question; 128 tokens a turn. What a chat app that keeps no session does. The users are one app (one
+  token): the daemon's prefix cache is per app, and apps share only prefixes they declare shared.
 - docs: N distinct documents of ~600 tokens to summarize, one each; 128 tokens out.
 - short: N clients x 2 distinct short prompts (a system message and 12-48 words), 128 tokens out.
 
@@ -164,14 +165,22 @@ def short(rng: random.Random, users: int) -> Callable[[int, Callable[[int, Messa
 WORKLOADS: dict[str, Workload] = {"chat": chat, "docs": docs, "short": short}
 
 
-def run(endpoint: Endpoint, users: int, client: Callable[[int, Callable[[int, Messages], str]], None]) -> Run:
+ONE_APP = {"chat"}  # workloads whose clients are one app (the others: an app each)
+
+
+def run(
+    endpoint: Endpoint,
+    users: int,
+    client: Callable[[int, Callable[[int, Messages], str]], None],
+    one_app: bool = False,
+) -> Run:
     result = Run()
     errors: list[BaseException] = []
 
     sent = [0] * users
 
     def send(c: int, messages: Messages) -> str:
-        ttft, times, answer, tokens = endpoint.chat(c, messages)
+        ttft, times, answer, tokens = endpoint.chat(0 if one_app else c, messages)
         result.add(ttft, times, tokens, sent[c])
         sent[c] += 1
         return answer
@@ -264,7 +273,7 @@ def main() -> None:
             for w in names:
                 client = WORKLOADS[w](rng, args.users)  # fresh content: no system finds an earlier round's
                 for s in systems[r % 2 :] + systems[: r % 2]:
-                    res = run(s, args.users, client)
+                    res = run(s, args.users, client, w in ONE_APP)
                     results[w][s.name].append(res)
                     print(
                         f"round {r + 1} {w:6} {s.name:>12}: {res.tok_s:6.1f} tok/s, TTFT p50 "

@@ -219,10 +219,12 @@ class AiSettings(BaseModel):
         description="KV of preempted sequences kept in host memory, in tokens; beyond: recompute.",
     )
     prefix_cache_tokens: int = Field(
-        2048,
+        8192,
         ge=0,
-        description="Tokens of cached prefix blocks no request uses kept in the KV cache (the least recently "
-        "used are evicted beyond): llama.cpp's attention walks every live cell, so each costs step time.",
+        description="At most this many tokens of cached prefix blocks no request uses are kept in the KV "
+        "cache (the least recently used are evicted beyond): llama.cpp's attention walks every live cell, "
+        "so each costs step time. The adaptive budget keeps fewer (it starts at 2048); with "
+        "prefix_cache_adaptive off, about 2048 is the better bound.",
     )
     prefix_cache_adaptive: bool = Field(
         True,

@@ -16,11 +16,15 @@ The budget follows that balance, window by window of steps: it halves while the 
 than the reuse it gave (none, for unshared prompts: the cache shrinks to nothing in a few seconds of
 decoding), and grows again as soon as prompts find their blocks cached, or find blocks the budget
 had evicted ("ghosts", as ARC keeps them): a multi-turn chat whose history is resent keeps its cache.
-`ai.prefix_cache_tokens` stays the ceiling. Beyond the budget a block still stays `GRACE_S` after it
-became unused (block_manager.py): clients that send the next request as soon as an answer ends (a chat
-resending its history, an agent) find their blocks even at a budget of nothing: without that grace, 8
-chats under one system prompt that all ended in one step lost the prompt itself, and their next turns
-started 4-8x later. Pure logic: the engine feeds it each step.
+`ai.prefix_cache_tokens` stays the ceiling (by default the whole context: the budget, which starts at
+`START_TOKENS`, is what bounds the cache; a ceiling below what the users of a chat app leave behind
+when their turns end together evicted their histories before their next turns came). Beyond the
+budget a block still stays `GRACE_S` after it became unused (block_manager.py): clients that send
+the next request as soon as an answer ends (a chat resending its history, an agent) find their blocks
+even at a budget of nothing: without that grace, 8 chats under one system prompt that all ended in
+one step lost the prompt itself, and their next turns started 4-8x later. Once such a request waits
+for admission, the blocks it will hit stay whatever the grace (the scheduler's `wanted`).
+Pure logic: the engine feeds it each step.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dataclasses import dataclass
 ROW_CELLS_PER_TOKEN = 5000  # one prefill token's time, in (step token x unused cell) units, measured here
 WINDOW_STEPS = 32  # steps between decisions (~2 s of decoding at 8 sequences)
 MIN_GROW_BLOCKS = 16  # what a budget of nothing grows to at the first sign of reuse
+START_TOKENS = 2048  # the budget before the first decision (below the ceiling)
 GRACE_S = 1.0  # a block unused for less than this is not evicted for the budget (only for the ceiling)
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from aicap.config import EngineConfig
 from aicap.engine.block_manager import BlockManager
-from aicap.engine.cache_budget import GRACE_S, CacheBudget
+from aicap.engine.cache_budget import GRACE_S, START_TOKENS, CacheBudget
 from aicap.engine.cells import Cells
 from aicap.engine.grammar import Grammar
 from aicap.engine.model_runner import DecodeError, ModelRunner
@@ -131,11 +131,12 @@ class LLMEngine:
         self.scheduler = Scheduler(dataclasses.replace(config, max_running=n_slots), self.blocks)
         self.cells = Cells(runner, self.blocks, n_slots)
         # how many unused cached blocks to keep (None: all max_cached_blocks, always)
-        self.cache_budget = (
-            CacheBudget(self.blocks.max_cached_blocks, config.block_size)
-            if caching and config.prefix_cache_adaptive
-            else None
-        )
+        self.cache_budget = None
+        if caching and config.prefix_cache_adaptive:
+            ceiling = self.blocks.max_cached_blocks
+            start = min(ceiling, START_TOKENS // config.block_size)
+            self.cache_budget = CacheBudget(ceiling, config.block_size, start)
+            self.blocks.set_cache_target(start)
         self._reused_seen = 0  # blocks.reused_tokens the budget has been told of
         self.remote = RemoteSwap()
         self.grammar = Grammar(runner.n_vocab, runner.config.n_threads)

@@ -60,12 +60,17 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+FIT_MAX_TOKENS = 64  # steps of at most this many tokens use fewer threads while the host is busy
+
+
 class ModelRunner:
     """`host_busy`, if given, says how many of the host's other threads run CPU-heavy work now (the
-    daemon's database statements, tokenizing): each decode then uses no more threads than the cores
-    those leave, down to one. An OpenMP team larger than the free cores waits at every barrier for a
-    member the OS has descheduled: beside one SQLite statement on 2 cores, 2 inference threads made
-    an 8-token completion 3.3x slower at the median and 10x at p99; 1 thread, 1.2x and 1.15x."""
+    daemon's database statements, tokenizing): each decode step of at most FIT_MAX_TOKENS tokens then
+    uses no more threads than the cores those leave, down to one. An OpenMP team larger than the free
+    cores waits at every barrier for a member the OS has descheduled: beside one SQLite statement on 2
+    cores, 2 inference threads made an 8-token completion 3.3x slower at the median and 10x at p99;
+    1 thread, 1.2x and 1.15x. A prompt chunk keeps both threads: dropping one for the few
+    milliseconds of a statement or a tokenization beside it would halve it all."""
 
     def __init__(self, config: RunnerConfig, host_busy: Callable[[], int] | None = None) -> None:
         if config.cache_type not in GGML_TYPES:
@@ -150,7 +155,10 @@ class ModelRunner:
         assert 0 < n <= self.config.n_batch, f"{n} tokens do not fit the batch"
         b.n_tokens = n
         if self._host_busy is not None:
-            self.fit_threads(self._host_busy())
+            # a step of many tokens (a prompt chunk: seconds) keeps every thread: the work beside it
+            # (a statement, a prompt to tokenize) takes milliseconds of it, while one thread fewer
+            # would slow all of it
+            self.fit_threads(self._host_busy() if n <= FIT_MAX_TOKENS else 0)
         code = llama_cpp.llama_decode(self._ctx, b)
         if code != 0:
             raise DecodeError(code)

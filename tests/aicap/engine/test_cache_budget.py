@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from aicap.config import EngineConfig
 from aicap.engine.block_manager import BlockManager
-from aicap.engine.cache_budget import MIN_GROW_BLOCKS, ROW_CELLS_PER_TOKEN, WINDOW_STEPS, CacheBudget
+from aicap.engine.cache_budget import (
+    MIN_GROW_BLOCKS,
+    ROW_CELLS_PER_TOKEN,
+    START_TOKENS,
+    WINDOW_STEPS,
+    CacheBudget,
+)
 from aicap.engine.llm_engine import LLMEngine
 from aicap.engine.sampler import SamplingParams
 from tests.aicap.engine.fake_runner import FakeRunner
@@ -186,3 +192,26 @@ def test_off_it_keeps_every_unused_block_up_to_the_ceiling() -> None:
     assert engine.cache_budget is None
     assert engine.stats().prefix_cache_target_tokens == 512
     assert engine.stats().prefix_cache_unused_tokens == 512
+
+
+def test_the_budget_starts_below_a_ceiling_of_the_whole_context() -> None:
+    """By default the ceiling is the whole context: what users leave behind when their turns end
+    together stays for their next turns (the budget's grace), and the budget starts at START_TOKENS."""
+    engine = LLMEngine(FakeRunner(8192, 64), EngineConfig())  # type: ignore[arg-type]
+    assert engine.blocks.max_cached_blocks * 8 == 8192
+    assert engine.stats().prefix_cache_target_tokens == START_TOKENS
+    now = [0.0]
+    engine.blocks._clock = lambda: now[0]
+    users = [[u + 1] + [(7 * k + u) % 31 + 1 for k in range(599)] for u in range(8)]  # 4,800 tokens
+    for u, p in enumerate(users):
+        engine.add(u, p, SamplingParams(max_tokens=4, ignore_eos=True))
+    while engine.has_work():
+        engine.step()
+    assert engine.stats().prefix_cache_unused_tokens == 8 * 600  # all kept through their grace
+    for u, p in enumerate(users):  # their next turns, sent at once
+        engine.add(100 + u, [*p, 1, 2, 3, 4, 5], SamplingParams(max_tokens=4, ignore_eos=True))
+    now[0] += 5.0  # the grace passes while they wait: the blocks they will hit stay
+    engine.blocks.set_cache_target(0)
+    assert engine.stats().prefix_cache_unused_tokens == 8 * 600
+    engine.step()
+    assert engine.blocks.prefix_hits >= 8 * 592
