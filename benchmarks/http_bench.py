@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,24 @@ def open_chat(
     return conn, resp, t0
 
 
+def sse_events(resp: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The JSON events of an OpenAI server-sent event stream, up to its `[DONE]`."""
+    for line in resp:
+        if not line.startswith(b"data: "):
+            continue
+        if line.startswith(b"data: [DONE]"):
+            return
+        yield json.loads(line[6:])
+
+
+def event_contents(event: dict[str, Any]) -> Iterator[str]:
+    """The non-empty delta contents of one streamed chat completion event."""
+    for choice in event.get("choices") or ():
+        content = (choice.get("delta") or {}).get("content")
+        if content:
+            yield content
+
+
 class Endpoint:
     """An OpenAI-compatible server on loopback: POST /v1/chat/completions, streamed. `pid`: its process."""
 
@@ -120,17 +139,11 @@ class Endpoint:
         ttft = None
         usage: dict[str, Any] = {}
         contents = 0
-        for line in resp:
-            if not line.startswith(b"data: "):
-                continue
-            if line.startswith(b"data: [DONE]"):
-                break
-            event = json.loads(line[6:])
-            for choice in event.get("choices") or ():
-                if (choice.get("delta") or {}).get("content"):
-                    contents += 1
-                    if ttft is None:
-                        ttft = time.perf_counter() - t0
+        for event in sse_events(resp):
+            for _ in event_contents(event):
+                contents += 1
+                if ttft is None:
+                    ttft = time.perf_counter() - t0
             usage = event.get("usage") or usage
         last = time.perf_counter()
         conn.close()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import random
 import statistics
@@ -46,7 +45,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _machine import cpu_times, machine  # noqa: E402
 from aicap_bench import WORDS  # noqa: E402
 from harness import Daemon  # noqa: E402
-from http_bench import open_chat  # noqa: E402
+from http_bench import event_contents, open_chat, sse_events  # noqa: E402
 from llama_server import LlamaServer, find_binary  # noqa: E402
 
 from aicap.engine.model_runner import default_model_path  # noqa: E402
@@ -104,17 +103,10 @@ class Endpoint:
         times: list[float] = []
         text: list[str] = []
         usage: dict[str, Any] = {}
-        for line in resp:
-            if not line.startswith(b"data: "):
-                continue
-            if line.startswith(b"data: [DONE]"):
-                break
-            event = json.loads(line[6:])
-            for choice in event.get("choices") or ():
-                content = (choice.get("delta") or {}).get("content")
-                if content:
-                    times.append(time.perf_counter())
-                    text.append(content)
+        for event in sse_events(resp):
+            for content in event_contents(event):
+                times.append(time.perf_counter())
+                text.append(content)
             usage = event.get("usage") or usage
         conn.close()
         if not times:

@@ -161,19 +161,20 @@ class BlockManager:
         self._hash_full_blocks(seq)
         return seq.hashes
 
-    def pending_block(self, hashes: Sequence[int], prompt_len: int) -> bool:
-        """Whether the first block of a prompt (of these block hashes) that is not cached is one a
-        running sequence is computing, not yet cached: admitted once it is, the prompt would hit it."""
+    def computing(self) -> set[int]:
+        """Hashes of the full blocks running sequences are computing now, not yet cached."""
+        return {h for s in self._seqs.values() for h in s.hashes[s.num_published :]}
+
+    def pending_block(self, hashes: Sequence[int], prompt_len: int, computing: Collection[int]) -> bool:
+        """Whether the first block of a prompt (of these block hashes) that is not cached is in
+        `computing` (a running sequence's, not cached yet): admitted once it is, the prompt hits it."""
         if not self.caching:
             return False
-        usable = (prompt_len - 1) // self.block_size  # its last token is always computed
+        usable = min((prompt_len - 1) // self.block_size, len(hashes))  # its last token is computed
         i = 0
-        while i < min(usable, len(hashes)) and hashes[i] in self._cached:
+        while i < usable and hashes[i] in self._cached:
             i += 1
-        if i >= min(usable, len(hashes)):
-            return False
-        h = hashes[i]
-        return any(h in s.hashes[s.num_published :] for s in self._seqs.values())
+        return i < usable and hashes[i] in computing
 
     def _blocks_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)

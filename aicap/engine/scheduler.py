@@ -301,8 +301,9 @@ class Scheduler:
         # the oldest waiting sequence of the app with the fewest running ones, that would not compute
         # a block a running sequence is computing now
         ready.sort(key=lambda s: (running_per_app.get(s.app, 0), s.arrival))
+        computing = self.blocks.computing()
         for seq in ready:
-            if not seq.block_hashes or not self.blocks.pending_block(seq.block_hashes, len(seq.prompt)):
+            if not self.blocks.pending_block(seq.block_hashes, len(seq.prompt), computing):
                 return seq
         return None
 
