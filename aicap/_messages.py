@@ -231,12 +231,21 @@ class Model:
     loaded: bool
     kind: str = "generate"  # or "embed": an embedding model (AiClient.embed), of `embedding_dim`
     embedding_dim: int = 0
+    weights_path: str = ""  # the file llama.cpp loads (a Q8_0 copy of `path`: ai.fast_weights); "" until used
 
 
 def model_from_proto(msg: pb.Model) -> Model:
     kind = "embed" if msg.kind == pb.MODEL_KIND_EMBED else "generate"
     return Model(
-        msg.name, msg.path, msg.n_ctx, msg.chat_template, msg.is_default, msg.loaded, kind, msg.embedding_dim
+        msg.name,
+        msg.path,
+        msg.n_ctx,
+        msg.chat_template,
+        msg.is_default,
+        msg.loaded,
+        kind,
+        msg.embedding_dim,
+        msg.weights_path,
     )
 
 

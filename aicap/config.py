@@ -103,6 +103,8 @@ class AiConfig:
     # built-in one's GGUF is converted to (None: not built in); a call's bounds; tokens per engine turn
     embedding_model: str = DEFAULT_EMBED_MODEL
     model_cache_dir: Path | None = None
+    # load a Q8_0 copy (made once in model_cache_dir) of Q4_1 and Q5_1 weights (aicap.weights)
+    fast_weights: bool = True
     max_embed_texts: int = 256
     max_embed_chars: int = 0  # of each text; 0: 8 x the model's context
     max_embed_bytes: int = 1 << 20  # UTF-8 bytes of a call's texts together

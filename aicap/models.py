@@ -47,6 +47,7 @@ from aicap.errors import (
 )
 from aicap.kv_state import model_digest
 from aicap.store import ModelStore
+from aicap.weights import fast_weights
 
 log = logging.getLogger("aicap.models")
 GGUF_MAGIC = b"GGUF"
@@ -102,6 +103,7 @@ class Model:
     digest: str = ""  # the file's sha256, once computed (placement.model_digest)
     embedder: AsyncEmbedder | None = None  # an embedding model's engine
     prepare: Callable[[], None] | None = None  # makes the file before its first load (a conversion)
+    weights: Path | None = None  # the file llama.cpp loads, once known: spec.path or its Q8_0 copy
     dim: int = 0  # an embedding model's vector length, once its tokenizer is loaded
 
     @property
@@ -116,6 +118,11 @@ class Model:
     @property
     def loaded(self) -> bool:
         return self.engine is not None or self.embedder is not None
+
+    @property
+    def file(self) -> Path:
+        """The file llama.cpp loads (aicap.weights: a Q4_1 or Q5_1 model's Q8_0 copy)."""
+        return self.weights or self.spec.path
 
     def chat_template(self) -> str:
         if self.spec.chat_template:
@@ -234,7 +241,7 @@ class ModelRegistry:
     async def digest(self, m: Model) -> str:
         """The sha256 of `m`'s file (computed once, off the loop): what paired devices compare."""
         if not m.digest:
-            m.digest = await self._load(m, model_digest, m.spec.path)
+            m.digest = await self._load(m, model_digest, await self.weights(m))
         return m.digest
 
     async def by_digest(self, digest: str) -> Model:
@@ -271,17 +278,33 @@ class ModelRegistry:
             m.prepare()
         return Tokenizer(m.spec.path)
 
+    async def weights(self, m: Model) -> Path:
+        """The file llama.cpp loads for `m`, chosen on its first use: with ai.fast_weights, the Q8_0
+        copy of Q4_1 or Q5_1 weights (aicap.weights: made now, off the loop, if it is not cached)."""
+        await self.tokenizer(m)  # a converted model's file exists from then on
+        if m.weights is None:
+            async with m.lock:
+                self._check_alive(m)
+                if m.weights is None:
+                    m.weights = await self._load(m, self._choose_weights, m.spec.path)
+        return m.weights
+
+    def _choose_weights(self, path: Path) -> Path:
+        cache = self.config.model_cache_dir
+        return fast_weights(path, cache) if self.config.fast_weights and cache is not None else path
+
     async def engine(self, m: Model) -> AsyncEngine:
         if m.engine is None:
             await self.tokenizer(m)
             if m.kind == "embed":
                 raise InvalidArgument(_not_generating(m))
+            await self.weights(m)
             async with m.lock:
                 self._check_alive(m)
                 if m.engine is None:
-                    make, loop = self._make_engine(m.spec), asyncio.get_running_loop()
+                    make, loop = self._make_engine(m), asyncio.get_running_loop()
                     m.engine = await self._load(m, AsyncEngine, make, self._keeper, loop)
-                    log.info("model %s loaded (n_ctx %d) from %s", m.name, m.spec.n_ctx, m.spec.path)
+                    log.info("model %s loaded (n_ctx %d) from %s", m.name, m.spec.n_ctx, m.file)
         return m.engine
 
     async def embedder(self, m: Model) -> AsyncEmbedder:
@@ -290,11 +313,12 @@ class ModelRegistry:
             await self.tokenizer(m)
             if m.kind != "embed":
                 raise InvalidArgument(_not_embedding(m))
+            await self.weights(m)
             async with m.lock:
                 self._check_alive(m)
                 if m.embedder is None:
                     make = functools.partial(
-                        EmbedRunner, m.spec.path, self.config.runner.n_threads, self._host_busy
+                        EmbedRunner, m.file, self.config.runner.n_threads, self._host_busy
                     )
                     m.embedder = await self._load(m, AsyncEmbedder, make, self.config.embed_batch_tokens)
                     log.info("embedding model %s loaded (n_ctx %d, dim %d)", m.name, m.spec.n_ctx, m.dim)
@@ -367,8 +391,8 @@ class ModelRegistry:
             log.error("cannot load model %s from %s: %s", m.name, m.spec.path, exc)
             raise FailedPrecondition(f"cannot load model {m.name} from {m.spec.path}: {exc}") from None
 
-    def _make_engine(self, spec: ModelSpec) -> Callable[[], LLMEngine]:
-        return engine_factory(spec.path, spec.n_ctx, self.config, self._host_busy)
+    def _make_engine(self, m: Model) -> Callable[[], LLMEngine]:
+        return engine_factory(m.file, m.spec.n_ctx, self.config, self._host_busy)
 
     async def _free(self, m: Model, reason: str) -> None:
         m.removed = True

@@ -446,6 +446,7 @@ class AiService(pb_grpc.AiServiceServicer):
             loaded=m.loaded,
             kind=pb.MODEL_KIND_EMBED if m.kind == "embed" else pb.MODEL_KIND_GENERATE,
             embedding_dim=m.dim,
+            weights_path=str(m.weights or ""),
         )
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Any) -> pb.ListModelsResponse:

@@ -1,7 +1,13 @@
 """App-shaped workloads on the daemon and on llama.cpp's llama-server, in one run (issue 14).
 
 Run: .venv/bin/python benchmarks/workloads_bench.py [--rounds 2] [--workloads chat,docs,short] [--users 8]
-     [--daemon-env DATAMGR_AI__MAX_BATCH_TOKENS=1024 ...]
+     [--daemon-env DATAMGR_AI__MAX_BATCH_TOKENS=1024 ...] [--ours-also NAME:KEY=VALUE,...]
+     [--llama-also NAME:MODEL.gguf]
+
+`--ours-also` runs another daemon with those settings beside the default one (e.g.
+`q4_1:DATAMGR_AI__FAST_WEIGHTS=false`, the model's weights as shipped) and `--llama-also` another
+llama-server on another GGUF (e.g. the daemon's Q8_0 copy of the built-in model); each is one more
+system in every round, with its ratio to llama-server.
 
 Each workload streams chat completions (POST /v1/chat/completions, greedy, the end-of-generation token
 ignored, so every answer has exactly its max_tokens) from N client threads through our daemon's HTTP
@@ -63,17 +69,23 @@ class Run:
     start: float = 0.0
     end: float = 0.0
     tokens: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt tokens, those the server found cached (its usage says)
     ttfts: list[float] = field(default_factory=list)
     turns: dict[int, list[float]] = field(default_factory=dict)  # a client's n-th request -> its TTFTs
     gaps: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, ttft: float, times: list[float], tokens: int, turn: int = 0) -> None:
+    def add(self, ttft: float, times: list[float], usage: tuple[int, int, int], turn: int = 0) -> None:
+        """One answer: its TTFT, content times, (completion, prompt, cached prompt) tokens."""
+        tokens, prompt, cached = usage
         with self.lock:
             self.ttfts.append(ttft)
             self.turns.setdefault(turn, []).append(ttft)
             self.gaps.extend(b - a for a, b in itertools.pairwise(times))
             self.tokens += tokens
+            self.prompt_tokens += prompt
+            self.cached_tokens += cached
             self.end = max(self.end, times[-1])
 
     @property
@@ -97,8 +109,9 @@ class Endpoint:
     def __init__(self, name: str, port: int, tokens: list[str]) -> None:
         self.name, self.port, self.tokens = name, port, tokens
 
-    def chat(self, client: int, messages: Messages) -> tuple[float, list[float], str, int]:
-        """(TTFT, the times of the streamed contents, the answer, completion tokens) of one chat."""
+    def chat(self, client: int, messages: Messages) -> tuple[float, list[float], str, tuple[int, int, int]]:
+        """(TTFT, the times of the streamed contents, the answer, (completion, prompt, cached prompt)
+        tokens) of one chat."""
         conn, resp, t0 = open_chat(self.name, self.port, self.tokens[client], messages, MAX_TOKENS)
         times: list[float] = []
         text: list[str] = []
@@ -111,7 +124,9 @@ class Endpoint:
         conn.close()
         if not times:
             raise RuntimeError(f"{self.name}: a stream without content")
-        return times[0] - t0, times, "".join(text), usage.get("completion_tokens", len(times))
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+        counts = (usage.get("completion_tokens", len(times)), usage.get("prompt_tokens", 0), cached)
+        return times[0] - t0, times, "".join(text), counts
 
 
 def words(rng: random.Random, n: int) -> str:
@@ -172,8 +187,8 @@ def run(
     sent = [0] * users
 
     def send(c: int, messages: Messages) -> str:
-        ttft, times, answer, tokens = endpoint.chat(0 if one_app else c, messages)
-        result.add(ttft, times, tokens, sent[c])
+        ttft, times, answer, usage = endpoint.chat(0 if one_app else c, messages)
+        result.add(ttft, times, usage, sent[c])
         sent[c] += 1
         return answer
 
@@ -195,18 +210,18 @@ def run(
 
 
 def report(name: str, runs: dict[str, list[Run]]) -> None:
-    ours, theirs = runs[OURS], runs[LLAMA]
+    theirs = runs[LLAMA]
 
     def med(rs: list[Run], f: Callable[[Run], float]) -> float:
         return statistics.median(f(r) for r in rs)
 
-    def paired(f: Callable[[Run], float]) -> float:
+    def paired(ours: list[Run], f: Callable[[Run], float]) -> float:
         return statistics.median(f(a) / f(b) for a, b in zip(ours, theirs, strict=True))
 
-    print(f"\n{name}: medians of {len(ours)} rounds")
+    print(f"\n{name}: medians of {len(theirs)} rounds")
     print("| system | tok/s | TTFT p50 (ms) | TTFT p99 (ms) | ITL p99 (ms) |")
     print("|---|---|---|---|---|")
-    for label, rs in ((OURS, ours), (LLAMA, theirs)):
+    for label, rs in runs.items():
         print(
             f"| {label} | {med(rs, lambda r: r.tok_s):.1f} | {1000 * med(rs, lambda r: r.ttft(0.5)):.0f} | "
             f"{1000 * med(rs, lambda r: r.ttft(0.99)):.0f} | {1000 * med(rs, lambda r: r.itl_p99):.0f} |"
@@ -217,8 +232,19 @@ def report(name: str, runs: dict[str, list[Run]]) -> None:
         ("TTFT p99", lambda r: r.ttft(0.99)),
         ("ITL p99", lambda r: r.itl_p99),
     ]
-    parts = [f"{label} {med(ours, f) / med(theirs, f):.2f} ({paired(f):.2f})" for label, f in ratios]
-    print(f"ours / llama-server (round by round in brackets): {', '.join(parts)}")
+    for label, ours in runs.items():
+        if label == LLAMA:
+            continue
+        parts = [f"{k} {med(ours, f) / med(theirs, f):.2f} ({paired(ours, f):.2f})" for k, f in ratios]
+        print(f"{label} / llama-server (round by round in brackets): {', '.join(parts)}")
+
+
+def also(value: str) -> tuple[str, str]:
+    """An --ours-also or --llama-also value: (NAME, the rest)."""
+    name, sep, rest = value.partition(":")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{value!r} is not NAME:SETTINGS")
+    return name, rest
 
 
 def main() -> None:
@@ -230,6 +256,8 @@ def main() -> None:
     ap.add_argument("--n-ctx", type=int, default=8192)
     ap.add_argument("--seed", type=int, default=14)
     ap.add_argument("--daemon-env", action="append", default=[], help="KEY=VALUE for the daemon.")
+    ap.add_argument("--ours-also", action="append", default=[], type=also, help="NAME:KEY=VALUE,...")
+    ap.add_argument("--llama-also", action="append", default=[], type=also, help="NAME:MODEL.gguf")
     args = ap.parse_args()
     names = [w for w in args.workloads.split(",") if w]
     unknown = set(names) - set(WORKLOADS)
@@ -247,30 +275,38 @@ def main() -> None:
         "DATAMGR_LOG_LEVEL": "WARNING",
         **dict(kv.split("=", 1) for kv in args.daemon_env),
     }
-    daemon = Daemon(tmp / "data", env=env).start(service="aicap.v1.AiService")
-    server = None
+    daemons: list[Daemon] = []
+    servers: list[LlamaServer] = []
     try:
-        tokens = [daemon.add_app(f"com.bench.user{c}", PERMISSION) for c in range(args.users)]
-        ours = Endpoint(OURS, daemon.endpoint()["http_port"], tokens)
-        server = LlamaServer(
-            binary, default_model_path(), args.n_ctx, args.users, args.threads, "on", tmp / "llama.log"
-        )
-        systems = [ours, Endpoint(LLAMA, server.port, tokens)]
+        systems = []
+        for i, (name, settings) in enumerate([(OURS, ""), *args.ours_also]):
+            extra = dict(kv.split("=", 1) for kv in settings.split(",") if kv)
+            daemon = Daemon(tmp / f"data{i}", env={**env, **extra}).start(service="aicap.v1.AiService")
+            daemons.append(daemon)
+            tokens = [daemon.add_app(f"com.bench.user{c}", PERMISSION) for c in range(args.users)]
+            systems.append(Endpoint(name, daemon.endpoint()["http_port"], tokens))
+        for i, (name, model) in enumerate([(LLAMA, str(default_model_path())), *args.llama_also]):
+            server = LlamaServer(
+                binary, Path(model), args.n_ctx, args.users, args.threads, "on", tmp / f"llama{i}.log"
+            )
+            servers.append(server)
+            systems.append(Endpoint(name, server.port, tokens))
         rng = random.Random(args.seed)
         for s in systems:  # what loads lazily, not measured
             run(s, args.users, short(rng, args.users))
-        results: dict[str, dict[str, list[Run]]] = {w: {OURS: [], LLAMA: []} for w in names}
+        results: dict[str, dict[str, list[Run]]] = {w: {s.name: [] for s in systems} for w in names}
         steal0, busy0, total0 = cpu_times()
         for r in range(args.rounds):
             for w in names:
                 client = WORKLOADS[w](rng, args.users)  # fresh content: no system finds an earlier round's
-                for s in systems[r % 2 :] + systems[: r % 2]:
+                for s in systems[r % len(systems) :] + systems[: r % len(systems)]:
                     res = run(s, args.users, client, w in ONE_APP)
                     results[w][s.name].append(res)
                     print(
                         f"round {r + 1} {w:6} {s.name:>12}: {res.tok_s:6.1f} tok/s, TTFT p50 "
                         f"{1000 * res.ttft(0.5):6.0f} ms, p99 {1000 * res.ttft(0.99):6.0f} ms, "
-                        f"ITL p99 {1000 * res.itl_p99:5.0f} ms, {res.tokens} tokens; TTFT p50 by turn "
+                        f"ITL p99 {1000 * res.itl_p99:5.0f} ms, {res.tokens} tokens, "
+                        f"{res.cached_tokens}/{res.prompt_tokens} prompt tokens cached; TTFT p50 by turn "
                         + " / ".join(f"{1000 * quantile(v, 0.5):.0f}" for _, v in sorted(res.turns.items())),
                         flush=True,
                     )
@@ -283,9 +319,10 @@ def main() -> None:
         for w in names:
             report(w, results[w])
     finally:
-        if server is not None:
+        for server in servers:
             server.close()
-        daemon.stop()
+        for daemon in daemons:
+            daemon.stop()
 
 
 if __name__ == "__main__":

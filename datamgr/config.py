@@ -271,7 +271,15 @@ class AiSettings(BaseModel):
     model_cache_dir: Path | None = Field(
         None,
         description="Where the built-in embedding model's GGUF is converted to, once (from the package's "
-        "safetensors); unset: $XDG_CACHE_HOME/datamgr/models (~/.cache/datamgr/models).",
+        "safetensors), and fast_weights' copies are kept; unset: $XDG_CACHE_HOME/datamgr/models "
+        "(~/.cache/datamgr/models).",
+    )
+    fast_weights: bool = Field(
+        True,
+        description="Load a Q8_0 copy of a model whose weights are Q4_1 or Q5_1 (the built-in model is "
+        "Q4_1), made once in model_cache_dir: llama.cpp multiplies prompts by Q8_0 weights with its tiled "
+        "kernels, 1.6-1.8x as fast here, and Q8_0 holds 4- and 5-bit weights within rounding (perplexity "
+        "21.90 against 21.95). Each copy is about 1.5x the source's size on disk and in memory.",
     )
     max_embed_texts: int = Field(256, ge=1, le=65_536, description="Texts one Embed call may send.")
     max_embed_chars: int = Field(

