@@ -213,6 +213,14 @@ class AiSettings(BaseModel):
     )
     max_batch_tokens: int = Field(512, ge=16, le=8192, description="Tokens per engine step (llama_decode).")
     max_running: int = Field(16, ge=1, le=256, description="Sequences decoding at once per model.")
+    prefill_pack_tokens: int = Field(
+        32,
+        ge=0,
+        le=65_536,
+        description="A step that computes a prompt takes another waiting prompt only if it has at most "
+        "this many tokens left to compute: a burst of prompts is computed one after another, so the first "
+        "ones' first tokens do not wait for the whole burst. max_batch_tokens: pack every step full.",
+    )
     swap_budget_tokens: int = Field(
         16384,
         ge=0,

@@ -251,6 +251,7 @@ async def _start_ai(ai: AiSettings, identify: Identify, db: Database) -> Any:
             block_size=ai.block_size,
             max_batch_tokens=ai.max_batch_tokens,
             max_running=ai.max_running,
+            prefill_pack_tokens=ai.prefill_pack_tokens,
             swap_budget_tokens=ai.swap_budget_tokens,
             prefix_cache_tokens=ai.prefix_cache_tokens,
             prefix_cache_adaptive=ai.prefix_cache_adaptive,

@@ -165,6 +165,16 @@ class BlockManager:
         """Hashes of the full blocks running sequences are computing now, not yet cached."""
         return {h for s in self._seqs.values() for h in s.hashes[s.num_published :]}
 
+    def cached_prefix(self, hashes: Sequence[int], prompt_len: int) -> int:
+        """How many tokens of a prompt (of these block hashes) `allocate` would find cached now."""
+        if not self.caching:
+            return 0
+        usable = min((prompt_len - 1) // self.block_size, len(hashes))  # its last token is computed
+        i = 0
+        while i < usable and hashes[i] in self._cached:
+            i += 1
+        return i * self.block_size
+
     def pending_block(self, hashes: Sequence[int], prompt_len: int, computing: Collection[int]) -> bool:
         """Whether the first block of a prompt (of these block hashes) that is not cached is in
         `computing` (a running sequence's, not cached yet): admitted once it is, the prompt hits it."""

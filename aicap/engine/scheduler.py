@@ -15,6 +15,11 @@ back (`Batch.fetch`, one at a time, once its blocks are free) and it waits, not 
 arrives (`came_back`), or is recomputed if the store failed (`lost`). Meanwhile no new sequence is
 admitted ahead of it.
 
+A step that computes a prompt (a chunk of a running one, or one admitted) admits another only if that
+one has at most `prefill_pack_tokens` left to compute: a burst of prompts is computed one after
+another, so the first ones' first tokens come after their own prompt, not after the whole burst's.
+Running decodes ride along in every step.
+
 Among waiting sequences, one whose prompt's next uncached block is being computed by a running
 sequence (a burst of requests under one system prompt) is passed over until that block is cached,
 so it computes only what is its own (BlockManager.pending_block). The blocks waiting prompts will hit
@@ -162,13 +167,17 @@ class Scheduler:
         # sequences preempted during this pass must not be scheduled
         batch.scheduled = [(s, n) for s, n in batch.scheduled if s.status == Status.RUNNING]
         budget = self.config.max_batch_tokens - batch.num_tokens
+        prompting = any(n > 1 for _, n in batch.scheduled)  # the step computes a prompt already
         while budget > 0 and len(self.running) < self.config.max_running and not batch.swap_out:
             nxt = self._next_admission(batch)
-            if nxt is None or not self._admit(nxt, batch):
+            if nxt is None or (prompting and self._to_compute(nxt) > self.config.prefill_pack_tokens):
+                break
+            if not self._admit(nxt, batch):
                 break
             n = min(nxt.num_uncomputed, budget)
             batch.scheduled.append((nxt, n))
             budget -= n
+            prompting = prompting or n > 1
         if self.config.spec_draft_max:
             self._draft(batch)
         return batch
@@ -306,6 +315,15 @@ class Scheduler:
             if not self.blocks.pending_block(seq.block_hashes, len(seq.prompt), computing):
                 return seq
         return None
+
+    def _to_compute(self, seq: Sequence) -> int:
+        """The tokens a sequence about to be admitted would compute (its cached prefix, its
+        imported state or its swapped-out state's tokens not)."""
+        if seq.status == Status.SWAPPED:
+            return seq.num_uncomputed
+        if seq.imported is not None:
+            return seq.num_tokens - len(seq.imported.tokens)
+        return seq.num_tokens - self.blocks.cached_prefix(seq.block_hashes, len(seq.prompt))
 
     def _admit(self, seq: Sequence, batch: Batch) -> bool:
         """Blocks for every token of the sequence; a swapped-in one takes no prefix hits, since its

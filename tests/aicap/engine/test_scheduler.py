@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -78,6 +80,31 @@ def test_a_burst_under_one_system_prompt_computes_it_once() -> None:
     assert not sched.wanted  # no sequence waits
     run_all(sched)
     assert all(s.status == Status.FINISHED and len(s.output) == 2 for s in burst)
+
+
+def test_a_burst_of_prompts_is_computed_one_after_another() -> None:
+    """A step that computes a prompt takes no other with more than prefill_pack_tokens to compute: each
+    of a burst gets its first token after its own prompt, not after all of them; running decodes and
+    small prompts ride along."""
+    config = EngineConfig(max_batch_tokens=256, max_running=8, prefill_pack_tokens=8)
+    sched = Scheduler(config, BlockManager(256, 4))
+    big = [Sequence(i, f"com.app{i}", [i] * 40, max_tokens=3) for i in range(3)]
+    small = Sequence(9, "com.small", [9] * 6, max_tokens=3)
+    for s in [*big, small]:
+        sched.add(s)
+    steps = []
+    for _ in range(3):
+        batch = sched.schedule()
+        steps.append([(s.seq_id, n) for s, n in batch.scheduled])
+        fake_step(sched, batch)
+    assert steps == [[(0, 40)], [(0, 1), (1, 40)], [(0, 1), (1, 1), (2, 40), (9, 6)]]
+    run_all(sched)
+    assert all(len(s.output) == 3 for s in [*big, small])
+
+    packed = Scheduler(dataclasses.replace(config, prefill_pack_tokens=256), BlockManager(256, 4))
+    for s in [Sequence(i, f"com.app{i}", [i] * 40, max_tokens=3) for i in range(3)]:
+        packed.add(s)
+    assert [n for _, n in packed.schedule().scheduled] == [40, 40, 40]  # one step for all
 
 
 def test_one_apps_flood_does_not_starve_another() -> None:
