@@ -38,10 +38,10 @@ class EngineConfig:
     block_size: int = 8  # tokens per KV block
     max_batch_tokens: int = 512  # tokens per step (one llama_decode)
     max_running: int = 16  # sequences decoding at once (at most the context's n_seq_max)
-    # a step that computes a prompt takes another waiting prompt only if it has at most this many
-    # tokens left to compute (a burst of prompts is computed one after another: the first ones' first
-    # tokens come sooner; a step's fixed cost is a few tens of tokens' worth)
-    prefill_pack_tokens: int = 32
+    # a step that computes a prompt admits another waiting one only while its prompt tokens stay within
+    # this (a burst of prompts is computed a few hundred tokens a step: the first ones' first tokens
+    # do not wait for the whole burst; max_batch_tokens: every step packed full)
+    prefill_pack_tokens: int = 256
     swap_budget_tokens: int = 16384  # KV of preempted sequences kept in host memory; beyond: recompute
     prefix_caching: bool = True
     # unused cached blocks kept at most, in tokens (each costs attention time; the adaptive budget keeps

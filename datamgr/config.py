@@ -214,12 +214,12 @@ class AiSettings(BaseModel):
     max_batch_tokens: int = Field(512, ge=16, le=8192, description="Tokens per engine step (llama_decode).")
     max_running: int = Field(16, ge=1, le=256, description="Sequences decoding at once per model.")
     prefill_pack_tokens: int = Field(
-        32,
+        256,
         ge=0,
         le=65_536,
-        description="A step that computes a prompt takes another waiting prompt only if it has at most "
-        "this many tokens left to compute: a burst of prompts is computed one after another, so the first "
-        "ones' first tokens do not wait for the whole burst. max_batch_tokens: pack every step full.",
+        description="A step that computes a prompt admits another waiting one only while its prompt "
+        "tokens stay within this: a burst of prompts is computed a few hundred tokens a step, so the first "
+        "ones' first tokens do not wait for the whole burst. max_batch_tokens: every step packed full.",
     )
     swap_budget_tokens: int = Field(
         16384,

@@ -15,10 +15,10 @@ back (`Batch.fetch`, one at a time, once its blocks are free) and it waits, not 
 arrives (`came_back`), or is recomputed if the store failed (`lost`). Meanwhile no new sequence is
 admitted ahead of it.
 
-A step that computes a prompt (a chunk of a running one, or one admitted) admits another only if that
-one has at most `prefill_pack_tokens` left to compute: a burst of prompts is computed one after
-another, so the first ones' first tokens come after their own prompt, not after the whole burst's.
-Running decodes ride along in every step.
+A step that computes a prompt (a chunk of a running one, or one admitted) admits another only while
+its prompt tokens stay within `prefill_pack_tokens`: a burst of prompts is computed a few hundred
+tokens a step, so the first ones' first tokens do not wait for the whole burst's. Running decodes ride
+along in every step.
 
 Among waiting sequences, one whose prompt's next uncached block is being computed by a running
 sequence (a burst of requests under one system prompt) is passed over until that block is cached,
@@ -167,17 +167,19 @@ class Scheduler:
         # sequences preempted during this pass must not be scheduled
         batch.scheduled = [(s, n) for s, n in batch.scheduled if s.status == Status.RUNNING]
         budget = self.config.max_batch_tokens - batch.num_tokens
-        prompting = any(n > 1 for _, n in batch.scheduled)  # the step computes a prompt already
+        prompt = sum(n for _, n in batch.scheduled if n > 1)  # prompt tokens the step computes
         while budget > 0 and len(self.running) < self.config.max_running and not batch.swap_out:
             nxt = self._next_admission(batch)
-            if nxt is None or (prompting and self._to_compute(nxt) > self.config.prefill_pack_tokens):
+            if nxt is None:
                 break
+            if prompt and prompt + self._to_compute(nxt) > self.config.prefill_pack_tokens:
+                break  # it starts the next step, whose tokens are its own
             if not self._admit(nxt, batch):
                 break
             n = min(nxt.num_uncomputed, budget)
             batch.scheduled.append((nxt, n))
             budget -= n
-            prompting = prompting or n > 1
+            prompt += n if n > 1 else 0
         if self.config.spec_draft_max:
             self._draft(batch)
         return batch

@@ -83,10 +83,10 @@ def test_a_burst_under_one_system_prompt_computes_it_once() -> None:
 
 
 def test_a_burst_of_prompts_is_computed_one_after_another() -> None:
-    """A step that computes a prompt takes no other with more than prefill_pack_tokens to compute: each
-    of a burst gets its first token after its own prompt, not after all of them; running decodes and
-    small prompts ride along."""
-    config = EngineConfig(max_batch_tokens=256, max_running=8, prefill_pack_tokens=8)
+    """A step that computes a prompt admits no other beyond prefill_pack_tokens prompt tokens: each of a
+    burst gets its first token after its own prompt, not after all of them; running decodes and
+    prompts that still fit ride along."""
+    config = EngineConfig(max_batch_tokens=256, max_running=8, prefill_pack_tokens=46)
     sched = Scheduler(config, BlockManager(256, 4))
     big = [Sequence(i, f"com.app{i}", [i] * 40, max_tokens=3) for i in range(3)]
     small = Sequence(9, "com.small", [9] * 6, max_tokens=3)
