@@ -16,8 +16,8 @@ round the activations to 8 bits, so no other format reproduces them exactly). Q4
 layout, loses information (perplexity 27.6) and is never chosen.
 
 The copy is written next to the converted embedding model (`ai.model_cache_dir`), under a name that
-carries the source's sha256, into a temporary file renamed when whole: a
-second daemon converting at the same time writes the same bytes, and a reader never sees half a file.
+carries the source's sha256, into a temporary file renamed when whole: a second daemon converting at
+the same time writes the same bytes, and a reader never sees half a file.
 llama.cpp's quantizer is deterministic, so paired devices converting the same file load the same
 weights (the KV state digest is the loaded file's)."""
 
