@@ -5,8 +5,8 @@ llama.cpp multiplies a batch of tokens by Q8_0, Q4_0, Q5_0 and IQ4_NL weights wi
 (llamafile's tinyBLAS) or repacked kernels, but by Q4_1 and Q5_1 weights one row at a time. The
 built-in SmolLM2-135M ships as Q4_1. Measured here (2 threads, bare `llama_decode`): prompts ran at
 333-420 tok/s as Q8_0 against 199-265 as Q4_1, and a step of 8 sequences decoding took 39-92 ms
-against 51-98. A single sequence decoding reads 1.5x the bytes and runs about as fast at short
-contexts, up to a quarter slower at long ones.
+against 51-98. A single sequence decoding reads 1.5x the bytes a token and is slower: 12.6-14.9 ms
+a step against 9.2-12.0 at 100 tokens of context.
 
 Q8_0 keeps the weights within rounding: a Q4_1 or Q5_1 block is 32 weights of at most 32 levels,
 and Q8_0 stores the same 32 weights in 255 levels. Over 1,000 tokens of English the converted
