@@ -181,9 +181,7 @@ class BlockManager:
         if not self.caching:
             return False
         usable = min((prompt_len - 1) // self.block_size, len(hashes))  # its last token is computed
-        i = 0
-        while i < usable and hashes[i] in self._cached:
-            i += 1
+        i = self.cached_prefix(hashes, prompt_len) // self.block_size  # its first uncached block
         return i < usable and hashes[i] in computing
 
     def _blocks_for(self, num_tokens: int) -> int:
