@@ -26,6 +26,9 @@ class RunnerConfig:
     kv_unified: bool = True  # one cell pool for all seq ids: needed to share cells between them
     flash_attn: bool = True
     cache_type: str = "f16"  # the KV cells' type: "f16" or "q8_0" (half the bytes; V needs flash_attn)
+    # a second context on this file decodes a lone sequence (aicap/engine/solo.py): the shipped weights
+    # of a model loaded as its fast copy; None: one context
+    solo_model_path: Path | None = None
 
 
 CACHE_TYPES = ("f16", "q8_0")  # the KV cache types a context may use (llama.cpp's GGML type names)
@@ -109,6 +112,8 @@ class AiConfig:
     model_cache_dir: Path | None = None
     # load a Q8_0 copy (made once in model_cache_dir) of Q4_1 and Q5_1 weights (aicap.weights)
     fast_weights: bool = True
+    # with fast_weights, a lone sequence decodes on the shipped weights (aicap/engine/solo.py)
+    solo_weights: bool = True
     max_embed_texts: int = 256
     max_embed_chars: int = 0  # of each text; 0: 8 x the model's context
     max_embed_bytes: int = 1 << 20  # UTF-8 bytes of a call's texts together

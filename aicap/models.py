@@ -392,7 +392,8 @@ class ModelRegistry:
             raise FailedPrecondition(f"cannot load model {m.name} from {m.spec.path}: {exc}") from None
 
     def _make_engine(self, m: Model) -> Callable[[], LLMEngine]:
-        return engine_factory(m.file, m.spec.n_ctx, self.config, self._host_busy)
+        solo = m.spec.path if self.config.solo_weights and m.file != m.spec.path else None
+        return engine_factory(m.file, m.spec.n_ctx, self.config, self._host_busy, solo)
 
     async def _free(self, m: Model, reason: str) -> None:
         m.removed = True
@@ -418,13 +419,21 @@ class ModelRegistry:
 
 
 def engine_factory(
-    path: Path, n_ctx: int, config: AiConfig, host_busy: Callable[[], int] | None = None
+    path: Path,
+    n_ctx: int,
+    config: AiConfig,
+    host_busy: Callable[[], int] | None = None,
+    solo: Path | None = None,
 ) -> Callable[[], LLMEngine]:
     """The callable (run on the inference thread) that loads the model at `path` into a ModelRunner
-    with `config`'s context settings (n_ctx cells, one llama_decode of max_batch_tokens) and builds an
-    LLMEngine on it with its engine settings."""
+    with `config`'s context settings (n_ctx cells, one llama_decode of max_batch_tokens; `solo`: the
+    file a lone sequence decodes on) and builds an LLMEngine on it with its engine settings."""
     runner_config = dataclasses.replace(
-        config.runner, model_path=path, n_ctx=n_ctx, n_batch=config.engine.max_batch_tokens
+        config.runner,
+        model_path=path,
+        n_ctx=n_ctx,
+        n_batch=config.engine.max_batch_tokens,
+        solo_model_path=solo,
     )
 
     def make() -> LLMEngine:  # on the inference thread

@@ -2,6 +2,7 @@
 llama.cpp's llama-server with and without its own n-gram speculation, in one run.
 
 Run: .venv/bin/python benchmarks/spec_bench.py [--clients 1,8] [--per-client 2] [--rounds 2]
+     [--workloads extract,rewrite,chat] [--ours-also NAME:KEY=VALUE,...]
 
 Three workloads of chat completions through each server's OpenAI API (POST /v1/chat/completions,
 streamed, greedy, the end-of-generation token ignored so every request makes --max-tokens tokens):
@@ -13,7 +14,8 @@ prompt cached). Systems: ours (the daemon's defaults: speculation on, drafts siz
 of a token), ours with ai.spec_draft_max = 0, llama-server (`-np N -kvu -fa on`, the daemon's n_ctx and
 threads), llama-server with `--spec-type ngram-simple`. Rounds rotate which system goes first; the
 table shows medians of tok/s and the ratios (targets, issue 14: at least 1.3x llama-server with its
-speculation at N=1, no loss at N=8), and our drafted / accepted tokens.
+speculation at N=1, no loss at N=8), and our drafted / accepted tokens. `--ours-also` adds a daemon
+with other settings (e.g. `one context:DATAMGR_AI__SOLO_WEIGHTS=false`) to every round.
 """
 
 from __future__ import annotations
@@ -106,6 +108,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--n-ctx", type=int, default=8192)
     ap.add_argument("--llama-server", default=None)
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--ours-also", action="append", default=[], help="NAME:KEY=VALUE,...")
     return ap.parse_args()
 
 
@@ -126,6 +130,11 @@ def main() -> None:
         OURS: Daemon(tmp / "ours", env=env),
         PLAIN: Daemon(tmp / "plain", env={**env, "DATAMGR_AI__SPEC_DRAFT_MAX": "0"}),
     }
+    for i, also in enumerate(args.ours_also):
+        name, _, settings = also.partition(":")
+        extra = dict(kv.split("=", 1) for kv in settings.split(",") if kv)
+        daemons[name] = Daemon(tmp / f"also{i}", env={**env, **extra})
+    workloads = {w: WORKLOADS[w] for w in args.workloads.split(",")}
     servers: list[LlamaServer] = []
     systems: list[Any] = []
     try:
@@ -157,24 +166,25 @@ def main() -> None:
         counts = {name: spec_counts(d) for name, d in daemons.items()}
         drafted: dict[tuple[str, int], list[tuple[int, int]]] = {}
         for r in range(args.rounds):
-            for wname, make in WORKLOADS.items():
+            for wname, make in workloads.items():
                 for n in levels:
                     work = [make(rng) for _ in range(n * args.per_client)]
                     for s in systems[r % len(systems) :] + systems[: r % len(systems)]:
                         res = run(s, n, args.per_client, work, args.max_tokens)
                         results.setdefault((wname, s.name, n), []).append(res.tok_s)
                         note = ""
-                        if s.name == OURS:
-                            now = spec_counts(daemons[OURS])
-                            d, a = now[0] - counts[OURS][0], now[1] - counts[OURS][1]
-                            counts[OURS] = now
-                            drafted.setdefault((wname, n), []).append((d, a))
+                        if s.name in daemons and s.name != PLAIN:
+                            now = spec_counts(daemons[s.name])
+                            d, a = now[0] - counts[s.name][0], now[1] - counts[s.name][1]
+                            counts[s.name] = now
+                            if s.name == OURS:
+                                drafted.setdefault((wname, n), []).append((d, a))
                             note = f", drafted {d}, accepted {a}"
                         print(
                             f"round {r + 1} {wname} N={n} {s.name:>26}: {res.tok_s:6.1f} tok/s{note}",
                             flush=True,
                         )
-        report(results, drafted, levels, [s.name for s in systems])
+        report(results, drafted, levels, [s.name for s in systems], list(workloads))
     finally:
         for s in servers:
             s.close()
@@ -187,6 +197,7 @@ def report(
     drafted: dict[tuple[str, int], list[tuple[int, int]]],
     levels: list[int],
     names: list[str],
+    workloads: list[str],
 ) -> None:
     def med(w: str, s: str, n: int) -> float | None:
         v = results.get((w, s, n))
@@ -194,7 +205,7 @@ def report(
 
     print("\n| workload | N | " + " | ".join(names) + " | ours / llama-server ngram | ours / ours no spec |")
     print("|---|---|" + "---|" * (len(names) + 2))
-    for w in WORKLOADS:
+    for w in workloads:
         for n in levels:
             cells = [med(w, s, n) for s in names]
             ours, plain, ngram = med(w, OURS, n), med(w, PLAIN, n), med(w, LLAMA_NGRAM, n)

@@ -265,6 +265,7 @@ async def _start_ai(ai: AiSettings, identify: Identify, db: Database) -> Any:
         embedding_model=ai.embedding_model,
         model_cache_dir=ai.model_cache_dir or default_cache_dir(),
         fast_weights=ai.fast_weights,
+        solo_weights=ai.solo_weights,
         max_embed_texts=ai.max_embed_texts,
         max_embed_chars=ai.max_embed_chars,
         max_embed_bytes=ai.max_embed_bytes,

@@ -1,7 +1,9 @@
 """The one place that touches llama.cpp: a model, one context with unified KV, batched decode.
 
 Not thread-safe by design: the engine's single inference thread owns a runner. Sequences are
-llama.cpp seq ids (slots) below n_seq_max; which sequence uses which is cells.py's business.
+llama.cpp seq ids (slots) below n_seq_max; which sequence uses which is cells.py's business. With
+`solo_model_path` a second context on that file decodes the steps of a lone sequence (solo.py); the
+runner keeps the two contexts' KV consistent, so callers see one.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import importlib.util
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import llama_cpp
 import numpy as np
 
 from aicap.config import CACHE_TYPES, RunnerConfig
+from aicap.engine.solo import Solo, tail_state
 from aicap.kv_state import model_digest
 
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -87,7 +91,9 @@ class ModelRunner:
         cparams.n_ctx = config.n_ctx
         cparams.n_batch = config.n_batch
         cparams.n_ubatch = config.n_batch
-        cparams.n_seq_max = config.n_seq_max
+        # one more seq id with a solo context: the one its computed cells come back under (solo.py)
+        solo = config.solo_model_path is not None and config.flash_attn and config.kv_unified
+        cparams.n_seq_max = config.n_seq_max + 1 if solo else config.n_seq_max
         cparams.n_threads = config.n_threads
         cparams.n_threads_batch = config.n_threads
         cparams.kv_unified = config.kv_unified
@@ -111,6 +117,14 @@ class ModelRunner:
         self.eog = frozenset(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
         self.config = config
         self._batch = llama_cpp.llama_batch_init(config.n_batch, 0, 1)
+        self._solo: Solo | None = None
+        if solo:
+            assert config.solo_model_path is not None
+            try:
+                self._solo = Solo(config.solo_model_path, config)
+            except BaseException:
+                self.close()
+                raise
         self._host_busy = host_busy
         self._cores = usable_cores()
         self.threads = config.n_threads  # what the next decode uses
@@ -126,6 +140,8 @@ class ModelRunner:
         n = max(1, min(self.config.n_threads, self._cores - busy))
         if n != self.threads:
             llama_cpp.llama_set_n_threads(self._ctx, n, n)
+            if self._solo is not None:
+                self._solo.set_threads(n)
             self.threads = n
         return n
 
@@ -138,8 +154,30 @@ class ModelRunner:
 
     def decode(self, work: Sequence[tuple[int, Sequence[int], int, int]]) -> dict[int, np.ndarray]:
         """One llama_decode for all `(slot, tokens, first position, logits wanted)` entries; by slot,
-        the logits of each entry's last `logits wanted` tokens (rows of a 2-D array)."""
-        b = self._batch
+        the logits of each entry's last `logits wanted` tokens (rows of a 2-D array). A lone
+        sequence's few tokens run on the solo context when there is one (solo.py)."""
+        solo = self._solo
+        if solo is not None:
+            slot, tokens, pos, _ = work[0]
+            if solo.takes(work) and ((solo.slot == slot and solo.end == pos) or self._enter_solo(slot, pos)):
+                try:
+                    out = self._decode(solo.ctx, solo.batch, work, len(tokens), seq_id=0)
+                except DecodeError:  # no room there after all: the main context decodes it
+                    self._leave_solo()
+                    return self._decode(self._ctx, self._batch, work, self.config.n_batch)
+                solo.end = pos + len(tokens)
+                return out
+            self._leave_solo()
+        return self._decode(self._ctx, self._batch, work, self.config.n_batch)
+
+    def _decode(
+        self,
+        ctx: llama_cpp.llama_context_p,
+        b: Any,  # a llama_cpp.llama_batch, whose ctypes fields mypy cannot index
+        work: Sequence[tuple[int, Sequence[int], int, int]],
+        capacity: int,
+        seq_id: int | None = None,
+    ) -> dict[int, np.ndarray]:
         n = 0
         rows: dict[int, range] = {}
         for slot, tokens, pos, want in work:
@@ -148,30 +186,41 @@ class ModelRunner:
                 b.token[n] = tok
                 b.pos[n] = pos + k
                 b.n_seq_id[n] = 1
-                b.seq_id[n][0] = slot
+                b.seq_id[n][0] = slot if seq_id is None else seq_id
                 b.logits[n] = k >= first
                 n += 1
             rows[slot] = range(n - want, n)
-        assert 0 < n <= self.config.n_batch, f"{n} tokens do not fit the batch"
+        assert 0 < n <= capacity, f"{n} tokens do not fit the batch"
         b.n_tokens = n
         if self._host_busy is not None:
             # a step of many tokens (a prompt chunk: seconds) keeps every thread: the work beside it
             # (a statement, a prompt to tokenize) takes milliseconds of it, while one thread fewer
             # would slow all of it
             self.fit_threads(self._host_busy() if n <= FIT_MAX_TOKENS else 0)
-        code = llama_cpp.llama_decode(self._ctx, b)
+        code = llama_cpp.llama_decode(ctx, b)
         if code != 0:
             raise DecodeError(code)
         out = {}
         for slot, r in rows.items():
             out[slot] = np.empty((len(r), self.n_vocab), dtype=np.float32)
             for j, i in enumerate(r):
-                ptr = llama_cpp.llama_get_logits_ith(self._ctx, i)
+                ptr = llama_cpp.llama_get_logits_ith(ctx, i)
                 out[slot][j] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
         return out
 
     def drop(self, slot: int, from_pos: int = 0) -> None:
         """Forgets a slot's KV from `from_pos` on."""
+        solo = self._solo
+        if solo is not None and solo.slot == slot:
+            if from_pos >= solo.synced and all(p1 <= from_pos for _, _, p1 in solo.shares):
+                solo.drop(from_pos)  # a rejected draft: only the solo context has those cells
+                if from_pos == 0:
+                    solo.clear()
+                return
+            if from_pos == 0 and not solo.shares:  # the sequence is gone and no cached block waits
+                solo.clear()
+            else:
+                self._leave_solo()
         llama_cpp.llama_memory_seq_rm(self._mem, slot, from_pos, -1)
 
     def share(self, src: int, dst: int, n_tokens: int) -> None:
@@ -182,15 +231,66 @@ class ModelRunner:
         """Tags `src`'s cells at positions [p0, p1) with `dst` too (unified KV only: elsewhere a
         partial seq_cp aborts the process)."""
         assert self.config.kv_unified, "partial seq_cp aborts llama.cpp without kv_unified"
+        solo = self._solo
+        if solo is not None and solo.slot is not None:
+            if src == solo.slot and p1 > solo.synced:  # cells still in the solo context
+                solo.shares.append((dst, p0, p1))
+                return
+            self._sync_solo()  # the tags keep their order
+            if dst == solo.slot:
+                self._leave_solo()
         llama_cpp.llama_memory_seq_cp(self._mem, src, dst, p0, p1)
 
     def drop_range(self, slot: int, p0: int, p1: int) -> None:
         """Removes `slot` from its cells at positions [p0, p1); a cell no seq id holds is free."""
+        if self._solo is not None:
+            self._sync_solo()  # a tag waiting for its cells is applied first
+            if slot == self._solo.slot:
+                self._leave_solo()
         llama_cpp.llama_memory_seq_rm(self._mem, slot, p0, p1)
 
     def save(self, slot: int) -> bytes:
         """A slot's KV state (its cells' positions, K and V), for swapping it out to host memory or
         exporting it (kv_state.py); ~22.5 KB a token in f16 for the built-in model."""
+        if self._solo is not None and self._solo.slot == slot:
+            self._sync_solo()
+        return self._save(slot)
+
+    def _sync_solo(self) -> None:
+        """Copies the cells the solo context computed into the main one (under the spare seq id,
+        then tagged with the slot), and applies the prefix cache's tags that waited for them."""
+        solo = self._solo
+        if solo is None or solo.slot is None:
+            return
+        slot = solo.slot
+        if solo.end > solo.synced:
+            tail = tail_state(solo.state(), solo.synced)
+            spare = self.config.n_seq_max
+            buf = (ctypes.c_uint8 * len(tail)).from_buffer_copy(tail)
+            if llama_cpp.llama_state_seq_set_data(self._ctx, buf, len(tail), spare) != len(tail):
+                llama_cpp.llama_memory_seq_rm(self._mem, spare, -1, -1)
+                n = solo.end - solo.synced
+                raise RuntimeError(f"no room for the {n} cells the solo context computed")
+            llama_cpp.llama_memory_seq_cp(self._mem, spare, slot, -1, -1)
+            llama_cpp.llama_memory_seq_rm(self._mem, spare, -1, -1)
+            solo.synced = solo.end
+        for dst, p0, p1 in solo.shares:
+            llama_cpp.llama_memory_seq_cp(self._mem, slot, dst, p0, p1)
+        solo.shares.clear()
+
+    def _enter_solo(self, slot: int, pos: int) -> bool:
+        """The solo context takes `slot` (its KV copied there); False if it does not fit."""
+        assert self._solo is not None
+        self._leave_solo()
+        return self._solo.enter(slot, self._save(slot), pos)
+
+    def _leave_solo(self) -> None:
+        """The main context takes the solo context's sequence back (its computed cells copied)."""
+        if self._solo is not None and self._solo.slot is not None:
+            self._sync_solo()
+            self._solo.clear()
+
+    def _save(self, slot: int) -> bytes:
         size = llama_cpp.llama_state_seq_get_size(self._ctx, slot)
         buf = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(self._ctx, buf, size, slot)
@@ -199,12 +299,17 @@ class ModelRunner:
     def restore(self, slot: int, state: bytes) -> None:
         """Loads `save`'s bytes into a slot (its old cells go); RuntimeError if llama.cpp refuses
         them (no room for the cells, another model or cache type) and the slot is left empty."""
+        if self._solo is not None and self._solo.slot == slot:
+            self._leave_solo()  # the cached blocks' tags first; then its old cells go
         buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
         if llama_cpp.llama_state_seq_set_data(self._ctx, buf, len(state), slot) != len(state):
             self.drop(slot)
             raise RuntimeError(f"could not restore the KV state of slot {slot}")
 
     def close(self) -> None:
+        solo = getattr(self, "_solo", None)
+        if solo is not None:
+            solo.close()
         llama_cpp.llama_batch_free(self._batch)
         llama_cpp.llama_free(self._ctx)
         llama_cpp.llama_model_free(self._model)

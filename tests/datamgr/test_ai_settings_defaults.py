@@ -12,6 +12,7 @@ from datamgr.config import AiSamplingSettings, AiSettings
 SETTING_OF = {"isolate_apps": "isolate_prefix_cache_per_app"}  # aicap name → settings name
 NOT_SETTINGS = {
     "model_path",
+    "solo_model_path",
     "n_batch",
     "kv_unified",
     "prefix_caching",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from aicap.engine.speed import HORIZON_S, PREFILL_MIN_TOKENS, STEP_MAX_ROWS, WINDOW, Speed, SpeedMeter
 
 
@@ -64,3 +66,16 @@ def test_a_restart_lets_the_next_steps_alone_decide() -> None:
     assert m.figures.prefill_tokens_per_s == 80.0  # until a step says otherwise
     m.observe(64, 1, 0.2)
     assert m.figures.prefill_tokens_per_s == 320.0
+
+
+def test_a_verified_draft_measures_what_a_drafted_token_adds() -> None:
+    m = SpeedMeter()
+    m.observe(5, 1, 0.03, drafted=4)  # no decode step measured yet: nothing to subtract from
+    assert m.figures.draft_token_s == 0.0
+    m.observe(1, 1, 0.01)
+    m.observe(5, 1, 0.03, drafted=4)  # 20 ms beyond the 10 ms step, for 4 drafted tokens
+    assert m.figures.draft_token_s == pytest.approx(0.005) and m.figures.decode_step_s == 0.01
+    figures = m.figures
+    m.observe(5, 1, 0.05)  # a prompt's last 5 tokens: not a draft
+    m.observe(6, 2, 0.05, drafted=4)  # two sequences: their step is not the one measured
+    assert m.figures is figures
