@@ -418,6 +418,14 @@ class LLMEngine:
         b = max(tokens, 1)
         return b * t / (s.decode_step_s + (b - 1) * t)
 
+    @staticmethod
+    def _lone(batch: Batch) -> bool:
+        """Whether the step is one sequence decoding (its prompt computed): what solo.py takes."""
+        if len(batch.scheduled) != 1:
+            return False
+        seq, _ = batch.scheduled[0]
+        return seq.num_computed >= len(seq.prompt) and not seq.prefill_only
+
     # ---- one step ----
 
     def step(self) -> list[TokenEvent]:
@@ -429,7 +437,7 @@ class LLMEngine:
         self._count_waste()
         t0 = time.perf_counter()
         try:
-            logits = self.runner.decode(work)
+            logits = self.runner.decode(work, lone=self._lone(batch))
         except DecodeError as exc:
             if exc.code != 1:
                 raise

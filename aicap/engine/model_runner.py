@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +22,10 @@ import numpy as np
 from aicap.config import CACHE_TYPES, RunnerConfig
 from aicap.engine.solo import Solo, tail_state
 from aicap.kv_state import model_digest
+
+log = logging.getLogger("aicap.engine")
+
+LLAMA_MAX_SEQ = 256  # llama.cpp's bound on a context's n_seq_max
 
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -93,6 +98,9 @@ class ModelRunner:
         cparams.n_ubatch = config.n_batch
         # one more seq id with a solo context: the one its computed cells come back under (solo.py)
         solo = config.solo_model_path is not None and config.flash_attn and config.kv_unified
+        if solo and config.n_seq_max >= LLAMA_MAX_SEQ:
+            log.warning("no solo context: n_seq_max %d leaves it no seq id", config.n_seq_max)
+            solo = False
         cparams.n_seq_max = config.n_seq_max + 1 if solo else config.n_seq_max
         cparams.n_threads = config.n_threads
         cparams.n_threads_batch = config.n_threads
@@ -122,6 +130,10 @@ class ModelRunner:
             assert config.solo_model_path is not None
             try:
                 self._solo = Solo(config.solo_model_path, config)
+            except (FileNotFoundError, RuntimeError, ValueError) as exc:
+                log.warning(
+                    "no solo context on %s (%s): every step decodes on %s", config.solo_model_path, exc, path
+                )
             except BaseException:
                 self.close()
                 raise
@@ -152,14 +164,22 @@ class ModelRunner:
         assert n >= 0, "token buffer too small"
         return list(buf[:n])
 
-    def decode(self, work: Sequence[tuple[int, Sequence[int], int, int]]) -> dict[int, np.ndarray]:
+    def decode(
+        self, work: Sequence[tuple[int, Sequence[int], int, int]], lone: bool = False
+    ) -> dict[int, np.ndarray]:
         """One llama_decode for all `(slot, tokens, first position, logits wanted)` entries; by slot,
-        the logits of each entry's last `logits wanted` tokens (rows of a 2-D array). A lone
-        sequence's few tokens run on the solo context when there is one (solo.py)."""
+        the logits of each entry's last `logits wanted` tokens (rows of a 2-D array). `lone`: the work
+        is one sequence decoding (its next output token, and a draft), which runs on the solo context
+        when there is one (solo.py); a prompt never does, so its first token is the same whether its
+        prompt was cached or not."""
         solo = self._solo
         if solo is not None:
             slot, tokens, pos, _ = work[0]
-            if solo.takes(work) and ((solo.slot == slot and solo.end == pos) or self._enter_solo(slot, pos)):
+            if (
+                lone
+                and solo.takes(work)
+                and ((solo.slot == slot and solo.end == pos) or self._enter_solo(slot, pos))
+            ):
                 try:
                     out = self._decode(solo.ctx, solo.batch, work, len(tokens), seq_id=0)
                 except DecodeError:  # no room there after all: the main context decodes it

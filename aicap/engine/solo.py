@@ -106,6 +106,26 @@ class Solo:
         self.synced = 0
         self.end = 0
         self.shares: list[tuple[int, int, int]] = []
+        try:
+            self._check_layout()
+        except (RuntimeError, ValueError):
+            self.close()
+            raise
+
+    def _check_layout(self) -> None:
+        """RuntimeError or ValueError unless this llama.cpp's state is the layout tail_state cuts."""
+        b = self.batch
+        for i in range(2):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = 1, i, 1, False
+            b.seq_id[i][0] = 0
+        b.n_tokens = 2
+        if llama_cpp.llama_decode(self.ctx, b) != 0:
+            raise RuntimeError("the solo context cannot decode")
+        state = self.state()
+        llama_cpp.llama_memory_clear(self._mem, True)
+        tail = tail_state(state, 1)
+        if not 0 < len(tail) < len(state) or tail_state(state, 0) != state:
+            raise ValueError("state layout not understood")
 
     def takes(self, work: Sequence[tuple[int, Sequence[int], int, int]]) -> bool:
         """Whether a step's work is one sequence's few tokens that fit here."""

@@ -68,7 +68,9 @@ class FakeRunner:
         """The "model": a subclass may predict otherwise (one that copies its input, say)."""
         return logits_for(history)
 
-    def decode(self, work: Sequence[tuple[int, Sequence[int], int, int]]) -> dict[int, np.ndarray]:
+    def decode(
+        self, work: Sequence[tuple[int, Sequence[int], int, int]], lone: bool = False
+    ) -> dict[int, np.ndarray]:
         n = sum(len(w[1]) for w in work)
         if self.fail_next_decode or n > self.config.n_ctx - len(self.cells):
             self.fail_next_decode = False

@@ -62,9 +62,9 @@ class Keeper:
 class SlowRunner(FakeRunner):
     """A decode takes a few milliseconds, as a real one does: the store answers between steps."""
 
-    def decode(self, work: Sequence[tuple[int, Sequence[int], int, int]]) -> dict:
+    def decode(self, work: Sequence[tuple[int, Sequence[int], int, int]], lone: bool = False) -> dict:
         time.sleep(0.005)
-        return super().decode(work)
+        return super().decode(work, lone)
 
 
 def _make() -> LLMEngine:

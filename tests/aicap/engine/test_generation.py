@@ -28,9 +28,11 @@ class GatedRunner(FakeRunner):
         self.gate = threading.Event()
         self.gate.set()
 
-    def decode(self, work: Sequence[tuple[int, Sequence[int], int, int]]) -> dict[int, np.ndarray]:
+    def decode(
+        self, work: Sequence[tuple[int, Sequence[int], int, int]], lone: bool = False
+    ) -> dict[int, np.ndarray]:
         assert self.gate.wait(10), "the test never opened the gate"
-        return super().decode(work)
+        return super().decode(work, lone)
 
 
 def start(runner: GatedRunner) -> AsyncEngine:

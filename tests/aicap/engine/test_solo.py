@@ -5,6 +5,7 @@ a lone decode, drafts rejected there, back for a batch, a save, or the prefix ca
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,9 +50,9 @@ def pos_max(runner: ModelRunner, slot: int) -> int:
 Pair = tuple[ModelRunner, ModelRunner]
 
 
-def both(pair: Pair, work: list[tuple[int, list[int], int, int]]) -> list[np.ndarray]:
+def both(pair: Pair, work: list[tuple[int, list[int], int, int]], lone: bool = False) -> list[np.ndarray]:
     solo, plain = pair
-    a, b = solo.decode(work), plain.decode(work)
+    a, b = solo.decode(work, lone), plain.decode(work, lone)
     return [a[s][-1] for s, *_ in work] + [b[s][-1] for s, *_ in work]
 
 
@@ -84,10 +85,12 @@ def test_a_lone_decode_runs_on_the_solo_context_and_its_cells_come_back(
     n = len(prompt)
     a, b = both(runners, [(0, prompt, 0, 1)])  # a prompt: the main context
     assert near(a, b) and solo._solo is not None and solo._solo.slot is None
+    a, b = both(runners, [(2, prompt[:5], 0, 1)])  # a prompt of a few tokens too
+    assert solo._solo.slot is None
     steps = [300 + j for j in range(12)]
     agree = 0
     for j, tok in enumerate(steps):
-        a, b = both(runners, [(0, [tok], n + j, 1)])
+        a, b = both(runners, [(0, [tok], n + j, 1)], lone=True)
         assert near(a, b), j
         agree += int(a.argmax() == b.argmax())
     assert agree >= 10
@@ -107,15 +110,15 @@ def test_a_rejected_draft_on_the_solo_context_is_dropped_there(runners: Pair) ->
     prompt = solo.tokenize("Paris is the capital and most populous city of France, with an estimated")
     n = len(prompt)
     both(runners, [(0, prompt, 0, 1)])
-    both(runners, [(0, [500], n, 1)])
+    both(runners, [(0, [500], n, 1)], lone=True)
     # a token and a draft of four, with logits at each; the last two drafted are rejected
     work = [(0, [501, 502, 503, 504, 505], n + 1, 5)]
-    a, p = solo.decode(work), runners[1].decode(work)
+    a, p = solo.decode(work, lone=True), runners[1].decode(work)
     assert all(near(x, y) for x, y in zip(a[0], p[0], strict=True))
     for r in runners:
         r.drop(0, n + 4)
     assert solo._solo is not None and solo._solo.slot == 0 and solo._solo.end == n + 4
-    a_next, b_next = both(runners, [(0, [506], n + 4, 1)])
+    a_next, b_next = both(runners, [(0, [506], n + 4, 1)], lone=True)
     assert near(a_next, b_next)
     state = solo.save(0)  # a save brings every cell back first
     assert pos_max(solo, 0) == n + 4
@@ -131,7 +134,7 @@ def test_blocks_cached_during_a_solo_decode_are_tagged_once_their_cells_are_back
     n = len(prompt)
     both(runners, [(0, prompt, 0, 1)])
     for j in range(8):
-        both(runners, [(0, [600 + j], n + j, 1)])
+        both(runners, [(0, [600 + j], n + j, 1)], lone=True)
     for r in runners:  # the prefix cache keeps the prompt and the 8 decoded tokens under holder 6
         r.share_range(0, 6, 0, n + 8)
     assert pos_max(solo, 6) == -1  # waits for the cells
@@ -169,6 +172,8 @@ def test_an_engine_with_a_solo_context_streams_what_one_without_does(copy: Path)
                 for ev in engine.step():
                     got[ev.seq_id].append(ev.token)
                 steps += 1
+                if steps == 5 and with_solo:  # the first decodes alone, on the solo context
+                    assert runner._solo is not None and runner._solo.slot is not None
                 if steps == 6:  # joins while the first decodes alone
                     second = runner.tokenize("<|im_start|>user\nCount to five.<|im_end|>\n")
                     engine.add(2, second, SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True))
@@ -185,3 +190,28 @@ def test_an_engine_with_a_solo_context_streams_what_one_without_does(copy: Path)
     for rid, n in ((1, 24), (2, 8), (3, 4)):
         assert len(out[True][rid]) == n
         assert out[True][rid][:2] == out[False][rid][:2], rid
+
+
+def test_a_solo_file_that_cannot_load_leaves_one_context(
+    copy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="aicap.engine"):
+        runner = ModelRunner(
+            RunnerConfig(copy, n_ctx=512, n_seq_max=2, solo_model_path=tmp_path / "missing.gguf")
+        )
+    try:
+        assert runner._solo is None and "no solo context" in caplog.text
+        prompt = runner.tokenize("Hello there")
+        runner.decode([(0, prompt, 0, 1)])
+        assert runner.decode([(0, [300], len(prompt), 1)], lone=True)[0].shape == (1, runner.n_vocab)
+    finally:
+        runner.close()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aicap.engine"):  # no seq id left for it
+        runner = ModelRunner(
+            RunnerConfig(copy, n_ctx=256, n_seq_max=256, solo_model_path=default_model_path())
+        )
+    try:
+        assert runner._solo is None and "no solo context" in caplog.text
+    finally:
+        runner.close()
