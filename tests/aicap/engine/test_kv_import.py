@@ -75,9 +75,9 @@ def test_the_import_computes_only_the_tokens_after_the_state() -> None:
     decoded: list[int] = []
     real = b.runner.decode
 
-    def counting(work):  # type: ignore[no-untyped-def]
+    def counting(work, lone=False):  # type: ignore[no-untyped-def]
         decoded.extend(len(w[1]) for w in work)
-        return real(work)
+        return real(work, lone)
 
     b.runner.decode = counting  # type: ignore[method-assign]
     b.add(1, PROMPT, SamplingParams(max_tokens=1), imported=state)

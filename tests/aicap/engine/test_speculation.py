@@ -130,9 +130,9 @@ def test_drafts_stay_within_the_steps_token_limit() -> None:
     seen = []
     real = engine.runner.decode
 
-    def counting(work):  # type: ignore[no-untyped-def]
+    def counting(work, lone=False):  # type: ignore[no-untyped-def]
         seen.append(sum(len(w[1]) for w in work) if all(len(w[1]) == w[3] for w in work) else 0)
-        return real(work)
+        return real(work, lone)
 
     engine.runner.decode = counting  # type: ignore[method-assign]
     params = SamplingParams(max_tokens=30, ignore_eos=True)
