@@ -414,7 +414,8 @@ class LLMEngine:
         s = self.speed.figures
         if s.prefill_tokens_per_s <= 0 or s.decode_step_s <= 0:
             return 1.0  # not measured yet: no drafts
-        t = s.draft_token_s or DRAFT_COST_START / s.prefill_tokens_per_s
+        prompt_token = 1.0 / s.prefill_tokens_per_s  # a drafted token costs at least that
+        t = max(s.draft_token_s, prompt_token) if s.draft_token_s else DRAFT_COST_START * prompt_token
         b = max(tokens, 1)
         return b * t / (s.decode_step_s + (b - 1) * t)
 
