@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from aicap import structured
+from aicap.answers import longest
 from aicap.chat import capabilities, render_chat
 from aicap.config import AiConfig, SharedPrefix
 from aicap.engine.tokenizer import Tokenizer, TokenizerClosed
@@ -55,7 +56,7 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def continued(
-    prefix: tuple[list[int], str] | None, text: str, tokenize: Callable[[str], list[int]]
+    prefix: tuple[Sequence[int], str] | None, text: str, tokenize: Callable[[str], list[int]]
 ) -> list[int]:
     """The tokens of `text`: when it begins with a prefix's text, the prefix's own tokens and then the
     rest's (a session's last prompt and answer as the model computed them, token for token, so their
@@ -118,9 +119,11 @@ class Prompts:
         app: str,
         tools: Tools | None = None,
         prefix: tuple[list[int], str] | None = None,
+        recent: Sequence[tuple[Sequence[int], str]] = (),
     ) -> Prompt:
-        """`prefix`: (tokens, their text) the rendered prompt is expected to begin with (`continued`)."""
-        return await self.run(self._chat, tok, template, messages, app, tools, prefix)
+        """`prefix`: (tokens, their text) the rendered prompt is expected to begin with (`continued`);
+        `recent`: (tokens, text) it may begin with (aicap.answers): the longest that it does is used."""
+        return await self.run(self._chat, tok, template, messages, app, tools, prefix, recent)
 
     async def grammar(self, tok: Tokenizer, fmt: Format) -> str:
         """The format compiled for the model's vocabulary (InvalidArgument with the reason if not)."""
@@ -154,6 +157,7 @@ class Prompts:
         app: str,
         tools: Tools | None,
         prefix: tuple[list[int], str] | None = None,
+        recent: Sequence[tuple[Sequence[int], str]] = (),
     ) -> Prompt:
         with tok.using():
             definitions, fmt = None, None
@@ -167,7 +171,8 @@ class Prompts:
                 messages, defs = template_inputs(messages, definitions, capabilities(template))
             bos, eos = tok.token_text(tok.bos), tok.token_text(tok.eos)
             text = render_chat(template, messages, bos, eos, tools=defs)
-            tokens = continued(prefix, text, lambda t: tok.tokenize(t, add_special=False, parse_special=True))
+            start = longest([*([prefix] if prefix else []), *recent], text)
+            tokens = continued(start, text, lambda t: tok.tokenize(t, add_special=False, parse_special=True))
             return Prompt(tokens, self._shared(tok, tokens, app, "chat", template), fmt, text)
 
     def _grammar(self, tok: Tokenizer, fmt: Format) -> str:

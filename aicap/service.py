@@ -34,6 +34,7 @@ import grpc
 
 from aicap import grounding
 from aicap._host import Caller, Database, Identify, Peers
+from aicap.answers import RecentAnswers
 from aicap.chat import ROLES
 from aicap.config import USE_AI, AiConfig, ModelSpec
 from aicap.conversations import Conversations
@@ -316,6 +317,7 @@ class AiService(pb_grpc.AiServiceServicer):
         )
         self.metrics = make_registry(self._loaded_engines, self.limiter, self._loaded_embedders)
         self.prompts = Prompts(config)
+        self.answers = RecentAnswers()  # stateless chats' answers as computed, for their next turns
         self.embeddings = Embeddings(config, self.models, self.prompts, self.limiter)
         self.quota = TokenQuota(config.tokens_per_day_per_app, UsageStore(db.engine), db.write)
         self.conversations = Conversations(self)  # sessions and pinned contexts
@@ -532,12 +534,39 @@ class AiService(pb_grpc.AiServiceServicer):
         cited: list[grounding.Passage] = []
         if request.context:
             messages, cited = await self._ground(app, m, tok, messages, request)
-        prompt = functools.partial(self.prompts.chat, tok, template, messages, app, tools)
+        made: list[Prompt] = []
+
+        async def prompt() -> Prompt:  # continuing a remembered answer's tokens (aicap.answers)
+            made.append(
+                await self.prompts.chat(tok, template, messages, app, tools, None, self.answers.get(tok, app))
+            )
+            return made[-1]
+
         citations = [pb.Citation(uri=p.uri, row_id=p.row_id, score=p.score, key=p.key) for p in cited]
+        samples: dict[int, tuple[list[int], list[str]]] = {}  # index → its tokens and texts so far
         async for chunk in self._generate(app, context, m, prompt, request):
-            if citations and chunk.finish_reason:
-                chunk.citations.extend(citations)
+            out, text = samples.setdefault(chunk.index, ([], []))
+            out.extend(chunk.token_ids)
+            text.append(chunk.text)
+            if chunk.finish_reason:
+                if (
+                    made
+                    and made[-1].tool_format is None
+                    and chunk.finish_reason != pb.FINISH_REASON_TOOL_CALLS
+                ):
+                    await self._remember(tok, app, made[-1], out, "".join(text))
+                if citations:
+                    chunk.citations.extend(citations)
             yield chunk
+
+    async def _remember(self, tok: Tokenizer, app: str, prompt: Prompt, out: list[int], answer: str) -> None:
+        """A finished chat's prompt and answer, as its next turn may resend them (aicap.answers): before
+        its last chunk goes out, so a client that reads that chunk may send the next turn at once. Not
+        when the answer's text is not its tokens' (cut at a stop string)."""
+        spoken = await self.prompts.run(tok.detokenize, [t for t in out if not tok.is_eog(t)])
+        if spoken == answer and prompt.text:
+            text = prompt.text + await self.prompts.run(tok.detokenize, out, True)
+            self.answers.add(tok, app, prompt.tokens + out, text)
 
     async def _ground(
         self, app: str, m: Model, tok: Tokenizer, messages: list[dict[str, Any]], request: pb.ChatRequest

@@ -9,8 +9,10 @@ uses stay cached in an LRU free queue and are evicted when a new block is needed
 `max_cached_blocks` of them are kept: llama.cpp's attention walks every live cell, cached or not, so
 an unbounded cache slows every step once it has filled the context. Below that ceiling,
 `set_cache_target` sets how many are kept now (cache_budget.py sizes it by their reuse): beyond it, a
-block goes once it has been unused for `grace_s` (a prompt resent at once, as a chat client sends its
-next turn, still finds its blocks; `expire` applies the bound as time passes). The hashes of blocks
+block goes once it has been unused for `grace_s` and for `grace_steps` steps (`tick`) (a prompt resent
+at once, as a chat client sends its next turn, still finds its blocks: it reaches the scheduler only
+between steps, so a block freed by one step outlives the next step whatever that one's length;
+`expire` applies the bound as time passes). The hashes of blocks
 evicted for the bound are remembered as *ghosts* (ARC's term), so that a prompt that would have hit
 them counts as reuse (`reused_tokens`) and the budget can grow again. A block a waiting prompt will
 hit (`wanted`, the scheduler's) is not evicted for the bound: only the ceiling and room for new blocks
@@ -99,6 +101,7 @@ class BlockManager:
         max_holds: int | None = None,
         grace_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        grace_steps: int = 0,
     ) -> None:
         assert num_blocks > 0 and block_size > 0
         self.block_size = block_size
@@ -106,6 +109,8 @@ class BlockManager:
         self.max_cached_blocks = num_blocks if max_cached_blocks is None else max_cached_blocks
         self.cache_target = self.max_cached_blocks  # unused cached blocks kept now (set_cache_target)
         self.grace_s = grace_s
+        self.grace_steps = grace_steps
+        self.steps = 0  # tick()s so far: the engine's steps
         self._clock = clock
         # hashes of cached blocks a waiting prompt will hit: kept beyond cache_target (the scheduler's)
         self.wanted: Callable[[], Collection[int]] = frozenset
@@ -120,8 +125,8 @@ class BlockManager:
         self.holds_dropped = 0  # holds dropped for room or over max_held_blocks
         self.blocks = [Block(i) for i in range(num_blocks)]
         self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))  # head = evict first
-        # free blocks with content, LRU first → when they became unused (clock)
-        self._cached_free: OrderedDict[int, float] = OrderedDict()
+        # free blocks with content, LRU first → when they became unused (clock, steps)
+        self._cached_free: OrderedDict[int, tuple[float, int]] = OrderedDict()
         self._cached: dict[int, int] = {}  # hash → block id
         self._seqs: dict[int, _Seq] = {}
         self.prefix_queries = 0  # prompt tokens looked up
@@ -307,6 +312,10 @@ class BlockManager:
         self.cache_target = max(0, min(blocks, self.max_cached_blocks))
         self._bound_cached()
 
+    def tick(self) -> None:
+        """A step begins (after the requests that came during the last one joined the scheduler)."""
+        self.steps += 1
+
     def expire(self) -> None:
         """Evicts the unused cached blocks beyond cache_target whose grace has passed since."""
         if len(self._cached_free) > self.cache_target:
@@ -440,7 +449,7 @@ class BlockManager:
                     self._free.move_to_end(b, last=False)  # nothing cached: reuse it first
                 else:
                     self._free[b] = None
-                    self._cached_free[b] = self._clock()
+                    self._cached_free[b] = (self._clock(), self.steps)
         self._bound_cached()
 
     def _bound_cached(self) -> None:
@@ -450,12 +459,12 @@ class BlockManager:
             return
         now = self._clock() if self.grace_s else 0.0
         wanted: Collection[int] | None = None  # asked for only when a block would go for the budget
-        for b, freed in list(self._cached_free.items()):
+        for b, (freed, step) in list(self._cached_free.items()):
             over = len(self._cached_free) - self.cache_target
             if over <= 0:
                 break
             if len(self._cached_free) <= self.max_cached_blocks:  # the budget's bound, not the ceiling's
-                if self.grace_s and now - freed < self.grace_s:
+                if (self.grace_s and now - freed < self.grace_s) or self.steps - step < self.grace_steps:
                     break  # the least recently used is in its grace: so is every later one
                 if wanted is None:
                     wanted = self.wanted()

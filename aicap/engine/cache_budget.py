@@ -36,6 +36,9 @@ WINDOW_STEPS = 32  # steps between decisions (~2 s of decoding at 8 sequences)
 MIN_GROW_BLOCKS = 16  # what a budget of nothing grows to at the first sign of reuse
 START_TOKENS = 2048  # the budget before the first decision (below the ceiling)
 GRACE_S = 1.0  # a block unused for less than this is not evicted for the budget (only for the ceiling)
+# nor one freed by the last step or the one before: a request sent as a step's tokens arrive waits for
+# the next step's end before the scheduler sees it, and a step with a prompt chunk can take over GRACE_S
+GRACE_STEPS = 2
 
 
 @dataclass(slots=True)

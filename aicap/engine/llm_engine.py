@@ -32,7 +32,7 @@ import numpy as np
 
 from aicap.config import EngineConfig
 from aicap.engine.block_manager import BlockManager
-from aicap.engine.cache_budget import GRACE_S, START_TOKENS, CacheBudget
+from aicap.engine.cache_budget import GRACE_S, GRACE_STEPS, START_TOKENS, CacheBudget
 from aicap.engine.cells import Cells
 from aicap.engine.grammar import Grammar
 from aicap.engine.model_runner import DecodeError, ModelRunner
@@ -131,6 +131,7 @@ class LLMEngine:
             # holders stay for other cached prefixes
             max_holds=max(1, (n_seq_max - n_slots) // 2),
             grace_s=GRACE_S if config.prefix_cache_adaptive else 0.0,
+            grace_steps=GRACE_STEPS if config.prefix_cache_adaptive else 0,
         )
         self.scheduler = Scheduler(dataclasses.replace(config, max_running=n_slots), self.blocks)
         self.cells = Cells(runner, self.blocks, n_slots)
@@ -430,6 +431,7 @@ class LLMEngine:
     # ---- one step ----
 
     def step(self) -> list[TokenEvent]:
+        self.blocks.tick()
         batch = self.scheduler.schedule()
         work = self.cells.prepare(batch)
         self._ship(batch)

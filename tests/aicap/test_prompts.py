@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from aicap.answers import RecentAnswers
 from aicap.config import AiConfig, SharedPrefix
 from aicap.engine.model_runner import default_model_path
 from aicap.engine.tokenizer import Tokenizer, TokenizerClosed
@@ -122,3 +123,34 @@ def test_a_tokenizer_closed_while_in_use_is_freed_when_the_use_ends() -> None:
         with pytest.raises(TokenizerClosed):
             t.tokenize("no new calls")
     assert t._model is None
+
+
+@pytest.mark.model
+def test_a_chat_continues_an_answer_as_the_model_wrote_it(tok: Tokenizer) -> None:
+    """An answer whose tokens are not what its text tokenizes to (the model wrote " hel" "lo") comes
+    back in the next turn as those very tokens, whose KV is cached, for the app it was given to
+    (aicap.answers); for another app the text is tokenized as usual."""
+    prompts = Prompts(AiConfig())
+    answers = RecentAnswers()
+    template = tok.chat_template()
+    assert template
+    first = [{"role": "user", "content": "Say hello."}]
+    written = tok.tokenize(" hel", add_special=False) + tok.tokenize("lo there", add_special=False)
+    answer = tok.detokenize(written)
+    assert tok.tokenize(answer, add_special=False) != written  # the text tokenizes otherwise
+
+    async def main() -> None:
+        p1 = await prompts.chat(tok, template, first, "com.a")
+        answers.add(tok, "com.a", p1.tokens + written, p1.text + answer)
+        second = [*first, {"role": "assistant", "content": answer}, {"role": "user", "content": "Again."}]
+        mine = await prompts.chat(tok, template, second, "com.a", None, None, answers.get(tok, "com.a"))
+        theirs = await prompts.chat(tok, template, second, "com.b", None, None, answers.get(tok, "com.b"))
+        assert mine.tokens[: len(p1.tokens) + len(written)] == p1.tokens + written
+        assert theirs.tokens[: len(p1.tokens)] == p1.tokens and theirs.tokens != mine.tokens
+        assert mine.text == theirs.text
+        assert tok.detokenize(mine.tokens, True) == tok.detokenize(theirs.tokens, True)
+
+    try:
+        asyncio.run(main())
+    finally:
+        prompts.close()

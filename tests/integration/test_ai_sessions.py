@@ -6,6 +6,7 @@ over HTTP and across a restart."""
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -42,6 +43,11 @@ ENV = {
 }
 GREEDY = {"temperature": 0.0}
 INSTRUCTIONS = "You are a terse assistant. Answer in one short sentence."
+WORDS = (  # noqa: SIM905
+    "garden lamp river quietly yellow seventeen tomorrow engine basket whisper orbit velvet ladder "
+    "crimson harbor puzzle melody canyon frost pillow thunder maple saddle rocket violet meadow anchor "
+    "lantern pepper glacier ribbon tunnel marble falcon biscuit compass"
+).split()
 
 
 class Ai:
@@ -161,6 +167,39 @@ def test_turns_reuse_the_previous_turns_kv_token_for_token(daemon: Daemon) -> No
     until(lambda: ai.engine().kv_blocks_held > 0)
     ai.close(s.id)
     assert code_of(lambda: ai.get(s.id))[0] == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_stateless_chat_resending_its_history_finds_it_cached_token_for_token(daemon: Daemon) -> None:
+    """A client that keeps no session resends the answers as text; the text of tokens the model wrote
+    need not tokenize back to them (" hel" "lo" comes back as " hello"), which missed the cache from
+    there on. The daemon remembers each answer's tokens (aicap.answers): every second turn finds its
+    first turn's prompt and answer cached, whatever the answer was."""
+    ai = app(daemon, "com.example.stateless")
+    rng = random.Random(7)
+    for _ in range(8):
+        messages = [pb.ChatMessage(role="user", content=" ".join(rng.choice(WORDS) for _ in range(12)))]
+        first = list(
+            ai.stub.Chat(
+                pb.ChatRequest(
+                    messages=messages, params=pb.SamplingParams(max_tokens=32, **GREEDY, ignore_eos=True)
+                ),
+                metadata=ai.md,
+                timeout=60,
+            )
+        )
+        u1 = usage(first)
+        messages += [
+            pb.ChatMessage(role="assistant", content=text(first)),
+            pb.ChatMessage(role="user", content="And then?"),
+        ]
+        second = list(
+            ai.stub.Chat(
+                pb.ChatRequest(messages=messages, params=pb.SamplingParams(max_tokens=1)),
+                metadata=ai.md,
+                timeout=60,
+            )
+        )
+        assert usage(second).cached_tokens == (u1.prompt_tokens + u1.completion_tokens - 1) // BS * BS
 
 
 def test_one_turn_at_a_time_and_a_cancelled_turn_is_not_kept(daemon: Daemon) -> None:

@@ -164,7 +164,8 @@ UNSHARED = [[i % 31 + 1, i // 31 + 1] + [(7 * i + k) % 31 + 1 for k in range(38)
 
 def test_the_engine_drops_a_cache_no_prompt_reuses() -> None:
     engine = make()
-    engine.blocks.grace_s = 0.0  # the fake runner's steps take microseconds: no block would outlive it
+    # the fake runner's steps take microseconds, and the last ones' blocks are kept through two more
+    engine.blocks.grace_s, engine.blocks.grace_steps = 0.0, 0
     ceiling = engine.stats().prefix_cache_target_tokens
     assert ceiling == 512
     run(engine, UNSHARED)
@@ -215,3 +216,47 @@ def test_the_budget_starts_below_a_ceiling_of_the_whole_context() -> None:
     assert engine.stats().prefix_cache_unused_tokens == 8 * 600
     engine.step()
     assert engine.blocks.prefix_hits >= 8 * 592
+
+
+def test_a_block_outlives_the_step_after_the_one_that_freed_it() -> None:
+    """A request sent when a sequence's last token arrives reaches the scheduler only after the next
+    step, however long that step takes (a prompt chunk: over a second): its blocks wait for it."""
+    now = [100.0]
+    bm = BlockManager(
+        num_blocks=16, block_size=2, max_cached_blocks=8, grace_s=1.0, clock=lambda: now[0], grace_steps=2
+    )
+    bm.set_cache_target(0)
+    bm.tick()
+    bm.allocate(1, [1, 2, 3, 4, 5])
+    bm.cache_computed(1, 5)
+    bm.free(1)
+    bm.tick()  # the next step, a long one
+    now[0] += 3.0
+    bm.expire()
+    assert bm.num_unused_cached == 2 and bm.evicted == []
+    bm.tick()  # by the step after it, a request that hits them is waiting (the scheduler's `wanted`)
+    bm.expire()
+    assert bm.num_unused_cached == 0 and len(bm.evicted) == 2
+    bm.check_invariants()
+
+
+def test_the_engine_keeps_a_finished_history_through_a_long_next_step() -> None:
+    """One user's turn ends while another's long prompt computes in the next step (seconds): the first
+    user's next turn, arriving during that step, still finds its history."""
+    engine = LLMEngine(FakeRunner(8192, 64), EngineConfig())  # type: ignore[arg-type]
+    now = [0.0]
+    engine.blocks._clock = lambda: now[0]
+    engine.blocks.set_cache_target(0)
+    history = [1] + [(7 * k) % 31 + 1 for k in range(599)]
+    engine.add(1, history, SamplingParams(max_tokens=2, ignore_eos=True))
+    while engine.has_work():
+        engine.step()
+    assert engine.stats().prefix_cache_unused_tokens == 600
+    engine.add(2, [2] + [(5 * k) % 29 + 1 for k in range(999)], SamplingParams(max_tokens=2, ignore_eos=True))
+    now[0] += 5.0  # the other prompt's step takes seconds; the first user's next turn comes meanwhile
+    engine.step()
+    engine.add(3, [*history, 9, 9, 9], SamplingParams(max_tokens=2, ignore_eos=True))
+    hits = engine.blocks.prefix_hits
+    while engine.has_work():  # the rest of the long prompt first, then the next turn
+        engine.step()
+    assert engine.blocks.prefix_hits - hits == 600
