@@ -17,8 +17,9 @@ admitted ahead of it.
 
 A step that computes a prompt (a chunk of a running one, or one admitted) admits another only while
 its prompt tokens stay within `prefill_pack_tokens`: a burst of prompts is computed a few hundred
-tokens a step, so the first ones' first tokens do not wait for the whole burst's. Running decodes ride
-along in every step.
+tokens a step, so the first ones' first tokens do not wait for the whole burst's. A waiting prompt
+that would not fit starts the next step (it is still the oldest then); a later one that fits goes
+along now. Running decodes ride along in every step.
 
 Among waiting sequences, one whose prompt's next uncached block is being computed by a running
 sequence (a burst of requests under one system prompt) is passed over until that block is cached,
@@ -169,11 +170,10 @@ class Scheduler:
         budget = self.config.max_batch_tokens - batch.num_tokens
         prompt = sum(n for _, n in batch.scheduled if n > 1)  # prompt tokens the step computes
         while budget > 0 and len(self.running) < self.config.max_running and not batch.swap_out:
-            nxt = self._next_admission(batch)
+            # a step that computes a prompt takes others only within prefill_pack_tokens
+            nxt = self._next_admission(batch, self.config.prefill_pack_tokens - prompt if prompt else None)
             if nxt is None:
                 break
-            if prompt and prompt + self._to_compute(nxt) > self.config.prefill_pack_tokens:
-                break  # it starts the next step, whose tokens are its own
             if not self._admit(nxt, batch):
                 break
             n = min(nxt.num_uncomputed, budget)
@@ -289,13 +289,17 @@ class Scheduler:
         self.preemptions["recompute"] += 1
         return seq
 
-    def _next_admission(self, batch: Batch) -> Sequence | None:
+    def _next_admission(self, batch: Batch, room: int | None = None) -> Sequence | None:
         """Swapped-out sequences first, in the order they left: the first whose state is here; the
-        first whose state is away is asked back once its blocks are free (one fetch at a time)."""
+        first whose state is away is asked back once its blocks are free (one fetch at a time). Then
+        waiting ones (see below). With `room`, only one that computes at most that many tokens: a
+        waiting prompt that does not fit starts the next step, and one behind it that does goes now
+        (the burst of a chat's next turns: a history a mismatch left uncached would hold up every
+        short turn behind it for a step)."""
         fetching = any(s.away is Away.FETCHING for s in self.swapped)
         for seq in self.swapped:
             if seq.away is None or seq.away is Away.SHIPPING:
-                return seq
+                return seq if room is None or seq.num_uncomputed <= room else None
             if seq.away is Away.AWAY and not fetching:
                 fetching = True
                 if self.blocks.num_free_blocks * self.blocks.block_size >= seq.num_tokens:
@@ -314,7 +318,9 @@ class Scheduler:
         ready.sort(key=lambda s: (running_per_app.get(s.app, 0), s.arrival))
         computing = self.blocks.computing()
         for seq in ready:
-            if not self.blocks.pending_block(seq.block_hashes, len(seq.prompt), computing):
+            if self.blocks.pending_block(seq.block_hashes, len(seq.prompt), computing):
+                continue
+            if room is None or self._to_compute(seq) <= room:
                 return seq
         return None
 

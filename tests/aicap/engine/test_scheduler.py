@@ -84,8 +84,9 @@ def test_a_burst_under_one_system_prompt_computes_it_once() -> None:
 
 def test_a_burst_of_prompts_is_computed_one_after_another() -> None:
     """A step that computes a prompt admits no other beyond prefill_pack_tokens prompt tokens: each of a
-    burst gets its first token after its own prompt, not after all of them; running decodes and
-    prompts that still fit ride along."""
+    burst gets its first token after its own prompt, not after all of them; running decodes ride
+    along, and a later prompt that fits what is left goes ahead of one that does not (which starts
+    the next step)."""
     config = EngineConfig(max_batch_tokens=256, max_running=8, prefill_pack_tokens=46)
     sched = Scheduler(config, BlockManager(256, 4))
     big = [Sequence(i, f"com.app{i}", [i] * 40, max_tokens=3) for i in range(3)]
@@ -97,7 +98,7 @@ def test_a_burst_of_prompts_is_computed_one_after_another() -> None:
         batch = sched.schedule()
         steps.append([(s.seq_id, n) for s, n in batch.scheduled])
         fake_step(sched, batch)
-    assert steps == [[(0, 40)], [(0, 1), (1, 40)], [(0, 1), (1, 1), (2, 40), (9, 6)]]
+    assert steps == [[(0, 40), (9, 6)], [(0, 1), (9, 1), (1, 40)], [(0, 1), (9, 1), (1, 1), (2, 40)]]
     run_all(sched)
     assert all(len(s.output) == 3 for s in [*big, small])
 
