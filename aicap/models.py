@@ -439,7 +439,9 @@ def engine_factory(
     def make() -> LLMEngine:  # on the inference thread
         runner = ModelRunner(runner_config, host_busy)
         try:
-            return LLMEngine(runner, config.engine)
+            engine = LLMEngine(runner, config.engine)
+            engine.calibrate()  # the device's speed figures before the first request
+            return engine
         except BaseException:
             runner.close()
             raise

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 from aicap import weights
-from aicap.config import EngineConfig, RunnerConfig
+from aicap.config import AiConfig, EngineConfig, RunnerConfig
 from aicap.engine.llm_engine import LLMEngine
 from aicap.engine.model_runner import ModelRunner, default_model_path
 from aicap.engine.sampler import SamplingParams
 from aicap.engine.solo import tail_state
+from aicap.models import engine_factory
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
@@ -216,3 +217,26 @@ def test_a_solo_file_that_cannot_load_leaves_one_context(
         assert runner._solo is None and "no solo context" in caplog.text
     finally:
         runner.close()
+
+
+def test_an_engine_is_made_with_its_speed_figures_and_no_cells_left(copy: Path) -> None:
+    """engine_factory calibrates (LLMEngine.calibrate): the figures drafts are sized by exist before
+    any request (a burst of chats that never leaves a step of one or two sequences drafts too), and
+    the calibration's KV is gone: the first request's first token is a fresh runner's."""
+    engine = engine_factory(copy, 2048, AiConfig(), None, default_model_path())()
+    runner = engine.runner
+    try:
+        f = engine.speed.figures
+        assert f.prefill_tokens_per_s > 0 and f.decode_step_s > 0 and f.draft_token_s > 0
+        assert 0.0 < engine._draft_cost(1) < 1.0  # a lone sequence may draft from its first step
+        assert pos_max(runner, 0) == -1 and (runner._solo is None or runner._solo.slot is None)
+        prompt = runner.tokenize("<|im_start|>user\nName three colours.<|im_end|>\n<|im_start|>assistant\n")
+        engine.add(1, prompt, SamplingParams(max_tokens=1, temperature=0.0))
+        first = [ev.token for _ in range(4) for ev in engine.step()]
+    finally:
+        runner.close()
+    fresh = ModelRunner(RunnerConfig(copy, n_ctx=2048, n_seq_max=8))
+    try:
+        assert first == [int(np.argmax(fresh.decode([(0, prompt, 0, 1)])[0][-1]))]
+    finally:
+        fresh.close()
