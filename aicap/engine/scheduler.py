@@ -199,8 +199,7 @@ class Scheduler:
             if seq.drafter is None or n != 1 or seq.num_uncomputed != 1:
                 continue
             left = seq.max_tokens - len(seq.output) - 1  # tokens it may still sample after this one
-            k = seq.drafter.length(cost, min(self.config.spec_draft_max, room, left))
-            draft = seq.drafter.draft(seq.tokens, k)
+            draft = seq.drafter.propose(seq.tokens, cost, min(self.config.spec_draft_max, room, left))
             if draft and self.blocks.reserve(seq.seq_id, seq.num_tokens + len(draft)):
                 seq.draft = draft
                 batch.scheduled[i] = (seq, 1 + len(draft))

@@ -112,6 +112,22 @@ def test_a_draft_is_as_long_as_its_acceptance_rate_pays_for() -> None:
     assert d.length(0.5, 8) == 1
 
 
+def test_drafts_at_seams_missing_do_not_shorten_the_copies_of_a_span() -> None:
+    """Rates are kept by how far the match goes back: a 2-token match (a JSON key between copied
+    values) that keeps missing stops drafting, while a draft inside a copied span (12 tokens agree)
+    is still as long as the prior pays for."""
+    d = Drafter()
+    tokens = [*range(100, 130), 5, 6, 9, 7, 5, 6]  # "5 6" seen once before, after 129
+    for _ in range(6):
+        draft = d.propose(tokens, 0.5, 8)
+        if draft:
+            d.accepted(0, len(draft))
+    assert d.propose(tokens, 0.5, 8) == []
+    tokens += [1, *range(100, 114)]  # copying the span from its start
+    assert d.propose(tokens, 0.5, 8) == list(range(114, 120))  # 0.9^6 = 0.53 > 0.5 > 0.9^7
+    assert Drafter().propose([5, 6, 7], 0.5, 8) == []  # nothing repeats
+
+
 def test_copied_text_takes_fewer_steps_for_exactly_the_same_tokens() -> None:
     prompt = PATTERN * 6
     params = SamplingParams(max_tokens=40, ignore_eos=True)
