@@ -45,32 +45,47 @@ def longest(prefixes: Sequence[tuple[Sequence[int], str]], text: str) -> tuple[S
     return best
 
 
+class _Model:
+    """One model's entries: app → its entries, oldest first; tokens per app, kept as they change."""
+
+    __slots__ = ("apps", "sizes")
+
+    def __init__(self) -> None:
+        self.apps: dict[str, list[Answered]] = {}
+        self.sizes: dict[str, int] = {}
+
+
 class RecentAnswers:
     def __init__(self, per_app: int = PER_APP, max_tokens: int = MAX_TOKENS) -> None:
         self.per_app, self.max_tokens = per_app, max_tokens
-        # a model's tokenizer → app → its entries, oldest first
-        self._by: weakref.WeakKeyDictionary[object, dict[str, list[Answered]]] = weakref.WeakKeyDictionary()
+        self._by: weakref.WeakKeyDictionary[object, _Model] = weakref.WeakKeyDictionary()  # by tokenizer
 
     def get(self, vocab: object, app: str) -> list[tuple[Sequence[int], str]]:
         """The (tokens, text) `app` may continue from on the model of tokenizer `vocab`."""
-        return [(a.tokens, a.text) for a in self._by.get(vocab, {}).get(app, ())]
+        model = self._by.get(vocab)
+        return [(a.tokens, a.text) for a in model.apps.get(app, ())] if model else []
 
     def add(self, vocab: object, app: str, tokens: Sequence[int], text: str) -> None:
         """A finished chat: its prompt and answer tokens and their rendered text. Drops what it
         continues (an entry whose text it begins with) and, past the bounds, the oldest."""
         if len(tokens) > self.max_tokens:
             return
-        apps = self._by.setdefault(vocab, {})
-        kept = [a for a in apps.get(app, ()) if not text.startswith(a.text)]
+        model = self._by.setdefault(vocab, _Model())
+        kept = [a for a in model.apps.get(app, ()) if not text.startswith(a.text)]
         kept.append(Answered(array("i", tokens), text))
-        apps[app] = kept[-self.per_app :]
-        sizes = {name: sum(len(a.tokens) for a in entries) for name, entries in apps.items()}
-        while sum(sizes.values()) > self.max_tokens:
-            top = max(sizes, key=lambda name: sizes[name])
-            sizes[top] -= len(apps[top].pop(0).tokens)
-            if not apps[top]:
-                del apps[top], sizes[top]
+        kept = kept[-self.per_app :]
+        model.apps[app] = kept
+        model.sizes[app] = sum(len(a.tokens) for a in kept)
+        total = sum(model.sizes.values())
+        while total > self.max_tokens:
+            top = max(model.sizes, key=model.sizes.__getitem__)
+            n = len(model.apps[top].pop(0).tokens)
+            model.sizes[top] -= n
+            total -= n
+            if not model.apps[top]:
+                del model.apps[top], model.sizes[top]
 
     def tokens(self, vocab: object) -> int:
         """Tokens remembered for the model of tokenizer `vocab`."""
-        return sum(len(a.tokens) for entries in self._by.get(vocab, {}).values() for a in entries)
+        model = self._by.get(vocab)
+        return sum(model.sizes.values()) if model else 0

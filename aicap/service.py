@@ -563,10 +563,9 @@ class AiService(pb_grpc.AiServiceServicer):
         """A finished chat's prompt and answer, as its next turn may resend them (aicap.answers): before
         its last chunk goes out, so a client that reads that chunk may send the next turn at once. Not
         when the answer's text is not its tokens' (cut at a stop string)."""
-        spoken = await self.prompts.run(tok.detokenize, [t for t in out if not tok.is_eog(t)])
+        spoken, written = await self.prompts.run(_texts, tok, out)
         if spoken == answer and prompt.text:
-            text = prompt.text + await self.prompts.run(tok.detokenize, out, True)
-            self.answers.add(tok, app, prompt.tokens + out, text)
+            self.answers.add(tok, app, prompt.tokens + out, prompt.text + written)
 
     async def _ground(
         self, app: str, m: Model, tok: Tokenizer, messages: list[dict[str, Any]], request: pb.ChatRequest
@@ -1115,6 +1114,12 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
             d["tool_call_id"], d["name"] = msg.tool_call_id, msg.name
         out.append(d)
     return out
+
+
+def _texts(tok: Tokenizer, out: list[int]) -> tuple[str, str]:
+    """An answer's tokens as streamed text (no end-of-generation token) and as the template renders
+    them (special tokens written out)."""
+    return tok.detokenize([t for t in out if not tok.is_eog(t)]), tok.detokenize(out, True)
 
 
 def _with_schema(params: pb.SamplingParams, schema: str) -> pb.SamplingParams:

@@ -361,12 +361,14 @@ class LLMEngine:
         tokens = (self.runner.tokenize(CALIBRATION_TEXT, add_special=False) * CALIBRATION_TOKENS)[
             :CALIBRATION_TOKENS
         ]
-        steps = [(tokens, 1, 0, 0)] + [([tokens[k]], 1, 0, 1) for k in range(3)] + [(tokens[3:8], 5, 4, 1)]
+        # (tokens, logits wanted, of them drafted, lone): the prompt, three decodes, a draft verified
+        steps = [(tokens, 1, 0, False)] + [([tokens[k]], 1, 0, True) for k in range(3)]
+        steps.append((tokens[3:8], 5, 4, True))
         pos = 0
         try:
             for chunk, want, drafted, lone in steps:
                 t0 = time.perf_counter()
-                self.runner.decode([(0, chunk, pos, want)], lone=bool(lone))
+                self.runner.decode([(0, chunk, pos, want)], lone=lone)
                 self.speed.observe(len(chunk), 1, time.perf_counter() - t0, drafted=drafted)
                 pos += len(chunk)
         finally:

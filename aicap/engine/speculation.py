@@ -81,14 +81,6 @@ class Drafter:
             self._fade()
         return k
 
-    def draft(self, tokens: list[int], k: int) -> list[int]:
-        """Up to `k` tokens expected to follow `tokens` (which grow by appending only), or none."""
-        found = self._match(tokens) if k > 0 else None
-        if found is None:
-            return []
-        at, self._bucket = found
-        return tokens[at : min(at + k, len(tokens))]
-
     def accepted(self, n: int, of: int) -> None:
         """The last draft of `of` tokens had its first `n` accepted (a rejection ended it if n < of)."""
         b = self._bucket

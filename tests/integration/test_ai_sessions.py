@@ -170,10 +170,11 @@ def test_turns_reuse_the_previous_turns_kv_token_for_token(daemon: Daemon) -> No
 
 
 def test_a_stateless_chat_resending_its_history_finds_it_cached_token_for_token(daemon: Daemon) -> None:
-    """A client that keeps no session resends the answers as text; the text of tokens the model wrote
-    need not tokenize back to them (" hel" "lo" comes back as " hello"), which missed the cache from
-    there on. The daemon remembers each answer's tokens (aicap.answers): every second turn finds its
-    first turn's prompt and answer cached, whatever the answer was."""
+    """A client that keeps no session resends the answers as text; the daemon remembers each answer's
+    tokens (aicap.answers) and the second turn continues them: every second turn finds its first
+    turn's prompt and answer cached token for token (remembered tokens that were not the computed ones
+    would miss). That an answer whose text tokenizes back otherwise (" hel" "lo") comes back as
+    written is test_prompts' (the model rarely writes one on these prompts)."""
     ai = app(daemon, "com.example.stateless")
     rng = random.Random(7)
     for _ in range(8):

@@ -79,15 +79,15 @@ PATTERN = [7, 3, 9, 4, 12]
 def test_the_drafter_proposes_what_followed_the_latest_longest_match() -> None:
     d = Drafter()
     tokens = [1, 2, 3, 4, 5, 9, 2, 3, 6, 7, 8, 2, 3]
-    assert d.draft(tokens, 4) == [6, 7, 8, 2]  # no earlier "8 2 3"; "2 3" last came before 6
+    assert d.propose(tokens, 0.0, 4) == [6, 7, 8, 2]  # no earlier "8 2 3"; "2 3" last came before 6
     tokens += [6, 7, 8, 2, 3]
-    assert d.draft(tokens, 2) == [6, 7]  # the latest earlier "8 2 3", indexed as the tokens grew
+    assert d.propose(tokens, 0.0, 2) == [6, 7]  # the latest earlier "8 2 3", indexed as the tokens grew
     tokens += [4]
-    assert d.draft(tokens, 9) == [5, 9, 2, 3, 6, 7, 8, 2, 3]  # "2 3 4": the start; up to the end
-    assert Drafter().draft([5, 6, 7], 3) == []  # nothing repeats
-    assert Drafter().draft([8, 8], 3) == []  # one token of context is not enough
-    assert Drafter().draft([8, 8, 8], 3) == [8]  # "8 8" followed by 8: the suffix never matches itself
-    assert Drafter().draft([1, 2, 3, 1, 2], 0) == []
+    assert d.propose(tokens, 0.0, 9) == [5, 9, 2, 3, 6, 7, 8, 2, 3]  # "2 3 4": the start; up to the end
+    assert Drafter().propose([5, 6, 7], 0.0, 3) == []  # nothing repeats
+    assert Drafter().propose([8, 8], 0.0, 3) == []  # one token of context is not enough
+    assert Drafter().propose([8, 8, 8], 0.0, 3) == [8]  # "8 8" followed by 8: the suffix never matches itself
+    assert Drafter().propose([1, 2, 3, 1, 2], 0.0, 0) == []
 
 
 def test_a_draft_is_as_long_as_its_acceptance_rate_pays_for() -> None:
